@@ -1,0 +1,190 @@
+//! The command line: clap definitions, dispatch, and how results reach the terminal.
+
+mod report;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cloud::aws::{AwsCloud, Connection};
+use crate::manifest::{self, Manifest};
+use crate::observe::observe;
+use crate::plan::{self, SavedPlan};
+
+pub use report::Failure;
+
+/// Keep fleets of EC2 research workspaces in the state a manifest declares.
+#[derive(Debug, Parser)]
+#[command(name = "prism", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// AWS region; overrides the manifest's `region` and the AWS configuration.
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Named profile from the AWS configuration files.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Send AWS calls to this endpoint (e.g. a local emulator).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// More detail on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what apply would change, and whether it fits the account's quotas.
+    Plan(PlanArgs),
+    /// Check a manifest without calling AWS.
+    Validate(ValidateArgs),
+    /// Print the manifest JSON Schema.
+    Schema,
+}
+
+/// Output format of a plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The fleet manifest.
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
+    #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The fleet manifest.
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Parses the arguments, runs the command, and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report::fail(&Failure::Io(e)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(failure) => report::fail(&failure),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "prism=info",
+        _ => "prism=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Plan(args) => plan_command(&cli.global, &args).await,
+        Command::Validate(args) => validate_command(&args),
+        Command::Schema => {
+            let schema = serde_json::to_string_pretty(manifest::schema_json()).expect("schema serializes");
+            print(&format!("{schema}\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = anstream::stdout();
+    out.write_all(text.as_bytes()).map_err(Failure::Io)?;
+    out.flush().map_err(Failure::Io)
+}
+
+fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
+    let m = manifest::load(&args.file)?;
+    let text = match args.format {
+        Format::Text => format!(
+            "{}: valid — fleet {}, {} workspace{} from template {} ({})\n",
+            args.file.display(),
+            m.name,
+            m.workspaces.len(),
+            if m.workspaces.len() == 1 { "" } else { "s" },
+            m.template.name,
+            m.template.instance_type
+        ),
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&m).expect("serializes")),
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the region the flags, else the manifest, else the AWS configuration name.
+pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsCloud, Failure> {
+    let conn = Connection {
+        region: global.region.clone().or_else(|| manifest.region.clone()),
+        profile: global.profile.clone(),
+        endpoint_url: global.endpoint_url.clone(),
+    };
+    AwsCloud::connect(&conn).await.map_err(|_| Failure::NoRegion)
+}
+
+async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
+    let manifest = manifest::load(&args.file)?;
+    let cloud = connect(global, &manifest).await?;
+    let observed = observe(&cloud, &manifest).await?;
+    let plan = plan::plan(&manifest, &observed);
+    if let Some(path) = &args.out {
+        save(path, &args.file, &plan)?;
+    }
+    let text = match args.format {
+        Format::Text => plan::render::text(&plan),
+        Format::Json => format!("{}\n", plan::render::json(&plan)),
+    };
+    print(&text)?;
+    if let (Some(path), Format::Text) = (&args.out, args.format) {
+        eprintln!("Saved the plan to {}. Apply it with: prism apply {}", path.display(), path.display());
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Failure> {
+    let text = std::fs::read(manifest_path).map_err(Failure::Io)?;
+    let saved = SavedPlan::new(manifest_path, &text, plan.clone());
+    let json = serde_json::to_string_pretty(&saved).expect("serializes");
+    std::fs::write(path, json + "\n").map_err(Failure::Io)
+}

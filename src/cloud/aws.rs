@@ -1,0 +1,248 @@
+//! The [`Cloud`] on the AWS SDK: the only file that imports `aws_sdk_*`.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::Filter;
+
+use super::error::Transport;
+use super::{Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, QuotaValue};
+
+/// Where and as whom to connect. Unset fields fall back to the AWS configuration
+/// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, `~/.aws/config`).
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// EC2 and Service Quotas clients for one region.
+#[derive(Debug, Clone)]
+pub struct AwsCloud {
+    ec2: aws_sdk_ec2::Client,
+    quotas: aws_sdk_servicequotas::Client,
+    region: String,
+}
+
+/// An error before any call: the configuration names no region.
+#[derive(Debug, thiserror::Error)]
+#[error("no AWS region is configured")]
+pub struct NoRegion;
+
+impl AwsCloud {
+    /// Loads the AWS configuration. The SDK's own retries are off: prism classifies
+    /// and retries errors itself, so that throttling reaches its rate limiter.
+    pub async fn connect(conn: &Connection) -> Result<Self, NoRegion> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .operation_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(region) = &conn.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &conn.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &conn.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        let region = config.region().ok_or(NoRegion)?.to_string();
+        Ok(AwsCloud {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            quotas: aws_sdk_servicequotas::Client::new(&config),
+            region,
+        })
+    }
+}
+
+/// Converts an SDK error, keeping the AWS code, message and HTTP status.
+fn convert<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> CloudError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let detail = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            let message = e.message().map_or_else(|| detail.clone(), str::to_string);
+            CloudError::service(operation, e.code(), message, Some(ctx.raw().status().as_u16()))
+        }
+        SdkError::ResponseError(ctx) => {
+            CloudError::service(operation, None, detail, Some(ctx.raw().status().as_u16()))
+        }
+        SdkError::TimeoutError(_) => CloudError::transport(operation, Transport::Timeout, detail),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            CloudError::transport(operation, Transport::Timeout, detail)
+        }
+        // Refused or reset connections are IO errors; a connection closed without an
+        // answer is neither IO nor timeout. Both are worth another attempt.
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_other() => {
+            CloudError::transport(operation, Transport::Connection, detail)
+        }
+        _ => CloudError::transport(operation, Transport::Local, detail),
+    }
+}
+
+fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    let state = i
+        .state()
+        .and_then(|s| s.name())
+        .and_then(|n| InstanceState::parse(n.as_str()))?;
+    Some(Instance {
+        id: i.instance_id()?.to_string(),
+        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        image_id: i.image_id().unwrap_or_default().to_string(),
+        state,
+        availability_zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        launch_time: i.launch_time().map(|t| t.secs()),
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect(),
+    })
+}
+
+fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.into_iter().collect()))
+        .build()
+}
+
+fn quota_value(q: &aws_sdk_servicequotas::types::ServiceQuota) -> QuotaValue {
+    QuotaValue {
+        service: q.service_code().unwrap_or_default().to_string(),
+        code: q.quota_code().unwrap_or_default().to_string(),
+        name: q.quota_name().unwrap_or_default().to_string(),
+        value: q.value().unwrap_or_default(),
+    }
+}
+
+#[async_trait]
+impl Cloud for AwsCloud {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
+        let mut filters: Vec<Filter> = f
+            .tags
+            .iter()
+            .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
+            .collect();
+        if !f.states.is_empty() {
+            filters.push(filter(
+                "instance-state-name",
+                f.states.iter().map(|s| s.as_str().to_string()),
+            ));
+        }
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .set_filters(Some(filters))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| convert("DescribeInstances", e))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().filter_map(to_instance));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn instance_type_vcpus(&self, types: &[String]) -> Result<BTreeMap<String, u32>, CloudError> {
+        let mut out = BTreeMap::new();
+        // A filter rather than the InstanceTypes parameter: an unknown type is then
+        // simply absent instead of failing the whole call.
+        for chunk in types.chunks(100) {
+            let mut pages = self
+                .ec2
+                .describe_instance_types()
+                .filters(filter("instance-type", chunk.iter().cloned()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| convert("DescribeInstanceTypes", e))?;
+                for t in page.instance_types() {
+                    let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus());
+                    if let (Some(name), Some(vcpus)) = (t.instance_type(), vcpus) {
+                        out.insert(name.as_str().to_string(), u32::try_from(vcpus).unwrap_or(0));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_service_quota(&self, service: &str, code: &str) -> Result<Option<QuotaValue>, CloudError> {
+        let answer = self
+            .quotas
+            .get_service_quota()
+            .service_code(service)
+            .quota_code(code)
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(out.quota().map(quota_value)),
+            Err(e) if e.code() == Some("NoSuchResourceException") => Ok(None),
+            Err(e) => Err(convert("GetServiceQuota", e)),
+        }
+    }
+
+    async fn get_default_service_quota(&self, service: &str, code: &str) -> Result<QuotaValue, CloudError> {
+        let out = self
+            .quotas
+            .get_aws_default_service_quota()
+            .service_code(service)
+            .quota_code(code)
+            .send()
+            .await
+            .map_err(|e| convert("GetAWSDefaultServiceQuota", e))?;
+        out.quota().map(quota_value).ok_or_else(|| {
+            CloudError::service("GetAWSDefaultServiceQuota", None, format!("no value for {service}/{code}"), None)
+        })
+    }
+
+    async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError> {
+        let out = self
+            .ec2
+            .describe_images()
+            .owners(owner)
+            .filters(filter("name", [name_pattern.to_string()]))
+            .send()
+            .await
+            .map_err(|e| convert("DescribeImages", e))?;
+        Ok(out
+            .images()
+            .iter()
+            .filter_map(|i| {
+                Some(Image {
+                    id: i.image_id()?.to_string(),
+                    name: i.name().unwrap_or_default().to_string(),
+                    creation_date: i.creation_date().map(str::to_string),
+                })
+            })
+            .collect())
+    }
+}

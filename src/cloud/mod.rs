@@ -1,0 +1,157 @@
+//! The one door to AWS: a narrow trait that speaks prism's own types.
+//!
+//! [`aws::AwsCloud`] is the only implementation that talks to AWS (or the local
+//! emulator); [`fake::FakeCloud`] is an in-memory stand-in for unit tests.
+
+pub mod aws;
+mod error;
+pub mod fake;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use error::{CloudError, ErrorClass};
+
+/// Tag keys prism writes on every instance it launches.
+pub mod tags {
+    pub const FLEET: &str = "prism:fleet";
+    pub const WORKSPACE: &str = "prism:workspace";
+    pub const PROJECT: &str = "prism:project";
+    pub const TEMPLATE: &str = "prism:template";
+    pub const NAME: &str = "Name";
+}
+
+/// The lifecycle state of an EC2 instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    /// All states, for filters.
+    pub const ALL: [InstanceState; 6] = [
+        InstanceState::Pending,
+        InstanceState::Running,
+        InstanceState::Stopping,
+        InstanceState::Stopped,
+        InstanceState::ShuttingDown,
+        InstanceState::Terminated,
+    ];
+
+    /// The name AWS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+
+    /// Parses the name AWS uses.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the instance counts against vCPU quotas.
+    pub fn uses_quota(self) -> bool {
+        matches!(self, InstanceState::Pending | InstanceState::Running)
+    }
+
+    /// Whether the instance is on its way out and can no longer serve a workspace.
+    pub fn is_gone(self) -> bool {
+        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An EC2 instance as prism sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub instance_type: String,
+    pub image_id: String,
+    pub state: InstanceState,
+    pub availability_zone: Option<String>,
+    /// Launch time, seconds since the Unix epoch.
+    pub launch_time: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// The value of tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+
+    /// The workspace this instance serves, from its `prism:workspace` tag.
+    pub fn workspace(&self) -> Option<&str> {
+        self.tag(tags::WORKSPACE)
+    }
+}
+
+/// Which instances to describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    /// Tag key → value, all of which must match.
+    pub tags: Vec<(String, String)>,
+    /// Accepted states; empty means any.
+    pub states: Vec<InstanceState>,
+}
+
+/// A Service Quotas value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaValue {
+    pub service: String,
+    pub code: String,
+    pub name: String,
+    pub value: f64,
+}
+
+/// A machine image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    /// ISO 8601, as AWS gives it; sorts chronologically.
+    pub creation_date: Option<String>,
+}
+
+/// Everything prism asks of AWS. Each method is one AWS API (or one paginated series).
+#[async_trait]
+pub trait Cloud: Send + Sync {
+    /// The region every call goes to.
+    fn region(&self) -> &str;
+
+    /// DescribeInstances, all pages.
+    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, CloudError>;
+
+    /// DescribeInstanceTypes: default vCPUs of each type AWS offers among `types`.
+    /// Types AWS does not know are absent from the answer.
+    async fn instance_type_vcpus(&self, types: &[String]) -> Result<BTreeMap<String, u32>, CloudError>;
+
+    /// GetServiceQuota: the applied value, or None when the quota was never changed
+    /// from its default (AWS answers NoSuchResourceException then).
+    async fn get_service_quota(&self, service: &str, code: &str) -> Result<Option<QuotaValue>, CloudError>;
+
+    /// GetAWSDefaultServiceQuota.
+    async fn get_default_service_quota(&self, service: &str, code: &str) -> Result<QuotaValue, CloudError>;
+
+    /// DescribeImages: the images of `owner` whose name matches `name_pattern`.
+    async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError>;
+}

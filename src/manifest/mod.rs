@@ -1,0 +1,148 @@
+//! The fleet manifest: raw serde types, validation with located diagnostics, and the
+//! validated [`Manifest`] the rest of prism trusts.
+
+mod diagnostic;
+mod locate;
+pub mod raw;
+mod schema;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use diagnostic::{ManifestError, Problem};
+pub use raw::DesiredState;
+pub use validate::{load, parse, schema_json};
+
+/// A validated manifest: defaults resolved, the template looked up, workspaces named.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Fleet name (tag `prism:fleet`).
+    pub name: String,
+    /// Project (tag `prism:project`).
+    pub project: String,
+    /// The template every workspace is launched from.
+    pub template: Template,
+    /// Workspace names in order: `<name>-01`… or `<name>-<member>`.
+    pub workspaces: Vec<String>,
+    /// Region, when the manifest names one.
+    pub region: Option<String>,
+    /// Desired state of every workspace.
+    pub state: DesiredState,
+    /// Whether workspaces no longer wanted may be deleted.
+    pub prune: bool,
+    /// Launch pacing as written; unset fields fall back to the user config, then defaults.
+    pub rate_limit: RateLimitSpec,
+    /// Retry policy, defaults resolved.
+    pub retry: RetryPolicy,
+}
+
+/// A launch template.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Template {
+    pub name: String,
+    pub image: ImageRef,
+    pub instance_type: String,
+    pub root_volume_gb: Option<u32>,
+    pub user_data: Option<String>,
+    pub hibernation: bool,
+}
+
+/// Which image a template launches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum ImageRef {
+    /// A fixed AMI id.
+    Id(String),
+    /// The newest image of `owner` whose name matches `name`.
+    Lookup { owner: String, name: String },
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Id(id) => f.write_str(id),
+            ImageRef::Lookup { owner, name } => write!(f, "{owner}/{name}"),
+        }
+    }
+}
+
+/// Launch pacing as the manifest writes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RateLimitSpec {
+    pub rate_per_minute: Option<f64>,
+    pub burst_size: Option<u32>,
+    pub adaptive: Option<bool>,
+}
+
+/// How failed AWS calls are retried.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+    pub multiplier: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 3,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            multiplier: 2.0,
+        }
+    }
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+/// Names the workspaces of a fleet: numbered, zero-padded to two digits. The padding
+/// never depends on the count, so raising the count (even past 99) only appends names.
+pub fn numbered_workspaces(fleet: &str, count: u32) -> Vec<String> {
+    (1..=count).map(|i| format!("{fleet}-{i:02}")).collect()
+}
+
+/// Names the workspaces of a fleet after its members.
+pub fn member_workspaces(fleet: &str, members: &[String]) -> Vec<String> {
+    members.iter().map(|m| format!("{fleet}-{m}")).collect()
+}
+
+/// Templates by name, as merged from the manifest and its templates file.
+pub type Templates = BTreeMap<String, Template>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbering_is_stable_when_the_count_grows() {
+        let thirty = numbered_workspaces("cs499", 30);
+        let thirty_two = numbered_workspaces("cs499", 32);
+        assert_eq!(thirty[0], "cs499-01");
+        assert_eq!(thirty[29], "cs499-30");
+        assert_eq!(&thirty_two[..30], &thirty[..]);
+        assert_eq!(&thirty_two[30..], ["cs499-31", "cs499-32"]);
+    }
+
+    #[test]
+    fn numbering_past_99_keeps_earlier_names() {
+        let names = numbered_workspaces("lab", 100);
+        assert_eq!(names[0], "lab-01");
+        assert_eq!(names[98], "lab-99");
+        assert_eq!(names[99], "lab-100");
+    }
+}

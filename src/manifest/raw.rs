@@ -1,0 +1,142 @@
+//! The manifest exactly as written: serde types that mirror the YAML, and from which
+//! the JSON Schema is generated. Nothing here is validated beyond its shape; see
+//! `validate.rs` for the checks that turn these into a [`super::Manifest`].
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A fleet of workspaces: how many, from which template, in which state.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "prism fleet manifest")]
+pub struct RawManifest {
+    /// Fleet name: lowercase letters, digits and '-'. Tagged on every instance as `prism:fleet`.
+    #[schemars(length(min = 1, max = 40), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Project the fleet belongs to; tagged as `prism:project`.
+    #[schemars(length(min = 1))]
+    pub project: String,
+    /// Name of the template every workspace is launched from.
+    #[schemars(length(min = 1))]
+    pub template: String,
+    /// Number of workspaces, named `<name>-01`, `<name>-02`, …. Exclusive with `members`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub count: Option<u32>,
+    /// One workspace per member, named `<name>-<member>`. Exclusive with `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), inner(length(min = 1, max = 40), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")))]
+    pub members: Option<Vec<String>>,
+    /// AWS region; defaults to the region of the AWS configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
+    /// Desired state of every workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DesiredState>,
+    /// May prism delete this fleet's workspaces that are no longer wanted? Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
+    /// Pace of launches during apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RawRateLimit>,
+    /// Retries of failed AWS calls during apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RawRetry>,
+    /// Templates defined inline, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<BTreeMap<String, RawTemplate>>,
+    /// A YAML file of further templates (a map of name to template), relative to this manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates_file: Option<String>,
+}
+
+/// The state every workspace of the fleet should be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    /// Launched and running.
+    Running,
+    /// Launched, then kept stopped (no compute charges).
+    Stopped,
+}
+
+/// Launch pacing, as a token bucket.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Launches per minute once the burst is spent. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01))]
+    pub rate_per_minute: Option<f64>,
+    /// Launches allowed at once before pacing starts. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst_size: Option<u32>,
+    /// Slow down when AWS throttles, speed up again as calls succeed. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<bool>,
+}
+
+/// Retry policy for failed AWS calls.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Retries after the first attempt. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub max_retries: Option<u32>,
+    /// First wait, as a duration such as `1s` or `500ms`. Default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_backoff: Option<String>,
+    /// Longest wait between attempts. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<String>,
+    /// Factor applied to the wait after each attempt. Default 2.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0, max = 10.0))]
+    pub multiplier: Option<f64>,
+}
+
+/// How a workspace is launched.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplate {
+    /// An AMI id, or the newest image matching an owner and a name pattern.
+    pub image: RawImage,
+    /// EC2 instance type, such as `t3.xlarge`.
+    #[schemars(length(min = 1))]
+    pub instance_type: String,
+    /// Size of the root volume in GiB; default the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16384))]
+    pub root_volume_gb: Option<u32>,
+    /// Script run at first boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// Launch with hibernation enabled (encrypted root volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hibernation: Option<bool>,
+}
+
+/// An image reference.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawImage {
+    /// An AMI id such as `ami-0123456789abcdef0`.
+    Id(String),
+    /// The newest image of `owner` whose name matches `name` (`*` wildcards).
+    Lookup(RawImageLookup),
+}
+
+/// The newest image of an owner whose name matches a pattern.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawImageLookup {
+    /// Owner account id, or an alias such as `amazon`.
+    pub owner: String,
+    /// Name pattern; `*` matches any run of characters.
+    pub name: String,
+}

@@ -1,0 +1,302 @@
+//! Manifest text → [`Manifest`], reporting every problem at once.
+//!
+//! The document is read as a JSON value, checked against the schema, then by the
+//! cross-field rules below; only a document with no problem is turned into typed data.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::diagnostic::{ManifestError, Problem, SourceFile};
+use super::locate::{Locator, Span, escape};
+use super::raw::{DesiredState, RawImage, RawManifest, RawTemplate};
+use super::schema::{did_you_mean, manifest_problems, templates_problems};
+use super::{
+    ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, member_workspaces,
+    numbered_workspaces,
+};
+
+pub use super::schema::manifest_schema as schema_json;
+
+/// Reads and validates the manifest at `path`.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// A parsed YAML document with what is needed to point into it.
+struct Document {
+    src: SourceFile,
+    loc: Locator,
+    value: Value,
+}
+
+impl Document {
+    fn read(name: String, text: &str) -> Result<Self, Problem> {
+        let src = SourceFile::new(name, text);
+        let value: Value = serde_yaml::from_str(text).map_err(|e| {
+            let offset = e.location().map_or(0, |l| l.index());
+            let message = e.to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            src.problem(
+                Span { offset, len: 1 },
+                "",
+                format!("invalid YAML: {message}"),
+                "here",
+                Some("check indentation and quoting around this place".into()),
+            )
+        })?;
+        Ok(Document {
+            loc: Locator::new(text),
+            src,
+            value,
+        })
+    }
+
+    fn at_value(&self, pointer: &str, message: String, label: &str, hint: Option<String>) -> Problem {
+        self.src
+            .problem(self.loc.value(pointer), pointer, message, label, hint)
+    }
+
+    fn at_key(&self, pointer: &str, message: String, label: &str, hint: Option<String>) -> Problem {
+        self.src
+            .problem(self.loc.key(pointer), pointer, message, label, hint)
+    }
+}
+
+/// Validates manifest `text`, read from `path` (which names it in diagnostics and
+/// anchors a relative `templates_file`).
+pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let invalid = |problems: Vec<Problem>| ManifestError::Invalid {
+        path: path.display().to_string(),
+        problems,
+    };
+    let doc = Document::read(path.display().to_string(), text).map_err(|p| invalid(vec![p]))?;
+    if !doc.value.is_object() {
+        let found = if doc.value.is_null() { "an empty document" } else { "something else" };
+        return Err(invalid(vec![doc.at_value(
+            "",
+            format!("expected a mapping of manifest keys, found {found}"),
+            "here",
+            Some("a manifest starts with `name:`, `project:`, `template:` and `count:`".into()),
+        )]));
+    }
+    let mut problems = manifest_problems(&doc.value, &doc.src, &doc.loc);
+    let extra = templates_file(&doc, path, &mut problems);
+    problems.extend(cross_checks(&doc, extra.as_ref()));
+    if !problems.is_empty() {
+        problems.sort_by(|a, b| (a.file != doc.src.name, a.line, a.column).cmp(&(b.file != doc.src.name, b.line, b.column)));
+        return Err(invalid(problems));
+    }
+    let raw: RawManifest = serde_json::from_value(doc.value.clone()).map_err(|e| {
+        invalid(vec![doc.at_value("", format!("cannot read the manifest: {e}"), "here", None)])
+    })?;
+    let file_templates = match extra {
+        Some(d) => serde_json::from_value(d.value).map_err(|e| {
+            invalid(vec![doc.at_value("/templates_file", format!("cannot read the templates file: {e}"), "here", None)])
+        })?,
+        None => BTreeMap::new(),
+    };
+    Ok(build(path, raw, file_templates))
+}
+
+/// Loads the templates file a manifest names, adding its problems to `problems`.
+fn templates_file(doc: &Document, manifest: &Path, problems: &mut Vec<Problem>) -> Option<Document> {
+    let rel = doc.value.get("templates_file")?.as_str()?;
+    let path: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(rel);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(doc.at_value(
+                "/templates_file",
+                format!("cannot read templates file `{}`: {e}", path.display()),
+                "named here",
+                Some("the path is relative to the manifest's folder".into()),
+            ));
+            return None;
+        }
+    };
+    match Document::read(path.display().to_string(), &text) {
+        Ok(t) => {
+            problems.extend(templates_problems(&t.value, &t.src, &t.loc));
+            Some(t)
+        }
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    }
+}
+
+fn keys(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The rules a schema cannot state well: exclusive keys, references, durations.
+fn cross_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
+    let v = &doc.value;
+    let mut out = Vec::new();
+    match (v.get("count"), v.get("members")) {
+        (Some(_), Some(_)) => out.push(doc.at_key(
+            "/members",
+            "`count` and `members` cannot both be set".into(),
+            "second way to name the workspaces",
+            Some("keep `count: N` for numbered workspaces (name-01, name-02, …) or `members: [...]` for one per person".into()),
+        )),
+        (None, None) => out.push(doc.at_value(
+            "",
+            "the manifest sets neither `count` nor `members`".into(),
+            "in this manifest",
+            Some("add `count: 30` for numbered workspaces, or `members: [alice, bob]` for one per person".into()),
+        )),
+        _ => {}
+    }
+    if let Some(members) = v.get("members").and_then(Value::as_array) {
+        let mut seen = HashSet::new();
+        for (i, m) in members.iter().enumerate() {
+            if let Some(name) = m.as_str().filter(|n| !seen.insert(*n)) {
+                out.push(doc.at_value(
+                    &format!("/members/{i}"),
+                    format!("member `{name}` is listed twice"),
+                    "listed again here",
+                    Some("each member gets one workspace; remove the repeat".into()),
+                ));
+            }
+        }
+    }
+    out.extend(template_checks(doc, extra));
+    out.extend(retry_checks(doc));
+    out
+}
+
+fn template_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let inline = keys(doc.value.get("templates"));
+    let from_file = extra.map(|d| keys(Some(&d.value))).unwrap_or_default();
+    if let Some(d) = extra {
+        for name in from_file.iter().filter(|n| inline.contains(n)) {
+            out.push(d.at_key(
+                &format!("/{}", escape(name)),
+                format!("template `{name}` is also defined in {}", doc.src.name),
+                "defined twice",
+                Some("rename one of them, or remove one definition".into()),
+            ));
+        }
+    }
+    let Some(wanted) = doc.value.get("template").and_then(Value::as_str) else {
+        return out;
+    };
+    let all: Vec<String> = inline.into_iter().chain(from_file).collect();
+    if !wanted.is_empty() && !all.iter().any(|t| t == wanted) {
+        let hint = match did_you_mean(wanted, &all) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None if all.is_empty() => "define it under `templates:` or in a `templates_file`".into(),
+            None => format!("templates defined: {}", all.join(", ")),
+        };
+        out.push(doc.at_value(
+            "/template",
+            format!("unknown template `{wanted}`"),
+            "no template of this name",
+            Some(hint),
+        ));
+    }
+    out
+}
+
+fn retry_checks(doc: &Document) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut parsed = BTreeMap::new();
+    for key in ["initial_backoff", "max_backoff"] {
+        let pointer = format!("/retry/{key}");
+        let Some(text) = doc.value.pointer(&pointer).and_then(Value::as_str) else {
+            continue;
+        };
+        match humantime::parse_duration(text) {
+            Ok(d) => {
+                parsed.insert(key, d);
+            }
+            Err(e) => out.push(doc.at_value(
+                &pointer,
+                format!("`{text}` is not a duration ({e})"),
+                "not a duration",
+                Some("write a number and a unit, such as 500ms, 1s, 30s or 2m".into()),
+            )),
+        }
+    }
+    if let (Some(initial), Some(max)) = (parsed.get("initial_backoff"), parsed.get("max_backoff"))
+        && initial > max
+    {
+        out.push(doc.at_value(
+            "/retry/initial_backoff",
+            format!(
+                "initial_backoff ({}) is longer than max_backoff ({})",
+                humantime::format_duration(*initial),
+                humantime::format_duration(*max)
+            ),
+            "longer than the cap",
+            Some("raise max_backoff or lower initial_backoff".into()),
+        ));
+    }
+    out
+}
+
+fn duration(text: Option<String>, default: Duration) -> Duration {
+    text.and_then(|t| humantime::parse_duration(&t).ok())
+        .unwrap_or(default)
+}
+
+/// Typed data from a document that passed every check.
+fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemplate>) -> Manifest {
+    let mut templates = raw.templates.clone().unwrap_or_default();
+    templates.extend(file_templates);
+    let (name, t) = templates
+        .remove_entry(&raw.template)
+        .expect("checked: the template exists");
+    let template = Template {
+        name,
+        image: match t.image {
+            RawImage::Id(id) => ImageRef::Id(id),
+            RawImage::Lookup(l) => ImageRef::Lookup { owner: l.owner, name: l.name },
+        },
+        instance_type: t.instance_type,
+        root_volume_gb: t.root_volume_gb,
+        user_data: t.user_data,
+        hibernation: t.hibernation.unwrap_or(false),
+    };
+    let workspaces = match (&raw.count, &raw.members) {
+        (Some(count), _) => numbered_workspaces(&raw.name, *count),
+        (None, Some(members)) => member_workspaces(&raw.name, members),
+        (None, None) => unreachable!("checked: count or members is set"),
+    };
+    let defaults = RetryPolicy::default();
+    let retry = raw.retry.unwrap_or_default();
+    let rate = raw.rate_limit.unwrap_or_default();
+    Manifest {
+        source: path.to_path_buf(),
+        name: raw.name,
+        project: raw.project,
+        template,
+        workspaces,
+        region: raw.region,
+        state: raw.state.unwrap_or(DesiredState::Running),
+        prune: raw.prune.unwrap_or(false),
+        rate_limit: RateLimitSpec {
+            rate_per_minute: rate.rate_per_minute,
+            burst_size: rate.burst_size,
+            adaptive: rate.adaptive,
+        },
+        retry: RetryPolicy {
+            max_retries: retry.max_retries.unwrap_or(defaults.max_retries),
+            initial_backoff: duration(retry.initial_backoff, defaults.initial_backoff),
+            max_backoff: duration(retry.max_backoff, defaults.max_backoff),
+            multiplier: retry.multiplier.unwrap_or(defaults.multiplier),
+        },
+    }
+}

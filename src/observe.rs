@@ -1,0 +1,161 @@
+//! Observed state: what the cloud holds that a plan needs, read in a fixed number of
+//! calls whatever the fleet's size.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cloud::{Cloud, CloudError, Instance, InstanceFilter, InstanceState, tags};
+use crate::manifest::{ImageRef, Manifest};
+use crate::quota::{self, QuotaClass};
+
+/// Everything the planner knows about the live account.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    pub region: String,
+    /// The fleet's instances (by its `prism:fleet` tag) that are not terminated.
+    pub instances: Vec<Instance>,
+    /// Pending and running instances of the whole region by type: quotas count them all.
+    pub account_running: BTreeMap<String, u32>,
+    /// Default vCPUs per instance type, for the types involved.
+    pub vcpus: BTreeMap<String, u32>,
+    /// Quota readings by quota code, for the classes the plan touches.
+    pub quotas: BTreeMap<String, QuotaReading>,
+    /// The image new workspaces launch from.
+    pub image: ImageResolution,
+}
+
+/// A quota value, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum QuotaReading {
+    /// The quota's value; `applied` is false when it is AWS's default.
+    Known { value: f64, applied: bool },
+    /// The quota could not be read; the plan shows it as unknown.
+    Unknown { error: String },
+}
+
+/// The resolved image of the template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ImageResolution {
+    /// Not looked up (nothing to launch from it).
+    #[default]
+    Unresolved,
+    /// A fixed AMI id, or the newest match of a lookup.
+    Resolved { id: String },
+    /// A lookup that matched nothing, or failed.
+    Failed { reason: String },
+}
+
+impl ImageResolution {
+    /// The image id, when resolved.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ImageResolution::Resolved { id } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the live state relevant to `manifest`.
+///
+/// Calls made: two DescribeInstances series (the fleet by tag; the region's pending and
+/// running instances, for quota usage), one DescribeInstanceTypes for the types seen,
+/// one or two Service Quotas calls per quota class touched, and DescribeImages when the
+/// template's image is a lookup.
+pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed, CloudError> {
+    let fleet_filter = InstanceFilter {
+        tags: vec![(tags::FLEET.to_string(), manifest.name.clone())],
+        states: InstanceState::ALL
+            .into_iter()
+            .filter(|s| *s != InstanceState::Terminated)
+            .collect(),
+    };
+    let running_filter = InstanceFilter {
+        tags: vec![],
+        states: vec![InstanceState::Pending, InstanceState::Running],
+    };
+    let (instances, running) = tokio::try_join!(
+        cloud.describe_instances(&fleet_filter),
+        cloud.describe_instances(&running_filter),
+    )?;
+
+    let mut account_running: BTreeMap<String, u32> = BTreeMap::new();
+    for i in &running {
+        *account_running.entry(i.instance_type.clone()).or_default() += 1;
+    }
+    let types: BTreeSet<String> = std::iter::once(manifest.template.instance_type.clone())
+        .chain(instances.iter().map(|i| i.instance_type.clone()))
+        .chain(account_running.keys().cloned())
+        .collect();
+    let types: Vec<String> = types.into_iter().collect();
+
+    let classes: BTreeSet<&'static str> = std::iter::once(&manifest.template.instance_type)
+        .chain(instances.iter().map(|i| &i.instance_type))
+        .map(|t| quota::on_demand_class(t).code)
+        .collect();
+    let quota_reads = classes.iter().map(|code| async move {
+        let class = quota::by_name(code).expect("known class");
+        (class.code.to_string(), read_quota(cloud, class).await)
+    });
+    let (vcpus, quotas, image) = tokio::join!(
+        cloud.instance_type_vcpus(&types),
+        in_turn(quota_reads),
+        resolve_image(cloud, &manifest.template.image),
+    );
+
+    Ok(Observed {
+        region: cloud.region().to_string(),
+        instances,
+        account_running,
+        vcpus: vcpus?,
+        quotas: quotas.into_iter().collect(),
+        image,
+    })
+}
+
+/// Runs futures one after another; the handful of quota reads does not need more.
+async fn in_turn<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
+
+/// The applied quota value, falling back to AWS's default when none was ever applied.
+pub async fn read_quota(cloud: &dyn Cloud, class: &QuotaClass) -> QuotaReading {
+    match cloud.get_service_quota(class.service, class.code).await {
+        Ok(Some(q)) => QuotaReading::Known {
+            value: q.value,
+            applied: true,
+        },
+        Ok(None) => match cloud.get_default_service_quota(class.service, class.code).await {
+            Ok(q) => QuotaReading::Known {
+                value: q.value,
+                applied: false,
+            },
+            Err(e) => QuotaReading::Unknown { error: e.to_string() },
+        },
+        Err(e) => QuotaReading::Unknown { error: e.to_string() },
+    }
+}
+
+async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
+    match image {
+        ImageRef::Id(id) => ImageResolution::Resolved { id: id.clone() },
+        ImageRef::Lookup { owner, name } => match cloud.find_images(owner, name).await {
+            Ok(images) => images
+                .into_iter()
+                .max_by(|a, b| (&a.creation_date, &a.name).cmp(&(&b.creation_date, &b.name)))
+                .map_or_else(
+                    || ImageResolution::Failed {
+                        reason: format!("no image of owner {owner} matches `{name}` in this region"),
+                    },
+                    |i| ImageResolution::Resolved { id: i.id },
+                ),
+            Err(e) => ImageResolution::Failed { reason: e.to_string() },
+        },
+    }
+}

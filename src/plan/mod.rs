@@ -1,0 +1,337 @@
+//! The planner: a pure function of the desired fleet and the observed account.
+//! No IO, no clock: the same inputs always give the same [`Plan`].
+
+mod quota_check;
+pub mod render;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cloud::{Instance, InstanceState};
+use crate::manifest::{DesiredState, ImageRef, Manifest};
+use crate::observe::{ImageResolution, Observed};
+
+pub use quota_check::QuotaCheck;
+
+/// Version of the JSON plan format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What to do to one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Create,
+    Start,
+    Stop,
+    Replace,
+    Delete,
+}
+
+/// One change to one workspace, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub action: ActionKind,
+    pub workspace: String,
+    /// The existing instance acted on; none for a create.
+    pub instance_id: Option<String>,
+    /// The instance type the workspace has after the action.
+    pub instance_type: String,
+    /// vCPUs of that type; unknown when AWS does not offer the type.
+    pub vcpus: Option<u32>,
+    pub reason: String,
+}
+
+/// Counts per action kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub start: usize,
+    pub stop: usize,
+    pub replace: usize,
+    pub delete: usize,
+}
+
+impl Summary {
+    /// Total number of actions.
+    pub fn total(&self) -> usize {
+        self.create + self.start + self.stop + self.replace + self.delete
+    }
+}
+
+/// Something the user should know before applying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// Stable identifier: `quota_shortfall`, `quota_unknown`, `unknown_instance_type`,
+    /// `image_unresolved`, `prune_disabled`, `duplicate_instances`.
+    pub kind: String,
+    pub message: String,
+    /// What the user can do, most useful first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+/// A workspace that exists but is no longer wanted, kept because prune is off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub workspace: String,
+    pub instance_id: String,
+    pub reason: String,
+}
+
+/// The changes that make the account match the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub fleet: String,
+    pub region: String,
+    pub actions: Vec<Action>,
+    pub summary: Summary,
+    pub quota: Vec<QuotaCheck>,
+    pub warnings: Vec<Warning>,
+    /// Workspaces `prune: true` would delete.
+    pub would_delete_with_prune: Vec<Kept>,
+    /// The image new workspaces launch from, when resolved.
+    pub image_id: Option<String>,
+    /// Digest of the observed fleet; a saved plan is stale once it changes.
+    pub fingerprint: String,
+}
+
+impl Plan {
+    /// Whether applying would change anything.
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+}
+
+/// A plan saved by `prism plan --out`, for `prism apply` to carry out later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedPlan {
+    /// The manifest the plan was made from.
+    pub manifest: std::path::PathBuf,
+    /// SHA-256 of the manifest's text when the plan was made.
+    pub manifest_sha256: String,
+    pub plan: Plan,
+}
+
+impl SavedPlan {
+    /// Wraps `plan`, made from the manifest at `path` whose text is `text`.
+    pub fn new(path: &std::path::Path, text: &[u8], plan: Plan) -> Self {
+        SavedPlan {
+            manifest: path.to_path_buf(),
+            manifest_sha256: hex(&Sha256::digest(text)),
+            plan,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes the plan that brings `observed` to what `manifest` declares.
+pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
+    let mut by_workspace: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    let mut strays = Vec::new();
+    for i in observed.instances.iter().filter(|i| !i.state.is_gone()) {
+        match i.workspace() {
+            Some(w) => by_workspace.entry(w).or_default().push(i),
+            None => strays.push(i),
+        }
+    }
+    let desired: HashSet<&str> = manifest.workspaces.iter().map(String::as_str).collect();
+    let mut actions = Vec::new();
+    let mut unwanted: Vec<(&Instance, String)> = Vec::new();
+    let mut warnings = Vec::new();
+
+    for name in &manifest.workspaces {
+        let mut found = by_workspace.remove(name.as_str()).unwrap_or_default();
+        found.sort_by_key(|i| keep_rank(i));
+        if found.len() > 1 {
+            warnings.push(Warning {
+                kind: "duplicate_instances".into(),
+                message: format!("{name} has {} instances; {} is kept", found.len(), found[0].id),
+                options: vec![],
+            });
+        }
+        for extra in found.iter().skip(1) {
+            unwanted.push((extra, format!("duplicate of {}", found[0].id)));
+        }
+        if let Some(action) = workspace_action(manifest, observed, name, found.first().copied()) {
+            actions.push(action);
+        }
+    }
+    for (workspace, instances) in by_workspace {
+        debug_assert!(!desired.contains(workspace));
+        for i in instances {
+            unwanted.push((i, "no longer in the manifest".into()));
+        }
+    }
+    for i in strays {
+        unwanted.push((i, "has the fleet tag but no workspace tag".into()));
+    }
+
+    let mut kept = Vec::new();
+    for (i, reason) in unwanted {
+        let workspace = i.workspace().unwrap_or(&i.id).to_string();
+        if manifest.prune {
+            actions.push(Action {
+                action: ActionKind::Delete,
+                workspace,
+                instance_id: Some(i.id.clone()),
+                instance_type: i.instance_type.clone(),
+                vcpus: observed.vcpus.get(&i.instance_type).copied(),
+                reason,
+            });
+        } else {
+            kept.push(Kept {
+                workspace,
+                instance_id: i.id.clone(),
+                reason,
+            });
+        }
+    }
+    if !kept.is_empty() {
+        warnings.push(Warning {
+            kind: "prune_disabled".into(),
+            message: format!(
+                "{} workspace{} no longer wanted {} kept because prune is off",
+                kept.len(),
+                if kept.len() == 1 { "" } else { "s" },
+                if kept.len() == 1 { "is" } else { "are" }
+            ),
+            options: vec!["set `prune: true` in the manifest to delete them".into()],
+        });
+    }
+
+    warnings.extend(launch_warnings(manifest, observed, &actions));
+    let (quota, quota_warnings) = quota_check::check(manifest, observed, &actions);
+    warnings.extend(quota_warnings);
+    let summary = summarize(&actions);
+    Plan {
+        format_version: FORMAT_VERSION,
+        fleet: manifest.name.clone(),
+        region: observed.region.clone(),
+        actions,
+        summary,
+        quota,
+        warnings,
+        would_delete_with_prune: kept,
+        image_id: observed.image.id().map(str::to_string),
+        fingerprint: fingerprint(manifest, observed),
+    }
+}
+
+/// Which of several instances of one workspace to keep: running first, then the oldest.
+fn keep_rank(i: &Instance) -> (u8, i64, String) {
+    let state = match i.state {
+        InstanceState::Running => 0,
+        InstanceState::Pending => 1,
+        InstanceState::Stopped | InstanceState::Stopping => 2,
+        _ => 3,
+    };
+    (state, i.launch_time.unwrap_or(i64::MAX), i.id.clone())
+}
+
+fn workspace_action(
+    manifest: &Manifest,
+    observed: &Observed,
+    name: &str,
+    existing: Option<&Instance>,
+) -> Option<Action> {
+    let t = &manifest.template;
+    let action = |kind, instance_id: Option<&str>, reason: String| Action {
+        action: kind,
+        workspace: name.to_string(),
+        instance_id: instance_id.map(str::to_string),
+        instance_type: t.instance_type.clone(),
+        vcpus: observed.vcpus.get(&t.instance_type).copied(),
+        reason,
+    };
+    let Some(i) = existing else {
+        return Some(action(ActionKind::Create, None, "workspace does not exist".into()));
+    };
+    if i.instance_type != t.instance_type {
+        let reason = format!("instance type {} → {}", i.instance_type, t.instance_type);
+        return Some(action(ActionKind::Replace, Some(&i.id), reason));
+    }
+    // A lookup image is resolved for new launches only: a newer image being published
+    // must not replace every student's machine.
+    if let ImageRef::Id(image) = &t.image
+        && &i.image_id != image
+    {
+        let reason = format!("image {} → {image}", i.image_id);
+        return Some(action(ActionKind::Replace, Some(&i.id), reason));
+    }
+    let want_running = manifest.state == DesiredState::Running;
+    match i.state {
+        InstanceState::Stopped | InstanceState::Stopping if want_running => Some(action(
+            ActionKind::Start,
+            Some(&i.id),
+            format!("{}, desired running", i.state),
+        )),
+        InstanceState::Running | InstanceState::Pending if !want_running => Some(action(
+            ActionKind::Stop,
+            Some(&i.id),
+            format!("{}, desired stopped", i.state),
+        )),
+        _ => None,
+    }
+}
+
+fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action]) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let launches = actions
+        .iter()
+        .any(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace));
+    let t = &manifest.template;
+    if actions.iter().any(|a| a.action != ActionKind::Delete) && !observed.vcpus.contains_key(&t.instance_type) {
+        out.push(Warning {
+            kind: "unknown_instance_type".into(),
+            message: format!("instance type {} is not offered in {}", t.instance_type, observed.region),
+            options: vec![format!("check the spelling of `instance_type` in template {}", t.name)],
+        });
+    }
+    if let (true, ImageResolution::Failed { reason }) = (launches, &observed.image) {
+        out.push(Warning {
+            kind: "image_unresolved".into(),
+            message: format!("the image of template {} could not be resolved: {reason}", t.name),
+            options: vec!["check `image` in the template: the owner and the name pattern".into()],
+        });
+    }
+    out
+}
+
+fn summarize(actions: &[Action]) -> Summary {
+    let mut s = Summary::default();
+    for a in actions {
+        *match a.action {
+            ActionKind::Create => &mut s.create,
+            ActionKind::Start => &mut s.start,
+            ActionKind::Stop => &mut s.stop,
+            ActionKind::Replace => &mut s.replace,
+            ActionKind::Delete => &mut s.delete,
+        } += 1;
+    }
+    s
+}
+
+/// Digest of what the plan was made from: the manifest's fleet and the observed fleet
+/// instances (ids, states, types, images, workspaces).
+pub fn fingerprint(manifest: &Manifest, observed: &Observed) -> String {
+    let mut instances: Vec<_> = observed
+        .instances
+        .iter()
+        .map(|i| (&i.id, i.state, &i.instance_type, &i.image_id, i.workspace()))
+        .collect();
+    instances.sort();
+    let mut h = Sha256::new();
+    h.update(manifest.name.as_bytes());
+    h.update(observed.region.as_bytes());
+    h.update(serde_json::to_vec(&instances).expect("serializable"));
+    hex(&h.finalize())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! Does the plan fit the account's vCPU quotas? Per quota class: the vCPUs the plan's
+//! launches and starts need, against the limit less what the whole account uses.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, ActionKind, Warning};
+use crate::manifest::Manifest;
+use crate::observe::{Observed, QuotaReading};
+use crate::quota::{self, QuotaClass};
+
+/// One quota class against the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaCheck {
+    /// Service Quotas code, e.g. `L-1216C47A`.
+    pub code: String,
+    pub name: String,
+    /// The name `prism quota request --quota` accepts.
+    pub quota: String,
+    /// The quota's value in vCPUs; unknown when it could not be read.
+    pub limit: Option<f64>,
+    /// vCPUs of every pending or running instance in the region in this class.
+    pub usage: Option<u32>,
+    /// vCPUs the plan's creates, starts and replacements need.
+    pub needed: u32,
+    /// `limit − usage`, never below zero.
+    pub available: Option<u32>,
+    /// Whether `needed` fits in `available`; unknown when either is.
+    pub fits: Option<bool>,
+}
+
+fn launches(a: &Action) -> bool {
+    matches!(a.action, ActionKind::Create | ActionKind::Start | ActionKind::Replace)
+}
+
+/// Checks each quota class the plan touches (or that was read) and warns on shortfalls.
+pub fn check(manifest: &Manifest, observed: &Observed, actions: &[Action]) -> (Vec<QuotaCheck>, Vec<Warning>) {
+    let mut by_class: BTreeMap<&'static str, Vec<&Action>> = BTreeMap::new();
+    for a in actions.iter().filter(|a| launches(a)) {
+        by_class.entry(quota::on_demand_class(&a.instance_type).code).or_default().push(a);
+    }
+    for code in observed.quotas.keys() {
+        if let Some(class) = quota::by_name(code) {
+            by_class.entry(class.code).or_default();
+        }
+    }
+    let mut checks = Vec::new();
+    let mut warnings = Vec::new();
+    for (code, class_actions) in by_class {
+        let class = quota::by_name(code).expect("a known class");
+        let check = check_class(class, observed, &class_actions);
+        if let Some(QuotaReading::Unknown { error }) = observed.quotas.get(code) {
+            warnings.push(Warning {
+                kind: "quota_unknown".into(),
+                message: format!("the {} quota could not be read, so it was not checked: {error}", class.name),
+                options: vec!["allow servicequotas:GetServiceQuota and servicequotas:GetAWSDefaultServiceQuota".into()],
+            });
+        }
+        if check.fits == Some(false) {
+            warnings.push(shortfall(manifest, observed, class, &check, &class_actions));
+        }
+        checks.push(check);
+    }
+    (checks, warnings)
+}
+
+fn check_class(class: &QuotaClass, observed: &Observed, actions: &[&Action]) -> QuotaCheck {
+    let needed = actions.iter().filter_map(|a| a.vcpus).sum();
+    let usage = observed
+        .account_running
+        .iter()
+        .filter(|(t, _)| quota::on_demand_class(t).code == class.code)
+        .map(|(t, n)| observed.vcpus.get(t).map(|v| v * n))
+        .sum::<Option<u32>>();
+    let limit = match observed.quotas.get(class.code) {
+        Some(QuotaReading::Known { value, .. }) => Some(*value),
+        _ => None,
+    };
+    let available = match (limit, usage) {
+        (Some(l), Some(u)) => Some((l - f64::from(u)).max(0.0).floor() as u32),
+        _ => None,
+    };
+    QuotaCheck {
+        code: class.code.into(),
+        name: class.name.into(),
+        quota: class.friendly.into(),
+        limit,
+        usage,
+        needed,
+        available,
+        fits: available.map(|a| needed <= a),
+    }
+}
+
+/// "Only 4 of 10 new workspaces fit …", with what the user can do about it.
+fn shortfall(manifest: &Manifest, observed: &Observed, class: &QuotaClass, check: &QuotaCheck, actions: &[&Action]) -> Warning {
+    let available = check.available.unwrap_or(0);
+    let mut used = 0;
+    let fit = actions
+        .iter()
+        .take_while(|a| {
+            used += a.vcpus.unwrap_or(0);
+            used <= available
+        })
+        .count();
+    let wanted = actions.len();
+    let all_new = actions.iter().all(|a| a.action == ActionKind::Create);
+    let what = if all_new { "new workspaces" } else { "workspaces to launch or start" };
+    let limit = check.limit.unwrap_or(0.0);
+    let desired = check.usage.unwrap_or(0) + check.needed;
+    let types: Vec<&str> = actions.iter().map(|a| a.instance_type.as_str()).collect();
+    let mut options = vec![format!(
+        "request a quota increase: prism quota request --quota {} --desired-value {desired} --region {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\"",
+        class.friendly, observed.region, manifest.name, types[0], check.needed
+    )];
+    let per_workspace = available / u32::try_from(wanted).unwrap_or(u32::MAX).max(1);
+    if per_workspace >= 1 {
+        options.push(format!(
+            "use a smaller instance type: at most {per_workspace} vCPU{} each lets all {wanted} fit",
+            if per_workspace == 1 { "" } else { "s" }
+        ));
+    }
+    let total = manifest.workspaces.len().saturating_sub(wanted) + fit;
+    let fewer = format!("launch fewer workspaces: {total} of {} fit in total", manifest.workspaces.len());
+    options.push(fewer);
+    Warning {
+        kind: "quota_shortfall".into(),
+        message: format!(
+            "Only {fit} of {wanted} {what} fit the {} quota (needs {} vCPUs, {available} available of {limit})",
+            class.name, check.needed
+        ),
+        options,
+    }
+}

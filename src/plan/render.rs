@@ -1,0 +1,140 @@
+//! Plans for people (Terraform-like text) and for programs (JSON).
+//!
+//! Text carries ANSI styles; the CLI writes it through `anstream`, which drops them
+//! when the output is not a terminal or `NO_COLOR` is set.
+
+use std::fmt::Write;
+
+use anstyle::{AnsiColor, Style};
+
+use super::{ActionKind, Plan, QuotaCheck};
+
+const GREEN: Style = AnsiColor::Green.on_default();
+const RED: Style = AnsiColor::Red.on_default();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+const MAGENTA: Style = AnsiColor::Magenta.on_default();
+const BOLD: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+
+fn paint(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+fn symbol(kind: ActionKind) -> (&'static str, Style) {
+    match kind {
+        ActionKind::Create => ("+", GREEN),
+        ActionKind::Delete => ("-", RED),
+        ActionKind::Start | ActionKind::Stop => ("~", YELLOW),
+        ActionKind::Replace => ("-/+", MAGENTA),
+    }
+}
+
+fn kind_name(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Create => "create",
+        ActionKind::Start => "start",
+        ActionKind::Stop => "stop",
+        ActionKind::Replace => "replace",
+        ActionKind::Delete => "delete",
+    }
+}
+
+/// The plan as text.
+pub fn text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} fleet {} in {}", paint(BOLD, "prism plan:"), plan.fleet, plan.region);
+    out.push('\n');
+    if plan.actions.is_empty() {
+        let _ = writeln!(out, "{}", paint(GREEN, "No changes. The fleet matches the manifest."));
+    } else {
+        actions(&mut out, plan);
+    }
+    if !plan.quota.is_empty() {
+        out.push('\n');
+        quotas(&mut out, plan);
+    }
+    if !plan.would_delete_with_prune.is_empty() {
+        out.push('\n');
+        let _ = writeln!(out, "{}", paint(BOLD, "Kept because prune is off:"));
+        for k in &plan.would_delete_with_prune {
+            let _ = writeln!(out, "    {} ({}): {}", k.workspace, k.instance_id, k.reason);
+        }
+    }
+    for w in &plan.warnings {
+        out.push('\n');
+        let _ = writeln!(out, "{} {}", paint(YELLOW, "⚠"), w.message);
+        if !w.options.is_empty() {
+            let _ = writeln!(out, "  Options:");
+            for (i, o) in w.options.iter().enumerate() {
+                let _ = writeln!(out, "    {}. {o}", i + 1);
+            }
+        }
+    }
+    out.push('\n');
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "{} {} to create, {} to start, {} to stop, {} to replace, {} to delete.",
+        paint(BOLD, "Plan:"),
+        s.create,
+        s.start,
+        s.stop,
+        s.replace,
+        s.delete
+    );
+    out
+}
+
+fn actions(out: &mut String, plan: &Plan) {
+    let width = |f: &dyn Fn(&super::Action) -> usize| plan.actions.iter().map(f).max().unwrap_or(0);
+    let ws = width(&|a| a.workspace.len());
+    let id = width(&|a| a.instance_id.as_deref().map_or(5, str::len));
+    let ty = width(&|a| a.instance_type.len());
+    for a in &plan.actions {
+        let (sym, style) = symbol(a.action);
+        let vcpus = a.vcpus.map_or_else(|| "? vCPUs".to_string(), |v| format!("{v} vCPUs"));
+        let _ = writeln!(
+            out,
+            "{}{} {:ws$}  {:id$}  {:ty$}  {:>8}  {} {}",
+            " ".repeat(4 - sym.len()),
+            paint(style, sym),
+            a.workspace,
+            a.instance_id.as_deref().unwrap_or("(new)"),
+            a.instance_type,
+            vcpus,
+            paint(style, &format!("{}:", kind_name(a.action))),
+            paint(DIM, &a.reason),
+        );
+    }
+}
+
+fn quotas(out: &mut String, plan: &Plan) {
+    let _ = writeln!(out, "{}", paint(BOLD, &format!("Quotas ({}):", plan.region)));
+    for q in &plan.quota {
+        let _ = writeln!(out, "  {} {} [{}]: {}", quota_mark(q), q.name, q.code, quota_numbers(q));
+    }
+}
+
+fn quota_mark(q: &QuotaCheck) -> String {
+    match q.fits {
+        Some(true) => paint(GREEN, "✓"),
+        Some(false) => paint(RED, "✗"),
+        None => paint(YELLOW, "?"),
+    }
+}
+
+fn quota_numbers(q: &QuotaCheck) -> String {
+    let usage = q.usage.map_or("unknown".into(), |u| u.to_string());
+    let limit = q.limit.map_or("unknown".into(), |l| format!("{l}"));
+    let verdict = match (q.fits, q.available) {
+        (Some(true), Some(a)) => format!("fits ({a} available)"),
+        (Some(false), Some(a)) => format!("does not fit ({a} available)"),
+        _ => "not checked".into(),
+    };
+    format!("{usage} used + {} needed of {limit} vCPUs — {verdict}", q.needed)
+}
+
+/// The plan as pretty JSON (see docs/plan.md for the format).
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan serializes")
+}

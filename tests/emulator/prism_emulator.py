@@ -1,0 +1,561 @@
+"""The local AWS emulator for prism's tests and demo.
+
+moto server, run in this process, behind a small WSGI front that adds what real AWS
+does and moto does not:
+
+* Service Quotas for the ``ec2`` and ``ebs`` codes, and quota increase requests;
+* RunInstances ClientToken idempotency;
+* vCPU limit enforcement on RunInstances (VcpuLimitExceeded);
+* faults on demand, lost responses, delays, AWS-like token buckets;
+* eventual consistency: new instances hidden from DescribeInstances for a while;
+* a log of every AWS call, for tests that count calls.
+
+The control API lives under ``/_prism/`` (see README.md beside this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl
+
+os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
+os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+
+from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
+from moto.ec2.models.instances import InstanceBackend  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server  # noqa: E402
+
+# --- quota catalogue --------------------------------------------------------------
+
+# (service, code) -> (name, unit, emulator default value)
+QUOTAS = {
+    ("ec2", "L-1216C47A"): ("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", "None", 64.0),
+    ("ec2", "L-DB2E81BA"): ("Running On-Demand G and VT instances", "None", 8.0),
+    ("ec2", "L-417A185B"): ("Running On-Demand P instances", "None", 0.0),
+    ("ec2", "L-74FC7D96"): ("Running On-Demand F instances", "None", 0.0),
+    ("ec2", "L-7295265B"): ("Running On-Demand X instances", "None", 0.0),
+    ("ec2", "L-1945791B"): ("Running On-Demand Inf instances", "None", 0.0),
+    ("ec2", "L-2C3B7624"): ("Running On-Demand Trn instances", "None", 0.0),
+    ("ec2", "L-6E869C2A"): ("Running On-Demand DL instances", "None", 0.0),
+    ("ec2", "L-F7808C92"): ("Running On-Demand HPC instances", "None", 0.0),
+    ("ec2", "L-43DA4232"): ("Running On-Demand High Memory instances", "None", 0.0),
+    ("ec2", "L-34B43A08"): ("All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", "None", 64.0),
+    ("ebs", "L-7A658B76"): ("Storage for General Purpose SSD (gp3) volumes, in TiB", "None", 50.0),
+}
+
+SERVICE_NAMES = {"ec2": "Amazon Elastic Compute Cloud (Amazon EC2)", "ebs": "Amazon Elastic Block Store (Amazon EBS)"}
+
+FAMILY_CODES = [
+    ("u-", "L-43DA4232"),
+    ("inf", "L-1945791B"),
+    ("trn", "L-2C3B7624"),
+    ("hpc", "L-F7808C92"),
+    ("dl", "L-6E869C2A"),
+    ("vt", "L-DB2E81BA"),
+    ("g", "L-DB2E81BA"),
+    ("p", "L-417A185B"),
+    ("f", "L-74FC7D96"),
+    ("x", "L-7295265B"),
+]
+
+
+def quota_code_for(instance_type: str) -> str:
+    family = instance_type.split(".")[0].lower()
+    for prefix, code in FAMILY_CODES:
+        if family.startswith(prefix):
+            return code
+    return "L-1216C47A"
+
+
+def vcpus_of(instance_type: str) -> int:
+    info = INSTANCE_TYPES.get(instance_type, {})
+    return int(info.get("VCpuInfo", {}).get("DefaultVCpus", 1))
+
+
+# --- state ------------------------------------------------------------------------
+
+# AWS's EC2 request token buckets: (capacity, refill per second).
+BUCKETS = {"RunInstances": (5, 2.0), "StartInstances": (5, 2.0)}
+MUTATING_BUCKET = (50, 5.0)
+DESCRIBE_BUCKET = (100, 20.0)
+
+
+@dataclass
+class Fault:
+    action: str
+    code: str = "InternalError"
+    status: int = 500
+    message: str = "An internal error has occurred."
+    count: int | None = None  # the first N matching calls; None = every call
+    probability: float = 1.0
+    lost: bool = False  # let the call take effect, then answer with the error
+    delay_ms: int = 0
+    seen: int = 0
+
+    def fires(self, rng: random.Random) -> bool:
+        if self.count is not None and self.seen >= self.count:
+            return False
+        if rng.random() >= self.probability:
+            return False
+        self.seen += 1
+        return True
+
+
+@dataclass
+class TokenRecord:
+    fingerprint: str
+    body: bytes
+    instance_ids: list[str]
+
+
+@dataclass
+class State:
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    calls: list[dict] = field(default_factory=list)
+    quotas: dict = field(default_factory=dict)  # (service, code) -> applied value
+    requests: dict = field(default_factory=dict)  # id -> RequestedQuota dict
+    faults: list[Fault] = field(default_factory=list)
+    throttle: bool = False
+    buckets: dict = field(default_factory=dict)  # action -> [tokens, last refill]
+    lag_s: float = 0.0
+    visible_at: dict = field(default_factory=dict)  # instance id -> monotonic time
+    tokens: dict = field(default_factory=dict)  # ClientToken -> TokenRecord
+    token_locks: dict = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.calls.clear()
+            self.quotas.clear()
+            self.requests.clear()
+            self.faults.clear()
+            self.throttle = False
+            self.buckets.clear()
+            self.lag_s = 0.0
+            self.visible_at.clear()
+            self.tokens.clear()
+
+
+STATE = State()
+
+
+def _hide_lagging(original):
+    """Eventual consistency: DescribeInstances does not show an instance until its lag has passed."""
+
+    def all_reservations(self, filters=None):
+        reservations = original(self, filters)
+        now = time.monotonic()
+        hidden = {i for i, t in STATE.visible_at.items() if t > now}
+        if not hidden:
+            return reservations
+        kept = []
+        for reservation in reservations:
+            reservation.instances = [i for i in reservation.instances if i.id not in hidden]
+            if reservation.instances:
+                kept.append(reservation)
+        return kept
+
+    return all_reservations
+
+
+InstanceBackend.all_reservations = _hide_lagging(InstanceBackend.all_reservations)
+
+# --- responses --------------------------------------------------------------------
+
+
+def ec2_error(code: str, message: str, status: int):
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    ).encode()
+    return status, [("Content-Type", "text/xml")], body
+
+
+def json_error(code: str, message: str, status: int):
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return status, [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)], body
+
+
+def json_ok(payload: dict):
+    return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(payload).encode()
+
+
+def error_for(service: str, code: str, message: str, status: int):
+    return ec2_error(code, message, status) if service == "ec2" else json_error(code, message, status)
+
+
+# --- request parsing --------------------------------------------------------------
+
+CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request")
+
+
+@dataclass
+class Call:
+    service: str
+    region: str
+    action: str
+    params: dict
+    body: bytes
+    account: str = DEFAULT_ACCOUNT_ID
+
+
+def parse_call(environ, body: bytes) -> Call:
+    region, service = "us-east-1", "unknown"
+    match = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match:
+        region, service = match.group(1), match.group(2)
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        action = target.split(".")[-1]
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            params = {}
+    else:
+        params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        action = params.get("Action", environ.get("PATH_INFO", ""))
+    return Call(service, region, action, params, body)
+
+
+# --- service quotas ---------------------------------------------------------------
+
+
+def quota_payload(call: Call, service: str, code: str, value: float) -> dict:
+    name, unit, _ = QUOTAS[(service, code)]
+    return {
+        "ServiceCode": service,
+        "ServiceName": SERVICE_NAMES[service],
+        "QuotaArn": f"arn:aws:servicequotas:{call.region}:{call.account}:{service}/{code}",
+        "QuotaCode": code,
+        "QuotaName": name,
+        "Value": value,
+        "Unit": unit,
+        "Adjustable": True,
+        "GlobalQuota": False,
+    }
+
+
+def applied_value(service: str, code: str) -> float:
+    return STATE.quotas.get((service, code), QUOTAS[(service, code)][2])
+
+
+def service_quotas(call: Call):
+    """Service Quotas for ec2 and ebs; None lets moto answer the rest."""
+    p, action = call.params, call.action
+    key = (p.get("ServiceCode"), p.get("QuotaCode"))
+    if action in ("GetServiceQuota", "GetAWSDefaultServiceQuota", "RequestServiceQuotaIncrease"):
+        if key[0] not in SERVICE_NAMES:
+            return None
+        if key not in QUOTAS:
+            return json_error("NoSuchResourceException", f"The request failed because the specified quota {key[1]} does not exist.", 400)
+    if action == "GetAWSDefaultServiceQuota":
+        return json_ok({"Quota": quota_payload(call, *key, QUOTAS[key][2])})
+    if action == "GetServiceQuota":
+        if key not in STATE.quotas:
+            # Real AWS answers this for quotas never changed from their default; the
+            # client must fall back to GetAWSDefaultServiceQuota.
+            return json_error("NoSuchResourceException", f"The request failed because the quota {key[1]} has no applied value.", 400)
+        return json_ok({"Quota": quota_payload(call, *key, STATE.quotas[key])})
+    if action == "RequestServiceQuotaIncrease":
+        desired = float(p.get("DesiredValue", 0))
+        if desired <= applied_value(*key):
+            return json_error("IllegalArgumentException", "The desired value must be greater than the current value.", 400)
+        for r in STATE.requests.values():
+            if (r["ServiceCode"], r["QuotaCode"]) == key and r["Status"] in ("PENDING", "CASE_OPENED"):
+                return json_error("ResourceAlreadyExistsException", f"A request for {key[1]} is already pending.", 400)
+        now = datetime.now(timezone.utc).timestamp()
+        request = {
+            "Id": uuid.uuid4().hex,
+            "CaseId": "",
+            "ServiceCode": key[0],
+            "ServiceName": SERVICE_NAMES[key[0]],
+            "QuotaCode": key[1],
+            "QuotaName": QUOTAS[key][0],
+            "DesiredValue": desired,
+            "Status": "PENDING",
+            "Created": now,
+            "LastUpdated": now,
+            "Requester": f"arn:aws:iam::{call.account}:root",
+            "QuotaArn": f"arn:aws:servicequotas:{call.region}:{call.account}:{key[0]}/{key[1]}",
+            "GlobalQuota": False,
+            "Unit": QUOTAS[key][1],
+        }
+        STATE.requests[request["Id"]] = request
+        return json_ok({"RequestedQuota": request})
+    if action == "GetRequestedServiceQuotaChange":
+        request = STATE.requests.get(p.get("RequestId"))
+        if request is None:
+            return json_error("NoSuchResourceException", f"The request {p.get('RequestId')} does not exist.", 400)
+        return json_ok({"RequestedQuota": request})
+    if action in ("ListRequestedServiceQuotaChangeHistory", "ListRequestedServiceQuotaChangeHistoryByQuota"):
+        found = [
+            r
+            for r in STATE.requests.values()
+            if p.get("ServiceCode") in (None, r["ServiceCode"])
+            and p.get("QuotaCode") in (None, r["QuotaCode"])
+            and p.get("Status") in (None, r["Status"])
+        ]
+        found.sort(key=lambda r: r["Created"])
+        return json_ok({"RequestedQuotas": found})
+    return None
+
+
+def set_request_status(request_id: str, status: str) -> dict | None:
+    request = STATE.requests.get(request_id)
+    if request is None:
+        return None
+    request["Status"] = status
+    request["LastUpdated"] = datetime.now(timezone.utc).timestamp()
+    if status == "APPROVED":
+        STATE.quotas[(request["ServiceCode"], request["QuotaCode"])] = request["DesiredValue"]
+    return request
+
+
+# --- EC2 additions ----------------------------------------------------------------
+
+
+def account_usage(call: Call, code: str) -> int:
+    backend = ec2_backends[call.account][call.region]
+    return sum(
+        vcpus_of(i.instance_type)
+        for i in backend.all_instances()
+        if i.state in ("pending", "running") and quota_code_for(i.instance_type) == code
+    )
+
+
+def check_vcpu_limit(call: Call):
+    instance_type = call.params.get("InstanceType", "m1.small")
+    count = int(call.params.get("MinCount", "1"))
+    code = quota_code_for(instance_type)
+    limit = applied_value("ec2", code)
+    if account_usage(call, code) + count * vcpus_of(instance_type) > limit:
+        return ec2_error(
+            "VcpuLimitExceeded",
+            f"You have requested more vCPU capacity than your current vCPU limit of {int(limit)} allows "
+            "for the instance bucket that the specified instance type belongs to. Please visit "
+            "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit.",
+            400,
+        )
+    return None
+
+
+def request_fingerprint(params: dict) -> str:
+    stable = sorted((k, v) for k, v in params.items() if k not in ("ClientToken",))
+    return hashlib.sha256(json.dumps(stable).encode()).hexdigest()
+
+
+INSTANCE_ID = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
+
+
+def token_lock(token: str) -> threading.Lock:
+    with STATE.lock:
+        return STATE.token_locks.setdefault(token, threading.Lock())
+
+
+def replay_token(call: Call, token: str):
+    """The answer AWS gives to a ClientToken it has seen before, or None."""
+    record = STATE.tokens.get(token)
+    if record is None:
+        return None
+    if record.fingerprint != request_fingerprint(call.params):
+        return ec2_error(
+            "IdempotentParameterMismatch",
+            f"Arguments on this idempotent request are inconsistent with arguments used in previous request(s) with client token {token}.",
+            400,
+        )
+    backend = ec2_backends[call.account][call.region]
+    states = [i.state for i in backend.all_instances() if i.id in record.instance_ids]
+    if states and all(s == "terminated" for s in states):
+        return ec2_error(
+            "IdempotentInstanceTerminated",
+            f"The client token {token} has already been used by an instance that was terminated.",
+            400,
+        )
+    return 200, [("Content-Type", "text/xml")], record.body
+
+
+def after_run_instances(call: Call, token: str | None, status: int, body: bytes) -> None:
+    if status != 200:
+        return
+    ids = [m.decode() for m in INSTANCE_ID.findall(body)]
+    with STATE.lock:
+        if token:
+            STATE.tokens[token] = TokenRecord(request_fingerprint(call.params), body, ids)
+        if STATE.lag_s > 0:
+            for instance_id in ids:
+                STATE.visible_at[instance_id] = time.monotonic() + STATE.lag_s
+
+
+def take_token(action: str) -> bool:
+    if action in BUCKETS:
+        capacity, refill = BUCKETS[action]
+    elif action.startswith("Describe"):
+        capacity, refill = DESCRIBE_BUCKET
+    else:
+        capacity, refill = MUTATING_BUCKET
+    with STATE.lock:
+        now = time.monotonic()
+        tokens, last = STATE.buckets.get(action, (float(capacity), now))
+        tokens = min(capacity, tokens + (now - last) * refill)
+        if tokens < 1:
+            STATE.buckets[action] = (tokens, now)
+            return False
+        STATE.buckets[action] = (tokens - 1, now)
+        return True
+
+
+# --- the WSGI front ---------------------------------------------------------------
+
+
+class Emulator:
+    def __init__(self, moto_app):
+        self.moto_app = moto_app
+
+    def __call__(self, environ, start_response):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_prism/"):
+            status, headers, out = self.control(environ.get("REQUEST_METHOD", "GET"), path, body)
+        elif path.startswith("/moto-api"):
+            return self.moto_app(environ, start_response)
+        else:
+            status, headers, out = self.aws(environ, body)
+        start_response(f"{status} {'OK' if status < 400 else 'Error'}", headers + [("Content-Length", str(len(out)))])
+        return [out]
+
+    def forward(self, environ, body: bytes):
+        environ["wsgi.input"] = io.BytesIO(body)
+        captured = {}
+
+        def start(status, headers, exc_info=None):
+            captured["status"] = int(status.split()[0])
+            captured["headers"] = [(k, v) for k, v in headers if k.lower() != "content-length"]
+
+        out = b"".join(self.moto_app(environ, start))
+        return captured["status"], captured["headers"], out
+
+    def aws(self, environ, body: bytes):
+        call = parse_call(environ, body)
+        with STATE.lock:
+            STATE.calls.append({"service": call.service, "action": call.action, "region": call.region, "time": time.time()})
+            fault = next((f for f in STATE.faults if f.action in (call.action, "*") and f.fires(STATE.rng)), None)
+            throttled = STATE.throttle and not take_token(call.action)
+        if throttled:
+            return error_for(call.service, "RequestLimitExceeded", "Request limit exceeded.", 503)
+        if fault and fault.delay_ms:
+            time.sleep(fault.delay_ms / 1000)
+        if fault and not fault.lost and fault.code:
+            return error_for(call.service, fault.code, fault.message, fault.status)
+        result = self.handle(environ, call, body)
+        if fault and fault.lost:
+            return error_for(call.service, fault.code or "InternalError", fault.message, fault.status)
+        return result
+
+    def handle(self, environ, call: Call, body: bytes):
+        if call.service == "servicequotas":
+            with STATE.lock:
+                answer = service_quotas(call)
+            if answer is not None:
+                return answer
+        if call.service == "ec2" and call.action == "RunInstances":
+            return self.run_instances(environ, call, body)
+        return self.forward(environ, body)
+
+    def run_instances(self, environ, call: Call, body: bytes):
+        token = call.params.get("ClientToken") or None
+        lock = token_lock(token) if token else threading.Lock()
+        with lock:
+            if token:
+                replay = replay_token(call, token)
+                if replay is not None:
+                    return replay
+            with STATE.lock:
+                refused = check_vcpu_limit(call)
+            if refused is not None:
+                return refused
+            status, headers, out = self.forward(environ, body)
+            after_run_instances(call, token, status, out)
+            return status, headers, out
+
+    def control(self, method: str, path: str, body: bytes):
+        payload = json.loads(body or b"{}") if body else {}
+        with STATE.lock:
+            if path == "/_prism/calls" and method == "GET":
+                return json_ok({"calls": STATE.calls})
+            if path == "/_prism/calls" and method == "DELETE":
+                STATE.calls.clear()
+                return json_ok({})
+            if path == "/_prism/reset":
+                STATE.reset()
+                return json_ok({})
+            if path == "/_prism/quotas" and method == "POST":
+                for service, codes in payload.items():
+                    for code, value in codes.items():
+                        if (service, code) not in QUOTAS:
+                            return json_error("UnknownQuota", f"{service}/{code}", 400)
+                        STATE.quotas[(service, code)] = float(value)
+                return json_ok({})
+            if path == "/_prism/faults" and method == "POST":
+                STATE.faults = [Fault(**f) for f in payload.get("faults", [])]
+                return json_ok({})
+            if path == "/_prism/throttle" and method == "POST":
+                STATE.throttle = bool(payload.get("enabled", True))
+                STATE.buckets.clear()
+                return json_ok({})
+            if path == "/_prism/lag" and method == "POST":
+                STATE.lag_s = float(payload.get("seconds", 0))
+                return json_ok({})
+            if path.startswith("/_prism/quota-requests/") and method == "POST":
+                request = set_request_status(path.rsplit("/", 1)[1], payload.get("status", "APPROVED"))
+                if request is None:
+                    return json_error("NoSuchResourceException", path, 404)
+                return json_ok({"RequestedQuota": request})
+        return json_error("NotFound", f"{method} {path}", 404)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    args = parser.parse_args(argv)
+
+    app = Emulator(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    port = server.server_port
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(port))
+        os.replace(tmp, args.port_file)
+    print(f"prism emulator listening on http://{args.host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
