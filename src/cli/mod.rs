@@ -48,8 +48,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
-    /// Print the manifest JSON Schema.
-    Schema,
+    /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
+    Schema(SchemaArgs),
 }
 
 /// Output format of a plan.
@@ -73,6 +73,23 @@ pub struct PlanArgs {
     /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
     #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which document's schema.
+    #[arg(value_enum, default_value_t)]
+    pub document: SchemaDocument,
+}
+
+/// The documents prism reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum SchemaDocument {
+    /// A fleet manifest.
+    #[default]
+    Manifest,
+    /// A templates file (a map of template name to template).
+    Templates,
 }
 
 #[derive(Debug, Args)]
@@ -117,8 +134,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Plan(args) => plan_command(&cli.global, &args).await,
         Command::Validate(args) => validate_command(&args),
-        Command::Schema => {
-            let schema = serde_json::to_string_pretty(manifest::schema_json()).expect("schema serializes");
+        Command::Schema(args) => {
+            let schema = match args.document {
+                SchemaDocument::Manifest => manifest::schema_json(),
+                SchemaDocument::Templates => manifest::templates_schema_json(),
+            };
+            let schema = serde_json::to_string_pretty(schema).expect("schema serializes");
             print(&format!("{schema}\n"))?;
             Ok(ExitCode::SUCCESS)
         }

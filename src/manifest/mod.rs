@@ -15,7 +15,7 @@ use serde::Serialize;
 
 pub use diagnostic::{ManifestError, Problem};
 pub use raw::DesiredState;
-pub use validate::{load, parse, schema_json};
+pub use validate::{load, parse, schema_json, templates_schema_json};
 
 /// A validated manifest: defaults resolved, the template looked up, workspaces named.
 #[derive(Debug, Clone, Serialize)]

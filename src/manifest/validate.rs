@@ -18,7 +18,7 @@ use super::{
     numbered_workspaces,
 };
 
-pub use super::schema::manifest_schema as schema_json;
+pub use super::schema::{manifest_schema as schema_json, templates_schema as templates_schema_json};
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {

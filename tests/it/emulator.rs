@@ -1,0 +1,208 @@
+//! The local AWS emulator, one per test: started on a free loopback port, stopped when
+//! the handle drops. Tests fail loudly when it is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
+use serde_json::{Value, json};
+
+/// An AMI that the emulator knows in every region.
+pub const AMI: &str = "ami-785db401";
+pub const REGION: &str = "us-west-2";
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PRISM_EMULATOR_PYTHON") {
+        return p.into();
+    }
+    let venv = std::env::var_os("PRISM_EMULATOR_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/prism/emulator-venv")
+    });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "the AWS emulator is not installed at {}: run scripts/emulator-setup (scripts/test does it)",
+        venv.display()
+    );
+    python
+}
+
+/// A running emulator.
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// One AWS call the emulator received.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Call {
+    pub action: String,
+}
+
+impl Emulator {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port_file = dir.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/prism_emulator.py");
+        let log = std::fs::File::create(dir.path().join("emulator.log")).expect("log file");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the emulator starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default();
+                panic!("the emulator exited ({status}):\n{log}");
+            }
+            assert!(Instant::now() < deadline, "the emulator did not start within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Emulator {
+            child,
+            url: format!("http://127.0.0.1:{}", port.trim()),
+            dir,
+        }
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        ureq::post(&format!("{}{path}", self.url))
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+            .body_mut()
+            .read_json()
+            .expect("json answer")
+    }
+
+    /// Every AWS call received so far.
+    pub fn calls(&self) -> Vec<Call> {
+        let v: Value = ureq::get(&format!("{}/_prism/calls", self.url))
+            .call()
+            .expect("GET calls")
+            .body_mut()
+            .read_json()
+            .expect("json answer");
+        serde_json::from_value(v["calls"].clone()).expect("calls")
+    }
+
+    /// Number of calls per action.
+    pub fn call_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for c in self.calls() {
+            *out.entry(c.action).or_default() += 1;
+        }
+        out
+    }
+
+    pub fn clear_calls(&self) {
+        ureq::delete(&format!("{}/_prism/calls", self.url)).call().expect("DELETE calls");
+    }
+
+    pub fn set_quota(&self, service: &str, code: &str, value: f64) {
+        self.post("/_prism/quotas", json!({ service: { code: value } }));
+    }
+
+    /// An EC2 client on the emulator, for setting up a test's account.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+
+    /// Writes `text` to a file in this test's folder.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// Runs the prism binary against this emulator.
+    pub fn prism(&self, args: &[&str]) -> Output {
+        prism_command(args)
+            .env("AWS_ENDPOINT_URL", &self.url)
+            .output()
+            .expect("prism runs")
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The prism binary with test credentials and a clean environment.
+pub fn prism_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism"));
+    cmd.args(args)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("RUST_LOG")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Launches `count` instances, tagged as workspaces of `fleet` when given.
+pub async fn launch(
+    ec2: &aws_sdk_ec2::Client,
+    fleet: Option<&str>,
+    workspace: Option<&str>,
+    instance_type: &str,
+    count: i32,
+) -> Vec<String> {
+    let mut tags = Vec::new();
+    if let Some(f) = fleet {
+        tags.push(Tag::builder().key("prism:fleet").value(f).build());
+    }
+    if let Some(w) = workspace {
+        tags.push(Tag::builder().key("prism:workspace").value(w).build());
+    }
+    let mut req = ec2
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(InstanceType::from(instance_type))
+        .min_count(count)
+        .max_count(count);
+    if !tags.is_empty() {
+        req = req.tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tags))
+                .build(),
+        );
+    }
+    let out = req.send().await.expect("RunInstances");
+    out.instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `prism` binary against the local AWS emulator.
+
+mod emulator;
+mod manifest;
+mod plan;
+mod schema;
