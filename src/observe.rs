@@ -131,14 +131,21 @@ pub async fn read_quota(cloud: &dyn Cloud, class: &QuotaClass) -> QuotaReading {
             value: q.value,
             applied: true,
         },
-        Ok(None) => match cloud.get_default_service_quota(class.service, class.code).await {
+        Ok(None) => match cloud
+            .get_default_service_quota(class.service, class.code)
+            .await
+        {
             Ok(q) => QuotaReading::Known {
                 value: q.value,
                 applied: false,
             },
-            Err(e) => QuotaReading::Unknown { error: e.to_string() },
+            Err(e) => QuotaReading::Unknown {
+                error: e.to_string(),
+            },
         },
-        Err(e) => QuotaReading::Unknown { error: e.to_string() },
+        Err(e) => QuotaReading::Unknown {
+            error: e.to_string(),
+        },
     }
 }
 
@@ -151,11 +158,15 @@ async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
                 .max_by(|a, b| (&a.creation_date, &a.name).cmp(&(&b.creation_date, &b.name)))
                 .map_or_else(
                     || ImageResolution::Failed {
-                        reason: format!("no image of owner {owner} matches `{name}` in this region"),
+                        reason: format!(
+                            "no image of owner {owner} matches `{name}` in this region"
+                        ),
                     },
                     |i| ImageResolution::Resolved { id: i.id },
                 ),
-            Err(e) => ImageResolution::Failed { reason: e.to_string() },
+            Err(e) => ImageResolution::Failed {
+                reason: e.to_string(),
+            },
         },
     }
 }

@@ -17,7 +17,12 @@ pub use report::Failure;
 
 /// Keep fleets of EC2 research workspaces in the state a manifest declares.
 #[derive(Debug, Parser)]
-#[command(name = "prism", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "prism",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -105,7 +110,10 @@ pub struct ValidateArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return report::fail(&Failure::Io(e)),
     };
@@ -164,7 +172,10 @@ fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
             m.template.name,
             m.template.instance_type
         ),
-        Format::Json => format!("{}\n", serde_json::to_string_pretty(&m).expect("serializes")),
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&m).expect("serializes")
+        ),
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
@@ -177,7 +188,9 @@ pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsClou
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
     };
-    AwsCloud::connect(&conn).await.map_err(|_| Failure::NoRegion)
+    AwsCloud::connect(&conn)
+        .await
+        .map_err(|_| Failure::NoRegion)
 }
 
 async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
@@ -194,7 +207,11 @@ async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, 
     };
     print(&text)?;
     if let (Some(path), Format::Text) = (&args.out, args.format) {
-        eprintln!("Saved the plan to {}. Apply it with: prism apply {}", path.display(), path.display());
+        eprintln!(
+            "Saved the plan to {}. Apply it with: prism apply {}",
+            path.display(),
+            path.display()
+        );
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         ExitCode::from(2)

@@ -34,15 +34,22 @@ pub fn render_problems(err: &ManifestError, color: bool) -> String {
     } else {
         GraphicalTheme::unicode_nocolor()
     };
-    let handler = GraphicalReportHandler::new_themed(theme).with_links(false).with_width(100);
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_links(false)
+        .with_width(100);
     let mut out = String::new();
     for p in err.problems() {
         // A compiler-style first line (file:line:column: message), then miette's
         // snippet of the source with the label and the hint.
-        out.push_str(&format!("{}:{}:{}: error: {}\n", p.file, p.line, p.column, p.message));
+        out.push_str(&format!(
+            "{}:{}:{}: error: {}\n",
+            p.file, p.line, p.column, p.message
+        ));
         let mut rendered = String::new();
         let _ = handler.render_report(&mut rendered, p);
-        let snippet = rendered.find('╭').map_or(0, |i| rendered[..i].rfind('\n').map_or(0, |n| n + 1));
+        let snippet = rendered
+            .find('╭')
+            .map_or(0, |i| rendered[..i].rfind('\n').map_or(0, |n| n + 1));
         out.push_str(&rendered[snippet..]);
         out.push('\n');
     }
@@ -61,7 +68,10 @@ fn cloud_hint(e: &CloudError) -> &'static str {
         (Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException"), _) => {
             "the AWS identity in use lacks a permission this command needs; see docs/plan.md for the policy"
         }
-        (Some("AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken"), _) => {
+        (
+            Some("AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken"),
+            _,
+        ) => {
             "AWS did not accept the credentials: refresh them (aws sso login, new keys) and try again"
         }
         _ => "nothing was changed; run the command again, or with -v for detail",

@@ -79,7 +79,12 @@ where
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
             let message = e.message().map_or_else(|| detail.clone(), str::to_string);
-            CloudError::service(operation, e.code(), message, Some(ctx.raw().status().as_u16()))
+            CloudError::service(
+                operation,
+                e.code(),
+                message,
+                Some(ctx.raw().status().as_u16()),
+            )
         }
         SdkError::ResponseError(ctx) => {
             CloudError::service(operation, None, detail, Some(ctx.raw().status().as_u16()))
@@ -104,7 +109,10 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         .and_then(|n| InstanceState::parse(n.as_str()))?;
     Some(Instance {
         id: i.instance_id()?.to_string(),
-        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
         image_id: i.image_id().unwrap_or_default().to_string(),
         state,
         availability_zone: i
@@ -115,7 +123,12 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         tags: i
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
             .collect(),
     })
 }
@@ -171,7 +184,10 @@ impl Cloud for AwsCloud {
         Ok(out)
     }
 
-    async fn instance_type_vcpus(&self, types: &[String]) -> Result<BTreeMap<String, u32>, CloudError> {
+    async fn instance_type_vcpus(
+        &self,
+        types: &[String],
+    ) -> Result<BTreeMap<String, u32>, CloudError> {
         let mut out = BTreeMap::new();
         // A filter rather than the InstanceTypes parameter: an unknown type is then
         // simply absent instead of failing the whole call.
@@ -195,7 +211,11 @@ impl Cloud for AwsCloud {
         Ok(out)
     }
 
-    async fn get_service_quota(&self, service: &str, code: &str) -> Result<Option<QuotaValue>, CloudError> {
+    async fn get_service_quota(
+        &self,
+        service: &str,
+        code: &str,
+    ) -> Result<Option<QuotaValue>, CloudError> {
         let answer = self
             .quotas
             .get_service_quota()
@@ -210,7 +230,11 @@ impl Cloud for AwsCloud {
         }
     }
 
-    async fn get_default_service_quota(&self, service: &str, code: &str) -> Result<QuotaValue, CloudError> {
+    async fn get_default_service_quota(
+        &self,
+        service: &str,
+        code: &str,
+    ) -> Result<QuotaValue, CloudError> {
         let out = self
             .quotas
             .get_aws_default_service_quota()
@@ -220,7 +244,12 @@ impl Cloud for AwsCloud {
             .await
             .map_err(|e| convert("GetAWSDefaultServiceQuota", e))?;
         out.quota().map(quota_value).ok_or_else(|| {
-            CloudError::service("GetAWSDefaultServiceQuota", None, format!("no value for {service}/{code}"), None)
+            CloudError::service(
+                "GetAWSDefaultServiceQuota",
+                None,
+                format!("no value for {service}/{code}"),
+                None,
+            )
         })
     }
 

@@ -93,7 +93,12 @@ impl ErrorClass {
 
 impl CloudError {
     /// An error AWS answered with.
-    pub fn service(operation: &'static str, code: Option<&str>, message: impl Into<String>, status: Option<u16>) -> Self {
+    pub fn service(
+        operation: &'static str,
+        code: Option<&str>,
+        message: impl Into<String>,
+        status: Option<u16>,
+    ) -> Self {
         CloudError {
             operation,
             code: code.map(str::to_string),
@@ -104,7 +109,11 @@ impl CloudError {
     }
 
     /// A call that got no AWS answer.
-    pub fn transport(operation: &'static str, transport: Transport, message: impl Into<String>) -> Self {
+    pub fn transport(
+        operation: &'static str,
+        transport: Transport,
+        message: impl Into<String>,
+    ) -> Self {
         CloudError {
             operation,
             code: None,
@@ -126,13 +135,33 @@ mod tests {
         let cases: &[(Option<&str>, Option<u16>, Transport, ErrorClass)] = &[
             (Some("RequestLimitExceeded"), Some(503), Answered, Throttle),
             (Some("ThrottlingException"), Some(400), Answered, Throttle),
-            (Some("InsufficientInstanceCapacity"), Some(500), Answered, Capacity),
+            (
+                Some("InsufficientInstanceCapacity"),
+                Some(500),
+                Answered,
+                Capacity,
+            ),
             (Some("Unavailable"), Some(503), Answered, Transient),
             (Some("InternalError"), Some(500), Answered, Transient),
             (Some("VcpuLimitExceeded"), Some(400), Answered, Permanent),
-            (Some("InvalidAMIID.NotFound"), Some(400), Answered, Permanent),
-            (Some("IdempotentParameterMismatch"), Some(400), Answered, Permanent),
-            (Some("UnauthorizedOperation"), Some(403), Answered, Permanent),
+            (
+                Some("InvalidAMIID.NotFound"),
+                Some(400),
+                Answered,
+                Permanent,
+            ),
+            (
+                Some("IdempotentParameterMismatch"),
+                Some(400),
+                Answered,
+                Permanent,
+            ),
+            (
+                Some("UnauthorizedOperation"),
+                Some(403),
+                Answered,
+                Permanent,
+            ),
             (None, Some(502), Answered, Transient),
             (None, Some(429), Answered, Throttle),
             (None, Some(403), Answered, Permanent),
@@ -141,7 +170,11 @@ mod tests {
             (None, None, Local, Permanent),
         ];
         for (code, status, transport, want) in cases {
-            assert_eq!(ErrorClass::of(*code, *status, *transport), *want, "{code:?} {status:?} {transport:?}");
+            assert_eq!(
+                ErrorClass::of(*code, *status, *transport),
+                *want,
+                "{code:?} {status:?} {transport:?}"
+            );
         }
     }
 }

@@ -58,7 +58,10 @@ impl Cloud for FakeCloud {
         Ok(all.iter().filter(|i| matches(i, f)).cloned().collect())
     }
 
-    async fn instance_type_vcpus(&self, types: &[String]) -> Result<BTreeMap<String, u32>, CloudError> {
+    async fn instance_type_vcpus(
+        &self,
+        types: &[String],
+    ) -> Result<BTreeMap<String, u32>, CloudError> {
         self.count("DescribeInstanceTypes");
         Ok(types
             .iter()
@@ -66,17 +69,35 @@ impl Cloud for FakeCloud {
             .collect())
     }
 
-    async fn get_service_quota(&self, service: &str, code: &str) -> Result<Option<QuotaValue>, CloudError> {
+    async fn get_service_quota(
+        &self,
+        service: &str,
+        code: &str,
+    ) -> Result<Option<QuotaValue>, CloudError> {
         self.count("GetServiceQuota");
-        Ok(self.applied.get(code).map(|v| Self::quota(service, code, *v)))
+        Ok(self
+            .applied
+            .get(code)
+            .map(|v| Self::quota(service, code, *v)))
     }
 
-    async fn get_default_service_quota(&self, service: &str, code: &str) -> Result<QuotaValue, CloudError> {
+    async fn get_default_service_quota(
+        &self,
+        service: &str,
+        code: &str,
+    ) -> Result<QuotaValue, CloudError> {
         self.count("GetAWSDefaultServiceQuota");
         self.defaults
             .get(code)
             .map(|v| Self::quota(service, code, *v))
-            .ok_or_else(|| CloudError::service("GetAWSDefaultServiceQuota", Some("NoSuchResourceException"), code, Some(400)))
+            .ok_or_else(|| {
+                CloudError::service(
+                    "GetAWSDefaultServiceQuota",
+                    Some("NoSuchResourceException"),
+                    code,
+                    Some(400),
+                )
+            })
     }
 
     async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError> {
@@ -85,7 +106,12 @@ impl Cloud for FakeCloud {
         Ok(self
             .images
             .get(owner)
-            .map(|imgs| imgs.iter().filter(|i| i.name.starts_with(prefix)).cloned().collect())
+            .map(|imgs| {
+                imgs.iter()
+                    .filter(|i| i.name.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }

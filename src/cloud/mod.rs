@@ -70,7 +70,10 @@ impl InstanceState {
 
     /// Whether the instance is on its way out and can no longer serve a workspace.
     pub fn is_gone(self) -> bool {
-        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
     }
 }
 
@@ -139,18 +142,32 @@ pub trait Cloud: Send + Sync {
     fn region(&self) -> &str;
 
     /// DescribeInstances, all pages.
-    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, CloudError>;
+    async fn describe_instances(
+        &self,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<Instance>, CloudError>;
 
     /// DescribeInstanceTypes: default vCPUs of each type AWS offers among `types`.
     /// Types AWS does not know are absent from the answer.
-    async fn instance_type_vcpus(&self, types: &[String]) -> Result<BTreeMap<String, u32>, CloudError>;
+    async fn instance_type_vcpus(
+        &self,
+        types: &[String],
+    ) -> Result<BTreeMap<String, u32>, CloudError>;
 
     /// GetServiceQuota: the applied value, or None when the quota was never changed
     /// from its default (AWS answers NoSuchResourceException then).
-    async fn get_service_quota(&self, service: &str, code: &str) -> Result<Option<QuotaValue>, CloudError>;
+    async fn get_service_quota(
+        &self,
+        service: &str,
+        code: &str,
+    ) -> Result<Option<QuotaValue>, CloudError>;
 
     /// GetAWSDefaultServiceQuota.
-    async fn get_default_service_quota(&self, service: &str, code: &str) -> Result<QuotaValue, CloudError>;
+    async fn get_default_service_quota(
+        &self,
+        service: &str,
+        code: &str,
+    ) -> Result<QuotaValue, CloudError>;
 
     /// DescribeImages: the images of `owner` whose name matches `name_pattern`.
     async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError>;

@@ -94,7 +94,10 @@ pub enum ManifestError {
     },
     /// The file was read, and has these problems (all of them, in source order).
     #[error("{path}: {} problem{} in the manifest", problems.len(), if problems.len() == 1 { "" } else { "s" })]
-    Invalid { path: String, problems: Vec<Problem> },
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ManifestError {

@@ -89,14 +89,8 @@ fn line_starts(source: &str) -> Vec<usize> {
 }
 
 enum Frame {
-    Mapping {
-        path: String,
-        key: Option<String>,
-    },
-    Sequence {
-        path: String,
-        index: usize,
-    },
+    Mapping { path: String, key: Option<String> },
+    Sequence { path: String, index: usize },
 }
 
 struct Builder<'a> {

@@ -27,7 +27,10 @@ pub struct RawManifest {
     pub count: Option<u32>,
     /// One workspace per member, named `<name>-<member>`. Exclusive with `count`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1), inner(length(min = 1, max = 40), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")))]
+    #[schemars(
+        length(min = 1),
+        inner(length(min = 1, max = 40), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))
+    )]
     pub members: Option<Vec<String>>,
     /// AWS region; defaults to the region of the AWS configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]

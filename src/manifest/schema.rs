@@ -22,7 +22,9 @@ pub fn manifest_schema() -> &'static Value {
 pub fn templates_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        without_null(serde_json::to_value(schemars::schema_for!(BTreeMap<String, RawTemplate>)))
+        without_null(serde_json::to_value(
+            schemars::schema_for!(BTreeMap<String, RawTemplate>),
+        ))
     })
 }
 
@@ -69,13 +71,25 @@ fn validator(schema: &'static Value, cell: &'static OnceLock<Validator>) -> &'st
 /// Every schema violation of a manifest document, located.
 pub fn manifest_problems(doc: &Value, src: &SourceFile, loc: &Locator) -> Vec<Problem> {
     static CELL: OnceLock<Validator> = OnceLock::new();
-    problems(manifest_schema(), validator(manifest_schema(), &CELL), doc, src, loc)
+    problems(
+        manifest_schema(),
+        validator(manifest_schema(), &CELL),
+        doc,
+        src,
+        loc,
+    )
 }
 
 /// Every schema violation of a templates file, located.
 pub fn templates_problems(doc: &Value, src: &SourceFile, loc: &Locator) -> Vec<Problem> {
     static CELL: OnceLock<Validator> = OnceLock::new();
-    problems(templates_schema(), validator(templates_schema(), &CELL), doc, src, loc)
+    problems(
+        templates_schema(),
+        validator(templates_schema(), &CELL),
+        doc,
+        src,
+        loc,
+    )
 }
 
 fn problems(
@@ -93,7 +107,13 @@ fn problems(
 
 /// One schema violation in plain words. An unknown-keys violation becomes one problem
 /// per key, each at its key. `prefix` is the pointer of the instance `e` was found in.
-fn translate(e: &ValidationError, prefix: &str, schema: &Value, src: &SourceFile, loc: &Locator) -> Vec<Problem> {
+fn translate(
+    e: &ValidationError,
+    prefix: &str,
+    schema: &Value,
+    src: &SourceFile,
+    loc: &Locator,
+) -> Vec<Problem> {
     let relative = e.instance_path().as_str();
     let pointer = &format!("{prefix}{relative}");
     let instance = e.instance();
@@ -145,20 +165,18 @@ fn translate(e: &ValidationError, prefix: &str, schema: &Value, src: &SourceFile
             format!("this is {}", type_name(instance)),
             node.and_then(description).map(str::to_string),
         ),
-        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit } => {
-            at_value(
-                format!("`{}` is below the minimum of {limit}", short(instance)),
-                format!("must be at least {limit}"),
-                minimum_hint(pointer),
-            )
-        }
-        ValidationErrorKind::Maximum { limit } | ValidationErrorKind::ExclusiveMaximum { limit } => {
-            at_value(
-                format!("`{}` is above the maximum of {limit}", short(instance)),
-                format!("must be at most {limit}"),
-                None,
-            )
-        }
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit } => at_value(
+            format!("`{}` is below the minimum of {limit}", short(instance)),
+            format!("must be at least {limit}"),
+            minimum_hint(pointer),
+        ),
+        ValidationErrorKind::Maximum { limit }
+        | ValidationErrorKind::ExclusiveMaximum { limit } => at_value(
+            format!("`{}` is above the maximum of {limit}", short(instance)),
+            format!("must be at most {limit}"),
+            None,
+        ),
         ValidationErrorKind::MinLength { .. } | ValidationErrorKind::MinItems { .. } => at_value(
             format!("`{}` must not be empty", last_segment(pointer)),
             "empty".into(),
@@ -203,7 +221,8 @@ fn translate(e: &ValidationError, prefix: &str, schema: &Value, src: &SourceFile
             )
         }
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
-            if let Some(found) = node.and_then(|n| branch_problems(schema, n, instance, pointer, src, loc)) =>
+            if let Some(found) =
+                node.and_then(|n| branch_problems(schema, n, instance, pointer, src, loc)) =>
         {
             found
         }
@@ -219,7 +238,10 @@ fn translate(e: &ValidationError, prefix: &str, schema: &Value, src: &SourceFile
 /// The allowed values of an enum written as `oneOf` constants (as schemars writes an
 /// enum whose variants have docs).
 fn constants(root: &Value, node: &Value) -> Option<Vec<String>> {
-    let branches = node.get("oneOf").or_else(|| node.get("anyOf"))?.as_array()?;
+    let branches = node
+        .get("oneOf")
+        .or_else(|| node.get("anyOf"))?
+        .as_array()?;
     branches
         .iter()
         .map(|b| resolve(root, b).get("const").map(short))
@@ -244,7 +266,10 @@ fn branch_problems(
         Value::Number(_) => "number",
         Value::Null => "null",
     };
-    let branches = node.get("anyOf").or_else(|| node.get("oneOf"))?.as_array()?;
+    let branches = node
+        .get("anyOf")
+        .or_else(|| node.get("oneOf"))?
+        .as_array()?;
     let branch = branches
         .iter()
         .map(|b| resolve(root, b))
@@ -339,7 +364,11 @@ fn expected_type(kind: &TypeKind) -> String {
     match kind {
         TypeKind::Single(t) => one(t),
         TypeKind::Multiple(set) => {
-            let names: Vec<String> = set.iter().filter(|t| t.to_string() != "null").map(|t| one(&t)).collect();
+            let names: Vec<String> = set
+                .iter()
+                .filter(|t| t.to_string() != "null")
+                .map(|t| one(&t))
+                .collect();
             names.join(" or ")
         }
     }
@@ -365,7 +394,11 @@ fn short(v: &Value) -> String {
 }
 
 fn last_segment(pointer: &str) -> &str {
-    pointer.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("manifest")
+    pointer
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("manifest")
 }
 
 fn what_is(pointer: &str) -> &'static str {

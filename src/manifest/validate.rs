@@ -18,7 +18,9 @@ use super::{
     numbered_workspaces,
 };
 
-pub use super::schema::{manifest_schema as schema_json, templates_schema as templates_schema_json};
+pub use super::schema::{
+    manifest_schema as schema_json, templates_schema as templates_schema_json,
+};
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
@@ -37,19 +39,19 @@ struct Document {
 }
 
 impl Document {
-    fn read(name: String, text: &str) -> Result<Self, Problem> {
+    fn read(name: String, text: &str) -> Result<Self, Box<Problem>> {
         let src = SourceFile::new(name, text);
         let value: Value = serde_yaml::from_str(text).map_err(|e| {
             let offset = e.location().map_or(0, |l| l.index());
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message);
-            src.problem(
+            Box::new(src.problem(
                 Span { offset, len: 1 },
                 "",
                 format!("invalid YAML: {message}"),
                 "here",
                 Some("check indentation and quoting around this place".into()),
-            )
+            ))
         })?;
         Ok(Document {
             loc: Locator::new(text),
@@ -58,7 +60,13 @@ impl Document {
         })
     }
 
-    fn at_value(&self, pointer: &str, message: String, label: &str, hint: Option<String>) -> Problem {
+    fn at_value(
+        &self,
+        pointer: &str,
+        message: String,
+        label: &str,
+        hint: Option<String>,
+    ) -> Problem {
         self.src
             .problem(self.loc.value(pointer), pointer, message, label, hint)
     }
@@ -76,9 +84,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         path: path.display().to_string(),
         problems,
     };
-    let doc = Document::read(path.display().to_string(), text).map_err(|p| invalid(vec![p]))?;
+    let doc = Document::read(path.display().to_string(), text).map_err(|p| invalid(vec![*p]))?;
     if !doc.value.is_object() {
-        let found = if doc.value.is_null() { "an empty document" } else { "something else" };
+        let found = if doc.value.is_null() {
+            "an empty document"
+        } else {
+            "something else"
+        };
         return Err(invalid(vec![doc.at_value(
             "",
             format!("expected a mapping of manifest keys, found {found}"),
@@ -90,15 +102,31 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let extra = templates_file(&doc, path, &mut problems);
     problems.extend(cross_checks(&doc, extra.as_ref()));
     if !problems.is_empty() {
-        problems.sort_by(|a, b| (a.file != doc.src.name, a.line, a.column).cmp(&(b.file != doc.src.name, b.line, b.column)));
+        problems.sort_by(|a, b| {
+            (a.file != doc.src.name, a.line, a.column).cmp(&(
+                b.file != doc.src.name,
+                b.line,
+                b.column,
+            ))
+        });
         return Err(invalid(problems));
     }
     let raw: RawManifest = serde_json::from_value(doc.value.clone()).map_err(|e| {
-        invalid(vec![doc.at_value("", format!("cannot read the manifest: {e}"), "here", None)])
+        invalid(vec![doc.at_value(
+            "",
+            format!("cannot read the manifest: {e}"),
+            "here",
+            None,
+        )])
     })?;
     let file_templates = match extra {
         Some(d) => serde_json::from_value(d.value).map_err(|e| {
-            invalid(vec![doc.at_value("/templates_file", format!("cannot read the templates file: {e}"), "here", None)])
+            invalid(vec![doc.at_value(
+                "/templates_file",
+                format!("cannot read the templates file: {e}"),
+                "here",
+                None,
+            )])
         })?,
         None => BTreeMap::new(),
     };
@@ -106,7 +134,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
 }
 
 /// Loads the templates file a manifest names, adding its problems to `problems`.
-fn templates_file(doc: &Document, manifest: &Path, problems: &mut Vec<Problem>) -> Option<Document> {
+fn templates_file(
+    doc: &Document,
+    manifest: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<Document> {
     let rel = doc.value.get("templates_file")?.as_str()?;
     let path: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(rel);
     let text = match std::fs::read_to_string(&path) {
@@ -127,7 +159,7 @@ fn templates_file(doc: &Document, manifest: &Path, problems: &mut Vec<Problem>) 
             Some(t)
         }
         Err(p) => {
-            problems.push(p);
+            problems.push(*p);
             None
         }
     }
@@ -197,7 +229,9 @@ fn template_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
     if !wanted.is_empty() && !all.iter().any(|t| t == wanted) {
         let hint = match did_you_mean(wanted, &all) {
             Some(close) => format!("did you mean `{close}`?"),
-            None if all.is_empty() => "define it under `templates:` or in a `templates_file`".into(),
+            None if all.is_empty() => {
+                "define it under `templates:` or in a `templates_file`".into()
+            }
             None => format!("templates defined: {}", all.join(", ")),
         };
         out.push(doc.at_value(
@@ -263,7 +297,10 @@ fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemp
         name,
         image: match t.image {
             RawImage::Id(id) => ImageRef::Id(id),
-            RawImage::Lookup(l) => ImageRef::Lookup { owner: l.owner, name: l.name },
+            RawImage::Lookup(l) => ImageRef::Lookup {
+                owner: l.owner,
+                name: l.name,
+            },
         },
         instance_type: t.instance_type,
         root_volume_gb: t.root_volume_gb,

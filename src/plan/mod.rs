@@ -92,6 +92,8 @@ pub struct Plan {
     pub warnings: Vec<Warning>,
     /// Workspaces `prune: true` would delete.
     pub would_delete_with_prune: Vec<Kept>,
+    /// The template new workspaces launch from.
+    pub template: String,
     /// The image new workspaces launch from, when resolved.
     pub image_id: Option<String>,
     /// Digest of the observed fleet; a saved plan is stale once it changes.
@@ -151,7 +153,11 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         if found.len() > 1 {
             warnings.push(Warning {
                 kind: "duplicate_instances".into(),
-                message: format!("{name} has {} instances; {} is kept", found.len(), found[0].id),
+                message: format!(
+                    "{name} has {} instances; {} is kept",
+                    found.len(),
+                    found[0].id
+                ),
                 options: vec![],
             });
         }
@@ -218,6 +224,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         quota,
         warnings,
         would_delete_with_prune: kept,
+        template: manifest.template.name.clone(),
         image_id: observed.image.id().map(str::to_string),
         fingerprint: fingerprint(manifest, observed),
     }
@@ -250,7 +257,11 @@ fn workspace_action(
         reason,
     };
     let Some(i) = existing else {
-        return Some(action(ActionKind::Create, None, "workspace does not exist".into()));
+        return Some(action(
+            ActionKind::Create,
+            None,
+            "workspace does not exist".into(),
+        ));
     };
     if i.instance_type != t.instance_type {
         let reason = format!("instance type {} → {}", i.instance_type, t.instance_type);
@@ -286,17 +297,28 @@ fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action])
         .iter()
         .any(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace));
     let t = &manifest.template;
-    if actions.iter().any(|a| a.action != ActionKind::Delete) && !observed.vcpus.contains_key(&t.instance_type) {
+    if actions.iter().any(|a| a.action != ActionKind::Delete)
+        && !observed.vcpus.contains_key(&t.instance_type)
+    {
         out.push(Warning {
             kind: "unknown_instance_type".into(),
-            message: format!("instance type {} is not offered in {}", t.instance_type, observed.region),
-            options: vec![format!("check the spelling of `instance_type` in template {}", t.name)],
+            message: format!(
+                "instance type {} is not offered in {}",
+                t.instance_type, observed.region
+            ),
+            options: vec![format!(
+                "check the spelling of `instance_type` in template {}",
+                t.name
+            )],
         });
     }
     if let (true, ImageResolution::Failed { reason }) = (launches, &observed.image) {
         out.push(Warning {
             kind: "image_unresolved".into(),
-            message: format!("the image of template {} could not be resolved: {reason}", t.name),
+            message: format!(
+                "the image of template {} could not be resolved: {reason}",
+                t.name
+            ),
             options: vec!["check `image` in the template: the owner and the name pattern".into()],
         });
     }

@@ -31,14 +31,24 @@ pub struct QuotaCheck {
 }
 
 fn launches(a: &Action) -> bool {
-    matches!(a.action, ActionKind::Create | ActionKind::Start | ActionKind::Replace)
+    matches!(
+        a.action,
+        ActionKind::Create | ActionKind::Start | ActionKind::Replace
+    )
 }
 
 /// Checks each quota class the plan touches (or that was read) and warns on shortfalls.
-pub fn check(manifest: &Manifest, observed: &Observed, actions: &[Action]) -> (Vec<QuotaCheck>, Vec<Warning>) {
+pub fn check(
+    manifest: &Manifest,
+    observed: &Observed,
+    actions: &[Action],
+) -> (Vec<QuotaCheck>, Vec<Warning>) {
     let mut by_class: BTreeMap<&'static str, Vec<&Action>> = BTreeMap::new();
     for a in actions.iter().filter(|a| launches(a)) {
-        by_class.entry(quota::on_demand_class(&a.instance_type).code).or_default().push(a);
+        by_class
+            .entry(quota::on_demand_class(&a.instance_type).code)
+            .or_default()
+            .push(a);
     }
     for code in observed.quotas.keys() {
         if let Some(class) = quota::by_name(code) {
@@ -94,7 +104,13 @@ fn check_class(class: &QuotaClass, observed: &Observed, actions: &[&Action]) -> 
 }
 
 /// "Only 4 of 10 new workspaces fit …", with what the user can do about it.
-fn shortfall(manifest: &Manifest, observed: &Observed, class: &QuotaClass, check: &QuotaCheck, actions: &[&Action]) -> Warning {
+fn shortfall(
+    manifest: &Manifest,
+    observed: &Observed,
+    class: &QuotaClass,
+    check: &QuotaCheck,
+    actions: &[&Action],
+) -> Warning {
     let available = check.available.unwrap_or(0);
     let mut used = 0;
     let fit = actions
@@ -106,7 +122,11 @@ fn shortfall(manifest: &Manifest, observed: &Observed, class: &QuotaClass, check
         .count();
     let wanted = actions.len();
     let all_new = actions.iter().all(|a| a.action == ActionKind::Create);
-    let what = if all_new { "new workspaces" } else { "workspaces to launch or start" };
+    let what = if all_new {
+        "new workspaces"
+    } else {
+        "workspaces to launch or start"
+    };
     let limit = check.limit.unwrap_or(0.0);
     let desired = check.usage.unwrap_or(0) + check.needed;
     let types: Vec<&str> = actions.iter().map(|a| a.instance_type.as_str()).collect();
@@ -122,7 +142,10 @@ fn shortfall(manifest: &Manifest, observed: &Observed, class: &QuotaClass, check
         ));
     }
     let total = manifest.workspaces.len().saturating_sub(wanted) + fit;
-    let fewer = format!("launch fewer workspaces: {total} of {} fit in total", manifest.workspaces.len());
+    let fewer = format!(
+        "launch fewer workspaces: {total} of {} fit in total",
+        manifest.workspaces.len()
+    );
     options.push(fewer);
     Warning {
         kind: "quota_shortfall".into(),

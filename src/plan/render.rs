@@ -42,10 +42,20 @@ fn kind_name(kind: ActionKind) -> &'static str {
 /// The plan as text.
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} fleet {} in {}", paint(BOLD, "prism plan:"), plan.fleet, plan.region);
+    let _ = writeln!(
+        out,
+        "{} fleet {} in {}",
+        paint(BOLD, "prism plan:"),
+        plan.fleet,
+        plan.region
+    );
     out.push('\n');
     if plan.actions.is_empty() {
-        let _ = writeln!(out, "{}", paint(GREEN, "No changes. The fleet matches the manifest."));
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(GREEN, "No changes. The fleet matches the manifest.")
+        );
     } else {
         actions(&mut out, plan);
     }
@@ -92,7 +102,9 @@ fn actions(out: &mut String, plan: &Plan) {
     let ty = width(&|a| a.instance_type.len());
     for a in &plan.actions {
         let (sym, style) = symbol(a.action);
-        let vcpus = a.vcpus.map_or_else(|| "? vCPUs".to_string(), |v| format!("{v} vCPUs"));
+        let vcpus = a
+            .vcpus
+            .map_or_else(|| "? vCPUs".to_string(), |v| format!("{v} vCPUs"));
         let _ = writeln!(
             out,
             "{}{} {:ws$}  {:id$}  {:ty$}  {:>8}  {} {}",
@@ -109,9 +121,20 @@ fn actions(out: &mut String, plan: &Plan) {
 }
 
 fn quotas(out: &mut String, plan: &Plan) {
-    let _ = writeln!(out, "{}", paint(BOLD, &format!("Quotas ({}):", plan.region)));
+    let _ = writeln!(
+        out,
+        "{}",
+        paint(BOLD, &format!("Quotas ({}):", plan.region))
+    );
     for q in &plan.quota {
-        let _ = writeln!(out, "  {} {} [{}]: {}", quota_mark(q), q.name, q.code, quota_numbers(q));
+        let _ = writeln!(
+            out,
+            "  {} {} [{}]: {}",
+            quota_mark(q),
+            q.name,
+            q.code,
+            quota_numbers(q)
+        );
     }
 }
 
@@ -131,7 +154,10 @@ fn quota_numbers(q: &QuotaCheck) -> String {
         (Some(false), Some(a)) => format!("does not fit ({a} available)"),
         _ => "not checked".into(),
     };
-    format!("{usage} used + {} needed of {limit} vCPUs — {verdict}", q.needed)
+    format!(
+        "{usage} used + {} needed of {limit} vCPUs — {verdict}",
+        q.needed
+    )
 }
 
 /// The plan as pretty JSON (see docs/plan.md for the format).

@@ -28,7 +28,11 @@ const fn vcpus(code: &'static str, friendly: &'static str, name: &'static str) -
 }
 
 /// On-Demand Standard (A, C, D, H, I, M, R, T, Z).
-pub const STANDARD: QuotaClass = vcpus("L-1216C47A", "on-demand-vcpus", "On-Demand Standard (A, C, D, H, I, M, R, T, Z)");
+pub const STANDARD: QuotaClass = vcpus(
+    "L-1216C47A",
+    "on-demand-vcpus",
+    "On-Demand Standard (A, C, D, H, I, M, R, T, Z)",
+);
 
 /// Every On-Demand vCPU class, Standard first.
 pub const ON_DEMAND: [QuotaClass; 10] = [
@@ -73,7 +77,11 @@ const FAMILIES: [(&str, usize); 10] = [
 
 /// The On-Demand quota class of an instance type such as `t3.xlarge` or `p4d.24xlarge`.
 pub fn on_demand_class(instance_type: &str) -> &'static QuotaClass {
-    let family = instance_type.split('.').next().unwrap_or_default().to_ascii_lowercase();
+    let family = instance_type
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     FAMILIES
         .iter()
         .find(|(prefix, _)| family.starts_with(prefix))

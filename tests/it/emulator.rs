@@ -17,9 +17,12 @@ fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("PRISM_EMULATOR_PYTHON") {
         return p.into();
     }
-    let venv = std::env::var_os("PRISM_EMULATOR_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/prism/emulator-venv")
-    });
+    let venv = std::env::var_os("PRISM_EMULATOR_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/prism/emulator-venv")
+        });
     let python = venv.join("bin/python");
     assert!(
         python.exists(),
@@ -62,10 +65,14 @@ impl Emulator {
                 break p;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default();
                 panic!("the emulator exited ({status}):\n{log}");
             }
-            assert!(Instant::now() < deadline, "the emulator did not start within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "the emulator did not start within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Emulator {
@@ -105,7 +112,9 @@ impl Emulator {
     }
 
     pub fn clear_calls(&self) {
-        ureq::delete(&format!("{}/_prism/calls", self.url)).call().expect("DELETE calls");
+        ureq::delete(&format!("{}/_prism/calls", self.url))
+            .call()
+            .expect("DELETE calls");
     }
 
     pub fn set_quota(&self, service: &str, code: &str, value: f64) {

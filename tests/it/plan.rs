@@ -22,7 +22,12 @@ fn actions(plan: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["action"].as_str().unwrap().to_string(), a["workspace"].as_str().unwrap().to_string()))
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_string(),
+                a["workspace"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -33,8 +38,12 @@ fn empty_account_plans_a_create_per_workspace() {
     let plan = plan_json(&emu, &path);
     assert_eq!(
         actions(&plan),
-        [("create", "cs499-01"), ("create", "cs499-02"), ("create", "cs499-03")]
-            .map(|(a, w)| (a.to_string(), w.to_string()))
+        [
+            ("create", "cs499-01"),
+            ("create", "cs499-02"),
+            ("create", "cs499-03")
+        ]
+        .map(|(a, w)| (a.to_string(), w.to_string()))
     );
     assert_eq!(plan["summary"]["create"], 3);
     assert_eq!(plan["actions"][0]["vcpus"], 4);
@@ -45,8 +54,14 @@ fn empty_account_plans_a_create_per_workspace() {
     let text = emu.prism(&["plan", path.to_str().unwrap()]);
     let text = stdout(&text);
     assert!(text.contains("+ cs499-01"), "{text}");
-    assert!(text.contains("Plan: 3 to create, 0 to start, 0 to stop, 0 to replace, 0 to delete."), "{text}");
-    assert!(!text.contains('\u{1b}'), "NO_COLOR output has escape codes: {text:?}");
+    assert!(
+        text.contains("Plan: 3 to create, 0 to start, 0 to stop, 0 to replace, 0 to delete."),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "NO_COLOR output has escape codes: {text:?}"
+    );
 
     let detailed = emu.prism(&["plan", "--detailed-exitcode", path.to_str().unwrap()]);
     assert_eq!(detailed.status.code(), Some(2));
@@ -58,22 +73,43 @@ async fn existing_workspaces_are_started_replaced_or_kept() {
     let ec2 = emu.ec2();
     launch(&ec2, Some("cs499"), Some("cs499-01"), "t3.xlarge", 1).await;
     let stopped = launch(&ec2, Some("cs499"), Some("cs499-02"), "t3.xlarge", 1).await;
-    ec2.stop_instances().instance_ids(&stopped[0]).send().await.unwrap();
+    ec2.stop_instances()
+        .instance_ids(&stopped[0])
+        .send()
+        .await
+        .unwrap();
     let old = launch(&ec2, Some("cs499"), Some("cs499-03"), "t3.large", 1).await;
     let gone = launch(&ec2, Some("cs499"), Some("cs499-09"), "t3.xlarge", 1).await;
-    launch(&ec2, Some("other-fleet"), Some("other-fleet-01"), "t3.xlarge", 1).await;
+    launch(
+        &ec2,
+        Some("other-fleet"),
+        Some("other-fleet-01"),
+        "t3.xlarge",
+        1,
+    )
+    .await;
 
     let path = emu.write("class.yaml", &manifest("cs499", 4, ""));
     let plan = plan_json(&emu, &path);
     assert_eq!(
         actions(&plan),
-        [("start", "cs499-02"), ("replace", "cs499-03"), ("create", "cs499-04")]
-            .map(|(a, w)| (a.to_string(), w.to_string()))
+        [
+            ("start", "cs499-02"),
+            ("replace", "cs499-03"),
+            ("create", "cs499-04")
+        ]
+        .map(|(a, w)| (a.to_string(), w.to_string()))
     );
     assert_eq!(plan["actions"][0]["instance_id"], stopped[0].as_str());
-    assert_eq!(plan["actions"][1]["reason"], "instance type t3.large → t3.xlarge");
+    assert_eq!(
+        plan["actions"][1]["reason"],
+        "instance type t3.large → t3.xlarge"
+    );
     assert_eq!(plan["actions"][1]["instance_id"], old[0].as_str());
-    assert_eq!(plan["would_delete_with_prune"][0]["instance_id"], gone[0].as_str());
+    assert_eq!(
+        plan["would_delete_with_prune"][0]["instance_id"],
+        gone[0].as_str()
+    );
     assert_eq!(plan["summary"]["delete"], 0);
 
     let pruning = emu.write("prune.yaml", &manifest("cs499", 4, "prune: true\n"));
@@ -85,7 +121,10 @@ async fn existing_workspaces_are_started_replaced_or_kept() {
 
     let stopped_fleet = emu.write("stopped.yaml", &manifest("cs499", 2, "state: stopped\n"));
     let plan = plan_json(&emu, &stopped_fleet);
-    assert_eq!(actions(&plan), [("stop".to_string(), "cs499-01".to_string())]);
+    assert_eq!(
+        actions(&plan),
+        [("stop".to_string(), "cs499-01".to_string())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,10 +150,19 @@ async fn a_shortfall_says_how_many_fit_in_text_and_json() {
         .find(|w| w["kind"] == "quota_shortfall")
         .expect("a shortfall warning");
     let message = warning["message"].as_str().unwrap();
-    assert!(message.starts_with("Only 4 of 10 new workspaces fit"), "{message}");
-    assert!(message.contains("(needs 40 vCPUs, 16 available of 32)"), "{message}");
+    assert!(
+        message.starts_with("Only 4 of 10 new workspaces fit"),
+        "{message}"
+    );
+    assert!(
+        message.contains("(needs 40 vCPUs, 16 available of 32)"),
+        "{message}"
+    );
     let options = warning["options"].to_string();
-    assert!(options.contains("prism quota request --quota on-demand-vcpus --desired-value 56"), "{options}");
+    assert!(
+        options.contains("prism quota request --quota on-demand-vcpus --desired-value 56"),
+        "{options}"
+    );
 
     let text = stdout(&emu.prism(&["plan", path.to_str().unwrap()]));
     assert!(text.contains("Only 4 of 10 new workspaces fit"), "{text}");
@@ -141,10 +189,24 @@ async fn calls_do_not_grow_with_the_fleet() {
     let large_calls = emu.call_counts();
     assert_eq!(plan["summary"]["create"], 60);
     assert_eq!(small_calls, large_calls);
-    assert_eq!(large_calls.get("DescribeInstances"), Some(&2), "{large_calls:?}");
-    assert_eq!(large_calls.get("DescribeInstanceTypes"), Some(&1), "{large_calls:?}");
-    let mutating: Vec<_> = large_calls.keys().filter(|a| !a.starts_with("Describe") && !a.starts_with("Get")).collect();
-    assert!(mutating.is_empty(), "plan made mutating calls: {mutating:?}");
+    assert_eq!(
+        large_calls.get("DescribeInstances"),
+        Some(&2),
+        "{large_calls:?}"
+    );
+    assert_eq!(
+        large_calls.get("DescribeInstanceTypes"),
+        Some(&1),
+        "{large_calls:?}"
+    );
+    let mutating: Vec<_> = large_calls
+        .keys()
+        .filter(|a| !a.starts_with("Describe") && !a.starts_with("Get"))
+        .collect();
+    assert!(
+        mutating.is_empty(),
+        "plan made mutating calls: {mutating:?}"
+    );
 }
 
 #[test]
@@ -156,7 +218,10 @@ fn image_lookups_resolve_to_the_newest_match() {
     let id = plan["image_id"].as_str().expect("an image id");
     assert!(id.starts_with("ami-"), "{id}");
 
-    let missing = emu.write("missing.yaml", &text.replace("ubuntu/images", "no-such-image"));
+    let missing = emu.write(
+        "missing.yaml",
+        &text.replace("ubuntu/images", "no-such-image"),
+    );
     let plan = plan_json(&emu, &missing);
     assert_eq!(plan["image_id"], Value::Null);
     assert!(plan["warnings"].to_string().contains("image_unresolved"));
@@ -167,7 +232,12 @@ fn a_saved_plan_records_the_fleet_fingerprint() {
     let emu = Emulator::start();
     let path = emu.write("class.yaml", &manifest("cs499", 2, ""));
     let saved = emu.dir.path().join("plan.json");
-    let out = emu.prism(&["plan", path.to_str().unwrap(), "--out", saved.to_str().unwrap()]);
+    let out = emu.prism(&[
+        "plan",
+        path.to_str().unwrap(),
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("Saved the plan to"));
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
@@ -198,7 +268,10 @@ fn flags_choose_the_endpoint_and_region() {
 
     let out = emu.prism(&["plan", "--format", "json", path.to_str().unwrap()]);
     let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(plan["region"], "eu-west-1", "the manifest's region beats AWS_REGION");
+    assert_eq!(
+        plan["region"], "eu-west-1",
+        "the manifest's region beats AWS_REGION"
+    );
 }
 
 #[test]
@@ -206,9 +279,14 @@ fn an_unreachable_endpoint_is_explained() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("class.yaml");
     std::fs::write(&path, manifest("cs499", 1, "")).unwrap();
-    let out = crate::emulator::prism_command(&["plan", "--endpoint-url", "http://127.0.0.1:9", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = crate::emulator::prism_command(&[
+        "plan",
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        path.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("DescribeInstances failed"), "{err}");

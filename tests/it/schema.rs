@@ -13,10 +13,13 @@ fn checked_in_schemas_match_the_types() {
 }
 
 fn check_schema(document: &str) {
-    let out = prism_command(&["schema", document]).output().expect("prism runs");
+    let out = prism_command(&["schema", document])
+        .output()
+        .expect("prism runs");
     assert!(out.status.success());
     let generated = stdout(&out);
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{document}.schema.json"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schemas/{document}.schema.json"));
     if std::env::var_os("PRISM_UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &generated).expect("write schema");
     }
@@ -40,9 +43,19 @@ fn every_example_manifest_validates() {
         if path.extension().is_none_or(|e| e != "yaml") || !text.contains("template:") {
             continue;
         }
-        let out = prism_command(&["validate", path.to_str().unwrap()]).output().expect("prism runs");
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let out = prism_command(&["validate", path.to_str().unwrap()])
+            .output()
+            .expect("prism runs");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         seen += 1;
     }
-    assert!(seen >= 2, "expected at least two example manifests, found {seen}");
+    assert!(
+        seen >= 2,
+        "expected at least two example manifests, found {seen}"
+    );
 }
