@@ -94,3 +94,17 @@ pub fn fail(failure: &Failure) -> ExitCode {
     let _ = std::io::stderr().write_all(text.as_bytes());
     ExitCode::FAILURE
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::render_problems;
+
+    #[test]
+    fn manifest_diagnostics() {
+        let text = "name: Lab_1\nprojct: p\ntemplate: pyton\ncount: 0\nretry: {initial_backoff: soon}\ntemplates:\n  python: {image: ami-1, instance_type: t3.micro}\n";
+        let err = crate::manifest::parse(Path::new("lab.yaml"), text).unwrap_err();
+        insta::assert_snapshot!(render_problems(&err, false));
+    }
+}

@@ -256,9 +256,9 @@ fn retry_checks(doc: &Document) -> Vec<Problem> {
             Ok(d) => {
                 parsed.insert(key, d);
             }
-            Err(e) => out.push(doc.at_value(
+            Err(_) => out.push(doc.at_value(
                 &pointer,
-                format!("`{text}` is not a duration ({e})"),
+                format!("`{text}` is not a duration"),
                 "not a duration",
                 Some("write a number and a unit, such as 500ms, 1s, 30s or 2m".into()),
             )),

@@ -57,6 +57,14 @@ pub fn text(plan: &Plan) -> String {
             paint(GREEN, "No changes. The fleet matches the manifest.")
         );
     } else {
+        if plan.summary.create + plan.summary.replace > 0 {
+            let image = plan.image_id.as_deref().unwrap_or("unresolved");
+            let _ = writeln!(
+                out,
+                "New instances launch from template {} (image {image}).\n",
+                plan.template
+            );
+        }
         actions(&mut out, plan);
     }
     if !plan.quota.is_empty() {
