@@ -36,15 +36,31 @@ fn observed(instances: Vec<Instance>) -> Observed {
         instances,
         account_running: BTreeMap::new(),
         vcpus: BTreeMap::from([("t3.xlarge".into(), 4), ("t3.large".into(), 2)]),
-        quotas: BTreeMap::from([("L-1216C47A".into(), QuotaReading::Known { value: 640.0, applied: true })]),
-        image: ImageResolution::Resolved { id: "ami-new".into() },
+        quotas: BTreeMap::from([(
+            "L-1216C47A".into(),
+            QuotaReading::Known {
+                value: 640.0,
+                applied: true,
+            },
+        )]),
+        image: ImageResolution::Resolved {
+            id: "ami-new".into(),
+        },
     }
 }
 
 fn summary(p: &Plan) -> Vec<String> {
     p.actions
         .iter()
-        .map(|a| format!("{:?} {} {}", a.action, a.workspace, a.instance_id.as_deref().unwrap_or("-")).to_lowercase())
+        .map(|a| {
+            format!(
+                "{:?} {} {}",
+                a.action,
+                a.workspace,
+                a.instance_id.as_deref().unwrap_or("-")
+            )
+            .to_lowercase()
+        })
         .collect()
 }
 
@@ -57,15 +73,33 @@ fn actions_table() {
         i
     };
     let cases: Vec<(&str, &str, Vec<Instance>, Vec<&str>)> = vec![
-        ("empty account", "count: 2", vec![], vec!["create cs-01 -", "create cs-02 -"]),
+        (
+            "empty account",
+            "count: 2",
+            vec![],
+            vec!["create cs-01 -", "create cs-02 -"],
+        ),
         (
             "all running",
             "count: 2",
-            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Running), inst("i-2", Some("cs-02"), "t3.xlarge", Pending)],
+            vec![
+                inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+                inst("i-2", Some("cs-02"), "t3.xlarge", Pending),
+            ],
             vec![],
         ),
-        ("stopped, want running", "count: 1", vec![inst("i-1", Some("cs-01"), "t3.xlarge", Stopped)], vec!["start cs-01 i-1"]),
-        ("stopping, want running", "count: 1", vec![inst("i-1", Some("cs-01"), "t3.xlarge", Stopping)], vec!["start cs-01 i-1"]),
+        (
+            "stopped, want running",
+            "count: 1",
+            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Stopped)],
+            vec!["start cs-01 i-1"],
+        ),
+        (
+            "stopping, want running",
+            "count: 1",
+            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Stopping)],
+            vec!["start cs-01 i-1"],
+        ),
         (
             "running, want stopped",
             "count: 1\nstate: stopped",
@@ -78,51 +112,84 @@ fn actions_table() {
             vec![inst("i-1", Some("cs-01"), "t3.xlarge", Pending)],
             vec!["stop cs-01 i-1"],
         ),
-        ("stopped, want stopped", "count: 1\nstate: stopped", vec![inst("i-1", Some("cs-01"), "t3.xlarge", Stopped)], vec![]),
+        (
+            "stopped, want stopped",
+            "count: 1\nstate: stopped",
+            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Stopped)],
+            vec![],
+        ),
         (
             "shutting down is gone",
             "count: 1",
             vec![inst("i-1", Some("cs-01"), "t3.xlarge", ShuttingDown)],
             vec!["create cs-01 -"],
         ),
-        ("type changed", "count: 1", vec![inst("i-1", Some("cs-01"), "t3.large", Running)], vec!["replace cs-01 i-1"]),
+        (
+            "type changed",
+            "count: 1",
+            vec![inst("i-1", Some("cs-01"), "t3.large", Running)],
+            vec!["replace cs-01 i-1"],
+        ),
         (
             "image id changed",
             "count: 1",
-            vec![with_image(inst("i-1", Some("cs-01"), "t3.xlarge", Running), "ami-old")],
+            vec![with_image(
+                inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+                "ami-old",
+            )],
             vec!["replace cs-01 i-1"],
         ),
         (
             "lookup image newer: no replace",
             "count: 1\ntemplate: l",
-            vec![with_image(inst("i-1", Some("cs-01"), "t3.xlarge", Running), "ami-old")],
+            vec![with_image(
+                inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+                "ami-old",
+            )],
             vec![],
         ),
         (
             "unwanted, prune off",
             "count: 1",
-            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Running), inst("i-9", Some("cs-09"), "t3.xlarge", Running)],
+            vec![
+                inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+                inst("i-9", Some("cs-09"), "t3.xlarge", Running),
+            ],
             vec![],
         ),
         (
             "unwanted, prune on",
             "count: 1\nprune: true",
-            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Running), inst("i-9", Some("cs-09"), "t3.xlarge", Stopped)],
+            vec![
+                inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+                inst("i-9", Some("cs-09"), "t3.xlarge", Stopped),
+            ],
             vec!["delete cs-09 i-9"],
         ),
         (
             "duplicates keep the running one",
             "count: 1\nprune: true",
-            vec![inst("i-22", Some("cs-01"), "t3.xlarge", Stopped), inst("i-333", Some("cs-01"), "t3.xlarge", Running)],
+            vec![
+                inst("i-22", Some("cs-01"), "t3.xlarge", Stopped),
+                inst("i-333", Some("cs-01"), "t3.xlarge", Running),
+            ],
             vec!["delete cs-01 i-22"],
         ),
         (
             "fleet tag without workspace tag",
             "count: 1\nprune: true",
-            vec![inst("i-1", Some("cs-01"), "t3.xlarge", Running), inst("i-7", None, "t3.xlarge", Running)],
+            vec![
+                inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+                inst("i-7", None, "t3.xlarge", Running),
+            ],
             vec!["delete i-7 i-7"],
         ),
-        ("members", "members: [ann, bo]", vec![inst("i-1", Some("cs-ann"), "t3.xlarge", Running)], vec!["create cs-bo -"]),
+        (
+            "members",
+            "members: [ann, bo]",
+            vec![inst("i-1", Some("cs-ann"), "t3.xlarge", Running)],
+            vec!["create cs-bo -"],
+        ),
     ];
     for (name, extra, instances, want) in cases {
         let p = plan(&manifest(extra), &observed(instances));
@@ -135,7 +202,10 @@ fn actions_table() {
 fn without_prune_unwanted_workspaces_are_listed_not_deleted() {
     let p = plan(
         &manifest("count: 1"),
-        &observed(vec![inst("i-1", Some("cs-01"), "t3.xlarge", Running), inst("i-9", Some("cs-09"), "t3.xlarge", Running)]),
+        &observed(vec![
+            inst("i-1", Some("cs-01"), "t3.xlarge", Running),
+            inst("i-9", Some("cs-09"), "t3.xlarge", Running),
+        ]),
     );
     assert_eq!(p.summary.delete, 0);
     assert_eq!(p.would_delete_with_prune.len(), 1);
@@ -146,7 +216,14 @@ fn without_prune_unwanted_workspaces_are_listed_not_deleted() {
 #[test]
 fn raising_the_count_only_adds_the_new_workspaces() {
     let existing: Vec<Instance> = (1..=30)
-        .map(|i| inst(&format!("i-{i}"), Some(&format!("cs-{i:02}")), "t3.xlarge", Running))
+        .map(|i| {
+            inst(
+                &format!("i-{i}"),
+                Some(&format!("cs-{i:02}")),
+                "t3.xlarge",
+                Running,
+            )
+        })
         .collect();
     let p = plan(&manifest("count: 32"), &observed(existing));
     assert_eq!(summary(&p), ["create cs-31 -", "create cs-32 -"]);
@@ -154,7 +231,13 @@ fn raising_the_count_only_adds_the_new_workspaces() {
 
 fn quota_case(limit: f64, used_xlarge: u32, count: u32) -> Plan {
     let mut o = observed(vec![]);
-    o.quotas.insert("L-1216C47A".into(), QuotaReading::Known { value: limit, applied: true });
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Known {
+            value: limit,
+            applied: true,
+        },
+    );
     if used_xlarge > 0 {
         o.account_running.insert("t3.xlarge".into(), used_xlarge);
     }
@@ -165,15 +248,32 @@ fn quota_case(limit: f64, used_xlarge: u32, count: u32) -> Plan {
 fn quota_shortfall_counts_what_fits() {
     let p = quota_case(32.0, 4, 10);
     let q = &p.quota[0];
-    assert_eq!((q.limit, q.usage, q.needed, q.available, q.fits), (Some(32.0), Some(16), 40, Some(16), Some(false)));
-    let w = p.warnings.iter().find(|w| w.kind == "quota_shortfall").expect("shortfall");
+    assert_eq!(
+        (q.limit, q.usage, q.needed, q.available, q.fits),
+        (Some(32.0), Some(16), 40, Some(16), Some(false))
+    );
+    let w = p
+        .warnings
+        .iter()
+        .find(|w| w.kind == "quota_shortfall")
+        .expect("shortfall");
     assert_eq!(
         w.message,
         "Only 4 of 10 new workspaces fit the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota (needs 40 vCPUs, 16 available of 32)"
     );
-    assert!(w.options[0].contains("--quota on-demand-vcpus --desired-value 56"), "{}", w.options[0]);
-    assert_eq!(w.options[1], "use a smaller instance type: at most 1 vCPU each lets all 10 fit");
-    assert_eq!(w.options[2], "launch fewer workspaces: 4 of 10 fit in total");
+    assert!(
+        w.options[0].contains("--quota on-demand-vcpus --desired-value 56"),
+        "{}",
+        w.options[0]
+    );
+    assert_eq!(
+        w.options[1],
+        "use a smaller instance type: at most 1 vCPU each lets all 10 fit"
+    );
+    assert_eq!(
+        w.options[2],
+        "launch fewer workspaces: 4 of 10 fit in total"
+    );
 }
 
 #[test]
@@ -188,18 +288,34 @@ fn quota_that_fits_has_no_warning() {
 fn usage_over_the_limit_leaves_nothing_available() {
     let p = quota_case(8.0, 4, 1);
     assert_eq!(p.quota[0].available, Some(0));
-    assert!(p.warnings[0].message.starts_with("Only 0 of 1 new workspaces fit"));
-    assert_eq!(p.warnings[0].options.len(), 2, "no smaller type can fit in 0 vCPUs");
+    assert!(
+        p.warnings[0]
+            .message
+            .starts_with("Only 0 of 1 new workspaces fit")
+    );
+    assert_eq!(
+        p.warnings[0].options.len(),
+        2,
+        "no smaller type can fit in 0 vCPUs"
+    );
 }
 
 #[test]
 fn unknown_quota_or_usage_is_not_zero() {
     let mut o = observed(vec![]);
-    o.quotas.insert("L-1216C47A".into(), QuotaReading::Unknown { error: "AccessDenied".into() });
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Unknown {
+            error: "AccessDenied".into(),
+        },
+    );
     o.account_running.insert("m9.huge".into(), 1);
     let p = plan(&manifest("count: 2"), &o);
     let q = &p.quota[0];
-    assert_eq!((q.limit, q.usage, q.available, q.fits), (None, None, None, None));
+    assert_eq!(
+        (q.limit, q.usage, q.available, q.fits),
+        (None, None, None, None)
+    );
     assert!(p.warnings.iter().any(|w| w.kind == "quota_unknown"));
 }
 
@@ -207,7 +323,9 @@ fn unknown_quota_or_usage_is_not_zero() {
 fn unknown_instance_type_and_unresolved_image_are_warned() {
     let mut o = observed(vec![]);
     o.vcpus.remove("t3.xlarge");
-    o.image = ImageResolution::Failed { reason: "no match".into() };
+    o.image = ImageResolution::Failed {
+        reason: "no match".into(),
+    };
     let p = plan(&manifest("count: 1"), &o);
     let kinds: Vec<&str> = p.warnings.iter().map(|w| w.kind.as_str()).collect();
     assert!(kinds.contains(&"unknown_instance_type"), "{kinds:?}");
@@ -232,7 +350,13 @@ fn text_rendering() {
         inst("i-2", Some("cs-02"), "t3.large", Running),
         inst("i-9", Some("cs-09"), "t3.xlarge", Running),
     ]);
-    o.quotas.insert("L-1216C47A".into(), QuotaReading::Known { value: 16.0, applied: false });
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Known {
+            value: 16.0,
+            applied: false,
+        },
+    );
     o.account_running.insert("t3.large".into(), 1);
     let p = plan(&manifest("count: 4\nprune: true"), &o);
     let text = anstream::adapter::strip_str(&render::text(&p)).to_string();
@@ -243,15 +367,39 @@ fn text_rendering() {
 fn json_rendering_has_the_documented_fields() {
     let p = quota_case(32.0, 4, 2);
     let v: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
-    for key in ["format_version", "fleet", "region", "actions", "summary", "quota", "warnings", "fingerprint"] {
+    for key in [
+        "format_version",
+        "fleet",
+        "region",
+        "actions",
+        "summary",
+        "quota",
+        "warnings",
+        "fingerprint",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     let a = &v["actions"][0];
-    for key in ["action", "workspace", "instance_id", "instance_type", "vcpus", "reason"] {
+    for key in [
+        "action",
+        "workspace",
+        "instance_id",
+        "instance_type",
+        "vcpus",
+        "reason",
+    ] {
         assert!(a.get(key).is_some(), "action lacks {key}");
     }
     let q = &v["quota"][0];
-    for key in ["code", "name", "limit", "usage", "needed", "available", "fits"] {
+    for key in [
+        "code",
+        "name",
+        "limit",
+        "usage",
+        "needed",
+        "available",
+        "fits",
+    ] {
         assert!(q.get(key).is_some(), "quota lacks {key}");
     }
     assert_eq!(v["actions"][0]["action"], "create");
