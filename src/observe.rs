@@ -42,8 +42,11 @@ pub enum ImageResolution {
     /// Not looked up (nothing to launch from it).
     #[default]
     Unresolved,
-    /// A fixed AMI id, or the newest match of a lookup.
-    Resolved { id: String },
+    /// A fixed AMI id, or the newest match of a lookup, with its root device name.
+    Resolved {
+        id: String,
+        root_device: Option<String>,
+    },
     /// A lookup that matched nothing, or failed.
     Failed { reason: String },
 }
@@ -52,7 +55,7 @@ impl ImageResolution {
     /// The image id, when resolved.
     pub fn id(&self) -> Option<&str> {
         match self {
-            ImageResolution::Resolved { id } => Some(id),
+            ImageResolution::Resolved { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -62,8 +65,8 @@ impl ImageResolution {
 ///
 /// Calls made: two DescribeInstances series (the fleet by tag; the region's pending and
 /// running instances, for quota usage), one DescribeInstanceTypes for the types seen,
-/// one or two Service Quotas calls per quota class touched, and DescribeImages when the
-/// template's image is a lookup.
+/// one or two Service Quotas calls per quota class touched, and one DescribeImages for
+/// the template's image.
 pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed, CloudError> {
     let fleet_filter = InstanceFilter {
         tags: vec![(tags::FLEET.to_string(), manifest.name.clone())],
@@ -151,7 +154,16 @@ pub async fn read_quota(cloud: &dyn Cloud, class: &QuotaClass) -> QuotaReading {
 
 async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
     match image {
-        ImageRef::Id(id) => ImageResolution::Resolved { id: id.clone() },
+        ImageRef::Id(id) => match cloud.describe_image(id).await {
+            Ok(Some(i)) => ImageResolution::Resolved {
+                id: i.id,
+                root_device: i.root_device_name,
+            },
+            Ok(None) => ImageResolution::Failed {
+                reason: format!("image {id} does not exist in this region (InvalidAMIID.NotFound)"),
+            },
+            Err(e) => ImageResolution::Failed { reason: e.to_string() },
+        },
         ImageRef::Lookup { owner, name } => match cloud.find_images(owner, name).await {
             Ok(images) => images
                 .into_iter()
@@ -162,7 +174,10 @@ async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
                             "no image of owner {owner} matches `{name}` in this region"
                         ),
                     },
-                    |i| ImageResolution::Resolved { id: i.id },
+                    |i| ImageResolution::Resolved {
+                        id: i.id,
+                        root_device: i.root_device_name,
+                    },
                 ),
             Err(e) => ImageResolution::Failed {
                 reason: e.to_string(),

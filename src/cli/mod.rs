@@ -1,5 +1,6 @@
 //! The command line: clap definitions, dispatch, and how results reach the terminal.
 
+mod apply_cmd;
 mod report;
 
 use std::io::Write;
@@ -51,6 +52,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Show what apply would change, and whether it fits the account's quotas.
     Plan(PlanArgs),
+    /// Make the account match the manifest (or carry out a saved plan).
+    Apply(apply_cmd::ApplyArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
     /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
@@ -141,6 +144,7 @@ fn init_logging(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Plan(args) => plan_command(&cli.global, &args).await,
+        Command::Apply(args) => apply_cmd::run(&cli.global, &args).await,
         Command::Validate(args) => validate_command(&args),
         Command::Schema(args) => {
             let schema = match args.document {
@@ -222,7 +226,9 @@ async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, 
 
 fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Failure> {
     let text = std::fs::read(manifest_path).map_err(Failure::Io)?;
-    let saved = SavedPlan::new(manifest_path, &text, plan.clone());
+    // An absolute path, so the plan can be applied from any folder.
+    let absolute = std::path::absolute(manifest_path).map_err(Failure::Io)?;
+    let saved = SavedPlan::new(&absolute, &text, plan.clone());
     let json = serde_json::to_string_pretty(&saved).expect("serializes");
     std::fs::write(path, json + "\n").map_err(Failure::Io)
 }

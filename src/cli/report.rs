@@ -19,6 +19,16 @@ pub enum Failure {
     #[error("no AWS region is configured")]
     NoRegion,
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A saved plan no longer matches the manifest or the fleet.
+    #[error("the saved plan is stale: {0}")]
+    StalePlan(String),
+    /// Apply needs a yes, and there is no terminal to ask on.
+    #[error("refusing to apply without confirmation: there is no terminal to ask on")]
+    Unconfirmed,
+    #[error("cannot read the saved plan {path}: {message}")]
+    BadPlanFile { path: String, message: String },
+    #[error(transparent)]
     Io(std::io::Error),
 }
 
@@ -89,6 +99,8 @@ pub fn fail(failure: &Failure) -> ExitCode {
         Failure::Manifest(e @ ManifestError::Invalid { .. }) => render_problems(e, stderr_color()),
         Failure::Cloud(e) => format!("Error: {e}\n  hint: {}\n", cloud_hint(e)),
         Failure::NoRegion => "Error: no AWS region is configured\n  hint: set `region:` in the manifest, pass --region, or set AWS_REGION\n".to_string(),
+        Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
+        Failure::Unconfirmed => format!("Error: {failure}\n  hint: pass --yes (-y) to apply without asking; nothing was changed\n"),
         other => format!("Error: {other}\n"),
     };
     let _ = std::io::stderr().write_all(text.as_bytes());

@@ -10,10 +10,14 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HibernationOptionsRequest, InstanceType, Placement,
+    ResourceType, Tag, TagSpecification,
+};
+use base64::Engine;
 
 use super::error::Transport;
-use super::{Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, QuotaValue};
+use super::{Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue};
 
 /// Where and as whom to connect. Unset fields fall back to the AWS configuration
 /// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, `~/.aws/config`).
@@ -262,16 +266,117 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map_err(|e| convert("DescribeImages", e))?;
-        Ok(out
-            .images()
-            .iter()
-            .filter_map(|i| {
-                Some(Image {
-                    id: i.image_id()?.to_string(),
-                    name: i.name().unwrap_or_default().to_string(),
-                    creation_date: i.creation_date().map(str::to_string),
-                })
-            })
-            .collect())
+        Ok(out.images().iter().filter_map(to_image).collect())
     }
+
+    async fn describe_image(&self, id: &str) -> Result<Option<Image>, CloudError> {
+        let answer = self.ec2.describe_images().image_ids(id).send().await;
+        match answer {
+            Ok(out) => Ok(out.images().iter().find_map(to_image)),
+            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
+            Err(e) => Err(convert("DescribeImages", e)),
+        }
+    }
+
+    async fn availability_zones(&self) -> Result<Vec<String>, CloudError> {
+        let out = self
+            .ec2
+            .describe_availability_zones()
+            .filters(filter("state", ["available".to_string()]))
+            .send()
+            .await
+            .map_err(|e| convert("DescribeAvailabilityZones", e))?;
+        let mut zones: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
+        zones.sort();
+        Ok(zones)
+    }
+
+    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
+        let tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let tagging = |kind| {
+            TagSpecification::builder()
+                .resource_type(kind)
+                .set_tags(Some(tags.clone()))
+                .build()
+        };
+        let mut req = self
+            .ec2
+            .run_instances()
+            .client_token(&spec.client_token)
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(tagging(ResourceType::Instance))
+            .tag_specifications(tagging(ResourceType::Volume));
+        if let Some(zone) = &spec.availability_zone {
+            req = req.placement(Placement::builder().availability_zone(zone).build());
+        }
+        if let Some(script) = &spec.user_data {
+            req = req.user_data(base64::engine::general_purpose::STANDARD.encode(script));
+        }
+        if let Some((device, gb)) = &spec.root_volume {
+            let ebs = EbsBlockDevice::builder()
+                .volume_size(i32::try_from(*gb).unwrap_or(i32::MAX))
+                .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+                .set_encrypted(spec.hibernation.then_some(true))
+                .delete_on_termination(true)
+                .build();
+            req = req.block_device_mappings(BlockDeviceMapping::builder().device_name(device).ebs(ebs).build());
+        }
+        if spec.hibernation {
+            req = req.hibernation_options(HibernationOptionsRequest::builder().configured(true).build());
+        }
+        let out = req.send().await.map_err(|e| convert("RunInstances", e))?;
+        out.instances().iter().find_map(to_instance).ok_or_else(|| {
+            CloudError::service("RunInstances", None, "AWS answered without an instance", None)
+        })
+    }
+
+    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .start_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| convert("StartInstances", e))
+    }
+
+    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .stop_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| convert("StopInstances", e))
+    }
+
+    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| convert("TerminateInstances", e))
+    }
+}
+
+fn to_image(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
+    Some(Image {
+        id: i.image_id()?.to_string(),
+        name: i.name().unwrap_or_default().to_string(),
+        creation_date: i.creation_date().map(str::to_string),
+        root_device_name: i.root_device_name().map(str::to_string),
+    })
 }

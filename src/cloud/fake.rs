@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Cloud, CloudError, Image, Instance, InstanceFilter, QuotaValue};
+use super::{Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue};
 
 /// A cloud held in memory.
 #[derive(Debug, Default)]
@@ -17,13 +17,40 @@ pub struct FakeCloud {
     pub applied: BTreeMap<String, f64>,
     pub defaults: BTreeMap<String, f64>,
     pub images: BTreeMap<String, Vec<Image>>,
+    /// Availability zones of the region.
+    pub zones: Vec<String>,
+    /// Errors to answer, per API name, before answering normally.
+    pub faults: Mutex<BTreeMap<&'static str, Vec<CloudError>>>,
+    /// ClientToken → instance id, as AWS remembers them.
+    pub tokens: Mutex<BTreeMap<String, String>>,
     /// Number of calls per API name.
     pub calls: Mutex<BTreeMap<&'static str, usize>>,
 }
 
 impl FakeCloud {
-    fn count(&self, api: &'static str) {
+    /// Counts the call, then answers the next fault queued for `api`, if any.
+    fn count(&self, api: &'static str) -> Result<(), CloudError> {
         *self.calls.lock().unwrap().entry(api).or_default() += 1;
+        let mut faults = self.faults.lock().unwrap();
+        match faults.get_mut(api) {
+            Some(queue) if !queue.is_empty() => Err(queue.remove(0)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues `errors` to be answered by the next calls to `api`.
+    pub fn fail_next(&self, api: &'static str, errors: Vec<CloudError>) {
+        self.faults.lock().unwrap().entry(api).or_default().extend(errors);
+    }
+
+    fn set_state(&self, api: &'static str, id: &str, state: InstanceState) -> Result<(), CloudError> {
+        self.count(api)?;
+        let mut all = self.instances.lock().unwrap();
+        let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
+            CloudError::service(api, Some("InvalidInstanceID.NotFound"), id, Some(400))
+        })?;
+        i.state = state;
+        Ok(())
     }
 
     /// How many times `api` was called.
@@ -53,7 +80,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
-        self.count("DescribeInstances");
+        self.count("DescribeInstances")?;
         let all = self.instances.lock().unwrap();
         Ok(all.iter().filter(|i| matches(i, f)).cloned().collect())
     }
@@ -62,7 +89,7 @@ impl Cloud for FakeCloud {
         &self,
         types: &[String],
     ) -> Result<BTreeMap<String, u32>, CloudError> {
-        self.count("DescribeInstanceTypes");
+        self.count("DescribeInstanceTypes")?;
         Ok(types
             .iter()
             .filter_map(|t| Some((t.clone(), *self.vcpus.get(t)?)))
@@ -74,7 +101,7 @@ impl Cloud for FakeCloud {
         service: &str,
         code: &str,
     ) -> Result<Option<QuotaValue>, CloudError> {
-        self.count("GetServiceQuota");
+        self.count("GetServiceQuota")?;
         Ok(self
             .applied
             .get(code)
@@ -86,7 +113,7 @@ impl Cloud for FakeCloud {
         service: &str,
         code: &str,
     ) -> Result<QuotaValue, CloudError> {
-        self.count("GetAWSDefaultServiceQuota");
+        self.count("GetAWSDefaultServiceQuota")?;
         self.defaults
             .get(code)
             .map(|v| Self::quota(service, code, *v))
@@ -101,7 +128,7 @@ impl Cloud for FakeCloud {
     }
 
     async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError> {
-        self.count("DescribeImages");
+        self.count("DescribeImages")?;
         let prefix = name_pattern.trim_end_matches('*');
         Ok(self
             .images
@@ -113,5 +140,48 @@ impl Cloud for FakeCloud {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn describe_image(&self, id: &str) -> Result<Option<Image>, CloudError> {
+        self.count("DescribeImages")?;
+        Ok(self.images.values().flatten().find(|i| i.id == id).cloned())
+    }
+
+    async fn availability_zones(&self) -> Result<Vec<String>, CloudError> {
+        self.count("DescribeAvailabilityZones")?;
+        Ok(self.zones.clone())
+    }
+
+    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
+        self.count("RunInstances")?;
+        let mut tokens = self.tokens.lock().unwrap();
+        let mut all = self.instances.lock().unwrap();
+        if let Some(id) = tokens.get(&spec.client_token) {
+            return Ok(all.iter().find(|i| &i.id == id).cloned().expect("token's instance"));
+        }
+        let instance = Instance {
+            id: format!("i-{:08x}", all.len() + 1),
+            instance_type: spec.instance_type.clone(),
+            image_id: spec.image_id.clone(),
+            state: InstanceState::Pending,
+            availability_zone: spec.availability_zone.clone(),
+            launch_time: Some(0),
+            tags: spec.tags.clone(),
+        };
+        tokens.insert(spec.client_token.clone(), instance.id.clone());
+        all.push(instance.clone());
+        Ok(instance)
+    }
+
+    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.set_state("StartInstances", id, InstanceState::Running)
+    }
+
+    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.set_state("StopInstances", id, InstanceState::Stopped)
+    }
+
+    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.set_state("TerminateInstances", id, InstanceState::Terminated)
     }
 }

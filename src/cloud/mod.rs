@@ -133,6 +133,26 @@ pub struct Image {
     pub name: String,
     /// ISO 8601, as AWS gives it; sorts chronologically.
     pub creation_date: Option<String>,
+    /// Device name of the root volume, e.g. `/dev/sda1`.
+    pub root_device_name: Option<String>,
+}
+
+/// Everything needed to launch one workspace's instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchSpec {
+    /// Idempotency token: the same token returns the same instance.
+    pub client_token: String,
+    pub image_id: String,
+    pub instance_type: String,
+    /// None lets AWS choose the zone.
+    pub availability_zone: Option<String>,
+    /// Tags applied at launch, so no instance is ever untagged.
+    pub tags: BTreeMap<String, String>,
+    /// The first-boot script, as text.
+    pub user_data: Option<String>,
+    /// Root volume size, with the image's root device name.
+    pub root_volume: Option<(String, u32)>,
+    pub hibernation: bool,
 }
 
 /// Everything prism asks of AWS. Each method is one AWS API (or one paginated series).
@@ -171,4 +191,22 @@ pub trait Cloud: Send + Sync {
 
     /// DescribeImages: the images of `owner` whose name matches `name_pattern`.
     async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError>;
+
+    /// DescribeImages for one id; None when it does not exist.
+    async fn describe_image(&self, id: &str) -> Result<Option<Image>, CloudError>;
+
+    /// DescribeAvailabilityZones: the region's available zones, sorted.
+    async fn availability_zones(&self) -> Result<Vec<String>, CloudError>;
+
+    /// RunInstances for one instance.
+    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError>;
+
+    /// StartInstances for one instance.
+    async fn start_instance(&self, id: &str) -> Result<(), CloudError>;
+
+    /// StopInstances for one instance.
+    async fn stop_instance(&self, id: &str) -> Result<(), CloudError>;
+
+    /// TerminateInstances for one instance.
+    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError>;
 }

@@ -45,6 +45,7 @@ fn observed(instances: Vec<Instance>) -> Observed {
         )]),
         image: ImageResolution::Resolved {
             id: "ami-new".into(),
+            root_device: Some("/dev/sda1".into()),
         },
     }
 }

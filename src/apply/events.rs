@@ -1,0 +1,132 @@
+//! What happens during an apply, as one stream of events that the progress display,
+//! the NDJSON output and the summary all read.
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cloud::ErrorClass;
+use crate::plan::ActionKind;
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The apply begins.
+    Started {
+        fleet: String,
+        total: usize,
+        launches: usize,
+        /// Launches per minute; None when launches are not paced.
+        rate_per_minute: Option<f64>,
+        burst_size: u32,
+        adaptive: bool,
+    },
+    /// An action waits for its turn.
+    Queued { workspace: String, action: ActionKind },
+    /// The launch rate limit holds the next launch back.
+    RateLimited {
+        workspace: String,
+        wait_s: f64,
+        /// Estimated time until every remaining launch has been made.
+        eta_s: f64,
+    },
+    /// The adaptive limiter changed the launch rate.
+    RateChanged { rate_per_minute: f64, reason: String },
+    /// A RunInstances call is made.
+    Launching {
+        workspace: String,
+        attempt: u32,
+        availability_zone: Option<String>,
+    },
+    /// A call failed and will be tried again.
+    Retrying {
+        workspace: String,
+        attempt: u32,
+        max_attempts: u32,
+        delay_s: f64,
+        code: String,
+        class: ErrorClass,
+    },
+    /// No capacity in a zone: the launch moves on to the next one.
+    ZoneFull {
+        workspace: String,
+        availability_zone: Option<String>,
+        next_zone: String,
+    },
+    /// An instance was launched for a workspace.
+    Launched {
+        workspace: String,
+        instance_id: String,
+        took_s: f64,
+    },
+    /// A start, stop or terminate call was accepted.
+    Changed {
+        workspace: String,
+        action: ActionKind,
+        instance_id: String,
+        took_s: f64,
+    },
+    /// An instance reached the running state.
+    Running { workspace: String, instance_id: String },
+    /// An instance reached the stopped state.
+    Stopped { workspace: String, instance_id: String },
+    /// A workspace's action failed for good.
+    Failed {
+        workspace: String,
+        action: ActionKind,
+        code: String,
+        message: String,
+        class: Option<ErrorClass>,
+    },
+    /// An action was not carried out.
+    Skipped {
+        workspace: String,
+        action: ActionKind,
+        reason: String,
+    },
+    /// The first Ctrl-C: no new actions start.
+    Interrupted,
+    /// The apply is over.
+    Summary(super::Report),
+}
+
+/// An event with the time since the apply began.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stamped {
+    pub elapsed_s: f64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Where events go; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Events {
+    start: Instant,
+    tx: mpsc::UnboundedSender<Stamped>,
+}
+
+impl Events {
+    /// A sink and the receiving end for a renderer.
+    pub fn channel() -> (Events, mpsc::UnboundedReceiver<Stamped>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Events {
+                start: Instant::now(),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    pub fn emit(&self, event: Event) {
+        let elapsed_s = self.start.elapsed().as_secs_f64();
+        // A renderer that has gone away loses nothing the summary does not repeat.
+        let _ = self.tx.send(Stamped { elapsed_s, event });
+    }
+
+    /// Time since the apply began.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+}

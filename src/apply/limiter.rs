@@ -1,0 +1,213 @@
+//! Launch pacing: a token bucket (governor) whose rate adapts to AWS throttling.
+//!
+//! A governor limiter's rate is fixed at creation, so an adaptive change swaps in a new
+//! limiter (arc-swap) with a burst of one: slowing down never releases a fresh burst.
+//! Waiters queue on a fair mutex, so launches go out in order and exactly one of them
+//! is ever waiting for the next permit: the one whose wait the user is shown.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Mutex;
+
+/// Launch pacing settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSettings {
+    /// Launches per minute once the burst is spent.
+    pub rate_per_minute: f64,
+    /// Launches allowed at once.
+    pub burst_size: u32,
+    /// Whether throttling slows the rate down.
+    pub adaptive: bool,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        RateSettings {
+            rate_per_minute: 2.0,
+            burst_size: 5,
+            adaptive: true,
+        }
+    }
+}
+
+/// Successes in a row that raise a slowed-down rate one step.
+const SUCCESSES_PER_STEP: u32 = 3;
+
+/// What changes the rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Throttled,
+    Succeeded,
+}
+
+/// The next rate: halved on throttling, down to a quarter of the configured rate;
+/// raised by half again after successes, up to the configured rate.
+pub fn next_rate(current: f64, configured: f64, signal: Signal) -> f64 {
+    match signal {
+        Signal::Throttled => (current / 2.0).max(configured / 4.0),
+        Signal::Succeeded => (current * 1.5).min(configured),
+    }
+}
+
+struct Bucket {
+    limiter: DefaultDirectRateLimiter,
+    rate_per_minute: f64,
+}
+
+impl Bucket {
+    fn new(rate_per_minute: f64, burst: u32) -> Self {
+        let period = Duration::from_secs_f64(60.0 / rate_per_minute.max(0.001));
+        let quota = Quota::with_period(period)
+            .expect("a positive period")
+            .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least one"));
+        Bucket {
+            limiter: RateLimiter::direct(quota),
+            rate_per_minute,
+        }
+    }
+}
+
+/// The launch limiter.
+pub struct Limiter {
+    settings: RateSettings,
+    bucket: ArcSwap<Bucket>,
+    queue: Mutex<()>,
+    successes: AtomicU32,
+}
+
+impl Limiter {
+    pub fn new(settings: RateSettings) -> Arc<Self> {
+        Arc::new(Limiter {
+            settings,
+            bucket: ArcSwap::from_pointee(Bucket::new(settings.rate_per_minute, settings.burst_size)),
+            queue: Mutex::new(()),
+            successes: AtomicU32::new(0),
+        })
+    }
+
+    /// The current rate, in launches per minute.
+    pub fn rate_per_minute(&self) -> f64 {
+        self.bucket.load().rate_per_minute
+    }
+
+    /// Time between launches at the current rate.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(60.0 / self.rate_per_minute())
+    }
+
+    /// Waits for a launch permit. `on_wait` is told how long, when there is a wait.
+    pub async fn acquire(&self, on_wait: impl FnOnce(Duration)) {
+        let _turn = self.queue.lock().await;
+        let mut on_wait = Some(on_wait);
+        loop {
+            let bucket = self.bucket.load_full();
+            match bucket.limiter.check() {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    if let Some(tell) = on_wait.take() {
+                        tell(wait);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Reports throttling; returns the new rate when it changed.
+    pub fn throttled(&self) -> Option<f64> {
+        self.successes.store(0, Ordering::Relaxed);
+        self.adjust(Signal::Throttled)
+    }
+
+    /// Reports a successful launch; returns the new rate when it changed.
+    pub fn succeeded(&self) -> Option<f64> {
+        if self.rate_per_minute() >= self.settings.rate_per_minute {
+            return None;
+        }
+        if self.successes.fetch_add(1, Ordering::Relaxed) + 1 < SUCCESSES_PER_STEP {
+            return None;
+        }
+        self.successes.store(0, Ordering::Relaxed);
+        self.adjust(Signal::Succeeded)
+    }
+
+    fn adjust(&self, signal: Signal) -> Option<f64> {
+        if !self.settings.adaptive {
+            return None;
+        }
+        let current = self.rate_per_minute();
+        let next = next_rate(current, self.settings.rate_per_minute, signal);
+        if (next - current).abs() < 1e-9 {
+            return None;
+        }
+        // Burst of one: a changed rate never lets a batch through at once.
+        self.bucket.store(Arc::new(Bucket::new(next, 1)));
+        Some(next)
+    }
+}
+
+/// A fixed-rate limiter for the other mutating calls, sized to AWS's own buckets.
+pub fn fixed(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let quota = Quota::per_second(NonZeroU32::new(per_second).expect("positive"))
+        .allow_burst(NonZeroU32::new(burst).expect("positive"));
+    RateLimiter::direct(quota)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_halves_down_to_a_floor_and_successes_climb_back() {
+        let configured = 120.0;
+        let mut rate = configured;
+        let mut seen = vec![];
+        for _ in 0..4 {
+            rate = next_rate(rate, configured, Signal::Throttled);
+            seen.push(rate);
+        }
+        assert_eq!(seen, [60.0, 30.0, 30.0, 30.0]);
+        for _ in 0..3 {
+            rate = next_rate(rate, configured, Signal::Succeeded);
+        }
+        assert_eq!(rate, 101.25);
+        assert_eq!(next_rate(rate, configured, Signal::Succeeded), 120.0);
+    }
+
+    #[tokio::test]
+    async fn the_burst_passes_at_once_then_launches_are_paced() {
+        let limiter = Limiter::new(RateSettings {
+            rate_per_minute: 600.0,
+            burst_size: 3,
+            adaptive: true,
+        });
+        let mut waits = vec![];
+        for _ in 0..4 {
+            limiter.acquire(|d| waits.push(d)).await;
+        }
+        assert_eq!(waits.len(), 1, "only the launch after the burst waits");
+        assert!(waits[0] <= Duration::from_millis(100), "{waits:?}");
+    }
+
+    #[test]
+    fn adaptive_changes_are_reported_and_fixed_rates_never_change() {
+        let adaptive = Limiter::new(RateSettings::default());
+        assert_eq!(adaptive.throttled(), Some(1.0));
+        assert_eq!(adaptive.succeeded(), None);
+        assert_eq!(adaptive.succeeded(), None);
+        assert_eq!(adaptive.succeeded(), Some(1.5));
+        let fixed = Limiter::new(RateSettings {
+            adaptive: false,
+            ..RateSettings::default()
+        });
+        assert_eq!(fixed.throttled(), None);
+        assert_eq!(fixed.rate_per_minute(), 2.0);
+    }
+}

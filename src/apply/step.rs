@@ -1,0 +1,440 @@
+//! One action on one workspace: its calls, their retries, and the zone fallback.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use exponential_backoff::Backoff;
+use governor::DefaultDirectRateLimiter;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{Event, Events};
+use super::limiter::{self, Limiter};
+use super::token::{client_token, spec_digest};
+use super::{FailureNote, Options};
+use crate::cloud::{Cloud, CloudError, ErrorClass, Instance, LaunchSpec, tags};
+use crate::manifest::{DesiredState, Manifest, RetryPolicy};
+use crate::observe::{ImageResolution, Observed};
+use crate::plan::{Action, ActionKind};
+
+/// How far a token walks past terminated incarnations before giving up.
+const MAX_INCARNATIONS: u32 = 20;
+
+/// How an action ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The calls were accepted; `instance` is the workspace's instance afterwards.
+    Done {
+        instance: Option<String>,
+        launched: bool,
+        then_stop: bool,
+    },
+    Failed(FailureNote),
+    Skipped(String),
+    /// Not carried out: Ctrl-C came first.
+    Interrupted,
+}
+
+/// Why a step stopped early.
+pub enum StepError {
+    Cloud(CloudError),
+    Interrupted,
+}
+
+impl From<CloudError> for StepError {
+    fn from(e: CloudError) -> Self {
+        StepError::Cloud(e)
+    }
+}
+
+/// Which limiter a call passes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    Launch,
+    Start,
+    Mutate,
+    None,
+}
+
+/// What every step shares.
+pub struct Context {
+    pub cloud: Arc<dyn Cloud>,
+    pub fleet: String,
+    pub desired: DesiredState,
+    pub prune: bool,
+    pub events: Events,
+    pub cancel: CancellationToken,
+    template: LaunchSpec,
+    project: String,
+    template_name: String,
+    image: Result<String, String>,
+    zones: OnceCell<Vec<String>>,
+    launch: Option<Arc<Limiter>>,
+    start: DefaultDirectRateLimiter,
+    mutate: DefaultDirectRateLimiter,
+    retry: RetryPolicy,
+    launches_left: AtomicUsize,
+}
+
+impl Context {
+    pub fn new(
+        cloud: Arc<dyn Cloud>,
+        manifest: &Manifest,
+        observed: &Observed,
+        opts: &Options,
+        events: Events,
+        cancel: CancellationToken,
+        launches: usize,
+    ) -> Self {
+        let t = &manifest.template;
+        let (image, root_device) = match &observed.image {
+            ImageResolution::Resolved { id, root_device } => (Ok(id.clone()), root_device.clone()),
+            ImageResolution::Failed { reason } => (Err(reason.clone()), None),
+            ImageResolution::Unresolved => (Err("the image was not resolved".into()), None),
+        };
+        let template = LaunchSpec {
+            client_token: String::new(),
+            image_id: image.clone().unwrap_or_default(),
+            instance_type: t.instance_type.clone(),
+            availability_zone: None,
+            tags: BTreeMap::new(),
+            user_data: t.user_data.clone(),
+            root_volume: t
+                .root_volume_gb
+                .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
+            hibernation: t.hibernation,
+        };
+        Context {
+            cloud,
+            fleet: manifest.name.clone(),
+            desired: manifest.state,
+            prune: manifest.prune,
+            events,
+            cancel,
+            template,
+            project: manifest.project.clone(),
+            template_name: t.name.clone(),
+            image,
+            zones: OnceCell::new(),
+            launch: opts.rate.map(Limiter::new),
+            // AWS's buckets: StartInstances 5, refilling 2/s; other mutating calls 50, 5/s.
+            start: limiter::fixed(2, 5),
+            mutate: limiter::fixed(5, 50),
+            retry: opts.retry.clone(),
+            launches_left: AtomicUsize::new(launches),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        let mut b = Backoff::new(
+            self.retry.max_retries + 1,
+            self.retry.initial_backoff,
+            self.retry.max_backoff,
+        );
+        // The crate's factor is a whole number.
+        b.set_factor(self.retry.multiplier.round().max(1.0) as u32);
+        b
+    }
+
+    /// Waits for the limiter of `pace`. The first permit of each launch is taken in plan
+    /// order by the caller ([`Context::launch_permit`]), so launches go out in name order.
+    async fn permit(&self, workspace: &str, pace: Pace, first: bool) -> Result<(), StepError> {
+        let wait = async {
+            match pace {
+                Pace::Launch => {
+                    if let Some(limiter) = &self.launch {
+                        let left = self.launches_left.load(Ordering::Relaxed).max(1);
+                        let period = limiter.period();
+                        limiter
+                            .acquire(|wait| {
+                                self.events.emit(Event::RateLimited {
+                                    workspace: workspace.to_string(),
+                                    wait_s: wait.as_secs_f64(),
+                                    eta_s: (wait + period * (left as u32 - 1)).as_secs_f64(),
+                                });
+                            })
+                            .await;
+                    }
+                    if first {
+                        self.launches_left.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                Pace::Start => self.start.until_ready().await,
+                Pace::Mutate => self.mutate.until_ready().await,
+                Pace::None => {}
+            }
+        };
+        tokio::select! {
+            () = wait => Ok(()),
+            () = self.cancel.cancelled() => Err(StepError::Interrupted),
+        }
+    }
+
+    /// Takes the first launch permit of `workspace`, in plan order.
+    pub async fn launch_permit(&self, workspace: &str) -> Result<(), StepError> {
+        self.permit(workspace, Pace::Launch, true).await
+    }
+
+    /// Makes one call, retried by error class with exponential backoff; throttling of
+    /// launches slows the launch limiter down. `prepaid` says the first attempt's permit
+    /// is already taken; it is used up by that attempt.
+    pub async fn call<T, F, Fut>(&self, workspace: &str, pace: Pace, prepaid: &mut bool, mut op: F) -> Result<T, StepError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>>,
+    {
+        let backoff = self.backoff();
+        let max_attempts = backoff.max_attempts();
+        let mut delays = backoff.iter();
+        let mut attempt = 1;
+        loop {
+            if !std::mem::take(prepaid) {
+                self.permit(workspace, pace, false).await?;
+            }
+            let err = match op(attempt).await {
+                Ok(v) => {
+                    self.adapt(pace, None);
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            self.adapt(pace, Some(&err));
+            let retryable = matches!(err.class, ErrorClass::Throttle | ErrorClass::Transient);
+            let Some(delay) = delays.next().flatten().filter(|_| retryable) else {
+                return Err(StepError::Cloud(err));
+            };
+            self.events.emit(Event::Retrying {
+                workspace: workspace.to_string(),
+                attempt,
+                max_attempts,
+                delay_s: delay.as_secs_f64(),
+                code: err.code.clone().unwrap_or_else(|| err.message.clone()),
+                class: err.class,
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => return Err(StepError::Interrupted),
+            }
+            attempt += 1;
+        }
+    }
+
+    fn adapt(&self, pace: Pace, err: Option<&CloudError>) {
+        let (Pace::Launch, Some(limiter)) = (pace, &self.launch) else {
+            return;
+        };
+        let changed = match err {
+            None => limiter.succeeded().map(|r| (r, "launches are succeeding again")),
+            Some(e) if e.class == ErrorClass::Throttle => limiter.throttled().map(|r| (r, "AWS is throttling launches")),
+            Some(_) => None,
+        };
+        if let Some((rate_per_minute, reason)) = changed {
+            self.events.emit(Event::RateChanged {
+                rate_per_minute,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    async fn zones(&self) -> Result<&Vec<String>, StepError> {
+        self.zones
+            .get_or_try_init(|| async {
+                self.call("", Pace::None, &mut false, |_| self.cloud.availability_zones())
+                    .await
+            })
+            .await
+    }
+
+    fn spec(&self, workspace: &str, zone: Option<&str>, incarnation: u32) -> LaunchSpec {
+        let mut spec = self.template.clone();
+        spec.availability_zone = zone.map(str::to_string);
+        spec.tags = BTreeMap::from([
+            (tags::FLEET.to_string(), self.fleet.clone()),
+            (tags::WORKSPACE.to_string(), workspace.to_string()),
+            (tags::PROJECT.to_string(), self.project.clone()),
+            (tags::TEMPLATE.to_string(), self.template_name.clone()),
+            (tags::NAME.to_string(), workspace.to_string()),
+        ]);
+        spec.client_token = client_token(&self.fleet, workspace, &spec_digest(&spec), zone, incarnation);
+        spec
+    }
+
+    /// Launches `workspace`: AWS's choice of zone first, then each zone of the region
+    /// while AWS has no capacity.
+    async fn launch(&self, workspace: &str, prepaid: &mut bool) -> Result<Instance, StepError> {
+        let mut zone: Option<String> = None;
+        let mut tried: Vec<String> = vec![];
+        loop {
+            match self.launch_in(workspace, zone.as_deref(), prepaid).await {
+                Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
+                    tried.extend(zone.clone());
+                    let zones = self.zones().await?;
+                    let Some(next) = zones.iter().find(|z| !tried.contains(z)) else {
+                        return Err(StepError::Cloud(e));
+                    };
+                    self.events.emit(Event::ZoneFull {
+                        workspace: workspace.to_string(),
+                        availability_zone: zone.clone(),
+                        next_zone: next.clone(),
+                    });
+                    zone = Some(next.clone());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn launch_in(&self, workspace: &str, zone: Option<&str>, prepaid: &mut bool) -> Result<Instance, StepError> {
+        let mut last = None;
+        for incarnation in 0..MAX_INCARNATIONS {
+            let spec = self.spec(workspace, zone, incarnation);
+            let result = self
+                .call(workspace, Pace::Launch, prepaid, |attempt| {
+                    self.events.emit(Event::Launching {
+                        workspace: workspace.to_string(),
+                        attempt,
+                        availability_zone: spec.availability_zone.clone(),
+                    });
+                    self.cloud.run_instance(&spec)
+                })
+                .await;
+            match result {
+                // That token's instance was terminated: the next incarnation's token.
+                Err(StepError::Cloud(e)) if e.code.as_deref() == Some("IdempotentInstanceTerminated") => {
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(StepError::Cloud(last.expect("at least one attempt")))
+    }
+}
+
+/// Whether `action` launches and may go ahead: the caller takes its first launch
+/// permit before starting it, so that launches leave in plan order.
+pub fn launches(ctx: &Context, action: &Action) -> bool {
+    if ctx.image.is_err() {
+        return false;
+    }
+    match action.action {
+        ActionKind::Create => true,
+        ActionKind::Replace => ctx.prune,
+        _ => false,
+    }
+}
+
+/// Carries out one action; `prepaid` when its first launch permit is taken.
+pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Instant) -> Outcome {
+    let ws = action.workspace.as_str();
+    let result = match (action.action, action.instance_id.as_deref()) {
+        (ActionKind::Create, _) => create(ctx, ws, started, &mut prepaid).await,
+        (ActionKind::Replace, Some(old)) if ctx.prune => {
+            match change(ctx, ws, ActionKind::Delete, old, started).await {
+                Ok(_) => create(ctx, ws, started, &mut prepaid).await,
+                Err(e) => Err(e),
+            }
+        }
+        (ActionKind::Replace, _) => {
+            return skip(
+                ctx,
+                action,
+                "replacing terminates the instance and its data; set `prune: true` to allow it",
+            );
+        }
+        (kind, Some(id)) => change(ctx, ws, kind, id, started).await,
+        (_, None) => return skip(ctx, action, "no instance to act on"),
+    };
+    match result {
+        Ok(outcome) => outcome,
+        Err(StepError::Interrupted) => Outcome::Interrupted,
+        Err(StepError::Cloud(e)) => {
+            let note = FailureNote {
+                workspace: ws.to_string(),
+                action: action.action,
+                code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
+                message: e.message.clone(),
+                class: Some(e.class),
+            };
+            ctx.events.emit(Event::Failed {
+                workspace: note.workspace.clone(),
+                action: note.action,
+                code: note.code.clone(),
+                message: note.message.clone(),
+                class: note.class,
+            });
+            Outcome::Failed(note)
+        }
+    }
+}
+
+fn skip(ctx: &Context, action: &Action, reason: &str) -> Outcome {
+    ctx.events.emit(Event::Skipped {
+        workspace: action.workspace.clone(),
+        action: action.action,
+        reason: reason.into(),
+    });
+    Outcome::Skipped(reason.into())
+}
+
+async fn create(ctx: &Context, ws: &str, started: Instant, prepaid: &mut bool) -> Result<Outcome, StepError> {
+    if let Err(reason) = &ctx.image {
+        return Err(StepError::Cloud(CloudError::service(
+            "RunInstances",
+            Some("ImageUnresolved"),
+            reason.clone(),
+            None,
+        )));
+    }
+    let instance = ctx.launch(ws, prepaid).await?;
+    ctx.events.emit(Event::Launched {
+        workspace: ws.to_string(),
+        instance_id: instance.id.clone(),
+        took_s: started.elapsed().as_secs_f64(),
+    });
+    Ok(Outcome::Done {
+        instance: Some(instance.id),
+        launched: true,
+        then_stop: ctx.desired == DesiredState::Stopped,
+    })
+}
+
+async fn change(ctx: &Context, ws: &str, kind: ActionKind, id: &str, started: Instant) -> Result<Outcome, StepError> {
+    let cloud = &ctx.cloud;
+    match kind {
+        ActionKind::Start => ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id)).await?,
+        ActionKind::Stop => ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.stop_instance(id)).await?,
+        _ => {
+            ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.terminate_instance(id))
+                .await?
+        }
+    }
+    ctx.events.emit(Event::Changed {
+        workspace: ws.to_string(),
+        action: kind,
+        instance_id: id.to_string(),
+        took_s: started.elapsed().as_secs_f64(),
+    });
+    Ok(Outcome::Done {
+        instance: Some(id.to_string()),
+        launched: false,
+        then_stop: false,
+    })
+}
+
+/// Stops an instance that was launched for a stopped fleet, once it runs.
+pub async fn stop_launched(ctx: &Context, ws: &str, id: &str) -> Result<(), StepError> {
+    ctx.call(ws, Pace::Mutate, &mut false, |_| ctx.cloud.stop_instance(id))
+        .await
+}
+
+/// Waits before the next look at the fleet, unless interrupted.
+pub async fn pause(ctx: &Context, d: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = ctx.cancel.cancelled() => false,
+    }
+}

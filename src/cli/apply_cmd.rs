@@ -1,0 +1,154 @@
+//! `prism apply`: plan, confirm, carry out with progress, summarize.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{Failure, Format, GlobalArgs, connect, print};
+use crate::apply::events::{Event, Events};
+use crate::apply::progress::{self, Mode};
+use crate::apply::{self, Options};
+use crate::cloud::Cloud;
+use crate::manifest::{self, Manifest};
+use crate::observe::observe;
+use crate::plan::{self, Plan, SavedPlan};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A fleet manifest, or a plan saved by `prism plan --out`.
+    pub file: PathBuf,
+    /// Apply without asking for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Actions (calls and waits) in flight at once.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+    /// Return once AWS accepted the calls, without waiting for instances to settle.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for instances to reach their state.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait_timeout: Duration,
+    /// Output: text (a live bar on a terminal, lines otherwise) or json (NDJSON events).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// A saved plan is JSON with a `plan` key; anything else is a manifest.
+fn read_saved(path: &Path) -> Result<Option<SavedPlan>, Failure> {
+    if path.extension().is_none_or(|e| e != "json") {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(Failure::Io)?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Failure::BadPlanFile {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn check_manifest_unchanged(saved: &SavedPlan) -> Result<Manifest, Failure> {
+    let text = std::fs::read(&saved.manifest).map_err(Failure::Io)?;
+    if SavedPlan::new(&saved.manifest, &text, saved.plan.clone()).manifest_sha256 != saved.manifest_sha256 {
+        return Err(Failure::StalePlan(format!("{} changed since the plan was made", saved.manifest.display())));
+    }
+    Ok(manifest::load(&saved.manifest)?)
+}
+
+pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Failure> {
+    let saved = read_saved(&args.file)?;
+    let manifest = match &saved {
+        Some(s) => check_manifest_unchanged(s)?,
+        None => manifest::load(&args.file)?,
+    };
+    let settings = crate::config::load()?;
+    let cloud: Arc<dyn Cloud> = Arc::new(connect(global, &manifest).await?);
+    let observed = observe(cloud.as_ref(), &manifest).await?;
+    let fresh = plan::plan(&manifest, &observed);
+    let plan: Plan = match saved {
+        Some(s) if s.plan.fingerprint != fresh.fingerprint => {
+            return Err(Failure::StalePlan(
+                "the fleet's instances changed since the plan was made".into(),
+            ));
+        }
+        Some(s) => s.plan,
+        None => fresh,
+    };
+
+    match args.format {
+        Format::Text => print(&plan::render::text(&plan))?,
+        Format::Json => print(&format!(
+            "{}\n",
+            serde_json::json!({"event": "plan", "elapsed_s": 0.0, "plan": plan})
+        ))?,
+    }
+    if !plan.has_changes() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.yes && !confirm()? {
+        eprintln!("Apply cancelled; nothing was changed.");
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let opts = Options {
+        parallelism: usize::from(args.parallelism),
+        wait: (!args.no_wait).then_some(args.wait_timeout),
+        poll: Duration::from_secs(2),
+        rate: crate::config::launch_rate(&manifest.rate_limit, &settings),
+        retry: manifest.retry.clone(),
+    };
+    let mode = match args.format {
+        Format::Json => Mode::Json,
+        Format::Text if std::io::stdout().is_terminal() => Mode::Terminal,
+        Format::Text => Mode::Lines,
+    };
+    let (events, rx) = Events::channel();
+    let renderer = tokio::spawn(progress::render(mode, rx));
+    let cancel = CancellationToken::new();
+    tokio::spawn(interrupts(cancel.clone(), events.clone()));
+    let report = apply::execute(cloud, &manifest, &plan, &observed, &opts, events, cancel).await;
+    // The renderer ends when the last event sink is gone.
+    let _ = renderer.await;
+    Ok(if report.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Asks on the terminal; without one, refuses.
+fn confirm() -> Result<bool, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Unconfirmed);
+    }
+    eprint!("\nApply these changes? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(Failure::Io)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// The first Ctrl-C (or SIGTERM) stops new actions; a second Ctrl-C exits at once.
+async fn interrupts(cancel: CancellationToken, events: Events) {
+    first_signal().await;
+    events.emit(Event::Interrupted);
+    cancel.cancel();
+    drop(events);
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("\nExiting at once; run `prism apply` again to finish.");
+        std::process::exit(130);
+    }
+}
+
+async fn first_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
