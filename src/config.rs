@@ -81,7 +81,12 @@ pub fn load() -> Result<UserConfig, ConfigError> {
     serde_yaml::from_str(&text).map_err(|e| ConfigError {
         path: path.display().to_string(),
         location: e.location().map(|l| (l.line(), l.column())),
-        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        message: e
+            .to_string()
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 
@@ -100,8 +105,14 @@ pub fn launch_rate(manifest: &RateLimitSpec, config: &UserConfig) -> Option<Rate
             .rate_per_minute
             .or(user.rate_per_minute)
             .unwrap_or(default.rate_per_minute),
-        burst_size: manifest.burst_size.or(user.burst_size).unwrap_or(default.burst_size),
-        adaptive: manifest.adaptive.or(user.adaptive).unwrap_or(default.adaptive),
+        burst_size: manifest
+            .burst_size
+            .or(user.burst_size)
+            .unwrap_or(default.burst_size),
+        adaptive: manifest
+            .adaptive
+            .or(user.adaptive)
+            .unwrap_or(default.adaptive),
     })
 }
 
@@ -111,21 +122,30 @@ mod tests {
 
     #[test]
     fn manifest_beats_settings_beat_defaults() {
-        let config: UserConfig =
-            serde_yaml::from_str("rate_limiting: {workspace_launch: {rate_per_minute: 10, burst_size: 3}}").unwrap();
+        let config: UserConfig = serde_yaml::from_str(
+            "rate_limiting: {workspace_launch: {rate_per_minute: 10, burst_size: 3}}",
+        )
+        .unwrap();
         let manifest = RateLimitSpec {
             rate_per_minute: Some(30.0),
             ..RateLimitSpec::default()
         };
         let r = launch_rate(&manifest, &config).unwrap();
-        assert_eq!((r.rate_per_minute, r.burst_size, r.adaptive), (30.0, 3, true));
+        assert_eq!(
+            (r.rate_per_minute, r.burst_size, r.adaptive),
+            (30.0, 3, true)
+        );
         let r = launch_rate(&RateLimitSpec::default(), &UserConfig::default()).unwrap();
-        assert_eq!((r.rate_per_minute, r.burst_size, r.adaptive), (2.0, 5, true));
+        assert_eq!(
+            (r.rate_per_minute, r.burst_size, r.adaptive),
+            (2.0, 5, true)
+        );
     }
 
     #[test]
     fn settings_can_turn_pacing_off_unless_the_manifest_asks() {
-        let off: UserConfig = serde_yaml::from_str("rate_limiting: {workspace_launch: {enabled: false}}").unwrap();
+        let off: UserConfig =
+            serde_yaml::from_str("rate_limiting: {workspace_launch: {enabled: false}}").unwrap();
         assert!(launch_rate(&RateLimitSpec::default(), &off).is_none());
         let asked = RateLimitSpec {
             burst_size: Some(2),

@@ -162,7 +162,9 @@ async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
             Ok(None) => ImageResolution::Failed {
                 reason: format!("image {id} does not exist in this region (InvalidAMIID.NotFound)"),
             },
-            Err(e) => ImageResolution::Failed { reason: e.to_string() },
+            Err(e) => ImageResolution::Failed {
+                reason: e.to_string(),
+            },
         },
         ImageRef::Lookup { owner, name } => match cloud.find_images(owner, name).await {
             Ok(images) => images

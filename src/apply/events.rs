@@ -23,7 +23,10 @@ pub enum Event {
         adaptive: bool,
     },
     /// An action waits for its turn.
-    Queued { workspace: String, action: ActionKind },
+    Queued {
+        workspace: String,
+        action: ActionKind,
+    },
     /// The launch rate limit holds the next launch back.
     RateLimited {
         workspace: String,
@@ -32,7 +35,10 @@ pub enum Event {
         eta_s: f64,
     },
     /// The adaptive limiter changed the launch rate.
-    RateChanged { rate_per_minute: f64, reason: String },
+    RateChanged {
+        rate_per_minute: f64,
+        reason: String,
+    },
     /// A RunInstances call is made.
     Launching {
         workspace: String,
@@ -68,9 +74,15 @@ pub enum Event {
         took_s: f64,
     },
     /// An instance reached the running state.
-    Running { workspace: String, instance_id: String },
+    Running {
+        workspace: String,
+        instance_id: String,
+    },
     /// An instance reached the stopped state.
-    Stopped { workspace: String, instance_id: String },
+    Stopped {
+        workspace: String,
+        instance_id: String,
+    },
     /// A workspace's action failed for good.
     Failed {
         workspace: String,

@@ -78,6 +78,8 @@ pub struct Limiter {
     settings: RateSettings,
     bucket: ArcSwap<Bucket>,
     queue: Mutex<()>,
+    /// Serializes rate changes, so two throttles at once halve twice, each seeing the other.
+    adjusting: std::sync::Mutex<()>,
     successes: AtomicU32,
 }
 
@@ -85,8 +87,12 @@ impl Limiter {
     pub fn new(settings: RateSettings) -> Arc<Self> {
         Arc::new(Limiter {
             settings,
-            bucket: ArcSwap::from_pointee(Bucket::new(settings.rate_per_minute, settings.burst_size)),
+            bucket: ArcSwap::from_pointee(Bucket::new(
+                settings.rate_per_minute,
+                settings.burst_size,
+            )),
             queue: Mutex::new(()),
+            adjusting: std::sync::Mutex::new(()),
             successes: AtomicU32::new(0),
         })
     }
@@ -142,6 +148,7 @@ impl Limiter {
         if !self.settings.adaptive {
             return None;
         }
+        let _one_at_a_time = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.rate_per_minute();
         let next = next_rate(current, self.settings.rate_per_minute, signal);
         if (next - current).abs() < 1e-9 {

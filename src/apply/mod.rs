@@ -80,7 +80,10 @@ pub struct Report {
 impl Report {
     /// Whether everything the plan asked for was done.
     pub fn complete(&self) -> bool {
-        self.failed.is_empty() && self.skipped.is_empty() && self.not_started == 0 && !self.interrupted
+        self.failed.is_empty()
+            && self.skipped.is_empty()
+            && self.not_started == 0
+            && !self.interrupted
     }
 }
 
@@ -99,7 +102,15 @@ pub async fn execute(
         .iter()
         .filter(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace))
         .count();
-    let ctx = Arc::new(Context::new(cloud, manifest, observed, opts, events.clone(), cancel.clone(), launches));
+    let ctx = Arc::new(Context::new(
+        cloud,
+        manifest,
+        observed,
+        opts,
+        events.clone(),
+        cancel.clone(),
+        launches,
+    ));
     events.emit(Event::Started {
         fleet: plan.fleet.clone(),
         total: plan.actions.len(),
@@ -147,12 +158,24 @@ pub async fn execute(
     if let Some(timeout) = opts.wait {
         wait::settle(&ctx, &mut outcomes, timeout, opts.poll).await;
     }
-    let report = report(plan, &outcomes, not_started, cancel.is_cancelled(), events.elapsed());
+    let report = report(
+        plan,
+        &outcomes,
+        not_started,
+        cancel.is_cancelled(),
+        events.elapsed(),
+    );
     events.emit(Event::Summary(report.clone()));
     report
 }
 
-fn report(plan: &Plan, outcomes: &[(Action, Outcome)], not_started: usize, interrupted: bool, elapsed: Duration) -> Report {
+fn report(
+    plan: &Plan,
+    outcomes: &[(Action, Outcome)],
+    not_started: usize,
+    interrupted: bool,
+    elapsed: Duration,
+) -> Report {
     let mut r = Report {
         fleet: plan.fleet.clone(),
         total: plan.actions.len(),
@@ -183,7 +206,10 @@ fn report(plan: &Plan, outcomes: &[(Action, Outcome)], not_started: usize, inter
 }
 
 /// The state an action leaves its instance in, to wait for.
-fn target_state(action: ActionKind, desired: crate::manifest::DesiredState) -> Option<InstanceState> {
+fn target_state(
+    action: ActionKind,
+    desired: crate::manifest::DesiredState,
+) -> Option<InstanceState> {
     match action {
         ActionKind::Create | ActionKind::Replace | ActionKind::Start => Some(match desired {
             crate::manifest::DesiredState::Running => InstanceState::Running,

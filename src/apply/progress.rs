@@ -44,7 +44,9 @@ pub fn guidance(code: &str, class: Option<ErrorClass>) -> &'static str {
         ("VcpuLimitExceeded", _) => {
             "the account's vCPU quota is used up: stop other instances, or ask for more with `prism quota request`"
         }
-        ("Timeout", _) => "the instance is still on its way; `prism apply` again checks it and finishes the rest",
+        ("Timeout", _) => {
+            "the instance is still on its way; `prism apply` again checks it and finishes the rest"
+        }
         ("ImageUnresolved", _) | ("InvalidAMIID.NotFound" | "InvalidAMIID.Malformed", _) => {
             "check `image` in the template: the AMI must exist in this region"
         }
@@ -54,7 +56,9 @@ pub fn guidance(code: &str, class: Option<ErrorClass>) -> &'static str {
         (_, Some(ErrorClass::Capacity)) => {
             "AWS has no capacity for this instance type in any zone of the region right now: try later, or another type"
         }
-        (_, Some(ErrorClass::Transient)) => "AWS kept failing after every retry: run `prism apply` again to resume",
+        (_, Some(ErrorClass::Transient)) => {
+            "AWS kept failing after every retry: run `prism apply` again to resume"
+        }
         _ => "fix the cause above, then run `prism apply` again: it carries out only what is left",
     }
 }
@@ -117,12 +121,17 @@ pub fn summary_text(r: &Report) -> String {
         ));
     }
     for s in &r.skipped {
-        out.push_str(&format!("  - {} ({:?}) skipped: {}\n", s.workspace, s.action, s.reason));
+        out.push_str(&format!(
+            "  - {} ({:?}) skipped: {}\n",
+            s.workspace, s.action, s.reason
+        ));
     }
     if r.interrupted {
         out.push_str("Interrupted: run `prism apply` again to finish.\n");
     } else if !r.failed.is_empty() {
-        out.push_str("The other workspaces are done; run `prism apply` again to retry what failed.\n");
+        out.push_str(
+            "The other workspaces are done; run `prism apply` again to retry what failed.\n",
+        );
     }
     out
 }
@@ -163,7 +172,7 @@ impl Lines {
                 } else {
                     format!("Applying {total} changes")
                 };
-                Some(format!("{pacing}{what} of fleet {fleet}:"))
+                Some(format!("\n{pacing}{what} of fleet {fleet}:"))
             }
             Event::RateLimited { wait_s, eta_s, .. } => {
                 self.eta = Some((*eta_s, Instant::now()));

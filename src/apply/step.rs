@@ -182,7 +182,13 @@ impl Context {
     /// Makes one call, retried by error class with exponential backoff; throttling of
     /// launches slows the launch limiter down. `prepaid` says the first attempt's permit
     /// is already taken; it is used up by that attempt.
-    pub async fn call<T, F, Fut>(&self, workspace: &str, pace: Pace, prepaid: &mut bool, mut op: F) -> Result<T, StepError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        workspace: &str,
+        pace: Pace,
+        prepaid: &mut bool,
+        mut op: F,
+    ) -> Result<T, StepError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
@@ -228,8 +234,12 @@ impl Context {
             return;
         };
         let changed = match err {
-            None => limiter.succeeded().map(|r| (r, "launches are succeeding again")),
-            Some(e) if e.class == ErrorClass::Throttle => limiter.throttled().map(|r| (r, "AWS is throttling launches")),
+            None => limiter
+                .succeeded()
+                .map(|r| (r, "launches are succeeding again")),
+            Some(e) if e.class == ErrorClass::Throttle => limiter
+                .throttled()
+                .map(|r| (r, "AWS is throttling launches")),
             Some(_) => None,
         };
         if let Some((rate_per_minute, reason)) = changed {
@@ -243,8 +253,10 @@ impl Context {
     async fn zones(&self) -> Result<&Vec<String>, StepError> {
         self.zones
             .get_or_try_init(|| async {
-                self.call("", Pace::None, &mut false, |_| self.cloud.availability_zones())
-                    .await
+                self.call("", Pace::None, &mut false, |_| {
+                    self.cloud.availability_zones()
+                })
+                .await
             })
             .await
     }
@@ -259,7 +271,13 @@ impl Context {
             (tags::TEMPLATE.to_string(), self.template_name.clone()),
             (tags::NAME.to_string(), workspace.to_string()),
         ]);
-        spec.client_token = client_token(&self.fleet, workspace, &spec_digest(&spec), zone, incarnation);
+        spec.client_token = client_token(
+            &self.fleet,
+            workspace,
+            &spec_digest(&spec),
+            zone,
+            incarnation,
+        );
         spec
     }
 
@@ -288,7 +306,12 @@ impl Context {
         }
     }
 
-    async fn launch_in(&self, workspace: &str, zone: Option<&str>, prepaid: &mut bool) -> Result<Instance, StepError> {
+    async fn launch_in(
+        &self,
+        workspace: &str,
+        zone: Option<&str>,
+        prepaid: &mut bool,
+    ) -> Result<Instance, StepError> {
         let mut last = None;
         for incarnation in 0..MAX_INCARNATIONS {
             let spec = self.spec(workspace, zone, incarnation);
@@ -304,7 +327,9 @@ impl Context {
                 .await;
             match result {
                 // That token's instance was terminated: the next incarnation's token.
-                Err(StepError::Cloud(e)) if e.code.as_deref() == Some("IdempotentInstanceTerminated") => {
+                Err(StepError::Cloud(e))
+                    if e.code.as_deref() == Some("IdempotentInstanceTerminated") =>
+                {
                     last = Some(e);
                 }
                 other => return other,
@@ -380,7 +405,12 @@ fn skip(ctx: &Context, action: &Action, reason: &str) -> Outcome {
     Outcome::Skipped(reason.into())
 }
 
-async fn create(ctx: &Context, ws: &str, started: Instant, prepaid: &mut bool) -> Result<Outcome, StepError> {
+async fn create(
+    ctx: &Context,
+    ws: &str,
+    started: Instant,
+    prepaid: &mut bool,
+) -> Result<Outcome, StepError> {
     if let Err(reason) = &ctx.image {
         return Err(StepError::Cloud(CloudError::service(
             "RunInstances",
@@ -402,14 +432,28 @@ async fn create(ctx: &Context, ws: &str, started: Instant, prepaid: &mut bool) -
     })
 }
 
-async fn change(ctx: &Context, ws: &str, kind: ActionKind, id: &str, started: Instant) -> Result<Outcome, StepError> {
+async fn change(
+    ctx: &Context,
+    ws: &str,
+    kind: ActionKind,
+    id: &str,
+    started: Instant,
+) -> Result<Outcome, StepError> {
     let cloud = &ctx.cloud;
     match kind {
-        ActionKind::Start => ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id)).await?,
-        ActionKind::Stop => ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.stop_instance(id)).await?,
-        _ => {
-            ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.terminate_instance(id))
+        ActionKind::Start => {
+            ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
                 .await?
+        }
+        ActionKind::Stop => {
+            ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.stop_instance(id))
+                .await?
+        }
+        _ => {
+            ctx.call(ws, Pace::Mutate, &mut false, |_| {
+                cloud.terminate_instance(id)
+            })
+            .await?
         }
     }
     ctx.events.emit(Event::Changed {
@@ -427,8 +471,10 @@ async fn change(ctx: &Context, ws: &str, kind: ActionKind, id: &str, started: In
 
 /// Stops an instance that was launched for a stopped fleet, once it runs.
 pub async fn stop_launched(ctx: &Context, ws: &str, id: &str) -> Result<(), StepError> {
-    ctx.call(ws, Pace::Mutate, &mut false, |_| ctx.cloud.stop_instance(id))
-        .await
+    ctx.call(ws, Pace::Mutate, &mut false, |_| {
+        ctx.cloud.stop_instance(id)
+    })
+    .await
 }
 
 /// Waits before the next look at the fleet, unless interrupted.

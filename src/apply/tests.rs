@@ -1,0 +1,184 @@
+//! The executor against the in-memory cloud: retries by class, token incarnations,
+//! zone fallback, failure isolation. Time is paused: backoff sleeps cost nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::cloud::CloudError;
+use crate::cloud::fake::FakeCloud;
+use crate::observe::{ImageResolution, QuotaReading};
+
+fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
+    let text = format!(
+        "name: f\nproject: p\ntemplate: t\ncount: {count}\nretry: {{max_retries: {max_retries}, initial_backoff: 1s, max_backoff: 8s}}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
+    );
+    let manifest = crate::manifest::parse(Path::new("f.yaml"), &text).unwrap();
+    let cloud = Arc::new(FakeCloud {
+        region: "us-west-2".into(),
+        zones: vec!["us-west-2a".into(), "us-west-2b".into()],
+        ..FakeCloud::default()
+    });
+    let observed = Observed {
+        region: "us-west-2".into(),
+        vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
+        quotas: BTreeMap::from([(
+            "L-1216C47A".into(),
+            QuotaReading::Known {
+                value: 64.0,
+                applied: true,
+            },
+        )]),
+        image: ImageResolution::Resolved {
+            id: "ami-1".into(),
+            root_device: None,
+        },
+        ..Observed::default()
+    };
+    (cloud, manifest, observed)
+}
+
+async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed) -> Report {
+    let plan = crate::plan::plan(manifest, observed);
+    let opts = Options {
+        parallelism: 4,
+        wait: None,
+        poll: Duration::from_secs(1),
+        rate: Some(RateSettings {
+            rate_per_minute: 6000.0,
+            burst_size: 100,
+            adaptive: true,
+        }),
+        retry: manifest.retry.clone(),
+    };
+    let (events, _rx) = Events::channel();
+    let cloud: Arc<dyn Cloud> = cloud.clone();
+    execute(
+        cloud,
+        manifest,
+        &plan,
+        observed,
+        &opts,
+        events,
+        CancellationToken::new(),
+    )
+    .await
+}
+
+fn err(code: &str, status: u16) -> CloudError {
+    CloudError::service("RunInstances", Some(code), code, Some(status))
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_are_retried_until_success() {
+    let (cloud, m, o) = setup(1, 3);
+    cloud.fail_next(
+        "RunInstances",
+        vec![err("InternalError", 500), err("RequestLimitExceeded", 503)],
+    );
+    let r = apply(&cloud, &m, &o).await;
+    assert!(r.complete(), "{r:?}");
+    assert_eq!(cloud.calls_to("RunInstances"), 3);
+    assert_eq!(cloud.instances.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_fails_its_workspace_only() {
+    let (cloud, m, o) = setup(3, 3);
+    cloud.fail_next("RunInstances", vec![err("InvalidParameterValue", 400)]);
+    let r = apply(&cloud, &m, &o).await;
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].code, "InvalidParameterValue");
+    assert_eq!(r.succeeded, 2);
+    assert_eq!(
+        cloud.calls_to("RunInstances"),
+        3,
+        "no retry of a permanent error"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_after_max_retries() {
+    let (cloud, m, o) = setup(1, 2);
+    cloud.fail_next("RunInstances", vec![err("RequestLimitExceeded", 503); 5]);
+    let r = apply(&cloud, &m, &o).await;
+    assert_eq!(
+        cloud.calls_to("RunInstances"),
+        3,
+        "one attempt and two retries"
+    );
+    assert_eq!(r.failed[0].class, Some(ErrorClass::Throttle));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_terminated_token_moves_to_the_next_incarnation() {
+    let (cloud, m, o) = setup(1, 3);
+    cloud.fail_next(
+        "RunInstances",
+        vec![err("IdempotentInstanceTerminated", 400)],
+    );
+    let r = apply(&cloud, &m, &o).await;
+    assert!(r.complete(), "{r:?}");
+    let tokens = cloud.tokens.lock().unwrap();
+    assert_eq!(tokens.len(), 1);
+    let expected = crate::apply::token::client_token(
+        "f",
+        "f-01",
+        &crate::apply::token::spec_digest(&crate::cloud::LaunchSpec {
+            client_token: String::new(),
+            image_id: "ami-1".into(),
+            instance_type: "t3.micro".into(),
+            availability_zone: None,
+            tags: BTreeMap::new(),
+            user_data: None,
+            root_volume: None,
+            hibernation: false,
+        }),
+        None,
+        1,
+    );
+    assert!(
+        tokens.contains_key(&expected),
+        "incarnation 1's token was used: {tokens:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capacity_walks_the_zones_then_gives_up() {
+    let (cloud, m, o) = setup(1, 3);
+    cloud.fail_next(
+        "RunInstances",
+        vec![err("InsufficientInstanceCapacity", 500); 2],
+    );
+    let r = apply(&cloud, &m, &o).await;
+    assert!(r.complete(), "{r:?}");
+    let zone = cloud.instances.lock().unwrap()[0].availability_zone.clone();
+    assert_eq!(zone.as_deref(), Some("us-west-2b"));
+    assert_eq!(cloud.calls_to("DescribeAvailabilityZones"), 1);
+
+    let (cloud, m, o) = setup(1, 3);
+    cloud.fail_next(
+        "RunInstances",
+        vec![err("InsufficientInstanceCapacity", 500); 3],
+    );
+    let r = apply(&cloud, &m, &o).await;
+    assert_eq!(r.failed[0].class, Some(ErrorClass::Capacity));
+    assert_eq!(
+        cloud.calls_to("RunInstances"),
+        3,
+        "AWS's zone, then each of two zones"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unresolved_image_fails_launches_without_calls() {
+    let (cloud, m, mut o) = setup(2, 3);
+    o.image = ImageResolution::Failed {
+        reason: "no match".into(),
+    };
+    let r = apply(&cloud, &m, &o).await;
+    assert_eq!(r.failed.len(), 2);
+    assert_eq!(r.failed[0].code, "ImageUnresolved");
+    assert_eq!(cloud.calls_to("RunInstances"), 0);
+}

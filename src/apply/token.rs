@@ -26,9 +26,21 @@ pub fn spec_digest(spec: &LaunchSpec) -> String {
 /// The token of `workspace` of `fleet`. Tokens are zonal on AWS, so the zone is part of
 /// it; `incarnation` moves past a token whose instance was terminated
 /// (IdempotentInstanceTerminated).
-pub fn client_token(fleet: &str, workspace: &str, spec_digest: &str, zone: Option<&str>, incarnation: u32) -> String {
+pub fn client_token(
+    fleet: &str,
+    workspace: &str,
+    spec_digest: &str,
+    zone: Option<&str>,
+    incarnation: u32,
+) -> String {
     let mut h = Sha256::new();
-    for part in [fleet, workspace, spec_digest, zone.unwrap_or("any"), &incarnation.to_string()] {
+    for part in [
+        fleet,
+        workspace,
+        spec_digest,
+        zone.unwrap_or("any"),
+        &incarnation.to_string(),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }

@@ -20,7 +20,12 @@ struct Target {
 
 /// Waits for every done action's instance to settle; a timeout or an instance that
 /// dies on the way turns that action into a failure.
-pub async fn settle(ctx: &Context, outcomes: &mut [(Action, Outcome)], timeout: Duration, poll: Duration) {
+pub async fn settle(
+    ctx: &Context,
+    outcomes: &mut [(Action, Outcome)],
+    timeout: Duration,
+    poll: Duration,
+) {
     let mut targets: Vec<Target> = outcomes
         .iter()
         .enumerate()
@@ -32,7 +37,11 @@ pub async fn settle(ctx: &Context, outcomes: &mut [(Action, Outcome)], timeout: 
             } => target_state(action.action, ctx.desired).map(|want| Target {
                 index,
                 instance: id.clone(),
-                want: if *then_stop { InstanceState::Running } else { want },
+                want: if *then_stop {
+                    InstanceState::Running
+                } else {
+                    want
+                },
                 then_stop: *then_stop,
             }),
             _ => None,
@@ -59,7 +68,12 @@ pub async fn settle(ctx: &Context, outcomes: &mut [(Action, Outcome)], timeout: 
         if !step::pause(ctx, poll).await {
             break;
         }
-        let Ok(seen) = ctx.call("", Pace::None, &mut false, |_| ctx.cloud.describe_instances(&filter)).await else {
+        let Ok(seen) = ctx
+            .call("", Pace::None, &mut false, |_| {
+                ctx.cloud.describe_instances(&filter)
+            })
+            .await
+        else {
             continue;
         };
         let mut still = Vec::new();
@@ -71,8 +85,16 @@ pub async fn settle(ctx: &Context, outcomes: &mut [(Action, Outcome)], timeout: 
             };
             let ws = outcomes[t.index].0.workspace.clone();
             if i.state == t.want && t.then_stop {
-                if let Err(step::StepError::Cloud(e)) = step::stop_launched(ctx, &ws, &t.instance).await {
-                    fail(ctx, outcomes, t.index, e.code.as_deref().unwrap_or("StopFailed"), e.message);
+                if let Err(step::StepError::Cloud(e)) =
+                    step::stop_launched(ctx, &ws, &t.instance).await
+                {
+                    fail(
+                        ctx,
+                        outcomes,
+                        t.index,
+                        e.code.as_deref().unwrap_or("StopFailed"),
+                        e.message,
+                    );
                     continue;
                 }
                 t.want = InstanceState::Stopped;
@@ -100,7 +122,13 @@ pub async fn settle(ctx: &Context, outcomes: &mut [(Action, Outcome)], timeout: 
     }
 }
 
-fn fail(ctx: &Context, outcomes: &mut [(Action, Outcome)], index: usize, code: &str, message: String) {
+fn fail(
+    ctx: &Context,
+    outcomes: &mut [(Action, Outcome)],
+    index: usize,
+    code: &str,
+    message: String,
+) {
     let action = &outcomes[index].0;
     let note = FailureNote {
         workspace: action.workspace.clone(),

@@ -45,16 +45,23 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, Failure> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(Failure::Io)?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Failure::BadPlanFile {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Failure::BadPlanFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
 }
 
 fn check_manifest_unchanged(saved: &SavedPlan) -> Result<Manifest, Failure> {
     let text = std::fs::read(&saved.manifest).map_err(Failure::Io)?;
-    if SavedPlan::new(&saved.manifest, &text, saved.plan.clone()).manifest_sha256 != saved.manifest_sha256 {
-        return Err(Failure::StalePlan(format!("{} changed since the plan was made", saved.manifest.display())));
+    if SavedPlan::new(&saved.manifest, &text, saved.plan.clone()).manifest_sha256
+        != saved.manifest_sha256
+    {
+        return Err(Failure::StalePlan(format!(
+            "{} changed since the plan was made",
+            saved.manifest.display()
+        )));
     }
     Ok(manifest::load(&saved.manifest)?)
 }
@@ -113,7 +120,11 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
     let report = apply::execute(cloud, &manifest, &plan, &observed, &opts, events, cancel).await;
     // The renderer ends when the last event sink is gone.
     let _ = renderer.await;
-    Ok(if report.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Asks on the terminal; without one, refuses.
@@ -124,8 +135,13 @@ fn confirm() -> Result<bool, Failure> {
     eprint!("\nApply these changes? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(Failure::Io)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(Failure::Io)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// The first Ctrl-C (or SIGTERM) stops new actions; a second Ctrl-C exits at once.
@@ -143,7 +159,8 @@ async fn interrupts(cancel: CancellationToken, events: Events) {
 async fn first_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -17,7 +17,9 @@ use aws_sdk_ec2::types::{
 use base64::Engine;
 
 use super::error::Transport;
-use super::{Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue};
+use super::{
+    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue,
+};
 
 /// Where and as whom to connect. Unset fields fall back to the AWS configuration
 /// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, `~/.aws/config`).
@@ -330,14 +332,28 @@ impl Cloud for AwsCloud {
                 .set_encrypted(spec.hibernation.then_some(true))
                 .delete_on_termination(true)
                 .build();
-            req = req.block_device_mappings(BlockDeviceMapping::builder().device_name(device).ebs(ebs).build());
+            req = req.block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(device)
+                    .ebs(ebs)
+                    .build(),
+            );
         }
         if spec.hibernation {
-            req = req.hibernation_options(HibernationOptionsRequest::builder().configured(true).build());
+            req = req.hibernation_options(
+                HibernationOptionsRequest::builder()
+                    .configured(true)
+                    .build(),
+            );
         }
         let out = req.send().await.map_err(|e| convert("RunInstances", e))?;
         out.instances().iter().find_map(to_instance).ok_or_else(|| {
-            CloudError::service("RunInstances", None, "AWS answered without an instance", None)
+            CloudError::service(
+                "RunInstances",
+                None,
+                "AWS answered without an instance",
+                None,
+            )
         })
     }
 

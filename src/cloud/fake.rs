@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue};
+use super::{
+    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue,
+};
 
 /// A cloud held in memory.
 #[derive(Debug, Default)]
@@ -40,10 +42,20 @@ impl FakeCloud {
 
     /// Queues `errors` to be answered by the next calls to `api`.
     pub fn fail_next(&self, api: &'static str, errors: Vec<CloudError>) {
-        self.faults.lock().unwrap().entry(api).or_default().extend(errors);
+        self.faults
+            .lock()
+            .unwrap()
+            .entry(api)
+            .or_default()
+            .extend(errors);
     }
 
-    fn set_state(&self, api: &'static str, id: &str, state: InstanceState) -> Result<(), CloudError> {
+    fn set_state(
+        &self,
+        api: &'static str,
+        id: &str,
+        state: InstanceState,
+    ) -> Result<(), CloudError> {
         self.count(api)?;
         let mut all = self.instances.lock().unwrap();
         let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
@@ -157,7 +169,11 @@ impl Cloud for FakeCloud {
         let mut tokens = self.tokens.lock().unwrap();
         let mut all = self.instances.lock().unwrap();
         if let Some(id) = tokens.get(&spec.client_token) {
-            return Ok(all.iter().find(|i| &i.id == id).cloned().expect("token's instance"));
+            return Ok(all
+                .iter()
+                .find(|i| &i.id == id)
+                .cloned()
+                .expect("token's instance"));
         }
         let instance = Instance {
             id: format!("i-{:08x}", all.len() + 1),

@@ -138,6 +138,8 @@ class State:
     buckets: dict = field(default_factory=dict)  # action -> [tokens, last refill]
     lag_s: float = 0.0
     visible_at: dict = field(default_factory=dict)  # instance id -> monotonic time
+    boot_s: float = 0.0
+    running_at: dict = field(default_factory=dict)  # instance id -> monotonic time
     tokens: dict = field(default_factory=dict)  # ClientToken -> TokenRecord
     token_locks: dict = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -152,16 +154,20 @@ class State:
             self.buckets.clear()
             self.lag_s = 0.0
             self.visible_at.clear()
+            self.boot_s = 0.0
+            self.running_at.clear()
             self.tokens.clear()
 
 
 STATE = State()
+LAUNCH_LOCK = threading.Lock()
 
 
 def _hide_lagging(original):
     """Eventual consistency: DescribeInstances does not show an instance until its lag has passed."""
 
     def all_reservations(self, filters=None):
+        boot(self)
         reservations = original(self, filters)
         now = time.monotonic()
         hidden = {i for i, t in STATE.visible_at.items() if t > now}
@@ -175,6 +181,25 @@ def _hide_lagging(original):
         return kept
 
     return all_reservations
+
+
+def every_instance(backend):
+    """All instances, hidden or not (all_instances() goes through the lag filter)."""
+    for reservation in list(backend.reservations.values()):
+        yield from reservation.instances
+
+
+def boot(backend) -> None:
+    """Pending instances whose boot time has passed become running."""
+    now = time.monotonic()
+    with STATE.lock:
+        done = [i for i, t in STATE.running_at.items() if t <= now]
+        for instance_id in done:
+            del STATE.running_at[instance_id]
+    for instance in every_instance(backend):
+        if instance.id in done and instance.state == "pending":
+            instance._state.name = "running"
+            instance._state.code = 16
 
 
 InstanceBackend.all_reservations = _hide_lagging(InstanceBackend.all_reservations)
@@ -338,7 +363,7 @@ def account_usage(call: Call, code: str) -> int:
     backend = ec2_backends[call.account][call.region]
     return sum(
         vcpus_of(i.instance_type)
-        for i in backend.all_instances()
+        for i in every_instance(backend)
         if i.state in ("pending", "running") and quota_code_for(i.instance_type) == code
     )
 
@@ -384,7 +409,7 @@ def replay_token(call: Call, token: str):
             400,
         )
     backend = ec2_backends[call.account][call.region]
-    states = [i.state for i in backend.all_instances() if i.id in record.instance_ids]
+    states = [i.state for i in every_instance(backend) if i.id in record.instance_ids]
     if states and all(s == "terminated" for s in states):
         return ec2_error(
             "IdempotentInstanceTerminated",
@@ -404,6 +429,13 @@ def after_run_instances(call: Call, token: str | None, status: int, body: bytes)
         if STATE.lag_s > 0:
             for instance_id in ids:
                 STATE.visible_at[instance_id] = time.monotonic() + STATE.lag_s
+        if STATE.boot_s > 0:
+            backend = ec2_backends[call.account][call.region]
+            for instance in every_instance(backend):
+                if instance.id in ids:
+                    instance._state.name = "pending"
+                    instance._state.code = 0
+                    STATE.running_at[instance.id] = time.monotonic() + STATE.boot_s
 
 
 def take_token(action: str) -> bool:
@@ -491,12 +523,15 @@ class Emulator:
                 replay = replay_token(call, token)
                 if replay is not None:
                     return replay
-            with STATE.lock:
-                refused = check_vcpu_limit(call)
-            if refused is not None:
-                return refused
-            status, headers, out = self.forward(environ, body)
-            after_run_instances(call, token, status, out)
+            # The limit check and the launch are one step, as on AWS: two launches at
+            # once cannot both squeeze into the last vCPUs.
+            with LAUNCH_LOCK:
+                with STATE.lock:
+                    refused = check_vcpu_limit(call)
+                if refused is not None:
+                    return refused
+                status, headers, out = self.forward(environ, body)
+                after_run_instances(call, token, status, out)
             return status, headers, out
 
     def control(self, method: str, path: str, body: bytes):
@@ -523,6 +558,9 @@ class Emulator:
             if path == "/_prism/throttle" and method == "POST":
                 STATE.throttle = bool(payload.get("enabled", True))
                 STATE.buckets.clear()
+                return json_ok({})
+            if path == "/_prism/boot" and method == "POST":
+                STATE.boot_s = float(payload.get("seconds", 0))
                 return json_ok({})
             if path == "/_prism/lag" and method == "POST":
                 STATE.lag_s = float(payload.get("seconds", 0))

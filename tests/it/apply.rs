@@ -1,0 +1,485 @@
+//! `prism apply` against the emulator: convergence, idempotency under faults, failure
+//! isolation, confirmation, saved plans, events and interruption.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::emulator::{Emulator, launch, prism_command, stderr, stdout};
+
+const MUTATING: &[&str] = &[
+    "RunInstances",
+    "StartInstances",
+    "StopInstances",
+    "TerminateInstances",
+    "CreateTags",
+];
+
+fn manifest(name: &str, count: usize, extra: &str) -> String {
+    format!(
+        "name: {name}\nproject: p\ntemplate: t\ncount: {count}\n{extra}\ntemplates:\n  t:\n    image: ami-785db401\n    instance_type: t3.micro\n"
+    )
+}
+
+/// Fast pacing, so tests spend their time on behaviour rather than on waiting.
+const FAST: &str = "rate_limit: {rate_per_minute: 600, burst_size: 10}\nretry: {initial_backoff: 100ms, max_backoff: 1s}";
+
+/// Live (not terminated) instances per workspace of `fleet`, and the total.
+async fn per_workspace(emu: &Emulator, fleet: &str) -> BTreeMap<String, usize> {
+    let out = emu
+        .ec2()
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:prism:fleet")
+                .values(fleet)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let mut counts = BTreeMap::new();
+    for r in out.reservations() {
+        for i in r.instances() {
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default();
+            if state == "terminated" || state == "shutting-down" {
+                continue;
+            }
+            let ws = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("prism:workspace"))
+                .and_then(|t| t.value())
+                .unwrap_or("?")
+                .to_string();
+            *counts.entry(ws).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn exactly_one_each(counts: &BTreeMap<String, usize>, fleet: &str, n: usize) {
+    let want: BTreeMap<String, usize> = (1..=n).map(|i| (format!("{fleet}-{i:02}"), 1)).collect();
+    assert_eq!(counts, &want, "instances per workspace");
+}
+
+fn mutating_calls(emu: &Emulator) -> Vec<String> {
+    emu.calls()
+        .into_iter()
+        .map(|c| c.action)
+        .filter(|a| MUTATING.contains(&a.as_str()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_launches_then_a_second_apply_changes_nothing() {
+    let emu = Emulator::start();
+    let path = emu.write("class.yaml", &manifest("cs", 5, FAST));
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("Rate limiting enabled: 600 launches per minute (burst: 10, adaptive)"),
+        "{text}"
+    );
+    assert!(text.contains("✓ cs-01 launched (i-"), "{text}");
+    assert!(text.contains("[5/5]"), "{text}");
+    assert!(text.contains("cs-05 is running"), "{text}");
+    assert!(
+        text.contains("✅ All 5 workspaces launched successfully"),
+        "{text}"
+    );
+    exactly_one_each(&per_workspace(&emu, "cs").await, "cs", 5);
+
+    // Every instance is tagged at launch.
+    let described = emu.ec2().describe_instances().send().await.unwrap();
+    for i in described.reservations().iter().flat_map(|r| r.instances()) {
+        let keys: Vec<&str> = i.tags().iter().filter_map(|t| t.key()).collect();
+        for k in [
+            "prism:fleet",
+            "prism:workspace",
+            "prism:project",
+            "prism:template",
+            "Name",
+        ] {
+            assert!(keys.contains(&k), "missing tag {k}: {keys:?}");
+        }
+    }
+
+    emu.clear_calls();
+    let again = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+    assert_eq!(
+        mutating_calls(&emu),
+        Vec::<String>::new(),
+        "a converged apply made mutating calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_responses_are_retried_with_the_same_token() {
+    let emu = Emulator::start();
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "InternalError", "status": 500, "lost": true, "count": 3}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("lost", 4, FAST));
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(text.contains("InternalError from AWS, retrying"), "{text}");
+    exactly_one_each(&per_workspace(&emu, "lost").await, "lost", 4);
+    let launches = emu.call_counts()["RunInstances"];
+    assert_eq!(
+        launches, 7,
+        "4 launches plus 3 retries after lost responses"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_apply_then_rerun_leaves_one_instance_per_workspace() {
+    let emu = Emulator::start();
+    // Each launch takes a second, so the kill lands with a launch in flight.
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "", "delay_ms": 1000}]}),
+    );
+    let path = emu.write(
+        "class.yaml",
+        &manifest(
+            "crash",
+            6,
+            "rate_limit: {rate_per_minute: 120, burst_size: 2}",
+        ),
+    );
+    let mut child = prism_command(&["apply", "--yes", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        if line.unwrap().contains("launched (i-") {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = per_workspace(&emu, "crash").await.values().sum::<usize>();
+    assert!(
+        before < 6,
+        "the kill came too late to test anything ({before} launched)"
+    );
+
+    emu.post("/_prism/faults", json!({"faults": []}));
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    exactly_one_each(&per_workspace(&emu, "crash").await, "crash", 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_applies_at_once_launch_each_workspace_once() {
+    let emu = Emulator::start();
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "", "delay_ms": 200}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("twin", 5, FAST));
+    let spawn = || {
+        prism_command(&["apply", "--yes", path.to_str().unwrap()])
+            .env("AWS_ENDPOINT_URL", &emu.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(a.status.code(), Some(0), "{}", stdout(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
+    exactly_one_each(&per_workspace(&emu, "twin").await, "twin", 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eventual_consistency_lag_causes_no_relaunch() {
+    let emu = Emulator::start();
+    emu.post("/_prism/lag", json!({"seconds": 4}));
+    let path = emu.write("class.yaml", &manifest("lag", 3, FAST));
+    let first = emu.prism(&["apply", "--yes", "--no-wait", path.to_str().unwrap()]);
+    assert_eq!(first.status.code(), Some(0), "{}", stdout(&first));
+    // Still invisible: this apply plans the same creates, and gets the same instances.
+    let second = emu.prism(&["apply", "--yes", "--no-wait", path.to_str().unwrap()]);
+    assert_eq!(second.status.code(), Some(0), "{}", stdout(&second));
+    assert!(
+        stdout(&second).contains("3 to create"),
+        "{}",
+        stdout(&second)
+    );
+    // A waiting apply rides out the lag.
+    let third = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert_eq!(third.status.code(), Some(0), "{}", stdout(&third));
+    assert!(
+        stdout(&third).contains("lag-03 is running"),
+        "{}",
+        stdout(&third)
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    exactly_one_each(&per_workspace(&emu, "lag").await, "lag", 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_failure_does_not_stop_the_others() {
+    let emu = Emulator::start();
+    // Room for 3 t3.micro (2 vCPUs each) in the account's quota.
+    emu.set_quota("ec2", "L-1216C47A", 6.0);
+    let path = emu.write("class.yaml", &manifest("part", 5, FAST));
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("❌ 3 of 5 changes done"), "{text}");
+    assert!(text.contains("(2 failed)"), "{text}");
+    assert!(text.contains("VcpuLimitExceeded"), "{text}");
+    assert!(
+        text.contains("what you can do: the account's vCPU quota is used up"),
+        "{text}"
+    );
+    assert_eq!(per_workspace(&emu, "part").await.values().sum::<usize>(), 3);
+    assert_eq!(
+        emu.call_counts()["RunInstances"],
+        5,
+        "permanent errors are not retried"
+    );
+}
+
+#[test]
+fn without_a_terminal_apply_needs_yes() {
+    let emu = Emulator::start();
+    let path = emu.write("class.yaml", &manifest("ask", 2, FAST));
+    let out = emu.prism(&["apply", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to apply without confirmation"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(mutating_calls(&emu).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_saved_plan_is_refused() {
+    let emu = Emulator::start();
+    let path = emu.write("class.yaml", &manifest("saved", 2, FAST));
+    let plan = emu.dir.path().join("plan.json");
+    let made = emu.prism(&[
+        "plan",
+        path.to_str().unwrap(),
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(made.status.success());
+    launch(&emu.ec2(), Some("saved"), Some("saved-01"), "t3.micro", 1).await;
+    emu.clear_calls();
+    let out = emu.prism(&["apply", "--yes", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the saved plan is stale"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(mutating_calls(&emu).is_empty());
+
+    let fresh = emu.prism(&[
+        "plan",
+        path.to_str().unwrap(),
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(fresh.status.success());
+    let out = emu.prism(&["apply", "--yes", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    exactly_one_each(&per_workspace(&emu, "saved").await, "saved", 2);
+
+    std::fs::write(&path, manifest("saved", 3, FAST)).unwrap();
+    let out = emu.prism(&["apply", "--yes", plan.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("changed since the plan was made"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn json_output_is_one_event_per_line() {
+    let emu = Emulator::start();
+    emu.post("/_prism/boot", json!({"seconds": 1}));
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "RequestLimitExceeded", "status": 503, "count": 1}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("events", 2, FAST));
+    let out = emu.prism(&["apply", "--yes", "--format", "json", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for k in [
+        "plan",
+        "started",
+        "queued",
+        "launching",
+        "retrying",
+        "rate_changed",
+        "launched",
+        "running",
+        "summary",
+    ] {
+        assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+    let retry = events.iter().find(|e| e["event"] == "retrying").unwrap();
+    assert_eq!(retry["code"], "RequestLimitExceeded");
+    assert_eq!(retry["class"], "throttle");
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["succeeded"], 2);
+    assert!(events.iter().all(|e| e["elapsed_s"].is_number()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_stop_and_prune() {
+    let emu = Emulator::start();
+    let path = emu.write("class.yaml", &manifest("life", 3, FAST));
+    assert!(
+        emu.prism(&["apply", "--yes", path.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    std::fs::write(
+        &path,
+        manifest("life", 3, &format!("{FAST}\nstate: stopped")),
+    )
+    .unwrap();
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("✓ life-02 stopped"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("life-03 is stopped"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(
+        &path,
+        manifest("life", 1, &format!("{FAST}\nstate: running")),
+    )
+    .unwrap();
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("✓ life-01 started"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        per_workspace(&emu, "life").await.len(),
+        3,
+        "nothing deleted without prune"
+    );
+
+    std::fs::write(&path, manifest("life", 1, &format!("{FAST}\nprune: true"))).unwrap();
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("✓ life-03 terminated"),
+        "{}",
+        stdout(&out)
+    );
+    exactly_one_each(&per_workspace(&emu, "life").await, "life", 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_capacity_moves_to_another_zone() {
+    let emu = Emulator::start();
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "InsufficientInstanceCapacity", "status": 500,
+                           "message": "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested.", "count": 1}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("zone", 1, FAST));
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("zone-01: no capacity in the zone AWS chose, trying us-west-2a"),
+        "{text}"
+    );
+    exactly_one_each(&per_workspace(&emu, "zone").await, "zone", 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_new_launches_and_a_rerun_finishes() {
+    let emu = Emulator::start();
+    let path = emu.write(
+        "class.yaml",
+        &manifest(
+            "intr",
+            4,
+            "rate_limit: {rate_per_minute: 20, burst_size: 1}",
+        ),
+    );
+    let mut child = prism_command(&["apply", "--yes", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("launched (i-") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let rest = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("Interrupted"), "{rest}");
+    assert!(rest.contains("run `prism apply` again to finish"), "{rest}");
+    assert!(per_workspace(&emu, "intr").await.len() < 4);
+
+    let fast = manifest("intr", 4, FAST);
+    std::fs::write(&path, fast).unwrap();
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    exactly_one_each(&per_workspace(&emu, "intr").await, "intr", 4);
+}
