@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::{Cloud, CloudError, Instance, InstanceFilter, InstanceState, tags};
-use crate::manifest::{ImageRef, Manifest};
+use crate::manifest::{ImageRef, Manifest, RetryPolicy};
 use crate::quota::{self, QuotaClass};
+use crate::retry;
 
 /// Everything the planner knows about the live account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,9 +80,10 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
         tags: vec![],
         states: vec![InstanceState::Pending, InstanceState::Running],
     };
+    let policy = &manifest.retry;
     let (instances, running) = tokio::try_join!(
-        cloud.describe_instances(&fleet_filter),
-        cloud.describe_instances(&running_filter),
+        retry::call(policy, || cloud.describe_instances(&fleet_filter)),
+        retry::call(policy, || cloud.describe_instances(&running_filter)),
     )?;
 
     let mut account_running: BTreeMap<String, u32> = BTreeMap::new();
@@ -100,12 +102,15 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
         .collect();
     let quota_reads = classes.iter().map(|code| async move {
         let class = quota::by_name(code).expect("known class");
-        (class.code.to_string(), read_quota(cloud, class).await)
+        (
+            class.code.to_string(),
+            read_quota(cloud, class, policy).await,
+        )
     });
     let (vcpus, quotas, image) = tokio::join!(
-        cloud.instance_type_vcpus(&types),
+        retry::call(policy, || cloud.instance_type_vcpus(&types)),
         in_turn(quota_reads),
-        resolve_image(cloud, &manifest.template.image),
+        resolve_image(cloud, &manifest.template.image, policy),
     );
 
     Ok(Observed {
@@ -128,8 +133,16 @@ async fn in_turn<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Ve
 }
 
 /// The applied quota value, falling back to AWS's default when none was ever applied.
-pub async fn read_quota(cloud: &dyn Cloud, class: &QuotaClass) -> QuotaReading {
-    match cloud.get_service_quota(class.service, class.code).await {
+pub async fn read_quota(
+    cloud: &dyn Cloud,
+    class: &QuotaClass,
+    policy: &RetryPolicy,
+) -> QuotaReading {
+    match retry::call(policy, || {
+        cloud.get_service_quota(class.service, class.code)
+    })
+    .await
+    {
         Ok(Some(q)) => QuotaReading::Known {
             value: q.value,
             applied: true,
@@ -152,9 +165,13 @@ pub async fn read_quota(cloud: &dyn Cloud, class: &QuotaClass) -> QuotaReading {
     }
 }
 
-async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
+async fn resolve_image(
+    cloud: &dyn Cloud,
+    image: &ImageRef,
+    policy: &RetryPolicy,
+) -> ImageResolution {
     match image {
-        ImageRef::Id(id) => match cloud.describe_image(id).await {
+        ImageRef::Id(id) => match retry::call(policy, || cloud.describe_image(id)).await {
             Ok(Some(i)) => ImageResolution::Resolved {
                 id: i.id,
                 root_device: i.root_device_name,
@@ -166,24 +183,26 @@ async fn resolve_image(cloud: &dyn Cloud, image: &ImageRef) -> ImageResolution {
                 reason: e.to_string(),
             },
         },
-        ImageRef::Lookup { owner, name } => match cloud.find_images(owner, name).await {
-            Ok(images) => images
-                .into_iter()
-                .max_by(|a, b| (&a.creation_date, &a.name).cmp(&(&b.creation_date, &b.name)))
-                .map_or_else(
-                    || ImageResolution::Failed {
-                        reason: format!(
-                            "no image of owner {owner} matches `{name}` in this region"
-                        ),
-                    },
-                    |i| ImageResolution::Resolved {
-                        id: i.id,
-                        root_device: i.root_device_name,
-                    },
-                ),
-            Err(e) => ImageResolution::Failed {
-                reason: e.to_string(),
-            },
-        },
+        ImageRef::Lookup { owner, name } => {
+            match retry::call(policy, || cloud.find_images(owner, name)).await {
+                Ok(images) => images
+                    .into_iter()
+                    .max_by(|a, b| (&a.creation_date, &a.name).cmp(&(&b.creation_date, &b.name)))
+                    .map_or_else(
+                        || ImageResolution::Failed {
+                            reason: format!(
+                                "no image of owner {owner} matches `{name}` in this region"
+                            ),
+                        },
+                        |i| ImageResolution::Resolved {
+                            id: i.id,
+                            root_device: i.root_device_name,
+                        },
+                    ),
+                Err(e) => ImageResolution::Failed {
+                    reason: e.to_string(),
+                },
+            }
+        }
     }
 }

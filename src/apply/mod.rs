@@ -49,6 +49,8 @@ pub struct FailureNote {
     pub code: String,
     pub message: String,
     pub class: Option<ErrorClass>,
+    /// What happened, what prism did, what to do: from the error catalogue.
+    pub explained: crate::errors::Explained,
 }
 
 /// One workspace whose action was not carried out, and why.

@@ -38,31 +38,6 @@ fn secs(s: f64) -> String {
     human(Duration::from_secs_f64(s.max(0.0)))
 }
 
-/// What to do about a failure, by error code and class.
-pub fn guidance(code: &str, class: Option<ErrorClass>) -> &'static str {
-    match (code, class) {
-        ("VcpuLimitExceeded", _) => {
-            "the account's vCPU quota is used up: stop other instances, or ask for more with `prism quota request`"
-        }
-        ("Timeout", _) => {
-            "the instance is still on its way; `prism apply` again checks it and finishes the rest"
-        }
-        ("ImageUnresolved", _) | ("InvalidAMIID.NotFound" | "InvalidAMIID.Malformed", _) => {
-            "check `image` in the template: the AMI must exist in this region"
-        }
-        (_, Some(ErrorClass::Throttle)) => {
-            "AWS kept throttling after every retry: run `prism apply` again to resume, or lower `rate_limit.rate_per_minute`"
-        }
-        (_, Some(ErrorClass::Capacity)) => {
-            "AWS has no capacity for this instance type in any zone of the region right now: try later, or another type"
-        }
-        (_, Some(ErrorClass::Transient)) => {
-            "AWS kept failing after every retry: run `prism apply` again to resume"
-        }
-        _ => "fix the cause above, then run `prism apply` again: it carries out only what is left",
-    }
-}
-
 fn done_word(action: ActionKind) -> &'static str {
     match action {
         ActionKind::Create | ActionKind::Replace => "launched",
@@ -111,13 +86,16 @@ pub fn summary_text(r: &Report) -> String {
     }
     out.push_str(":\n");
     for f in &r.failed {
+        let e = &f.explained;
         out.push_str(&format!(
-            "  ✗ {} ({:?}): {} — {}\n      what you can do: {}\n",
+            "  ✗ {} ({:?}): {} [{}]\n      What happened: {}\n      What prism did: {}\n      What you can do: {}\n",
             f.workspace,
             f.action,
-            f.code,
-            f.message,
-            guidance(&f.code, f.class)
+            e.title,
+            e.code,
+            e.what_happened.replace('\n', "\n        "),
+            e.what_prism_does,
+            e.what_you_can_do
         ));
     }
     for s in &r.skipped {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use exponential_backoff::Backoff;
 use governor::DefaultDirectRateLimiter;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -20,6 +19,7 @@ use crate::cloud::{Cloud, CloudError, ErrorClass, Instance, LaunchSpec, tags};
 use crate::manifest::{DesiredState, Manifest, RetryPolicy};
 use crate::observe::{ImageResolution, Observed};
 use crate::plan::{Action, ActionKind};
+use crate::retry::Attempts;
 
 /// How far a token walks past terminated incarnations before giving up.
 const MAX_INCARNATIONS: u32 = 20;
@@ -78,6 +78,8 @@ pub struct Context {
     mutate: DefaultDirectRateLimiter,
     retry: RetryPolicy,
     launches_left: AtomicUsize,
+    /// What the error catalogue fills its texts with.
+    pub errors: crate::errors::Context,
 }
 
 impl Context {
@@ -126,18 +128,8 @@ impl Context {
             mutate: limiter::fixed(5, 50),
             retry: opts.retry.clone(),
             launches_left: AtomicUsize::new(launches),
+            errors: crate::errors::Context::from_observed(observed, &t.instance_type),
         }
-    }
-
-    fn backoff(&self) -> Backoff {
-        let mut b = Backoff::new(
-            self.retry.max_retries + 1,
-            self.retry.initial_backoff,
-            self.retry.max_backoff,
-        );
-        // The crate's factor is a whole number.
-        b.set_factor(self.retry.multiplier.round().max(1.0) as u32);
-        b
     }
 
     /// Waits for the limiter of `pace`. The first permit of each launch is taken in plan
@@ -193,14 +185,12 @@ impl Context {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
-        let backoff = self.backoff();
-        let max_attempts = backoff.max_attempts();
-        let mut delays = backoff.iter();
-        let mut attempt = 1;
+        let mut attempts = Attempts::new(&self.retry);
         loop {
             if !std::mem::take(prepaid) {
                 self.permit(workspace, pace, false).await?;
             }
+            let attempt = attempts.attempt();
             let err = match op(attempt).await {
                 Ok(v) => {
                     self.adapt(pace, None);
@@ -209,14 +199,13 @@ impl Context {
                 Err(e) => e,
             };
             self.adapt(pace, Some(&err));
-            let retryable = matches!(err.class, ErrorClass::Throttle | ErrorClass::Transient);
-            let Some(delay) = delays.next().flatten().filter(|_| retryable) else {
+            let Some(delay) = attempts.after(&err) else {
                 return Err(StepError::Cloud(err));
             };
             self.events.emit(Event::Retrying {
                 workspace: workspace.to_string(),
                 attempt,
-                max_attempts,
+                max_attempts: attempts.max_attempts(),
                 delay_s: delay.as_secs_f64(),
                 code: err.code.clone().unwrap_or_else(|| err.message.clone()),
                 class: err.class,
@@ -225,7 +214,6 @@ impl Context {
                 () = tokio::time::sleep(delay) => {}
                 () = self.cancel.cancelled() => return Err(StepError::Interrupted),
             }
-            attempt += 1;
         }
     }
 
@@ -376,24 +364,28 @@ pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Ins
     match result {
         Ok(outcome) => outcome,
         Err(StepError::Interrupted) => Outcome::Interrupted,
-        Err(StepError::Cloud(e)) => {
-            let note = FailureNote {
-                workspace: ws.to_string(),
-                action: action.action,
-                code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
-                message: e.message.clone(),
-                class: Some(e.class),
-            };
-            ctx.events.emit(Event::Failed {
-                workspace: note.workspace.clone(),
-                action: note.action,
-                code: note.code.clone(),
-                message: note.message.clone(),
-                class: note.class,
-            });
-            Outcome::Failed(note)
-        }
+        Err(StepError::Cloud(e)) => Outcome::Failed(failed(ctx, action, &e)),
     }
+}
+
+/// Records that `action` failed with `e`: the event, and the note for the summary.
+pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
+    let note = FailureNote {
+        workspace: action.workspace.clone(),
+        action: action.action,
+        code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
+        message: e.message.clone(),
+        class: Some(e.class),
+        explained: crate::errors::explain(e, &ctx.errors),
+    };
+    ctx.events.emit(Event::Failed {
+        workspace: note.workspace.clone(),
+        action: note.action,
+        code: note.code.clone(),
+        message: note.message.clone(),
+        class: note.class,
+    });
+    note
 }
 
 fn skip(ctx: &Context, action: &Action, reason: &str) -> Outcome {

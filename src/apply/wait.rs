@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::events::Event;
 use super::step::{self, Context, Outcome, Pace};
-use super::{FailureNote, target_state};
+use super::target_state;
 use crate::cloud::{InstanceFilter, InstanceState, tags};
 use crate::plan::Action;
 
@@ -129,20 +129,7 @@ fn fail(
     code: &str,
     message: String,
 ) {
-    let action = &outcomes[index].0;
-    let note = FailureNote {
-        workspace: action.workspace.clone(),
-        action: action.action,
-        code: code.to_string(),
-        message,
-        class: None,
-    };
-    ctx.events.emit(Event::Failed {
-        workspace: note.workspace.clone(),
-        action: note.action,
-        code: note.code.clone(),
-        message: note.message.clone(),
-        class: None,
-    });
+    let err = crate::cloud::CloudError::service("DescribeInstances", Some(code), message, None);
+    let note = step::failed(ctx, &outcomes[index].0, &err);
     outcomes[index].1 = Outcome::Failed(note);
 }

@@ -74,7 +74,9 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
     };
     let settings = crate::config::load()?;
     let cloud: Arc<dyn Cloud> = Arc::new(connect(global, &manifest).await?);
-    let observed = observe(cloud.as_ref(), &manifest).await?;
+    let observed = observe(cloud.as_ref(), &manifest)
+        .await
+        .map_err(|e| Failure::aws(e, cloud.region()))?;
     let fresh = plan::plan(&manifest, &observed);
     let plan: Plan = match saved {
         Some(s) if s.plan.fingerprint != fresh.fingerprint => {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cloud::Cloud;
 use crate::cloud::aws::{AwsCloud, Connection};
 use crate::manifest::{self, Manifest};
 use crate::observe::observe;
@@ -56,8 +57,22 @@ pub enum Command {
     Apply(apply_cmd::ApplyArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
+    /// Explain an AWS error code, or list every error prism knows.
+    Errors(ErrorsArgs),
     /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
     Schema(SchemaArgs),
+}
+
+impl Command {
+    /// Whether the command was asked for JSON, so failures are JSON too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Plan(a) => a.format == Format::Json,
+            Command::Apply(a) => a.format == Format::Json,
+            Command::Validate(a) => a.format == Format::Json,
+            _ => false,
+        }
+    }
 }
 
 /// Output format of a plan.
@@ -81,6 +96,18 @@ pub struct PlanArgs {
     /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
     #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ErrorsArgs {
+    /// An AWS error code, e.g. VcpuLimitExceeded; all of them when left out.
+    pub code: Option<String>,
+    /// Print the catalogue as Markdown (docs/troubleshooting.md).
+    #[arg(long, conflicts_with = "code")]
+    pub markdown: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -113,16 +140,17 @@ pub struct ValidateArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
+    let json = cli.command.json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return report::fail(&Failure::Io(e)),
+        Err(e) => return report::fail(&Failure::Io(e), json),
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(failure) => report::fail(&failure),
+        Err(failure) => report::fail(&failure, json),
     }
 }
 
@@ -146,6 +174,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Plan(args) => plan_command(&cli.global, &args).await,
         Command::Apply(args) => apply_cmd::run(&cli.global, &args).await,
         Command::Validate(args) => validate_command(&args),
+        Command::Errors(args) => errors_command(&args),
         Command::Schema(args) => {
             let schema = match args.document {
                 SchemaDocument::Manifest => manifest::schema_json(),
@@ -162,6 +191,35 @@ fn print(text: &str) -> Result<(), Failure> {
     let mut out = anstream::stdout();
     out.write_all(text.as_bytes()).map_err(Failure::Io)?;
     out.flush().map_err(Failure::Io)
+}
+
+fn errors_command(args: &ErrorsArgs) -> Result<ExitCode, Failure> {
+    use crate::errors::{CATALOGUE, explain, render};
+    if args.markdown {
+        print(&crate::errors::markdown())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let codes: Vec<&str> = match &args.code {
+        Some(c) => vec![c.as_str()],
+        None => CATALOGUE.iter().map(|e| e.codes[0]).collect(),
+    };
+    let explained: Vec<_> = codes
+        .iter()
+        .map(|c| {
+            let err =
+                crate::cloud::CloudError::service("the call", Some(c), "(AWS's message)", None);
+            explain(&err, &crate::errors::Context::default())
+        })
+        .collect();
+    let text = match args.format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&explained).expect("serializes")
+        ),
+        Format::Text => explained.iter().map(render).collect::<Vec<_>>().join("\n"),
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
@@ -200,7 +258,9 @@ pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsClou
 async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
     let manifest = manifest::load(&args.file)?;
     let cloud = connect(global, &manifest).await?;
-    let observed = observe(&cloud, &manifest).await?;
+    let observed = observe(&cloud, &manifest)
+        .await
+        .map_err(|e| Failure::aws(e, cloud.region()))?;
     let plan = plan::plan(&manifest, &observed);
     if let Some(path) = &args.out {
         save(path, &args.file, &plan)?;

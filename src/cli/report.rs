@@ -14,8 +14,9 @@ use crate::manifest::ManifestError;
 pub enum Failure {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error(transparent)]
-    Cloud(#[from] CloudError),
+    /// An AWS call failed; the region, when known, fills in the explanation.
+    #[error("{0}")]
+    Cloud(CloudError, Option<String>),
     #[error("no AWS region is configured")]
     NoRegion,
     #[error(transparent)]
@@ -30,6 +31,38 @@ pub enum Failure {
     BadPlanFile { path: String, message: String },
     #[error(transparent)]
     Io(std::io::Error),
+}
+
+impl From<CloudError> for Failure {
+    fn from(e: CloudError) -> Self {
+        Failure::Cloud(e, None)
+    }
+}
+
+impl Failure {
+    /// An AWS failure in `region`.
+    pub fn aws(e: CloudError, region: &str) -> Self {
+        Failure::Cloud(e, Some(region.to_string()))
+    }
+
+    /// The failure explained, for `--format json`.
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            Failure::Cloud(e, region) => serde_json::json!({ "error": explain(e, region) }),
+            Failure::Manifest(e) => serde_json::json!({
+                "error": {"code": "InvalidManifest", "title": e.to_string(), "problems": e.problems()}
+            }),
+            other => serde_json::json!({"error": {"code": "Error", "title": other.to_string()}}),
+        }
+    }
+}
+
+fn explain(e: &CloudError, region: &Option<String>) -> crate::errors::Explained {
+    let ctx = crate::errors::Context {
+        region: region.clone(),
+        ..Default::default()
+    };
+    crate::errors::explain(e, &ctx)
 }
 
 /// Whether stderr takes colour: a terminal, and `NO_COLOR` unset.
@@ -67,37 +100,23 @@ pub fn render_problems(err: &ManifestError, color: bool) -> String {
     out
 }
 
-fn cloud_hint(e: &CloudError) -> &'static str {
-    match (e.code.as_deref(), e.status) {
-        (None, None) if e.message.contains("credentials") => {
-            "prism found no AWS credentials: run `aws configure`, set AWS_PROFILE, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        }
-        (None, None) => {
-            "prism could not reach AWS: check the network, --endpoint-url / AWS_ENDPOINT_URL, and the region name"
-        }
-        (Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException"), _) => {
-            "the AWS identity in use lacks a permission this command needs; see docs/plan.md for the policy"
-        }
-        (
-            Some("AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken"),
-            _,
-        ) => {
-            "AWS did not accept the credentials: refresh them (aws sso login, new keys) and try again"
-        }
-        _ => "nothing was changed; run the command again, or with -v for detail",
-    }
-}
-
-/// Prints `failure` on stderr and returns the exit code for it (1; 0 for a closed pipe).
-pub fn fail(failure: &Failure) -> ExitCode {
+/// Prints `failure` (on stdout as JSON when `json`, else on stderr) and returns the
+/// exit code for it (1; 0 for a closed pipe).
+pub fn fail(failure: &Failure, json: bool) -> ExitCode {
     if let Failure::Io(e) = failure
         && e.kind() == std::io::ErrorKind::BrokenPipe
     {
         return ExitCode::SUCCESS;
     }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&failure.json()).expect("serializes")
+        );
+    }
     let text = match failure {
         Failure::Manifest(e @ ManifestError::Invalid { .. }) => render_problems(e, stderr_color()),
-        Failure::Cloud(e) => format!("Error: {e}\n  hint: {}\n", cloud_hint(e)),
+        Failure::Cloud(e, region) => crate::errors::render(&explain(e, region)),
         Failure::NoRegion => "Error: no AWS region is configured\n  hint: set `region:` in the manifest, pass --region, or set AWS_REGION\n".to_string(),
         Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
         Failure::Unconfirmed => format!("Error: {failure}\n  hint: pass --yes (-y) to apply without asking; nothing was changed\n"),

@@ -36,6 +36,8 @@ pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
     quotas: aws_sdk_servicequotas::Client,
     region: String,
+    /// Whether calls go to an endpoint other than AWS's own.
+    custom_endpoint: bool,
 }
 
 /// An error before any call: the configuration names no region.
@@ -71,20 +73,47 @@ impl AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             quotas: aws_sdk_servicequotas::Client::new(&config),
             region,
+            custom_endpoint: config.endpoint_url().is_some(),
         })
     }
 }
 
-/// Converts an SDK error, keeping the AWS code, message and HTTP status.
-fn convert<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> CloudError
+/// The readable head of an SDK error's text, without the debug dump that follows it.
+fn short(detail: &str) -> String {
+    let cut = [
+        " (DispatchFailure",
+        " (ServiceError",
+        " (TimeoutError",
+        " (ResponseError",
+        " (ConstructionFailure",
+    ]
+    .iter()
+    .filter_map(|m| detail.find(m))
+    .min()
+    .unwrap_or(detail.len());
+    detail[..cut].to_string()
+}
+
+/// Converts an SDK error, keeping the AWS code, message and HTTP status; failures
+/// without an AWS answer get prism's own code (NoCredentials, UnknownRegion,
+/// EndpointUnreachable, Timeout).
+fn convert<E>(
+    operation: &'static str,
+    err: SdkError<E, HttpResponse>,
+    custom_endpoint: bool,
+) -> CloudError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     let detail = DisplayErrorContext(&err).to_string();
+    let transport = |t, code: &str| CloudError::transport(operation, t, code, short(&detail));
+    if detail.contains("CredentialsNotLoaded") || detail.contains("no credentials") {
+        return transport(Transport::Local, "NoCredentials");
+    }
     match &err {
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
-            let message = e.message().map_or_else(|| detail.clone(), str::to_string);
+            let message = e.message().map_or_else(|| short(&detail), str::to_string);
             CloudError::service(
                 operation,
                 e.code(),
@@ -92,19 +121,24 @@ where
                 Some(ctx.raw().status().as_u16()),
             )
         }
-        SdkError::ResponseError(ctx) => {
-            CloudError::service(operation, None, detail, Some(ctx.raw().status().as_u16()))
-        }
-        SdkError::TimeoutError(_) => CloudError::transport(operation, Transport::Timeout, detail),
-        SdkError::DispatchFailure(d) if d.is_timeout() => {
-            CloudError::transport(operation, Transport::Timeout, detail)
+        SdkError::ResponseError(ctx) => CloudError::service(
+            operation,
+            None,
+            short(&detail),
+            Some(ctx.raw().status().as_u16()),
+        ),
+        SdkError::TimeoutError(_) => transport(Transport::Timeout, "Timeout"),
+        SdkError::DispatchFailure(d) if d.is_timeout() => transport(Transport::Timeout, "Timeout"),
+        // A name that does not resolve at AWS's own endpoints is a region that does not exist.
+        SdkError::DispatchFailure(_) if !custom_endpoint && detail.contains("dns error") => {
+            transport(Transport::Local, "UnknownRegion")
         }
         // Refused or reset connections are IO errors; a connection closed without an
         // answer is neither IO nor timeout. Both are worth another attempt.
         SdkError::DispatchFailure(d) if d.is_io() || d.is_other() => {
-            CloudError::transport(operation, Transport::Connection, detail)
+            transport(Transport::Connection, "EndpointUnreachable")
         }
-        _ => CloudError::transport(operation, Transport::Local, detail),
+        _ => transport(Transport::Local, "RequestFailed"),
     }
 }
 
@@ -155,6 +189,15 @@ fn quota_value(q: &aws_sdk_servicequotas::types::ServiceQuota) -> QuotaValue {
     }
 }
 
+impl AwsCloud {
+    fn fail<E>(&self, operation: &'static str, err: SdkError<E, HttpResponse>) -> CloudError
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        convert(operation, err, self.custom_endpoint)
+    }
+}
+
 #[async_trait]
 impl Cloud for AwsCloud {
     fn region(&self) -> &str {
@@ -182,7 +225,7 @@ impl Cloud for AwsCloud {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| convert("DescribeInstances", e))?;
+            let page = page.map_err(|e| self.fail("DescribeInstances", e))?;
             for r in page.reservations() {
                 out.extend(r.instances().iter().filter_map(to_instance));
             }
@@ -205,7 +248,7 @@ impl Cloud for AwsCloud {
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| convert("DescribeInstanceTypes", e))?;
+                let page = page.map_err(|e| self.fail("DescribeInstanceTypes", e))?;
                 for t in page.instance_types() {
                     let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus());
                     if let (Some(name), Some(vcpus)) = (t.instance_type(), vcpus) {
@@ -232,7 +275,7 @@ impl Cloud for AwsCloud {
         match answer {
             Ok(out) => Ok(out.quota().map(quota_value)),
             Err(e) if e.code() == Some("NoSuchResourceException") => Ok(None),
-            Err(e) => Err(convert("GetServiceQuota", e)),
+            Err(e) => Err(self.fail("GetServiceQuota", e)),
         }
     }
 
@@ -248,7 +291,7 @@ impl Cloud for AwsCloud {
             .quota_code(code)
             .send()
             .await
-            .map_err(|e| convert("GetAWSDefaultServiceQuota", e))?;
+            .map_err(|e| self.fail("GetAWSDefaultServiceQuota", e))?;
         out.quota().map(quota_value).ok_or_else(|| {
             CloudError::service(
                 "GetAWSDefaultServiceQuota",
@@ -267,7 +310,7 @@ impl Cloud for AwsCloud {
             .filters(filter("name", [name_pattern.to_string()]))
             .send()
             .await
-            .map_err(|e| convert("DescribeImages", e))?;
+            .map_err(|e| self.fail("DescribeImages", e))?;
         Ok(out.images().iter().filter_map(to_image).collect())
     }
 
@@ -276,7 +319,7 @@ impl Cloud for AwsCloud {
         match answer {
             Ok(out) => Ok(out.images().iter().find_map(to_image)),
             Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
-            Err(e) => Err(convert("DescribeImages", e)),
+            Err(e) => Err(self.fail("DescribeImages", e)),
         }
     }
 
@@ -287,7 +330,7 @@ impl Cloud for AwsCloud {
             .filters(filter("state", ["available".to_string()]))
             .send()
             .await
-            .map_err(|e| convert("DescribeAvailabilityZones", e))?;
+            .map_err(|e| self.fail("DescribeAvailabilityZones", e))?;
         let mut zones: Vec<String> = out
             .availability_zones()
             .iter()
@@ -346,7 +389,7 @@ impl Cloud for AwsCloud {
                     .build(),
             );
         }
-        let out = req.send().await.map_err(|e| convert("RunInstances", e))?;
+        let out = req.send().await.map_err(|e| self.fail("RunInstances", e))?;
         out.instances().iter().find_map(to_instance).ok_or_else(|| {
             CloudError::service(
                 "RunInstances",
@@ -364,7 +407,7 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map(drop)
-            .map_err(|e| convert("StartInstances", e))
+            .map_err(|e| self.fail("StartInstances", e))
     }
 
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
@@ -374,7 +417,7 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map(drop)
-            .map_err(|e| convert("StopInstances", e))
+            .map_err(|e| self.fail("StopInstances", e))
     }
 
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
@@ -384,7 +427,7 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map(drop)
-            .map_err(|e| convert("TerminateInstances", e))
+            .map_err(|e| self.fail("TerminateInstances", e))
     }
 }
 

@@ -108,15 +108,17 @@ impl CloudError {
         }
     }
 
-    /// A call that got no AWS answer.
+    /// A call that got no AWS answer; `code` is prism's name for the failure
+    /// (NoCredentials, UnknownRegion, EndpointUnreachable, Timeout, …).
     pub fn transport(
         operation: &'static str,
         transport: Transport,
+        code: &str,
         message: impl Into<String>,
     ) -> Self {
         CloudError {
             operation,
-            code: None,
+            code: Some(code.to_string()),
             message: message.into(),
             status: None,
             class: ErrorClass::of(None, None, transport),

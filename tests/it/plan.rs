@@ -289,6 +289,9 @@ fn an_unreachable_endpoint_is_explained() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("DescribeInstances failed"), "{err}");
-    assert!(err.contains("could not reach AWS"), "{err}");
+    assert!(
+        err.contains("AWS could not be reached [EndpointUnreachable]"),
+        "{err}"
+    );
+    assert!(err.contains("What you can do: Check the network"), "{err}");
 }
