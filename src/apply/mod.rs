@@ -38,6 +38,8 @@ pub struct Options {
     /// Launch pacing; None when pacing is disabled.
     pub rate: Option<RateSettings>,
     pub retry: RetryPolicy,
+    /// Workspaces not to act on, with the reason (e.g. no quota left for them).
+    pub skip: std::collections::BTreeMap<String, String>,
 }
 
 /// One workspace whose action failed.
@@ -131,7 +133,12 @@ pub async fn execute(
     let slots = Arc::new(Semaphore::new(opts.parallelism.max(1)));
     let mut tasks = JoinSet::new();
     let mut not_started = 0;
+    let mut outcomes: Vec<(Action, Outcome)> = Vec::new();
     for (i, action) in plan.actions.iter().enumerate() {
+        if let Some(reason) = opts.skip.get(&action.workspace) {
+            outcomes.push((action.clone(), step::skip(&ctx, action, reason)));
+            continue;
+        }
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("never closed"),
             () = cancel.cancelled() => {
@@ -154,7 +161,7 @@ pub async fn execute(
             (action, outcome)
         });
     }
-    let mut outcomes: Vec<(Action, Outcome)> = tasks.join_all().await;
+    outcomes.extend(tasks.join_all().await);
     outcomes.sort_by(|a, b| a.0.workspace.cmp(&b.0.workspace));
 
     if let Some(timeout) = opts.wait {

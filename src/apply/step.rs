@@ -388,7 +388,8 @@ pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
     note
 }
 
-fn skip(ctx: &Context, action: &Action, reason: &str) -> Outcome {
+/// Records that `action` is not carried out, and why.
+pub fn skip(ctx: &Context, action: &Action, reason: &str) -> Outcome {
     ctx.events.emit(Event::Skipped {
         workspace: action.workspace.clone(),
         action: action.action,

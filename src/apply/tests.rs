@@ -51,6 +51,7 @@ async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed)
             adaptive: true,
         }),
         retry: manifest.retry.clone(),
+        skip: BTreeMap::new(),
     };
     let (events, _rx) = Events::channel();
     let cloud: Arc<dyn Cloud> = cloud.clone();

@@ -98,7 +98,16 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
     if !plan.has_changes() {
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.yes && !confirm()? {
+    let skip = over_quota(&plan);
+    if !skip.is_empty() {
+        for q in plan.quota.iter().filter(|q| !q.over_quota.is_empty()) {
+            eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
+        }
+        if !args.yes && !confirm("Proceed?", Failure::QuotaShortfall)? {
+            eprintln!("Apply cancelled; nothing was changed.");
+            return Ok(ExitCode::FAILURE);
+        }
+    } else if !args.yes && !confirm("Apply these changes?", Failure::Unconfirmed)? {
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
@@ -109,6 +118,7 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
         poll: Duration::from_secs(2),
         rate: crate::config::launch_rate(&manifest.rate_limit, &settings),
         retry: manifest.retry.clone(),
+        skip,
     };
     let mode = match args.format {
         Format::Json => Mode::Json,
@@ -129,12 +139,30 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
     })
 }
 
-/// Asks on the terminal; without one, refuses.
-fn confirm() -> Result<bool, Failure> {
+/// The workspaces whose launch or start the quota has no room for, with why.
+fn over_quota(plan: &Plan) -> std::collections::BTreeMap<String, String> {
+    plan.quota
+        .iter()
+        .flat_map(|q| {
+            let reason = format!(
+                "not launched: the {} quota has room for {} more vCPUs ({} needed)",
+                q.name,
+                q.available.unwrap_or(0),
+                q.needed
+            );
+            q.over_quota
+                .iter()
+                .map(move |w| (w.clone(), reason.clone()))
+        })
+        .collect()
+}
+
+/// Asks `question` on the terminal; without one, fails with `refusal`.
+fn confirm(question: &str, refusal: Failure) -> Result<bool, Failure> {
     if !std::io::stdin().is_terminal() {
-        return Err(Failure::Unconfirmed);
+        return Err(refusal);
     }
-    eprint!("\nApply these changes? [y/N] ");
+    eprint!("\n{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin()

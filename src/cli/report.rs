@@ -27,6 +27,11 @@ pub enum Failure {
     /// Apply needs a yes, and there is no terminal to ask on.
     #[error("refusing to apply without confirmation: there is no terminal to ask on")]
     Unconfirmed,
+    /// Apply would exceed a quota, and there is no terminal to ask on.
+    #[error(
+        "refusing to apply: not every workspace fits the account's quota, and there is no terminal to ask on"
+    )]
+    QuotaShortfall,
     #[error("cannot read the saved plan {path}: {message}")]
     BadPlanFile { path: String, message: String },
     #[error(transparent)]
@@ -119,6 +124,7 @@ pub fn fail(failure: &Failure, json: bool) -> ExitCode {
         Failure::Cloud(e, region) => crate::errors::render(&explain(e, region)),
         Failure::NoRegion => "Error: no AWS region is configured\n  hint: set `region:` in the manifest, pass --region, or set AWS_REGION\n".to_string(),
         Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
+        Failure::QuotaShortfall => format!("Error: {failure}\n  hint: pass --yes to launch the workspaces that fit (in name order) and report the rest, or raise the quota first; nothing was changed\n"),
         Failure::Unconfirmed => format!("Error: {failure}\n  hint: pass --yes (-y) to apply without asking; nothing was changed\n"),
         other => format!("Error: {other}\n"),
     };

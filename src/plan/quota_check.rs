@@ -28,6 +28,9 @@ pub struct QuotaCheck {
     pub available: Option<u32>,
     /// Whether `needed` fits in `available`; unknown when either is.
     pub fits: Option<bool>,
+    /// Workspaces (in plan order) whose launch or start does not fit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub over_quota: Vec<String>,
 }
 
 fn launches(a: &Action) -> bool {
@@ -100,7 +103,21 @@ fn check_class(class: &QuotaClass, observed: &Observed, actions: &[&Action]) -> 
         needed,
         available,
         fits: available.map(|a| needed <= a),
+        over_quota: available.map_or_else(Vec::new, |a| over(actions, a)),
     }
+}
+
+/// The actions, in order, that do not fit in `available` vCPUs.
+fn over(actions: &[&Action], available: u32) -> Vec<String> {
+    let mut used = 0;
+    actions
+        .iter()
+        .skip_while(|a| {
+            used += a.vcpus.unwrap_or(0);
+            used <= available
+        })
+        .map(|a| a.workspace.clone())
+        .collect()
 }
 
 /// "Only 4 of 10 new workspaces fit …", with what the user can do about it.
@@ -112,15 +129,8 @@ fn shortfall(
     actions: &[&Action],
 ) -> Warning {
     let available = check.available.unwrap_or(0);
-    let mut used = 0;
-    let fit = actions
-        .iter()
-        .take_while(|a| {
-            used += a.vcpus.unwrap_or(0);
-            used <= available
-        })
-        .count();
     let wanted = actions.len();
+    let fit = wanted - check.over_quota.len();
     let all_new = actions.iter().all(|a| a.action == ActionKind::Create);
     let what = if all_new {
         "new workspaces"

@@ -172,3 +172,75 @@ fn quota_numbers(q: &QuotaCheck) -> String {
 pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan serializes")
 }
+
+/// The pre-launch screen for a quota class the plan does not fit in: the numbers, how
+/// many fit, and the options.
+pub fn shortfall_screen(plan: &Plan, q: &QuotaCheck) -> String {
+    let launching: Vec<&super::Action> = plan
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.action,
+                ActionKind::Create | ActionKind::Start | ActionKind::Replace
+            )
+        })
+        .filter(|a| crate::quota::on_demand_class(&a.instance_type).code == q.code)
+        .collect();
+    let wanted = launching.len();
+    let fit = wanted - q.over_quota.len();
+    let mut out = String::from("Checking AWS quotas...\n\n");
+    if let Some(a) = launching.first() {
+        let _ = writeln!(
+            out,
+            "Template: {} ({}, {} vCPUs each)",
+            plan.template,
+            a.instance_type,
+            a.vcpus.map_or("?".into(), |v| v.to_string())
+        );
+    }
+    let available = q.available.unwrap_or(0);
+    let _ = writeln!(out, "Count: {wanted} workspaces to launch or start");
+    let _ = writeln!(out, "Total needed: {} vCPUs\n", q.needed);
+    let _ = writeln!(
+        out,
+        "Current quota: {} vCPUs ({} [{}])",
+        q.limit.unwrap_or(0.0),
+        q.name,
+        q.code
+    );
+    let _ = writeln!(out, "Currently used: {} vCPUs", q.usage.unwrap_or(0));
+    let _ = writeln!(out, "Available: {available} vCPUs");
+    let _ = writeln!(
+        out,
+        "Shortfall: {} vCPUs\n",
+        q.needed.saturating_sub(available)
+    );
+    let _ = writeln!(
+        out,
+        "{} Only {fit} of {wanted} workspaces can be launched with current quota.\n",
+        paint(YELLOW, "⚠")
+    );
+    let desired = q.usage.unwrap_or(0) + q.needed;
+    let _ = writeln!(out, "Options:");
+    let _ = writeln!(
+        out,
+        "1. Request quota increase (recommended): prism quota request --quota {} --desired-value {desired} --region {}",
+        q.quota, plan.region
+    );
+    let _ = writeln!(out, "2. Launch fewer workspaces ({fit} fit)");
+    let per = available / u32::try_from(wanted.max(1)).unwrap_or(u32::MAX);
+    if per >= 1 {
+        let _ = writeln!(
+            out,
+            "3. Use a smaller instance type (at most {per} vCPUs each)"
+        );
+    } else {
+        let _ = writeln!(out, "3. Free capacity: stop instances you no longer need");
+    }
+    let _ = writeln!(
+        out,
+        "4. Proceed anyway: launch the {fit} that fit, in name order; the rest are reported as not launched"
+    );
+    out
+}

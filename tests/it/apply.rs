@@ -245,25 +245,76 @@ async fn eventual_consistency_lag_causes_no_relaunch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_failure_does_not_stop_the_others() {
     let emu = Emulator::start();
-    // Room for 3 t3.micro (2 vCPUs each) in the account's quota.
-    emu.set_quota("ec2", "L-1216C47A", 6.0);
-    let path = emu.write("class.yaml", &manifest("part", 5, FAST));
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "InvalidParameterValue", "status": 400,
+                           "message": "Value (x) for parameter userData is invalid.", "count": 1}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("part", 4, FAST));
     let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("❌ 3 of 5 changes done"), "{text}");
-    assert!(text.contains("(2 failed)"), "{text}");
-    assert!(text.contains("VcpuLimitExceeded"), "{text}");
+    assert!(text.contains("❌ 3 of 4 changes done"), "{text}");
+    assert!(text.contains("(1 failed)"), "{text}");
     assert!(
-        text.contains("what you can do: the account's vCPU quota is used up"),
+        text.contains("AWS rejected a parameter [InvalidParameterValue]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("What you can do: Check the template"),
+        "{text}"
+    );
+    assert!(
+        text.contains("run `prism apply` again to retry what failed"),
         "{text}"
     );
     assert_eq!(per_workspace(&emu, "part").await.values().sum::<usize>(), 3);
     assert_eq!(
         emu.call_counts()["RunInstances"],
-        5,
+        4,
         "permanent errors are not retried"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_shortfall_launches_what_fits_only_when_told_to() {
+    let emu = Emulator::start();
+    // Room for 3 t3.micro (2 vCPUs each).
+    emu.set_quota("ec2", "L-1216C47A", 6.0);
+    let path = emu.write("class.yaml", &manifest("quota", 5, FAST));
+    let refused = emu.prism(&["apply", path.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(
+        err.contains("Only 3 of 5 workspaces can be launched with current quota."),
+        "{err}"
+    );
+    assert!(
+        err.contains("prism quota request --quota on-demand-vcpus --desired-value 10"),
+        "{err}"
+    );
+    assert!(
+        err.contains("refusing to apply: not every workspace fits"),
+        "{err}"
+    );
+    assert!(mutating_calls(&emu).is_empty());
+
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("❌ 3 of 5 changes done"), "{text}");
+    assert!(
+        text.contains("quota-04 (Create) skipped: not launched: the On-Demand Standard"),
+        "{text}"
+    );
+    assert!(!text.contains("VcpuLimitExceeded"), "{text}");
+    let counts = per_workspace(&emu, "quota").await;
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["quota-01", "quota-02", "quota-03"],
+        "the first in name order"
+    );
+    assert_eq!(emu.call_counts()["RunInstances"], 3);
 }
 
 #[test]
