@@ -16,7 +16,8 @@ pub struct Observed {
     pub region: String,
     /// The fleet's instances (by its `prism:fleet` tag) that are not terminated.
     pub instances: Vec<Instance>,
-    /// Pending and running instances of the whole region by type: quotas count them all.
+    /// Pending and running On-Demand instances of the whole region by type: quotas
+    /// count them all, not only the fleet's.
     pub account_running: BTreeMap<String, u32>,
     /// Default vCPUs per instance type, for the types involved.
     pub vcpus: BTreeMap<String, u32>,
@@ -87,7 +88,8 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
     )?;
 
     let mut account_running: BTreeMap<String, u32> = BTreeMap::new();
-    for i in &running {
+    // On-Demand quotas count On-Demand instances; Spot has quotas of its own.
+    for i in running.iter().filter(|i| i.lifecycle.is_none()) {
         *account_running.entry(i.instance_type.clone()).or_default() += 1;
     }
     let types: BTreeSet<String> = std::iter::once(manifest.template.instance_type.clone())

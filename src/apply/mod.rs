@@ -78,7 +78,7 @@ pub struct Report {
     /// Actions never started because of an interruption.
     pub not_started: usize,
     pub interrupted: bool,
-    pub elapsed_s: f64,
+    pub duration_s: f64,
 }
 
 impl Report {
@@ -194,7 +194,7 @@ fn report(
         skipped: vec![],
         not_started,
         interrupted,
-        elapsed_s: elapsed.as_secs_f64(),
+        duration_s: elapsed.as_secs_f64(),
     };
     for (action, outcome) in outcomes {
         match outcome {

@@ -49,7 +49,7 @@ fn done_word(action: ActionKind) -> &'static str {
 
 /// The closing text of an apply.
 pub fn summary_text(r: &Report) -> String {
-    let took = Duration::from_secs_f64(r.elapsed_s);
+    let took = Duration::from_secs_f64(r.duration_s);
     let mut out = String::new();
     if r.complete() {
         let what = if r.launched == r.total {
@@ -58,7 +58,7 @@ pub fn summary_text(r: &Report) -> String {
             format!("All {} changes applied successfully", r.total)
         };
         let avg = if r.total > 0 {
-            format!(" (avg {:.1}s per workspace)", r.elapsed_s / r.total as f64)
+            format!(" (avg {:.1}s per workspace)", r.duration_s / r.total as f64)
         } else {
             String::new()
         };
@@ -333,7 +333,7 @@ mod tests {
             skipped: vec![],
             not_started: 0,
             interrupted: false,
-            elapsed_s: 67.2,
+            duration_s: 67.2,
         };
         assert_eq!(
             summary_text(&r),

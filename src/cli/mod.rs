@@ -1,6 +1,7 @@
 //! The command line: clap definitions, dispatch, and how results reach the terminal.
 
 mod apply_cmd;
+mod quota_cmd;
 mod report;
 
 use std::io::Write;
@@ -57,6 +58,8 @@ pub enum Command {
     Apply(apply_cmd::ApplyArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
+    /// Show the account's quotas, request increases, list alerts.
+    Quota(quota_cmd::QuotaArgs),
     /// Explain an AWS error code, or list every error prism knows.
     Errors(ErrorsArgs),
     /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
@@ -70,7 +73,31 @@ impl Command {
             Command::Plan(a) => a.format == Format::Json,
             Command::Apply(a) => a.format == Format::Json,
             Command::Validate(a) => a.format == Format::Json,
+            Command::Quota(a) => a.json(),
             _ => false,
+        }
+    }
+}
+
+/// Output format of a listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Json,
+    Yaml,
+}
+
+impl ListFormat {
+    /// `items` as JSON or YAML; None for a table, which the caller draws.
+    pub fn encode<T: serde::Serialize>(self, items: &T) -> Option<String> {
+        match self {
+            ListFormat::Table => None,
+            ListFormat::Json => Some(format!(
+                "{}\n",
+                serde_json::to_string_pretty(items).expect("serializes")
+            )),
+            ListFormat::Yaml => Some(serde_yaml::to_string(items).expect("serializes")),
         }
     }
 }
@@ -175,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Apply(args) => apply_cmd::run(&cli.global, &args).await,
         Command::Validate(args) => validate_command(&args),
         Command::Errors(args) => errors_command(&args),
+        Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Schema(args) => {
             let schema = match args.document {
                 SchemaDocument::Manifest => manifest::schema_json(),
@@ -245,8 +273,13 @@ fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
 
 /// Connects to the region the flags, else the manifest, else the AWS configuration name.
 pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsCloud, Failure> {
+    connect_to(global, manifest.region.as_deref()).await
+}
+
+/// Connects to the region the flags name, else `region`, else the AWS configuration's.
+pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<AwsCloud, Failure> {
     let conn = Connection {
-        region: global.region.clone().or_else(|| manifest.region.clone()),
+        region: global.region.clone().or_else(|| region.map(str::to_string)),
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
     };

@@ -32,6 +32,9 @@ pub enum Failure {
         "refusing to apply: not every workspace fits the account's quota, and there is no terminal to ask on"
     )]
     QuotaShortfall,
+    /// A command was called with values it cannot use.
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot read the saved plan {path}: {message}")]
     BadPlanFile { path: String, message: String },
     #[error(transparent)]

@@ -18,7 +18,8 @@ use base64::Engine;
 
 use super::error::Transport;
 use super::{
-    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue,
+    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaRequest,
+    QuotaValue, Volume,
 };
 
 /// Where and as whom to connect. Unset fields fall back to the AWS configuration
@@ -170,7 +171,25 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
                 ))
             })
             .collect(),
+        lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_string()),
     })
+}
+
+fn to_request(r: &aws_sdk_servicequotas::types::RequestedServiceQuotaChange) -> QuotaRequest {
+    QuotaRequest {
+        id: r.id().unwrap_or_default().to_string(),
+        service: r.service_code().unwrap_or_default().to_string(),
+        code: r.quota_code().unwrap_or_default().to_string(),
+        name: r.quota_name().unwrap_or_default().to_string(),
+        desired_value: r.desired_value().unwrap_or_default(),
+        status: r
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        created: r.created().map(|t| t.secs()),
+        last_updated: r.last_updated().map(|t| t.secs()),
+        case_id: r.case_id().filter(|c| !c.is_empty()).map(str::to_string),
+    }
 }
 
 fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
@@ -428,6 +447,114 @@ impl Cloud for AwsCloud {
             .await
             .map(drop)
             .map_err(|e| self.fail("TerminateInstances", e))
+    }
+
+    async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError> {
+        let filters = volume_type.map(|t| vec![filter("volume-type", [t.to_string()])]);
+        let mut pages = self
+            .ec2
+            .describe_volumes()
+            .set_filters(filters)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("DescribeVolumes", e))?;
+            out.extend(page.volumes().iter().map(|v| {
+                Volume {
+                    id: v.volume_id().unwrap_or_default().to_string(),
+                    size_gib: v.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+                    volume_type: v
+                        .volume_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                    state: v
+                        .state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    availability_zone: v.availability_zone().map(str::to_string),
+                    attached_to: v
+                        .attachments()
+                        .iter()
+                        .filter_map(|a| a.instance_id().map(str::to_string))
+                        .collect(),
+                    tags: v
+                        .tags()
+                        .iter()
+                        .filter_map(|t| {
+                            Some((
+                                t.key()?.to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            ))
+                        })
+                        .collect(),
+                }
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn request_quota_increase(
+        &self,
+        service: &str,
+        code: &str,
+        desired: f64,
+    ) -> Result<QuotaRequest, CloudError> {
+        let out = self
+            .quotas
+            .request_service_quota_increase()
+            .service_code(service)
+            .quota_code(code)
+            .desired_value(desired)
+            .send()
+            .await
+            .map_err(|e| self.fail("RequestServiceQuotaIncrease", e))?;
+        out.requested_quota().map(to_request).ok_or_else(|| {
+            CloudError::service(
+                "RequestServiceQuotaIncrease",
+                None,
+                "AWS answered without the request",
+                None,
+            )
+        })
+    }
+
+    async fn get_quota_request(&self, id: &str) -> Result<QuotaRequest, CloudError> {
+        let out = self
+            .quotas
+            .get_requested_service_quota_change()
+            .request_id(id)
+            .send()
+            .await
+            .map_err(|e| self.fail("GetRequestedServiceQuotaChange", e))?;
+        out.requested_quota().map(to_request).ok_or_else(|| {
+            CloudError::service(
+                "GetRequestedServiceQuotaChange",
+                Some("NoSuchResourceException"),
+                id,
+                None,
+            )
+        })
+    }
+
+    async fn list_quota_requests(
+        &self,
+        service: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<QuotaRequest>, CloudError> {
+        let mut pages = self
+            .quotas
+            .list_requested_service_quota_change_history()
+            .service_code(service)
+            .set_status(status.map(aws_sdk_servicequotas::types::RequestStatus::from))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("ListRequestedServiceQuotaChangeHistory", e))?;
+            out.extend(page.requested_quotas().iter().map(to_request));
+        }
+        Ok(out)
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaValue,
+    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaRequest,
+    QuotaValue, Volume,
 };
 
 /// A cloud held in memory.
@@ -19,6 +20,10 @@ pub struct FakeCloud {
     pub applied: BTreeMap<String, f64>,
     pub defaults: BTreeMap<String, f64>,
     pub images: BTreeMap<String, Vec<Image>>,
+    /// EBS volumes.
+    pub volumes: Vec<Volume>,
+    /// Quota increase requests by id.
+    pub requests: Mutex<BTreeMap<String, QuotaRequest>>,
     /// Availability zones of the region.
     pub zones: Vec<String>,
     /// Errors to answer, per API name, before answering normally.
@@ -183,6 +188,7 @@ impl Cloud for FakeCloud {
             availability_zone: spec.availability_zone.clone(),
             launch_time: Some(0),
             tags: spec.tags.clone(),
+            lifecycle: None,
         };
         tokens.insert(spec.client_token.clone(), instance.id.clone());
         all.push(instance.clone());
@@ -199,5 +205,71 @@ impl Cloud for FakeCloud {
 
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
         self.set_state("TerminateInstances", id, InstanceState::Terminated)
+    }
+
+    async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError> {
+        self.count("DescribeVolumes")?;
+        Ok(self
+            .volumes
+            .iter()
+            .filter(|v| volume_type.is_none_or(|t| v.volume_type == t))
+            .cloned()
+            .collect())
+    }
+
+    async fn request_quota_increase(
+        &self,
+        service: &str,
+        code: &str,
+        desired: f64,
+    ) -> Result<QuotaRequest, CloudError> {
+        self.count("RequestServiceQuotaIncrease")?;
+        let mut requests = self.requests.lock().unwrap();
+        let request = QuotaRequest {
+            id: format!("req-{}", requests.len() + 1),
+            service: service.into(),
+            code: code.into(),
+            name: code.into(),
+            desired_value: desired,
+            status: "PENDING".into(),
+            created: Some(0),
+            last_updated: Some(0),
+            case_id: None,
+        };
+        requests.insert(request.id.clone(), request.clone());
+        Ok(request)
+    }
+
+    async fn get_quota_request(&self, id: &str) -> Result<QuotaRequest, CloudError> {
+        self.count("GetRequestedServiceQuotaChange")?;
+        self.requests
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                CloudError::service(
+                    "GetRequestedServiceQuotaChange",
+                    Some("NoSuchResourceException"),
+                    id,
+                    Some(400),
+                )
+            })
+    }
+
+    async fn list_quota_requests(
+        &self,
+        service: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<QuotaRequest>, CloudError> {
+        self.count("ListRequestedServiceQuotaChangeHistory")?;
+        Ok(self
+            .requests
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| r.service == service && status.is_none_or(|s| r.status == s))
+            .cloned()
+            .collect())
     }
 }

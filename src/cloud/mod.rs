@@ -94,6 +94,9 @@ pub struct Instance {
     /// Launch time, seconds since the Unix epoch.
     pub launch_time: Option<i64>,
     pub tags: BTreeMap<String, String>,
+    /// `spot` or `scheduled`; None for On-Demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<String>,
 }
 
 impl Instance {
@@ -135,6 +138,35 @@ pub struct Image {
     pub creation_date: Option<String>,
     /// Device name of the root volume, e.g. `/dev/sda1`.
     pub root_device_name: Option<String>,
+}
+
+/// An EBS volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub size_gib: u64,
+    pub volume_type: String,
+    pub state: String,
+    pub availability_zone: Option<String>,
+    /// Instance ids it is attached to.
+    pub attached_to: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A Service Quotas increase request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaRequest {
+    pub id: String,
+    pub service: String,
+    pub code: String,
+    pub name: String,
+    pub desired_value: f64,
+    /// PENDING, CASE_OPENED, APPROVED, DENIED, CASE_CLOSED, NOT_APPROVED, INVALID_REQUEST.
+    pub status: String,
+    /// Seconds since the Unix epoch.
+    pub created: Option<i64>,
+    pub last_updated: Option<i64>,
+    pub case_id: Option<String>,
 }
 
 /// Everything needed to launch one workspace's instance.
@@ -209,4 +241,25 @@ pub trait Cloud: Send + Sync {
 
     /// TerminateInstances for one instance.
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError>;
+
+    /// DescribeVolumes, all pages; `volume_type` filters when given.
+    async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError>;
+
+    /// RequestServiceQuotaIncrease.
+    async fn request_quota_increase(
+        &self,
+        service: &str,
+        code: &str,
+        desired: f64,
+    ) -> Result<QuotaRequest, CloudError>;
+
+    /// GetRequestedServiceQuotaChange.
+    async fn get_quota_request(&self, id: &str) -> Result<QuotaRequest, CloudError>;
+
+    /// ListRequestedServiceQuotaChangeHistory for one service, all pages.
+    async fn list_quota_requests(
+        &self,
+        service: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<QuotaRequest>, CloudError>;
 }

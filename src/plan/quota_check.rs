@@ -73,6 +73,26 @@ pub fn check(
         if check.fits == Some(false) {
             warnings.push(shortfall(manifest, observed, class, &check, &class_actions));
         }
+        if let (Some(limit), Some(usage)) = (check.limit, check.usage)
+            && limit > 0.0
+            && f64::from(usage) / limit > 0.8
+        {
+            warnings.push(Warning {
+                kind: "quota_high".into(),
+                message: format!(
+                    "❌ The {} quota is {:.0}% used ({usage}/{limit} vCPUs) in {}",
+                    class.name,
+                    f64::from(usage) / limit * 100.0,
+                    observed.region
+                ),
+                options: vec![format!(
+                    "prism quota request --quota {} --desired-value {} --region {}",
+                    class.friendly,
+                    (limit * 2.0).ceil(),
+                    observed.region
+                )],
+            });
+        }
         checks.push(check);
     }
     (checks, warnings)

@@ -27,6 +27,7 @@ fn inst(id: &str, workspace: Option<&str>, instance_type: &str, state: InstanceS
         availability_zone: Some("us-west-2a".into()),
         launch_time: Some(id.len() as i64),
         tags: t,
+        lifecycle: None,
     }
 }
 

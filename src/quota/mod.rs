@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+pub mod usage;
+
 /// One quota that prism knows how to read and reason about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct QuotaClass {

@@ -4,4 +4,5 @@ mod apply;
 mod emulator;
 mod manifest;
 mod plan;
+mod quota;
 mod schema;
