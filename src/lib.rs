@@ -15,3 +15,4 @@ pub mod observe;
 pub mod plan;
 pub mod quota;
 pub mod retry;
+pub mod watch;

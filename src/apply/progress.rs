@@ -22,6 +22,8 @@ pub enum Mode {
     Lines,
     /// One JSON object per event.
     Json,
+    /// One log record per line, through tracing (for `prism watch`).
+    Log,
 }
 
 /// A duration as people say it: `45s`, `2m 5s`, `1h 3m`.
@@ -264,6 +266,14 @@ pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>) {
     while let Some(e) = rx.recv().await {
         let text = match mode {
             Mode::Json => Some(serde_json::to_string(&e).expect("events serialize")),
+            Mode::Log => {
+                if let Some(line) = lines.line(&e.event) {
+                    for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                        tracing::info!(target: "prism::apply", "{l}");
+                    }
+                }
+                None
+            }
             _ => lines.line(&e.event),
         };
         if let Some(text) = text {

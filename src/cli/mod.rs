@@ -3,6 +3,7 @@
 mod apply_cmd;
 mod quota_cmd;
 mod report;
+mod watch_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use crate::manifest::{self, Manifest};
 use crate::observe::observe;
 use crate::plan::{self, SavedPlan};
 
-pub use report::Failure;
+pub use report::{Failure, render_problems};
 
 /// Keep fleets of EC2 research workspaces in the state a manifest declares.
 #[derive(Debug, Parser)]
@@ -58,6 +59,8 @@ pub enum Command {
     Apply(apply_cmd::ApplyArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
+    /// Keep the fleet as the manifest says: on every edit, on drift, forever.
+    Watch(watch_cmd::WatchArgs),
     /// Show the account's quotas, request increases, list alerts.
     Quota(quota_cmd::QuotaArgs),
     /// Explain an AWS error code, or list every error prism knows.
@@ -166,7 +169,7 @@ pub struct ValidateArgs {
 /// Parses the arguments, runs the command, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, &cli.command);
     let json = cli.command.json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -181,18 +184,28 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "prism=info",
+/// Logs go to stderr: warnings by default, more with -v or RUST_LOG. `prism watch` logs
+/// what it does at info level, as text or JSON lines.
+fn init_logging(verbose: u8, command: &Command) {
+    let watch = match command {
+        Command::Watch(w) => Some(w.log_format),
+        _ => None,
+    };
+    let default = match (verbose, watch.is_some()) {
+        (0, false) => "warn",
+        (0 | 1, _) => "prism=info",
         _ => "prism=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match watch {
+        Some(watch_cmd::LogFormat::Json) => builder.json().init(),
+        Some(watch_cmd::LogFormat::Text) => builder.with_target(false).init(),
+        None => builder.init(),
+    }
 }
 
 /// Runs one command.
@@ -203,6 +216,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Validate(args) => validate_command(&args),
         Command::Errors(args) => errors_command(&args),
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
+        Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Schema(args) => {
             let schema = match args.document {
                 SchemaDocument::Manifest => manifest::schema_json(),

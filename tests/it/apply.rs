@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::emulator::{Emulator, launch, prism_command, stderr, stdout};
+use crate::emulator::{Emulator, launch, per_workspace, prism_command, stderr, stdout};
 
 const MUTATING: &[&str] = &[
     "RunInstances",
@@ -26,44 +26,6 @@ fn manifest(name: &str, count: usize, extra: &str) -> String {
 
 /// Fast pacing, so tests spend their time on behaviour rather than on waiting.
 const FAST: &str = "rate_limit: {rate_per_minute: 600, burst_size: 10}\nretry: {initial_backoff: 100ms, max_backoff: 1s}";
-
-/// Live (not terminated) instances per workspace of `fleet`, and the total.
-async fn per_workspace(emu: &Emulator, fleet: &str) -> BTreeMap<String, usize> {
-    let out = emu
-        .ec2()
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:prism:fleet")
-                .values(fleet)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeInstances");
-    let mut counts = BTreeMap::new();
-    for r in out.reservations() {
-        for i in r.instances() {
-            let state = i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default();
-            if state == "terminated" || state == "shutting-down" {
-                continue;
-            }
-            let ws = i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("prism:workspace"))
-                .and_then(|t| t.value())
-                .unwrap_or("?")
-                .to_string();
-            *counts.entry(ws).or_default() += 1;
-        }
-    }
-    counts
-}
 
 fn exactly_one_each(counts: &BTreeMap<String, usize>, fleet: &str, n: usize) {
     let want: BTreeMap<String, usize> = (1..=n).map(|i| (format!("{fleet}-{i:02}"), 1)).collect();

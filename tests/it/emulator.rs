@@ -215,3 +215,44 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Live (not terminated) instances per workspace of `fleet`, and the total.
+pub async fn per_workspace(
+    emu: &Emulator,
+    fleet: &str,
+) -> std::collections::BTreeMap<String, usize> {
+    let out = emu
+        .ec2()
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:prism:fleet")
+                .values(fleet)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let mut counts = std::collections::BTreeMap::new();
+    for r in out.reservations() {
+        for i in r.instances() {
+            let state = i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_string())
+                .unwrap_or_default();
+            if state == "terminated" || state == "shutting-down" {
+                continue;
+            }
+            let ws = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("prism:workspace"))
+                .and_then(|t| t.value())
+                .unwrap_or("?")
+                .to_string();
+            *counts.entry(ws).or_default() += 1;
+        }
+    }
+    counts
+}

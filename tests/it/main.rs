@@ -6,3 +6,4 @@ mod manifest;
 mod plan;
 mod quota;
 mod schema;
+mod watch;

@@ -1,0 +1,152 @@
+//! `prism watch` against the emulator: edits, drift, invalid edits, held deletions,
+//! shutdown.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::emulator::{Emulator, per_workspace, prism_command};
+
+fn manifest(count: usize, extra: &str) -> String {
+    format!(
+        "name: lab\nproject: p\ntemplate: t\ncount: {count}\n{extra}\nrate_limit: {{rate_per_minute: 600, burst_size: 10}}\ntemplates:\n  t: {{image: ami-785db401, instance_type: t3.micro}}\n"
+    )
+}
+
+/// Polls until the fleet has `n` live instances, or fails after 30 s.
+async fn until_live(emu: &Emulator, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live: usize = per_workspace(emu, "lab").await.values().sum();
+        if live == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet has {live} instances, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn spawn_watch(emu: &Emulator, path: &std::path::Path, log: &std::path::Path) -> Child {
+    prism_command(&["watch", "--resync", "2s", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child) -> Option<i32> {
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    child.wait().unwrap().code()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_runs_a_single_pass() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &manifest(3, ""));
+    let out = emu.prism(&["watch", "--once", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass 1: 3 done, 0 failed"));
+    until_live(&emu, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_edits_restores_drift_and_survives_bad_edits() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &manifest(3, ""));
+    let log = emu.dir.path().join("watch.log");
+    let child = spawn_watch(&emu, &path, &log);
+    until_live(&emu, 3).await;
+
+    std::fs::write(&path, manifest(5, "")).unwrap();
+    until_live(&emu, 5).await;
+
+    // Drift: an instance terminated outside prism comes back on the next resync.
+    let ec2 = emu.ec2();
+    let victim = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:prism:workspace")
+                .values("lab-02")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string();
+    ec2.terminate_instances()
+        .instance_ids(&victim)
+        .send()
+        .await
+        .unwrap();
+    until_live(&emu, 4).await;
+    until_live(&emu, 5).await;
+
+    // An invalid edit changes nothing and says why; fixing it resumes.
+    std::fs::write(&path, "name: lab\ncount: [\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("error: invalid YAML"), "{text}");
+    assert!(text.contains("keeping the last good manifest"), "{text}");
+    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 5);
+
+    // Fewer workspaces without prune: nothing is deleted.
+    std::fs::write(&path, manifest(1, "")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 5);
+
+    assert_eq!(stop(child), Some(0), "SIGTERM exits 0");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("stopping: letting the actions in flight finish"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mass_deletion_is_held_and_a_deleted_file_deletes_nothing() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &manifest(4, "prune: true"));
+    let log = emu.dir.path().join("watch.log");
+    let child = spawn_watch(&emu, &path, &log);
+    until_live(&emu, 4).await;
+
+    std::fs::write(&path, manifest(1, "prune: true")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        per_workspace(&emu, "lab").await.values().sum::<usize>(),
+        4,
+        "3 of 4 is more than half"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("held: this pass would delete 3 of the fleet's 4 instances"),
+        "{text}"
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 4);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("was deleted: reconciling stops until it is back"),
+        "{text}"
+    );
+    assert_eq!(stop(child), Some(0));
+}
