@@ -176,7 +176,7 @@ fn confirm(question: &str, refusal: Failure) -> Result<bool, Failure> {
 
 /// The first Ctrl-C (or SIGTERM) stops new actions; a second Ctrl-C exits at once.
 async fn interrupts(cancel: CancellationToken, events: Events) {
-    first_signal().await;
+    super::stop_signal().await;
     events.emit(Event::Interrupted);
     cancel.cancel();
     drop(events);
@@ -184,18 +184,4 @@ async fn interrupts(cancel: CancellationToken, events: Events) {
         eprintln!("\nExiting at once; run `prism apply` again to finish.");
         std::process::exit(130);
     }
-}
-
-async fn first_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

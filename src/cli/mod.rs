@@ -339,3 +339,18 @@ fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Fail
     let json = serde_json::to_string_pretty(&saved).expect("serializes");
     std::fs::write(path, json + "\n").map_err(Failure::Io)
 }
+
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -72,17 +72,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
 
 /// SIGINT or SIGTERM: let in-flight actions finish, then exit 0.
 async fn shutdown(cancel: CancellationToken) {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    super::stop_signal().await;
     tracing::info!("stopping: letting the actions in flight finish");
     cancel.cancel();
 }

@@ -197,28 +197,14 @@ fn translate(
                 .as_array()
                 .map(|a| a.iter().map(short).collect())
                 .unwrap_or_default();
-            let hint = match did_you_mean(&short(instance), &names) {
-                Some(close) => format!("did you mean `{close}`?"),
-                None => format!("use one of: {}", names.join(", ")),
-            };
-            at_value(
-                format!("`{}` is not one of {}", short(instance), names.join(", ")),
-                "not an allowed value".into(),
-                Some(hint),
-            )
+            let (message, hint) = not_one_of(instance, &names);
+            at_value(message, "not an allowed value".into(), Some(hint))
         }
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
             if let Some(names) = node.and_then(|n| constants(schema, n)) =>
         {
-            let hint = match did_you_mean(&short(instance), &names) {
-                Some(close) => format!("did you mean `{close}`?"),
-                None => format!("use one of: {}", names.join(", ")),
-            };
-            at_value(
-                format!("`{}` is not one of {}", short(instance), names.join(", ")),
-                "not an allowed value".into(),
-                Some(hint),
-            )
+            let (message, hint) = not_one_of(instance, &names);
+            at_value(message, "not an allowed value".into(), Some(hint))
         }
         ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
             if let Some(found) =
@@ -233,6 +219,19 @@ fn translate(
         ),
         _ => at_value(e.to_string(), "here".into(), None),
     }
+}
+
+/// The message and hint for a value that is not among `names`.
+fn not_one_of(instance: &Value, names: &[String]) -> (String, String) {
+    let value = short(instance);
+    let hint = match did_you_mean(&value, names) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => format!("use one of: {}", names.join(", ")),
+    };
+    (
+        format!("`{value}` is not one of {}", names.join(", ")),
+        hint,
+    )
 }
 
 /// The allowed values of an enum written as `oneOf` constants (as schemars writes an
