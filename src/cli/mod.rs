@@ -63,6 +63,10 @@ pub enum Command {
     Watch(watch_cmd::WatchArgs),
     /// Show the account's quotas, request increases, list alerts.
     Quota(quota_cmd::QuotaArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completion(CompletionArgs),
+    /// Print prism's man page, or write one page per command into a folder.
+    Man(ManArgs),
     /// Explain an AWS error code, or list every error prism knows.
     Errors(ErrorsArgs),
     /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
@@ -125,6 +129,20 @@ pub struct PlanArgs {
     pub detailed_exitcode: bool,
     /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
     #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write prism.1 and a page per command (prism-plan.1, …) into this folder.
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
 
@@ -215,6 +233,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Apply(args) => apply_cmd::run(&cli.global, &args).await,
         Command::Validate(args) => validate_command(&args),
         Command::Errors(args) => errors_command(&args),
+        Command::Completion(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "prism",
+                &mut out,
+            );
+            print(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => man_command(&args),
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Schema(args) => {
@@ -233,6 +263,25 @@ fn print(text: &str) -> Result<(), Failure> {
     let mut out = anstream::stdout();
     out.write_all(text.as_bytes()).map_err(Failure::Io)?;
     out.flush().map_err(Failure::Io)
+}
+
+fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(Failure::Io)?;
+            clap_mangen::generate_to(cmd, dir).map_err(Failure::Io)?;
+            eprintln!("Wrote the man pages to {}", dir.display());
+        }
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(Failure::Io)?;
+            print(&String::from_utf8_lossy(&out))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn errors_command(args: &ErrorsArgs) -> Result<ExitCode, Failure> {
@@ -353,4 +402,32 @@ async fn stop_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_reference_is_generated_from_the_clap_definitions() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
+        let generated = format!(
+            "{}\n{}",
+            "<!-- Generated from prism's clap definitions; a test keeps it current (PRISM_UPDATE_DOCS=1 cargo test cli_reference). -->",
+            clap_markdown::help_markdown::<Cli>()
+        );
+        if std::env::var_os("PRISM_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "docs/cli.md is out of date: regenerate it with PRISM_UPDATE_DOCS=1 cargo test cli_reference"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod apply;
 mod emulator;
+mod help;
 mod manifest;
 mod plan;
 mod quota;
