@@ -71,6 +71,7 @@ impl ImageResolution {
 /// the template's image.
 pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed, CloudError> {
     let fleet_filter = InstanceFilter {
+        tag_keys: vec![],
         tags: vec![(tags::FLEET.to_string(), manifest.name.clone())],
         states: InstanceState::ALL
             .into_iter()
@@ -78,6 +79,7 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
             .collect(),
     };
     let running_filter = InstanceFilter {
+        tag_keys: vec![],
         tags: vec![],
         states: vec![InstanceState::Pending, InstanceState::Running],
     };

@@ -49,6 +49,7 @@ pub async fn settle(
         .collect();
     let deadline = Instant::now() + timeout;
     let filter = InstanceFilter {
+        tag_keys: vec![],
         tags: vec![(tags::FLEET.to_string(), ctx.fleet.clone())],
         states: vec![],
     };

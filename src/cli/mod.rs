@@ -4,6 +4,7 @@ mod apply_cmd;
 mod quota_cmd;
 mod report;
 mod watch_cmd;
+mod workspace_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Keep the fleet as the manifest says: on every edit, on drift, forever.
     Watch(watch_cmd::WatchArgs),
+    /// List, show, start, stop and delete workspaces of any fleet.
+    Workspace(workspace_cmd::WorkspaceArgs),
     /// Show the account's quotas, request increases, list alerts.
     Quota(quota_cmd::QuotaArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -69,6 +72,18 @@ pub enum Command {
     Man(ManArgs),
     /// Explain an AWS error code, or list every error prism knows.
     Errors(ErrorsArgs),
+    /// Deprecated: `prism workspace list`.
+    #[command(hide = true)]
+    List(workspace_cmd::ListArgs),
+    /// Deprecated: `prism workspace start`.
+    #[command(hide = true)]
+    Start(workspace_cmd::ChangeArgs),
+    /// Deprecated: `prism workspace stop`.
+    #[command(hide = true)]
+    Stop(workspace_cmd::ChangeArgs),
+    /// Deprecated: `prism workspace delete`.
+    #[command(hide = true)]
+    Delete(workspace_cmd::ChangeArgs),
     /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
     Schema(SchemaArgs),
 }
@@ -81,6 +96,7 @@ impl Command {
             Command::Apply(a) => a.format == Format::Json,
             Command::Validate(a) => a.format == Format::Json,
             Command::Quota(a) => a.json(),
+            Command::List(a) => a.format == ListFormat::Json,
             _ => false,
         }
     }
@@ -247,6 +263,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Man(args) => man_command(&args),
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
+        Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
+        Command::List(args) => {
+            deprecated("list", "workspace list");
+            let cloud = connect_to(&cli.global, None).await?;
+            workspace_cmd::list(&cloud, &args, std::time::SystemTime::now()).await
+        }
+        Command::Start(args) => {
+            legacy_change(&cli.global, "start", plan::ActionKind::Start, &args).await
+        }
+        Command::Stop(args) => {
+            legacy_change(&cli.global, "stop", plan::ActionKind::Stop, &args).await
+        }
+        Command::Delete(args) => {
+            legacy_change(&cli.global, "delete", plan::ActionKind::Delete, &args).await
+        }
         Command::Schema(args) => {
             let schema = match args.document {
                 SchemaDocument::Manifest => manifest::schema_json(),
@@ -263,6 +294,22 @@ fn print(text: &str) -> Result<(), Failure> {
     let mut out = anstream::stdout();
     out.write_all(text.as_bytes()).map_err(Failure::Io)?;
     out.flush().map_err(Failure::Io)
+}
+
+/// The one line a legacy command prints before doing what its new form does.
+fn deprecated(old: &str, new: &str) {
+    eprintln!("warning: `prism {old}` is deprecated; use `prism {new}` (it works the same)");
+}
+
+async fn legacy_change(
+    global: &GlobalArgs,
+    verb: &str,
+    kind: plan::ActionKind,
+    args: &workspace_cmd::ChangeArgs,
+) -> Result<ExitCode, Failure> {
+    deprecated(verb, &format!("workspace {verb}"));
+    let cloud = connect_to(global, None).await?;
+    workspace_cmd::change(std::sync::Arc::new(cloud), kind, args).await
 }
 
 fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {

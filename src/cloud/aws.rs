@@ -229,6 +229,9 @@ impl Cloud for AwsCloud {
             .iter()
             .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
             .collect();
+        if !f.tag_keys.is_empty() {
+            filters.push(filter("tag-key", f.tag_keys.iter().cloned()));
+        }
         if !f.states.is_empty() {
             filters.push(filter(
                 "instance-state-name",

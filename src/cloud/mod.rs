@@ -116,6 +116,8 @@ impl Instance {
 pub struct InstanceFilter {
     /// Tag key → value, all of which must match.
     pub tags: Vec<(String, String)>,
+    /// Tag keys that must be present, whatever their value.
+    pub tag_keys: Vec<String>,
     /// Accepted states; empty means any.
     pub states: Vec<InstanceState>,
 }

@@ -104,6 +104,7 @@ struct Usage {
 
 async fn usage(cloud: &dyn Cloud, policy: &RetryPolicy) -> Result<Usage, CloudError> {
     let running = InstanceFilter {
+        tag_keys: vec![],
         tags: vec![],
         states: vec![InstanceState::Pending, InstanceState::Running],
     };

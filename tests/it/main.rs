@@ -8,3 +8,4 @@ mod plan;
 mod quota;
 mod schema;
 mod watch;
+mod workspace;

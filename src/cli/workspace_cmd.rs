@@ -1,0 +1,443 @@
+//! `prism workspace list|show|start|stop|delete`: imperative commands on the workspaces
+//! of every fleet, through the same executor, limits, retries and progress as apply.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Subcommand};
+use comfy_table::{Table, presets::NOTHING};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{Failure, Format, GlobalArgs, ListFormat, connect_to, print};
+use crate::apply::events::Events;
+use crate::apply::progress::{self, Mode};
+use crate::apply::{self, Options};
+use crate::cloud::{Cloud, Instance, InstanceFilter, InstanceState, tags};
+use crate::manifest::{DesiredState, ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template};
+use crate::observe::Observed;
+use crate::plan::{Action, ActionKind, FORMAT_VERSION, Plan, Summary};
+
+#[derive(Debug, Args)]
+pub struct WorkspaceArgs {
+    #[command(subcommand)]
+    pub command: WorkspaceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Workspaces of every fleet: name, status, type, estimated cost per day, uptime.
+    List(ListArgs),
+    /// One workspace in detail.
+    Show(ShowArgs),
+    /// Start stopped workspaces.
+    Start(ChangeArgs),
+    /// Stop running workspaces (their disks are kept).
+    Stop(ChangeArgs),
+    /// Terminate workspaces and their disks.
+    Delete(ChangeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this fleet's workspaces.
+    #[arg(long)]
+    pub fleet: Option<String>,
+    /// Only this project's workspaces.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only workspaces in this state.
+    #[arg(long, value_parser = ["pending", "running", "stopping", "stopped", "shutting-down"])]
+    pub state: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The workspace, e.g. cs499-fall26-07.
+    pub name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Workspace names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Show what would be done, without doing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output: text, or json (NDJSON events).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// A workspace as listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceRow {
+    pub name: String,
+    pub status: String,
+    pub instance_type: String,
+    /// Estimated On-Demand cost per day while running; None for types not in the table.
+    pub daily_cost: Option<f64>,
+    /// Time since the instance last started, e.g. `2h15m`; None when not running.
+    pub uptime: Option<String>,
+    pub fleet: String,
+    pub project: Option<String>,
+    pub instance_id: String,
+    pub availability_zone: Option<String>,
+}
+
+/// Hourly On-Demand Linux prices in us-east-1 (USD) for common types: an estimate.
+const PRICES: &[(&str, f64)] = &[
+    ("t3.micro", 0.0104),
+    ("t3.small", 0.0208),
+    ("t3.medium", 0.0416),
+    ("t3.large", 0.0832),
+    ("t3.xlarge", 0.1664),
+    ("t3.2xlarge", 0.3328),
+    ("m5.large", 0.096),
+    ("m5.xlarge", 0.192),
+    ("m5.2xlarge", 0.384),
+    ("c5.large", 0.085),
+    ("c5.xlarge", 0.17),
+    ("r5.large", 0.126),
+    ("r5.xlarge", 0.252),
+    ("g4dn.xlarge", 0.526),
+    ("g5.xlarge", 1.006),
+    ("p3.2xlarge", 3.06),
+];
+
+fn daily_cost(i: &Instance) -> Option<f64> {
+    if i.state != InstanceState::Running {
+        return Some(0.0);
+    }
+    PRICES
+        .iter()
+        .find(|(t, _)| *t == i.instance_type)
+        .map(|(_, p)| (p * 24.0 * 100.0).round() / 100.0)
+}
+
+fn uptime(i: &Instance, now: SystemTime) -> Option<String> {
+    if i.state != InstanceState::Running {
+        return None;
+    }
+    let since = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(i.launch_time?).ok()?);
+    let s = now.duration_since(since).ok()?.as_secs();
+    Some(format!("{}h{}m", s / 3600, (s % 3600) / 60))
+}
+
+fn row(i: &Instance, now: SystemTime) -> WorkspaceRow {
+    WorkspaceRow {
+        name: i.workspace().unwrap_or(&i.id).to_string(),
+        status: i.state.to_string(),
+        instance_type: i.instance_type.clone(),
+        daily_cost: daily_cost(i),
+        uptime: uptime(i, now),
+        fleet: i.tag(tags::FLEET).unwrap_or_default().to_string(),
+        project: i.tag(tags::PROJECT).map(str::to_string),
+        instance_id: i.id.clone(),
+        availability_zone: i.availability_zone.clone(),
+    }
+}
+
+/// Every live instance of any prism fleet, narrowed by the flags.
+async fn workspaces(
+    cloud: &dyn Cloud,
+    fleet: Option<&str>,
+    project: Option<&str>,
+    state: Option<&str>,
+) -> Result<Vec<Instance>, Failure> {
+    let mut filter = InstanceFilter {
+        tags: vec![],
+        tag_keys: vec![tags::FLEET.to_string()],
+        states: match state.and_then(InstanceState::parse) {
+            Some(s) => vec![s],
+            None => InstanceState::ALL
+                .into_iter()
+                .filter(|s| *s != InstanceState::Terminated)
+                .collect(),
+        },
+    };
+    if let Some(f) = fleet {
+        filter.tags.push((tags::FLEET.to_string(), f.to_string()));
+    }
+    if let Some(p) = project {
+        filter.tags.push((tags::PROJECT.to_string(), p.to_string()));
+    }
+    let mut found = crate::retry::call(&RetryPolicy::default(), || {
+        cloud.describe_instances(&filter)
+    })
+    .await
+    .map_err(|e| Failure::aws(e, cloud.region()))?;
+    found.sort_by(|a, b| (a.workspace(), &a.id).cmp(&(b.workspace(), &b.id)));
+    Ok(found)
+}
+
+fn money(v: Option<f64>) -> String {
+    v.map_or("?".into(), |c| format!("${c:.2}"))
+}
+
+fn table(rows: &[WorkspaceRow]) -> String {
+    if rows.is_empty() {
+        return "No workspaces.\n".into();
+    }
+    let mut t = Table::new();
+    t.load_preset(NOTHING)
+        .set_header(["NAME", "STATUS", "TYPE", "COST/DAY*", "UPTIME", "FLEET"]);
+    for r in rows {
+        t.add_row([
+            r.name.clone(),
+            r.status.clone(),
+            r.instance_type.clone(),
+            money(r.daily_cost),
+            r.uptime.clone().unwrap_or_else(|| "-".into()),
+            r.fleet.clone(),
+        ]);
+    }
+    format!(
+        "{t}\n* estimate from us-east-1 On-Demand Linux prices; ? = a type prism has no price for\n"
+    )
+}
+
+pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, Failure> {
+    let cloud = connect_to(global, None).await?;
+    let now = SystemTime::now();
+    match &args.command {
+        WorkspaceCommand::List(a) => list(&cloud, a, now).await,
+        WorkspaceCommand::Show(a) => {
+            let found = workspaces(&cloud, None, None, None).await?;
+            let Some(i) = found
+                .iter()
+                .find(|i| i.workspace() == Some(a.name.as_str()))
+            else {
+                return Err(Failure::Usage(format!(
+                    "no workspace named `{}`; see `prism workspace list`",
+                    a.name
+                )));
+            };
+            let r = row(i, now);
+            let text = a.format.encode(&(&r, &i.tags)).unwrap_or_else(|| {
+                let tag_lines: Vec<String> = i.tags.iter().map(|(k, v)| format!("  {k}: {v}")).collect();
+                format!(
+                    "Name: {}\nStatus: {}\nInstance: {}\nType: {}\nZone: {}\nFleet: {}\nProject: {}\nCost/day: {} (estimate)\nUptime: {}\nTags:\n{}\n",
+                    r.name,
+                    r.status,
+                    r.instance_id,
+                    r.instance_type,
+                    r.availability_zone.as_deref().unwrap_or("-"),
+                    r.fleet,
+                    r.project.as_deref().unwrap_or("-"),
+                    money(r.daily_cost),
+                    r.uptime.as_deref().unwrap_or("-"),
+                    tag_lines.join("\n")
+                )
+            });
+            print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        WorkspaceCommand::Start(a) => change(Arc::new(cloud), ActionKind::Start, a).await,
+        WorkspaceCommand::Stop(a) => change(Arc::new(cloud), ActionKind::Stop, a).await,
+        WorkspaceCommand::Delete(a) => change(Arc::new(cloud), ActionKind::Delete, a).await,
+    }
+}
+
+/// `workspace list`, also behind the legacy `prism list`.
+pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<ExitCode, Failure> {
+    let found = workspaces(
+        cloud,
+        a.fleet.as_deref(),
+        a.project.as_deref(),
+        a.state.as_deref(),
+    )
+    .await?;
+    let rows: Vec<WorkspaceRow> = found.iter().map(|i| row(i, now)).collect();
+    print(&a.format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fleet's stand-in manifest for imperative actions on its existing instances.
+fn fleet_manifest(fleet: &str, instances: &[&Instance]) -> Manifest {
+    let first = instances[0];
+    Manifest {
+        source: std::path::PathBuf::new(),
+        name: fleet.to_string(),
+        project: first.tag(tags::PROJECT).unwrap_or(fleet).to_string(),
+        template: Template {
+            name: first.tag(tags::TEMPLATE).unwrap_or("-").to_string(),
+            image: ImageRef::Id(first.image_id.clone()),
+            instance_type: first.instance_type.clone(),
+            root_volume_gb: None,
+            user_data: None,
+            hibernation: false,
+        },
+        workspaces: instances
+            .iter()
+            .filter_map(|i| i.workspace().map(str::to_string))
+            .collect(),
+        region: None,
+        state: DesiredState::Running,
+        // The command itself asks for deletion.
+        prune: true,
+        rate_limit: RateLimitSpec::default(),
+        retry: RetryPolicy::default(),
+    }
+}
+
+fn needed(kind: ActionKind, i: &Instance) -> bool {
+    match kind {
+        ActionKind::Start => matches!(i.state, InstanceState::Stopped | InstanceState::Stopping),
+        ActionKind::Stop => matches!(i.state, InstanceState::Running | InstanceState::Pending),
+        _ => !i.state.is_gone(),
+    }
+}
+
+/// `workspace start|stop|delete NAME…`, also behind the legacy top-level verbs.
+pub async fn change(
+    cloud: Arc<dyn Cloud>,
+    kind: ActionKind,
+    a: &ChangeArgs,
+) -> Result<ExitCode, Failure> {
+    let found = workspaces(cloud.as_ref(), None, None, None).await?;
+    let missing: Vec<&str> = a
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !found.iter().any(|i| i.workspace() == Some(n)))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Failure::Usage(format!(
+            "no workspace named {}; see `prism workspace list` (nothing was changed)",
+            missing
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut by_fleet: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
+    for i in found.iter().filter(|i| {
+        i.workspace()
+            .is_some_and(|w| a.names.iter().any(|n| n == w))
+    }) {
+        by_fleet
+            .entry(i.tag(tags::FLEET).unwrap_or_default().to_string())
+            .or_default()
+            .push(i);
+    }
+    let verb = format!("{kind:?}").to_lowercase();
+    let todo: Vec<&Instance> = by_fleet
+        .values()
+        .flatten()
+        .copied()
+        .filter(|i| needed(kind, i))
+        .collect();
+    if todo.is_empty() {
+        print(&format!(
+            "Nothing to {verb}: the workspaces are already in that state.\n"
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for i in &todo {
+        eprintln!(
+            "  {verb} {} ({}, {})",
+            i.workspace().unwrap_or(&i.id),
+            i.id,
+            i.state
+        );
+    }
+    if a.dry_run {
+        eprintln!("Dry run: nothing was changed.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if kind == ActionKind::Delete && !a.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::Unconfirmed);
+        }
+        eprint!("\nDelete {} workspaces and their disks? [y/N] ", todo.len());
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(Failure::Io)?;
+        if !matches!(answer.trim(), "y" | "yes" | "Y") {
+            eprintln!("Cancelled; nothing was changed.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let mode = match a.format {
+        Format::Json => Mode::Json,
+        Format::Text if std::io::stdout().is_terminal() => Mode::Terminal,
+        Format::Text => Mode::Lines,
+    };
+    let mut complete = true;
+    for (fleet, instances) in &by_fleet {
+        let manifest = fleet_manifest(fleet, instances);
+        let actions: Vec<Action> = instances
+            .iter()
+            .filter(|i| needed(kind, i))
+            .map(|i| Action {
+                action: kind,
+                workspace: i.workspace().unwrap_or(&i.id).to_string(),
+                instance_id: Some(i.id.clone()),
+                instance_type: i.instance_type.clone(),
+                vcpus: None,
+                reason: "asked for on the command line".into(),
+            })
+            .collect();
+        let plan = Plan {
+            format_version: FORMAT_VERSION,
+            fleet: fleet.clone(),
+            region: cloud.region().to_string(),
+            summary: Summary::default(),
+            actions,
+            quota: vec![],
+            warnings: vec![],
+            would_delete_with_prune: vec![],
+            template: manifest.template.name.clone(),
+            image_id: None,
+            fingerprint: String::new(),
+        };
+        let observed = Observed {
+            region: cloud.region().to_string(),
+            instances: instances.iter().map(|i| (*i).clone()).collect(),
+            ..Observed::default()
+        };
+        let opts = Options {
+            parallelism: 10,
+            wait: Some(Duration::from_secs(600)),
+            poll: Duration::from_secs(2),
+            rate: None,
+            retry: RetryPolicy::default(),
+            skip: BTreeMap::new(),
+        };
+        let (events, rx) = Events::channel();
+        let renderer = tokio::spawn(progress::render(mode, rx));
+        let report = apply::execute(
+            cloud.clone(),
+            &manifest,
+            &plan,
+            &observed,
+            &opts,
+            events,
+            CancellationToken::new(),
+        )
+        .await;
+        let _ = renderer.await;
+        complete &= report.complete();
+    }
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
