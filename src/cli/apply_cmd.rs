@@ -72,13 +72,26 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
         Some(s) => check_manifest_unchanged(s)?,
         None => manifest::load(&args.file)?,
     };
+    carry_out(global, &manifest, saved, args, None).await
+}
+
+/// Plans `manifest` (or takes the saved plan, when still current), shows it, confirms,
+/// and carries it out with progress and a summary.
+pub async fn carry_out(
+    global: &GlobalArgs,
+    manifest: &Manifest,
+    saved: Option<SavedPlan>,
+    args: &ApplyArgs,
+    focus: Option<&[String]>,
+) -> Result<ExitCode, Failure> {
+    let manifest = manifest.clone();
     let settings = crate::config::load()?;
     let cloud: Arc<dyn Cloud> = Arc::new(connect(global, &manifest).await?);
     let observed = observe(cloud.as_ref(), &manifest)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
     let fresh = plan::plan(&manifest, &observed);
-    let plan: Plan = match saved {
+    let mut plan: Plan = match saved {
         Some(s) if s.plan.fingerprint != fresh.fingerprint => {
             return Err(Failure::StalePlan(
                 "the fleet's instances changed since the plan was made".into(),
@@ -87,6 +100,9 @@ pub async fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitCode, Fail
         Some(s) => s.plan,
         None => fresh,
     };
+    if let Some(names) = focus {
+        plan.focus_on_creates(names);
+    }
 
     match args.format {
         Format::Text => print(&plan::render::text(&plan))?,

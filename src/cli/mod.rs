@@ -3,6 +3,7 @@
 mod apply_cmd;
 mod quota_cmd;
 mod report;
+mod template_cmd;
 mod watch_cmd;
 mod workspace_cmd;
 
@@ -64,6 +65,8 @@ pub enum Command {
     Watch(watch_cmd::WatchArgs),
     /// List, show, start, stop and delete workspaces of any fleet.
     Workspace(workspace_cmd::WorkspaceArgs),
+    /// List and show the templates of a manifest or a templates file.
+    Template(template_cmd::TemplateArgs),
     /// Show the account's quotas, request increases, list alerts.
     Quota(quota_cmd::QuotaArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -72,6 +75,9 @@ pub enum Command {
     Man(ManArgs),
     /// Explain an AWS error code, or list every error prism knows.
     Errors(ErrorsArgs),
+    /// Deprecated: `prism workspace create --template TEMPLATE NAME…`.
+    #[command(hide = true)]
+    Launch(LaunchArgs),
     /// Deprecated: `prism workspace list`.
     #[command(hide = true)]
     List(workspace_cmd::ListArgs),
@@ -97,6 +103,7 @@ impl Command {
             Command::Validate(a) => a.format == Format::Json,
             Command::Quota(a) => a.json(),
             Command::List(a) => a.format == ListFormat::Json,
+            Command::Template(a) => a.json(),
             _ => false,
         }
     }
@@ -146,6 +153,25 @@ pub struct PlanArgs {
     /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
     #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// The legacy `prism launch TEMPLATE NAME…`.
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The template to launch from.
+    pub template: String,
+    /// Names of the new workspaces.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// The manifest or templates file that defines the template.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: PathBuf,
+    /// The fleet the workspaces join.
+    #[arg(long, default_value = "workspaces")]
+    pub fleet: String,
+    /// Launch without asking for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +290,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
+        Command::Template(args) => template_cmd::run(&args),
+        Command::Launch(args) => {
+            deprecated("launch", "workspace create --template TEMPLATE");
+            let create = workspace_cmd::CreateArgs {
+                names: args.names,
+                template: args.template,
+                file: args.file,
+                fleet: args.fleet,
+                project: None,
+                yes: args.yes,
+                dry_run: false,
+                format: Format::Text,
+            };
+            workspace_cmd::create(&cli.global, &create).await
+        }
         Command::List(args) => {
             deprecated("list", "workspace list");
             let cloud = connect_to(&cli.global, None).await?;

@@ -33,6 +33,8 @@ pub enum WorkspaceCommand {
     List(ListArgs),
     /// One workspace in detail.
     Show(ShowArgs),
+    /// Launch named workspaces from a template, paced and retried as apply does.
+    Create(CreateArgs),
     /// Start stopped workspaces.
     Start(ChangeArgs),
     /// Stop running workspaces (their disks are kept).
@@ -75,6 +77,34 @@ pub struct ChangeArgs {
     #[arg(short, long)]
     pub yes: bool,
     /// Show what would be done, without doing it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output: text, or json (NDJSON events).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Names of the new workspaces (lowercase letters, digits, '-').
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// The template to launch from.
+    #[arg(short, long)]
+    pub template: String,
+    /// The manifest or templates file that defines the template.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// The fleet the workspaces join (tag prism:fleet).
+    #[arg(long, default_value = "workspaces")]
+    pub fleet: String,
+    /// The project (tag prism:project); the fleet's name when left out.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Launch without asking for confirmation.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Show the plan, without launching.
     #[arg(long)]
     pub dry_run: bool,
     /// Output: text, or json (NDJSON events).
@@ -246,6 +276,7 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
             print(&text)?;
             Ok(ExitCode::SUCCESS)
         }
+        WorkspaceCommand::Create(a) => create(global, a).await,
         WorkspaceCommand::Start(a) => change(Arc::new(cloud), ActionKind::Start, a).await,
         WorkspaceCommand::Stop(a) => change(Arc::new(cloud), ActionKind::Stop, a).await,
         WorkspaceCommand::Delete(a) => change(Arc::new(cloud), ActionKind::Delete, a).await,
@@ -281,6 +312,7 @@ fn fleet_manifest(fleet: &str, instances: &[&Instance]) -> Manifest {
             user_data: None,
             hibernation: false,
         },
+        templates: BTreeMap::new(),
         workspaces: instances
             .iter()
             .filter_map(|i| i.workspace().map(str::to_string))
@@ -440,4 +472,78 @@ pub async fn change(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+}
+
+/// `workspace create`, also behind the legacy `prism launch`.
+pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Failure> {
+    let bad: Vec<&str> = a
+        .names
+        .iter()
+        .chain([&a.fleet])
+        .map(String::as_str)
+        .filter(|n| !valid_name(n))
+        .collect();
+    if !bad.is_empty() {
+        return Err(Failure::Usage(format!(
+            "invalid name {}: use lowercase letters, digits and '-' (nothing was launched)",
+            bad.iter()
+                .map(|b| format!("`{b}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let templates = crate::manifest::load_templates(&a.file)?;
+    let Some(template) = templates.get(&a.template).cloned() else {
+        let names: Vec<String> = templates.keys().cloned().collect();
+        let hint = crate::manifest::did_you_mean(&a.template, &names).map_or_else(
+            || format!("it defines: {}", names.join(", ")),
+            |c| format!("did you mean `{c}`?"),
+        );
+        return Err(Failure::Usage(format!(
+            "no template `{}` in {}; {hint}",
+            a.template,
+            a.file.display()
+        )));
+    };
+    let manifest = Manifest {
+        source: a.file.clone(),
+        name: a.fleet.clone(),
+        project: a.project.clone().unwrap_or_else(|| a.fleet.clone()),
+        template,
+        templates,
+        workspaces: a.names.clone(),
+        region: None,
+        state: DesiredState::Running,
+        prune: false,
+        rate_limit: RateLimitSpec::default(),
+        retry: RetryPolicy::default(),
+    };
+    if a.dry_run {
+        let cloud = connect_to(global, None).await?;
+        let observed = crate::observe::observe(&cloud, &manifest)
+            .await
+            .map_err(|e| Failure::aws(e, cloud.region()))?;
+        let mut plan = crate::plan::plan(&manifest, &observed);
+        plan.focus_on_creates(&a.names);
+        print(&crate::plan::render::text(&plan))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let apply = super::apply_cmd::ApplyArgs {
+        file: a.file.clone(),
+        yes: a.yes,
+        parallelism: 10,
+        no_wait: false,
+        wait_timeout: Duration::from_secs(600),
+        format: a.format,
+    };
+    super::apply_cmd::carry_out(global, &manifest, None, &apply, Some(&a.names)).await
 }

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 pub use diagnostic::{ManifestError, Problem};
 pub use raw::DesiredState;
-pub use validate::{load, parse, schema_json, templates_schema_json};
+pub use schema::did_you_mean;
+pub use validate::{load, load_templates, parse, schema_json, templates_schema_json};
 
 /// A validated manifest: defaults resolved, the template looked up, workspaces named.
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +29,9 @@ pub struct Manifest {
     pub project: String,
     /// The template every workspace is launched from.
     pub template: Template,
+    /// Every template the manifest defines or reads, by name.
+    #[serde(skip)]
+    pub templates: Templates,
     /// Workspace names in order: `<name>-01`… or `<name>-<member>`.
     pub workspaces: Vec<String>,
     /// Region, when the manifest names one.

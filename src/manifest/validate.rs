@@ -14,7 +14,7 @@ use super::locate::{Locator, Span, escape};
 use super::raw::{DesiredState, RawImage, RawManifest, RawTemplate};
 use super::schema::{did_you_mean, manifest_problems, templates_problems};
 use super::{
-    ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, member_workspaces,
+    ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, Templates, member_workspaces,
     numbered_workspaces,
 };
 
@@ -286,14 +286,8 @@ fn duration(text: Option<String>, default: Duration) -> Duration {
         .unwrap_or(default)
 }
 
-/// Typed data from a document that passed every check.
-fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemplate>) -> Manifest {
-    let mut templates = raw.templates.clone().unwrap_or_default();
-    templates.extend(file_templates);
-    let (name, t) = templates
-        .remove_entry(&raw.template)
-        .expect("checked: the template exists");
-    let template = Template {
+fn template(name: String, t: RawTemplate) -> Template {
+    Template {
         name,
         image: match t.image {
             RawImage::Id(id) => ImageRef::Id(id),
@@ -306,7 +300,52 @@ fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemp
         root_volume_gb: t.root_volume_gb,
         user_data: t.user_data,
         hibernation: t.hibernation.unwrap_or(false),
+    }
+}
+
+/// The templates of a manifest (inline and from its templates file) or of a templates
+/// file, validated with the same located diagnostics.
+pub fn load_templates(path: &Path) -> Result<Templates, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let invalid = |problems: Vec<Problem>| ManifestError::Invalid {
+        path: path.display().to_string(),
+        problems,
     };
+    let doc = Document::read(path.display().to_string(), &text).map_err(|p| invalid(vec![*p]))?;
+    if doc.value.get("template").is_some() {
+        return parse(path, &text).map(|m| m.templates);
+    }
+    let problems = templates_problems(&doc.value, &doc.src, &doc.loc);
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    let raw: BTreeMap<String, RawTemplate> =
+        serde_json::from_value(doc.value.clone()).map_err(|e| {
+            invalid(vec![doc.at_value(
+                "",
+                format!("cannot read the templates: {e}"),
+                "here",
+                None,
+            )])
+        })?;
+    Ok(raw
+        .into_iter()
+        .map(|(n, t)| (n.clone(), template(n, t)))
+        .collect())
+}
+
+/// Typed data from a document that passed every check.
+fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemplate>) -> Manifest {
+    let mut raw_templates = raw.templates.clone().unwrap_or_default();
+    raw_templates.extend(file_templates);
+    let templates: Templates = raw_templates
+        .into_iter()
+        .map(|(n, t)| (n.clone(), template(n, t)))
+        .collect();
+    let template = templates[&raw.template].clone();
     let workspaces = match (&raw.count, &raw.members) {
         (Some(count), _) => numbered_workspaces(&raw.name, *count),
         (None, Some(members)) => member_workspaces(&raw.name, members),
@@ -320,6 +359,7 @@ fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemp
         name: raw.name,
         project: raw.project,
         template,
+        templates,
         workspaces,
         region: raw.region,
         state: raw.state.unwrap_or(DesiredState::Running),

@@ -101,6 +101,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Keeps only the creates of `workspaces`, for commands that launch named
+    /// workspaces into a fleet without touching its others.
+    pub fn focus_on_creates(&mut self, workspaces: &[String]) {
+        self.actions
+            .retain(|a| a.action == ActionKind::Create && workspaces.contains(&a.workspace));
+        self.summary = summarize(&self.actions);
+        self.would_delete_with_prune.clear();
+        self.warnings.retain(|w| w.kind != "prune_disabled");
+        for q in &mut self.quota {
+            q.over_quota.retain(|w| workspaces.contains(w));
+        }
+    }
+
     /// Whether applying would change anything.
     pub fn has_changes(&self) -> bool {
         !self.actions.is_empty()
@@ -325,7 +338,8 @@ fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action])
     out
 }
 
-fn summarize(actions: &[Action]) -> Summary {
+/// Counts the actions by kind.
+pub fn summarize(actions: &[Action]) -> Summary {
     let mut s = Summary::default();
     for a in actions {
         *match a.action {

@@ -112,3 +112,128 @@ async fn start_stop_delete_and_their_legacy_aliases() {
         ["cs-01", "cs-03"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_and_the_legacy_launch_go_through_the_executor() {
+    let emu = Emulator::start();
+    let file = emu.write(
+        "templates.yaml",
+        "python-ml:\n  image: ami-785db401\n  instance_type: t3.micro\n",
+    );
+    let f = file.to_str().unwrap();
+    let out = emu.prism(&[
+        "workspace",
+        "create",
+        "--template",
+        "python-ml",
+        "-f",
+        f,
+        "--fleet",
+        "adhoc",
+        "--yes",
+        "ws-a",
+        "ws-b",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("✅ All 2 workspaces launched successfully"),
+        "{}",
+        stdout(&out)
+    );
+
+    let legacy = emu.prism(&[
+        "launch",
+        "python-ml",
+        "ws-c",
+        "-f",
+        f,
+        "--fleet",
+        "adhoc",
+        "--yes",
+    ]);
+    assert_eq!(legacy.status.code(), Some(0), "{}", stderr(&legacy));
+    assert!(stderr(&legacy).contains(
+        "`prism launch` is deprecated; use `prism workspace create --template TEMPLATE`"
+    ));
+    assert!(
+        stdout(&legacy).contains("Launching 1 workspaces"),
+        "only the new one: {}",
+        stdout(&legacy)
+    );
+    let counts = per_workspace(&emu, "adhoc").await;
+    assert_eq!(counts.keys().collect::<Vec<_>>(), ["ws-a", "ws-b", "ws-c"]);
+    assert!(counts.values().all(|n| *n == 1));
+
+    let typo = emu.prism(&[
+        "workspace",
+        "create",
+        "--template",
+        "pyton-ml",
+        "-f",
+        f,
+        "ws-d",
+    ]);
+    assert!(
+        stderr(&typo).contains("did you mean `python-ml`?"),
+        "{}",
+        stderr(&typo)
+    );
+    let bad = emu.prism(&[
+        "workspace",
+        "create",
+        "--template",
+        "python-ml",
+        "-f",
+        f,
+        "WS_E",
+    ]);
+    assert!(
+        stderr(&bad).contains("invalid name `WS_E`"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(per_workspace(&emu, "adhoc").await.len(), 3);
+}
+
+#[test]
+fn templates_are_listed_from_manifests_and_templates_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let out = crate::emulator::prism_command(&[
+        "template",
+        "list",
+        "-f",
+        root.join("lab.yaml").to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .output()
+    .unwrap();
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gpu-training", "r-stats"]);
+    let shown = crate::emulator::prism_command(&[
+        "template",
+        "show",
+        "python-ml",
+        "-f",
+        root.join("class.yaml").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        stdout(&shown).contains("Instance type: t3.xlarge"),
+        "{}",
+        stdout(&shown)
+    );
+}
