@@ -1,6 +1,7 @@
 //! The command line: clap definitions, dispatch, and how results reach the terminal.
 
 mod apply_cmd;
+mod complete;
 mod quota_cmd;
 mod report;
 mod template_cmd;
@@ -69,7 +70,7 @@ pub enum Command {
     Template(template_cmd::TemplateArgs),
     /// Show the account's quotas, request increases, list alerts.
     Quota(quota_cmd::QuotaArgs),
-    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
     Completion(CompletionArgs),
     /// Print prism's man page, or write one page per command into a folder.
     Man(ManArgs),
@@ -176,9 +177,19 @@ pub struct LaunchArgs {
 
 #[derive(Debug, Args)]
 pub struct CompletionArgs {
-    /// The shell to complete for.
+    /// The shell to complete for. Load it with e.g. `source <(prism completion bash)`.
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub shell: CompletionShell,
+}
+
+/// Shells prism completes for, names of workspaces, fleets and projects included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +239,8 @@ pub struct ValidateArgs {
 
 /// Parses the arguments, runs the command, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // A shell asking for completions (COMPLETE=bash …) is answered here, and exits.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     init_logging(cli.global.verbose, &cli.command);
     let json = cli.command.json();
@@ -275,17 +288,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Apply(args) => apply_cmd::run(&cli.global, &args).await,
         Command::Validate(args) => validate_command(&args),
         Command::Errors(args) => errors_command(&args),
-        Command::Completion(args) => {
-            let mut out = Vec::new();
-            clap_complete::generate(
-                args.shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "prism",
-                &mut out,
-            );
-            print(&String::from_utf8_lossy(&out))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Completion(args) => completion_command(&args),
         Command::Man(args) => man_command(&args),
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
@@ -351,6 +354,24 @@ async fn legacy_change(
     deprecated(verb, &format!("workspace {verb}"));
     let cloud = connect_to(global, None).await?;
     workspace_cmd::change(std::sync::Arc::new(cloud), kind, args).await
+}
+
+/// The script that makes a shell ask prism for completions (COMPLETE=shell prism …).
+fn completion_command(args: &CompletionArgs) -> Result<ExitCode, Failure> {
+    use clap_complete::env::EnvCompleter;
+    let shell: &dyn EnvCompleter = match args.shell {
+        CompletionShell::Bash => &clap_complete::env::Bash,
+        CompletionShell::Zsh => &clap_complete::env::Zsh,
+        CompletionShell::Fish => &clap_complete::env::Fish,
+        CompletionShell::Powershell => &clap_complete::env::Powershell,
+        CompletionShell::Elvish => &clap_complete::env::Elvish,
+    };
+    let mut out = Vec::new();
+    shell
+        .write_registration("COMPLETE", "prism", "prism", "prism", &mut out)
+        .map_err(Failure::Io)?;
+    print(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {

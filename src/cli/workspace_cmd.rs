@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -46,10 +47,10 @@ pub enum WorkspaceCommand {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only this fleet's workspaces.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(super::complete::fleets))]
     pub fleet: Option<String>,
     /// Only this project's workspaces.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(super::complete::projects))]
     pub project: Option<String>,
     /// Only workspaces in this state.
     #[arg(long, value_parser = ["pending", "running", "stopping", "stopped", "shutting-down"])]
@@ -62,6 +63,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The workspace, e.g. cs499-fall26-07.
+    #[arg(add = ArgValueCandidates::new(super::complete::workspaces))]
     pub name: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -71,7 +73,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
     /// Workspace names.
-    #[arg(required = true)]
+    #[arg(required = true, add = ArgValueCandidates::new(super::complete::workspaces))]
     pub names: Vec<String>,
     /// Do not ask for confirmation.
     #[arg(short, long)]
@@ -96,10 +98,10 @@ pub struct CreateArgs {
     #[arg(short, long, value_name = "FILE")]
     pub file: std::path::PathBuf,
     /// The fleet the workspaces join (tag prism:fleet).
-    #[arg(long, default_value = "workspaces")]
+    #[arg(long, default_value = "workspaces", add = ArgValueCandidates::new(super::complete::fleets))]
     pub fleet: String,
     /// The project (tag prism:project); the fleet's name when left out.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCandidates::new(super::complete::projects))]
     pub project: Option<String>,
     /// Launch without asking for confirmation.
     #[arg(short, long)]

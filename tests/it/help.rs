@@ -36,15 +36,66 @@ fn help_of_every_command() {
 }
 
 #[test]
-fn completion_scripts_know_the_commands() {
+fn completion_scripts_ask_prism() {
     for shell in ["bash", "zsh", "fish", "powershell"] {
         let out = prism_command(&["completion", shell]).output().unwrap();
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
-        for word in ["plan", "apply", "watch", "quota"] {
-            assert!(text.contains(word), "{shell} completion lacks {word}");
-        }
+        assert!(
+            text.contains("COMPLETE") && text.contains("prism"),
+            "{shell}: {text}"
+        );
     }
+}
+
+fn complete(
+    emu: &crate::emulator::Emulator,
+    cache: &std::path::Path,
+    words: &[&str],
+) -> Vec<String> {
+    let mut args = vec!["--", "prism"];
+    args.extend(words);
+    let out = prism_command(&args)
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", words.len().to_string())
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bash_completes_commands_flags_and_workspace_names_from_the_account() {
+    let emu = crate::emulator::Emulator::start();
+    crate::emulator::launch(&emu.ec2(), Some("cs"), Some("cs-01"), "t3.micro", 1).await;
+    crate::emulator::launch(&emu.ec2(), Some("cs"), Some("cs-02"), "t3.micro", 1).await;
+    let cache = tempfile::tempdir().unwrap();
+    assert!(complete(&emu, cache.path(), &["work"]).contains(&"workspace".to_string()));
+    assert_eq!(
+        complete(&emu, cache.path(), &["workspace", "delete", "cs-"]),
+        ["cs-01", "cs-02"]
+    );
+    assert_eq!(
+        complete(&emu, cache.path(), &["workspace", "list", "--format", ""]),
+        ["table", "json", "yaml"]
+    );
+    assert!(
+        cache.path().join("prism/completion.json").exists(),
+        "names are cached"
+    );
+    emu.clear_calls();
+    assert_eq!(
+        complete(&emu, cache.path(), &["workspace", "show", "cs-0"]),
+        ["cs-01", "cs-02"]
+    );
+    assert!(
+        emu.calls().is_empty(),
+        "a second TAB within a minute uses the cache"
+    );
 }
 
 #[test]
