@@ -224,7 +224,7 @@ fn target_state(
             crate::manifest::DesiredState::Running => InstanceState::Running,
             crate::manifest::DesiredState::Stopped => InstanceState::Stopped,
         }),
-        ActionKind::Stop => Some(InstanceState::Stopped),
+        ActionKind::Stop | ActionKind::Hibernate => Some(InstanceState::Stopped),
         ActionKind::Delete => None,
     }
 }

@@ -46,6 +46,7 @@ fn done_word(action: ActionKind) -> &'static str {
         ActionKind::Start => "started",
         ActionKind::Stop => "stopped",
         ActionKind::Delete => "terminated",
+        ActionKind::Hibernate => "hibernated",
     }
 }
 

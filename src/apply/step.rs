@@ -442,7 +442,16 @@ async fn change(
             ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.stop_instance(id))
                 .await?
         }
-        _ => {
+        ActionKind::Hibernate => {
+            ctx.call(ws, Pace::Mutate, &mut false, |_| {
+                cloud.hibernate_instance(id)
+            })
+            .await?
+        }
+        ActionKind::Create | ActionKind::Replace => {
+            unreachable!("launches are not changes of an existing instance")
+        }
+        ActionKind::Delete => {
             ctx.call(ws, Pace::Mutate, &mut false, |_| {
                 cloud.terminate_instance(id)
             })

@@ -91,6 +91,12 @@ pub enum Command {
     /// Deprecated: `prism workspace delete`.
     #[command(hide = true)]
     Delete(workspace_cmd::ChangeArgs),
+    /// Deprecated: `prism workspace hibernate`.
+    #[command(hide = true)]
+    Hibernate(workspace_cmd::ChangeArgs),
+    /// Deprecated: `prism workspace resume`.
+    #[command(hide = true)]
+    Resume(workspace_cmd::ChangeArgs),
     /// Print the JSON Schema of manifests (or of templates files), for editors and CI.
     Schema(SchemaArgs),
 }
@@ -318,6 +324,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Stop(args) => {
             legacy_change(&cli.global, "stop", plan::ActionKind::Stop, &args).await
+        }
+        Command::Hibernate(args) => {
+            legacy_change(&cli.global, "hibernate", plan::ActionKind::Hibernate, &args).await
+        }
+        Command::Resume(args) => {
+            legacy_change(&cli.global, "resume", plan::ActionKind::Start, &args).await
         }
         Command::Delete(args) => {
             legacy_change(&cli.global, "delete", plan::ActionKind::Delete, &args).await

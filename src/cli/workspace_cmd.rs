@@ -40,6 +40,11 @@ pub enum WorkspaceCommand {
     Start(ChangeArgs),
     /// Stop running workspaces (their disks are kept).
     Stop(ChangeArgs),
+    /// Hibernate running workspaces: memory saved to disk, no compute charges
+    /// (templates with `hibernation: true` only).
+    Hibernate(ChangeArgs),
+    /// Resume hibernated (or stopped) workspaces.
+    Resume(ChangeArgs),
     /// Terminate workspaces and their disks.
     Delete(ChangeArgs),
 }
@@ -282,6 +287,8 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
         WorkspaceCommand::Start(a) => change(Arc::new(cloud), ActionKind::Start, a).await,
         WorkspaceCommand::Stop(a) => change(Arc::new(cloud), ActionKind::Stop, a).await,
         WorkspaceCommand::Delete(a) => change(Arc::new(cloud), ActionKind::Delete, a).await,
+        WorkspaceCommand::Hibernate(a) => change(Arc::new(cloud), ActionKind::Hibernate, a).await,
+        WorkspaceCommand::Resume(a) => change(Arc::new(cloud), ActionKind::Start, a).await,
     }
 }
 
@@ -331,7 +338,9 @@ fn fleet_manifest(fleet: &str, instances: &[&Instance]) -> Manifest {
 fn needed(kind: ActionKind, i: &Instance) -> bool {
     match kind {
         ActionKind::Start => matches!(i.state, InstanceState::Stopped | InstanceState::Stopping),
-        ActionKind::Stop => matches!(i.state, InstanceState::Running | InstanceState::Pending),
+        ActionKind::Stop | ActionKind::Hibernate => {
+            matches!(i.state, InstanceState::Running | InstanceState::Pending)
+        }
         _ => !i.state.is_gone(),
     }
 }
@@ -368,6 +377,24 @@ pub async fn change(
             .entry(i.tag(tags::FLEET).unwrap_or_default().to_string())
             .or_default()
             .push(i);
+    }
+    if kind == ActionKind::Hibernate {
+        let cannot: Vec<&str> = by_fleet
+            .values()
+            .flatten()
+            .filter(|i| !i.hibernation)
+            .map(|i| i.workspace().unwrap_or(&i.id))
+            .collect();
+        if !cannot.is_empty() {
+            return Err(Failure::Usage(format!(
+                "{} cannot hibernate: it was launched without hibernation. Hibernation is chosen at launch: set `hibernation: true` in the template for new workspaces, or use `prism workspace stop` (nothing was changed)",
+                cannot
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
     }
     let verb = format!("{kind:?}").to_lowercase();
     let todo: Vec<&Instance> = by_fleet

@@ -172,6 +172,10 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             })
             .collect(),
         lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_string()),
+        hibernation: i
+            .hibernation_options()
+            .and_then(|h| h.configured())
+            .unwrap_or(false),
     })
 }
 
@@ -436,6 +440,17 @@ impl Cloud for AwsCloud {
         self.ec2
             .stop_instances()
             .instance_ids(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.fail("StopInstances", e))
+    }
+
+    async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .stop_instances()
+            .instance_ids(id)
+            .hibernate(true)
             .send()
             .await
             .map(drop)

@@ -190,6 +190,7 @@ impl Cloud for FakeCloud {
             launch_time: Some(0),
             tags: spec.tags.clone(),
             lifecycle: None,
+            hibernation: spec.hibernation,
         };
         tokens.insert(spec.client_token.clone(), instance.id.clone());
         all.push(instance.clone());
@@ -201,6 +202,10 @@ impl Cloud for FakeCloud {
     }
 
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.set_state("StopInstances", id, InstanceState::Stopped)
+    }
+
+    async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
         self.set_state("StopInstances", id, InstanceState::Stopped)
     }
 

@@ -97,6 +97,9 @@ pub struct Instance {
     /// `spot` or `scheduled`; None for On-Demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<String>,
+    /// Launched with hibernation enabled.
+    #[serde(default)]
+    pub hibernation: bool,
 }
 
 impl Instance {
@@ -240,6 +243,9 @@ pub trait Cloud: Send + Sync {
 
     /// StopInstances for one instance.
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError>;
+
+    /// StopInstances with Hibernate, for an instance launched with hibernation.
+    async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError>;
 
     /// TerminateInstances for one instance.
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError>;

@@ -27,6 +27,8 @@ pub enum ActionKind {
     Stop,
     Replace,
     Delete,
+    /// Stop with hibernation (memory kept); only on the command line, never planned.
+    Hibernate,
 }
 
 /// One change to one workspace, with its reason.
@@ -345,7 +347,7 @@ pub fn summarize(actions: &[Action]) -> Summary {
         *match a.action {
             ActionKind::Create => &mut s.create,
             ActionKind::Start => &mut s.start,
-            ActionKind::Stop => &mut s.stop,
+            ActionKind::Stop | ActionKind::Hibernate => &mut s.stop,
             ActionKind::Replace => &mut s.replace,
             ActionKind::Delete => &mut s.delete,
         } += 1;

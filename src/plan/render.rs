@@ -24,7 +24,7 @@ fn symbol(kind: ActionKind) -> (&'static str, Style) {
     match kind {
         ActionKind::Create => ("+", GREEN),
         ActionKind::Delete => ("-", RED),
-        ActionKind::Start | ActionKind::Stop => ("~", YELLOW),
+        ActionKind::Start | ActionKind::Stop | ActionKind::Hibernate => ("~", YELLOW),
         ActionKind::Replace => ("-/+", MAGENTA),
     }
 }
@@ -36,6 +36,7 @@ fn kind_name(kind: ActionKind) -> &'static str {
         ActionKind::Stop => "stop",
         ActionKind::Replace => "replace",
         ActionKind::Delete => "delete",
+        ActionKind::Hibernate => "hibernate",
     }
 }
 

@@ -28,6 +28,7 @@ fn inst(id: &str, workspace: Option<&str>, instance_type: &str, state: InstanceS
         launch_time: Some(id.len() as i64),
         tags: t,
         lifecycle: None,
+        hibernation: false,
     }
 }
 

@@ -237,3 +237,50 @@ fn templates_are_listed_from_manifests_and_templates_files() {
         stdout(&shown)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hibernate_needs_a_hibernation_template_and_resume_brings_it_back() {
+    let emu = Emulator::start();
+    let file = emu.write(
+        "t.yaml",
+        "hib:\n  image: ami-785db401\n  instance_type: t3.micro\n  root_volume_gb: 20\n  hibernation: true\nplain:\n  image: ami-785db401\n  instance_type: t3.micro\n",
+    );
+    let f = file.to_str().unwrap();
+    for (template, name) in [("hib", "h-1"), ("plain", "p-1")] {
+        let out = emu.prism(&[
+            "workspace",
+            "create",
+            "-t",
+            template,
+            "-f",
+            f,
+            "--fleet",
+            "hf",
+            "--yes",
+            name,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    }
+    let refused = emu.prism(&["workspace", "hibernate", "h-1", "p-1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("`p-1` cannot hibernate: it was launched without hibernation"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let out = emu.prism(&["workspace", "hibernate", "h-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("✓ h-1 hibernated"),
+        "{}",
+        stdout(&out)
+    );
+    let legacy = emu.prism(&["resume", "h-1"]);
+    assert!(stderr(&legacy).contains("`prism resume` is deprecated; use `prism workspace resume`"));
+    assert!(
+        stdout(&legacy).contains("h-1 is running"),
+        "{}",
+        stdout(&legacy)
+    );
+}
