@@ -4,6 +4,7 @@ mod apply_cmd;
 mod complete;
 mod quota_cmd;
 mod report;
+mod storage_cmd;
 mod template_cmd;
 mod watch_cmd;
 mod workspace_cmd;
@@ -66,6 +67,8 @@ pub enum Command {
     Watch(watch_cmd::WatchArgs),
     /// List, show, start, stop and delete workspaces of any fleet.
     Workspace(workspace_cmd::WorkspaceArgs),
+    /// EBS volumes and EFS file systems: list, create, delete.
+    Storage(storage_cmd::StorageArgs),
     /// List and show the templates of a manifest or a templates file.
     Template(template_cmd::TemplateArgs),
     /// Show the account's quotas, request increases, list alerts.
@@ -79,6 +82,9 @@ pub enum Command {
     /// Deprecated: `prism workspace create --template TEMPLATE NAME…`.
     #[command(hide = true)]
     Launch(LaunchArgs),
+    /// Deprecated: `prism storage … --type ebs`.
+    #[command(hide = true)]
+    Volume(storage_cmd::StorageArgs),
     /// Deprecated: `prism workspace list`.
     #[command(hide = true)]
     List(workspace_cmd::ListArgs),
@@ -300,6 +306,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
         Command::Template(args) => template_cmd::run(&args),
+        Command::Storage(args) => storage_cmd::run(&cli.global, &args, None).await,
+        Command::Volume(args) => {
+            deprecated("volume", "storage … --type ebs");
+            storage_cmd::run(&cli.global, &args, Some(storage_cmd::StorageType::Ebs)).await
+        }
         Command::Launch(args) => {
             deprecated("launch", "workspace create --template TEMPLATE");
             let create = workspace_cmd::CreateArgs {

@@ -18,8 +18,8 @@ use base64::Engine;
 
 use super::error::Transport;
 use super::{
-    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaRequest,
-    QuotaValue, Volume,
+    Cloud, CloudError, FileSystem, Image, Instance, InstanceFilter, InstanceState, LaunchSpec,
+    QuotaRequest, QuotaValue, Volume,
 };
 
 /// Where and as whom to connect. Unset fields fall back to the AWS configuration
@@ -36,6 +36,7 @@ pub struct Connection {
 pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
     quotas: aws_sdk_servicequotas::Client,
+    efs: aws_sdk_efs::Client,
     region: String,
     /// Whether calls go to an endpoint other than AWS's own.
     custom_endpoint: bool,
@@ -73,6 +74,7 @@ impl AwsCloud {
         Ok(AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             quotas: aws_sdk_servicequotas::Client::new(&config),
+            efs: aws_sdk_efs::Client::new(&config),
             region,
             custom_endpoint: config.endpoint_url().is_some(),
         })
@@ -177,6 +179,53 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .and_then(|h| h.configured())
             .unwrap_or(false),
     })
+}
+
+fn to_volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
+    Volume {
+        id: v.volume_id().unwrap_or_default().to_string(),
+        size_gib: v.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        volume_type: v
+            .volume_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        state: v
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        availability_zone: v.availability_zone().map(str::to_string),
+        attached_to: v
+            .attachments()
+            .iter()
+            .filter_map(|a| a.instance_id().map(str::to_string))
+            .collect(),
+        tags: v
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
+    }
+}
+
+fn to_file_system(
+    id: &str,
+    name: Option<&str>,
+    size: Option<i64>,
+    state: &str,
+    mounts: i32,
+) -> FileSystem {
+    FileSystem {
+        id: id.to_string(),
+        name: name.map(str::to_string),
+        size_bytes: size.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        state: state.to_string(),
+        mount_targets: u32::try_from(mounts).unwrap_or(0),
+    }
 }
 
 fn to_request(r: &aws_sdk_servicequotas::types::RequestedServiceQuotaChange) -> QuotaRequest {
@@ -478,38 +527,126 @@ impl Cloud for AwsCloud {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.fail("DescribeVolumes", e))?;
-            out.extend(page.volumes().iter().map(|v| {
-                Volume {
-                    id: v.volume_id().unwrap_or_default().to_string(),
-                    size_gib: v.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
-                    volume_type: v
-                        .volume_type()
-                        .map(|t| t.as_str().to_string())
-                        .unwrap_or_default(),
-                    state: v
-                        .state()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
-                    availability_zone: v.availability_zone().map(str::to_string),
-                    attached_to: v
-                        .attachments()
-                        .iter()
-                        .filter_map(|a| a.instance_id().map(str::to_string))
-                        .collect(),
-                    tags: v
-                        .tags()
-                        .iter()
-                        .filter_map(|t| {
-                            Some((
-                                t.key()?.to_string(),
-                                t.value().unwrap_or_default().to_string(),
-                            ))
-                        })
-                        .collect(),
-                }
+            out.extend(page.volumes().iter().map(to_volume));
+        }
+        Ok(out)
+    }
+
+    async fn create_volume(
+        &self,
+        size_gib: u32,
+        zone: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Volume, CloudError> {
+        let tagging = TagSpecification::builder()
+            .resource_type(ResourceType::Volume)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .ec2
+            .create_volume()
+            .size(i32::try_from(size_gib).unwrap_or(i32::MAX))
+            .availability_zone(zone)
+            .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+            .tag_specifications(tagging)
+            .send()
+            .await
+            .map_err(|e| self.fail("CreateVolume", e))?;
+        Ok(Volume {
+            id: out.volume_id().unwrap_or_default().to_string(),
+            size_gib: u64::from(size_gib),
+            volume_type: "gp3".into(),
+            state: out
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            availability_zone: Some(zone.to_string()),
+            attached_to: vec![],
+            tags: tags.clone(),
+        })
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<(), CloudError> {
+        self.ec2
+            .delete_volume()
+            .volume_id(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.fail("DeleteVolume", e))
+    }
+
+    async fn list_file_systems(&self) -> Result<Vec<FileSystem>, CloudError> {
+        let mut pages = self.efs.describe_file_systems().into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.fail("DescribeFileSystems", e))?;
+            out.extend(page.file_systems().iter().map(|f| {
+                to_file_system(
+                    f.file_system_id(),
+                    f.name(),
+                    f.size_in_bytes().map(|s| s.value()),
+                    f.life_cycle_state().as_str(),
+                    f.number_of_mount_targets(),
+                )
             }));
         }
         Ok(out)
+    }
+
+    async fn create_file_system(&self, name: &str, token: &str) -> Result<FileSystem, CloudError> {
+        let tag = aws_sdk_efs::types::Tag::builder()
+            .key("Name")
+            .value(name)
+            .build()
+            .map_err(|e| {
+                CloudError::service(
+                    "CreateFileSystem",
+                    Some("InvalidParameterValue"),
+                    e.to_string(),
+                    None,
+                )
+            })?;
+        let out = self
+            .efs
+            .create_file_system()
+            .creation_token(token)
+            .encrypted(true)
+            .tags(tag)
+            .send()
+            .await;
+        match out {
+            Ok(f) => Ok(to_file_system(
+                f.file_system_id(),
+                f.name().or(Some(name)),
+                f.size_in_bytes().map(|s| s.value()),
+                f.life_cycle_state().as_str(),
+                f.number_of_mount_targets(),
+            )),
+            // The token was used before: that file system is the one asked for.
+            Err(e) if e.code() == Some("FileSystemAlreadyExists") => {
+                let existing = self.list_file_systems().await?;
+                existing
+                    .into_iter()
+                    .find(|f| f.name.as_deref() == Some(name))
+                    .ok_or_else(|| self.fail("CreateFileSystem", e))
+            }
+            Err(e) => Err(self.fail("CreateFileSystem", e)),
+        }
+    }
+
+    async fn delete_file_system(&self, id: &str) -> Result<(), CloudError> {
+        self.efs
+            .delete_file_system()
+            .file_system_id(id)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.fail("DeleteFileSystem", e))
     }
 
     async fn request_quota_increase(

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Cloud, CloudError, Image, Instance, InstanceFilter, InstanceState, LaunchSpec, QuotaRequest,
-    QuotaValue, Volume,
+    Cloud, CloudError, FileSystem, Image, Instance, InstanceFilter, InstanceState, LaunchSpec,
+    QuotaRequest, QuotaValue, Volume,
 };
 
 /// A cloud held in memory.
@@ -221,6 +221,48 @@ impl Cloud for FakeCloud {
             .filter(|v| volume_type.is_none_or(|t| v.volume_type == t))
             .cloned()
             .collect())
+    }
+
+    async fn create_volume(
+        &self,
+        size_gib: u32,
+        zone: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Volume, CloudError> {
+        self.count("CreateVolume")?;
+        Ok(Volume {
+            id: "vol-1".into(),
+            size_gib: u64::from(size_gib),
+            volume_type: "gp3".into(),
+            state: "creating".into(),
+            availability_zone: Some(zone.into()),
+            attached_to: vec![],
+            tags: tags.clone(),
+        })
+    }
+
+    async fn delete_volume(&self, _id: &str) -> Result<(), CloudError> {
+        self.count("DeleteVolume")
+    }
+
+    async fn list_file_systems(&self) -> Result<Vec<FileSystem>, CloudError> {
+        self.count("DescribeFileSystems")?;
+        Ok(vec![])
+    }
+
+    async fn create_file_system(&self, name: &str, token: &str) -> Result<FileSystem, CloudError> {
+        self.count("CreateFileSystem")?;
+        Ok(FileSystem {
+            id: format!("fs-{token}"),
+            name: Some(name.into()),
+            size_bytes: 0,
+            state: "creating".into(),
+            mount_targets: 0,
+        })
+    }
+
+    async fn delete_file_system(&self, _id: &str) -> Result<(), CloudError> {
+        self.count("DeleteFileSystem")
     }
 
     async fn request_quota_increase(

@@ -158,6 +158,16 @@ pub struct Volume {
     pub tags: BTreeMap<String, String>,
 }
 
+/// An EFS file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSystem {
+    pub id: String,
+    pub name: Option<String>,
+    pub size_bytes: u64,
+    pub state: String,
+    pub mount_targets: u32,
+}
+
 /// A Service Quotas increase request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotaRequest {
@@ -252,6 +262,26 @@ pub trait Cloud: Send + Sync {
 
     /// DescribeVolumes, all pages; `volume_type` filters when given.
     async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError>;
+
+    /// CreateVolume (gp3), tagged at creation.
+    async fn create_volume(
+        &self,
+        size_gib: u32,
+        zone: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Volume, CloudError>;
+
+    /// DeleteVolume.
+    async fn delete_volume(&self, id: &str) -> Result<(), CloudError>;
+
+    /// DescribeFileSystems, all pages.
+    async fn list_file_systems(&self) -> Result<Vec<FileSystem>, CloudError>;
+
+    /// CreateFileSystem; `token` makes a repeated create return the same file system.
+    async fn create_file_system(&self, name: &str, token: &str) -> Result<FileSystem, CloudError>;
+
+    /// DeleteFileSystem.
+    async fn delete_file_system(&self, id: &str) -> Result<(), CloudError>;
 
     /// RequestServiceQuotaIncrease.
     async fn request_quota_increase(

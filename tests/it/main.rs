@@ -7,5 +7,6 @@ mod manifest;
 mod plan;
 mod quota;
 mod schema;
+mod storage;
 mod watch;
 mod workspace;

@@ -1,0 +1,345 @@
+//! `prism storage list|create|delete`: EBS volumes and EFS file systems in one place.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use comfy_table::{Table, presets::NOTHING};
+use serde::{Deserialize, Serialize};
+
+use super::{Failure, GlobalArgs, ListFormat, connect_to, print};
+use crate::cloud::{Cloud, FileSystem, Volume};
+use crate::manifest::RetryPolicy;
+use crate::retry;
+
+/// Tag on storage prism created.
+const STORAGE_TAG: &str = "prism:storage";
+
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    #[command(subcommand)]
+    pub command: StorageCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    /// An EBS volume: a disk in one availability zone.
+    Ebs,
+    /// An EFS file system: shared storage that many workspaces mount.
+    Efs,
+}
+
+impl StorageType {
+    fn name(self) -> &'static str {
+        match self {
+            StorageType::Ebs => "ebs",
+            StorageType::Efs => "efs",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// EBS volumes and EFS file systems.
+    List {
+        /// Only one kind.
+        #[arg(long = "type", value_enum)]
+        kind: Option<StorageType>,
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+    },
+    /// Create an EBS volume (gp3) or an EFS file system.
+    Create {
+        /// Name (the Name tag).
+        name: String,
+        #[arg(long = "type", value_enum)]
+        kind: StorageType,
+        /// Size in GiB (EBS only).
+        #[arg(long, required_if_eq("kind", "ebs"), value_parser = clap::value_parser!(u32).range(1..=16384))]
+        size: Option<u32>,
+        /// Availability zone of an EBS volume; the region's first when left out.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Project (tag prism:project).
+        #[arg(long)]
+        project: Option<String>,
+        /// Show what would be created, without creating it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete volumes or file systems by name or id.
+    Delete {
+        /// Names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Only look among one kind.
+        #[arg(long = "type", value_enum)]
+        kind: Option<StorageType>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+        /// Show what would be deleted, without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Storage as listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageRow {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: StorageType,
+    pub id: String,
+    pub size_gib: f64,
+    pub state: String,
+    /// Instances an EBS volume is attached to; mount targets of an EFS file system.
+    pub attached_to: Vec<String>,
+    pub availability_zone: Option<String>,
+}
+
+fn ebs_row(v: &Volume) -> StorageRow {
+    StorageRow {
+        name: v.tags.get("Name").cloned().unwrap_or_else(|| v.id.clone()),
+        kind: StorageType::Ebs,
+        id: v.id.clone(),
+        size_gib: v.size_gib as f64,
+        state: v.state.clone(),
+        attached_to: v.attached_to.clone(),
+        availability_zone: v.availability_zone.clone(),
+    }
+}
+
+fn efs_row(f: &FileSystem) -> StorageRow {
+    StorageRow {
+        name: f.name.clone().unwrap_or_else(|| f.id.clone()),
+        kind: StorageType::Efs,
+        id: f.id.clone(),
+        size_gib: (f.size_bytes as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0,
+        state: f.state.clone(),
+        attached_to: (0..f.mount_targets)
+            .map(|i| format!("mount target {}", i + 1))
+            .collect(),
+        availability_zone: None,
+    }
+}
+
+async fn rows(cloud: &dyn Cloud, kind: Option<StorageType>) -> Result<Vec<StorageRow>, Failure> {
+    let policy = RetryPolicy::default();
+    let aws = |e| Failure::aws(e, cloud.region());
+    let mut out = Vec::new();
+    if kind != Some(StorageType::Efs) {
+        let volumes = retry::call(&policy, || cloud.describe_volumes(None))
+            .await
+            .map_err(aws)?;
+        out.extend(volumes.iter().map(ebs_row));
+    }
+    if kind != Some(StorageType::Ebs) {
+        let systems = retry::call(&policy, || cloud.list_file_systems())
+            .await
+            .map_err(aws)?;
+        out.extend(systems.iter().map(efs_row));
+    }
+    out.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    Ok(out)
+}
+
+fn table(rows: &[StorageRow]) -> String {
+    if rows.is_empty() {
+        return "No storage.\n".into();
+    }
+    let mut t = Table::new();
+    t.load_preset(NOTHING)
+        .set_header(["NAME", "TYPE", "SIZE", "STATE", "ATTACHED TO", "ID"]);
+    for r in rows {
+        t.add_row([
+            r.name.clone(),
+            r.kind.name().to_string(),
+            format!("{} GiB", r.size_gib),
+            r.state.clone(),
+            if r.attached_to.is_empty() {
+                "-".into()
+            } else {
+                r.attached_to.join(", ")
+            },
+            r.id.clone(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// Runs a storage command; `only` forces one kind (the legacy `prism volume`).
+pub async fn run(
+    global: &GlobalArgs,
+    args: &StorageArgs,
+    only: Option<StorageType>,
+) -> Result<ExitCode, Failure> {
+    let cloud = connect_to(global, None).await?;
+    let region = cloud.region().to_string();
+    let aws = |e| Failure::aws(e, &region);
+    match &args.command {
+        StorageCommand::List { kind, format } => {
+            let rows = rows(&cloud, only.or(*kind)).await?;
+            print(&format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
+        }
+        StorageCommand::Create {
+            name,
+            kind,
+            size,
+            zone,
+            project,
+            dry_run,
+        } => {
+            let kind = only.unwrap_or(*kind);
+            if rows(&cloud, Some(kind))
+                .await?
+                .iter()
+                .any(|r| &r.name == name)
+            {
+                return Err(Failure::Usage(format!(
+                    "{} storage named `{name}` already exists; see `prism storage list`",
+                    kind.name()
+                )));
+            }
+            if *dry_run {
+                print(&format!(
+                    "Dry run: would create {} storage `{name}`; nothing was created.\n",
+                    kind.name()
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let created = match kind {
+                StorageType::Ebs => {
+                    let Some(size) = size else {
+                        return Err(Failure::Usage("an EBS volume needs --size (GiB)".into()));
+                    };
+                    let zone = match zone {
+                        Some(z) => z.clone(),
+                        None => cloud
+                            .availability_zones()
+                            .await
+                            .map_err(aws)?
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| {
+                                Failure::Usage(format!(
+                                    "no availability zone found in {region}; pass --zone"
+                                ))
+                            })?,
+                    };
+                    let mut tags = BTreeMap::from([
+                        ("Name".to_string(), name.clone()),
+                        (STORAGE_TAG.to_string(), name.clone()),
+                    ]);
+                    if let Some(p) = project {
+                        tags.insert(crate::cloud::tags::PROJECT.to_string(), p.clone());
+                    }
+                    ebs_row(
+                        &cloud
+                            .create_volume(*size, &zone, &tags)
+                            .await
+                            .map_err(aws)?,
+                    )
+                }
+                StorageType::Efs => {
+                    // The name is the creation token: creating twice returns the first.
+                    efs_row(
+                        &cloud
+                            .create_file_system(name, &format!("prism-{name}"))
+                            .await
+                            .map_err(aws)?,
+                    )
+                }
+            };
+            print(&format!(
+                "✓ Created {} `{}` ({}, {} GiB)\n",
+                created.kind.name(),
+                created.name,
+                created.id,
+                created.size_gib
+            ))?;
+        }
+        StorageCommand::Delete {
+            names,
+            kind,
+            yes,
+            dry_run,
+        } => return delete(&cloud, names, only.or(*kind), *yes, *dry_run).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(
+    cloud: &dyn Cloud,
+    names: &[String],
+    kind: Option<StorageType>,
+    yes: bool,
+    dry_run: bool,
+) -> Result<ExitCode, Failure> {
+    let all = rows(cloud, kind).await?;
+    let mut chosen = Vec::new();
+    for n in names {
+        match all.iter().find(|r| &r.name == n || &r.id == n) {
+            Some(r) => chosen.push(r),
+            None => {
+                return Err(Failure::Usage(format!(
+                    "no storage named `{n}`; see `prism storage list` (nothing was deleted)"
+                )));
+            }
+        }
+    }
+    if let Some(busy) = chosen
+        .iter()
+        .find(|r| r.kind == StorageType::Ebs && !r.attached_to.is_empty())
+    {
+        return Err(Failure::Usage(format!(
+            "`{}` is attached to {}: delete or stop-and-detach that workspace first (nothing was deleted)",
+            busy.name,
+            busy.attached_to.join(", ")
+        )));
+    }
+    for r in &chosen {
+        eprintln!(
+            "  delete {} `{}` ({}, {} GiB)",
+            r.kind.name(),
+            r.name,
+            r.id,
+            r.size_gib
+        );
+    }
+    if dry_run {
+        eprintln!("Dry run: nothing was deleted.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::Unconfirmed);
+        }
+        eprint!("\nDelete {} and all data on them? [y/N] ", chosen.len());
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(Failure::Io)?;
+        if !matches!(answer.trim(), "y" | "yes" | "Y") {
+            eprintln!("Cancelled; nothing was deleted.");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let policy = RetryPolicy::default();
+    for r in chosen {
+        let result = match r.kind {
+            StorageType::Ebs => retry::call(&policy, || cloud.delete_volume(&r.id)).await,
+            StorageType::Efs => retry::call(&policy, || cloud.delete_file_system(&r.id)).await,
+        };
+        result.map_err(|e| Failure::aws(e, cloud.region()))?;
+        print(&format!(
+            "✓ Deleted {} `{}` ({})\n",
+            r.kind.name(),
+            r.name,
+            r.id
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
