@@ -24,6 +24,8 @@ pub enum Mode {
     Json,
     /// One log record per line, through tracing (for `prism watch`).
     Log,
+    /// Only failures and the summary.
+    Quiet,
 }
 
 /// A duration as people say it: `45s`, `2m 5s`, `1h 3m`.
@@ -267,6 +269,10 @@ pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>) {
     while let Some(e) = rx.recv().await {
         let text = match mode {
             Mode::Json => Some(serde_json::to_string(&e).expect("events serialize")),
+            Mode::Quiet => match &e.event {
+                Event::Failed { .. } | Event::Summary(_) => lines.line(&e.event),
+                _ => None,
+            },
             Mode::Log => {
                 if let Some(line) = lines.line(&e.event) {
                     for l in line.lines().filter(|l| !l.trim().is_empty()) {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Format, GlobalArgs, connect, print};
 use crate::apply::events::{Event, Events};
-use crate::apply::progress::{self, Mode};
+use crate::apply::progress;
 use crate::apply::{self, Options};
 use crate::cloud::Cloud;
 use crate::manifest::{self, Manifest};
@@ -105,6 +105,7 @@ pub async fn carry_out(
     }
 
     match args.format {
+        Format::Text if global.quiet => {}
         Format::Text => print(&plan::render::text(&plan))?,
         Format::Json => print(&format!(
             "{}\n",
@@ -117,7 +118,7 @@ pub async fn carry_out(
     let skip = over_quota(&plan);
     if !skip.is_empty() {
         for q in plan.quota.iter().filter(|q| !q.over_quota.is_empty()) {
-            eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
+            anstream::eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
         }
         if !args.yes && !confirm("Proceed?", Failure::QuotaShortfall)? {
             eprintln!("Apply cancelled; nothing was changed.");
@@ -136,11 +137,7 @@ pub async fn carry_out(
         retry: manifest.retry.clone(),
         skip,
     };
-    let mode = match args.format {
-        Format::Json => Mode::Json,
-        Format::Text if std::io::stdout().is_terminal() => Mode::Terminal,
-        Format::Text => Mode::Lines,
-    };
+    let mode = global.progress_mode(args.format);
     let (events, rx) = Events::channel();
     let renderer = tokio::spawn(progress::render(mode, rx));
     let cancel = CancellationToken::new();

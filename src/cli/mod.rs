@@ -53,6 +53,23 @@ pub struct GlobalArgs {
     /// More detail on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Less output: no plan and no progress lines, only failures and the summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    /// How progress is shown for `format` on this terminal and with these flags.
+    pub fn progress_mode(&self, format: Format) -> crate::apply::progress::Mode {
+        use crate::apply::progress::Mode;
+        use std::io::IsTerminal;
+        match format {
+            Format::Json => Mode::Json,
+            Format::Text if self.quiet => Mode::Quiet,
+            Format::Text if std::io::stdout().is_terminal() => Mode::Terminal,
+            Format::Text => Mode::Lines,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,7 +393,7 @@ async fn legacy_change(
 ) -> Result<ExitCode, Failure> {
     deprecated(verb, &format!("workspace {verb}"));
     let cloud = connect_to(global, None).await?;
-    workspace_cmd::change(std::sync::Arc::new(cloud), kind, args).await
+    workspace_cmd::change(global, std::sync::Arc::new(cloud), kind, args).await
 }
 
 /// The script that makes a shell ask prism for completions (COMPLETE=shell prism …).

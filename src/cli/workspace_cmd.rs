@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Failure, Format, GlobalArgs, ListFormat, connect_to, print};
 use crate::apply::events::Events;
-use crate::apply::progress::{self, Mode};
+use crate::apply::progress;
 use crate::apply::{self, Options};
 use crate::cloud::{Cloud, Instance, InstanceFilter, InstanceState, tags};
 use crate::manifest::{DesiredState, ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template};
@@ -284,11 +284,13 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
             Ok(ExitCode::SUCCESS)
         }
         WorkspaceCommand::Create(a) => create(global, a).await,
-        WorkspaceCommand::Start(a) => change(Arc::new(cloud), ActionKind::Start, a).await,
-        WorkspaceCommand::Stop(a) => change(Arc::new(cloud), ActionKind::Stop, a).await,
-        WorkspaceCommand::Delete(a) => change(Arc::new(cloud), ActionKind::Delete, a).await,
-        WorkspaceCommand::Hibernate(a) => change(Arc::new(cloud), ActionKind::Hibernate, a).await,
-        WorkspaceCommand::Resume(a) => change(Arc::new(cloud), ActionKind::Start, a).await,
+        WorkspaceCommand::Start(a) => change(global, Arc::new(cloud), ActionKind::Start, a).await,
+        WorkspaceCommand::Stop(a) => change(global, Arc::new(cloud), ActionKind::Stop, a).await,
+        WorkspaceCommand::Delete(a) => change(global, Arc::new(cloud), ActionKind::Delete, a).await,
+        WorkspaceCommand::Hibernate(a) => {
+            change(global, Arc::new(cloud), ActionKind::Hibernate, a).await
+        }
+        WorkspaceCommand::Resume(a) => change(global, Arc::new(cloud), ActionKind::Start, a).await,
     }
 }
 
@@ -347,6 +349,7 @@ fn needed(kind: ActionKind, i: &Instance) -> bool {
 
 /// `workspace start|stop|delete NAME…`, also behind the legacy top-level verbs.
 pub async fn change(
+    global: &GlobalArgs,
     cloud: Arc<dyn Cloud>,
     kind: ActionKind,
     a: &ChangeArgs,
@@ -435,11 +438,7 @@ pub async fn change(
             return Ok(ExitCode::FAILURE);
         }
     }
-    let mode = match a.format {
-        Format::Json => Mode::Json,
-        Format::Text if std::io::stdout().is_terminal() => Mode::Terminal,
-        Format::Text => Mode::Lines,
-    };
+    let mode = global.progress_mode(a.format);
     let mut complete = true;
     for (fleet, instances) in &by_fleet {
         let manifest = fleet_manifest(fleet, instances);

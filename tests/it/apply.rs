@@ -496,3 +496,20 @@ async fn ctrl_c_stops_new_launches_and_a_rerun_finishes() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     exactly_one_each(&per_workspace(&emu, "intr").await, "intr", 4);
 }
+
+#[test]
+fn quiet_shows_only_the_summary() {
+    let emu = Emulator::start();
+    let path = emu.write("class.yaml", &manifest("hush", 2, FAST));
+    let out = emu.prism(&["apply", "-q", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        !text.contains("prism plan:") && !text.contains("launched (i-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✅ All 2 workspaces launched successfully"),
+        "{text}"
+    );
+}
