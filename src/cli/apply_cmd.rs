@@ -1,6 +1,5 @@
 //! `prism apply`: plan, confirm, carry out with progress, summarize.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{Failure, Format, GlobalArgs, connect, print};
+use super::{Failure, Format, GlobalArgs, confirm, connect, print};
 use crate::apply::events::{Event, Events};
 use crate::apply::progress;
 use crate::apply::{self, Options};
@@ -168,23 +167,6 @@ fn over_quota(plan: &Plan) -> std::collections::BTreeMap<String, String> {
                 .map(move |w| (w.clone(), reason.clone()))
         })
         .collect()
-}
-
-/// Asks `question` on the terminal; without one, fails with `refusal`.
-fn confirm(question: &str, refusal: Failure) -> Result<bool, Failure> {
-    if !std::io::stdin().is_terminal() {
-        return Err(refusal);
-    }
-    eprint!("\n{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(Failure::Io)?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 /// The first Ctrl-C (or SIGTERM) stops new actions; a second Ctrl-C exits at once.

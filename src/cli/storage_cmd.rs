@@ -1,14 +1,13 @@
 //! `prism storage list|create|delete`: EBS volumes and EFS file systems in one place.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
 
-use super::{Failure, GlobalArgs, ListFormat, connect_to, print};
+use super::{Failure, GlobalArgs, ListFormat, confirm, connect_to, print};
 use crate::cloud::{Cloud, FileSystem, Volume};
 use crate::manifest::RetryPolicy;
 use crate::retry;
@@ -313,19 +312,10 @@ async fn delete(
         eprintln!("Dry run: nothing was deleted.");
         return Ok(ExitCode::SUCCESS);
     }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(Failure::Unconfirmed);
-        }
-        eprint!("\nDelete {} and all data on them? [y/N] ", chosen.len());
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(Failure::Io)?;
-        if !matches!(answer.trim(), "y" | "yes" | "Y") {
-            eprintln!("Cancelled; nothing was deleted.");
-            return Ok(ExitCode::FAILURE);
-        }
+    let question = format!("Delete {} and all data on them?", chosen.len());
+    if !yes && !confirm(&question, Failure::Unconfirmed)? {
+        eprintln!("Cancelled; nothing was deleted.");
+        return Ok(ExitCode::FAILURE);
     }
     let policy = RetryPolicy::default();
     for r in chosen {

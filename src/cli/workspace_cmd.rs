@@ -2,7 +2,6 @@
 //! of every fleet, through the same executor, limits, retries and progress as apply.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +12,7 @@ use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{Failure, Format, GlobalArgs, ListFormat, connect_to, print};
+use super::{Failure, Format, GlobalArgs, ListFormat, confirm, connect_to, print, quoted};
 use crate::apply::events::Events;
 use crate::apply::progress;
 use crate::apply::{self, Options};
@@ -364,11 +363,7 @@ pub async fn change(
     if !missing.is_empty() {
         return Err(Failure::Usage(format!(
             "no workspace named {}; see `prism workspace list` (nothing was changed)",
-            missing
-                .iter()
-                .map(|m| format!("`{m}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(&missing)
         )));
     }
     let mut by_fleet: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
@@ -391,11 +386,7 @@ pub async fn change(
         if !cannot.is_empty() {
             return Err(Failure::Usage(format!(
                 "{} cannot hibernate: it was launched without hibernation. Hibernation is chosen at launch: set `hibernation: true` in the template for new workspaces, or use `prism workspace stop` (nothing was changed)",
-                cannot
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                quoted(&cannot)
             )));
         }
     }
@@ -424,19 +415,15 @@ pub async fn change(
         eprintln!("Dry run: nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
-    if kind == ActionKind::Delete && !a.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(Failure::Unconfirmed);
-        }
-        eprint!("\nDelete {} workspaces and their disks? [y/N] ", todo.len());
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(Failure::Io)?;
-        if !matches!(answer.trim(), "y" | "yes" | "Y") {
-            eprintln!("Cancelled; nothing was changed.");
-            return Ok(ExitCode::FAILURE);
-        }
+    if kind == ActionKind::Delete
+        && !a.yes
+        && !confirm(
+            &format!("Delete {} workspaces and their disks?", todo.len()),
+            Failure::Unconfirmed,
+        )?
+    {
+        eprintln!("Cancelled; nothing was changed.");
+        return Ok(ExitCode::FAILURE);
     }
     let mode = global.progress_mode(a.format);
     let mut complete = true;
@@ -523,10 +510,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
     if !bad.is_empty() {
         return Err(Failure::Usage(format!(
             "invalid name {}: use lowercase letters, digits and '-' (nothing was launched)",
-            bad.iter()
-                .map(|b| format!("`{b}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            quoted(&bad)
         )));
     }
     let templates = crate::manifest::load_templates(&a.file)?;
