@@ -105,13 +105,9 @@ impl Context {
             availability_zone: None,
             tags: BTreeMap::new(),
             user_data: t.user_data.clone(),
-            root_volume: t.root_volume_gb.map(|gb| {
-                (
-                    root_device.clone().unwrap_or_else(|| "/dev/xvda".into()),
-                    gb,
-                )
-            }),
-            root_device,
+            root_volume: t
+                .root_volume_gb
+                .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
             hibernation: t.hibernation,
         };
         Context {

@@ -134,7 +134,6 @@ async fn a_terminated_token_moves_to_the_next_incarnation() {
             tags: BTreeMap::new(),
             user_data: None,
             root_volume: None,
-            root_device: None,
             hibernation: false,
         }),
         None,

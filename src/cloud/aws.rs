@@ -443,15 +443,9 @@ impl Cloud for AwsCloud {
         if let Some(script) = &spec.user_data {
             req = req.user_data(base64::engine::general_purpose::STANDARD.encode(script));
         }
-        // Hibernation needs an encrypted root volume: map it even when its size is the image's.
-        let root = match (&spec.root_volume, &spec.root_device, spec.hibernation) {
-            (Some((device, gb)), _, _) => Some((device.clone(), Some(*gb))),
-            (None, Some(device), true) => Some((device.clone(), None)),
-            _ => None,
-        };
-        if let Some((device, gb)) = root {
+        if let Some((device, gb)) = &spec.root_volume {
             let ebs = EbsBlockDevice::builder()
-                .set_volume_size(gb.map(|g| i32::try_from(g).unwrap_or(i32::MAX)))
+                .volume_size(i32::try_from(*gb).unwrap_or(i32::MAX))
                 .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
                 .set_encrypted(spec.hibernation.then_some(true))
                 .delete_on_termination(true)

@@ -199,10 +199,6 @@ pub struct LaunchSpec {
     pub user_data: Option<String>,
     /// Root volume size, with the image's root device name.
     pub root_volume: Option<(String, u32)>,
-    /// The image's root device name, to encrypt the root volume of a hibernating
-    /// instance whose size is the image's.
-    #[serde(skip)]
-    pub root_device: Option<String>,
     pub hibernation: bool,
 }
 
