@@ -119,7 +119,7 @@ pub struct RawTemplate {
     /// Script run at first boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
-    /// Launch with hibernation enabled (encrypted root volume).
+    /// Launch with hibernation enabled (encrypted root volume); needs `root_volume_gb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hibernation: Option<bool>,
 }

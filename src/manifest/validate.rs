@@ -208,8 +208,30 @@ fn cross_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
     out
 }
 
+/// Hibernation saves memory to the root volume, which must then be sized (and is
+/// encrypted): a hibernating template needs `root_volume_gb`.
+fn hibernation_checks(doc: &Document, templates: &str) -> Vec<Problem> {
+    let Some(map) = doc.value.pointer(templates).and_then(Value::as_object) else {
+        return vec![];
+    };
+    map.iter()
+        .filter(|(_, t)| t.get("hibernation") == Some(&Value::Bool(true)) && t.get("root_volume_gb").is_none())
+        .map(|(name, _)| {
+            doc.at_value(
+                &format!("{templates}/{}/hibernation", escape(name)),
+                format!("template `{name}` hibernates but sets no `root_volume_gb`"),
+                "needs a root volume size",
+                Some("hibernation saves memory to the encrypted root volume: set root_volume_gb to the disk you need plus the instance's memory".into()),
+            )
+        })
+        .collect()
+}
+
 fn template_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
-    let mut out = Vec::new();
+    let mut out = hibernation_checks(doc, "/templates");
+    if let Some(d) = extra {
+        out.extend(hibernation_checks(d, ""));
+    }
     let inline = keys(doc.value.get("templates"));
     let from_file = extra.map(|d| keys(Some(&d.value))).unwrap_or_default();
     if let Some(d) = extra {
@@ -318,7 +340,8 @@ pub fn load_templates(path: &Path) -> Result<Templates, ManifestError> {
     if doc.value.get("template").is_some() {
         return parse(path, &text).map(|m| m.templates);
     }
-    let problems = templates_problems(&doc.value, &doc.src, &doc.loc);
+    let mut problems = templates_problems(&doc.value, &doc.src, &doc.loc);
+    problems.extend(hibernation_checks(&doc, ""));
     if !problems.is_empty() {
         return Err(invalid(problems));
     }

@@ -115,3 +115,20 @@ fn templates_file_problems_point_into_that_file() {
     );
     assert!(emu.calls().is_empty());
 }
+
+#[test]
+fn a_hibernating_template_needs_a_root_volume_size() {
+    let emu = Emulator::start();
+    let path = emu.write(
+        "lab.yaml",
+        "name: lab\nproject: p\ntemplate: t\ncount: 1\ntemplates:\n  t:\n    image: ami-1\n    instance_type: t3.micro\n    hibernation: true\n",
+    );
+    let out = emu.prism(&["plan", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(":9:18: error: template `t` hibernates but sets no `root_volume_gb`"),
+        "{err}"
+    );
+    assert!(emu.calls().is_empty());
+}
