@@ -513,3 +513,51 @@ fn quiet_shows_only_the_summary() {
         "{text}"
     );
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let emu = Emulator::start();
+    // Every launch takes 4 s, so launches are in flight when the signals come.
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "", "delay_ms": 4000}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("twice", 3, FAST));
+    let mut child = prism_command(&["apply", "--yes", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("Launching 3 workspaces") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "it waited for the launches in flight"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Exiting at once"));
+}
