@@ -2,7 +2,9 @@
 
 mod apply_cmd;
 mod complete;
+mod plan_cmd;
 mod quota_cmd;
+mod reference;
 mod report;
 mod storage_cmd;
 mod template_cmd;
@@ -10,17 +12,19 @@ mod watch_cmd;
 mod workspace_cmd;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cloud::Cloud;
 use crate::cloud::aws::{AwsCloud, Connection};
 use crate::manifest::{self, Manifest};
-use crate::observe::observe;
-use crate::plan::{self, SavedPlan};
+use crate::plan;
 
+pub use plan_cmd::PlanArgs;
+pub use reference::{
+    CompletionArgs, CompletionShell, ErrorsArgs, ManArgs, SchemaArgs, SchemaDocument, ValidateArgs,
+};
 pub use report::{Failure, render_problems};
 
 /// Keep fleets of EC2 research workspaces in the state a manifest declares.
@@ -170,21 +174,6 @@ pub enum Format {
     Json,
 }
 
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// The fleet manifest.
-    pub file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
-    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
-    #[arg(long)]
-    pub detailed_exitcode: bool,
-    /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
-    #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
-    pub out: Option<PathBuf>,
-}
-
 /// The legacy `prism launch TEMPLATE NAME…`.
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
@@ -202,68 +191,6 @@ pub struct LaunchArgs {
     /// Launch without asking for confirmation.
     #[arg(short, long)]
     pub yes: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct CompletionArgs {
-    /// The shell to complete for. Load it with e.g. `source <(prism completion bash)`.
-    #[arg(value_enum)]
-    pub shell: CompletionShell,
-}
-
-/// Shells prism completes for, names of workspaces, fleets and projects included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompletionShell {
-    Bash,
-    Zsh,
-    Fish,
-    Powershell,
-    Elvish,
-}
-
-#[derive(Debug, Args)]
-pub struct ManArgs {
-    /// Write prism.1 and a page per command (prism-plan.1, …) into this folder.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct ErrorsArgs {
-    /// An AWS error code, e.g. VcpuLimitExceeded; all of them when left out.
-    pub code: Option<String>,
-    /// Print the catalogue as Markdown (docs/troubleshooting.md).
-    #[arg(long, conflicts_with = "code")]
-    pub markdown: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
-}
-
-#[derive(Debug, Args)]
-pub struct SchemaArgs {
-    /// Which document's schema.
-    #[arg(value_enum, default_value_t)]
-    pub document: SchemaDocument,
-}
-
-/// The documents prism reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum SchemaDocument {
-    /// A fleet manifest.
-    #[default]
-    Manifest,
-    /// A templates file (a map of template name to template).
-    Templates,
-}
-
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    /// The fleet manifest.
-    pub file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
 }
 
 /// Parses the arguments, runs the command, and turns the outcome into an exit code.
@@ -313,12 +240,12 @@ fn init_logging(verbose: u8, command: &Command) {
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Plan(args) => plan_command(&cli.global, &args).await,
+        Command::Plan(args) => plan_cmd::plan_command(&cli.global, &args).await,
         Command::Apply(args) => apply_cmd::run(&cli.global, &args).await,
-        Command::Validate(args) => validate_command(&args),
-        Command::Errors(args) => errors_command(&args),
-        Command::Completion(args) => completion_command(&args),
-        Command::Man(args) => man_command(&args),
+        Command::Validate(args) => reference::validate_command(&args),
+        Command::Errors(args) => reference::errors_command(&args),
+        Command::Completion(args) => reference::completion_command(&args),
+        Command::Man(args) => reference::man_command(&args),
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
@@ -396,93 +323,6 @@ async fn legacy_change(
     workspace_cmd::change(global, std::sync::Arc::new(cloud), kind, args).await
 }
 
-/// The script that makes a shell ask prism for completions (COMPLETE=shell prism …).
-fn completion_command(args: &CompletionArgs) -> Result<ExitCode, Failure> {
-    use clap_complete::env::EnvCompleter;
-    let shell: &dyn EnvCompleter = match args.shell {
-        CompletionShell::Bash => &clap_complete::env::Bash,
-        CompletionShell::Zsh => &clap_complete::env::Zsh,
-        CompletionShell::Fish => &clap_complete::env::Fish,
-        CompletionShell::Powershell => &clap_complete::env::Powershell,
-        CompletionShell::Elvish => &clap_complete::env::Elvish,
-    };
-    let mut out = Vec::new();
-    shell
-        .write_registration("COMPLETE", "prism", "prism", "prism", &mut out)
-        .map_err(Failure::Io)?;
-    print(&String::from_utf8_lossy(&out))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {
-    let cmd = <Cli as clap::CommandFactory>::command();
-    match &args.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(Failure::Io)?;
-            clap_mangen::generate_to(cmd, dir).map_err(Failure::Io)?;
-            eprintln!("Wrote the man pages to {}", dir.display());
-        }
-        None => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(Failure::Io)?;
-            print(&String::from_utf8_lossy(&out))?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn errors_command(args: &ErrorsArgs) -> Result<ExitCode, Failure> {
-    use crate::errors::{CATALOGUE, explain, render};
-    if args.markdown {
-        print(&crate::errors::markdown())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let codes: Vec<&str> = match &args.code {
-        Some(c) => vec![c.as_str()],
-        None => CATALOGUE.iter().map(|e| e.codes[0]).collect(),
-    };
-    let explained: Vec<_> = codes
-        .iter()
-        .map(|c| {
-            let err =
-                crate::cloud::CloudError::service("the call", Some(c), "(AWS's message)", None);
-            explain(&err, &crate::errors::Context::default())
-        })
-        .collect();
-    let text = match args.format {
-        Format::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&explained).expect("serializes")
-        ),
-        Format::Text => explained.iter().map(render).collect::<Vec<_>>().join("\n"),
-    };
-    print(&text)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
-    let m = manifest::load(&args.file)?;
-    let text = match args.format {
-        Format::Text => format!(
-            "{}: valid — fleet {}, {} workspace{} from template {} ({})\n",
-            args.file.display(),
-            m.name,
-            m.workspaces.len(),
-            if m.workspaces.len() == 1 { "" } else { "s" },
-            m.template.name,
-            m.template.instance_type
-        ),
-        Format::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&m).expect("serializes")
-        ),
-    };
-    print(&text)?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Connects to the region the flags, else the manifest, else the AWS configuration name.
 pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsCloud, Failure> {
     connect_to(global, manifest.region.as_deref()).await
@@ -498,44 +338,6 @@ pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<Aws
     AwsCloud::connect(&conn)
         .await
         .map_err(|_| Failure::NoRegion)
-}
-
-async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
-    let manifest = manifest::load(&args.file)?;
-    let cloud = connect(global, &manifest).await?;
-    let observed = observe(&cloud, &manifest)
-        .await
-        .map_err(|e| Failure::aws(e, cloud.region()))?;
-    let plan = plan::plan(&manifest, &observed);
-    if let Some(path) = &args.out {
-        save(path, &args.file, &plan)?;
-    }
-    let text = match args.format {
-        Format::Text => plan::render::text(&plan),
-        Format::Json => format!("{}\n", plan::render::json(&plan)),
-    };
-    print(&text)?;
-    if let (Some(path), Format::Text) = (&args.out, args.format) {
-        eprintln!(
-            "Saved the plan to {}. Apply it with: prism apply {}",
-            path.display(),
-            path.display()
-        );
-    }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Failure> {
-    let text = std::fs::read(manifest_path).map_err(Failure::Io)?;
-    // An absolute path, so the plan can be applied from any folder.
-    let absolute = std::path::absolute(manifest_path).map_err(Failure::Io)?;
-    let saved = SavedPlan::new(&absolute, &text, plan.clone());
-    let json = serde_json::to_string_pretty(&saved).expect("serializes");
-    std::fs::write(path, json + "\n").map_err(Failure::Io)
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.

@@ -1,0 +1,65 @@
+//! `prism plan`: what apply would change, and whether it fits the quotas.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{Failure, Format, GlobalArgs, connect, print};
+use crate::cloud::Cloud;
+use crate::manifest;
+use crate::observe::observe;
+use crate::plan::{self, SavedPlan};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The fleet manifest.
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
+    #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
+    let manifest = manifest::load(&args.file)?;
+    let cloud = connect(global, &manifest).await?;
+    let observed = observe(&cloud, &manifest)
+        .await
+        .map_err(|e| Failure::aws(e, cloud.region()))?;
+    let plan = plan::plan(&manifest, &observed);
+    if let Some(path) = &args.out {
+        save(path, &args.file, &plan)?;
+    }
+    let text = match args.format {
+        Format::Text => plan::render::text(&plan),
+        Format::Json => format!("{}\n", plan::render::json(&plan)),
+    };
+    print(&text)?;
+    if let (Some(path), Format::Text) = (&args.out, args.format) {
+        eprintln!(
+            "Saved the plan to {}. Apply it with: prism apply {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Failure> {
+    let text = std::fs::read(manifest_path).map_err(Failure::Io)?;
+    // An absolute path, so the plan can be applied from any folder.
+    let absolute = std::path::absolute(manifest_path).map_err(Failure::Io)?;
+    let saved = SavedPlan::new(&absolute, &text, plan.clone());
+    let json = serde_json::to_string_pretty(&saved).expect("serializes");
+    std::fs::write(path, json + "\n").map_err(Failure::Io)
+}
