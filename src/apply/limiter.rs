@@ -191,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn the_burst_passes_at_once_then_launches_are_paced() {
         let limiter = Limiter::new(RateSettings {
-            rate_per_minute: 600.0,
+            rate_per_minute: 60.0,
             burst_size: 3,
             adaptive: true,
         });
@@ -200,7 +200,7 @@ mod tests {
             limiter.acquire(|d| waits.push(d)).await;
         }
         assert_eq!(waits.len(), 1, "only the launch after the burst waits");
-        assert!(waits[0] <= Duration::from_millis(100), "{waits:?}");
+        assert!(waits[0] <= Duration::from_secs(1), "one period at most: {waits:?}");
     }
 
     #[test]
