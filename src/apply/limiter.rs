@@ -200,7 +200,10 @@ mod tests {
             limiter.acquire(|d| waits.push(d)).await;
         }
         assert_eq!(waits.len(), 1, "only the launch after the burst waits");
-        assert!(waits[0] <= Duration::from_secs(1), "one period at most: {waits:?}");
+        assert!(
+            waits[0] <= Duration::from_secs(1),
+            "one period at most: {waits:?}"
+        );
     }
 
     #[test]

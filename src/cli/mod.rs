@@ -263,9 +263,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 file: args.file,
                 fleet: args.fleet,
                 project: None,
-                yes: args.yes,
-                dry_run: false,
-                format: Format::Text,
+                act: workspace_cmd::ActArgs {
+                    yes: args.yes,
+                    dry_run: false,
+                    format: Format::Text,
+                },
             };
             workspace_cmd::create(&cli.global, &create).await
         }

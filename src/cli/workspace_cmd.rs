@@ -79,6 +79,13 @@ pub struct ChangeArgs {
     /// Workspace names.
     #[arg(required = true, add = ArgValueCandidates::new(super::complete::workspaces))]
     pub names: Vec<String>,
+    #[command(flatten)]
+    pub act: ActArgs,
+}
+
+/// The flags every command that changes workspaces shares.
+#[derive(Debug, Args)]
+pub struct ActArgs {
     /// Do not ask for confirmation.
     #[arg(short, long)]
     pub yes: bool,
@@ -107,15 +114,8 @@ pub struct CreateArgs {
     /// The project (tag prism:project); the fleet's name when left out.
     #[arg(long, add = ArgValueCandidates::new(super::complete::projects))]
     pub project: Option<String>,
-    /// Launch without asking for confirmation.
-    #[arg(short, long)]
-    pub yes: bool,
-    /// Show the plan, without launching.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Output: text, or json (NDJSON events).
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    #[command(flatten)]
+    pub act: ActArgs,
 }
 
 /// A workspace as listings show it.
@@ -411,12 +411,12 @@ pub async fn change(
             i.state
         );
     }
-    if a.dry_run {
+    if a.act.dry_run {
         eprintln!("Dry run: nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
     if kind == ActionKind::Delete
-        && !a.yes
+        && !a.act.yes
         && !confirm(
             &format!("Delete {} workspaces and their disks?", todo.len()),
             Failure::Unconfirmed,
@@ -425,7 +425,7 @@ pub async fn change(
         eprintln!("Cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
-    let mode = global.progress_mode(a.format);
+    let mode = global.progress_mode(a.act.format);
     let mut complete = true;
     for (fleet, instances) in &by_fleet {
         let manifest = fleet_manifest(fleet, instances);
@@ -539,7 +539,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         rate_limit: RateLimitSpec::default(),
         retry: RetryPolicy::default(),
     };
-    if a.dry_run {
+    if a.act.dry_run {
         let cloud = connect_to(global, None).await?;
         let observed = crate::observe::observe(&cloud, &manifest)
             .await
@@ -551,11 +551,11 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
     }
     let apply = super::apply_cmd::ApplyArgs {
         file: a.file.clone(),
-        yes: a.yes,
+        yes: a.act.yes,
         parallelism: 10,
         no_wait: false,
         wait_timeout: Duration::from_secs(600),
-        format: a.format,
+        format: a.act.format,
     };
     super::apply_cmd::carry_out(global, &manifest, None, &apply, Some(&a.names)).await
 }
