@@ -150,3 +150,36 @@ async fn mass_deletion_is_held_and_a_deleted_file_deletes_nothing() {
     );
     assert_eq!(stop(child), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &manifest(2, ""));
+    let out = emu.prism(&[
+        "watch",
+        "--once",
+        "--log-format",
+        "json",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let logs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let messages: Vec<&str> = logs
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("pass 1: 2 done, 0 failed")),
+        "{messages:?}"
+    );
+    assert!(
+        logs.iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    until_live(&emu, 2).await;
+}
