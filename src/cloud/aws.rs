@@ -245,6 +245,18 @@ fn to_request(r: &aws_sdk_servicequotas::types::RequestedServiceQuotaChange) -> 
     }
 }
 
+/// Tags to apply to a resource at its creation.
+fn tag_spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
 fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
     Filter::builder()
         .name(name)
@@ -416,17 +428,6 @@ impl Cloud for AwsCloud {
     }
 
     async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
-        let tags: Vec<Tag> = spec
-            .tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
-        let tagging = |kind| {
-            TagSpecification::builder()
-                .resource_type(kind)
-                .set_tags(Some(tags.clone()))
-                .build()
-        };
         let mut req = self
             .ec2
             .run_instances()
@@ -435,8 +436,8 @@ impl Cloud for AwsCloud {
             .instance_type(InstanceType::from(spec.instance_type.as_str()))
             .min_count(1)
             .max_count(1)
-            .tag_specifications(tagging(ResourceType::Instance))
-            .tag_specifications(tagging(ResourceType::Volume));
+            .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
+            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags));
         if let Some(zone) = &spec.availability_zone {
             req = req.placement(Placement::builder().availability_zone(zone).build());
         }
@@ -538,21 +539,13 @@ impl Cloud for AwsCloud {
         zone: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<Volume, CloudError> {
-        let tagging = TagSpecification::builder()
-            .resource_type(ResourceType::Volume)
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
-            .build();
         let out = self
             .ec2
             .create_volume()
             .size(i32::try_from(size_gib).unwrap_or(i32::MAX))
             .availability_zone(zone)
             .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
-            .tag_specifications(tagging)
+            .tag_specifications(tag_spec(ResourceType::Volume, tags))
             .send()
             .await
             .map_err(|e| self.fail("CreateVolume", e))?;
