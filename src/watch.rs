@@ -34,6 +34,8 @@ pub struct WatchOptions {
     pub config: crate::config::UserConfig,
     /// How each pass's actions are reported.
     pub mode: Mode,
+    /// Where each workspace's latest launch went, kept across passes.
+    pub memory: std::sync::Arc<crate::apply::memory::LaunchMemory>,
 }
 
 /// Per-workspace requeue after failures, as a controller would: 10 s, doubling to 10 min.
@@ -159,6 +161,7 @@ pub async fn reconcile_once(
         rate: crate::config::launch_rate(&manifest.rate_limit, &opts.config),
         retry: manifest.retry.clone(),
         skip,
+        memory: opts.memory.clone(),
     };
     let (events, rx) = Events::channel();
     let renderer = tokio::spawn(progress::render(opts.mode, rx));

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod limiter;
+pub mod memory;
 pub mod progress;
 mod step;
 pub mod token;
@@ -40,6 +41,8 @@ pub struct Options {
     pub retry: RetryPolicy,
     /// Workspaces not to act on, with the reason (e.g. no quota left for them).
     pub skip: std::collections::BTreeMap<String, String>,
+    /// Where each workspace's latest launch went (see [`memory`]).
+    pub memory: Arc<memory::LaunchMemory>,
 }
 
 /// One workspace whose action failed.

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Events};
 use super::limiter::{self, Limiter};
+use super::memory::LaunchMemory;
 use super::token::{client_token, spec_digest};
 use super::{FailureNote, Options};
 use crate::cloud::{Cloud, CloudError, ErrorClass, Instance, LaunchSpec, tags};
@@ -78,6 +79,8 @@ pub struct Context {
     mutate: DefaultDirectRateLimiter,
     retry: RetryPolicy,
     launches_left: AtomicUsize,
+    memory: Arc<LaunchMemory>,
+    digest: String,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
 }
@@ -110,6 +113,7 @@ impl Context {
                 .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
             hibernation: t.hibernation,
         };
+        let digest = spec_digest(&template);
         Context {
             cloud,
             fleet: manifest.name.clone(),
@@ -128,6 +132,8 @@ impl Context {
             mutate: limiter::fixed(5, 50),
             retry: opts.retry.clone(),
             launches_left: AtomicUsize::new(launches),
+            memory: opts.memory.clone(),
+            digest,
             errors: crate::errors::Context::from_observed(observed, &t.instance_type),
         }
     }
@@ -269,13 +275,18 @@ impl Context {
         spec
     }
 
-    /// Launches `workspace`: AWS's choice of zone first, then each zone of the region
-    /// while AWS has no capacity.
+    /// Launches `workspace`: where its latest launch went when that is remembered,
+    /// else AWS's choice of zone first; then each zone of the region while AWS has no
+    /// capacity.
     async fn launch(&self, workspace: &str, prepaid: &mut bool) -> Result<Instance, StepError> {
-        let mut zone: Option<String> = None;
+        let last = self.memory.recall(&self.fleet, workspace, &self.digest);
+        let (mut zone, mut incarnation) = last.map_or((None, 0), |l| (l.zone, l.incarnation));
         let mut tried: Vec<String> = vec![];
         loop {
-            match self.launch_in(workspace, zone.as_deref(), prepaid).await {
+            match self
+                .launch_in(workspace, zone.as_deref(), incarnation, prepaid)
+                .await
+            {
                 Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
                     tried.extend(zone.clone());
                     let zones = self.zones().await?;
@@ -288,6 +299,7 @@ impl Context {
                         next_zone: next.clone(),
                     });
                     zone = Some(next.clone());
+                    incarnation = 0;
                 }
                 other => return other,
             }
@@ -298,11 +310,14 @@ impl Context {
         &self,
         workspace: &str,
         zone: Option<&str>,
+        first_incarnation: u32,
         prepaid: &mut bool,
     ) -> Result<Instance, StepError> {
         let mut last = None;
-        for incarnation in 0..MAX_INCARNATIONS {
+        for incarnation in first_incarnation..MAX_INCARNATIONS {
             let spec = self.spec(workspace, zone, incarnation);
+            self.memory
+                .remember(&self.fleet, workspace, &self.digest, zone, incarnation);
             let result = self
                 .call(workspace, Pace::Launch, prepaid, |attempt| {
                     self.events.emit(Event::Launching {
@@ -323,7 +338,14 @@ impl Context {
                 other => return other,
             }
         }
-        Err(StepError::Cloud(last.expect("at least one attempt")))
+        Err(StepError::Cloud(last.unwrap_or_else(|| {
+            CloudError::service(
+                "RunInstances",
+                Some("IdempotentInstanceTerminated"),
+                format!("every ClientToken of {workspace} was used by a terminated instance"),
+                None,
+            )
+        })))
     }
 }
 

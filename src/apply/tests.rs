@@ -52,6 +52,7 @@ async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed)
         }),
         retry: manifest.retry.clone(),
         skip: BTreeMap::new(),
+        memory: Arc::new(super::memory::LaunchMemory::in_memory()),
     };
     let (events, _rx) = Events::channel();
     let cloud: Arc<dyn Cloud> = cloud.clone();

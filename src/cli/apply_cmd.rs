@@ -135,6 +135,7 @@ pub async fn carry_out(
         rate: crate::config::launch_rate(&manifest.rate_limit, &settings),
         retry: manifest.retry.clone(),
         skip,
+        memory: super::launch_memory(global, cloud.region()),
     };
     let mode = global.progress_mode(args.format);
     let (events, rx) = Events::channel();

@@ -14,9 +14,11 @@ mod workspace_cmd;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::apply::memory::LaunchMemory;
 use crate::cloud::aws::{AwsCloud, Connection};
 use crate::manifest::{self, Manifest};
 use crate::plan;
@@ -340,6 +342,22 @@ pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<Aws
     AwsCloud::connect(&conn)
         .await
         .map_err(|_| Failure::NoRegion)
+}
+
+/// The notes of where each workspace's latest launch went, kept in a file per region
+/// and endpoint so that a rerun finds them (see [`crate::apply::memory`]).
+pub fn launch_memory(global: &GlobalArgs, region: &str) -> Arc<LaunchMemory> {
+    let endpoint = global.endpoint_url.clone().or_else(|| {
+        std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    Arc::new(
+        match LaunchMemory::default_file(region, endpoint.as_deref()) {
+            Some(file) => LaunchMemory::in_file(file),
+            None => LaunchMemory::in_memory(),
+        },
+    )
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.

@@ -35,6 +35,12 @@ pub enum Failure {
     /// A command was called with values it cannot use.
     #[error("{0}")]
     Usage(String),
+    /// A bare workspace name matches workspaces of several fleets.
+    #[error("`{name}` is a workspace in more than one fleet: {}", fleets.join(", "))]
+    AmbiguousName { name: String, fleets: Vec<String> },
+    /// A new workspace's name is already a workspace of another fleet.
+    #[error("a workspace named `{name}` already exists in fleet `{fleet}`")]
+    NameTaken { name: String, fleet: String },
     #[error("cannot read the saved plan {path}: {message}")]
     BadPlanFile { path: String, message: String },
     #[error(transparent)]
@@ -129,6 +135,15 @@ pub fn fail(failure: &Failure, json: bool) -> ExitCode {
         Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
         Failure::QuotaShortfall => format!("Error: {failure}\n  hint: pass --yes to launch the workspaces that fit (in name order) and report the rest, or raise the quota first; nothing was changed\n"),
         Failure::Unconfirmed => format!("Error: {failure}\n  hint: pass --yes (-y) to apply without asking; nothing was changed\n"),
+        Failure::AmbiguousName { name, fleets } => format!(
+            "Error: {failure}\n  hint: name the fleet, e.g. `--fleet {}`; nothing was changed\n  candidates:\n{}",
+            fleets[0],
+            fleets
+                .iter()
+                .map(|f| format!("    {name} (fleet {f})\n"))
+                .collect::<String>()
+        ),
+        Failure::NameTaken { .. } => format!("Error: {failure}\n  hint: workspace names are unique across fleets, so that every command that takes a name acts on one workspace; choose another name (nothing was launched)\n"),
         other => format!("Error: {other}\n"),
     };
     let _ = std::io::stderr().write_all(text.as_bytes());

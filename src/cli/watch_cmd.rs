@@ -50,6 +50,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
         parallelism: usize::from(args.parallelism),
         config,
         mode: Mode::Log,
+        memory: super::launch_memory(global, cloud.region()),
     };
     tracing::info!(
         "watching {} (fleet {} in {}); resync every {}",

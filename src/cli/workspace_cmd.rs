@@ -69,6 +69,9 @@ pub struct ShowArgs {
     /// The workspace, e.g. cs499-fall26-07.
     #[arg(add = ArgValueCandidates::new(super::complete::workspaces))]
     pub name: String,
+    /// The workspace's fleet, when its name exists in more than one.
+    #[arg(long, add = ArgValueCandidates::new(super::complete::fleets))]
+    pub fleet: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
@@ -79,6 +82,9 @@ pub struct ChangeArgs {
     /// Workspace names.
     #[arg(required = true, add = ArgValueCandidates::new(super::complete::workspaces))]
     pub names: Vec<String>,
+    /// The workspaces' fleet, when a name exists in more than one.
+    #[arg(long, add = ArgValueCandidates::new(super::complete::fleets))]
+    pub fleet: Option<String>,
     #[command(flatten)]
     pub act: ActArgs,
 }
@@ -252,16 +258,8 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
     match &args.command {
         WorkspaceCommand::List(a) => list(&cloud, a, now).await,
         WorkspaceCommand::Show(a) => {
-            let found = workspaces(&cloud, None, None, None).await?;
-            let Some(i) = found
-                .iter()
-                .find(|i| i.workspace() == Some(a.name.as_str()))
-            else {
-                return Err(Failure::Usage(format!(
-                    "no workspace named `{}`; see `prism workspace list`",
-                    a.name
-                )));
-            };
+            let found = workspaces(&cloud, a.fleet.as_deref(), None, None).await?;
+            let i = resolve(&found, std::slice::from_ref(&a.name), a.fleet.as_deref())?[0];
             let r = row(i, now);
             let text = a.format.encode(&(&r, &i.tags)).unwrap_or_else(|| {
                 let tag_lines: Vec<String> = i.tags.iter().map(|(k, v)| format!("  {k}: {v}")).collect();
@@ -353,24 +351,9 @@ pub async fn change(
     kind: ActionKind,
     a: &ChangeArgs,
 ) -> Result<ExitCode, Failure> {
-    let found = workspaces(cloud.as_ref(), None, None, None).await?;
-    let missing: Vec<&str> = a
-        .names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| !found.iter().any(|i| i.workspace() == Some(n)))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Failure::Usage(format!(
-            "no workspace named {}; see `prism workspace list` (nothing was changed)",
-            quoted(&missing)
-        )));
-    }
+    let found = workspaces(cloud.as_ref(), a.fleet.as_deref(), None, None).await?;
     let mut by_fleet: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
-    for i in found.iter().filter(|i| {
-        i.workspace()
-            .is_some_and(|w| a.names.iter().any(|n| n == w))
-    }) {
+    for i in resolve(&found, &a.names, a.fleet.as_deref())? {
         by_fleet
             .entry(i.tag(tags::FLEET).unwrap_or_default().to_string())
             .or_default()
@@ -466,6 +449,7 @@ pub async fn change(
             rate: None,
             retry: RetryPolicy::default(),
             skip: BTreeMap::new(),
+            memory: super::launch_memory(global, cloud.region()),
         };
         let (events, rx) = Events::channel();
         let renderer = tokio::spawn(progress::render(mode, rx));
@@ -487,6 +471,65 @@ pub async fn change(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The instances that bare workspace `names` stand for: each name must exist, and in
+/// one fleet only (or in `fleet`, when given), so a command never acts on two
+/// workspaces for one name by accident.
+fn resolve<'a>(
+    found: &'a [Instance],
+    names: &[String],
+    fleet: Option<&str>,
+) -> Result<Vec<&'a Instance>, Failure> {
+    let missing: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !found.iter().any(|i| i.workspace() == Some(n)))
+        .collect();
+    if !missing.is_empty() {
+        let place = fleet.map_or(String::new(), |f| format!(" in fleet `{f}`"));
+        return Err(Failure::Usage(format!(
+            "no workspace named {}{place}; see `prism workspace list` (nothing was changed)",
+            quoted(&missing)
+        )));
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let matching: Vec<&Instance> = found
+            .iter()
+            .filter(|i| i.workspace() == Some(name.as_str()))
+            .collect();
+        let mut fleets: Vec<String> = matching
+            .iter()
+            .map(|i| i.tag(tags::FLEET).unwrap_or_default().to_string())
+            .collect();
+        fleets.sort();
+        fleets.dedup();
+        if fleets.len() > 1 {
+            return Err(Failure::AmbiguousName {
+                name: name.clone(),
+                fleets,
+            });
+        }
+        out.extend(matching);
+    }
+    Ok(out)
+}
+
+/// Fails when one of `names` is already a workspace of a fleet other than `fleet`.
+fn check_names_free(found: &[Instance], names: &[String], fleet: &str) -> Result<(), Failure> {
+    for name in names {
+        if let Some(other) = found
+            .iter()
+            .find(|i| i.workspace() == Some(name.as_str()) && i.tag(tags::FLEET) != Some(fleet))
+        {
+            return Err(Failure::NameTaken {
+                name: name.clone(),
+                fleet: other.tag(tags::FLEET).unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn valid_name(n: &str) -> bool {
@@ -539,8 +582,10 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         rate_limit: RateLimitSpec::default(),
         retry: RetryPolicy::default(),
     };
+    let cloud = connect_to(global, None).await?;
+    let every = workspaces(&cloud, None, None, None).await?;
+    check_names_free(&every, &a.names, &a.fleet)?;
     if a.act.dry_run {
-        let cloud = connect_to(global, None).await?;
         let observed = crate::observe::observe(&cloud, &manifest)
             .await
             .map_err(|e| Failure::aws(e, cloud.region()))?;

@@ -141,6 +141,7 @@ class State:
     boot_s: float = 0.0
     running_at: dict = field(default_factory=dict)  # instance id -> monotonic time
     tokens: dict = field(default_factory=dict)  # ClientToken -> TokenRecord
+    sold_out: list = field(default_factory=list)  # [{"zone", "instance_type" (None: all)}]
     token_locks: dict = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -157,6 +158,7 @@ class State:
             self.boot_s = 0.0
             self.running_at.clear()
             self.tokens.clear()
+            self.sold_out.clear()
 
 
 STATE = State()
@@ -438,6 +440,25 @@ def after_run_instances(call: Call, token: str | None, status: int, body: bytes)
                     STATE.running_at[instance.id] = time.monotonic() + STATE.boot_s
 
 
+def check_capacity(call: Call):
+    """InsufficientInstanceCapacity when the zone asked for (or, without one, the zone
+    AWS would choose: the region's first) has no capacity for the type."""
+    zone = call.params.get("Placement.AvailabilityZone") or f"{call.region}a"
+    instance_type = call.params.get("InstanceType", "m1.small")
+    for rule in STATE.sold_out:
+        if rule["zone"] == zone and rule.get("instance_type") in (None, instance_type):
+            return ec2_error(
+                "InsufficientInstanceCapacity",
+                f"We currently do not have sufficient {instance_type} capacity in the "
+                f"Availability Zone you requested ({zone}). Our system will be working on "
+                "provisioning additional capacity. You can currently get "
+                f"{instance_type} capacity by not specifying an Availability Zone in your "
+                "request or choosing a different Availability Zone.",
+                500,
+            )
+    return None
+
+
 def take_token(action: str) -> bool:
     if action in BUCKETS:
         capacity, refill = BUCKETS[action]
@@ -527,7 +548,7 @@ class Emulator:
             # once cannot both squeeze into the last vCPUs.
             with LAUNCH_LOCK:
                 with STATE.lock:
-                    refused = check_vcpu_limit(call)
+                    refused = check_capacity(call) or check_vcpu_limit(call)
                 if refused is not None:
                     return refused
                 status, headers, out = self.forward(environ, body)
@@ -561,6 +582,12 @@ class Emulator:
                 return json_ok({})
             if path == "/_prism/boot" and method == "POST":
                 STATE.boot_s = float(payload.get("seconds", 0))
+                return json_ok({})
+            if path == "/_prism/capacity" and method == "POST":
+                STATE.sold_out = [
+                    {"zone": r["zone"], "instance_type": r.get("instance_type")}
+                    for r in payload.get("sold_out", [])
+                ]
                 return json_ok({})
             if path == "/_prism/lag" and method == "POST":
                 STATE.lag_s = float(payload.get("seconds", 0))

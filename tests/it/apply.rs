@@ -451,6 +451,54 @@ async fn no_capacity_moves_to_another_zone() {
     exactly_one_each(&per_workspace(&emu, "zone").await, "zone", 1);
 }
 
+/// A rerun right after a zone fallback, while DescribeInstances still lags, sends the
+/// token of the zone each workspace landed in, not the first-choice token: no second
+/// instance. The same rerun from a machine without the notes (another cache folder)
+/// shows what the notes prevent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_right_after_a_zone_fallback_launches_no_duplicate() {
+    let emu = Emulator::start();
+    emu.post(
+        "/_prism/capacity",
+        json!({"sold_out": [{"zone": "us-west-2a"}]}),
+    );
+    emu.post("/_prism/lag", json!({"seconds": 20}));
+    let here = emu.write("class.yaml", &manifest("fall", 5, FAST));
+    let there = emu.write("other.yaml", &manifest("away", 2, FAST));
+    for path in [&here, &there] {
+        let out = emu.prism(&["apply", "--yes", "--no-wait", path.to_str().unwrap()]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+        assert!(text.contains("trying us-west-2b"), "{text}");
+    }
+    // Capacity comes back; the launches are still hidden from DescribeInstances.
+    emu.post("/_prism/capacity", json!({"sold_out": []}));
+    emu.clear_calls();
+    let rerun = emu.prism(&["apply", "--yes", "--no-wait", here.to_str().unwrap()]);
+    assert_eq!(rerun.status.code(), Some(0), "{}", stderr(&rerun));
+    assert_eq!(
+        mutating_calls(&emu),
+        vec!["RunInstances"; 5],
+        "the rerun sees nothing yet, so it launches with the remembered tokens"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let blind = prism_command(&["apply", "--yes", "--no-wait", there.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("XDG_CACHE_HOME", elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(blind.status.code(), Some(0), "{}", stderr(&blind));
+
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    exactly_one_each(&per_workspace(&emu, "fall").await, "fall", 5);
+    let away = per_workspace(&emu, "away").await;
+    assert_eq!(
+        away.values().copied().collect::<Vec<_>>(),
+        [2, 2],
+        "without the notes, a rerun within the lag launches again: {away:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_new_launches_and_a_rerun_finishes() {
     let emu = Emulator::start();

@@ -143,6 +143,7 @@ impl Emulator {
     pub fn prism(&self, args: &[&str]) -> Output {
         prism_command(args)
             .env("AWS_ENDPOINT_URL", &self.url)
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .output()
             .expect("prism runs")
     }

@@ -284,3 +284,79 @@ async fn hibernate_needs_a_hibernation_template_and_resume_brings_it_back() {
         stdout(&legacy)
     );
 }
+
+/// A name that exists in one fleet cannot be created in another, and a bare name
+/// that exists in two fleets (made outside prism) is refused until `--fleet` says which.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_name_never_stands_for_two_workspaces() {
+    let emu = Emulator::start();
+    let ec2 = emu.ec2();
+    launch(&ec2, Some("small"), Some("small-02"), "t3.micro", 1).await;
+    let file = emu.write(
+        "templates.yaml",
+        "tiny:\n  image: ami-785db401\n  instance_type: t3.micro\n",
+    );
+    let f = file.to_str().unwrap();
+    emu.clear_calls();
+    let taken = emu.prism(&[
+        "workspace",
+        "create",
+        "--template",
+        "tiny",
+        "-f",
+        f,
+        "small-02",
+        "--yes",
+    ]);
+    assert_eq!(taken.status.code(), Some(1), "{}", stdout(&taken));
+    assert!(
+        stderr(&taken).contains("a workspace named `small-02` already exists in fleet `small`"),
+        "{}",
+        stderr(&taken)
+    );
+    assert!(
+        !emu.calls().iter().any(|c| c.action == "RunInstances"),
+        "nothing launched"
+    );
+    assert_eq!(per_workspace(&emu, "workspaces").await.len(), 0);
+
+    // The same name in two fleets, as another tool could leave it.
+    launch(&ec2, Some("other"), Some("small-02"), "t3.micro", 1).await;
+    for args in [
+        &["workspace", "show", "small-02"][..],
+        &["workspace", "delete", "small-02", "--dry-run"],
+        &["workspace", "stop", "small-02", "--yes"],
+    ] {
+        let out = emu.prism(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("`small-02` is a workspace in more than one fleet: other, small")
+                && err.contains("small-02 (fleet other)")
+                && err.contains("small-02 (fleet small)"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = emu.prism(&[
+        "workspace",
+        "delete",
+        "small-02",
+        "--fleet",
+        "small",
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(per_workspace(&emu, "small").await.len(), 0);
+    assert_eq!(
+        per_workspace(&emu, "other").await.len(),
+        1,
+        "the other one is kept"
+    );
+    let show = emu.prism(&["workspace", "show", "small-02", "--format", "json"]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    assert!(
+        stdout(&show).contains("\"fleet\": \"other\""),
+        "{}",
+        stdout(&show)
+    );
+}

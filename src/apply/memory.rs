@@ -1,0 +1,242 @@
+//! Where each workspace's latest launch went, for a rerun that comes before AWS shows it.
+//!
+//! ClientTokens are zonal: a launch that fell back to another zone used that zone's
+//! token. A rerun right after it, while DescribeInstances still lags, plans the
+//! workspace again and would send the first-choice token, which AWS has never seen:
+//! a second instance. So before each launch call prism notes the zone and incarnation
+//! of the token it sends, and the next launch of that workspace sends that token
+//! first. The note is kept in memory for a long-running process and, for reruns of
+//! the CLI, in a small file that expires entries well past AWS's consistency lag.
+//!
+//! A launch with AWS's choice of zone and the first incarnation needs no note: a
+//! rerun sends that token anyway. Its note is removed instead, so the file stays empty
+//! while no zone is sold out.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// How long a note is trusted: far longer than DescribeInstances lags behind a launch.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The token a workspace's latest launch used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastLaunch {
+    /// The zone asked for; None when AWS chose.
+    pub zone: Option<String>,
+    pub incarnation: u32,
+    /// What was launched: a changed spec has other tokens, so the note no longer applies.
+    pub spec_digest: String,
+    /// Seconds since the epoch when the call was made.
+    pub at: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Notes {
+    /// `fleet/workspace` → its latest launch.
+    launches: BTreeMap<String, LastLaunch>,
+}
+
+/// The notes of one account and region.
+#[derive(Debug)]
+pub struct LaunchMemory {
+    file: Option<PathBuf>,
+    notes: Mutex<Notes>,
+    ttl: Duration,
+}
+
+fn key(fleet: &str, workspace: &str) -> String {
+    format!("{fleet}/{workspace}")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl LaunchMemory {
+    /// Notes kept in this process only (`watch`, `serve`, tests).
+    pub fn in_memory() -> Self {
+        LaunchMemory {
+            file: None,
+            notes: Mutex::new(Notes::default()),
+            ttl: REMEMBER_FOR,
+        }
+    }
+
+    /// Notes kept in `file` as well, shared with later runs and other processes.
+    pub fn in_file(file: PathBuf) -> Self {
+        LaunchMemory {
+            file: Some(file),
+            notes: Mutex::new(Notes::default()),
+            ttl: REMEMBER_FOR,
+        }
+    }
+
+    /// The file for an account's `region` behind `endpoint` (None: AWS itself), under
+    /// the user's cache folder; None when there is no home folder.
+    pub fn default_file(region: &str, endpoint: Option<&str>) -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        let place = match endpoint {
+            None => region.to_string(),
+            Some(url) => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(url.as_bytes());
+                let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{region}-{short}")
+            }
+        };
+        Some(base.join("prism/launches").join(format!("{place}.json")))
+    }
+
+    /// The latest launch of `workspace`, if it is recent and of the same spec.
+    pub fn recall(&self, fleet: &str, workspace: &str, spec_digest: &str) -> Option<LastLaunch> {
+        let k = key(fleet, workspace);
+        let from_file = self.file.as_deref().and_then(|f| read(f).ok());
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file_notes) = from_file {
+            // The file may hold a later launch made by another process.
+            if let Some(n) = file_notes.launches.get(&k) {
+                let newer = notes.launches.get(&k).is_none_or(|m| m.at <= n.at);
+                if newer {
+                    notes.launches.insert(k.clone(), n.clone());
+                }
+            }
+        }
+        let note = notes.launches.get(&k)?;
+        (note.spec_digest == spec_digest && now().saturating_sub(note.at) < self.ttl.as_secs())
+            .then(|| note.clone())
+    }
+
+    /// Notes the token about to be sent for `workspace`. Called before the call, so a
+    /// crash or a lost answer cannot lose the note.
+    pub fn remember(
+        &self,
+        fleet: &str,
+        workspace: &str,
+        spec_digest: &str,
+        zone: Option<&str>,
+        incarnation: u32,
+    ) {
+        let k = key(fleet, workspace);
+        let note = (zone.is_some() || incarnation > 0).then(|| LastLaunch {
+            zone: zone.map(str::to_string),
+            incarnation,
+            spec_digest: spec_digest.to_string(),
+            at: now(),
+        });
+        {
+            let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+            let unchanged = match &note {
+                Some(n) => notes
+                    .launches
+                    .get(&k)
+                    .is_some_and(|m| m.zone == n.zone && m.incarnation == n.incarnation),
+                None => !notes.launches.contains_key(&k),
+            };
+            match &note {
+                Some(n) => notes.launches.insert(k.clone(), n.clone()),
+                None => notes.launches.remove(&k),
+            };
+            if unchanged && self.file.is_none() {
+                return;
+            }
+        }
+        if let Some(file) = &self.file
+            && let Err(e) = update(file, &k, note.as_ref(), self.ttl)
+        {
+            tracing::warn!(
+                "could not note a launch in {}: {e}; a rerun within minutes may not find it",
+                file.display()
+            );
+        }
+    }
+}
+
+fn read(file: &Path) -> std::io::Result<Notes> {
+    let text = std::fs::read(file)?;
+    Ok(serde_json::from_slice(&text).unwrap_or_default())
+}
+
+/// Read, change and write the file, dropping expired notes. Writers take turns on a
+/// lock file beside it; the new text replaces the file in one rename, so a reader never
+/// sees half of it.
+fn update(file: &Path, k: &str, note: Option<&LastLaunch>, ttl: Duration) -> std::io::Result<()> {
+    if note.is_none() && !file.exists() {
+        return Ok(());
+    }
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file.with_extension("lock"))?;
+    lock.lock()?;
+    let mut notes = read(file).unwrap_or_default();
+    let before = notes.launches.len();
+    let t = now();
+    notes
+        .launches
+        .retain(|_, n| t.saturating_sub(n.at) < ttl.as_secs());
+    let changed = match note {
+        Some(n) => notes.launches.insert(k.to_string(), n.clone()).as_ref() != Some(n),
+        None => notes.launches.remove(k).is_some(),
+    };
+    if changed || notes.launches.len() != before {
+        let out = serde_json::to_vec_pretty(&notes).map_err(std::io::Error::other)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&out)?;
+        tmp.persist(file).map_err(|e| e.error)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fallback_zone_is_recalled_and_the_default_is_not_noted() {
+        let m = LaunchMemory::in_memory();
+        m.remember("f", "f-01", "d", None, 0);
+        assert_eq!(m.recall("f", "f-01", "d"), None);
+        m.remember("f", "f-01", "d", Some("us-west-2b"), 0);
+        let n = m.recall("f", "f-01", "d").expect("noted");
+        assert_eq!((n.zone.as_deref(), n.incarnation), (Some("us-west-2b"), 0));
+        assert_eq!(m.recall("f", "f-01", "other spec"), None);
+        assert_eq!(m.recall("f", "f-02", "d"), None);
+        // A later launch with AWS's choice replaces the note.
+        m.remember("f", "f-01", "d", None, 0);
+        assert_eq!(m.recall("f", "f-01", "d"), None);
+    }
+
+    #[test]
+    fn notes_in_a_file_reach_another_process_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launches/us-west-2.json");
+        LaunchMemory::in_file(path.clone()).remember("f", "f-01", "d", Some("us-west-2c"), 2);
+        let other = LaunchMemory::in_file(path.clone());
+        let n = other.recall("f", "f-01", "d").expect("read from the file");
+        assert_eq!((n.zone.as_deref(), n.incarnation), (Some("us-west-2c"), 2));
+
+        let mut stale = LaunchMemory::in_file(path.clone());
+        stale.ttl = Duration::ZERO;
+        assert_eq!(stale.recall("f", "f-01", "d"), None, "expired");
+        stale.remember("f", "f-02", "d", Some("us-west-2a"), 0);
+        let kept: Notes = read(&path).unwrap();
+        assert_eq!(
+            kept.launches.keys().collect::<Vec<_>>(),
+            ["f/f-02"],
+            "expired notes are dropped on write"
+        );
+    }
+}
