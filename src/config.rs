@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::apply::limiter::RateSettings;
+use crate::engine::limiter::RateSettings;
 use crate::manifest::RateLimitSpec;
 
 /// The settings file, every key optional.

@@ -2,13 +2,13 @@
 //!
 //! The modules follow the pipeline: a [`manifest`] is loaded and validated, the
 //! [`cloud`] is observed ([`observe`]), a pure [`plan`] is made from both and checked
-//! against the account's [`quota`]s, and [`apply`] carries it out; the [`cli`] renders
-//! each step.
+//! against the account's [`quota`]s, and the [`engine`] carries it out, paced and
+//! retried, for every front door: the [`cli`] and [`watch`]. Only `cli` prints.
 
-pub mod apply;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod engine;
 pub mod errors;
 pub mod manifest;
 pub mod observe;

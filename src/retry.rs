@@ -1,5 +1,8 @@
-//! prism's one retry layer: exponential backoff with jitter (the exponential-backoff
-//! crate), applied by error class. The SDK's own retries are off.
+//! prism's one retry layer: exponential backoff with jitter, applied by error class.
+//! The SDK's own retries are off.
+//!
+//! The exponential-backoff crate counts the attempts; the delay is computed here, since
+//! the crate's factor is a whole number and the manifest's `multiplier` need not be.
 
 use std::future::Future;
 use std::time::Duration;
@@ -9,25 +12,38 @@ use exponential_backoff::Backoff;
 use crate::cloud::{CloudError, ErrorClass};
 use crate::manifest::RetryPolicy;
 
+/// Spread of each delay around its value, so that many clients do not retry in step.
+const JITTER: f64 = 0.3;
+
+/// The delay before retry number `retry` (from 0): `initial × multiplier^retry`, at most
+/// `max`, then spread by `spread` (from −1 to 1) times the jitter, and at most `max`.
+pub fn delay(policy: &RetryPolicy, retry: u32, spread: f64) -> Duration {
+    let exp = i32::try_from(retry).unwrap_or(i32::MAX);
+    let base = (policy.initial_backoff.as_secs_f64() * policy.multiplier.max(1.0).powi(exp))
+        .min(policy.max_backoff.as_secs_f64());
+    let spread = spread.clamp(-1.0, 1.0) * JITTER;
+    Duration::from_secs_f64((base * (1.0 + spread)).min(policy.max_backoff.as_secs_f64()))
+}
+
 /// The attempts of one call under a policy.
 pub struct Attempts {
-    delays: exponential_backoff::IntoIter,
+    attempts: exponential_backoff::IntoIter,
+    policy: RetryPolicy,
     max_attempts: u32,
     attempt: u32,
 }
 
 impl Attempts {
     pub fn new(policy: &RetryPolicy) -> Self {
-        let mut backoff = Backoff::new(
+        let backoff = Backoff::new(
             policy.max_retries + 1,
             policy.initial_backoff,
             policy.max_backoff,
         );
-        // The crate's factor is a whole number.
-        backoff.set_factor(policy.multiplier.round().max(1.0) as u32);
         Attempts {
             max_attempts: backoff.max_attempts(),
-            delays: backoff.into_iter(),
+            attempts: backoff.into_iter(),
+            policy: policy.clone(),
             attempt: 1,
         }
     }
@@ -45,12 +61,14 @@ impl Attempts {
     /// After a failed attempt: how long to wait before the next, or None to give up
     /// (an error retrying cannot help, or no attempt left).
     pub fn after(&mut self, err: &CloudError) -> Option<Duration> {
-        let delay = self.delays.next().flatten();
-        if !matches!(err.class, ErrorClass::Throttle | ErrorClass::Transient) {
+        // The crate says whether an attempt is left (None on the last one).
+        let left = self.attempts.next().flatten().is_some();
+        if !matches!(err.class, ErrorClass::Throttle | ErrorClass::Transient) || !left {
             return None;
         }
+        let retry = self.attempt - 1;
         self.attempt += 1;
-        delay
+        Some(delay(&self.policy, retry, fastrand::f64() * 2.0 - 1.0))
     }
 }
 
@@ -72,5 +90,60 @@ where
                 None => return Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(multiplier: f64) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            multiplier,
+        }
+    }
+
+    #[test]
+    fn fractional_multipliers_grow_the_delay_as_written() {
+        let p = policy(1.4);
+        let d: Vec<f64> = (0..4).map(|r| delay(&p, r, 0.0).as_secs_f64()).collect();
+        for (got, want) in d.iter().zip([1.0, 1.4, 1.96, 2.744]) {
+            assert!((got - want).abs() < 1e-9, "{d:?}");
+        }
+        assert_eq!(delay(&p, 20, 0.0), Duration::from_secs(10), "capped");
+        assert_eq!(
+            delay(&policy(1.0), 3, 0.0),
+            Duration::from_secs(1),
+            "no growth"
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_thirty_percent_either_way_within_the_cap() {
+        let p = policy(2.0);
+        assert_eq!(delay(&p, 1, -1.0), Duration::from_secs_f64(1.4));
+        assert_eq!(delay(&p, 1, 1.0), Duration::from_secs_f64(2.6));
+        assert_eq!(
+            delay(&p, 9, 1.0),
+            Duration::from_secs(10),
+            "never past the cap"
+        );
+    }
+
+    #[test]
+    fn only_throttles_and_passing_faults_are_retried_and_the_budget_holds() {
+        let throttle =
+            CloudError::service("RunInstances", Some("RequestLimitExceeded"), "", Some(503));
+        let permanent =
+            CloudError::service("RunInstances", Some("InvalidParameterValue"), "", Some(400));
+        let mut a = Attempts::new(&policy(2.0));
+        assert_eq!(a.after(&permanent), None);
+        let mut a2 = Attempts::new(&policy(2.0));
+        let retries = std::iter::from_fn(|| a2.after(&throttle)).count();
+        assert_eq!(retries, 5, "max_retries");
+        assert_eq!(a.max_attempts(), 6);
     }
 }

@@ -14,13 +14,14 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::events::Events;
-use crate::apply::progress::{self, Mode};
-use crate::apply::{self, Options, Report};
-use crate::cloud::{Cloud, CloudError, ErrorClass};
+use crate::cloud::{CloudError, ErrorClass};
+use crate::engine::Report;
+use crate::engine::events::Stamped;
+use crate::engine::progress::human;
+use crate::engine::{Engine, Job, RunOptions};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::observe::observe;
-use crate::plan::{self, ActionKind};
+use crate::plan::{self, ActionKind, Plan};
 
 /// How a watch runs.
 #[derive(Debug, Clone)]
@@ -32,11 +33,35 @@ pub struct WatchOptions {
     pub parallelism: usize,
     /// Launch pacing settings file, read once.
     pub config: crate::config::UserConfig,
-    /// How each pass's actions are reported.
-    pub mode: Mode,
-    /// Where each workspace's latest launch went, kept across passes.
-    pub memory: std::sync::Arc<crate::apply::memory::LaunchMemory>,
 }
+
+/// What the watch tells its front door; the library itself prints nothing.
+#[derive(Debug)]
+pub enum Notice {
+    /// A pass begins.
+    PassStarted { pass: u64, fleet: String },
+    /// The events of the pass's run, to show as they come.
+    Run(mpsc::UnboundedReceiver<Stamped>),
+    /// A pass ended; the next one is due after `next`.
+    PassEnded {
+        pass: u64,
+        outcome: Pass,
+        next: Duration,
+    },
+    /// The manifest was edited into something invalid: the last good one is kept.
+    Invalid(ManifestError),
+    /// The manifest's region changed: the watch keeps its region until restarted.
+    RegionChanged,
+    /// The manifest file is gone: reconciling pauses, nothing is deleted.
+    FileGone,
+    /// The manifest file is back: reconciling resumes.
+    FileBack,
+    /// Cancelled: the actions in flight finish.
+    Stopping,
+}
+
+/// Where notices go.
+pub type Notices = mpsc::UnboundedSender<Notice>;
 
 /// Per-workspace requeue after failures, as a controller would: 10 s, doubling to 10 min.
 #[derive(Debug, Default)]
@@ -71,7 +96,7 @@ impl Requeue {
                 let reason = format!(
                     "backing off after {n} failure{}; next try in {}",
                     if *n == 1 { "" } else { "s" },
-                    progress::human(*at - now)
+                    human(*at - now)
                 );
                 (w.clone(), reason)
             })
@@ -98,30 +123,32 @@ pub struct Pass {
     pub error: Option<CloudError>,
 }
 
-/// One reconcile pass: observe, plan, hold what is unsafe, apply the rest.
-pub async fn reconcile_once(
-    cloud: Arc<dyn Cloud>,
-    manifest: &Manifest,
-    requeue: &mut Requeue,
-    opts: &WatchOptions,
-    cancel: &CancellationToken,
-) -> Pass {
-    let observed = match observe(cloud.as_ref(), manifest).await {
-        Ok(o) => o,
-        Err(e) => {
-            return Pass {
-                error: Some(e),
-                ..Pass::default()
-            };
-        }
-    };
-    let plan = plan::plan(manifest, &observed);
-    let mut skip = requeue.waiting(Instant::now());
-    let live = observed
-        .instances
-        .iter()
-        .filter(|i| !i.state.is_gone())
-        .count();
+impl Pass {
+    /// Whether the pass left nothing failed.
+    pub fn clean(&self) -> bool {
+        self.error.is_none() && self.report.as_ref().is_none_or(|r| r.failed.is_empty())
+    }
+}
+
+/// What a pass decided to leave alone, and why.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// Workspaces not to act on this pass, with the reason.
+    pub skip: BTreeMap<String, String>,
+    /// Deletions held back for safety.
+    pub held: usize,
+}
+
+/// Decides what a pass leaves alone: workspaces still backing off (`waiting`), those
+/// the quota has no room for, and every deletion when the plan would delete more than
+/// half of the fleet's `live` instances. Pure: the same inputs, the same decision.
+pub fn decide(
+    plan: &Plan,
+    live: usize,
+    waiting: BTreeMap<String, String>,
+    source: &Path,
+) -> Decision {
+    let mut skip = waiting;
     let deletes: Vec<&str> = plan
         .actions
         .iter()
@@ -132,7 +159,7 @@ pub async fn reconcile_once(
         let reason = format!(
             "held: this pass would delete {} of the fleet's {live} instances; run `prism apply {}` to confirm",
             deletes.len(),
-            manifest.source.display()
+            source.display()
         );
         for w in &deletes {
             skip.insert((*w).to_string(), reason.clone());
@@ -147,35 +174,90 @@ pub async fn reconcile_once(
                 .or_insert_with(|| format!("not launched: no room left in the {} quota", q.name));
         }
     }
+    Decision { skip, held }
+}
+
+/// When the next pass is due after `pass`, and the loop's backoff from now on: while
+/// AWS throttles or cannot be read, 5 s doubling up to the resync; else the resync.
+pub fn error_policy(pass: &Pass, backoff: Duration, resync: Duration) -> (Duration, Duration) {
+    let throttled = pass
+        .error
+        .as_ref()
+        .is_some_and(|e| e.class != ErrorClass::Permanent)
+        || pass.report.as_ref().is_some_and(|r| {
+            r.failed
+                .iter()
+                .any(|f| f.class == Some(ErrorClass::Throttle))
+        });
+    let backoff = if throttled || pass.error.is_some() {
+        loop_backoff(backoff, resync)
+    } else {
+        Duration::ZERO
+    };
+    let next = if backoff.is_zero() { resync } else { backoff };
+    (next, backoff)
+}
+
+/// One reconcile pass: observe, plan, decide what is unsafe, carry out the rest on the
+/// engine (waiting for the instances as apply does), and note failures for requeue.
+pub async fn reconcile_once(
+    engine: &Arc<Engine>,
+    manifest: &Manifest,
+    requeue: &mut Requeue,
+    opts: &WatchOptions,
+    cancel: &CancellationToken,
+    notices: &Notices,
+) -> Pass {
+    let observed = match observe(engine.cloud().as_ref(), manifest).await {
+        Ok(o) => o,
+        Err(e) => {
+            return Pass {
+                error: Some(e),
+                ..Pass::default()
+            };
+        }
+    };
+    let plan = plan::plan(manifest, &observed);
+    let live = observed
+        .instances
+        .iter()
+        .filter(|i| !i.state.is_gone())
+        .count();
+    let decision = decide(
+        &plan,
+        live,
+        requeue.waiting(Instant::now()),
+        &manifest.source,
+    );
     if !plan.has_changes() {
         return Pass {
             report: None,
-            held,
+            held: decision.held,
             error: None,
         };
     }
-    let options = Options {
+    engine.set_launch_rate(crate::config::launch_rate(
+        &manifest.rate_limit,
+        &opts.config,
+    ));
+    let mut job = Job::from_plan(manifest, &plan, &observed);
+    job.skip = decision.skip;
+    let run_opts = RunOptions {
         parallelism: opts.parallelism,
-        wait: None,
+        wait: Some(Duration::from_secs(600)),
         poll: Duration::from_secs(2),
-        rate: crate::config::launch_rate(&manifest.rate_limit, &opts.config),
         retry: manifest.retry.clone(),
-        skip,
-        memory: opts.memory.clone(),
     };
-    let (events, rx) = Events::channel();
-    let renderer = tokio::spawn(progress::render(opts.mode, rx));
-    let report = apply::execute(
-        cloud,
-        manifest,
-        &plan,
-        &observed,
-        &options,
-        events,
-        cancel.clone(),
-    )
-    .await;
-    let _ = renderer.await;
+    let mut run = engine.run(job, run_opts);
+    let _ = notices.send(Notice::Run(run.events()));
+    // Cancelling the watch cancels the run, whose calls in flight finish.
+    let (canceller, stop) = (run.canceller(), cancel.clone());
+    let relay = tokio::spawn(async move {
+        stop.cancelled().await;
+        canceller.cancel();
+    });
+    let report = run.report().await;
+    relay.abort();
     let now = Instant::now();
     for a in &plan.actions {
         if report.failed.iter().any(|f| f.workspace == a.workspace) {
@@ -186,40 +268,9 @@ pub async fn reconcile_once(
     }
     Pass {
         report: Some(report),
-        held,
+        held: decision.held,
         error: None,
     }
-}
-
-/// The one status line of a pass.
-fn status(n: u64, pass: &Pass, next: Duration) -> String {
-    let next = format!("next resync in {}", progress::human(next));
-    if let Some(e) = &pass.error {
-        let explained = crate::errors::explain(e, &crate::errors::Context::default());
-        return format!(
-            "pass {n}: could not read the account: {} [{}]; {next}",
-            explained.title, explained.code
-        );
-    }
-    let Some(r) = &pass.report else {
-        let held = if pass.held > 0 {
-            format!("; {} deletions held", pass.held)
-        } else {
-            String::new()
-        };
-        return format!("pass {n}: no changes{held}; {next}");
-    };
-    format!(
-        "pass {n}: {} done, {} failed, {} skipped{}; {next}",
-        r.succeeded,
-        r.failed.len(),
-        r.skipped.len(),
-        if pass.held > 0 {
-            format!(" ({} deletions held)", pass.held)
-        } else {
-            String::new()
-        }
-    )
 }
 
 /// What tells a changed file from an unchanged one without reading it.
@@ -280,14 +331,15 @@ fn loop_backoff(previous: Duration, resync: Duration) -> Duration {
     (previous * 2).max(Duration::from_secs(5)).min(resync)
 }
 
-/// Watches `path` until `cancel` (or, with `once`, for one pass). Returns whether the
-/// last pass left nothing failed.
+/// Watches `path` until `cancel` (or, with `once`, for one pass), telling `notices`
+/// what happens. Returns whether the last pass left nothing failed.
 pub async fn run(
     path: PathBuf,
     first: Manifest,
-    cloud: Arc<dyn Cloud>,
+    engine: Arc<Engine>,
     opts: WatchOptions,
     cancel: CancellationToken,
+    notices: Notices,
 ) -> notify::Result<bool> {
     let (_guard, mut changes) = file_events(&path)?;
     let mut manifest = first;
@@ -302,30 +354,20 @@ pub async fn run(
     loop {
         if !paused && Instant::now() >= due && !cancel.is_cancelled() {
             passes += 1;
-            tracing::info!(pass = passes, fleet = %manifest.name, "reconciling");
-            let pass = reconcile_once(cloud.clone(), &manifest, &mut requeue, &opts, &cancel).await;
-            let throttled = pass
-                .error
-                .as_ref()
-                .is_some_and(|e| e.class != ErrorClass::Permanent)
-                || pass.report.as_ref().is_some_and(|r| {
-                    r.failed
-                        .iter()
-                        .any(|f| f.class == Some(ErrorClass::Throttle))
-                });
-            backoff = if throttled || pass.error.is_some() {
-                loop_backoff(backoff, opts.resync)
-            } else {
-                Duration::ZERO
-            };
-            let next = if backoff.is_zero() {
-                opts.resync
-            } else {
-                backoff
-            };
-            clean =
-                pass.error.is_none() && pass.report.as_ref().is_none_or(|r| r.failed.is_empty());
-            tracing::info!(pass = passes, "{}", status(passes, &pass, next));
+            let _ = notices.send(Notice::PassStarted {
+                pass: passes,
+                fleet: manifest.name.clone(),
+            });
+            let pass =
+                reconcile_once(&engine, &manifest, &mut requeue, &opts, &cancel, &notices).await;
+            let next;
+            (next, backoff) = error_policy(&pass, backoff, opts.resync);
+            clean = pass.clean();
+            let _ = notices.send(Notice::PassEnded {
+                pass: passes,
+                outcome: pass,
+                next,
+            });
             due = Instant::now() + next;
             if opts.once {
                 return Ok(clean);
@@ -345,22 +387,21 @@ pub async fn run(
                 match reload(&path) {
                     Reload::Good(m) => {
                         if m.region != manifest.region {
-                            tracing::warn!("the manifest's region changed: restart prism watch to follow it");
+                            let _ = notices.send(Notice::RegionChanged);
                         }
                         if paused {
-                            tracing::info!("{} is back: reconciling again", path.display());
+                            let _ = notices.send(Notice::FileBack);
                         }
                         manifest = *m;
                         paused = false;
                         due = Instant::now();
                     }
                     Reload::Invalid(e) => {
-                        eprint!("{}", crate::cli::render_problems(&e, false));
-                        tracing::warn!("{} is invalid: keeping the last good manifest and changing nothing until it is fixed", path.display());
+                        let _ = notices.send(Notice::Invalid(e));
                     }
                     Reload::Gone => {
                         if !paused {
-                            tracing::warn!("{} was deleted: reconciling stops until it is back; no workspace is deleted", path.display());
+                            let _ = notices.send(Notice::FileGone);
                         }
                         paused = true;
                     }
@@ -369,7 +410,10 @@ pub async fn run(
             () = sleep_until(due.min(requeue_due)) => {
                 due = due.min(Instant::now());
             }
-            () = cancel.cancelled() => return Ok(clean),
+            () = cancel.cancelled() => {
+                let _ = notices.send(Notice::Stopping);
+                return Ok(clean);
+            }
         }
     }
 }
@@ -412,5 +456,191 @@ mod tests {
             seen.push(d.as_secs());
         }
         assert_eq!(seen, [5, 10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    mod passes {
+        //! Reconcile passes on the in-memory cloud under paused time.
+
+        use std::collections::BTreeMap;
+
+        use super::*;
+        use crate::cloud::fake::FakeCloud;
+        use crate::cloud::{CloudError, Image, InstanceState};
+        use crate::engine::memory::LaunchMemory;
+
+        fn manifest(count: u32, extra: &str) -> Manifest {
+            let text = format!(
+                "name: w\nproject: p\ntemplate: t\ncount: {count}\n{extra}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
+            );
+            crate::manifest::parse(Path::new("w.yaml"), &text).unwrap()
+        }
+
+        fn setup() -> (Arc<FakeCloud>, Arc<Engine>) {
+            let cloud = Arc::new(FakeCloud {
+                region: "us-west-2".into(),
+                zones: vec!["us-west-2a".into()],
+                vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
+                applied: BTreeMap::from([("L-1216C47A".into(), 64.0)]),
+                images: BTreeMap::from([(
+                    "self".into(),
+                    vec![Image {
+                        id: "ami-1".into(),
+                        name: "base".into(),
+                        creation_date: None,
+                        root_device_name: None,
+                    }],
+                )]),
+                ..FakeCloud::default()
+            });
+            let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+            (cloud, engine)
+        }
+
+        fn opts() -> WatchOptions {
+            WatchOptions {
+                resync: Duration::from_secs(300),
+                once: false,
+                parallelism: 4,
+                config: crate::config::UserConfig::default(),
+            }
+        }
+
+        async fn pass(engine: &Arc<Engine>, m: &Manifest, requeue: &mut Requeue) -> Pass {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            reconcile_once(engine, m, requeue, &opts(), &CancellationToken::new(), &tx).await
+        }
+
+        fn live(cloud: &FakeCloud) -> Vec<(String, InstanceState)> {
+            let mut v: Vec<_> = cloud
+                .instances
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|i| !i.state.is_gone())
+                .map(|i| (i.workspace().unwrap().to_string(), i.state))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn drift_and_edits_converge_and_a_quiet_pass_changes_nothing() {
+            let (cloud, engine) = setup();
+            let mut requeue = Requeue::default();
+            let m = manifest(3, "");
+            let p = pass(&engine, &m, &mut requeue).await;
+            assert_eq!(p.report.as_ref().map(|r| r.launched), Some(3));
+            assert!(
+                pass(&engine, &m, &mut requeue).await.report.is_none(),
+                "nothing to do"
+            );
+
+            // Drift: one instance terminated behind prism's back.
+            cloud.instances.lock().unwrap()[1].state = InstanceState::Terminated;
+            let p = pass(&engine, &m, &mut requeue).await;
+            assert_eq!(p.report.as_ref().map(|r| r.launched), Some(1));
+            assert_eq!(live(&cloud).len(), 3);
+
+            // An edit: two more.
+            let p = pass(&engine, &manifest(5, ""), &mut requeue).await;
+            assert_eq!(p.report.as_ref().map(|r| r.launched), Some(2));
+            assert_eq!(live(&cloud).len(), 5);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_stopped_fleet_gets_its_relaunched_workspace_stopped_in_the_same_pass() {
+            let (cloud, engine) = setup();
+            let mut requeue = Requeue::default();
+            let m = manifest(2, "state: stopped");
+            pass(&engine, &m, &mut requeue).await;
+            assert!(
+                live(&cloud)
+                    .iter()
+                    .all(|(_, s)| *s == InstanceState::Stopped)
+            );
+            cloud.instances.lock().unwrap()[0].state = InstanceState::Terminated;
+            let p = pass(&engine, &m, &mut requeue).await;
+            assert!(p.clean(), "{p:?}");
+            assert_eq!(
+                live(&cloud),
+                [
+                    ("w-01".to_string(), InstanceState::Stopped),
+                    ("w-02".to_string(), InstanceState::Stopped)
+                ],
+                "relaunched and stopped, as apply does"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_emptied_manifest_holds_every_deletion() {
+            let (cloud, engine) = setup();
+            let mut requeue = Requeue::default();
+            pass(&engine, &manifest(4, "prune: true"), &mut requeue).await;
+            let p = pass(&engine, &manifest(1, "prune: true"), &mut requeue).await;
+            assert_eq!(p.held, 3, "3 of 4 is more than half");
+            assert_eq!(live(&cloud).len(), 4, "nothing deleted");
+            let p = pass(&engine, &manifest(3, "prune: true"), &mut requeue).await;
+            assert_eq!(
+                (p.held, live(&cloud).len()),
+                (0, 3),
+                "one of four is not held"
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_throttling_storm_backs_the_loop_off_then_recovers() {
+            let (cloud, engine) = setup();
+            let mut requeue = Requeue::default();
+            let m = manifest(2, "");
+            let throttle = CloudError::service(
+                "DescribeInstances",
+                Some("RequestLimitExceeded"),
+                "Request limit exceeded.",
+                Some(503),
+            );
+            // Every look at the account is throttled for a while.
+            cloud.fail_next("DescribeInstances", vec![throttle; 40]);
+            let mut backoff = Duration::ZERO;
+            let mut waits = vec![];
+            for _ in 0..4 {
+                let p = pass(&engine, &m, &mut requeue).await;
+                assert!(p.error.is_some());
+                let next;
+                (next, backoff) = error_policy(&p, backoff, opts().resync);
+                waits.push(next.as_secs());
+            }
+            assert_eq!(waits, [5, 10, 20, 40]);
+            cloud.faults.lock().unwrap().clear();
+            let p = pass(&engine, &m, &mut requeue).await;
+            let (next, backoff) = error_policy(&p, backoff, opts().resync);
+            assert!(p.clean());
+            assert_eq!((next.as_secs(), backoff), (300, Duration::ZERO));
+            assert_eq!(live(&cloud).len(), 2);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_failing_workspace_is_skipped_while_it_backs_off() {
+            let (cloud, engine) = setup();
+            let mut requeue = Requeue::default();
+            let m = manifest(2, "retry: {max_retries: 0}");
+            cloud.fail_next(
+                "RunInstances",
+                vec![CloudError::service(
+                    "RunInstances",
+                    Some("InvalidParameterValue"),
+                    "bad",
+                    Some(400),
+                )],
+            );
+            let p = pass(&engine, &m, &mut requeue).await;
+            assert_eq!(p.report.as_ref().unwrap().failed.len(), 1);
+            let p = pass(&engine, &m, &mut requeue).await;
+            let r = p.report.unwrap();
+            assert_eq!((r.skipped.len(), r.launched), (1, 0), "backing off: {r:?}");
+            tokio::time::advance(Duration::from_secs(11)).await;
+            let p = pass(&engine, &m, &mut requeue).await;
+            assert_eq!(p.report.unwrap().launched, 1, "due again after 10 s");
+            assert_eq!(live(&cloud).len(), 2);
+        }
     }
 }

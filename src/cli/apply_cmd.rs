@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
-use super::{Failure, Format, GlobalArgs, confirm, connect, print};
-use crate::apply::events::{Event, Events};
-use crate::apply::progress;
-use crate::apply::{self, Options};
+use super::{Failure, Format, GlobalArgs, connect, print};
 use crate::cloud::Cloud;
+use crate::engine::gate::Gate;
+use crate::engine::{Engine, Job, RunOptions};
 use crate::manifest::{self, Manifest};
 use crate::observe::observe;
 use crate::plan::{self, Plan, SavedPlan};
@@ -83,13 +81,12 @@ pub async fn carry_out(
     args: &ApplyArgs,
     focus: Option<&[String]>,
 ) -> Result<ExitCode, Failure> {
-    let manifest = manifest.clone();
     let settings = crate::config::load()?;
-    let cloud: Arc<dyn Cloud> = Arc::new(connect(global, &manifest).await?);
-    let observed = observe(cloud.as_ref(), &manifest)
+    let cloud: Arc<dyn Cloud> = Arc::new(connect(global, manifest).await?);
+    let observed = observe(cloud.as_ref(), manifest)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
-    let fresh = plan::plan(&manifest, &observed);
+    let fresh = plan::plan(manifest, &observed);
     let mut plan: Plan = match saved {
         Some(s) if s.plan.fingerprint != fresh.fingerprint => {
             return Err(Failure::StalePlan(
@@ -114,70 +111,33 @@ pub async fn carry_out(
     if !plan.has_changes() {
         return Ok(ExitCode::SUCCESS);
     }
-    let skip = over_quota(&plan);
-    if !skip.is_empty() {
-        for q in plan.quota.iter().filter(|q| !q.over_quota.is_empty()) {
-            anstream::eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
-        }
-        if !args.yes && !confirm("Proceed?", Failure::QuotaShortfall)? {
-            eprintln!("Apply cancelled; nothing was changed.");
-            return Ok(ExitCode::FAILURE);
-        }
-    } else if !args.yes && !confirm("Apply these changes?", Failure::Unconfirmed)? {
+    let gate = Gate::of(&plan, args.yes);
+    for q in &gate.shortfalls {
+        anstream::eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
+    }
+    if !super::pass_gate(&gate, 0)? {
         eprintln!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
 
-    let opts = Options {
+    let engine = Engine::new(
+        cloud.clone(),
+        crate::config::launch_rate(&manifest.rate_limit, &settings),
+        super::launch_memory(global, cloud.region()),
+    );
+    let mut job = Job::from_plan(manifest, &plan, &observed);
+    job.skip = gate.over_quota;
+    let opts = RunOptions {
         parallelism: usize::from(args.parallelism),
         wait: (!args.no_wait).then_some(args.wait_timeout),
         poll: Duration::from_secs(2),
-        rate: crate::config::launch_rate(&manifest.rate_limit, &settings),
         retry: manifest.retry.clone(),
-        skip,
-        memory: super::launch_memory(global, cloud.region()),
     };
     let mode = global.progress_mode(args.format);
-    let (events, rx) = Events::channel();
-    let renderer = tokio::spawn(progress::render(mode, rx));
-    let cancel = CancellationToken::new();
-    tokio::spawn(interrupts(cancel.clone(), events.clone()));
-    let report = apply::execute(cloud, &manifest, &plan, &observed, &opts, events, cancel).await;
-    // The renderer ends when the last event sink is gone.
-    let _ = renderer.await;
+    let report = super::drive(&engine, job, opts, mode, "prism apply").await;
     Ok(if report.complete() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The workspaces whose launch or start the quota has no room for, with why.
-fn over_quota(plan: &Plan) -> std::collections::BTreeMap<String, String> {
-    plan.quota
-        .iter()
-        .flat_map(|q| {
-            let reason = format!(
-                "not launched: the {} quota has room for {} more vCPUs ({} needed)",
-                q.name,
-                q.available.unwrap_or(0),
-                q.needed
-            );
-            q.over_quota
-                .iter()
-                .map(move |w| (w.clone(), reason.clone()))
-        })
-        .collect()
-}
-
-/// The first Ctrl-C (or SIGTERM) stops new actions; a second Ctrl-C exits at once.
-async fn interrupts(cancel: CancellationToken, events: Events) {
-    super::stop_signal().await;
-    events.emit(Event::Interrupted);
-    cancel.cancel();
-    drop(events);
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("\nExiting at once; run `prism apply` again to finish.");
-        std::process::exit(130);
-    }
 }

@@ -3,6 +3,7 @@
 mod apply_cmd;
 mod complete;
 mod plan_cmd;
+pub mod progress;
 mod quota_cmd;
 mod reference;
 mod report;
@@ -18,8 +19,11 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::apply::memory::LaunchMemory;
 use crate::cloud::aws::{AwsCloud, Connection};
+use crate::engine::Report;
+use crate::engine::gate::{Ask, Gate};
+use crate::engine::memory::LaunchMemory;
+use crate::engine::{Canceller, Engine, Job, RunOptions};
 use crate::manifest::{self, Manifest};
 use crate::plan;
 
@@ -66,8 +70,8 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     /// How progress is shown for `format` on this terminal and with these flags.
-    pub fn progress_mode(&self, format: Format) -> crate::apply::progress::Mode {
-        use crate::apply::progress::Mode;
+    pub fn progress_mode(&self, format: Format) -> progress::Mode {
+        use progress::Mode;
         use std::io::IsTerminal;
         match format {
             Format::Json => Mode::Json,
@@ -130,19 +134,18 @@ pub enum Command {
     Schema(SchemaArgs),
 }
 
-impl Command {
-    /// Whether the command was asked for JSON, so failures are JSON too.
-    fn json(&self) -> bool {
-        match self {
-            Command::Plan(a) => a.format == Format::Json,
-            Command::Apply(a) => a.format == Format::Json,
-            Command::Validate(a) => a.format == Format::Json,
-            Command::Quota(a) => a.json(),
-            Command::List(a) => a.format == ListFormat::Json,
-            Command::Template(a) => a.json(),
-            _ => false,
-        }
+/// Whether the command was asked for JSON (`--format json` on the command that runs),
+/// so that its failures are JSON too.
+fn wants_json(matches: &clap::ArgMatches) -> bool {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
     }
+    m.ids().any(|id| id.as_str() == "format")
+        && m.try_get_raw("format")
+            .ok()
+            .flatten()
+            .is_some_and(|mut v| v.any(|v| v == "json"))
 }
 
 /// Output format of a listing.
@@ -199,9 +202,13 @@ pub struct LaunchArgs {
 pub fn main() -> ExitCode {
     // A shell asking for completions (COMPLETE=bash …) is answered here, and exits.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.global.verbose, &cli.command);
-    let json = cli.command.json();
+    let json = wants_json(&matches);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -345,7 +352,7 @@ pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<Aws
 }
 
 /// The notes of where each workspace's latest launch went, kept in a file per region
-/// and endpoint so that a rerun finds them (see [`crate::apply::memory`]).
+/// and endpoint so that a rerun finds them (see [`crate::engine::memory`]).
 pub fn launch_memory(global: &GlobalArgs, region: &str) -> Arc<LaunchMemory> {
     let endpoint = global.endpoint_url.clone().or_else(|| {
         std::env::var("AWS_ENDPOINT_URL")
@@ -358,6 +365,49 @@ pub fn launch_memory(global: &GlobalArgs, region: &str) -> Arc<LaunchMemory> {
             None => LaunchMemory::in_memory(),
         },
     )
+}
+
+/// Carries out `job` on `engine` with progress shown in `mode`. The first Ctrl-C (or
+/// SIGTERM) stops new actions and lets the calls in flight finish; a second Ctrl-C exits
+/// at once. `rerun` is the command that finishes an interrupted run.
+pub async fn drive(
+    engine: &Arc<Engine>,
+    job: Job,
+    opts: RunOptions,
+    mode: progress::Mode,
+    rerun: &str,
+) -> Report {
+    let mut run = engine.run(job, opts);
+    let events = run.events();
+    let hint = rerun.to_string();
+    let renderer = tokio::spawn(async move { progress::render(mode, events, &hint).await });
+    let signals = tokio::spawn(interrupts(run.canceller(), rerun.to_string()));
+    let report = run.report().await;
+    signals.abort();
+    let _ = renderer.await;
+    report
+}
+
+/// The first Ctrl-C (or SIGTERM) cancels the run; a second Ctrl-C exits at once.
+async fn interrupts(run: Canceller, rerun: String) {
+    stop_signal().await;
+    run.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("\nExiting at once; run `{rerun}` again to finish.");
+        std::process::exit(130);
+    }
+}
+
+/// Asks what `gate` asks, on the terminal (refusing without one); true to go ahead.
+fn pass_gate(gate: &Gate, deletions: usize) -> Result<bool, Failure> {
+    let Some(ask) = gate.ask else {
+        return Ok(true);
+    };
+    let refusal = match ask {
+        Ask::Shortfall => Failure::QuotaShortfall,
+        Ask::Changes | Ask::Deletion => Failure::Unconfirmed,
+    };
+    confirm(&ask.question(deletions), refusal)
 }
 
 /// Resolves at the first SIGINT (Ctrl-C) or SIGTERM.

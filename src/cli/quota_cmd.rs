@@ -18,22 +18,6 @@ pub struct QuotaArgs {
     pub command: QuotaCommand,
 }
 
-impl QuotaArgs {
-    /// Whether the output is JSON, so failures are too.
-    pub fn json(&self) -> bool {
-        let format = match &self.command {
-            QuotaCommand::Show(a) | QuotaCommand::Alerts(a) => a.format,
-            QuotaCommand::Request(r) => match &r.action {
-                Some(RequestAction::Show { format, .. } | RequestAction::List { format, .. }) => {
-                    *format
-                }
-                None => r.format,
-            },
-        };
-        format == ListFormat::Json
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum QuotaCommand {
     /// The account's EC2 vCPU, Spot and EBS gp3 quotas with their usage.

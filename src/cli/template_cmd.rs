@@ -19,9 +19,9 @@ pub struct TemplateArgs {
 pub enum TemplateCommand {
     /// The templates of a manifest (inline and its templates file) or of a templates file.
     List {
-        /// A manifest or a templates file.
+        /// A manifest or a templates file; by default, every one in the current folder.
         #[arg(short, long, value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
@@ -29,22 +29,12 @@ pub enum TemplateCommand {
     Show {
         /// The template's name.
         name: String,
-        /// A manifest or a templates file.
+        /// A manifest or a templates file; by default, every one in the current folder.
         #[arg(short, long, value_name = "FILE")]
-        file: PathBuf,
+        file: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
-}
-
-impl TemplateArgs {
-    pub fn json(&self) -> bool {
-        match &self.command {
-            TemplateCommand::List { format, .. } | TemplateCommand::Show { format, .. } => {
-                *format == ListFormat::Json
-            }
-        }
-    }
 }
 
 fn show_text(t: &Template) -> String {
@@ -60,15 +50,61 @@ fn show_text(t: &Template) -> String {
     )
 }
 
+/// The templates of `file`, or of every manifest and templates file in the current
+/// folder (`*.yaml`, `*.yml`; other YAML files are passed over), each with its file.
+fn templates(file: Option<&PathBuf>) -> Result<Vec<(PathBuf, Template)>, Failure> {
+    if let Some(f) = file {
+        return Ok(manifest::load_templates(f)?
+            .into_values()
+            .map(|t| (f.clone(), t))
+            .collect());
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(".")
+        .map_err(Failure::Io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .map(|p| p.strip_prefix("./").map(PathBuf::from).unwrap_or(p))
+        .collect();
+    candidates.sort();
+    let found: Vec<(PathBuf, Template)> = candidates
+        .iter()
+        .filter_map(|p| manifest::load_templates(p).ok().map(|ts| (p, ts)))
+        .flat_map(|(p, ts)| ts.into_values().map(move |t| (p.clone(), t)))
+        .collect();
+    if found.is_empty() {
+        let looked = if candidates.is_empty() {
+            "it has no *.yaml or *.yml file".to_string()
+        } else {
+            let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "none of {} is a valid manifest or templates file",
+                names.join(", ")
+            )
+        };
+        let here = std::env::current_dir().map_or(".".into(), |d| d.display().to_string());
+        return Err(Failure::Usage(format!(
+            "no templates found in {here}: {looked}; pass --file FILE (a manifest or a templates file)"
+        )));
+    }
+    Ok(found)
+}
+
 pub fn run(args: &TemplateArgs) -> Result<ExitCode, Failure> {
     match &args.command {
         TemplateCommand::List { file, format } => {
-            let templates: Vec<Template> = manifest::load_templates(file)?.into_values().collect();
-            let text = format.encode(&templates).unwrap_or_else(|| {
+            let found = templates(file.as_ref())?;
+            let list: Vec<&Template> = found.iter().map(|(_, t)| t).collect();
+            let text = format.encode(&list).unwrap_or_else(|| {
                 let mut t = Table::new();
-                t.load_preset(NOTHING)
-                    .set_header(["NAME", "TYPE", "IMAGE", "ROOT", "HIBERNATION"]);
-                for tpl in &templates {
+                t.load_preset(NOTHING).set_header([
+                    "NAME",
+                    "TYPE",
+                    "IMAGE",
+                    "ROOT",
+                    "HIBERNATION",
+                    "FILE",
+                ]);
+                for (path, tpl) in &found {
                     t.add_row([
                         tpl.name.clone(),
                         tpl.instance_type.clone(),
@@ -76,6 +112,7 @@ pub fn run(args: &TemplateArgs) -> Result<ExitCode, Failure> {
                         tpl.root_volume_gb
                             .map_or("-".into(), |g| format!("{g} GiB")),
                         if tpl.hibernation { "yes" } else { "no" }.to_string(),
+                        path.display().to_string(),
                     ]);
                 }
                 format!("{t}\n")
@@ -83,14 +120,29 @@ pub fn run(args: &TemplateArgs) -> Result<ExitCode, Failure> {
             print(&text)?;
         }
         TemplateCommand::Show { name, file, format } => {
-            let templates = manifest::load_templates(file)?;
-            let Some(t) = templates.get(name) else {
-                let names: Vec<&str> = templates.keys().map(String::as_str).collect();
-                return Err(Failure::Usage(format!(
-                    "no template `{name}` in {}; it defines: {}",
-                    file.display(),
-                    names.join(", ")
-                )));
+            let found = templates(file.as_ref())?;
+            let matching: Vec<&(PathBuf, Template)> =
+                found.iter().filter(|(_, t)| &t.name == name).collect();
+            let t = match matching.as_slice() {
+                [(_, t)] => t,
+                [] => {
+                    let mut names: Vec<&str> = found.iter().map(|(_, t)| t.name.as_str()).collect();
+                    names.dedup();
+                    return Err(Failure::Usage(format!(
+                        "no template `{name}`; found: {}",
+                        names.join(", ")
+                    )));
+                }
+                several => {
+                    let files: Vec<String> = several
+                        .iter()
+                        .map(|(p, _)| p.display().to_string())
+                        .collect();
+                    return Err(Failure::Usage(format!(
+                        "template `{name}` is defined in {}; pass --file to say which",
+                        files.join(" and ")
+                    )));
+                }
             };
             print(&format.encode(t).unwrap_or_else(|| show_text(t)))?;
         }

@@ -8,11 +8,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use super::progress::{self, Mode, human};
 use super::{Failure, GlobalArgs, connect};
-use crate::apply::progress::Mode;
 use crate::cloud::Cloud;
+use crate::engine::Engine;
 use crate::manifest;
-use crate::watch::{self, WatchOptions};
+use crate::watch::{self, Notice, Pass, WatchOptions};
 
 /// How `prism watch` logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -44,13 +45,16 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     let manifest = manifest::load(&args.file)?;
     let config = crate::config::load()?;
     let cloud: Arc<dyn Cloud> = Arc::new(connect(global, &manifest).await?);
+    let engine = Engine::new(
+        cloud.clone(),
+        crate::config::launch_rate(&manifest.rate_limit, &config),
+        super::launch_memory(global, cloud.region()),
+    );
     let opts = WatchOptions {
         resync: args.resync,
         once: args.once,
         parallelism: usize::from(args.parallelism),
         config,
-        mode: Mode::Log,
-        memory: super::launch_memory(global, cloud.region()),
     };
     tracing::info!(
         "watching {} (fleet {} in {}); resync every {}",
@@ -61,14 +65,90 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     );
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown(cancel.clone()));
-    let clean = watch::run(args.file.clone(), manifest, cloud, opts, cancel)
-        .await
-        .map_err(|e| Failure::Usage(format!("cannot watch {}: {e}", args.file.display())))?;
+    let (notices, rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report(rx, args.file.clone()));
+    let result = watch::run(args.file.clone(), manifest, engine, opts, cancel, notices).await;
+    let _ = reporter.await;
+    let clean =
+        result.map_err(|e| Failure::Usage(format!("cannot watch {}: {e}", args.file.display())))?;
     Ok(if clean || !args.once {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Logs what the watch tells, one record per line.
+async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path: PathBuf) {
+    while let Some(n) = notices.recv().await {
+        match n {
+            Notice::PassStarted { pass, fleet } => {
+                tracing::info!(pass, fleet = %fleet, "reconciling");
+            }
+            Notice::Run(events) => {
+                progress::render(
+                    Mode::Log,
+                    events,
+                    &format!("prism apply {}", path.display()),
+                )
+                .await;
+            }
+            Notice::PassEnded {
+                pass,
+                outcome,
+                next,
+            } => tracing::info!(pass, "{}", status(pass, &outcome, next)),
+            Notice::Invalid(e) => {
+                eprint!("{}", super::render_problems(&e, false));
+                tracing::warn!(
+                    "{} is invalid: keeping the last good manifest and changing nothing until it is fixed",
+                    path.display()
+                );
+            }
+            Notice::RegionChanged => {
+                tracing::warn!("the manifest's region changed: restart prism watch to follow it")
+            }
+            Notice::FileGone => tracing::warn!(
+                "{} was deleted: reconciling stops until it is back; no workspace is deleted",
+                path.display()
+            ),
+            Notice::FileBack => {
+                tracing::info!("{} is back: reconciling again", path.display());
+            }
+            Notice::Stopping => {}
+        }
+    }
+}
+
+/// The one status line of a pass.
+fn status(n: u64, pass: &Pass, next: Duration) -> String {
+    let next = format!("next resync in {}", human(next));
+    if let Some(e) = &pass.error {
+        let explained = crate::errors::explain(e, &crate::errors::Context::default());
+        return format!(
+            "pass {n}: could not read the account: {} [{}]; {next}",
+            explained.title, explained.code
+        );
+    }
+    let Some(r) = &pass.report else {
+        let held = if pass.held > 0 {
+            format!("; {} deletions held", pass.held)
+        } else {
+            String::new()
+        };
+        return format!("pass {n}: no changes{held}; {next}");
+    };
+    format!(
+        "pass {n}: {} done, {} failed, {} skipped{}; {next}",
+        r.succeeded,
+        r.failed.len(),
+        r.skipped.len(),
+        if pass.held > 0 {
+            format!(" ({} deletions held)", pass.held)
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// SIGINT or SIGTERM: let in-flight actions finish, then exit 0.

@@ -10,16 +10,13 @@ use clap::{Args, Subcommand};
 use clap_complete::engine::ArgValueCandidates;
 use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
-use super::{Failure, Format, GlobalArgs, ListFormat, confirm, connect_to, print, quoted};
-use crate::apply::events::Events;
-use crate::apply::progress;
-use crate::apply::{self, Options};
+use super::{Failure, Format, GlobalArgs, ListFormat, connect_to, print, quoted};
 use crate::cloud::{Cloud, Instance, InstanceFilter, InstanceState, tags};
-use crate::manifest::{DesiredState, ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template};
-use crate::observe::Observed;
-use crate::plan::{Action, ActionKind, FORMAT_VERSION, Plan, Summary};
+use crate::engine::gate::Gate;
+use crate::engine::{Engine, Job, RunOptions};
+use crate::manifest::{DesiredState, Manifest, RateLimitSpec, RetryPolicy};
+use crate::plan::{Action, ActionKind};
 
 #[derive(Debug, Args)]
 pub struct WorkspaceArgs {
@@ -305,35 +302,6 @@ pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// A fleet's stand-in manifest for imperative actions on its existing instances.
-fn fleet_manifest(fleet: &str, instances: &[&Instance]) -> Manifest {
-    let first = instances[0];
-    Manifest {
-        source: std::path::PathBuf::new(),
-        name: fleet.to_string(),
-        project: first.tag(tags::PROJECT).unwrap_or(fleet).to_string(),
-        template: Template {
-            name: first.tag(tags::TEMPLATE).unwrap_or("-").to_string(),
-            image: ImageRef::Id(first.image_id.clone()),
-            instance_type: first.instance_type.clone(),
-            root_volume_gb: None,
-            user_data: None,
-            hibernation: false,
-        },
-        templates: BTreeMap::new(),
-        workspaces: instances
-            .iter()
-            .filter_map(|i| i.workspace().map(str::to_string))
-            .collect(),
-        region: None,
-        state: DesiredState::Running,
-        // The command itself asks for deletion.
-        prune: true,
-        rate_limit: RateLimitSpec::default(),
-        retry: RetryPolicy::default(),
-    }
-}
-
 fn needed(kind: ActionKind, i: &Instance) -> bool {
     match kind {
         ActionKind::Start => matches!(i.state, InstanceState::Stopped | InstanceState::Stopping),
@@ -398,20 +366,19 @@ pub async fn change(
         eprintln!("Dry run: nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
-    if kind == ActionKind::Delete
-        && !a.act.yes
-        && !confirm(
-            &format!("Delete {} workspaces and their disks?", todo.len()),
-            Failure::Unconfirmed,
-        )?
-    {
+    if !super::pass_gate(&Gate::of_changes(kind, a.act.yes), todo.len())? {
         eprintln!("Cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
     let mode = global.progress_mode(a.act.format);
+    let engine = Engine::new(
+        cloud.clone(),
+        None,
+        super::launch_memory(global, cloud.region()),
+    );
+    let rerun = format!("prism workspace {verb} {}", a.names.join(" "));
     let mut complete = true;
     for (fleet, instances) in &by_fleet {
-        let manifest = fleet_manifest(fleet, instances);
         let actions: Vec<Action> = instances
             .iter()
             .filter(|i| needed(kind, i))
@@ -424,47 +391,12 @@ pub async fn change(
                 reason: "asked for on the command line".into(),
             })
             .collect();
-        let plan = Plan {
-            format_version: FORMAT_VERSION,
-            fleet: fleet.clone(),
-            region: cloud.region().to_string(),
-            summary: Summary::default(),
-            actions,
-            quota: vec![],
-            warnings: vec![],
-            would_delete_with_prune: vec![],
-            template: manifest.template.name.clone(),
-            image_id: None,
-            fingerprint: String::new(),
-        };
-        let observed = Observed {
-            region: cloud.region().to_string(),
-            instances: instances.iter().map(|i| (*i).clone()).collect(),
-            ..Observed::default()
-        };
-        let opts = Options {
-            parallelism: 10,
-            wait: Some(Duration::from_secs(600)),
-            poll: Duration::from_secs(2),
-            rate: None,
-            retry: RetryPolicy::default(),
-            skip: BTreeMap::new(),
-            memory: super::launch_memory(global, cloud.region()),
-        };
-        let (events, rx) = Events::channel();
-        let renderer = tokio::spawn(progress::render(mode, rx));
-        let report = apply::execute(
-            cloud.clone(),
-            &manifest,
-            &plan,
-            &observed,
-            &opts,
-            events,
-            CancellationToken::new(),
-        )
-        .await;
-        let _ = renderer.await;
+        let job = Job::changes(fleet, actions, cloud.region());
+        let report = super::drive(&engine, job, RunOptions::default(), mode, &rerun).await;
         complete &= report.complete();
+        if report.interrupted {
+            break;
+        }
     }
     Ok(if complete {
         ExitCode::SUCCESS
@@ -532,15 +464,6 @@ fn check_names_free(found: &[Instance], names: &[String], fleet: &str) -> Result
     Ok(())
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !n.starts_with('-')
-        && !n.ends_with('-')
-}
-
 /// `workspace create`, also behind the legacy `prism launch`.
 pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Failure> {
     let bad: Vec<&str> = a
@@ -548,12 +471,13 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         .iter()
         .chain([&a.fleet])
         .map(String::as_str)
-        .filter(|n| !valid_name(n))
+        .filter(|n| !crate::manifest::valid_name(n))
         .collect();
     if !bad.is_empty() {
         return Err(Failure::Usage(format!(
-            "invalid name {}: use lowercase letters, digits and '-' (nothing was launched)",
-            quoted(&bad)
+            "invalid name {}: use 1 to {} lowercase letters, digits and '-', starting and ending with a letter or digit (nothing was launched)",
+            quoted(&bad),
+            crate::manifest::NAME_MAX
         )));
     }
     let templates = crate::manifest::load_templates(&a.file)?;

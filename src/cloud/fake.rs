@@ -32,6 +32,8 @@ pub struct FakeCloud {
     pub tokens: Mutex<BTreeMap<String, String>>,
     /// Number of calls per API name.
     pub calls: Mutex<BTreeMap<&'static str, usize>>,
+    /// When each RunInstances call came (tokio's clock), with its workspace tag.
+    pub launch_calls: Mutex<Vec<(tokio::time::Instant, String)>>,
 }
 
 impl FakeCloud {
@@ -99,8 +101,13 @@ impl Cloud for FakeCloud {
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
         self.count("DescribeInstances")?;
-        let all = self.instances.lock().unwrap();
-        Ok(all.iter().filter(|i| matches(i, f)).cloned().collect())
+        let mut all = self.instances.lock().unwrap();
+        let seen = all.iter().filter(|i| matches(i, f)).cloned().collect();
+        // An instance seen pending has booted by the next look.
+        for i in all.iter_mut().filter(|i| i.state == InstanceState::Pending) {
+            i.state = InstanceState::Running;
+        }
+        Ok(seen)
     }
 
     async fn instance_type_vcpus(
@@ -171,15 +178,34 @@ impl Cloud for FakeCloud {
     }
 
     async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
+        self.launch_calls.lock().unwrap().push((
+            tokio::time::Instant::now(),
+            spec.tags
+                .get(super::tags::WORKSPACE)
+                .cloned()
+                .unwrap_or_default(),
+        ));
         self.count("RunInstances")?;
         let mut tokens = self.tokens.lock().unwrap();
         let mut all = self.instances.lock().unwrap();
         if let Some(id) = tokens.get(&spec.client_token) {
-            return Ok(all
+            let known = all
                 .iter()
                 .find(|i| &i.id == id)
                 .cloned()
-                .expect("token's instance"));
+                .expect("token's instance");
+            if known.state == InstanceState::Terminated {
+                return Err(CloudError::service(
+                    "RunInstances",
+                    Some("IdempotentInstanceTerminated"),
+                    format!(
+                        "The client token {} has already been used by an instance that was terminated.",
+                        spec.client_token
+                    ),
+                    Some(400),
+                ));
+            }
+            return Ok(known);
         }
         let instance = Instance {
             id: format!("i-{:08x}", all.len() + 1),

@@ -114,6 +114,21 @@ mod humantime_serde_compat {
     }
 }
 
+/// The longest fleet, member or workspace name (the schema's `maxLength`).
+pub const NAME_MAX: usize = 40;
+
+/// The one naming rule of fleets, members and workspaces: 1 to [`NAME_MAX`] lowercase
+/// letters, digits and '-', starting and ending with a letter or digit (the schema's
+/// `pattern`).
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= NAME_MAX
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
+}
+
 /// Names the workspaces of a fleet: numbered, zero-padded to two digits. The padding
 /// never depends on the count, so raising the count (even past 99) only appends names.
 pub fn numbered_workspaces(fleet: &str, count: u32) -> Vec<String> {
@@ -130,6 +145,28 @@ pub type Templates = BTreeMap<String, Template>;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_name_rule_is_the_schemas() {
+        let schema = super::schema_json();
+        let name = &schema["properties"]["name"];
+        assert_eq!(name["maxLength"], super::NAME_MAX);
+        let pattern = name["pattern"].as_str().unwrap();
+        assert_eq!(pattern, "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$");
+        for (n, ok) in [
+            ("cs-01", true),
+            ("a", true),
+            ("-a", false),
+            ("a-", false),
+            ("A", false),
+            ("a_b", false),
+            ("", false),
+        ] {
+            assert_eq!(super::valid_name(n), ok, "{n}");
+        }
+        assert!(super::valid_name(&"a".repeat(40)));
+        assert!(!super::valid_name(&"a".repeat(41)));
+    }
+
     use super::*;
 
     #[test]

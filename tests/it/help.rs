@@ -114,3 +114,42 @@ fn man_pages_are_written_per_command() {
         assert!(dir.path().join(page).exists(), "no {page}");
     }
 }
+
+/// A failure of any command asked for `--format json` is a JSON object on stdout.
+#[test]
+fn every_json_failure_is_json_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec!["plan", m, "--format", "json"],
+        vec!["apply", m, "--format", "json", "--yes"],
+        vec!["validate", m, "--format", "json"],
+        vec!["workspace", "list", "--format", "json"],
+        vec!["workspace", "show", "nope", "--format", "json"],
+        vec!["workspace", "start", "nope", "--format", "json"],
+        vec!["workspace", "delete", "nope", "--format", "json", "--yes"],
+        vec!["storage", "list", "--format", "json"],
+        vec!["quota", "show", "--format", "json"],
+        vec!["quota", "alerts", "--format", "json"],
+        vec!["quota", "request", "list", "--format", "json"],
+        vec!["template", "list", "--file", m, "--format", "json"],
+        vec!["template", "show", "t", "--file", m, "--format", "json"],
+        vec!["list", "--format", "json"],
+    ] {
+        // No region: every command that calls AWS fails before its first call.
+        let out = crate::emulator::prism_command(&args)
+            .env_remove("AWS_REGION")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"));
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["title"].is_string(),
+            "{args:?}: {v}"
+        );
+    }
+}

@@ -360,3 +360,132 @@ async fn a_workspace_name_never_stands_for_two_workspaces() {
         stdout(&show)
     );
 }
+
+/// SIGINT during `workspace start`: the calls in flight finish, no new one starts, and
+/// the summary says how to finish, as apply does.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish() {
+    use std::io::{BufRead, BufReader};
+    let emu = Emulator::start();
+    let ec2 = emu.ec2();
+    let names: Vec<String> = (1..=12).map(|i| format!("cs-{i:02}")).collect();
+    let mut ids = vec![];
+    for n in &names {
+        ids.extend(launch(&ec2, Some("cs"), Some(n), "t3.micro", 1).await);
+    }
+    ec2.stop_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .unwrap();
+    emu.post(
+        "/_prism/faults",
+        serde_json::json!({"faults": [{"action": "StartInstances", "code": "", "delay_ms": 1000}]}),
+    );
+    emu.clear_calls();
+    let mut args = vec!["workspace", "start"];
+    args.extend(names.iter().map(String::as_str));
+    let mut child = crate::emulator::prism_command(&args)
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("started (i-") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let rest = rest.join("\n");
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("Interrupted"), "{rest}");
+    assert!(
+        rest.contains(&format!(
+            "run `prism workspace start {}` again to finish",
+            names.join(" ")
+        )),
+        "{rest}"
+    );
+    let calls = emu
+        .calls()
+        .iter()
+        .filter(|c| c.action == "StartInstances")
+        .count();
+    assert!(calls < 12, "no new start after the interruption: {calls}");
+    let out = emu.prism(&["workspace", "list", "--fleet", "cs", "--format", "json"]);
+    let running = serde_json::from_str::<Value>(&stdout(&out))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["status"] == "running")
+        .count();
+    assert_eq!(
+        running, calls,
+        "every call that went out was carried through"
+    );
+}
+
+/// `template list` without `--file` reads the manifests and templates files of the
+/// current folder, and says where it looked when it finds none.
+#[test]
+fn template_list_looks_in_the_current_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        crate::emulator::prism_command(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let empty = run(&["template", "list"]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(
+        stderr(&empty).contains("no templates found in")
+            && stderr(&empty).contains("it has no *.yaml or *.yml file"),
+        "{}",
+        stderr(&empty)
+    );
+    std::fs::write(dir.path().join("notes.yaml"), "shopping: [milk]\n").unwrap();
+    let other = run(&["template", "list"]);
+    assert!(
+        stderr(&other).contains("none of notes.yaml is a valid manifest or templates file"),
+        "{}",
+        stderr(&other)
+    );
+    std::fs::write(
+        dir.path().join("class.yaml"),
+        "name: cs\nproject: p\ntemplate: small\ncount: 1\ntemplates:\n  small: {image: ami-785db401, instance_type: t3.micro}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("gpu.yml"),
+        "big:\n  image: ami-785db401\n  instance_type: g5.xlarge\n",
+    )
+    .unwrap();
+    let found = run(&["template", "list"]);
+    assert_eq!(found.status.code(), Some(0), "{}", stderr(&found));
+    let text = stdout(&found);
+    assert!(text.contains("FILE"), "{text}");
+    assert!(
+        text.contains("small") && text.contains("class.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("big") && text.contains("gpu.yml"), "{text}");
+    let show = run(&["template", "show", "big"]);
+    assert!(
+        stdout(&show).contains("Instance type: g5.xlarge"),
+        "{}",
+        stdout(&show)
+    );
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::events::Event;
+use super::executor::target_state;
 use super::step::{self, Context, Outcome, Pace};
-use super::target_state;
 use crate::cloud::{InstanceFilter, InstanceState, tags};
 use crate::plan::Action;
 

@@ -6,19 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use governor::DefaultDirectRateLimiter;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::clock;
 use super::events::{Event, Events};
-use super::limiter::{self, Limiter};
-use super::memory::LaunchMemory;
+use super::executor::FailureNote;
+use super::limiter::Limiter;
 use super::token::{client_token, spec_digest};
-use super::{FailureNote, Options};
 use crate::cloud::{Cloud, CloudError, ErrorClass, Instance, LaunchSpec, tags};
-use crate::manifest::{DesiredState, Manifest, RetryPolicy};
-use crate::observe::{ImageResolution, Observed};
+use crate::engine::{Engine, Job, Recipe, RunOptions};
+use crate::manifest::{DesiredState, RetryPolicy};
 use crate::plan::{Action, ActionKind};
 use crate::retry::Attempts;
 
@@ -61,25 +60,22 @@ pub enum Pace {
     None,
 }
 
-/// What every step shares.
+/// What every step of a run shares.
 pub struct Context {
+    pub engine: Arc<Engine>,
     pub cloud: Arc<dyn Cloud>,
     pub fleet: String,
     pub desired: DesiredState,
-    pub prune: bool,
+    pub allow_replace: bool,
     pub events: Events,
     pub cancel: CancellationToken,
-    template: LaunchSpec,
-    project: String,
-    template_name: String,
-    image: Result<String, String>,
+    pub skip: BTreeMap<String, String>,
+    recipe: Option<Recipe>,
     zones: OnceCell<Vec<String>>,
+    /// The launch limiter when the run began; the engine's, shared with other runs.
     launch: Option<Arc<Limiter>>,
-    start: DefaultDirectRateLimiter,
-    mutate: DefaultDirectRateLimiter,
     retry: RetryPolicy,
     launches_left: AtomicUsize,
-    memory: Arc<LaunchMemory>,
     digest: String,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
@@ -87,54 +83,43 @@ pub struct Context {
 
 impl Context {
     pub fn new(
-        cloud: Arc<dyn Cloud>,
-        manifest: &Manifest,
-        observed: &Observed,
-        opts: &Options,
+        engine: Arc<Engine>,
+        job: Job,
+        opts: &RunOptions,
         events: Events,
         cancel: CancellationToken,
         launches: usize,
     ) -> Self {
-        let t = &manifest.template;
-        let (image, root_device) = match &observed.image {
-            ImageResolution::Resolved { id, root_device } => (Ok(id.clone()), root_device.clone()),
-            ImageResolution::Failed { reason } => (Err(reason.clone()), None),
-            ImageResolution::Unresolved => (Err("the image was not resolved".into()), None),
-        };
-        let template = LaunchSpec {
-            client_token: String::new(),
-            image_id: image.clone().unwrap_or_default(),
-            instance_type: t.instance_type.clone(),
-            availability_zone: None,
-            tags: BTreeMap::new(),
-            user_data: t.user_data.clone(),
-            root_volume: t
-                .root_volume_gb
-                .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
-            hibernation: t.hibernation,
-        };
-        let digest = spec_digest(&template);
+        let digest = job
+            .recipe
+            .as_ref()
+            .and_then(|r| r.spec.as_ref().ok())
+            .map(spec_digest)
+            .unwrap_or_default();
         Context {
-            cloud,
-            fleet: manifest.name.clone(),
-            desired: manifest.state,
-            prune: manifest.prune,
+            cloud: engine.cloud().clone(),
+            launch: engine.launch_limiter(),
+            engine,
+            fleet: job.fleet,
+            desired: job.desired,
+            allow_replace: job.allow_replace,
             events,
             cancel,
-            template,
-            project: manifest.project.clone(),
-            template_name: t.name.clone(),
-            image,
+            skip: job.skip,
+            recipe: job.recipe,
             zones: OnceCell::new(),
-            launch: opts.rate.map(Limiter::new),
-            // AWS's buckets: StartInstances 5, refilling 2/s; other mutating calls 50, 5/s.
-            start: limiter::fixed(2, 5),
-            mutate: limiter::fixed(5, 50),
             retry: opts.retry.clone(),
             launches_left: AtomicUsize::new(launches),
-            memory: opts.memory.clone(),
             digest,
-            errors: crate::errors::Context::from_observed(observed, &t.instance_type),
+            errors: job.errors,
+        }
+    }
+
+    /// The spec to launch from, or why there is none.
+    fn template(&self) -> Result<&LaunchSpec, String> {
+        match &self.recipe {
+            Some(r) => r.spec.as_ref().map_err(Clone::clone),
+            None => Err("the job has no launch recipe".into()),
         }
     }
 
@@ -161,8 +146,12 @@ impl Context {
                         self.launches_left.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
-                Pace::Start => self.start.until_ready().await,
-                Pace::Mutate => self.mutate.until_ready().await,
+                Pace::Start => {
+                    clock::until_ready(&self.engine.start).await;
+                }
+                Pace::Mutate => {
+                    clock::until_ready(&self.engine.mutate).await;
+                }
                 Pace::None => {}
             }
         };
@@ -255,14 +244,27 @@ impl Context {
             .await
     }
 
-    fn spec(&self, workspace: &str, zone: Option<&str>, incarnation: u32) -> LaunchSpec {
-        let mut spec = self.template.clone();
+    fn spec(
+        &self,
+        template: &LaunchSpec,
+        workspace: &str,
+        zone: Option<&str>,
+        incarnation: u32,
+    ) -> LaunchSpec {
+        let recipe = self.recipe.as_ref();
+        let mut spec = template.clone();
         spec.availability_zone = zone.map(str::to_string);
         spec.tags = BTreeMap::from([
             (tags::FLEET.to_string(), self.fleet.clone()),
             (tags::WORKSPACE.to_string(), workspace.to_string()),
-            (tags::PROJECT.to_string(), self.project.clone()),
-            (tags::TEMPLATE.to_string(), self.template_name.clone()),
+            (
+                tags::PROJECT.to_string(),
+                recipe.map(|r| r.project.clone()).unwrap_or_default(),
+            ),
+            (
+                tags::TEMPLATE.to_string(),
+                recipe.map(|r| r.template.clone()).unwrap_or_default(),
+            ),
             (tags::NAME.to_string(), workspace.to_string()),
         ]);
         spec.client_token = client_token(
@@ -279,7 +281,10 @@ impl Context {
     /// else AWS's choice of zone first; then each zone of the region while AWS has no
     /// capacity.
     async fn launch(&self, workspace: &str, prepaid: &mut bool) -> Result<Instance, StepError> {
-        let last = self.memory.recall(&self.fleet, workspace, &self.digest);
+        let last = self
+            .engine
+            .memory
+            .recall(&self.fleet, workspace, &self.digest);
         let (mut zone, mut incarnation) = last.map_or((None, 0), |l| (l.zone, l.incarnation));
         let mut tried: Vec<String> = vec![];
         loop {
@@ -313,10 +318,19 @@ impl Context {
         first_incarnation: u32,
         prepaid: &mut bool,
     ) -> Result<Instance, StepError> {
+        let template = self.template().map_err(|reason| {
+            StepError::Cloud(CloudError::service(
+                "RunInstances",
+                Some("ImageUnresolved"),
+                reason,
+                None,
+            ))
+        })?;
         let mut last = None;
         for incarnation in first_incarnation..MAX_INCARNATIONS {
-            let spec = self.spec(workspace, zone, incarnation);
-            self.memory
+            let spec = self.spec(template, workspace, zone, incarnation);
+            self.engine
+                .memory
                 .remember(&self.fleet, workspace, &self.digest, zone, incarnation);
             let result = self
                 .call(workspace, Pace::Launch, prepaid, |attempt| {
@@ -352,12 +366,12 @@ impl Context {
 /// Whether `action` launches and may go ahead: the caller takes its first launch
 /// permit before starting it, so that launches leave in plan order.
 pub fn launches(ctx: &Context, action: &Action) -> bool {
-    if ctx.image.is_err() {
+    if ctx.template().is_err() {
         return false;
     }
     match action.action {
         ActionKind::Create => true,
-        ActionKind::Replace => ctx.prune,
+        ActionKind::Replace => ctx.allow_replace,
         _ => false,
     }
 }
@@ -367,7 +381,7 @@ pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Ins
     let ws = action.workspace.as_str();
     let result = match (action.action, action.instance_id.as_deref()) {
         (ActionKind::Create, _) => create(ctx, ws, started, &mut prepaid).await,
-        (ActionKind::Replace, Some(old)) if ctx.prune => {
+        (ActionKind::Replace, Some(old)) if ctx.allow_replace => {
             match change(ctx, ws, ActionKind::Delete, old, started).await {
                 Ok(_) => create(ctx, ws, started, &mut prepaid).await,
                 Err(e) => Err(e),
@@ -406,6 +420,7 @@ pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
         code: note.code.clone(),
         message: note.message.clone(),
         class: note.class,
+        explained: note.explained.clone(),
     });
     note
 }
@@ -426,14 +441,6 @@ async fn create(
     started: Instant,
     prepaid: &mut bool,
 ) -> Result<Outcome, StepError> {
-    if let Err(reason) = &ctx.image {
-        return Err(StepError::Cloud(CloudError::service(
-            "RunInstances",
-            Some("ImageUnresolved"),
-            reason.clone(),
-            None,
-        )));
-    }
     let instance = ctx.launch(ws, prepaid).await?;
     ctx.events.emit(Event::Launched {
         workspace: ws.to_string(),

@@ -5,15 +5,15 @@
 //! Waiters queue on a fair mutex, so launches go out in order and exactly one of them
 //! is ever waiting for the next permit: the one whose wait the user is shown.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
 use tokio::sync::Mutex;
+
+use super::clock::{self, TokioClock};
 
 /// Launch pacing settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,18 +56,15 @@ pub fn next_rate(current: f64, configured: f64, signal: Signal) -> f64 {
 }
 
 struct Bucket {
-    limiter: DefaultDirectRateLimiter,
+    limiter: clock::Bucket,
     rate_per_minute: f64,
 }
 
 impl Bucket {
     fn new(rate_per_minute: f64, burst: u32) -> Self {
         let period = Duration::from_secs_f64(60.0 / rate_per_minute.max(0.001));
-        let quota = Quota::with_period(period)
-            .expect("a positive period")
-            .allow_burst(NonZeroU32::new(burst.max(1)).expect("at least one"));
         Bucket {
-            limiter: RateLimiter::direct(quota),
+            limiter: clock::bucket(period, burst),
             rate_per_minute,
         }
     }
@@ -97,6 +94,11 @@ impl Limiter {
         })
     }
 
+    /// The settings it was made with.
+    pub fn settings(&self) -> RateSettings {
+        self.settings
+    }
+
     /// The current rate, in launches per minute.
     pub fn rate_per_minute(&self) -> f64 {
         self.bucket.load().rate_per_minute
@@ -116,7 +118,7 @@ impl Limiter {
             match bucket.limiter.check() {
                 Ok(()) => return,
                 Err(not_until) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    let wait = not_until.wait_time_from(TokioClock.now());
                     if let Some(tell) = on_wait.take() {
                         tell(wait);
                     }
@@ -161,10 +163,8 @@ impl Limiter {
 }
 
 /// A fixed-rate limiter for the other mutating calls, sized to AWS's own buckets.
-pub fn fixed(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
-    let quota = Quota::per_second(NonZeroU32::new(per_second).expect("positive"))
-        .allow_burst(NonZeroU32::new(burst).expect("positive"));
-    RateLimiter::direct(quota)
+pub fn fixed(per_second: u32, burst: u32) -> clock::Bucket {
+    clock::bucket(Duration::from_secs(1) / per_second.max(1), burst)
 }
 
 #[cfg(test)]
@@ -188,21 +188,55 @@ mod tests {
         assert_eq!(next_rate(rate, configured, Signal::Succeeded), 120.0);
     }
 
-    #[tokio::test]
-    async fn the_burst_passes_at_once_then_launches_are_paced() {
+    /// N launches at rate R with burst B: the last leaves (N − B) / R after the first.
+    #[tokio::test(start_paused = true)]
+    async fn thirty_launches_at_two_a_minute_burst_five_take_750_s() {
         let limiter = Limiter::new(RateSettings {
-            rate_per_minute: 60.0,
-            burst_size: 3,
+            rate_per_minute: 2.0,
+            burst_size: 5,
             adaptive: true,
         });
-        let mut waits = vec![];
-        for _ in 0..4 {
-            limiter.acquire(|d| waits.push(d)).await;
+        let t0 = tokio::time::Instant::now();
+        let mut waits = 0;
+        for _ in 0..30 {
+            limiter.acquire(|_| waits += 1).await;
         }
-        assert_eq!(waits.len(), 1, "only the launch after the burst waits");
+        assert_eq!(t0.elapsed(), Duration::from_secs(750));
+        assert_eq!(waits, 25, "every launch after the burst waits");
+    }
+
+    /// After a throttle the rate halves with a burst of one: the next launch waits one
+    /// new period, then successes raise the rate step by step.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_slows_the_next_launches_where_it_happens() {
+        let limiter = Limiter::new(RateSettings {
+            rate_per_minute: 60.0,
+            burst_size: 1,
+            adaptive: true,
+        });
+        let t0 = tokio::time::Instant::now();
+        limiter.acquire(|_| {}).await;
+        assert_eq!(limiter.throttled(), Some(30.0));
+        limiter.acquire(|_| {}).await;
+        assert_eq!(t0.elapsed(), Duration::ZERO, "the new bucket's one token");
+        limiter.acquire(|_| {}).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(2), "one period at 30/min");
+        for _ in 0..2 {
+            assert_eq!(limiter.succeeded(), None);
+        }
+        assert_eq!(
+            limiter.succeeded(),
+            Some(45.0),
+            "three successes: one step up"
+        );
+        limiter.acquire(|_| {}).await;
+        limiter.acquire(|_| {}).await;
+        // tokio's timer counts whole milliseconds.
+        let want = Duration::from_secs(2) + Duration::from_secs_f64(60.0 / 45.0);
         assert!(
-            waits[0] <= Duration::from_secs(1),
-            "one period at most: {waits:?}"
+            t0.elapsed() >= want && t0.elapsed() - want < Duration::from_millis(1),
+            "the step-up bucket's token, then one period at 45/min: {:?}",
+            t0.elapsed()
         );
     }
 

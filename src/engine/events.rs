@@ -90,6 +90,8 @@ pub enum Event {
         code: String,
         message: String,
         class: Option<ErrorClass>,
+        /// What happened, what prism did, what to do: from the error catalogue.
+        explained: crate::errors::Explained,
     },
     /// An action was not carried out.
     Skipped {
@@ -100,7 +102,7 @@ pub enum Event {
     /// The first Ctrl-C: no new actions start.
     Interrupted,
     /// The apply is over.
-    Summary(super::Report),
+    Summary(super::executor::Report),
 }
 
 /// An event with the time since the apply began.

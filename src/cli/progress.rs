@@ -8,9 +8,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use super::Report;
-use super::events::{Event, Stamped};
 use crate::cloud::ErrorClass;
+use crate::engine::Progress;
+use crate::engine::Report;
+use crate::engine::events::{Event, Stamped};
 use crate::plan::ActionKind;
 
 /// How progress is shown.
@@ -28,15 +29,7 @@ pub enum Mode {
     Quiet,
 }
 
-/// A duration as people say it: `45s`, `2m 5s`, `1h 3m`.
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs_f64().round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-    }
-}
+pub use crate::engine::progress::human;
 
 fn secs(s: f64) -> String {
     human(Duration::from_secs_f64(s.max(0.0)))
@@ -52,8 +45,8 @@ fn done_word(action: ActionKind) -> &'static str {
     }
 }
 
-/// The closing text of an apply.
-pub fn summary_text(r: &Report) -> String {
+/// The closing text of a run; `rerun` is the command that finishes it.
+pub fn summary_text(r: &Report, rerun: &str) -> String {
     let took = Duration::from_secs_f64(r.duration_s);
     let mut out = String::new();
     if r.complete() {
@@ -110,27 +103,39 @@ pub fn summary_text(r: &Report) -> String {
         ));
     }
     if r.interrupted {
-        out.push_str("Interrupted: run `prism apply` again to finish.\n");
+        out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
-        out.push_str(
-            "The other workspaces are done; run `prism apply` again to retry what failed.\n",
-        );
+        out.push_str(&format!(
+            "The other workspaces are done; run `{rerun}` again to retry what failed.\n"
+        ));
     }
     out
 }
 
-/// Line-oriented state shared by the terminal and plain renderers.
-#[derive(Default)]
+/// The run's progress as the renderers see it, and the lines they print.
 struct Lines {
-    total: usize,
-    done: std::collections::HashSet<String>,
-    rate: Option<f64>,
-    /// (eta in seconds, when it was estimated)
-    eta: Option<(f64, Instant)>,
-    wait_until: Option<Instant>,
+    progress: Progress,
+    /// When the last event came, to age the estimates between events.
+    last: Instant,
+    rerun: String,
 }
 
 impl Lines {
+    fn new(rerun: &str) -> Self {
+        Lines {
+            progress: Progress::default(),
+            last: Instant::now(),
+            rerun: rerun.to_string(),
+        }
+    }
+
+    /// Takes `e` into the progress state and gives its line, if it has one.
+    fn take(&mut self, e: &Stamped) -> Option<String> {
+        self.progress.apply(e);
+        self.last = Instant::now();
+        self.line(&e.event)
+    }
+
     fn line(&mut self, e: &Event) -> Option<String> {
         match e {
             Event::Started {
@@ -141,8 +146,6 @@ impl Lines {
                 burst_size,
                 adaptive,
             } => {
-                self.total = *total;
-                self.rate = *rate_per_minute;
                 let pacing = match rate_per_minute {
                     Some(r) if *launches > 0 => format!(
                         "Rate limiting enabled: {r} launches per minute (burst: {burst_size}{})\n\n",
@@ -158,8 +161,6 @@ impl Lines {
                 Some(format!("\n{pacing}{what} of fleet {fleet}:"))
             }
             Event::RateLimited { wait_s, eta_s, .. } => {
-                self.eta = Some((*eta_s, Instant::now()));
-                self.wait_until = Some(Instant::now() + Duration::from_secs_f64(*wait_s));
                 Some(format!(
                     "⏳ Rate limit reached, waiting {} before next launch… (about {} left)",
                     secs(*wait_s),
@@ -167,7 +168,6 @@ impl Lines {
                 ))
             }
             Event::RateChanged { rate_per_minute, reason } => {
-                self.rate = Some(*rate_per_minute);
                 Some(format!("⚠ {reason}: launch rate now {rate_per_minute:.2} per minute"))
             }
             Event::Retrying {
@@ -201,11 +201,10 @@ impl Lines {
                 instance_id,
                 took_s,
             } => {
-                self.done.insert(workspace.clone());
                 Some(format!(
                     "✓ {workspace} launched ({instance_id}) [{}/{}] - {}",
-                    self.done.len(),
-                    self.total,
+                    self.progress.totals.done,
+                    self.progress.totals.total,
                     secs(*took_s)
                 ))
             }
@@ -215,12 +214,11 @@ impl Lines {
                 instance_id,
                 took_s,
             } => {
-                self.done.insert(workspace.clone());
                 Some(format!(
                     "✓ {workspace} {} ({instance_id}) [{}/{}] - {}",
                     done_word(*action),
-                    self.done.len(),
-                    self.total,
+                    self.progress.totals.done,
+                    self.progress.totals.total,
                     secs(*took_s)
                 ))
             }
@@ -234,54 +232,55 @@ impl Lines {
                 "Interrupted: letting the calls in flight finish; no new ones start. Press Ctrl-C again to exit at once."
                     .into(),
             ),
-            Event::Summary(report) => Some(format!("\n{}", summary_text(report).trim_end())),
+            Event::Summary(report) => Some(format!(
+                "\n{}",
+                summary_text(report, &self.rerun).trim_end()
+            )),
             Event::Queued { .. } | Event::Launching { .. } => None,
         }
     }
 
     fn status(&self) -> String {
         let mut parts = vec![];
-        if let Some(r) = self.rate {
+        if let Some(r) = self.progress.rate_per_minute {
             parts.push(format!("{r:.2}/min"));
         }
-        if let Some((eta, at)) = self.eta {
-            let left = eta - at.elapsed().as_secs_f64();
-            if left > 0.0 {
-                parts.push(format!("ETA {}", secs(left)));
-            }
+        let now = self.progress.elapsed_s + self.last.elapsed().as_secs_f64();
+        let (wait, eta) = self.progress.at(now);
+        if let Some(eta) = eta {
+            parts.push(format!("ETA {}", secs(eta)));
         }
-        if let Some(until) = self.wait_until {
-            let now = Instant::now();
-            if until > now {
-                parts.push(format!("⏳ next launch in {}", human(until - now)));
-            }
+        if let Some(wait) = wait {
+            parts.push(format!("⏳ next launch in {}", secs(wait)));
         }
         parts.join(" · ")
     }
 }
 
-/// Renders events until the summary (or the end of the stream).
-pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>) {
+/// Renders events until the summary (or the end of the stream); `rerun` is the
+/// command that finishes an interrupted run. Returns the final progress.
+pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>, rerun: &str) -> Progress {
     if mode == Mode::Terminal {
-        return terminal(rx).await;
+        return terminal(rx, rerun).await;
     }
-    let mut lines = Lines::default();
+    let mut lines = Lines::new(rerun);
     while let Some(e) = rx.recv().await {
+        let line = lines.take(&e);
         let text = match mode {
-            Mode::Json => Some(serde_json::to_string(&e).expect("events serialize")),
+            Mode::Json => Some(json_line(&e, &lines.progress)),
             Mode::Quiet => match &e.event {
-                Event::Failed { .. } | Event::Summary(_) => lines.line(&e.event),
+                Event::Failed { .. } | Event::Summary(_) => line,
                 _ => None,
             },
             Mode::Log => {
-                if let Some(line) = lines.line(&e.event) {
+                if let Some(line) = line {
                     for l in line.lines().filter(|l| !l.trim().is_empty()) {
                         tracing::info!(target: "prism::apply", "{l}");
                     }
                 }
                 None
             }
-            _ => lines.line(&e.event),
+            _ => line,
         };
         if let Some(text) = text {
             let mut out = std::io::stdout().lock();
@@ -292,16 +291,26 @@ pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>) {
             break;
         }
     }
+    lines.progress
 }
 
-async fn terminal(mut rx: UnboundedReceiver<Stamped>) {
+/// One NDJSON line; the summary carries the final state of every workspace.
+fn json_line(e: &Stamped, progress: &Progress) -> String {
+    let mut v = serde_json::to_value(e).expect("events serialize");
+    if matches!(e.event, Event::Summary(_)) {
+        v["workspaces"] = serde_json::to_value(&progress.workspaces).expect("serializes");
+    }
+    v.to_string()
+}
+
+async fn terminal(mut rx: UnboundedReceiver<Stamped>, rerun: &str) -> Progress {
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout());
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let mut lines = Lines::default();
+    let mut lines = Lines::new(rerun);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -311,14 +320,14 @@ async fn terminal(mut rx: UnboundedReceiver<Stamped>) {
                 if last {
                     bar.finish_and_clear();
                 }
-                if let Some(line) = lines.line(&e.event) {
+                if let Some(line) = lines.take(&e) {
                     bar.println(line);
                 }
                 if last {
                     break;
                 }
-                bar.set_length(lines.total as u64);
-                bar.set_position(lines.done.len() as u64);
+                bar.set_length(lines.progress.totals.total as u64);
+                bar.set_position(lines.progress.totals.done as u64);
             }
             _ = tick.tick() => {}
         }
@@ -326,6 +335,7 @@ async fn terminal(mut rx: UnboundedReceiver<Stamped>) {
         bar.tick();
     }
     bar.finish_and_clear();
+    lines.progress
 }
 
 #[cfg(test)]
@@ -353,7 +363,7 @@ mod tests {
             duration_s: 67.2,
         };
         assert_eq!(
-            summary_text(&r),
+            summary_text(&r, "prism apply"),
             "✅ All 7 workspaces launched successfully\nTotal time: 1m 7s (avg 9.6s per workspace)\n"
         );
     }

@@ -3,14 +3,6 @@
 //!
 //! One workspace's failure never stops the others; the [`Report`] lists each.
 
-pub mod events;
-pub mod limiter;
-pub mod memory;
-pub mod progress;
-mod step;
-pub mod token;
-mod wait;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,31 +11,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cloud::{Cloud, ErrorClass, InstanceState};
-use crate::manifest::{Manifest, RetryPolicy};
-use crate::observe::Observed;
-use crate::plan::{Action, ActionKind, Plan};
-use events::{Event, Events};
-use limiter::RateSettings;
-use step::{Context, Outcome};
-
-/// How to carry out a plan.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Actions (calls and waits) in flight at once.
-    pub parallelism: usize,
-    /// How long to wait for instances to reach their state; None returns after the calls.
-    pub wait: Option<Duration>,
-    /// Time between two looks at the fleet while waiting.
-    pub poll: Duration,
-    /// Launch pacing; None when pacing is disabled.
-    pub rate: Option<RateSettings>,
-    pub retry: RetryPolicy,
-    /// Workspaces not to act on, with the reason (e.g. no quota left for them).
-    pub skip: std::collections::BTreeMap<String, String>,
-    /// Where each workspace's latest launch went (see [`memory`]).
-    pub memory: Arc<memory::LaunchMemory>,
-}
+use super::events::{Event, Events};
+use super::step::{self, Context, Outcome};
+use super::wait;
+use crate::cloud::{ErrorClass, InstanceState};
+use crate::engine::{Engine, Job, RunOptions};
+use crate::plan::{Action, ActionKind};
 
 /// One workspace whose action failed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,58 +67,58 @@ impl Report {
     }
 }
 
-/// Carries out `plan` (made from `manifest` and `observed`).
-pub async fn execute(
-    cloud: Arc<dyn Cloud>,
-    manifest: &Manifest,
-    plan: &Plan,
-    observed: &Observed,
-    opts: &Options,
+/// Carries out `job` on `engine`: the body of [`Engine::run`].
+pub(crate) async fn execute(
+    engine: Arc<Engine>,
+    job: Job,
+    opts: RunOptions,
     events: Events,
     cancel: CancellationToken,
 ) -> Report {
-    let launches = plan
+    let launches = job
         .actions
         .iter()
         .filter(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace))
         .count();
-    let ctx = Arc::new(Context::new(
-        cloud,
-        manifest,
-        observed,
-        opts,
-        events.clone(),
-        cancel.clone(),
-        launches,
-    ));
+    let rate = engine.launch_rate().filter(|_| launches > 0);
     events.emit(Event::Started {
-        fleet: plan.fleet.clone(),
-        total: plan.actions.len(),
+        fleet: job.fleet.clone(),
+        total: job.actions.len(),
         launches,
-        rate_per_minute: opts.rate.map(|r| r.rate_per_minute),
-        burst_size: opts.rate.map_or(0, |r| r.burst_size),
-        adaptive: opts.rate.is_some_and(|r| r.adaptive),
+        rate_per_minute: rate.map(|r| r.rate_per_minute),
+        burst_size: rate.map_or(0, |r| r.burst_size),
+        adaptive: rate.is_some_and(|r| r.adaptive),
     });
-    for a in &plan.actions {
+    for a in &job.actions {
         events.emit(Event::Queued {
             workspace: a.workspace.clone(),
             action: a.action,
         });
     }
+    let actions = job.actions.clone();
+    let fleet = job.fleet.clone();
+    let ctx = Arc::new(Context::new(
+        engine,
+        job,
+        &opts,
+        events.clone(),
+        cancel.clone(),
+        launches,
+    ));
 
     let slots = Arc::new(Semaphore::new(opts.parallelism.max(1)));
     let mut tasks = JoinSet::new();
     let mut not_started = 0;
     let mut outcomes: Vec<(Action, Outcome)> = Vec::new();
-    for (i, action) in plan.actions.iter().enumerate() {
-        if let Some(reason) = opts.skip.get(&action.workspace) {
+    for (i, action) in actions.iter().enumerate() {
+        if let Some(reason) = ctx.skip.get(&action.workspace) {
             outcomes.push((action.clone(), step::skip(&ctx, action, reason)));
             continue;
         }
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("never closed"),
             () = cancel.cancelled() => {
-                not_started = plan.actions.len() - i;
+                not_started = actions.len() - i;
                 break;
             }
         };
@@ -153,7 +126,7 @@ pub async fn execute(
         // Launches take their first permit here, in plan order; the wait is shown.
         let prepaid = step::launches(&ctx, action);
         if prepaid && ctx.launch_permit(&action.workspace).await.is_err() {
-            not_started = plan.actions.len() - i;
+            not_started = actions.len() - i;
             break;
         }
         let ctx = ctx.clone();
@@ -171,7 +144,8 @@ pub async fn execute(
         wait::settle(&ctx, &mut outcomes, timeout, opts.poll).await;
     }
     let report = report(
-        plan,
+        &fleet,
+        actions.len(),
         &outcomes,
         not_started,
         cancel.is_cancelled(),
@@ -182,15 +156,16 @@ pub async fn execute(
 }
 
 fn report(
-    plan: &Plan,
+    fleet: &str,
+    total: usize,
     outcomes: &[(Action, Outcome)],
     not_started: usize,
     interrupted: bool,
     elapsed: Duration,
 ) -> Report {
     let mut r = Report {
-        fleet: plan.fleet.clone(),
-        total: plan.actions.len(),
+        fleet: fleet.to_string(),
+        total,
         succeeded: 0,
         launched: 0,
         failed: vec![],
@@ -218,7 +193,7 @@ fn report(
 }
 
 /// The state an action leaves its instance in, to wait for.
-fn target_state(
+pub(super) fn target_state(
     action: ActionKind,
     desired: crate::manifest::DesiredState,
 ) -> Option<InstanceState> {
@@ -233,4 +208,5 @@ fn target_state(
 }
 
 #[cfg(test)]
+#[path = "executor_tests.rs"]
 mod tests;

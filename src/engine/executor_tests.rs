@@ -8,7 +8,12 @@ use std::sync::Arc;
 use super::*;
 use crate::cloud::CloudError;
 use crate::cloud::fake::FakeCloud;
+use crate::engine::limiter::RateSettings;
+use crate::engine::memory::LaunchMemory;
+use crate::manifest::Manifest;
+use crate::observe::Observed;
 use crate::observe::{ImageResolution, QuotaReading};
+use std::time::Duration;
 
 fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
     let text = format!(
@@ -41,31 +46,25 @@ fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
 
 async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed) -> Report {
     let plan = crate::plan::plan(manifest, observed);
-    let opts = Options {
-        parallelism: 4,
-        wait: None,
-        poll: Duration::from_secs(1),
-        rate: Some(RateSettings {
+    let engine = Engine::new(
+        cloud.clone(),
+        Some(RateSettings {
             rate_per_minute: 6000.0,
             burst_size: 100,
             adaptive: true,
         }),
+        Arc::new(LaunchMemory::in_memory()),
+    );
+    let opts = RunOptions {
+        parallelism: 4,
+        wait: None,
+        poll: Duration::from_secs(1),
         retry: manifest.retry.clone(),
-        skip: BTreeMap::new(),
-        memory: Arc::new(super::memory::LaunchMemory::in_memory()),
     };
-    let (events, _rx) = Events::channel();
-    let cloud: Arc<dyn Cloud> = cloud.clone();
-    execute(
-        cloud,
-        manifest,
-        &plan,
-        observed,
-        &opts,
-        events,
-        CancellationToken::new(),
-    )
-    .await
+    engine
+        .run(Job::from_plan(manifest, &plan, observed), opts)
+        .report()
+        .await
 }
 
 fn err(code: &str, status: u16) -> CloudError {
@@ -124,10 +123,10 @@ async fn a_terminated_token_moves_to_the_next_incarnation() {
     assert!(r.complete(), "{r:?}");
     let tokens = cloud.tokens.lock().unwrap();
     assert_eq!(tokens.len(), 1);
-    let expected = crate::apply::token::client_token(
+    let expected = crate::engine::token::client_token(
         "f",
         "f-01",
-        &crate::apply::token::spec_digest(&crate::cloud::LaunchSpec {
+        &crate::engine::token::spec_digest(&crate::cloud::LaunchSpec {
             client_token: String::new(),
             image_id: "ami-1".into(),
             instance_type: "t3.micro".into(),

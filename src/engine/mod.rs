@@ -1,0 +1,291 @@
+//! The engine: one value per account and region that carries out changes to
+//! workspaces for every front door (`apply`, the `workspace` commands, `watch`, the
+//! server).
+//!
+//! It owns the cloud client and the limiters, so every run in the process shares
+//! AWS's buckets: two launches at once never exceed the configured rate together. A
+//! run takes a [`Job`] (the actions, and what a launch needs) and gives back a [`Run`]:
+//! the event stream, a way to cancel, and the final [`Report`].
+
+pub mod clock;
+pub mod events;
+mod executor;
+pub mod gate;
+pub mod limiter;
+pub mod memory;
+pub mod progress;
+mod step;
+pub mod token;
+mod wait;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cloud::{Cloud, LaunchSpec};
+use crate::manifest::{DesiredState, Manifest, RetryPolicy};
+use crate::observe::{ImageResolution, Observed};
+use crate::plan::{Action, Plan};
+use clock::Bucket;
+use events::{Event, Events, Stamped};
+use limiter::Limiter;
+pub use limiter::RateSettings;
+use memory::LaunchMemory;
+
+pub use executor::{FailureNote, Report, SkipNote};
+pub use progress::Progress;
+
+/// Carries out jobs in one account and region; share it (`Arc`) between runs.
+pub struct Engine {
+    cloud: Arc<dyn Cloud>,
+    launch: ArcSwapOption<Limiter>,
+    pub(crate) start: Bucket,
+    pub(crate) mutate: Bucket,
+    pub(crate) memory: Arc<LaunchMemory>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("region", &self.cloud.region())
+            .field("launch_rate", &self.launch_rate())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine for `cloud`'s account and region. Launches are paced by `launch_rate`
+    /// (None: not paced); StartInstances and the other mutating calls by fixed limiters
+    /// sized to AWS's own buckets (5 refilling 2/s, and 50 refilling 5/s).
+    pub fn new(
+        cloud: Arc<dyn Cloud>,
+        launch_rate: Option<RateSettings>,
+        memory: Arc<LaunchMemory>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            cloud,
+            launch: ArcSwapOption::from(launch_rate.map(Limiter::new)),
+            start: limiter::fixed(2, 5),
+            mutate: limiter::fixed(5, 50),
+            memory,
+        })
+    }
+
+    /// The cloud every run calls.
+    pub fn cloud(&self) -> &Arc<dyn Cloud> {
+        &self.cloud
+    }
+
+    /// The launch pacing runs start with; None when launches are not paced.
+    pub fn launch_rate(&self) -> Option<RateSettings> {
+        self.launch.load().as_ref().map(|l| l.settings())
+    }
+
+    /// Changes the launch pacing for runs started from now on (runs in flight keep
+    /// theirs). Nothing changes when the settings are the same, so the limiter's state
+    /// (tokens spent, adaptive slow-down) carries over.
+    pub fn set_launch_rate(&self, settings: Option<RateSettings>) {
+        if self.launch_rate() != settings {
+            self.launch.store(settings.map(Limiter::new));
+        }
+    }
+
+    pub(crate) fn launch_limiter(&self) -> Option<Arc<Limiter>> {
+        self.launch.load_full()
+    }
+
+    /// Starts carrying out `job`; the run goes on in the background.
+    pub fn run(self: &Arc<Self>, job: Job, opts: RunOptions) -> Run {
+        let (events, rx) = Events::channel();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(executor::execute(
+            self.clone(),
+            job,
+            opts,
+            events.clone(),
+            cancel.clone(),
+        ));
+        Run {
+            events: Some(rx),
+            canceller: Canceller { cancel, events },
+            task,
+        }
+    }
+}
+
+/// What a launch needs besides the workspace's name.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The template's name (tag `prism:template`).
+    pub template: String,
+    /// Tag `prism:project`.
+    pub project: String,
+    /// The instance as launched (image, type, user data, root volume, hibernation);
+    /// each launch adds its zone, tags and ClientToken. Err: why nothing can be
+    /// launched (the image did not resolve).
+    pub spec: Result<LaunchSpec, String>,
+}
+
+impl Recipe {
+    /// The recipe of `manifest`'s template, with the image `observed` resolved.
+    pub fn of(manifest: &Manifest, observed: &Observed) -> Recipe {
+        let t = &manifest.template;
+        let image = match &observed.image {
+            ImageResolution::Resolved { id, root_device } => Ok((id.clone(), root_device.clone())),
+            ImageResolution::Failed { reason } => Err(reason.clone()),
+            ImageResolution::Unresolved => Err("the image was not resolved".into()),
+        };
+        Recipe {
+            template: t.name.clone(),
+            project: manifest.project.clone(),
+            spec: image.map(|(image_id, root_device)| LaunchSpec {
+                client_token: String::new(),
+                image_id,
+                instance_type: t.instance_type.clone(),
+                availability_zone: None,
+                tags: BTreeMap::new(),
+                user_data: t.user_data.clone(),
+                root_volume: t
+                    .root_volume_gb
+                    .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
+                hibernation: t.hibernation,
+            }),
+        }
+    }
+}
+
+/// What a run carries out.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The fleet the workspaces belong to (tag `prism:fleet`).
+    pub fleet: String,
+    /// In the order to carry them out; launches leave in this order.
+    pub actions: Vec<Action>,
+    /// What launches need; None for a job without launches.
+    pub recipe: Option<Recipe>,
+    /// The state launched and started instances are left in.
+    pub desired: DesiredState,
+    /// Whether a replacement may terminate the old instance (`prune: true`).
+    pub allow_replace: bool,
+    /// Workspaces not to act on, with the reason (no quota left, backing off, held).
+    pub skip: BTreeMap<String, String>,
+    /// What the error catalogue fills its explanations with.
+    pub errors: crate::errors::Context,
+}
+
+impl Job {
+    /// The job that carries out `plan`, made from `manifest` and `observed`.
+    pub fn from_plan(manifest: &Manifest, plan: &Plan, observed: &Observed) -> Job {
+        Job {
+            fleet: plan.fleet.clone(),
+            actions: plan.actions.clone(),
+            recipe: Some(Recipe::of(manifest, observed)),
+            desired: manifest.state,
+            allow_replace: manifest.prune,
+            skip: BTreeMap::new(),
+            errors: crate::errors::Context::from_observed(
+                observed,
+                &manifest.template.instance_type,
+            ),
+        }
+    }
+
+    /// A job of starts, stops, hibernations or deletions of existing instances.
+    pub fn changes(fleet: &str, actions: Vec<Action>, region: &str) -> Job {
+        Job {
+            fleet: fleet.to_string(),
+            actions,
+            recipe: None,
+            desired: DesiredState::Running,
+            allow_replace: false,
+            skip: BTreeMap::new(),
+            errors: crate::errors::Context {
+                region: Some(region.to_string()),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// How a run goes about its job.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Actions (calls and waits) in flight at once.
+    pub parallelism: usize,
+    /// How long to wait for instances to reach their state; None returns after the calls.
+    pub wait: Option<Duration>,
+    /// Time between two looks at the fleet while waiting.
+    pub poll: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            parallelism: 10,
+            wait: Some(Duration::from_secs(600)),
+            poll: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Stops a run from starting new actions; the calls in flight finish.
+#[derive(Debug, Clone)]
+pub struct Canceller {
+    cancel: CancellationToken,
+    events: Events,
+}
+
+impl Canceller {
+    /// Cancels the run (once; later calls do nothing) and says so in its events.
+    pub fn cancel(&self) {
+        if !self.cancel.is_cancelled() {
+            self.events.emit(Event::Interrupted);
+            self.cancel.cancel();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// A run in progress.
+#[derive(Debug)]
+pub struct Run {
+    events: Option<UnboundedReceiver<Stamped>>,
+    canceller: Canceller,
+    task: JoinHandle<Report>,
+}
+
+impl Run {
+    /// The run's events, from the start; the stream ends after the summary. Taken once.
+    pub fn events(&mut self) -> UnboundedReceiver<Stamped> {
+        self.events.take().expect("the events are taken once")
+    }
+
+    /// What cancels this run, for a signal handler or a request.
+    pub fn canceller(&self) -> Canceller {
+        self.canceller.clone()
+    }
+
+    /// Waits for the end of the run.
+    pub async fn report(self) -> Report {
+        drop(self.events);
+        let Canceller { events, .. } = self.canceller;
+        drop(events);
+        match self.task.await {
+            Ok(report) => report,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
