@@ -45,6 +45,18 @@ fn done_word(action: ActionKind) -> &'static str {
     }
 }
 
+/// The line about launches that ended in errors but were up after all.
+fn confirmed(r: &Report) -> String {
+    if r.confirmed_after_errors.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Confirmed after errors: {} (a call whose answer was lost had launched {})\n",
+        r.confirmed_after_errors.join(", "),
+        if r.confirmed_after_errors.len() == 1 { "it" } else { "them" }
+    )
+}
+
 /// The closing text of a run; `rerun` is the command that finishes it.
 pub fn summary_text(r: &Report, rerun: &str) -> String {
     let took = Duration::from_secs_f64(r.duration_s);
@@ -61,6 +73,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
             String::new()
         };
         out.push_str(&format!("✅ {what}\nTotal time: {}{avg}\n", human(took)));
+        out.push_str(&confirmed(r));
         return out;
     }
     out.push_str(&format!(
@@ -102,6 +115,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
             s.workspace, s.action, s.reason
         ));
     }
+    out.push_str(&confirmed(r));
     if r.interrupted {
         out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
@@ -208,6 +222,15 @@ impl Lines {
                     secs(*took_s)
                 ))
             }
+            Event::Confirmed {
+                workspace,
+                instance_id,
+                after,
+            } => Some(format!(
+                "✓ {workspace} launched ({instance_id}) [{}/{}] - confirmed: its launch ended with {after}, but an earlier call had launched it",
+                self.progress.totals.done,
+                self.progress.totals.total,
+            )),
             Event::Changed {
                 workspace,
                 action,
@@ -359,6 +382,7 @@ mod tests {
             failed: vec![],
             skipped: vec![],
             not_started: 0,
+            confirmed_after_errors: vec![],
             interrupted: false,
             duration_s: 67.2,
         };

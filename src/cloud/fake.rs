@@ -32,6 +32,8 @@ pub struct FakeCloud {
     pub tokens: Mutex<BTreeMap<String, String>>,
     /// Number of calls per API name.
     pub calls: Mutex<BTreeMap<&'static str, usize>>,
+    /// Errors answered after the call took effect (a lost answer), per API name.
+    pub lost: Mutex<BTreeMap<&'static str, Vec<CloudError>>>,
     /// When each RunInstances call came (tokio's clock), with its workspace tag.
     pub launch_calls: Mutex<Vec<(tokio::time::Instant, String)>>,
 }
@@ -220,6 +222,11 @@ impl Cloud for FakeCloud {
         };
         tokens.insert(spec.client_token.clone(), instance.id.clone());
         all.push(instance.clone());
+        if let Some(queue) = self.lost.lock().unwrap().get_mut("RunInstances")
+            && !queue.is_empty()
+        {
+            return Err(queue.remove(0));
+        }
         Ok(instance)
     }
 

@@ -66,6 +66,14 @@ pub enum Event {
         instance_id: String,
         took_s: f64,
     },
+    /// A launch that ended in errors was found up after all: an earlier call, whose
+    /// answer was lost, had launched it.
+    Confirmed {
+        workspace: String,
+        instance_id: String,
+        /// The error the launch ended with.
+        after: String,
+    },
     /// A start, stop or terminate call was accepted.
     Changed {
         workspace: String,

@@ -23,6 +23,9 @@ use crate::plan::{Action, ActionKind};
 pub struct FailureNote {
     pub workspace: String,
     pub action: ActionKind,
+    /// Whether a call may have reached AWS (it answered, or the answer was lost).
+    #[serde(skip)]
+    pub reached_aws: bool,
     /// The AWS error code, or `Timeout` for a wait that ran out.
     pub code: String,
     pub message: String,
@@ -53,6 +56,10 @@ pub struct Report {
     pub skipped: Vec<SkipNote>,
     /// Actions never started because of an interruption.
     pub not_started: usize,
+    /// Workspaces whose launch ended in errors although its instance was up: a call
+    /// whose answer was lost had launched it. Counted as launched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmed_after_errors: Vec<String>,
     pub interrupted: bool,
     pub duration_s: f64,
 }
@@ -139,11 +146,12 @@ pub(crate) async fn execute(
     }
     outcomes.extend(tasks.join_all().await);
     outcomes.sort_by(|a, b| a.0.workspace.cmp(&b.0.workspace));
+    let confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
 
     if let Some(timeout) = opts.wait {
         wait::settle(&ctx, &mut outcomes, timeout, opts.poll).await;
     }
-    let report = report(
+    let mut report = report(
         &fleet,
         actions.len(),
         &outcomes,
@@ -151,6 +159,7 @@ pub(crate) async fn execute(
         cancel.is_cancelled(),
         events.elapsed(),
     );
+    report.confirmed_after_errors = confirmed;
     events.emit(Event::Summary(report.clone()));
     report
 }
@@ -171,6 +180,7 @@ fn report(
         failed: vec![],
         skipped: vec![],
         not_started,
+        confirmed_after_errors: vec![],
         interrupted,
         duration_s: elapsed.as_secs_f64(),
     };

@@ -183,3 +183,21 @@ async fn an_unresolved_image_fails_launches_without_calls() {
     assert_eq!(r.failed[0].code, "ImageUnresolved");
     assert_eq!(cloud.calls_to("RunInstances"), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_whose_answer_was_lost_is_confirmed_when_retries_run_out() {
+    let (cloud, m, o) = setup(1, 1);
+    cloud
+        .lost
+        .lock()
+        .unwrap()
+        .insert("RunInstances", vec![err("InternalError", 500)]);
+    // The retry that would have got the instance back by its token is throttled.
+    cloud.fail_next("RunInstances", vec![err("RequestLimitExceeded", 503)]);
+    let r = apply(&cloud, &m, &o).await;
+    assert!(r.complete(), "{r:?}");
+    assert_eq!(r.launched, 1);
+    assert_eq!(r.confirmed_after_errors, ["f-01"]);
+    assert_eq!(cloud.calls_to("RunInstances"), 2, "the retries ran out");
+    assert_eq!(cloud.instances.lock().unwrap().len(), 1, "no duplicate");
+}

@@ -203,6 +203,18 @@ impl Progress {
                 }
                 self.count();
             }
+            Event::Confirmed {
+                workspace,
+                instance_id,
+                ..
+            } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.state = WorkspaceState::Launched;
+                    w.instance_id = Some(instance_id.clone());
+                    w.failure = None;
+                }
+                self.count();
+            }
             Event::Running {
                 workspace,
                 instance_id,

@@ -409,6 +409,7 @@ pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
     let note = FailureNote {
         workspace: action.workspace.clone(),
         action: action.action,
+        reached_aws: e.status.is_some() || e.class == ErrorClass::Transient,
         code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
         message: e.message.clone(),
         class: Some(e.class),
@@ -514,4 +515,65 @@ pub async fn pause(ctx: &Context, d: Duration) -> bool {
         () = tokio::time::sleep(d) => true,
         () = ctx.cancel.cancelled() => false,
     }
+}
+
+/// Looks, once for the whole fleet, for the instances of workspaces whose launch failed
+/// after calls that may have reached AWS (an answer lost, then retries that ran out):
+/// a workspace whose instance is there was launched after all. Its outcome becomes a
+/// launch, and the event says it was confirmed. Returns those workspaces.
+pub async fn confirm_failed_launches(
+    ctx: &Context,
+    outcomes: &mut [(Action, Outcome)],
+) -> Vec<String> {
+    let unsure: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, (a, o))| {
+            matches!(a.action, ActionKind::Create | ActionKind::Replace)
+                && matches!(o, Outcome::Failed(n) if n.reached_aws)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if unsure.is_empty() {
+        return vec![];
+    }
+    let filter = crate::cloud::InstanceFilter {
+        tag_keys: vec![],
+        tags: vec![(tags::FLEET.to_string(), ctx.fleet.clone())],
+        states: vec![],
+    };
+    let Ok(seen) = ctx
+        .call("", Pace::None, &mut false, |_| {
+            ctx.cloud.describe_instances(&filter)
+        })
+        .await
+    else {
+        return vec![];
+    };
+    let mut confirmed = vec![];
+    for i in unsure {
+        let (action, outcome) = &mut outcomes[i];
+        let Some(found) = seen.iter().find(|inst| {
+            inst.workspace() == Some(action.workspace.as_str())
+                && !inst.state.is_gone()
+                && action.instance_id.as_deref() != Some(inst.id.as_str())
+        }) else {
+            continue;
+        };
+        let Outcome::Failed(note) = outcome else {
+            continue;
+        };
+        ctx.events.emit(Event::Confirmed {
+            workspace: action.workspace.clone(),
+            instance_id: found.id.clone(),
+            after: note.code.clone(),
+        });
+        *outcome = Outcome::Done {
+            instance: Some(found.id.clone()),
+            launched: true,
+            then_stop: ctx.desired == DesiredState::Stopped,
+        };
+        confirmed.push(action.workspace.clone());
+    }
+    confirmed
 }

@@ -609,3 +609,37 @@ fn a_second_ctrl_c_exits_at_once() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("Exiting at once"));
 }
+
+/// A launch whose answer was lost, then whose retries ran out, is looked up before the
+/// summary: its instance is up, so it counts as launched and the run succeeds.
+#[test]
+fn a_report_never_calls_a_running_workspace_failed() {
+    let emu = Emulator::start();
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [
+            {"action": "RunInstances", "code": "InternalError", "status": 500, "lost": true, "count": 1},
+            {"action": "RunInstances", "code": "RequestLimitExceeded", "status": 503, "count": 5}
+        ]}),
+    );
+    let path = emu.write(
+        "class.yaml",
+        &manifest(
+            "sure",
+            1,
+            "retry: {max_retries: 1, initial_backoff: 100ms, max_backoff: 1s}",
+        ),
+    );
+    let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("✓ sure-01 launched (i-"), "{text}");
+    assert!(text.contains("Confirmed after errors: sure-01"), "{text}");
+    assert!(text.contains("sure-01 is running"), "{text}");
+    let runs = emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "RunInstances")
+        .count();
+    assert_eq!(runs, 2, "the lost launch and one throttled retry");
+}
