@@ -229,9 +229,10 @@ fn init_logging(verbose: u8, command: &Command) {
         Command::Watch(w) => Some(w.log_format),
         _ => None,
     };
+    // watch logs what it does at info; its heartbeat and what stands still at -v.
     let default = match (verbose, watch.is_some()) {
         (0, false) => "warn",
-        (0 | 1, _) => "prism=info",
+        (0, true) | (1, false) => "prism=info",
         _ => "prism=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -53,7 +53,11 @@ fn confirmed(r: &Report) -> String {
     format!(
         "Confirmed after errors: {} (a call whose answer was lost had launched {})\n",
         r.confirmed_after_errors.join(", "),
-        if r.confirmed_after_errors.len() == 1 { "it" } else { "them" }
+        if r.confirmed_after_errors.len() == 1 {
+            "it"
+        } else {
+            "them"
+        }
     )
 }
 
@@ -127,7 +131,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
 }
 
 /// The run's progress as the renderers see it, and the lines they print.
-struct Lines {
+pub(crate) struct Lines {
     progress: Progress,
     /// When the last event came, to age the estimates between events.
     last: Instant,
@@ -135,7 +139,7 @@ struct Lines {
 }
 
 impl Lines {
-    fn new(rerun: &str) -> Self {
+    pub(crate) fn new(rerun: &str) -> Self {
         Lines {
             progress: Progress::default(),
             last: Instant::now(),
@@ -144,7 +148,7 @@ impl Lines {
     }
 
     /// Takes `e` into the progress state and gives its line, if it has one.
-    fn take(&mut self, e: &Stamped) -> Option<String> {
+    pub(crate) fn take(&mut self, e: &Stamped) -> Option<String> {
         self.progress.apply(e);
         self.last = Instant::now();
         self.line(&e.event)

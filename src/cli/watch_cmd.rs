@@ -8,10 +8,13 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use super::progress::{self, Mode, human};
+use std::collections::HashMap;
+
+use super::progress::{self, human};
 use super::{Failure, GlobalArgs, connect};
 use crate::cloud::Cloud;
 use crate::engine::Engine;
+use crate::engine::events::{Event, Stamped};
 use crate::manifest;
 use crate::watch::{self, Notice, Pass, WatchOptions};
 
@@ -78,26 +81,127 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     })
 }
 
-/// Logs what the watch tells, one record per line.
+/// What a watch has said of each workspace that stands still (held, waiting, failing),
+/// so that it says it again only when it changes.
+#[derive(Default)]
+struct Standing {
+    said: HashMap<String, String>,
+    /// The last pass's status, without its number and timing.
+    last_status: Option<String>,
+}
+
+/// What stays the same while a workspace stands still: the reason up to its first
+/// `:` or `;` (a backoff's countdown changes every pass).
+fn standing_key(kind: &str, reason: &str) -> String {
+    let head = reason.split([':', ';']).next().unwrap_or(reason);
+    format!("{kind} {head}")
+}
+
+impl Standing {
+    /// Whether `e` says something new; remembers what it says.
+    fn is_news(&mut self, e: &Event) -> bool {
+        let (ws, key) = match e {
+            Event::Skipped {
+                workspace, reason, ..
+            } => (workspace, standing_key("skipped", reason)),
+            Event::Failed {
+                workspace, code, ..
+            } => (workspace, standing_key("failed", code)),
+            Event::Launched { workspace, .. }
+            | Event::Confirmed { workspace, .. }
+            | Event::Changed { workspace, .. } => {
+                self.said.remove(workspace);
+                return true;
+            }
+            Event::Queued { .. } | Event::Launching { .. } | Event::Started { .. } => {
+                return false;
+            }
+            _ => return true,
+        };
+        self.said.insert(ws.clone(), key.clone()) != Some(key)
+    }
+}
+
+/// Logs one run of a pass: a line for what is new; what stands still as before is
+/// logged at debug level only. Returns whether anything new was said.
+async fn log_run(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Stamped>,
+    standing: &mut Standing,
+    rerun: &str,
+) -> bool {
+    let mut lines = progress::Lines::new(rerun);
+    let mut started: Option<String> = None;
+    let mut news = false;
+    while let Some(e) = events.recv().await {
+        let line = lines.take(&e);
+        let summary = matches!(e.event, Event::Summary(_));
+        let new = if summary {
+            news
+        } else {
+            standing.is_news(&e.event)
+        };
+        if let Some(line) = line {
+            if matches!(e.event, Event::Started { .. }) {
+                started = Some(line);
+                continue;
+            }
+            // The pass's status line sums the run up; the full summary is for -v.
+            if summary {
+                for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                    tracing::debug!(target: "prism::apply", "{l}");
+                }
+                break;
+            }
+            for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                if new {
+                    if let Some(s) = started.take() {
+                        for s in s.lines().filter(|l| !l.trim().is_empty()) {
+                            tracing::info!(target: "prism::apply", "{s}");
+                        }
+                    }
+                    tracing::info!(target: "prism::apply", "{l}");
+                } else {
+                    tracing::debug!(target: "prism::apply", "{l}");
+                }
+            }
+        }
+        news |= new && !summary;
+        if summary {
+            break;
+        }
+    }
+    news
+}
+
+/// Logs what the watch tells, one record per line, and only what is new at the
+/// default level: a pass with nothing new to say is a debug heartbeat (`-v`).
 async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path: PathBuf) {
+    let mut standing = Standing::default();
+    let mut news = false;
+    let rerun = format!("prism apply {}", path.display());
     while let Some(n) = notices.recv().await {
         match n {
             Notice::PassStarted { pass, fleet } => {
-                tracing::info!(pass, fleet = %fleet, "reconciling");
+                news = false;
+                tracing::debug!(pass, fleet = %fleet, "reconciling");
             }
-            Notice::Run(events) => {
-                progress::render(
-                    Mode::Log,
-                    events,
-                    &format!("prism apply {}", path.display()),
-                )
-                .await;
-            }
+            Notice::Run(events) => news = log_run(events, &mut standing, &rerun).await,
             Notice::PassEnded {
                 pass,
                 outcome,
                 next,
-            } => tracing::info!(pass, "{}", status(pass, &outcome, next)),
+            } => {
+                let line = status(pass, &outcome, next);
+                let key = status(0, &outcome, Duration::ZERO);
+                let changed = standing.last_status.replace(key.clone()) != Some(key);
+                let quiet =
+                    outcome.report.is_none() && outcome.held == 0 && outcome.error.is_none();
+                if (news || changed) && !quiet {
+                    tracing::info!(pass, "{line}");
+                } else {
+                    tracing::debug!(pass, "{line}");
+                }
+            }
             Notice::Invalid(e) => {
                 eprint!("{}", super::render_problems(&e, false));
                 tracing::warn!(

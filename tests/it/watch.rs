@@ -139,6 +139,15 @@ async fn mass_deletion_is_held_and_a_deleted_file_deletes_nothing() {
         text.contains("held: this pass would delete 3 of the fleet's 4 instances"),
         "{text}"
     );
+    // Five more passes (resync 2 s) hold the same deletions: said once, not each pass.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let passes = text.matches(" deletions held").count();
+    let held = text
+        .lines()
+        .filter(|l| l.contains("skipped: held: this pass would delete"))
+        .count();
+    assert_eq!((passes, held), (1, 3), "{text}");
 
     std::fs::remove_file(&path).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
