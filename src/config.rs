@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::engine::limiter::RateSettings;
-use crate::manifest::RateLimitSpec;
+use crate::manifest::{Locator, Problem, RateLimitSpec, SourceFile, Span};
 
 /// The settings file, every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,52 +42,173 @@ pub struct LaunchLimit {
     pub adaptive: Option<bool>,
 }
 
-/// A settings file that could not be read.
+/// A settings file that could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-pub struct ConfigError {
-    pub path: String,
-    pub location: Option<(usize, usize)>,
-    pub message: String,
+pub enum ConfigError {
+    /// The file (named by `PRISM_CONFIG`, or the default one) could not be read.
+    #[error("{message}")]
+    Unreadable { path: String, message: String },
+    /// The file was read, and has these problems, each located.
+    #[error("{path}: {} problem{} in prism's settings file", problems.len(), if problems.len() == 1 { "" } else { "s" })]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
 }
 
-/// Where the settings file is.
-pub fn path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PRISM_CONFIG") {
-        return Some(p.into());
+/// The keys each mapping of the settings file may hold, by JSON pointer.
+const KEYS: &[(&str, &[&str])] = &[
+    ("", &["rate_limiting"]),
+    ("/rate_limiting", &["workspace_launch"]),
+    (
+        "/rate_limiting/workspace_launch",
+        &["enabled", "rate_per_minute", "burst_size", "adaptive"],
+    ),
+];
+
+/// Where the settings file is, and whether `PRISM_CONFIG` named it (an empty
+/// `PRISM_CONFIG` is unset).
+pub fn path() -> Option<(PathBuf, bool)> {
+    if let Some(p) = std::env::var_os("PRISM_CONFIG").filter(|p| !p.is_empty()) {
+        return Some((p.into(), true));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".prism/config.yaml"))
+    std::env::var_os("HOME").map(|h| (PathBuf::from(h).join(".prism/config.yaml"), false))
 }
 
-/// Reads the settings file; a missing file is the defaults.
+/// Reads the settings file; a missing default file is the defaults, a missing file
+/// that `PRISM_CONFIG` names is an error.
 pub fn load() -> Result<UserConfig, ConfigError> {
-    let Some(path) = path() else {
+    let Some((path, named)) = path() else {
         return Ok(UserConfig::default());
     };
+    let shown = path.display().to_string();
+    let whose = if named {
+        format!("PRISM_CONFIG names {shown}")
+    } else {
+        format!("prism's settings file {shown}")
+    };
+    let unreadable = |why: String| ConfigError::Unreadable {
+        path: shown.clone(),
+        message: format!("{whose}, which {why}."),
+    };
+    if path.is_dir() {
+        return Err(unreadable("is a folder, not a file".into()));
+    }
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(UserConfig::default()),
-        Err(e) => {
-            return Err(ConfigError {
-                path: path.display().to_string(),
-                location: None,
-                message: e.to_string(),
-            });
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
+            return Ok(UserConfig::default());
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(unreadable("does not exist".into()));
+        }
+        Err(e) => return Err(unreadable(format!("cannot be read: {e}"))),
     };
+    parse(&shown, &text)
+}
+
+/// Parses the settings file's text, reporting every unknown key (with the key it was
+/// probably meant to be) or else the first wrong value, each at its line and column.
+pub fn parse(path: &str, text: &str) -> Result<UserConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(UserConfig::default());
     }
-    serde_yaml::from_str(&text).map_err(|e| ConfigError {
-        path: path.display().to_string(),
-        location: e.location().map(|l| (l.line(), l.column())),
-        message: e
-            .to_string()
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-    })
+    let src = SourceFile::new(path, text);
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_string(),
+        problems,
+    };
+    let at = |e: &serde_yaml::Error, what: &str| {
+        let offset = e.location().map_or(0, |l| l.index());
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        src.problem(
+            Span { offset, len: 1 },
+            "",
+            format!("{what}{message}"),
+            "here",
+            None,
+        )
+    };
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| invalid(vec![at(&e, "invalid YAML: ")]))?;
+    let loc = Locator::new(text);
+    let mut problems = Vec::new();
+    unknown_keys(&value, "", &src, &loc, &mut problems);
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    let config: UserConfig = serde_yaml::from_str(text).map_err(|e| invalid(vec![at(&e, "")]))?;
+    let launch = &config.rate_limiting.workspace_launch;
+    let pointer = "/rate_limiting/workspace_launch";
+    if let Some(r) = launch.rate_per_minute
+        && !(r.is_finite() && r > 0.0)
+    {
+        let p = format!("{pointer}/rate_per_minute");
+        problems.push(src.problem(
+            loc.value(&p),
+            &p,
+            format!("rate_per_minute must be a number above 0, not {r}"),
+            "not a rate",
+            Some("for example `rate_per_minute: 2`".into()),
+        ));
+    }
+    if launch.burst_size == Some(0) {
+        let p = format!("{pointer}/burst_size");
+        problems.push(src.problem(
+            loc.value(&p),
+            &p,
+            "burst_size must be at least 1".to_string(),
+            "not a burst",
+            None,
+        ));
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+/// Records a problem for every key of `value` (at `pointer`) that the file may not hold.
+fn unknown_keys(
+    value: &serde_yaml::Value,
+    pointer: &str,
+    src: &SourceFile,
+    loc: &Locator,
+    out: &mut Vec<Problem>,
+) {
+    let (Some(map), Some((_, allowed))) =
+        (value.as_mapping(), KEYS.iter().find(|(p, _)| *p == pointer))
+    else {
+        return;
+    };
+    let allowed: Vec<String> = allowed.iter().map(|k| k.to_string()).collect();
+    for (key, child) in map {
+        let key = match key {
+            serde_yaml::Value::String(k) => k.clone(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        let p = format!("{pointer}/{key}");
+        if allowed.contains(&key) {
+            unknown_keys(child, &p, src, loc, out);
+            continue;
+        }
+        let hint = match crate::manifest::did_you_mean(&key, &allowed) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => format!("allowed keys here: {}", allowed.join(", ")),
+        };
+        out.push(src.problem(
+            loc.key(&p),
+            &p,
+            format!("unknown key `{key}`"),
+            "not a known key",
+            Some(hint),
+        ));
+    }
 }
 
 /// Launch pacing: each field from the manifest, else the settings file, else the
@@ -140,6 +261,51 @@ mod tests {
             (r.rate_per_minute, r.burst_size, r.adaptive),
             (2.0, 5, true)
         );
+    }
+
+    #[test]
+    fn a_typo_is_located_with_the_key_it_was_meant_to_be() {
+        let text = "rate_limiting:\n  workspace_launch:\n    rate_per_minut: 5\n";
+        let Err(ConfigError::Invalid { problems, .. }) = parse("config.yaml", text) else {
+            panic!("a typo is an error");
+        };
+        assert_eq!(problems.len(), 1);
+        let p = &problems[0];
+        assert_eq!((p.line, p.column), (3, 5));
+        assert_eq!(p.message, "unknown key `rate_per_minut`");
+        assert_eq!(p.hint.as_deref(), Some("did you mean `rate_per_minute`?"));
+    }
+
+    #[test]
+    fn wrong_values_are_located() {
+        for (text, line, words) in [
+            (
+                "rate_limiting: {workspace_launch: {burst_size: many}}",
+                1,
+                "invalid type",
+            ),
+            (
+                "rate_limiting:\n  workspace_launch:\n    rate_per_minute: 0\n",
+                3,
+                "above 0",
+            ),
+            (
+                "rate_limiting:\n  workspace_launch: {burst_size: 0}\n",
+                2,
+                "at least 1",
+            ),
+            ("rate_limiting: [\n", 2, "invalid YAML"),
+        ] {
+            let Err(ConfigError::Invalid { problems, .. }) = parse("c.yaml", text) else {
+                panic!("{text:?} is refused");
+            };
+            assert_eq!(problems[0].line, line, "{text:?}");
+            assert!(
+                problems[0].message.contains(words),
+                "{text:?}: {}",
+                problems[0].message
+            );
+        }
     }
 
     #[test]

@@ -53,7 +53,8 @@ fn fetch() -> Option<Cache> {
         .build()
         .ok()?;
     let workspaces = runtime.block_on(async {
-        let cloud = AwsCloud::connect(&Connection::default()).await.ok()?;
+        let conn = Connection::resolve(Default::default()).ok()?;
+        let cloud = AwsCloud::connect(&conn).await.ok()?;
         let filter = InstanceFilter {
             tags: vec![],
             tag_keys: vec![tags::FLEET.to_string()],

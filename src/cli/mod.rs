@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cloud::aws::{AwsCloud, Connection};
+use crate::cloud::aws::{AwsCloud, ConnectError};
+use crate::cloud::settings::{Connection, Requested};
 use crate::engine::Report;
 use crate::engine::gate::{Ask, Gate};
 use crate::engine::memory::LaunchMemory;
@@ -200,6 +201,8 @@ pub struct LaunchArgs {
 
 /// Parses the arguments, runs the command, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(report::bug));
+    unset_empty_env();
     // A shell asking for completions (COMPLETE=bash …) is answered here, and exits.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
@@ -222,8 +225,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr: warnings by default, more with -v or RUST_LOG. `prism watch` logs
-/// what it does at info level, as text or JSON lines.
+/// An empty AWS variable is unset, as for the AWS CLI (`export AWS_ENDPOINT_URL=` leaves
+/// it empty); the SDK would take it for a value, and panic on an empty endpoint URL.
+fn unset_empty_env() {
+    for name in crate::cloud::settings::EMPTY_MEANS_UNSET {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // SAFETY: called first thing in main, before the runtime or any other
+            // thread exists, so nothing reads the environment concurrently.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
+/// Logs go to stderr: prism's own warnings by default, more with -v or RUST_LOG; the
+/// SDK's own messages only from -v on. `prism watch` logs what it does at info level,
+/// as text or JSON lines. Colour only on a terminal, and not with NO_COLOR.
 fn init_logging(verbose: u8, command: &Command) {
     let watch = match command {
         Command::Watch(w) => Some(w.log_format),
@@ -231,14 +247,18 @@ fn init_logging(verbose: u8, command: &Command) {
     };
     // watch logs what it does at info; its heartbeat and what stands still at -v.
     let default = match (verbose, watch.is_some()) {
-        (0, false) => "warn",
-        (0, true) | (1, false) => "prism=info",
-        _ => "prism=debug",
+        (0, false) => "prism=warn",
+        (0, true) => "prism=info",
+        (1, false) => "warn,prism=info",
+        (1, true) => "warn,prism=debug",
+        (2, _) => "info,prism=debug",
+        _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(report::stderr_color())
         .with_writer(std::io::stderr);
     match watch {
         Some(watch_cmd::LogFormat::Json) => builder.json().init(),
@@ -341,15 +361,19 @@ pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsClou
 }
 
 /// Connects to the region the flags name, else `region`, else the AWS configuration's.
+/// Every setting is checked before the SDK sees it, and so is prism's settings file.
 pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<AwsCloud, Failure> {
-    let conn = Connection {
-        region: global.region.clone().or_else(|| region.map(str::to_string)),
-        profile: global.profile.clone(),
-        endpoint_url: global.endpoint_url.clone(),
-    };
-    AwsCloud::connect(&conn)
-        .await
-        .map_err(|_| Failure::NoRegion)
+    crate::config::load()?;
+    let conn = Connection::resolve(Requested {
+        region_flag: global.region.as_deref(),
+        manifest_region: region,
+        profile_flag: global.profile.as_deref(),
+        endpoint_flag: global.endpoint_url.as_deref(),
+    })?;
+    AwsCloud::connect(&conn).await.map_err(|e| match e {
+        ConnectError::NoRegion => Failure::NoRegion,
+        ConnectError::Setting(e) => Failure::Setting(e),
+    })
 }
 
 /// The notes of where each workspace's latest launch went, kept in a file per region

@@ -19,6 +19,9 @@ pub enum Failure {
     Cloud(CloudError, Option<String>),
     #[error("no AWS region is configured")]
     NoRegion,
+    /// A flag, environment variable or AWS configuration value prism will not use.
+    #[error(transparent)]
+    Setting(#[from] crate::cloud::settings::SettingError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A saved plan no longer matches the manifest or the fleet.
@@ -63,6 +66,8 @@ impl Failure {
     pub fn json(&self) -> serde_json::Value {
         match self {
             Failure::Cloud(e, region) => serde_json::json!({ "error": explain(e, region) }),
+            Failure::Setting(e) => serde_json::json!({ "error": explain_setting(e) }),
+            Failure::Config(e) => serde_json::json!({ "error": explain_config(e) }),
             Failure::Manifest(e) => serde_json::json!({
                 "error": {"code": "InvalidManifest", "title": e.to_string(), "problems": e.problems()}
             }),
@@ -79,13 +84,65 @@ fn explain(e: &CloudError, region: &Option<String>) -> crate::errors::Explained 
     crate::errors::explain(e, &ctx)
 }
 
+fn explain_setting(e: &crate::cloud::settings::SettingError) -> crate::errors::Explained {
+    crate::errors::explain_setting(e.code, &e.message, e.region.as_deref())
+}
+
+fn explain_config(e: &crate::config::ConfigError) -> serde_json::Value {
+    match e {
+        crate::config::ConfigError::Invalid { problems, .. } => serde_json::json!({
+            "code": "InvalidConfig", "title": e.to_string(), "problems": problems
+        }),
+        crate::config::ConfigError::Unreadable { message, .. } => serde_json::to_value(
+            crate::errors::explain_setting("ConfigFileUnreadable", message, None),
+        )
+        .expect("serializes"),
+    }
+}
+
+/// Prints a panic as a short bug report: what happened, and how to report it. Installed
+/// as the panic hook; `RUST_BACKTRACE` adds the backtrace.
+pub fn bug(info: &std::panic::PanicHookInfo<'_>) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "an unknown panic".into());
+    let place = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()));
+    let mut text = bug_report(&message, place.as_deref());
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        text.push_str(&format!(
+            "\n{}\n",
+            std::backtrace::Backtrace::force_capture()
+        ));
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// The text of a bug report for a panic with `message` at `place`.
+fn bug_report(message: &str, place: Option<&str>) -> String {
+    let at = place.map(|p| format!(" at {p}")).unwrap_or_default();
+    let what = format!("{message}{at} (prism {})", env!("CARGO_PKG_VERSION"));
+    crate::errors::render(&crate::errors::explain_setting("PrismBug", &what, None))
+}
+
 /// Whether stderr takes colour: a terminal, and `NO_COLOR` unset.
-fn stderr_color() -> bool {
+pub(crate) fn stderr_color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Renders every problem of a manifest, each with its file:line:column and source line.
 pub fn render_problems(err: &ManifestError, color: bool) -> String {
+    let mut out = render_problem_list(err.problems(), color);
+    out.push_str(&format!("Error: {err}; nothing was sent to AWS.\n"));
+    out
+}
+
+/// Each problem with its file:line:column, the source line and the hint.
+fn render_problem_list(problems: &[crate::manifest::Problem], color: bool) -> String {
     let theme = if color {
         GraphicalTheme::unicode()
     } else {
@@ -95,7 +152,7 @@ pub fn render_problems(err: &ManifestError, color: bool) -> String {
         .with_links(false)
         .with_width(100);
     let mut out = String::new();
-    for p in err.problems() {
+    for p in problems {
         // A compiler-style first line (file:line:column: message), then miette's
         // snippet of the source with the label and the hint.
         out.push_str(&format!(
@@ -110,7 +167,6 @@ pub fn render_problems(err: &ManifestError, color: bool) -> String {
         out.push_str(&rendered[snippet..]);
         out.push('\n');
     }
-    out.push_str(&format!("Error: {err}; nothing was sent to AWS.\n"));
     out
 }
 
@@ -131,6 +187,14 @@ pub fn fail(failure: &Failure, json: bool) -> ExitCode {
     let text = match failure {
         Failure::Manifest(e @ ManifestError::Invalid { .. }) => render_problems(e, stderr_color()),
         Failure::Cloud(e, region) => crate::errors::render(&explain(e, region)),
+        Failure::Setting(e) => crate::errors::render(&explain_setting(e)),
+        Failure::Config(e @ crate::config::ConfigError::Invalid { problems, .. }) => format!(
+            "{}Error: {e}; nothing was sent to AWS.\n",
+            render_problem_list(problems, stderr_color())
+        ),
+        Failure::Config(crate::config::ConfigError::Unreadable { message, .. }) => {
+            crate::errors::render(&crate::errors::explain_setting("ConfigFileUnreadable", message, None))
+        }
         Failure::NoRegion => "Error: no AWS region is configured\n  hint: set `region:` in the manifest, pass --region, or set AWS_REGION\n".to_string(),
         Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
         Failure::QuotaShortfall => format!("Error: {failure}\n  hint: pass --yes to launch the workspaces that fit (in name order) and report the rest, or raise the quota first; nothing was changed\n"),
@@ -155,6 +219,17 @@ mod tests {
     use std::path::Path;
 
     use super::render_problems;
+
+    #[test]
+    fn a_panic_reads_as_a_catalogued_bug_report() {
+        let text = super::bug_report("index out of bounds", Some("src/plan/mod.rs:42"));
+        assert!(text.starts_with("❌ prism hit a bug [PrismBug]"), "{text}");
+        assert!(
+            text.contains("index out of bounds at src/plan/mod.rs:42 (prism "),
+            "{text}"
+        );
+        assert!(text.contains("Report it"), "{text}");
+    }
 
     #[test]
     fn manifest_diagnostics() {

@@ -22,14 +22,8 @@ use super::{
     QuotaRequest, QuotaValue, Volume,
 };
 
-/// Where and as whom to connect. Unset fields fall back to the AWS configuration
-/// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, `~/.aws/config`).
-#[derive(Debug, Clone, Default)]
-pub struct Connection {
-    pub region: Option<String>,
-    pub profile: Option<String>,
-    pub endpoint_url: Option<String>,
-}
+pub use super::settings::Connection;
+use super::settings::{SettingError, Source};
 
 /// EC2 and Service Quotas clients for one region.
 #[derive(Debug, Clone)]
@@ -38,19 +32,27 @@ pub struct AwsCloud {
     quotas: aws_sdk_servicequotas::Client,
     efs: aws_sdk_efs::Client,
     region: String,
-    /// Whether calls go to an endpoint other than AWS's own.
-    custom_endpoint: bool,
+    /// The endpoint URL calls go to, when it is not AWS's own.
+    endpoint_url: Option<String>,
 }
 
-/// An error before any call: the configuration names no region.
+/// An error before any call.
 #[derive(Debug, thiserror::Error)]
-#[error("no AWS region is configured")]
-pub struct NoRegion;
+pub enum ConnectError {
+    /// The configuration names no region.
+    #[error("no AWS region is configured")]
+    NoRegion,
+    /// The AWS configuration gave a region prism will not use.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+}
 
 impl AwsCloud {
     /// Loads the AWS configuration. The SDK's own retries are off: prism classifies
     /// and retries errors itself, so that throttling reaches its rate limiter.
-    pub async fn connect(conn: &Connection) -> Result<Self, NoRegion> {
+    /// `conn` is checked ([`Connection::resolve`]); the region the AWS configuration
+    /// supplies is checked here.
+    pub async fn connect(conn: &Connection) -> Result<Self, ConnectError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -70,13 +72,16 @@ impl AwsCloud {
             loader = loader.endpoint_url(url);
         }
         let config = loader.load().await;
-        let region = config.region().ok_or(NoRegion)?.to_string();
+        let region = config.region().ok_or(ConnectError::NoRegion)?.to_string();
+        if conn.region.is_none() {
+            super::settings::region(&region, &Source::AwsConfig, conn.custom_endpoint)?;
+        }
         Ok(AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             quotas: aws_sdk_servicequotas::Client::new(&config),
             efs: aws_sdk_efs::Client::new(&config),
             region,
-            custom_endpoint: config.endpoint_url().is_some(),
+            endpoint_url: config.endpoint_url().map(str::to_string),
         })
     }
 }
@@ -89,6 +94,7 @@ fn short(detail: &str) -> String {
         " (TimeoutError",
         " (ResponseError",
         " (ConstructionFailure",
+        " to request `Request",
     ]
     .iter()
     .filter_map(|m| detail.find(m))
@@ -97,21 +103,27 @@ fn short(detail: &str) -> String {
     detail[..cut].to_string()
 }
 
+/// The innermost cause of an error: the words of the failure itself, without the
+/// wrappers (and without the request that an SDK error's Debug text carries).
+fn innermost(err: &(dyn StdError + 'static)) -> String {
+    let mut e = err;
+    while let Some(s) = e.source() {
+        e = s;
+    }
+    e.to_string()
+}
+
 /// Converts an SDK error, keeping the AWS code, message and HTTP status; failures
-/// without an AWS answer get prism's own code (NoCredentials, UnknownRegion,
-/// EndpointUnreachable, Timeout).
-fn convert<E>(
-    operation: &'static str,
-    err: SdkError<E, HttpResponse>,
-    custom_endpoint: bool,
-) -> CloudError
+/// without an AWS answer get prism's own code (NoCredentials, EndpointUnreachable,
+/// Timeout), naming `host`, the endpoint the call went to.
+fn convert<E>(operation: &'static str, err: SdkError<E, HttpResponse>, host: &str) -> CloudError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     let detail = DisplayErrorContext(&err).to_string();
-    let transport = |t, code: &str| CloudError::transport(operation, t, code, short(&detail));
+    let transport = |t, code: &str, message| CloudError::transport(operation, t, code, message);
     if detail.contains("CredentialsNotLoaded") || detail.contains("no credentials") {
-        return transport(Transport::Local, "NoCredentials");
+        return transport(Transport::Local, "NoCredentials", short(&detail));
     }
     match &err {
         SdkError::ServiceError(ctx) => {
@@ -130,18 +142,25 @@ where
             short(&detail),
             Some(ctx.raw().status().as_u16()),
         ),
-        SdkError::TimeoutError(_) => transport(Transport::Timeout, "Timeout"),
-        SdkError::DispatchFailure(d) if d.is_timeout() => transport(Transport::Timeout, "Timeout"),
-        // A name that does not resolve at AWS's own endpoints is a region that does not exist.
-        SdkError::DispatchFailure(_) if !custom_endpoint && detail.contains("dns error") => {
-            transport(Transport::Local, "UnknownRegion")
+        SdkError::TimeoutError(_) => transport(Transport::Timeout, "Timeout", short(&detail)),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            transport(Transport::Timeout, "Timeout", short(&detail))
         }
+        // A name that does not resolve says nothing about the region: the network, a
+        // proxy or the endpoint is at fault (an unknown region is refused before calling).
+        SdkError::DispatchFailure(_) if detail.contains("dns error") => transport(
+            Transport::Connection,
+            "EndpointUnreachable",
+            format!("the name {host} does not resolve ({})", innermost(&err)),
+        ),
         // Refused or reset connections are IO errors; a connection closed without an
         // answer is neither IO nor timeout. Both are worth another attempt.
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_other() => {
-            transport(Transport::Connection, "EndpointUnreachable")
-        }
-        _ => transport(Transport::Local, "RequestFailed"),
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_other() => transport(
+            Transport::Connection,
+            "EndpointUnreachable",
+            format!("{host}: {}", innermost(&err)),
+        ),
+        _ => transport(Transport::Local, "RequestFailed", short(&detail)),
     }
 }
 
@@ -278,7 +297,30 @@ impl AwsCloud {
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        convert(operation, err, self.custom_endpoint)
+        convert(operation, err, &self.host(operation))
+    }
+
+    /// The host a call of `operation` goes to: the custom endpoint's, else AWS's own.
+    fn host(&self, operation: &str) -> String {
+        if let Some(url) = &self.endpoint_url {
+            return url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| url.clone());
+        }
+        let service = if operation.contains("Quota") {
+            "servicequotas"
+        } else if operation.contains("FileSystem") {
+            "elasticfilesystem"
+        } else {
+            "ec2"
+        };
+        let domain = if self.region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        format!("{service}.{}.{domain}", self.region)
     }
 }
 
@@ -673,16 +715,25 @@ impl Cloud for AwsCloud {
             .get_requested_service_quota_change()
             .request_id(id)
             .send()
-            .await
-            .map_err(|e| self.fail("GetRequestedServiceQuotaChange", e))?;
-        out.requested_quota().map(to_request).ok_or_else(|| {
+            .await;
+        let missing = |status| {
             CloudError::service(
                 "GetRequestedServiceQuotaChange",
-                Some("NoSuchResourceException"),
-                id,
-                None,
+                Some("NoSuchQuotaRequest"),
+                format!("no quota increase request with the id `{id}`"),
+                status,
             )
-        })
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchResourceException") => {
+                return Err(missing(e.raw_response().map(|r| r.status().as_u16())));
+            }
+            Err(e) => return Err(self.fail("GetRequestedServiceQuotaChange", e)),
+        };
+        out.requested_quota()
+            .map(to_request)
+            .ok_or_else(|| missing(None))
     }
 
     async fn list_quota_requests(

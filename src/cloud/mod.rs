@@ -6,13 +6,14 @@
 pub mod aws;
 mod error;
 pub mod fake;
+pub mod settings;
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use error::{CloudError, ErrorClass};
+pub use error::{CloudError, ErrorClass, Transport};
 
 /// Tag keys prism writes on every instance it launches.
 pub mod tags {

@@ -143,16 +143,51 @@ pub const CATALOGUE: &[Entry] = &[
     entry(
         &["UnknownRegion"],
         "Unknown region {region}",
-        "There is no AWS endpoint for the region {region}.",
+        "{message}",
         "prism stops; nothing was sent to AWS.",
-        "Check `region` in the manifest, --region, AWS_REGION or the profile's region (for example us-west-2).",
+        "Check `region` in the manifest, --region, AWS_REGION or the profile's region (for example us-west-2). A region newer than this prism needs a newer prism.",
     ),
     entry(
         &["EndpointUnreachable"],
         "AWS could not be reached",
         "prism could not connect to the AWS endpoint for {region}: {message}",
         "prism retries; after the last retry it stops.",
-        "Check the network, a proxy, and --endpoint-url / AWS_ENDPOINT_URL when one is set.",
+        "Check the network and any proxy (HTTPS_PROXY). When calls should go elsewhere (a local emulator, a private endpoint), set --endpoint-url or AWS_ENDPOINT_URL; when one is set, check it.",
+    ),
+    entry(
+        &["InvalidEndpointUrl"],
+        "Unusable endpoint URL",
+        "{message}",
+        "prism stops before calling AWS.",
+        "Give a full URL with its scheme, such as http://127.0.0.1:5000 or https://ec2.us-west-2.amazonaws.com, or unset it to use AWS's own endpoints.",
+    ),
+    entry(
+        &["EmptySetting"],
+        "A setting is empty",
+        "{message}",
+        "prism stops before calling AWS.",
+        "Give the setting a value, or leave it out to use the AWS configuration. (An empty AWS_* environment variable counts as unset.)",
+    ),
+    entry(
+        &["InvalidSetting"],
+        "A setting cannot be used",
+        "{message}",
+        "prism stops before calling AWS.",
+        "Correct or unset the setting named above.",
+    ),
+    entry(
+        &["ProfileNotFound"],
+        "AWS profile not found",
+        "{message}",
+        "prism stops before calling AWS.",
+        "Check the name (`aws configure list-profiles` lists them), add the profile with `aws configure --profile NAME`, or point AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE at the files that define it.",
+    ),
+    entry(
+        &["ConfigFileUnreadable"],
+        "prism's settings file cannot be read",
+        "{message}",
+        "prism stops before calling AWS.",
+        "Point PRISM_CONFIG at a readable YAML file, or unset it to use ~/.prism/config.yaml (a missing ~/.prism/config.yaml means the defaults).",
     ),
     entry(
         &["Timeout"],
@@ -183,6 +218,13 @@ pub const CATALOGUE: &[Entry] = &[
         "Run `prism apply` again: the workspace is planned afresh (and recreated if it is gone).",
     ),
     entry(
+        &["NoSuchQuotaRequest"],
+        "No such quota request",
+        "AWS has {message} in {region}.",
+        "prism stops; nothing was changed.",
+        "Check the id: `prism quota request list` shows the account's requests in this region, and a request made in another region is found only with that --region.",
+    ),
+    entry(
         &["IncorrectInstanceState"],
         "The instance is busy changing state",
         "The instance is not in a state that allows {operation}: {message}",
@@ -211,6 +253,13 @@ pub const CATALOGUE: &[Entry] = &[
         "AWS answered {operation} with an internal error: {message}",
         "prism retries with backoff; a launch retried with the same ClientToken cannot create a second instance.",
         "Run the command again if it still fails.",
+    ),
+    entry(
+        &["PrismBug"],
+        "prism hit a bug",
+        "prism stopped on an internal error: {message}",
+        "prism stops at once; an apply already under way may have launched some workspaces (a rerun finishes it without duplicates).",
+        "Report it to prism's maintainers with the command you ran, this message and `prism --version`; RUST_BACKTRACE=1 adds a backtrace to the report. Run `prism plan` to see where the fleet stands.",
     ),
 ];
 
@@ -321,6 +370,21 @@ pub fn explain(err: &CloudError, ctx: &Context) -> Explained {
         what_prism_does: fill(entry.what_prism_does, err, ctx),
         what_you_can_do: fill(entry.what_you_can_do, err, ctx),
     }
+}
+
+/// Explains a failure that happened before any call (a setting, a bug), by its code.
+pub fn explain_setting(code: &str, message: &str, region: Option<&str>) -> Explained {
+    let err = CloudError::transport(
+        "configuration",
+        crate::cloud::Transport::Local,
+        code,
+        message,
+    );
+    let ctx = Context {
+        region: region.map(str::to_string),
+        ..Context::default()
+    };
+    explain(&err, &ctx)
 }
 
 /// The explanation as text.

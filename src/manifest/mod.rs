@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use diagnostic::{ManifestError, Problem};
+pub use diagnostic::{ManifestError, Problem, SourceFile};
+pub use locate::{Locator, Span};
 pub use raw::DesiredState;
 pub use schema::did_you_mean;
 pub use validate::{load, load_templates, parse, schema_json, templates_schema_json};
