@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::cloud::{Cloud, CloudError, Instance, InstanceFilter, InstanceState, tags};
 use crate::manifest::{ImageRef, Manifest, RetryPolicy};
-use crate::quota::{self, QuotaClass};
+use crate::quota;
 use crate::retry;
+
+pub use crate::quota::{QuotaReading, read_quota};
 
 /// Everything the planner knows about the live account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,16 +27,6 @@ pub struct Observed {
     pub quotas: BTreeMap<String, QuotaReading>,
     /// The image new workspaces launch from.
     pub image: ImageResolution,
-}
-
-/// A quota value, or why it could not be read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum QuotaReading {
-    /// The quota's value; `applied` is false when it is AWS's default.
-    Known { value: f64, applied: bool },
-    /// The quota could not be read; the plan shows it as unknown.
-    Unknown { error: String },
 }
 
 /// The resolved image of the template.
@@ -69,6 +61,9 @@ impl ImageResolution {
 /// running instances, for quota usage), one DescribeInstanceTypes for the types seen,
 /// one or two Service Quotas calls per quota class touched, and one DescribeImages for
 /// the template's image.
+///
+/// Fails with InvalidInstanceType when the region does not offer the template's
+/// instance type, so that neither a plan nor an apply goes ahead with it.
 pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed, CloudError> {
     let fleet_filter = InstanceFilter {
         tag_keys: vec![],
@@ -91,7 +86,11 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
 
     let mut account_running: BTreeMap<String, u32> = BTreeMap::new();
     // On-Demand quotas count On-Demand instances; Spot has quotas of its own.
-    for i in running.iter().filter(|i| i.lifecycle.is_none()) {
+    let on_demand = |i: &&Instance| {
+        quota::class_of(&i.instance_type, i.lifecycle.as_deref())
+            .is_some_and(|c| quota::ON_DEMAND.contains(c))
+    };
+    for i in running.iter().filter(on_demand) {
         *account_running.entry(i.instance_type.clone()).or_default() += 1;
     }
     let types: BTreeSet<String> = std::iter::once(manifest.template.instance_type.clone())
@@ -117,14 +116,33 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
         resolve_image(cloud, &manifest.template.image, policy),
     );
 
+    let vcpus = vcpus?;
+    let instance_type = &manifest.template.instance_type;
+    if !vcpus.contains_key(instance_type) {
+        return Err(unknown_instance_type(instance_type, cloud.region()));
+    }
     Ok(Observed {
         region: cloud.region().to_string(),
         instances,
         account_running,
-        vcpus: vcpus?,
+        vcpus,
         quotas: quotas.into_iter().collect(),
         image,
     })
+}
+
+/// The template's instance type is not one the region offers: nothing can be planned
+/// for it (its vCPUs, so its quota, are unknown) and every launch of it would fail.
+/// AWS's own code for this, from DescribeInstanceTypes, is InvalidInstanceType.
+fn unknown_instance_type(instance_type: &str, region: &str) -> CloudError {
+    CloudError::service(
+        "DescribeInstanceTypes",
+        Some("InvalidInstanceType"),
+        format!(
+            "the instance type {instance_type} is not offered in {region} (DescribeInstanceTypes does not list it)"
+        ),
+        None,
+    )
 }
 
 /// Runs futures one after another; the handful of quota reads does not need more.
@@ -134,39 +152,6 @@ async fn in_turn<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Ve
         out.push(f.await);
     }
     out
-}
-
-/// The applied quota value, falling back to AWS's default when none was ever applied.
-pub async fn read_quota(
-    cloud: &dyn Cloud,
-    class: &QuotaClass,
-    policy: &RetryPolicy,
-) -> QuotaReading {
-    match retry::call(policy, || {
-        cloud.get_service_quota(class.service, class.code)
-    })
-    .await
-    {
-        Ok(Some(q)) => QuotaReading::Known {
-            value: q.value,
-            applied: true,
-        },
-        Ok(None) => match cloud
-            .get_default_service_quota(class.service, class.code)
-            .await
-        {
-            Ok(q) => QuotaReading::Known {
-                value: q.value,
-                applied: false,
-            },
-            Err(e) => QuotaReading::Unknown {
-                error: e.to_string(),
-            },
-        },
-        Err(e) => QuotaReading::Unknown {
-            error: e.to_string(),
-        },
-    }
 }
 
 async fn resolve_image(

@@ -6,11 +6,11 @@ use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::NOTHING};
 
 use super::{Failure, GlobalArgs, ListFormat, connect_to, print};
-use crate::cloud::{Cloud, QuotaRequest};
+use crate::cloud::Cloud;
 use crate::manifest::RetryPolicy;
-use crate::observe::{QuotaReading, read_quota};
-use crate::quota::usage::{QuotaRow, Status, survey};
-use crate::quota::{self, QuotaClass};
+use crate::quota::request::RequestRow;
+use crate::quota::usage::{QuotaRow, survey};
+use crate::quota::{self, QuotaClass, QuotaReading, Status, read_quota};
 
 #[derive(Debug, Args)]
 pub struct QuotaArgs {
@@ -101,7 +101,7 @@ pub async fn run(global: &GlobalArgs, args: &QuotaArgs) -> Result<ExitCode, Fail
         }
         QuotaCommand::Request(r) => match &r.action {
             Some(RequestAction::Show { id, format }) => {
-                let req = cloud.get_quota_request(id).await.map_err(aws)?;
+                let req = RequestRow::from(&cloud.get_quota_request(id).await.map_err(aws)?);
                 print(&format.encode(&req).unwrap_or_else(|| request_text(&req)))?;
             }
             Some(RequestAction::List { status, format }) => {
@@ -115,7 +115,8 @@ pub async fn run(global: &GlobalArgs, args: &QuotaArgs) -> Result<ExitCode, Fail
                     );
                 }
                 all.sort_by_key(|r| std::cmp::Reverse(r.created));
-                print(&format.encode(&all).unwrap_or_else(|| list_text(&all)))?;
+                let rows: Vec<RequestRow> = all.iter().map(RequestRow::from).collect();
+                print(&format.encode(&rows).unwrap_or_else(|| list_text(&rows)))?;
             }
             None => return request(&cloud, r, &policy).await,
         },
@@ -182,6 +183,8 @@ struct Alert {
     usage: f64,
     limit: f64,
     percent: Option<f64>,
+    /// The value to ask for; none for a warning (the quota is not critical yet).
+    recommended_value: Option<f64>,
     recommendation: String,
 }
 
@@ -200,6 +203,7 @@ impl Alert {
             usage: r.usage?,
             limit: r.limit?,
             percent: r.percent,
+            recommended_value: r.recommended_value,
             recommendation: r.recommendation()?,
         })
     }
@@ -229,31 +233,22 @@ fn alerts_text(region: &str, alerts: &[Alert]) -> String {
     out
 }
 
-fn when(secs: Option<i64>) -> String {
-    secs.and_then(|s| {
-        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(s).ok()?))
-    })
-    .map_or("-".into(), |t| {
-        humantime::format_rfc3339_seconds(t).to_string()
-    })
-}
-
-fn request_text(r: &QuotaRequest) -> String {
+fn request_text(r: &RequestRow) -> String {
     format!(
         "Request ID: {}\nQuota: {} [{}/{}]\nDesired value: {}\nStatus: {}\nSubmitted: {}\nLast updated: {}\nSupport case: {}\n",
-        r.id,
+        r.request_id,
         r.name,
         r.service,
         r.code,
         number(Some(r.desired_value)),
         r.status,
-        when(r.created),
-        when(r.last_updated),
-        r.case_id.as_deref().unwrap_or("-")
+        r.submitted.as_deref().unwrap_or("-"),
+        r.last_updated.as_deref().unwrap_or("-"),
+        r.support_case.as_deref().unwrap_or("-")
     )
 }
 
-fn list_text(all: &[QuotaRequest]) -> String {
+fn list_text(all: &[RequestRow]) -> String {
     if all.is_empty() {
         return "No quota increase requests.\n".into();
     }
@@ -265,15 +260,19 @@ fn list_text(all: &[QuotaRequest]) -> String {
         "DESIRED",
         "STATUS",
         "SUBMITTED",
+        "LAST UPDATED",
+        "SUPPORT CASE",
     ]);
     for r in all {
         table.add_row([
-            r.id.clone(),
+            r.request_id.clone(),
             r.name.clone(),
             r.code.clone(),
             number(Some(r.desired_value)),
             r.status.clone(),
-            when(r.created),
+            r.submitted.clone().unwrap_or_else(|| "-".into()),
+            r.last_updated.clone().unwrap_or_else(|| "-".into()),
+            r.support_case.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     format!("{table}\n")
@@ -281,11 +280,7 @@ fn list_text(all: &[QuotaRequest]) -> String {
 
 fn class(name: &str) -> Result<&'static QuotaClass, Failure> {
     quota::by_name(name).ok_or_else(|| {
-        let names: Vec<&str> = quota::ON_DEMAND
-            .iter()
-            .chain([&quota::SPOT_STANDARD, &quota::EBS_GP3])
-            .map(|q| q.friendly)
-            .collect();
+        let names: Vec<&str> = quota::all().map(|q| q.friendly).collect();
         Failure::Usage(format!(
             "unknown quota `{name}`; use one of {} or a quota code such as L-1216C47A",
             names.join(", ")
@@ -349,17 +344,19 @@ async fn request(
         print(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let req = cloud
-        .request_quota_increase(class.service, class.code, desired)
-        .await
-        .map_err(|e| Failure::aws(e, &region))?;
+    let req = RequestRow::from(
+        &cloud
+            .request_quota_increase(class.service, class.code, desired)
+            .await
+            .map_err(|e| Failure::aws(e, &region))?,
+    );
     if let Some(json) = r.format.encode(&req) {
         print(&json)?;
         return Ok(ExitCode::SUCCESS);
     }
     out.push_str(&format!(
         "\nRequest submitted successfully!\nRequest ID: {}\nStatus: {}\nTypical approval time: 1-2 business days\n\nTrack status:\n  prism quota request show {}\n\nOr via AWS Console:\n  https://console.aws.amazon.com/servicequotas/home/requests\n",
-        req.id, req.status, req.id
+        req.request_id, req.status, req.request_id
     ));
     print(&out)?;
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::cloud::CloudError;
 
 /// One catalogue entry. Texts may hold `{region}`, `{zone}`, `{instance_type}`,
-/// `{limit}`, `{usage}`, `{operation}` and `{message}` (AWS's own words).
+/// `{limit}`, `{usage}`, `{quota}`, `{desired_value}`, `{operation}` and `{message}`
+/// (AWS's own words).
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     pub codes: &'static [&'static str],
@@ -69,7 +70,14 @@ pub const CATALOGUE: &[Entry] = &[
         "AWS vCPU limit reached ({usage}/{limit} vCPUs used)",
         "The account's On-Demand vCPU quota for {instance_type}'s family in {region} is used up: {message}",
         "prism does not retry this launch; the other workspaces carry on.",
-        "Stop or delete instances you no longer need, request a higher quota (`prism quota request --quota on-demand-vcpus --desired-value N`, usually 1-2 days), or use a smaller instance type. Service Quotas console: https://console.aws.amazon.com/servicequotas/home/services/ec2/quotas",
+        "Stop or delete instances you no longer need, request a higher quota (`prism quota request --quota {quota} --desired-value {desired_value}`, usually 1-2 days), or use a smaller instance type. Service Quotas console: https://console.aws.amazon.com/servicequotas/home/services/ec2/quotas",
+    ),
+    entry(
+        &["InvalidInstanceType"],
+        "Unknown instance type",
+        "AWS does not offer this instance type in {region}: {message}",
+        "prism stops before planning or launching anything; nothing was changed.",
+        "Check the spelling of `instance_type` in the template; `aws ec2 describe-instance-type-offerings --region {region}` lists the types offered there.",
     ),
     entry(
         &["InstanceLimitExceeded"],
@@ -273,11 +281,41 @@ pub struct Context {
     pub usage: Option<u32>,
     /// Instances in use by type: (type, count, vCPUs each), for VcpuLimitExceeded.
     pub usage_by_type: Vec<(String, u32, u32)>,
+    /// The quota value to ask for ([`crate::quota::arith::recommended_value`]).
+    pub recommended_value: Option<f64>,
 }
 
 impl Context {
-    /// The context of a fleet's apply: its region, instance type, quota and usage.
+    /// The context of a fleet's apply: its region, instance type, quota and usage. The
+    /// value recommended is the one for the usage plus the launch refused (one
+    /// instance of `instance_type`); [`Context::for_plan`] knows the whole need.
     pub fn from_observed(observed: &crate::observe::Observed, instance_type: &str) -> Self {
+        let one = observed.vcpus.get(instance_type).copied();
+        Self::with_need(observed, instance_type, one)
+    }
+
+    /// The context of a fleet's apply from its plan: the value recommended is the one
+    /// the plan recommends for the class, for its usage plus everything it launches.
+    pub fn for_plan(
+        observed: &crate::observe::Observed,
+        plan: &crate::plan::Plan,
+        instance_type: &str,
+    ) -> Self {
+        let class = crate::quota::on_demand_class(instance_type);
+        let check = plan.quota.iter().find(|q| q.code == class.code);
+        let needed = match check {
+            Some(q) if q.unknown_types.is_empty() => Some(q.needed),
+            Some(_) => None,
+            None => Some(0),
+        };
+        Self::with_need(observed, instance_type, needed)
+    }
+
+    fn with_need(
+        observed: &crate::observe::Observed,
+        instance_type: &str,
+        needed: Option<u32>,
+    ) -> Self {
         let class = crate::quota::on_demand_class(instance_type);
         let usage_by_type: Vec<(String, u32, u32)> = observed
             .account_running
@@ -285,16 +323,27 @@ impl Context {
             .filter(|(t, _)| crate::quota::on_demand_class(t).code == class.code)
             .filter_map(|(t, n)| Some((t.clone(), *n, *observed.vcpus.get(t)?)))
             .collect();
+        let counts = observed
+            .account_running
+            .iter()
+            .map(|(t, n)| (t.as_str(), None, *n));
+        let usage = crate::quota::arith::vcpus_in_use(class, counts, &observed.vcpus).ok();
+        let limit = observed
+            .quotas
+            .get(class.code)
+            .and_then(crate::quota::QuotaReading::value);
+        let recommended_value = match (usage, needed) {
+            (Some(u), Some(n)) => crate::quota::arith::recommended_value(f64::from(u + n), limit),
+            _ => None,
+        };
         Context {
             region: Some(observed.region.clone()),
             zone: None,
             instance_type: Some(instance_type.to_string()),
-            limit: match observed.quotas.get(class.code) {
-                Some(crate::observe::QuotaReading::Known { value, .. }) => Some(*value),
-                _ => None,
-            },
-            usage: Some(usage_by_type.iter().map(|(_, n, v)| n * v).sum()),
+            limit,
+            usage,
             usage_by_type,
+            recommended_value,
         }
     }
 }
@@ -324,6 +373,16 @@ fn fill(text: &str, err: &CloudError, ctx: &Context) -> String {
         )
         .replace("{limit}", &ctx.limit.map_or("?".into(), |l| format!("{l}")))
         .replace("{usage}", &ctx.usage.map_or("?".into(), |u| u.to_string()))
+        .replace(
+            "{quota}",
+            ctx.instance_type.as_deref().map_or("on-demand-vcpus", |t| {
+                crate::quota::on_demand_class(t).friendly
+            }),
+        )
+        .replace(
+            "{desired_value}",
+            &ctx.recommended_value.map_or("N".into(), |v| format!("{v}")),
+        )
         .replace("{operation}", err.operation)
         .replace("{message}", &err.message)
 }

@@ -9,6 +9,7 @@ fn context() -> Context {
         limit: Some(16.0),
         usage: Some(16),
         usage_by_type: vec![("t3.xlarge".into(), 2, 4), ("t3.medium".into(), 4, 2)],
+        recommended_value: Some(25.0),
     }
 }
 

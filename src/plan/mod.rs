@@ -74,12 +74,20 @@ pub struct Warning {
     pub options: Vec<String>,
 }
 
-/// A workspace that exists but is no longer wanted, kept because prune is off.
+/// A workspace's instance kept as it is because prune is off: no longer wanted (prune
+/// would delete it), or to be replaced (prune would terminate it and launch anew).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kept {
     pub workspace: String,
     pub instance_id: String,
     pub reason: String,
+    /// What `prune: true` would do: `delete` or `replace`.
+    #[serde(default = "delete")]
+    pub action: ActionKind,
+}
+
+fn delete() -> ActionKind {
+    ActionKind::Delete
 }
 
 /// The changes that make the account match the manifest.
@@ -92,7 +100,8 @@ pub struct Plan {
     pub summary: Summary,
     pub quota: Vec<QuotaCheck>,
     pub warnings: Vec<Warning>,
-    /// Workspaces `prune: true` would delete.
+    /// Instances kept because prune is off: what `prune: true` would delete, or
+    /// replace. They are not among `actions` and not counted in `summary`.
     pub would_delete_with_prune: Vec<Kept>,
     /// The template new workspaces launch from.
     pub template: String,
@@ -161,6 +170,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
     let mut actions = Vec::new();
     let mut unwanted: Vec<(&Instance, String)> = Vec::new();
     let mut warnings = Vec::new();
+    let mut held = Vec::new();
 
     for name in &manifest.workspaces {
         let mut found = by_workspace.remove(name.as_str()).unwrap_or_default();
@@ -179,8 +189,17 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         for extra in found.iter().skip(1) {
             unwanted.push((extra, format!("duplicate of {}", found[0].id)));
         }
-        if let Some(action) = workspace_action(manifest, observed, name, found.first().copied()) {
-            actions.push(action);
+        match workspace_action(manifest, observed, name, found.first().copied()) {
+            // Replacing terminates the instance and its data: like a deletion, only
+            // with prune. Apply would skip it, so the plan does not count it.
+            Some(a) if a.action == ActionKind::Replace && !manifest.prune => held.push(Kept {
+                workspace: a.workspace,
+                instance_id: a.instance_id.unwrap_or_default(),
+                reason: a.reason,
+                action: ActionKind::Replace,
+            }),
+            Some(a) => actions.push(a),
+            None => {}
         }
     }
     for (workspace, instances) in by_workspace {
@@ -210,21 +229,13 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
                 workspace,
                 instance_id: i.id.clone(),
                 reason,
+                action: ActionKind::Delete,
             });
         }
     }
-    if !kept.is_empty() {
-        warnings.push(Warning {
-            kind: "prune_disabled".into(),
-            message: format!(
-                "{} workspace{} no longer wanted {} kept because prune is off",
-                kept.len(),
-                if kept.len() == 1 { "" } else { "s" },
-                if kept.len() == 1 { "is" } else { "are" }
-            ),
-            options: vec!["set `prune: true` in the manifest to delete them".into()],
-        });
-    }
+    warnings.extend(prune_warnings(&held, &kept));
+    held.extend(kept);
+    let kept = held;
 
     warnings.extend(launch_warnings(manifest, observed, &actions));
     let (quota, quota_warnings) = quota_check::check(manifest, observed, &actions);
@@ -243,6 +254,41 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         image_id: observed.image.id().map(str::to_string),
         fingerprint: fingerprint(manifest, observed),
     }
+}
+
+/// What prune would do that it is off for: replacements first, then deletions.
+fn prune_warnings(replacements: &[Kept], deletions: &[Kept]) -> Vec<Warning> {
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let mut out = Vec::new();
+    if !replacements.is_empty() {
+        let n = replacements.len();
+        out.push(Warning {
+            kind: "prune_disabled".into(),
+            message: format!(
+                "{n} workspace{} to replace {} kept as {} because prune is off; replacing terminates an instance and its data",
+                plural(n, "", "s"),
+                plural(n, "is", "are"),
+                plural(n, "it is", "they are"),
+            ),
+            options: vec![
+                "set `prune: true` in the manifest to replace them".into(),
+                "or change the template back to match the running instances".into(),
+            ],
+        });
+    }
+    if !deletions.is_empty() {
+        let n = deletions.len();
+        out.push(Warning {
+            kind: "prune_disabled".into(),
+            message: format!(
+                "{n} workspace{} no longer wanted {} kept because prune is off",
+                plural(n, "", "s"),
+                plural(n, "is", "are")
+            ),
+            options: vec!["set `prune: true` in the manifest to delete them".into()],
+        });
+    }
+    out
 }
 
 /// Which of several instances of one workspace to keep: running first, then the oldest.

@@ -1,5 +1,6 @@
 //! Does the plan fit the account's vCPU quotas? Per quota class: the vCPUs the plan's
-//! launches and starts need, against the limit less what the whole account uses.
+//! launches and starts need, against the limit less what the whole account uses. The
+//! arithmetic is [`crate::quota::arith`]'s.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, ActionKind, Warning};
 use crate::manifest::Manifest;
 use crate::observe::{Observed, QuotaReading};
+use crate::quota::arith::{self, Status};
 use crate::quota::{self, QuotaClass};
 
 /// One quota class against the plan.
@@ -22,15 +24,34 @@ pub struct QuotaCheck {
     pub limit: Option<f64>,
     /// vCPUs of every pending or running instance in the region in this class.
     pub usage: Option<u32>,
-    /// vCPUs the plan's creates, starts and replacements need.
+    /// vCPUs the plan's creates, starts and replacements need, of the types whose
+    /// vCPUs are known (see `unknown_types`).
     pub needed: u32,
+    /// Instance types of the plan's launches whose vCPUs are unknown: the need, and
+    /// whether it fits, are then unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_types: Vec<String>,
     /// `limit − usage`, never below zero.
     pub available: Option<u32>,
     /// Whether `needed` fits in `available`; unknown when either is.
     pub fits: Option<bool>,
+    /// The quota value to ask for when the usage after this plan would be over 80 %
+    /// (critical) or over the limit; none when the current value is enough.
+    #[serde(default)]
+    pub recommended_value: Option<f64>,
     /// Workspaces (in plan order) whose launch or start does not fit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub over_quota: Vec<String>,
+}
+
+impl QuotaCheck {
+    /// vCPUs in use once the plan's launches are done, when known.
+    pub fn usage_after(&self) -> Option<u32> {
+        match (self.usage, self.unknown_types.is_empty()) {
+            (Some(u), true) => Some(u + self.needed),
+            _ => None,
+        }
+    }
 }
 
 fn launches(a: &Action) -> bool {
@@ -72,26 +93,8 @@ pub fn check(
         }
         if check.fits == Some(false) {
             warnings.push(shortfall(manifest, observed, class, &check, &class_actions));
-        }
-        if let (Some(limit), Some(usage)) = (check.limit, check.usage)
-            && limit > 0.0
-            && f64::from(usage) / limit > 0.8
-        {
-            warnings.push(Warning {
-                kind: "quota_high".into(),
-                message: format!(
-                    "❌ The {} quota is {:.0}% used ({usage}/{limit} vCPUs) in {}",
-                    class.name,
-                    f64::from(usage) / limit * 100.0,
-                    observed.region
-                ),
-                options: vec![format!(
-                    "prism quota request --quota {} --desired-value {} --region {}",
-                    class.friendly,
-                    (limit * 2.0).ceil(),
-                    observed.region
-                )],
-            });
+        } else if let Some(w) = high(observed, class, &check) {
+            warnings.push(w);
         }
         checks.push(check);
     }
@@ -100,31 +103,45 @@ pub fn check(
 
 fn check_class(class: &QuotaClass, observed: &Observed, actions: &[&Action]) -> QuotaCheck {
     let needed = actions.iter().filter_map(|a| a.vcpus).sum();
-    let usage = observed
+    let mut unknown_types: Vec<String> = actions
+        .iter()
+        .filter(|a| a.vcpus.is_none())
+        .map(|a| a.instance_type.clone())
+        .collect();
+    unknown_types.sort();
+    unknown_types.dedup();
+    let counts = observed
         .account_running
         .iter()
-        .filter(|(t, _)| quota::on_demand_class(t).code == class.code)
-        .map(|(t, n)| observed.vcpus.get(t).map(|v| v * n))
-        .sum::<Option<u32>>();
-    let limit = match observed.quotas.get(class.code) {
-        Some(QuotaReading::Known { value, .. }) => Some(*value),
-        _ => None,
-    };
+        .map(|(t, n)| (t.as_str(), None, *n));
+    let usage = arith::vcpus_in_use(class, counts, &observed.vcpus).ok();
+    let limit = observed
+        .quotas
+        .get(class.code)
+        .and_then(QuotaReading::value);
     let available = match (limit, usage) {
-        (Some(l), Some(u)) => Some((l - f64::from(u)).max(0.0).floor() as u32),
+        (Some(l), Some(u)) => Some(arith::available(l, u)),
         _ => None,
     };
-    QuotaCheck {
+    let mut check = QuotaCheck {
         code: class.code.into(),
         name: class.name.into(),
         quota: class.friendly.into(),
         limit,
         usage,
         needed,
+        fits: available
+            .filter(|_| unknown_types.is_empty())
+            .map(|a| needed <= a),
         available,
-        fits: available.map(|a| needed <= a),
+        unknown_types,
+        recommended_value: None,
         over_quota: available.map_or_else(Vec::new, |a| over(actions, a)),
-    }
+    };
+    check.recommended_value = check
+        .usage_after()
+        .and_then(|after| arith::recommended_value(f64::from(after), limit));
+    check
 }
 
 /// The actions, in order, that do not fit in `available` vCPUs.
@@ -138,6 +155,38 @@ fn over(actions: &[&Action], available: u32) -> Vec<String> {
         })
         .map(|a| a.workspace.clone())
         .collect()
+}
+
+/// "The … quota would be 100% used after this plan": a quota left critical.
+fn high(observed: &Observed, class: &QuotaClass, check: &QuotaCheck) -> Option<Warning> {
+    let limit = check.limit?;
+    let usage = check.usage?;
+    let after = check.usage_after()?;
+    if Status::of(Some(f64::from(after)), Some(limit)) != Status::Critical {
+        return None;
+    }
+    let percent = |u: u32| arith::percent(Some(f64::from(u)), Some(limit)).unwrap_or(100.0);
+    let mut message = format!(
+        "❌ The {} quota is {:.0}% used ({usage}/{limit} vCPUs) in {}",
+        class.name,
+        percent(usage),
+        observed.region
+    );
+    if check.needed > 0 {
+        message.push_str(&format!(
+            "; after this plan it is {:.0}% used ({after}/{limit} vCPUs)",
+            percent(after)
+        ));
+    }
+    Some(Warning {
+        kind: "quota_high".into(),
+        message,
+        options: vec![arith::request_command(
+            class,
+            check.recommended_value?,
+            Some(&observed.region),
+        )],
+    })
 }
 
 /// "Only 4 of 10 new workspaces fit …", with what the user can do about it.
@@ -158,12 +207,17 @@ fn shortfall(
         "workspaces to launch or start"
     };
     let limit = check.limit.unwrap_or(0.0);
-    let desired = check.usage.unwrap_or(0) + check.needed;
     let types: Vec<&str> = actions.iter().map(|a| a.instance_type.as_str()).collect();
-    let mut options = vec![format!(
-        "request a quota increase: prism quota request --quota {} --desired-value {desired} --region {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\"",
-        class.friendly, observed.region, manifest.name, types[0], check.needed
-    )];
+    let mut options = Vec::new();
+    if let Some(desired) = check.recommended_value {
+        options.push(format!(
+            "request a quota increase: {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\"",
+            arith::request_command(class, desired, Some(&observed.region)),
+            manifest.name,
+            types[0],
+            check.needed
+        ));
+    }
     let per_workspace = available / u32::try_from(wanted).unwrap_or(u32::MAX).max(1);
     if per_workspace >= 1 {
         options.push(format!(

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
 
-use super::{ActionKind, Plan, QuotaCheck};
+use super::{ActionKind, Kept, Plan, QuotaCheck};
 
 const GREEN: Style = AnsiColor::Green.on_default();
 const RED: Style = AnsiColor::Red.on_default();
@@ -51,12 +51,27 @@ pub fn text(plan: &Plan) -> String {
         plan.region
     );
     out.push('\n');
-    if plan.actions.is_empty() {
+    let held: Vec<&Kept> = plan
+        .would_delete_with_prune
+        .iter()
+        .filter(|k| k.action == ActionKind::Replace)
+        .collect();
+    if plan.actions.is_empty() && held.is_empty() {
         let _ = writeln!(
             out,
             "{}",
             paint(GREEN, "No changes. The fleet matches the manifest.")
         );
+    } else if plan.actions.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}\n",
+            paint(
+                YELLOW,
+                "No changes will be made: the replacements below need `prune: true`."
+            )
+        );
+        held_replacements(&mut out, &held);
     } else {
         if plan.summary.create + plan.summary.replace > 0 {
             let image = plan.image_id.as_deref().unwrap_or("unresolved");
@@ -67,15 +82,21 @@ pub fn text(plan: &Plan) -> String {
             );
         }
         actions(&mut out, plan);
+        held_replacements(&mut out, &held);
     }
     if !plan.quota.is_empty() {
         out.push('\n');
         quotas(&mut out, plan);
     }
-    if !plan.would_delete_with_prune.is_empty() {
+    let unwanted: Vec<&Kept> = plan
+        .would_delete_with_prune
+        .iter()
+        .filter(|k| k.action != ActionKind::Replace)
+        .collect();
+    if !unwanted.is_empty() {
         out.push('\n');
         let _ = writeln!(out, "{}", paint(BOLD, "Kept because prune is off:"));
-        for k in &plan.would_delete_with_prune {
+        for k in unwanted {
             let _ = writeln!(out, "    {} ({}): {}", k.workspace, k.instance_id, k.reason);
         }
     }
@@ -129,6 +150,22 @@ fn actions(out: &mut String, plan: &Plan) {
     }
 }
 
+/// Replacements held back because prune is off, where the actions are listed: shown,
+/// but not done and not counted.
+fn held_replacements(out: &mut String, held: &[&Kept]) {
+    for k in held {
+        let _ = writeln!(
+            out,
+            " {} {}  {}  {} {}",
+            paint(DIM, "-/+"),
+            k.workspace,
+            k.instance_id,
+            paint(YELLOW, "replace needs `prune: true`, not done:"),
+            paint(DIM, &k.reason),
+        );
+    }
+}
+
 fn quotas(out: &mut String, plan: &Plan) {
     let _ = writeln!(
         out,
@@ -161,12 +198,18 @@ fn quota_numbers(q: &QuotaCheck) -> String {
     let verdict = match (q.fits, q.available) {
         (Some(true), Some(a)) => format!("fits ({a} available)"),
         (Some(false), Some(a)) => format!("does not fit ({a} available)"),
+        _ if !q.unknown_types.is_empty() => format!(
+            "not checked: vCPUs of {} unknown",
+            q.unknown_types.join(", ")
+        ),
         _ => "not checked".into(),
     };
-    format!(
-        "{usage} used + {} needed of {limit} vCPUs — {verdict}",
-        q.needed
-    )
+    let needed = if q.unknown_types.is_empty() {
+        q.needed.to_string()
+    } else {
+        "unknown".into()
+    };
+    format!("{usage} used + {needed} needed of {limit} vCPUs — {verdict}")
 }
 
 /// The plan as pretty JSON (see docs/plan.md for the format).
@@ -222,13 +265,23 @@ pub fn shortfall_screen(plan: &Plan, q: &QuotaCheck) -> String {
         "{} Only {fit} of {wanted} workspaces can be launched with current quota.\n",
         paint(YELLOW, "⚠")
     );
-    let desired = q.usage.unwrap_or(0) + q.needed;
     let _ = writeln!(out, "Options:");
-    let _ = writeln!(
-        out,
-        "1. Request quota increase (recommended): prism quota request --quota {} --desired-value {desired} --region {}",
-        q.quota, plan.region
-    );
+    match (q.recommended_value, crate::quota::by_name(&q.code)) {
+        (Some(desired), Some(class)) => {
+            let _ = writeln!(
+                out,
+                "1. Request quota increase (recommended): {}",
+                crate::quota::arith::request_command(class, desired, Some(&plan.region))
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "1. Request quota increase: prism quota request --quota {}",
+                q.quota
+            );
+        }
+    }
     let _ = writeln!(out, "2. Launch fewer workspaces ({fit} fit)");
     let per = available / u32::try_from(wanted.max(1)).unwrap_or(u32::MAX);
     if per >= 1 {

@@ -129,13 +129,19 @@ fn actions_table() {
         ),
         (
             "type changed",
-            "count: 1",
+            "count: 1\nprune: true",
             vec![inst("i-1", Some("cs-01"), "t3.large", Running)],
             vec!["replace cs-01 i-1"],
         ),
         (
-            "image id changed",
+            "type changed, prune off: held",
             "count: 1",
+            vec![inst("i-1", Some("cs-01"), "t3.large", Running)],
+            vec![],
+        ),
+        (
+            "image id changed",
+            "count: 1\nprune: true",
             vec![with_image(
                 inst("i-1", Some("cs-01"), "t3.xlarge", Running),
                 "ami-old",
@@ -265,7 +271,7 @@ fn quota_shortfall_counts_what_fits() {
         "Only 4 of 10 new workspaces fit the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota (needs 40 vCPUs, 16 available of 32)"
     );
     assert!(
-        w.options[0].contains("--quota on-demand-vcpus --desired-value 56"),
+        w.options[0].contains("--quota on-demand-vcpus --desired-value 70 --region us-west-2"),
         "{}",
         w.options[0]
     );
@@ -281,10 +287,137 @@ fn quota_shortfall_counts_what_fits() {
 
 #[test]
 fn quota_that_fits_has_no_warning() {
-    let p = quota_case(64.0, 4, 10);
+    // 16 used + 40 needed of 80: 70 % after the plan, not critical.
+    let p = quota_case(80.0, 4, 10);
     assert_eq!(p.quota[0].fits, Some(true));
-    assert_eq!(p.quota[0].available, Some(48));
+    assert_eq!(p.quota[0].available, Some(64));
+    assert_eq!(p.quota[0].recommended_value, None);
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn a_plan_that_fits_but_leaves_the_quota_critical_says_so() {
+    let cases = [
+        // (limit, t3.xlarge running, count, warned, recommended)
+        (64.0, 4, 10, true, Some(70.0)),
+        (32.0, 7, 1, true, Some(40.0)),
+        (40.0, 7, 1, false, None),
+        (70.0, 4, 10, false, None),
+        (80.0, 4, 10, false, None),
+    ];
+    for (limit, used, count, warned, recommended) in cases {
+        let p = quota_case(limit, used, count);
+        let q = &p.quota[0];
+        assert_eq!(q.fits, Some(true), "{limit} {used} {count}");
+        assert_eq!(q.recommended_value, recommended, "{limit} {used} {count}");
+        let high = p.warnings.iter().find(|w| w.kind == "quota_high");
+        assert_eq!(
+            high.is_some(),
+            warned,
+            "{limit} {used} {count}: {:?}",
+            p.warnings
+        );
+        if let (Some(w), Some(r)) = (high, recommended) {
+            assert!(w.options[0].ends_with(&format!("--desired-value {r} --region us-west-2")));
+        }
+    }
+}
+
+#[test]
+fn the_apply_error_context_recommends_what_the_plan_does() {
+    let mut o = observed(vec![]);
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Known {
+            value: 32.0,
+            applied: true,
+        },
+    );
+    o.account_running.insert("t3.xlarge".into(), 7);
+    // One workspace to launch: the launch AWS refuses is the plan's whole need.
+    let p = plan(&manifest("count: 1"), &o);
+    let from_plan = p.quota[0].recommended_value;
+    assert_eq!(from_plan, Some(40.0));
+    let ctx = crate::errors::Context::from_observed(&o, "t3.xlarge");
+    assert_eq!(ctx.recommended_value, from_plan);
+    assert_eq!(ctx.usage, Some(28));
+    // Several: the plan's context knows the whole need.
+    let p = plan(&manifest("count: 3"), &o);
+    let ctx = crate::errors::Context::for_plan(&o, &p, "t3.xlarge");
+    assert_eq!(ctx.recommended_value, p.quota[0].recommended_value);
+    assert_eq!(ctx.recommended_value, Some(50.0));
+    let err = crate::cloud::CloudError::service(
+        "RunInstances",
+        Some("VcpuLimitExceeded"),
+        "You have requested more vCPU capacity than your current vCPU limit of 32 allows",
+        Some(400),
+    );
+    let e = crate::errors::explain(&err, &ctx);
+    assert!(
+        e.what_you_can_do
+            .contains("prism quota request --quota on-demand-vcpus --desired-value 50"),
+        "{}",
+        e.what_you_can_do
+    );
+}
+
+#[test]
+fn a_replacement_without_prune_is_held_not_counted() {
+    let o = observed(vec![
+        inst("i-1", Some("cs-01"), "t3.large", Running),
+        inst("i-2", Some("cs-02"), "t3.xlarge", Running),
+    ]);
+    let p = plan(&manifest("count: 2"), &o);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(!p.has_changes());
+    assert_eq!(p.summary.total(), 0);
+    assert_eq!(
+        p.would_delete_with_prune,
+        [Kept {
+            workspace: "cs-01".into(),
+            instance_id: "i-1".into(),
+            reason: "instance type t3.large → t3.xlarge".into(),
+            action: ActionKind::Replace,
+        }]
+    );
+    assert!(p.warnings.iter().any(|w| {
+        w.kind == "prune_disabled"
+            && w.message
+                .starts_with("1 workspace to replace is kept as it is")
+    }));
+    let text = anstream::adapter::strip_str(&render::text(&p)).to_string();
+    assert!(
+        text.contains("-/+ cs-01  i-1  replace needs `prune: true`, not done: instance type t3.large → t3.xlarge"),
+        "{text}"
+    );
+    assert!(text.contains("Plan: 0 to create, 0 to start, 0 to stop, 0 to replace, 0 to delete."));
+    assert!(!text.contains("Kept because prune is off"), "{text}");
+    // A saved plan from before the field existed still reads.
+    let mut v = serde_json::to_value(&p).unwrap();
+    v["would_delete_with_prune"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("action");
+    let old: Plan = serde_json::from_value(v).unwrap();
+    assert_eq!(old.would_delete_with_prune[0].action, ActionKind::Delete);
+}
+
+#[test]
+fn launches_of_a_type_with_unknown_vcpus_do_not_fit_silently() {
+    let mut o = observed(vec![]);
+    o.vcpus.remove("t3.xlarge");
+    let p = plan(&manifest("count: 2"), &o);
+    let q = &p.quota[0];
+    assert_eq!(q.unknown_types, ["t3.xlarge"]);
+    assert_eq!(q.fits, None);
+    assert_eq!(q.recommended_value, None);
+    let text = anstream::adapter::strip_str(&render::text(&p)).to_string();
+    assert!(
+        text.contains(
+            "0 used + unknown needed of 640 vCPUs — not checked: vCPUs of t3.xlarge unknown"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

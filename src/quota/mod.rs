@@ -1,8 +1,16 @@
-//! EC2 quota classes: which Service Quotas code counts the vCPUs of an instance type.
+//! EC2 quota classes: which Service Quotas code counts the vCPUs of an instance type;
+//! reading quotas ([`read`]), their arithmetic ([`arith`]) and the account's usage of
+//! each ([`usage`]).
 
 use serde::Serialize;
 
+pub mod arith;
+pub mod read;
+pub mod request;
 pub mod usage;
+
+pub use arith::Status;
+pub use read::{QuotaReading, read_quota};
 
 /// One quota that prism knows how to read and reason about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,13 +98,28 @@ pub fn on_demand_class(instance_type: &str) -> &'static QuotaClass {
         .map_or(&ON_DEMAND[0], |(_, i)| &ON_DEMAND[*i])
 }
 
+const OTHERS: [QuotaClass; 2] = [SPOT_STANDARD, EBS_GP3];
+
+/// Every quota prism knows, in the order `quota show` lists them.
+pub fn all() -> impl Iterator<Item = &'static QuotaClass> {
+    ON_DEMAND.iter().chain(OTHERS.iter())
+}
+
 /// A quota class by code or friendly name.
 pub fn by_name(name: &str) -> Option<&'static QuotaClass> {
-    const OTHERS: [QuotaClass; 2] = [SPOT_STANDARD, EBS_GP3];
-    ON_DEMAND
-        .iter()
-        .chain(OTHERS.iter())
-        .find(|q| q.code.eq_ignore_ascii_case(name) || q.friendly == name)
+    all().find(|q| q.code.eq_ignore_ascii_case(name) || q.friendly == name)
+}
+
+/// The vCPU quota an instance counts against: its On-Demand class, or for a Spot
+/// instance (`lifecycle` `spot`) of the Standard families, Standard Spot. Other Spot
+/// and Capacity Block instances count against quotas prism does not track: none.
+pub fn class_of(instance_type: &str, lifecycle: Option<&str>) -> Option<&'static QuotaClass> {
+    let on_demand = on_demand_class(instance_type);
+    match lifecycle {
+        None => Some(on_demand),
+        Some("spot") if on_demand.code == STANDARD.code => Some(&SPOT_STANDARD),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +149,25 @@ mod tests {
         for (instance_type, code) in cases {
             assert_eq!(on_demand_class(instance_type).code, code, "{instance_type}");
         }
+    }
+
+    #[test]
+    fn instances_count_against_their_on_demand_or_spot_class() {
+        let cases = [
+            ("t3.xlarge", None, Some("L-1216C47A")),
+            ("t3.xlarge", Some("spot"), Some("L-34B43A08")),
+            ("g5.xlarge", None, Some("L-DB2E81BA")),
+            ("g5.xlarge", Some("spot"), None),
+            ("m7i.large", Some("capacity-block"), None),
+        ];
+        for (instance_type, lifecycle, code) in cases {
+            assert_eq!(
+                class_of(instance_type, lifecycle).map(|c| c.code),
+                code,
+                "{instance_type} {lifecycle:?}"
+            );
+        }
+        assert_eq!(all().count(), 12);
     }
 
     #[test]

@@ -131,7 +131,8 @@ class TokenRecord:
 class State:
     lock: threading.RLock = field(default_factory=threading.RLock)
     calls: list[dict] = field(default_factory=list)
-    quotas: dict = field(default_factory=dict)  # (service, code) -> applied value
+    # (region, service, code) -> applied value; region "*" applies where a region has none
+    quotas: dict = field(default_factory=dict)
     requests: dict = field(default_factory=dict)  # id -> RequestedQuota dict
     faults: list[Fault] = field(default_factory=list)
     throttle: bool = False
@@ -282,8 +283,23 @@ def quota_payload(call: Call, service: str, code: str, value: float) -> dict:
     }
 
 
-def applied_value(service: str, code: str) -> float:
-    return STATE.quotas.get((service, code), QUOTAS[(service, code)][2])
+ANY_REGION = "*"
+
+
+def applied(region: str, service: str, code: str) -> float | None:
+    """The value applied in ``region`` (Service Quotas are per region), if any."""
+    value = STATE.quotas.get((region, service, code))
+    return STATE.quotas.get((ANY_REGION, service, code)) if value is None else value
+
+
+def applied_value(region: str, service: str, code: str) -> float:
+    value = applied(region, service, code)
+    return QUOTAS[(service, code)][2] if value is None else value
+
+
+def request_region(request: dict) -> str:
+    # arn:aws:servicequotas:REGION:ACCOUNT:service/code
+    return request["QuotaArn"].split(":")[3]
 
 
 def service_quotas(call: Call):
@@ -298,17 +314,22 @@ def service_quotas(call: Call):
     if action == "GetAWSDefaultServiceQuota":
         return json_ok({"Quota": quota_payload(call, *key, QUOTAS[key][2])})
     if action == "GetServiceQuota":
-        if key not in STATE.quotas:
+        value = applied(call.region, *key)
+        if value is None:
             # Real AWS answers this for quotas never changed from their default; the
             # client must fall back to GetAWSDefaultServiceQuota.
             return json_error("NoSuchResourceException", f"The request failed because the quota {key[1]} has no applied value.", 400)
-        return json_ok({"Quota": quota_payload(call, *key, STATE.quotas[key])})
+        return json_ok({"Quota": quota_payload(call, *key, value)})
     if action == "RequestServiceQuotaIncrease":
         desired = float(p.get("DesiredValue", 0))
-        if desired <= applied_value(*key):
+        if desired <= applied_value(call.region, *key):
             return json_error("IllegalArgumentException", "The desired value must be greater than the current value.", 400)
         for r in STATE.requests.values():
-            if (r["ServiceCode"], r["QuotaCode"]) == key and r["Status"] in ("PENDING", "CASE_OPENED"):
+            if (
+                (r["ServiceCode"], r["QuotaCode"]) == key
+                and request_region(r) == call.region
+                and r["Status"] in ("PENDING", "CASE_OPENED")
+            ):
                 return json_error("ResourceAlreadyExistsException", f"A request for {key[1]} is already pending.", 400)
         now = datetime.now(timezone.utc).timestamp()
         request = {
@@ -331,14 +352,15 @@ def service_quotas(call: Call):
         return json_ok({"RequestedQuota": request})
     if action == "GetRequestedServiceQuotaChange":
         request = STATE.requests.get(p.get("RequestId"))
-        if request is None:
+        if request is None or request_region(request) != call.region:
             return json_error("NoSuchResourceException", f"The request {p.get('RequestId')} does not exist.", 400)
         return json_ok({"RequestedQuota": request})
     if action in ("ListRequestedServiceQuotaChangeHistory", "ListRequestedServiceQuotaChangeHistoryByQuota"):
         found = [
             r
             for r in STATE.requests.values()
-            if p.get("ServiceCode") in (None, r["ServiceCode"])
+            if request_region(r) == call.region
+            and p.get("ServiceCode") in (None, r["ServiceCode"])
             and p.get("QuotaCode") in (None, r["QuotaCode"])
             and p.get("Status") in (None, r["Status"])
         ]
@@ -354,7 +376,8 @@ def set_request_status(request_id: str, status: str) -> dict | None:
     request["Status"] = status
     request["LastUpdated"] = datetime.now(timezone.utc).timestamp()
     if status == "APPROVED":
-        STATE.quotas[(request["ServiceCode"], request["QuotaCode"])] = request["DesiredValue"]
+        key = (request_region(request), request["ServiceCode"], request["QuotaCode"])
+        STATE.quotas[key] = request["DesiredValue"]
     return request
 
 
@@ -374,7 +397,7 @@ def check_vcpu_limit(call: Call):
     instance_type = call.params.get("InstanceType", "m1.small")
     count = int(call.params.get("MinCount", "1"))
     code = quota_code_for(instance_type)
-    limit = applied_value("ec2", code)
+    limit = applied_value(call.region, "ec2", code)
     if account_usage(call, code) + count * vcpus_of(instance_type) > limit:
         return ec2_error(
             "VcpuLimitExceeded",
@@ -567,11 +590,12 @@ class Emulator:
                 STATE.reset()
                 return json_ok({})
             if path == "/_prism/quotas" and method == "POST":
+                region = payload.pop("region", ANY_REGION)
                 for service, codes in payload.items():
                     for code, value in codes.items():
                         if (service, code) not in QUOTAS:
                             return json_error("UnknownQuota", f"{service}/{code}", 400)
-                        STATE.quotas[(service, code)] = float(value)
+                        STATE.quotas[(region, service, code)] = float(value)
                 return json_ok({})
             if path == "/_prism/faults" and method == "POST":
                 STATE.faults = [Fault(**f) for f in payload.get("faults", [])]

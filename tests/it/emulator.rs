@@ -117,8 +117,17 @@ impl Emulator {
             .expect("DELETE calls");
     }
 
+    /// Applies a quota value in the tests' region.
     pub fn set_quota(&self, service: &str, code: &str, value: f64) {
-        self.post("/_prism/quotas", json!({ service: { code: value } }));
+        self.set_quota_in(REGION, service, code, value);
+    }
+
+    /// Applies a quota value in `region`; quotas are per region.
+    pub fn set_quota_in(&self, region: &str, service: &str, code: &str, value: f64) {
+        self.post(
+            "/_prism/quotas",
+            json!({ "region": region, service: { code: value } }),
+        );
     }
 
     /// An EC2 client on the emulator, for setting up a test's account.

@@ -93,27 +93,32 @@ async fn existing_workspaces_are_started_replaced_or_kept() {
     let plan = plan_json(&emu, &path);
     assert_eq!(
         actions(&plan),
-        [
-            ("start", "cs499-02"),
-            ("replace", "cs499-03"),
-            ("create", "cs499-04")
-        ]
-        .map(|(a, w)| (a.to_string(), w.to_string()))
+        [("start", "cs499-02"), ("create", "cs499-04")]
+            .map(|(a, w)| (a.to_string(), w.to_string()))
     );
     assert_eq!(plan["actions"][0]["instance_id"], stopped[0].as_str());
-    assert_eq!(
-        plan["actions"][1]["reason"],
-        "instance type t3.large → t3.xlarge"
-    );
-    assert_eq!(plan["actions"][1]["instance_id"], old[0].as_str());
-    assert_eq!(
-        plan["would_delete_with_prune"][0]["instance_id"],
-        gone[0].as_str()
-    );
+    let kept = plan["would_delete_with_prune"].as_array().unwrap();
+    assert_eq!(kept[0]["action"], "replace");
+    assert_eq!(kept[0]["reason"], "instance type t3.large → t3.xlarge");
+    assert_eq!(kept[0]["instance_id"], old[0].as_str());
+    assert_eq!(kept[1]["action"], "delete");
+    assert_eq!(kept[1]["instance_id"], gone[0].as_str());
     assert_eq!(plan["summary"]["delete"], 0);
+    assert_eq!(plan["summary"]["replace"], 0);
 
     let pruning = emu.write("prune.yaml", &manifest("cs499", 4, "prune: true\n"));
     let plan = plan_json(&emu, &pruning);
+    assert_eq!(
+        actions(&plan),
+        [
+            ("start", "cs499-02"),
+            ("replace", "cs499-03"),
+            ("create", "cs499-04"),
+            ("delete", "cs499-09")
+        ]
+        .map(|(a, w)| (a.to_string(), w.to_string()))
+    );
+    assert_eq!(plan["actions"][1]["instance_id"], old[0].as_str());
     let last = plan["actions"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["action"], "delete");
     assert_eq!(last["instance_id"], gone[0].as_str());
@@ -143,6 +148,7 @@ async fn a_shortfall_says_how_many_fit_in_text_and_json() {
     assert_eq!(q["needed"], 40);
     assert_eq!(q["available"], 16);
     assert_eq!(q["fits"], false);
+    assert_eq!(q["recommended_value"], 70.0);
     let warning = plan["warnings"]
         .as_array()
         .unwrap()
@@ -160,7 +166,8 @@ async fn a_shortfall_says_how_many_fit_in_text_and_json() {
     );
     let options = warning["options"].to_string();
     assert!(
-        options.contains("prism quota request --quota on-demand-vcpus --desired-value 56"),
+        // 56 vCPUs in use after the plan: 70 keeps them at 80 %, out of critical.
+        options.contains("prism quota request --quota on-demand-vcpus --desired-value 70"),
         "{options}"
     );
 
@@ -294,4 +301,105 @@ fn an_unreachable_endpoint_is_explained() {
         "{err}"
     );
     assert!(err.contains("What you can do: Check the network"), "{err}");
+}
+
+/// Calls that change the account.
+const MUTATING: &[&str] = &[
+    "RunInstances",
+    "StartInstances",
+    "StopInstances",
+    "TerminateInstances",
+    "CreateTags",
+];
+
+fn mutating_calls(emu: &Emulator) -> Vec<String> {
+    emu.calls()
+        .into_iter()
+        .map(|c| c.action)
+        .filter(|a| MUTATING.contains(&a.as_str()))
+        .collect()
+}
+
+#[test]
+fn an_unknown_instance_type_is_a_plan_error_and_apply_changes_nothing() {
+    let emu = Emulator::start();
+    let path = emu.write(
+        "class.yaml",
+        &manifest("cs499", 2, "").replace("t3.xlarge", "t3.mega"),
+    );
+    let path = path.to_str().unwrap();
+
+    let out = emu.prism(&["plan", path]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}{err}", stdout(&out));
+    assert!(
+        err.contains("Unknown instance type [InvalidInstanceType]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the instance type t3.mega is not offered in us-west-2"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("fits"), "{}", stdout(&out));
+
+    let json = emu.prism(&["plan", "--format", "json", "--detailed-exitcode", path]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stderr(&json))
+        .or_else(|_| serde_json::from_str(&stdout(&json)))
+        .expect("a JSON error");
+    assert_eq!(v["error"]["code"], "InvalidInstanceType");
+
+    let apply = emu.prism(&["apply", "--yes", path]);
+    assert_eq!(apply.status.code(), Some(1), "{}", stdout(&apply));
+    assert!(stderr(&apply).contains("t3.mega"), "{}", stderr(&apply));
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replacement_without_prune_is_shown_but_not_counted() {
+    let emu = Emulator::start();
+    let old = launch(&emu.ec2(), Some("cs499"), Some("cs499-01"), "t3.large", 1).await;
+    let path = emu.write("class.yaml", &manifest("cs499", 1, ""));
+    let path = path.to_str().unwrap();
+
+    let text = stdout(&emu.prism(&["plan", path]));
+    assert!(
+        text.contains(&format!(
+            "-/+ cs499-01  {}  replace needs `prune: true`, not done: instance type t3.large → t3.xlarge",
+            old[0]
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("Plan: 0 to create, 0 to start, 0 to stop, 0 to replace, 0 to delete."),
+        "{text}"
+    );
+    let detailed = emu.prism(&["plan", "--detailed-exitcode", path]);
+    assert_eq!(detailed.status.code(), Some(0), "{}", stdout(&detailed));
+
+    let plan = plan_json(&emu, std::path::Path::new(path));
+    assert_eq!(plan["actions"], serde_json::json!([]));
+    assert_eq!(plan["summary"]["replace"], 0);
+    assert_eq!(plan["would_delete_with_prune"][0]["action"], "replace");
+    assert_eq!(
+        plan["would_delete_with_prune"][0]["instance_id"],
+        old[0].as_str()
+    );
+
+    emu.clear_calls();
+    let apply = emu.prism(&["apply", "--yes", path]);
+    assert_eq!(
+        apply.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&apply),
+        stderr(&apply)
+    );
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
+
+    // With prune, the same plan replaces it and counts it.
+    let pruning = emu.write("prune.yaml", &manifest("cs499", 1, "prune: true\n"));
+    let detailed = emu.prism(&["plan", "--detailed-exitcode", pruning.to_str().unwrap()]);
+    assert_eq!(detailed.status.code(), Some(2));
+    assert!(stdout(&detailed).contains("0 to stop, 1 to replace"));
 }

@@ -76,8 +76,9 @@ async fn alerts_and_the_plan_banner_flag_a_quota_over_80_percent() {
         a["recommendation"]
             .as_str()
             .unwrap()
-            .contains("prism quota request --quota on-demand-vcpus --desired-value 64")
+            .contains("prism quota request --quota on-demand-vcpus --desired-value 35")
     );
+    assert_eq!(a["recommended_value"], 35.0);
 
     let path = emu.write(
         "lab.yaml",
@@ -86,7 +87,7 @@ async fn alerts_and_the_plan_banner_flag_a_quota_over_80_percent() {
     let text = stdout(&emu.prism(&["plan", path.to_str().unwrap()]));
     assert!(
         text.contains(
-            "❌ The On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota is 88% used (28/32 vCPUs)"
+            "❌ The On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota is 88% used (28/32 vCPUs) in us-west-2; after this plan it is 94% used (30/32 vCPUs)"
         ),
         "{text}"
     );
@@ -274,4 +275,199 @@ fn aws_errors_are_explained_from_the_catalogue() {
             assert!(v["error"][k].is_string(), "{code}: no {k}");
         }
     }
+}
+
+/// 28 of 32 vCPUs in use and a fleet of one t3.xlarge (4): 32 in use after it, 100 %.
+/// The plan, the VcpuLimitExceeded explanation, `quota show` and `quota alerts` all
+/// recommend the same value: 40, at which 32 is 80 %, out of critical.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_situation_gives_one_recommended_value_everywhere() {
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 32.0);
+    launch(&emu.ec2(), None, None, "t3.xlarge", 7).await;
+    let path = emu.write(
+        "lab.yaml",
+        "name: lab\nproject: p\ntemplate: t\ncount: 1\nretry: {max_retries: 0}\ntemplates:\n  t: {image: ami-785db401, instance_type: t3.xlarge}\n",
+    );
+    let path = path.to_str().unwrap();
+    let want = "prism quota request --quota on-demand-vcpus --desired-value 40";
+
+    let plan = json_of(&emu.prism(&["plan", "--format", "json", path]));
+    assert_eq!(plan["quota"][0]["fits"], true);
+    assert_eq!(plan["quota"][0]["recommended_value"], 40.0);
+    let high = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "quota_high")
+        .expect("the quota is left critical");
+    assert!(
+        high["options"][0].as_str().unwrap().starts_with(want),
+        "{high}"
+    );
+    let text = stdout(&emu.prism(&["plan", path]));
+    assert!(text.contains(want), "{text}");
+
+    // AWS refuses the launch (as when another launch took the room meanwhile).
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "VcpuLimitExceeded", "status": 400,
+                           "message": "You have requested more vCPU capacity than your current vCPU limit of 32 allows.", "count": 1}]}),
+    );
+    let refused = emu.prism(&["apply", "--yes", path]);
+    let text = stdout(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains("[VcpuLimitExceeded]"), "{text}");
+    assert!(text.contains(want), "{text}");
+
+    let done = emu.prism(&["apply", "--yes", path]);
+    assert!(done.status.success(), "{}{}", stdout(&done), stderr(&done));
+
+    let rows = json_of(&emu.prism(&["quota", "show", "--format", "json"]));
+    let standard = row(&rows, "L-1216C47A");
+    assert_eq!(
+        (standard["usage"].clone(), standard["status"].clone()),
+        (json!(32.0), json!("critical"))
+    );
+    assert_eq!(standard["recommended_value"], 40.0);
+    let text = stdout(&emu.prism(&["quota", "show"]));
+    assert!(text.contains(want), "{text}");
+    let alerts = json_of(&emu.prism(&["quota", "alerts", "--format", "json"]));
+    assert_eq!(alerts[0]["recommended_value"], 40.0);
+    assert!(alerts[0]["recommendation"].as_str().unwrap().contains(want));
+    let text = stdout(&emu.prism(&["quota", "alerts"]));
+    assert!(text.contains(want), "{text}");
+}
+
+#[test]
+fn request_json_carries_the_table_fields() {
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 32.0);
+    let out = emu.prism(&[
+        "quota",
+        "request",
+        "--quota",
+        "on-demand-vcpus",
+        "--desired-value",
+        "70",
+        "--format",
+        "json",
+    ]);
+    let made = json_of(&out);
+    let id = made["request_id"].as_str().expect("request_id").to_string();
+
+    let shown = json_of(&emu.prism(&["quota", "request", "show", &id, "--format", "json"]));
+    assert_eq!(shown, made);
+    let mut keys: Vec<&str> = shown
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "code",
+            "desired_value",
+            "last_updated",
+            "name",
+            "quota",
+            "request_id",
+            "service",
+            "status",
+            "submitted",
+            "support_case"
+        ]
+    );
+    let submitted = shown["submitted"].as_str().unwrap();
+    assert!(
+        submitted.len() == 20 && submitted.ends_with('Z') && submitted.as_bytes()[10] == b'T',
+        "RFC 3339: {submitted}"
+    );
+    // The quota's name is the one `quota show` and plans give it.
+    let rows = json_of(&emu.prism(&["quota", "show", "--format", "json"]));
+    assert_eq!(shown["name"], row(&rows, "L-1216C47A")["name"]);
+    assert_eq!(shown["quota"], "on-demand-vcpus");
+
+    let text = stdout(&emu.prism(&["quota", "request", "show", &id]));
+    for line in [
+        format!("Request ID: {id}"),
+        format!(
+            "Quota: {} [ec2/L-1216C47A]",
+            shown["name"].as_str().unwrap()
+        ),
+        "Desired value: 70".to_string(),
+        "Status: PENDING".to_string(),
+        format!("Submitted: {submitted}"),
+        format!("Last updated: {}", shown["last_updated"].as_str().unwrap()),
+        "Support case: -".to_string(),
+    ] {
+        assert!(text.contains(&line), "lacks {line:?}: {text}");
+    }
+    assert_eq!(shown["support_case"], Value::Null);
+
+    let listed = json_of(&emu.prism(&["quota", "request", "list", "--format", "json"]));
+    assert_eq!(listed, json!([shown]));
+    let table = stdout(&emu.prism(&["quota", "request", "list"]));
+    for header in [
+        "REQUEST ID",
+        "QUOTA",
+        "CODE",
+        "DESIRED",
+        "STATUS",
+        "SUBMITTED",
+        "LAST UPDATED",
+        "SUPPORT CASE",
+    ] {
+        assert!(table.contains(header), "{table}");
+    }
+    assert!(table.contains(submitted) && table.contains(&id), "{table}");
+}
+
+#[test]
+fn quotas_are_per_region() {
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 32.0);
+    emu.set_quota_in("eu-west-1", "ec2", "L-1216C47A", 128.0);
+    let limit = |region: &str| {
+        let rows = json_of(&emu.prism(&["quota", "show", "--format", "json", "--region", region]));
+        row(&rows, "L-1216C47A")["limit"].clone()
+    };
+    assert_eq!(limit("us-west-2"), 32.0);
+    assert_eq!(limit("eu-west-1"), 128.0);
+    assert_eq!(
+        limit("us-east-1"),
+        64.0,
+        "AWS's default where nothing was applied"
+    );
+
+    let made = json_of(&emu.prism(&[
+        "quota",
+        "request",
+        "--quota",
+        "on-demand-vcpus",
+        "--desired-value",
+        "70",
+        "--format",
+        "json",
+    ]));
+    let id = made["request_id"].as_str().unwrap();
+    emu.post(
+        &format!("/_prism/quota-requests/{id}"),
+        json!({"status": "APPROVED"}),
+    );
+    assert_eq!(limit("us-west-2"), 70.0);
+    assert_eq!(limit("eu-west-1"), 128.0, "raised in us-west-2 only");
+    assert_eq!(limit("us-east-1"), 64.0);
+    let elsewhere = json_of(&emu.prism(&[
+        "quota",
+        "request",
+        "list",
+        "--format",
+        "json",
+        "--region",
+        "eu-west-1",
+    ]));
+    assert_eq!(elsewhere, json!([]), "requests are per region too");
 }
