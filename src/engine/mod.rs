@@ -188,8 +188,9 @@ impl Job {
             desired: manifest.state,
             allow_replace: manifest.prune,
             skip: BTreeMap::new(),
-            errors: crate::errors::Context::from_observed(
+            errors: crate::errors::Context::for_plan(
                 observed,
+                plan,
                 &manifest.template.instance_type,
             ),
         }
