@@ -45,42 +45,15 @@ pub enum Transport {
     Local,
 }
 
-const THROTTLE: &[&str] = &[
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "SlowDown",
-];
-const CAPACITY: &[&str] = &[
-    "InsufficientInstanceCapacity",
-    "InsufficientCapacity",
-    "InsufficientHostCapacity",
-    "InsufficientReservedInstanceCapacity",
-];
-const TRANSIENT: &[&str] = &[
-    "Unavailable",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalError",
-    "InternalFailure",
-    "InternalServerError",
-    "ServiceException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
 impl ErrorClass {
     /// Classifies by AWS error code first, then by HTTP status and transport.
     pub fn of(code: Option<&str>, status: Option<u16>, transport: Transport) -> ErrorClass {
-        match code {
-            Some(c) if THROTTLE.contains(&c) => return ErrorClass::Throttle,
-            Some(c) if CAPACITY.contains(&c) => return ErrorClass::Capacity,
-            Some(c) if TRANSIENT.contains(&c) => return ErrorClass::Transient,
-            Some(_) => return ErrorClass::Permanent,
-            None => {}
+        // The catalogue gives the class of every AWS code it knows; another code AWS
+        // answers with is taken as permanent: retrying what is not understood is unsafe.
+        if let Some(c) = code {
+            return super::catalogue::lookup(c)
+                .and_then(|e| e.class)
+                .unwrap_or(ErrorClass::Permanent);
         }
         match (transport, status) {
             (Transport::Timeout | Transport::Connection, _) => ErrorClass::Transient,

@@ -4,6 +4,7 @@
 //! emulator); [`fake::FakeCloud`] is an in-memory stand-in for unit tests.
 
 pub mod aws;
+pub mod catalogue;
 mod error;
 pub mod fake;
 pub mod settings;

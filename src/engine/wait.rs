@@ -62,7 +62,7 @@ pub async fn settle(
                     t.want,
                     humantime::format_duration(timeout)
                 );
-                fail(ctx, outcomes, t.index, "Timeout", message);
+                fail(ctx, outcomes, t.index, "WaitTimedOut", message);
             }
             break;
         }

@@ -98,3 +98,92 @@ fn troubleshooting_doc_is_generated_from_the_catalogue() {
         "docs/troubleshooting.md is out of date: regenerate it with PRISM_UPDATE_DOCS=1 cargo test troubleshooting"
     );
 }
+
+/// The codes the AWS SDKs retry as throttling or as passing faults, and the capacity
+/// codes: each has its entry, with the class its retry needs.
+#[test]
+fn every_code_aws_retries_has_an_entry_with_its_class() {
+    let want = [
+        (
+            ErrorClass::Throttle,
+            &[
+                "Throttling",
+                "ThrottlingException",
+                "ThrottledException",
+                "RequestThrottledException",
+                "TooManyRequestsException",
+                "ProvisionedThroughputExceededException",
+                "TransactionInProgressException",
+                "RequestLimitExceeded",
+                "BandwidthLimitExceeded",
+                "LimitExceededException",
+                "RequestThrottled",
+                "SlowDown",
+                "PriorRequestNotComplete",
+                "EC2ThrottledException",
+            ][..],
+        ),
+        (
+            ErrorClass::Transient,
+            &[
+                "RequestTimeout",
+                "RequestTimeoutException",
+                "InternalError",
+                "InternalFailure",
+                "ServiceUnavailable",
+                "Unavailable",
+                "ServiceUnavailableException",
+                "InternalServerError",
+                "ServiceException",
+            ][..],
+        ),
+        (
+            ErrorClass::Capacity,
+            &[
+                "InsufficientInstanceCapacity",
+                "InsufficientCapacity",
+                "InsufficientHostCapacity",
+                "InsufficientReservedInstanceCapacity",
+            ][..],
+        ),
+    ];
+    let mut missing = vec![];
+    for (class, codes) in want {
+        for code in codes {
+            match lookup(code) {
+                Some(e) if e.class == Some(class) => {}
+                other => missing.push(format!("{code}: {:?}", other.map(|e| e.class))),
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "codes without their entry or class: {missing:#?}"
+    );
+}
+
+/// prism's own failures never read as answers from AWS.
+#[test]
+fn prisms_own_failures_are_not_told_as_aws_answers() {
+    for entry in CATALOGUE.iter().filter(|e| e.class.is_none()) {
+        let err = CloudError::transport(
+            "RunInstances",
+            crate::cloud::Transport::Local,
+            entry.codes[0],
+            "details",
+        );
+        let e = explain(&err, &context());
+        assert!(
+            !e.what_happened.contains("AWS answered"),
+            "{}: {}",
+            entry.codes[0],
+            e.what_happened
+        );
+    }
+    let odd = CloudError::transport("RunInstances", crate::cloud::Transport::Local, "Weird", "x");
+    assert!(
+        !explain(&odd, &context())
+            .what_happened
+            .contains("AWS answered")
+    );
+}
