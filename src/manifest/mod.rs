@@ -2,10 +2,13 @@
 //! validated [`Manifest`] the rest of prism trusts.
 
 mod diagnostic;
+mod excerpt;
 mod locate;
 pub mod raw;
+mod read;
 mod schema;
 mod validate;
+mod visible;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
