@@ -4,6 +4,8 @@
 mod diagnostic;
 mod excerpt;
 mod locate;
+#[cfg(test)]
+mod proptests;
 pub mod raw;
 mod read;
 mod schema;
