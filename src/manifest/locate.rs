@@ -67,6 +67,38 @@ pub struct Locator {
 impl Locator {
     /// Indexes `source`, or says where it stops being YAML this pass accepts.
     pub fn new(source: &str) -> Result<Self, SyntaxError> {
+        // A byte-order mark (Windows editors write one) is not part of the document.
+        let bom = document_start(source);
+        // yaml-rust2 refuses a tab after `:`, which YAML and serde_yaml allow. Read as a
+        // space, a tab keeps every offset, and no bracket moves.
+        let untabbed;
+        let body = match source[bom..].contains('\t') {
+            true => {
+                untabbed = source[bom..].replace('\t', " ");
+                untabbed.as_str()
+            }
+            false => &source[bom..],
+        };
+        let mut locator = Self::index(body).map_err(|e| SyntaxError {
+            offset: e.offset + bom,
+            ..e
+        })?;
+        let shift = |s: Span| Span {
+            offset: s.offset + bom,
+            len: s.len,
+        };
+        for e in locator.entries.values_mut() {
+            e.key = e.key.map(shift);
+            e.value = e.value.map(shift);
+        }
+        for d in &mut locator.duplicates {
+            d.first = shift(d.first);
+            d.again = shift(d.again);
+        }
+        Ok(locator)
+    }
+
+    fn index(source: &str) -> Result<Self, SyntaxError> {
         let mut builder = Builder {
             source,
             line_starts: line_starts(source),
@@ -119,6 +151,15 @@ impl Locator {
                 None => return Span { offset: 0, len: 0 },
             }
         }
+    }
+}
+
+/// Where the document starts in `source`: after a byte-order mark, if there is one.
+pub fn document_start(source: &str) -> usize {
+    if source.starts_with('\u{feff}') {
+        '\u{feff}'.len_utf8()
+    } else {
+        0
     }
 }
 
@@ -444,5 +485,16 @@ mod tests {
         let loc = Locator::new(&src).unwrap();
         assert_eq!(text_at(&src, loc.value("/k1999")), "v1999");
         assert_eq!(text_at(&src, loc.key("/k1000")), "k1000");
+    }
+
+    #[test]
+    fn reads_past_a_byte_order_mark_and_tabs() {
+        let src = "\u{feff}name: lab\ncount:\t2\ncount: 3\n";
+        let loc = Locator::new(src).unwrap();
+        assert_eq!(text_at(src, loc.value("/name")), "lab");
+        assert_eq!(text_at(src, loc.value("/count")), "3");
+        assert_eq!(text_at(src, loc.duplicates()[0].first), "count");
+        let err = Locator::new("\u{feff}a: [b\n").unwrap_err();
+        assert!(err.offset >= 3, "{err:?}");
     }
 }

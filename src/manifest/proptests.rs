@@ -259,6 +259,48 @@ proptest! {
     }
 }
 
+/// The event pass runs first and may refuse a document: for its nesting, or when it has
+/// too many brackets to hand to serde_yaml safely, never otherwise for YAML that
+/// serde_yaml reads.
+fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(());
+    };
+    let start = super::locate::document_start(text);
+    if serde_yaml::from_str::<serde_json::Value>(&text[start..]).is_err() {
+        return Ok(());
+    }
+    if let Err(e) = super::locate::Locator::new(text)
+        && !e.too_deep
+        && super::validate::brackets(text) <= super::validate::FALLBACK_BRACKETS
+        && let Err(err) = super::parse(Path::new("m.yaml"), text)
+    {
+        let refused = err
+            .problems()
+            .iter()
+            .find(|p| p.message.starts_with("invalid YAML"));
+        prop_assert!(
+            refused.is_none(),
+            "serde_yaml reads it, prism does not: {refused:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_event_pass_accepts_what_serde_yaml_reads(
+        example in 0..3usize,
+        mutations in prop::collection::vec(mutation(), 0..6),
+        noise in prop::collection::vec(yaml_piece(), 0..60),
+    ) {
+        check_agreement(&apply([CLASS, LAB, TEMPLATES][example], &mutations))?;
+        check_agreement(&noise.concat())?;
+    }
+}
+
 #[test]
 fn the_examples_load() {
     let files = Files::new();

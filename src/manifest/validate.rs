@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::diagnostic::{MAX_PROBLEMS, ManifestError, Problem, SourceFile};
-use super::locate::{Locator, Span, SyntaxError, escape};
+use super::locate::{Locator, Span, SyntaxError, document_start, escape};
 use super::raw::{DesiredState, RawImage, RawManifest, RawTemplate};
 use super::read::{self, MAX_BYTES, Unreadable};
 use super::schema::{did_you_mean, manifest_problems, templates_problems};
@@ -72,7 +72,15 @@ impl Document {
         if text.len() > MAX_BYTES {
             return Err(vec![read::too_large(&src, Some(text.len() as u64))]);
         }
-        let loc = Locator::new(text).map_err(|e| vec![syntax_problem(&src, &e)])?;
+        let loc = match Locator::new(text) {
+            Ok(loc) => loc,
+            // yaml-rust2 is stricter than serde_yaml's libyaml in places (a quoted value
+            // continued on a line indented too little). What libyaml reads is read, with
+            // an empty index, when its scanner cannot be made to work hard: its time
+            // grows with the nesting of brackets, and there are few.
+            Err(e) if !e.too_deep && brackets(text) <= FALLBACK_BRACKETS => Locator::default(),
+            Err(e) => return Err(vec![syntax_problem(&src, &e)]),
+        };
         let duplicates: Vec<Problem> = loc
             .duplicates()
             .iter()
@@ -88,8 +96,9 @@ impl Document {
                 )
             })
             .collect();
-        let value: Value = serde_yaml::from_str(text).map_err(|e| {
-            let offset = e.location().map_or(0, |l| l.index());
+        let start = document_start(text);
+        let value: Value = serde_yaml::from_str(&text[start..]).map_err(|e| {
+            let offset = start + e.location().map_or(0, |l| l.index());
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message);
             let mut problems = duplicates.clone();
@@ -125,6 +134,15 @@ impl Document {
         self.src
             .problem(self.loc.key(pointer), pointer, message, label, hint)
     }
+}
+
+/// Most opening brackets a document the event pass refuses may have, for serde_yaml to
+/// read it still (its scanner's time is at most this many times the text's length).
+pub(super) const FALLBACK_BRACKETS: usize = 128;
+
+/// How many flow collections `text` opens at most.
+pub(super) fn brackets(text: &str) -> usize {
+    text.bytes().filter(|&b| b == b'[' || b == b'{').count()
 }
 
 /// Where the event pass stopped: too deep a nesting, or not YAML.
