@@ -132,7 +132,8 @@ pub fn parse(path: &str, text: &str) -> Result<UserConfig, ConfigError> {
     };
     let value: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| invalid(vec![at(&e, "invalid YAML: ")]))?;
-    let loc = Locator::new(text);
+    // serde_yaml read it; an index that fails only loses exact locations.
+    let loc = Locator::new(text).unwrap_or_default();
     let mut problems = Vec::new();
     unknown_keys(&value, "", &src, &loc, &mut problems);
     if !problems.is_empty() {

@@ -2,17 +2,23 @@
 
 use std::sync::Arc;
 
-use miette::{Diagnostic, NamedSource, SourceSpan};
+use miette::{Diagnostic, SourceSpan};
 use serde::Serialize;
 use thiserror::Error;
 
+use super::excerpt::Excerpt;
 use super::locate::Span;
+use super::visible;
+
+/// Problems listed at most, so that a file of a million mistakes is still reported at
+/// once and readably; more are summed up in one line.
+pub const MAX_PROBLEMS: usize = 100;
 
 /// One problem in a manifest (or its templates file), at a place in its source.
 #[derive(Debug, Clone, Error, Diagnostic, Serialize)]
 #[error("{message}")]
 pub struct Problem {
-    /// What is wrong.
+    /// What is wrong, with invisible and lookalike characters of the user's text escaped.
     pub message: String,
     /// The file the problem is in.
     pub file: String,
@@ -33,7 +39,7 @@ pub struct Problem {
     span: SourceSpan,
     #[source_code]
     #[serde(skip)]
-    src: NamedSource<Arc<str>>,
+    src: Excerpt,
 }
 
 /// A source file and its name, shared by the problems found in it.
@@ -41,13 +47,20 @@ pub struct Problem {
 pub struct SourceFile {
     pub name: String,
     pub text: Arc<str>,
+    /// Byte offset of the start of every line.
+    line_starts: Arc<[usize]>,
 }
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> Self {
+        let text: Arc<str> = text.into();
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         SourceFile {
             name: name.into(),
-            text: text.into(),
+            text,
+            line_starts,
         }
     }
 
@@ -60,25 +73,39 @@ impl SourceFile {
         label: impl Into<String>,
         hint: Option<String>,
     ) -> Problem {
-        let (line, column) = self.line_col(span.offset);
+        let (src, excerpt_span) = Excerpt::new(
+            &self.name,
+            &self.text,
+            &self.line_starts,
+            span.offset,
+            span.len,
+        );
+        let (line, column) = src.line_column();
         Problem {
-            message: message.into(),
+            message: visible::for_message(&message.into()),
             file: self.name.clone(),
-            line,
-            column,
+            line: line + 1,
+            column: column + 1,
             pointer: pointer.to_string(),
-            hint,
-            label: label.into(),
-            span: (span.offset, span.len).into(),
-            src: NamedSource::new(self.name.clone(), self.text.clone()),
+            hint: hint.map(|h| visible::for_message(&h)),
+            label: visible::for_message(&label.into()),
+            span: excerpt_span,
+            src,
         }
     }
+}
 
-    fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        (line, before[line_start..].chars().count() + 1)
+impl SourceFile {
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1) - 1;
+        let start = self.line_starts[line];
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |t| t.chars().count());
+        (line + 1, column + 1)
     }
 }
 
@@ -92,12 +119,24 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    /// The file was read, and has these problems (all of them, in source order).
-    #[error("{path}: {} problem{} in the manifest", problems.len(), if problems.len() == 1 { "" } else { "s" })]
+    /// The file was read, and has these problems (all of them, in source order, or the
+    /// first [`MAX_PROBLEMS`] when `more` says there are others).
+    #[error("{}", summary(path, problems.len(), *more))]
     Invalid {
         path: String,
         problems: Vec<Problem>,
+        more: bool,
     },
+}
+
+fn summary(path: &str, count: usize, more: bool) -> String {
+    match (count, more) {
+        (1, false) => format!("{path}: 1 problem in the manifest"),
+        (n, false) => format!("{path}: {n} problems in the manifest"),
+        (n, true) => {
+            format!("{path}: more than {n} problems in the manifest (the first {n} are listed)")
+        }
+    }
 }
 
 impl ManifestError {

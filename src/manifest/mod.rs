@@ -2,10 +2,15 @@
 //! validated [`Manifest`] the rest of prism trusts.
 
 mod diagnostic;
+mod excerpt;
 mod locate;
+#[cfg(test)]
+mod proptests;
 pub mod raw;
+mod read;
 mod schema;
 mod validate;
+mod visible;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use super::diagnostic::{Problem, SourceFile};
+use super::diagnostic::{MAX_PROBLEMS, Problem, SourceFile};
 use super::locate::{Locator, escape};
 use super::raw::{RawManifest, RawTemplate};
 
@@ -102,6 +102,7 @@ fn problems(
     validator
         .iter_errors(doc)
         .flat_map(|e| translate(&e, "", schema, src, loc))
+        .take(MAX_PROBLEMS + 1)
         .collect()
 }
 
@@ -126,6 +127,7 @@ fn translate(
             let allowed = node.map(property_names).unwrap_or_default();
             unexpected
                 .iter()
+                .take(MAX_PROBLEMS + 1)
                 .map(|key| {
                     let p = format!("{pointer}/{}", escape(key));
                     let hint = match did_you_mean(key, &allowed) {
@@ -281,6 +283,7 @@ fn branch_problems(
     let found: Vec<Problem> = validator
         .iter_errors(instance)
         .flat_map(|e| translate(&e, pointer, &sub, src, loc))
+        .take(MAX_PROBLEMS + 1)
         .collect();
     (!found.is_empty()).then_some(found)
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::diagnostic::{ManifestError, Problem, SourceFile};
-use super::locate::{Locator, Span, escape};
+use super::diagnostic::{MAX_PROBLEMS, ManifestError, Problem, SourceFile};
+use super::locate::{Locator, Span, SyntaxError, document_start, escape};
 use super::raw::{DesiredState, RawImage, RawManifest, RawTemplate};
+use super::read::{self, MAX_BYTES, Unreadable};
 use super::schema::{did_you_mean, manifest_problems, templates_problems};
 use super::{
     ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, Templates, member_workspaces,
@@ -24,11 +25,33 @@ pub use super::schema::{
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = read_file(path)?;
     parse(path, &text)
+}
+
+/// The text of the manifest or templates file at `path`.
+fn read_file(path: &Path) -> Result<String, ManifestError> {
+    let name = path.display().to_string();
+    read::text(path, &name).map_err(|e| match e {
+        Unreadable::Io(source) => ManifestError::Read { path: name, source },
+        Unreadable::Problem(p) => invalid(path, vec![*p]),
+    })
+}
+
+/// The error of a file with `problems`: the first [`MAX_PROBLEMS`] in source order (the
+/// file's own before its templates file's), and whether there are more.
+fn invalid(path: &Path, mut problems: Vec<Problem>) -> ManifestError {
+    let name = path.display().to_string();
+    problems.sort_by(|a, b| {
+        (a.file != name, a.line, a.column).cmp(&(b.file != name, b.line, b.column))
+    });
+    let more = problems.len() > MAX_PROBLEMS;
+    problems.truncate(MAX_PROBLEMS);
+    ManifestError::Invalid {
+        path: name,
+        problems,
+        more,
+    }
 }
 
 /// A parsed YAML document with what is needed to point into it.
@@ -36,27 +59,63 @@ struct Document {
     src: SourceFile,
     loc: Locator,
     value: Value,
+    /// Keys written twice: the document is read, but they are problems.
+    duplicates: Vec<Problem>,
 }
 
 impl Document {
-    fn read(name: String, text: &str) -> Result<Self, Box<Problem>> {
+    /// Reads `text` in steps that each bound the work of the next: its size, then an
+    /// event pass that stops at excessive nesting (and notes repeated keys), and only
+    /// then serde_yaml, which builds the value.
+    fn read(name: String, text: &str) -> Result<Self, Vec<Problem>> {
         let src = SourceFile::new(name, text);
-        let value: Value = serde_yaml::from_str(text).map_err(|e| {
-            let offset = e.location().map_or(0, |l| l.index());
+        if text.len() > MAX_BYTES {
+            return Err(vec![read::too_large(&src, Some(text.len() as u64))]);
+        }
+        let loc = match Locator::new(text) {
+            Ok(loc) => loc,
+            // yaml-rust2 is stricter than serde_yaml's libyaml in places (a quoted value
+            // continued on a line indented too little). What libyaml reads is read, with
+            // an empty index, when its scanner cannot be made to work hard: its time
+            // grows with the nesting of brackets, and there are few.
+            Err(e) if !e.too_deep && brackets(text) <= FALLBACK_BRACKETS => Locator::default(),
+            Err(e) => return Err(vec![syntax_problem(&src, &e)]),
+        };
+        let duplicates: Vec<Problem> = loc
+            .duplicates()
+            .iter()
+            .take(MAX_PROBLEMS + 1)
+            .map(|d| {
+                let (line, column) = src.line_col(d.first.offset);
+                src.problem(
+                    d.again,
+                    &d.pointer,
+                    format!("key `{}` is written twice in this mapping; first at line {line}, column {column}", d.key),
+                    "written again here",
+                    Some("YAML would keep only the last value and drop the first without a word: remove one of them".into()),
+                )
+            })
+            .collect();
+        let start = document_start(text);
+        let value: Value = serde_yaml::from_str(&text[start..]).map_err(|e| {
+            let offset = start + e.location().map_or(0, |l| l.index());
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message);
-            Box::new(src.problem(
+            let mut problems = duplicates.clone();
+            problems.push(src.problem(
                 Span { offset, len: 1 },
                 "",
                 format!("invalid YAML: {message}"),
                 "here",
                 Some("check indentation and quoting around this place".into()),
-            ))
+            ));
+            problems
         })?;
         Ok(Document {
-            loc: Locator::new(text),
+            loc,
             src,
             value,
+            duplicates,
         })
     }
 
@@ -77,38 +136,64 @@ impl Document {
     }
 }
 
+/// Most opening brackets a document the event pass refuses may have, for serde_yaml to
+/// read it still (its scanner's time is at most this many times the text's length).
+pub(super) const FALLBACK_BRACKETS: usize = 128;
+
+/// How many flow collections `text` opens at most.
+pub(super) fn brackets(text: &str) -> usize {
+    text.bytes().filter(|&b| b == b'[' || b == b'{').count()
+}
+
+/// Where the event pass stopped: too deep a nesting, or not YAML.
+fn syntax_problem(src: &SourceFile, e: &SyntaxError) -> Problem {
+    let span = Span {
+        offset: e.offset,
+        len: 1,
+    };
+    if e.too_deep {
+        return src.problem(
+            span,
+            "",
+            format!("the document is nested more than {} levels deep", super::locate::MAX_DEPTH),
+            "too deep",
+            Some("a manifest needs four levels at most (templates, a template, its image, the owner): look for a `[` or `{` that is never closed".into()),
+        );
+    }
+    src.problem(
+        span,
+        "",
+        format!("invalid YAML: {}", e.message),
+        "here",
+        Some("check indentation and quoting around this place".into()),
+    )
+}
+
 /// Validates manifest `text`, read from `path` (which names it in diagnostics and
 /// anchors a relative `templates_file`).
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
-    let invalid = |problems: Vec<Problem>| ManifestError::Invalid {
-        path: path.display().to_string(),
-        problems,
-    };
-    let doc = Document::read(path.display().to_string(), text).map_err(|p| invalid(vec![*p]))?;
+    let invalid = |problems: Vec<Problem>| invalid(path, problems);
+    let doc = Document::read(path.display().to_string(), text).map_err(invalid)?;
     if !doc.value.is_object() {
         let found = if doc.value.is_null() {
             "an empty document"
         } else {
             "something else"
         };
-        return Err(invalid(vec![doc.at_value(
+        let mut problems = doc.duplicates.clone();
+        problems.push(doc.at_value(
             "",
             format!("expected a mapping of manifest keys, found {found}"),
             "here",
             Some("a manifest starts with `name:`, `project:`, `template:` and `count:`".into()),
-        )]));
+        ));
+        return Err(invalid(problems));
     }
-    let mut problems = manifest_problems(&doc.value, &doc.src, &doc.loc);
+    let mut problems = doc.duplicates.clone();
+    problems.extend(manifest_problems(&doc.value, &doc.src, &doc.loc));
     let extra = templates_file(&doc, path, &mut problems);
     problems.extend(cross_checks(&doc, extra.as_ref()));
     if !problems.is_empty() {
-        problems.sort_by(|a, b| {
-            (a.file != doc.src.name, a.line, a.column).cmp(&(
-                b.file != doc.src.name,
-                b.line,
-                b.column,
-            ))
-        });
         return Err(invalid(problems));
     }
     let raw: RawManifest = serde_json::from_value(doc.value.clone()).map_err(|e| {
@@ -141,9 +226,10 @@ fn templates_file(
 ) -> Option<Document> {
     let rel = doc.value.get("templates_file")?.as_str()?;
     let path: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(rel);
-    let text = match std::fs::read_to_string(&path) {
+    let name = path.display().to_string();
+    let text = match read::text(&path, &name) {
         Ok(t) => t,
-        Err(e) => {
+        Err(Unreadable::Io(e)) => {
             problems.push(doc.at_value(
                 "/templates_file",
                 format!("cannot read templates file `{}`: {e}", path.display()),
@@ -152,14 +238,19 @@ fn templates_file(
             ));
             return None;
         }
+        Err(Unreadable::Problem(p)) => {
+            problems.push(*p);
+            return None;
+        }
     };
-    match Document::read(path.display().to_string(), &text) {
+    match Document::read(name, &text) {
         Ok(t) => {
+            problems.extend(t.duplicates.iter().cloned());
             problems.extend(templates_problems(&t.value, &t.src, &t.loc));
             Some(t)
         }
         Err(p) => {
-            problems.push(*p);
+            problems.extend(p);
             None
         }
     }
@@ -193,6 +284,9 @@ fn cross_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
     if let Some(members) = v.get("members").and_then(Value::as_array) {
         let mut seen = HashSet::new();
         for (i, m) in members.iter().enumerate() {
+            if out.len() > MAX_PROBLEMS {
+                break;
+            }
             if let Some(name) = m.as_str().filter(|n| !seen.insert(*n)) {
                 out.push(doc.at_value(
                     &format!("/members/{i}"),
@@ -328,19 +422,14 @@ fn template(name: String, t: RawTemplate) -> Template {
 /// The templates of a manifest (inline and from its templates file) or of a templates
 /// file, validated with the same located diagnostics.
 pub fn load_templates(path: &Path) -> Result<Templates, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let invalid = |problems: Vec<Problem>| ManifestError::Invalid {
-        path: path.display().to_string(),
-        problems,
-    };
-    let doc = Document::read(path.display().to_string(), &text).map_err(|p| invalid(vec![*p]))?;
+    let text = read_file(path)?;
+    let invalid = |problems: Vec<Problem>| invalid(path, problems);
+    let doc = Document::read(path.display().to_string(), &text).map_err(invalid)?;
     if doc.value.get("template").is_some() {
         return parse(path, &text).map(|m| m.templates);
     }
-    let mut problems = templates_problems(&doc.value, &doc.src, &doc.loc);
+    let mut problems = doc.duplicates.clone();
+    problems.extend(templates_problems(&doc.value, &doc.src, &doc.loc));
     problems.extend(hibernation_checks(&doc, ""));
     if !problems.is_empty() {
         return Err(invalid(problems));

@@ -8,8 +8,14 @@ use crate::cloud::tags;
 use crate::observe::QuotaReading;
 
 fn manifest(extra: &str) -> Manifest {
+    // `extra` may choose the template itself: a key is written once.
+    let template = if extra.lines().any(|l| l.starts_with("template:")) {
+        ""
+    } else {
+        "template: t\n"
+    };
     let text = format!(
-        "name: cs\nproject: p\ntemplate: t\n{extra}\ntemplates:\n  t: {{image: ami-new, instance_type: t3.xlarge}}\n  l:\n    image: {{owner: amazon, name: 'al2023-*'}}\n    instance_type: t3.xlarge\n"
+        "name: cs\nproject: p\n{template}{extra}\ntemplates:\n  t: {{image: ami-new, instance_type: t3.xlarge}}\n  l:\n    image: {{owner: amazon, name: 'al2023-*'}}\n    instance_type: t3.xlarge\n"
     );
     crate::manifest::parse(Path::new("test.yaml"), &text).expect("valid test manifest")
 }
