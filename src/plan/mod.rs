@@ -62,12 +62,30 @@ impl Summary {
     }
 }
 
+/// What a warning is about; serialised as a stable snake_case identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// Not every workspace fits the quota.
+    QuotaShortfall,
+    /// A quota or the usage could not be read.
+    QuotaUnknown,
+    /// A quota would be used above its alert threshold.
+    QuotaHigh,
+    /// The template's instance type is not offered in the region.
+    UnknownInstanceType,
+    /// The template's image did not resolve.
+    ImageUnresolved,
+    /// Deletions or replacements wait for `prune: true`.
+    PruneDisabled,
+    /// A workspace has more than one instance.
+    DuplicateInstances,
+}
+
 /// Something the user should know before applying.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Warning {
-    /// Stable identifier: `quota_shortfall`, `quota_unknown`, `unknown_instance_type`,
-    /// `image_unresolved`, `prune_disabled`, `duplicate_instances`.
-    pub kind: String,
+    pub kind: WarningKind,
     pub message: String,
     /// What the user can do, most useful first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -119,7 +137,7 @@ impl Plan {
             .retain(|a| a.action == ActionKind::Create && workspaces.contains(&a.workspace));
         self.summary = summarize(&self.actions);
         self.would_delete_with_prune.clear();
-        self.warnings.retain(|w| w.kind != "prune_disabled");
+        self.warnings.retain(|w| w.kind != WarningKind::PruneDisabled);
         for q in &mut self.quota {
             q.over_quota.retain(|w| workspaces.contains(w));
         }
@@ -177,7 +195,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         found.sort_by_key(|i| keep_rank(i));
         if found.len() > 1 {
             warnings.push(Warning {
-                kind: "duplicate_instances".into(),
+                kind: WarningKind::DuplicateInstances,
                 message: format!(
                     "{name} has {} instances; {} is kept",
                     found.len(),
@@ -263,7 +281,7 @@ fn prune_warnings(replacements: &[Kept], deletions: &[Kept]) -> Vec<Warning> {
     if !replacements.is_empty() {
         let n = replacements.len();
         out.push(Warning {
-            kind: "prune_disabled".into(),
+            kind: WarningKind::PruneDisabled,
             message: format!(
                 "{n} workspace{} to replace {} kept as {} because prune is off; replacing terminates an instance and its data",
                 plural(n, "", "s"),
@@ -279,7 +297,7 @@ fn prune_warnings(replacements: &[Kept], deletions: &[Kept]) -> Vec<Warning> {
     if !deletions.is_empty() {
         let n = deletions.len();
         out.push(Warning {
-            kind: "prune_disabled".into(),
+            kind: WarningKind::PruneDisabled,
             message: format!(
                 "{n} workspace{} no longer wanted {} kept because prune is off",
                 plural(n, "", "s"),
@@ -362,7 +380,7 @@ fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action])
         && !observed.vcpus.contains_key(&t.instance_type)
     {
         out.push(Warning {
-            kind: "unknown_instance_type".into(),
+            kind: WarningKind::UnknownInstanceType,
             message: format!(
                 "instance type {} is not offered in {}",
                 t.instance_type, observed.region
@@ -375,7 +393,7 @@ fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action])
     }
     if let (true, ImageResolution::Failed { reason }) = (launches, &observed.image) {
         out.push(Warning {
-            kind: "image_unresolved".into(),
+            kind: WarningKind::ImageUnresolved,
             message: format!(
                 "the image of template {} could not be resolved: {reason}",
                 t.name

@@ -86,7 +86,7 @@ pub fn check(
         let check = check_class(class, observed, &class_actions);
         if let Some(QuotaReading::Unknown { error }) = observed.quotas.get(code) {
             warnings.push(Warning {
-                kind: "quota_unknown".into(),
+                kind: super::WarningKind::QuotaUnknown,
                 message: format!("the {} quota could not be read, so it was not checked: {error}", class.name),
                 options: vec!["allow servicequotas:GetServiceQuota and servicequotas:GetAWSDefaultServiceQuota".into()],
             });
@@ -179,7 +179,7 @@ fn high(observed: &Observed, class: &QuotaClass, check: &QuotaCheck) -> Option<W
         ));
     }
     Some(Warning {
-        kind: "quota_high".into(),
+        kind: super::WarningKind::QuotaHigh,
         message,
         options: vec![arith::request_command(
             class,
@@ -232,7 +232,7 @@ fn shortfall(
     );
     options.push(fewer);
     Warning {
-        kind: "quota_shortfall".into(),
+        kind: super::WarningKind::QuotaShortfall,
         message: format!(
             "Only {fit} of {wanted} {what} fit the {} quota (needs {} vCPUs, {available} available of {limit})",
             class.name, check.needed

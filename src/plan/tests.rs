@@ -225,7 +225,7 @@ fn without_prune_unwanted_workspaces_are_listed_not_deleted() {
     assert_eq!(p.summary.delete, 0);
     assert_eq!(p.would_delete_with_prune.len(), 1);
     assert_eq!(p.would_delete_with_prune[0].instance_id, "i-9");
-    assert!(p.warnings.iter().any(|w| w.kind == "prune_disabled"));
+    assert!(p.warnings.iter().any(|w| w.kind == WarningKind::PruneDisabled));
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn quota_shortfall_counts_what_fits() {
     let w = p
         .warnings
         .iter()
-        .find(|w| w.kind == "quota_shortfall")
+        .find(|w| w.kind == WarningKind::QuotaShortfall)
         .expect("shortfall");
     assert_eq!(
         w.message,
@@ -316,7 +316,7 @@ fn a_plan_that_fits_but_leaves_the_quota_critical_says_so() {
         let q = &p.quota[0];
         assert_eq!(q.fits, Some(true), "{limit} {used} {count}");
         assert_eq!(q.recommended_value, recommended, "{limit} {used} {count}");
-        let high = p.warnings.iter().find(|w| w.kind == "quota_high");
+        let high = p.warnings.iter().find(|w| w.kind == WarningKind::QuotaHigh);
         assert_eq!(
             high.is_some(),
             warned,
@@ -387,7 +387,7 @@ fn a_replacement_without_prune_is_held_not_counted() {
         }]
     );
     assert!(p.warnings.iter().any(|w| {
-        w.kind == "prune_disabled"
+        w.kind == WarningKind::PruneDisabled
             && w.message
                 .starts_with("1 workspace to replace is kept as it is")
     }));
@@ -458,7 +458,7 @@ fn unknown_quota_or_usage_is_not_zero() {
         (q.limit, q.usage, q.available, q.fits),
         (None, None, None, None)
     );
-    assert!(p.warnings.iter().any(|w| w.kind == "quota_unknown"));
+    assert!(p.warnings.iter().any(|w| w.kind == WarningKind::QuotaUnknown));
 }
 
 #[test]
@@ -469,9 +469,14 @@ fn unknown_instance_type_and_unresolved_image_are_warned() {
         reason: "no match".into(),
     };
     let p = plan(&manifest("count: 1"), &o);
-    let kinds: Vec<&str> = p.warnings.iter().map(|w| w.kind.as_str()).collect();
-    assert!(kinds.contains(&"unknown_instance_type"), "{kinds:?}");
-    assert!(kinds.contains(&"image_unresolved"), "{kinds:?}");
+    let kinds: Vec<WarningKind> = p.warnings.iter().map(|w| w.kind).collect();
+    assert!(kinds.contains(&WarningKind::UnknownInstanceType), "{kinds:?}");
+    assert!(kinds.contains(&WarningKind::ImageUnresolved), "{kinds:?}");
+    // The JSON names stay as they were.
+    assert_eq!(
+        serde_json::to_value(WarningKind::UnknownInstanceType).unwrap(),
+        "unknown_instance_type"
+    );
     assert_eq!(p.actions[0].vcpus, None);
 }
 
