@@ -121,14 +121,26 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
     if !vcpus.contains_key(instance_type) {
         return Err(unknown_instance_type(instance_type, cloud.region()));
     }
-    Ok(Observed {
+    let observed = Observed {
         region: cloud.region().to_string(),
         instances,
         account_running,
         vcpus,
         quotas: quotas.into_iter().collect(),
         image,
-    })
+    };
+    tracing::debug!(
+        target: "prism::plan",
+        fleet = %manifest.name,
+        region = %observed.region,
+        fleet_instances = observed.instances.len(),
+        account_running = observed.account_running.len(),
+        vcpus = ?observed.vcpus,
+        quotas = ?observed.quotas,
+        image = ?observed.image,
+        "plan inputs"
+    );
+    Ok(observed)
 }
 
 /// The template's instance type is not one the region offers: nothing can be planned

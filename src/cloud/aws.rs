@@ -324,6 +324,30 @@ impl AwsCloud {
     }
 }
 
+/// Runs one AWS call, logging it at debug level with its outcome and duration: what a
+/// person debugging a launch needs (`-vv`, or `RUST_LOG=prism=debug`).
+async fn traced<T>(
+    api: &'static str,
+    call: impl std::future::Future<Output = Result<T, CloudError>>,
+) -> Result<T, CloudError> {
+    let start = std::time::Instant::now();
+    let result = call.await;
+    let ms = start.elapsed().as_millis() as u64;
+    match &result {
+        Ok(_) => tracing::debug!(target: "prism::aws", api, ms, "ok"),
+        Err(e) => tracing::debug!(
+            target: "prism::aws",
+            api,
+            ms,
+            code = e.code.as_deref().unwrap_or("-"),
+            class = ?e.class,
+            "failed: {}",
+            e.message
+        ),
+    }
+    result
+}
+
 #[async_trait]
 impl Cloud for AwsCloud {
     fn region(&self) -> &str {
@@ -331,62 +355,71 @@ impl Cloud for AwsCloud {
     }
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
-        let mut filters: Vec<Filter> = f
-            .tags
-            .iter()
-            .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
-            .collect();
-        if !f.tag_keys.is_empty() {
-            filters.push(filter("tag-key", f.tag_keys.iter().cloned()));
-        }
-        if !f.states.is_empty() {
-            filters.push(filter(
-                "instance-state-name",
-                f.states.iter().map(|s| s.as_str().to_string()),
-            ));
-        }
-        let mut pages = self
-            .ec2
-            .describe_instances()
-            .set_filters(Some(filters))
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("DescribeInstances", e))?;
-            for r in page.reservations() {
-                out.extend(r.instances().iter().filter_map(to_instance));
+        traced("DescribeInstances", async move {
+            let mut filters: Vec<Filter> = f
+                .tags
+                .iter()
+                .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
+                .collect();
+            if !f.tag_keys.is_empty() {
+                filters.push(filter("tag-key", f.tag_keys.iter().cloned()));
             }
-        }
-        Ok(out)
+            if !f.states.is_empty() {
+                filters.push(filter(
+                    "instance-state-name",
+                    f.states.iter().map(|s| s.as_str().to_string()),
+                ));
+            }
+            let mut pages = self
+                .ec2
+                .describe_instances()
+                .set_filters(Some(filters))
+                .max_results(1000)
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.fail("DescribeInstances", e))?;
+                for r in page.reservations() {
+                    out.extend(r.instances().iter().filter_map(to_instance));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn instance_type_vcpus(
         &self,
         types: &[String],
     ) -> Result<BTreeMap<String, u32>, CloudError> {
-        let mut out = BTreeMap::new();
-        // A filter rather than the InstanceTypes parameter: an unknown type is then
-        // simply absent instead of failing the whole call.
-        for chunk in types.chunks(100) {
-            let mut pages = self
-                .ec2
-                .describe_instance_types()
-                .filters(filter("instance-type", chunk.iter().cloned()))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.fail("DescribeInstanceTypes", e))?;
-                for t in page.instance_types() {
-                    let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus());
-                    if let (Some(name), Some(vcpus)) = (t.instance_type(), vcpus) {
-                        out.insert(name.as_str().to_string(), u32::try_from(vcpus).unwrap_or(0));
+        traced("DescribeInstanceTypes", async move {
+            let mut out = BTreeMap::new();
+            // A filter rather than the InstanceTypes parameter: an unknown type is then
+            // simply absent instead of failing the whole call.
+            for chunk in types.chunks(100) {
+                let mut pages = self
+                    .ec2
+                    .describe_instance_types()
+                    .filters(filter("instance-type", chunk.iter().cloned()))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| self.fail("DescribeInstanceTypes", e))?;
+                    for t in page.instance_types() {
+                        let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus());
+                        if let (Some(name), Some(vcpus)) = (t.instance_type(), vcpus) {
+                            out.insert(
+                                name.as_str().to_string(),
+                                u32::try_from(vcpus).unwrap_or(0),
+                            );
+                        }
                     }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn get_service_quota(
@@ -394,18 +427,21 @@ impl Cloud for AwsCloud {
         service: &str,
         code: &str,
     ) -> Result<Option<QuotaValue>, CloudError> {
-        let answer = self
-            .quotas
-            .get_service_quota()
-            .service_code(service)
-            .quota_code(code)
-            .send()
-            .await;
-        match answer {
-            Ok(out) => Ok(out.quota().map(quota_value)),
-            Err(e) if e.code() == Some("NoSuchResourceException") => Ok(None),
-            Err(e) => Err(self.fail("GetServiceQuota", e)),
-        }
+        traced("GetServiceQuota", async move {
+            let answer = self
+                .quotas
+                .get_service_quota()
+                .service_code(service)
+                .quota_code(code)
+                .send()
+                .await;
+            match answer {
+                Ok(out) => Ok(out.quota().map(quota_value)),
+                Err(e) if e.code() == Some("NoSuchResourceException") => Ok(None),
+                Err(e) => Err(self.fail("GetServiceQuota", e)),
+            }
+        })
+        .await
     }
 
     async fn get_default_service_quota(
@@ -413,166 +449,196 @@ impl Cloud for AwsCloud {
         service: &str,
         code: &str,
     ) -> Result<QuotaValue, CloudError> {
-        let out = self
-            .quotas
-            .get_aws_default_service_quota()
-            .service_code(service)
-            .quota_code(code)
-            .send()
-            .await
-            .map_err(|e| self.fail("GetAWSDefaultServiceQuota", e))?;
-        out.quota().map(quota_value).ok_or_else(|| {
-            CloudError::service(
-                "GetAWSDefaultServiceQuota",
-                None,
-                format!("no value for {service}/{code}"),
-                None,
-            )
+        traced("GetAWSDefaultServiceQuota", async move {
+            let out = self
+                .quotas
+                .get_aws_default_service_quota()
+                .service_code(service)
+                .quota_code(code)
+                .send()
+                .await
+                .map_err(|e| self.fail("GetAWSDefaultServiceQuota", e))?;
+            out.quota().map(quota_value).ok_or_else(|| {
+                CloudError::service(
+                    "GetAWSDefaultServiceQuota",
+                    None,
+                    format!("no value for {service}/{code}"),
+                    None,
+                )
+            })
         })
+        .await
     }
 
     async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError> {
-        let out = self
-            .ec2
-            .describe_images()
-            .owners(owner)
-            .filters(filter("name", [name_pattern.to_string()]))
-            .send()
-            .await
-            .map_err(|e| self.fail("DescribeImages", e))?;
-        Ok(out.images().iter().filter_map(to_image).collect())
+        traced("DescribeImages", async move {
+            let out = self
+                .ec2
+                .describe_images()
+                .owners(owner)
+                .filters(filter("name", [name_pattern.to_string()]))
+                .send()
+                .await
+                .map_err(|e| self.fail("DescribeImages", e))?;
+            Ok(out.images().iter().filter_map(to_image).collect())
+        })
+        .await
     }
 
     async fn describe_image(&self, id: &str) -> Result<Option<Image>, CloudError> {
-        let answer = self.ec2.describe_images().image_ids(id).send().await;
-        match answer {
-            Ok(out) => Ok(out.images().iter().find_map(to_image)),
-            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
-            Err(e) => Err(self.fail("DescribeImages", e)),
-        }
+        traced("DescribeImages", async move {
+            let answer = self.ec2.describe_images().image_ids(id).send().await;
+            match answer {
+                Ok(out) => Ok(out.images().iter().find_map(to_image)),
+                Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
+                Err(e) => Err(self.fail("DescribeImages", e)),
+            }
+        })
+        .await
     }
 
     async fn availability_zones(&self) -> Result<Vec<String>, CloudError> {
-        let out = self
-            .ec2
-            .describe_availability_zones()
-            .filters(filter("state", ["available".to_string()]))
-            .send()
-            .await
-            .map_err(|e| self.fail("DescribeAvailabilityZones", e))?;
-        let mut zones: Vec<String> = out
-            .availability_zones()
-            .iter()
-            .filter_map(|z| z.zone_name().map(str::to_string))
-            .collect();
-        zones.sort();
-        Ok(zones)
+        traced("DescribeAvailabilityZones", async move {
+            let out = self
+                .ec2
+                .describe_availability_zones()
+                .filters(filter("state", ["available".to_string()]))
+                .send()
+                .await
+                .map_err(|e| self.fail("DescribeAvailabilityZones", e))?;
+            let mut zones: Vec<String> = out
+                .availability_zones()
+                .iter()
+                .filter_map(|z| z.zone_name().map(str::to_string))
+                .collect();
+            zones.sort();
+            Ok(zones)
+        })
+        .await
     }
 
     async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
-        let mut req = self
-            .ec2
-            .run_instances()
-            .client_token(&spec.client_token)
-            .image_id(&spec.image_id)
-            .instance_type(InstanceType::from(spec.instance_type.as_str()))
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
-            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags));
-        if let Some(zone) = &spec.availability_zone {
-            req = req.placement(Placement::builder().availability_zone(zone).build());
-        }
-        if let Some(script) = &spec.user_data {
-            req = req.user_data(base64::engine::general_purpose::STANDARD.encode(script));
-        }
-        if let Some((device, gb)) = &spec.root_volume {
-            let ebs = EbsBlockDevice::builder()
-                .volume_size(i32::try_from(*gb).unwrap_or(i32::MAX))
-                .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
-                .set_encrypted(spec.hibernation.then_some(true))
-                .delete_on_termination(true)
-                .build();
-            req = req.block_device_mappings(
-                BlockDeviceMapping::builder()
-                    .device_name(device)
-                    .ebs(ebs)
-                    .build(),
-            );
-        }
-        if spec.hibernation {
-            req = req.hibernation_options(
-                HibernationOptionsRequest::builder()
-                    .configured(true)
-                    .build(),
-            );
-        }
-        let out = req.send().await.map_err(|e| self.fail("RunInstances", e))?;
-        out.instances().iter().find_map(to_instance).ok_or_else(|| {
-            CloudError::service(
-                "RunInstances",
-                None,
-                "AWS answered without an instance",
-                None,
-            )
+        traced("RunInstances", async move {
+            let mut req = self
+                .ec2
+                .run_instances()
+                .client_token(&spec.client_token)
+                .image_id(&spec.image_id)
+                .instance_type(InstanceType::from(spec.instance_type.as_str()))
+                .min_count(1)
+                .max_count(1)
+                .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
+                .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags));
+            if let Some(zone) = &spec.availability_zone {
+                req = req.placement(Placement::builder().availability_zone(zone).build());
+            }
+            if let Some(script) = &spec.user_data {
+                req = req.user_data(base64::engine::general_purpose::STANDARD.encode(script));
+            }
+            if let Some((device, gb)) = &spec.root_volume {
+                let ebs = EbsBlockDevice::builder()
+                    .volume_size(i32::try_from(*gb).unwrap_or(i32::MAX))
+                    .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+                    .set_encrypted(spec.hibernation.then_some(true))
+                    .delete_on_termination(true)
+                    .build();
+                req = req.block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(device)
+                        .ebs(ebs)
+                        .build(),
+                );
+            }
+            if spec.hibernation {
+                req = req.hibernation_options(
+                    HibernationOptionsRequest::builder()
+                        .configured(true)
+                        .build(),
+                );
+            }
+            let out = req.send().await.map_err(|e| self.fail("RunInstances", e))?;
+            out.instances().iter().find_map(to_instance).ok_or_else(|| {
+                CloudError::service(
+                    "RunInstances",
+                    None,
+                    "AWS answered without an instance",
+                    None,
+                )
+            })
         })
+        .await
     }
 
     async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.ec2
-            .start_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("StartInstances", e))
+        traced("StartInstances", async move {
+            self.ec2
+                .start_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("StartInstances", e))
+        })
+        .await
     }
 
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.ec2
-            .stop_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("StopInstances", e))
+        traced("StopInstances", async move {
+            self.ec2
+                .stop_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("StopInstances", e))
+        })
+        .await
     }
 
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.ec2
-            .stop_instances()
-            .instance_ids(id)
-            .hibernate(true)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("StopInstances", e))
+        traced("StopInstances", async move {
+            self.ec2
+                .stop_instances()
+                .instance_ids(id)
+                .hibernate(true)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("StopInstances", e))
+        })
+        .await
     }
 
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.ec2
-            .terminate_instances()
-            .instance_ids(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("TerminateInstances", e))
+        traced("TerminateInstances", async move {
+            self.ec2
+                .terminate_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("TerminateInstances", e))
+        })
+        .await
     }
 
     async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError> {
-        let filters = volume_type.map(|t| vec![filter("volume-type", [t.to_string()])]);
-        let mut pages = self
-            .ec2
-            .describe_volumes()
-            .set_filters(filters)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("DescribeVolumes", e))?;
-            out.extend(page.volumes().iter().map(to_volume));
-        }
-        Ok(out)
+        traced("DescribeVolumes", async move {
+            let filters = volume_type.map(|t| vec![filter("volume-type", [t.to_string()])]);
+            let mut pages = self
+                .ec2
+                .describe_volumes()
+                .set_filters(filters)
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.fail("DescribeVolumes", e))?;
+                out.extend(page.volumes().iter().map(to_volume));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn create_volume(
@@ -581,107 +647,122 @@ impl Cloud for AwsCloud {
         zone: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<Volume, CloudError> {
-        let out = self
-            .ec2
-            .create_volume()
-            .size(i32::try_from(size_gib).unwrap_or(i32::MAX))
-            .availability_zone(zone)
-            .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
-            .tag_specifications(tag_spec(ResourceType::Volume, tags))
-            .send()
-            .await
-            .map_err(|e| self.fail("CreateVolume", e))?;
-        Ok(Volume {
-            id: out.volume_id().unwrap_or_default().to_string(),
-            size_gib: u64::from(size_gib),
-            volume_type: "gp3".into(),
-            state: out
-                .state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-            availability_zone: Some(zone.to_string()),
-            attached_to: vec![],
-            tags: tags.clone(),
+        traced("CreateVolume", async move {
+            let out = self
+                .ec2
+                .create_volume()
+                .size(i32::try_from(size_gib).unwrap_or(i32::MAX))
+                .availability_zone(zone)
+                .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+                .tag_specifications(tag_spec(ResourceType::Volume, tags))
+                .send()
+                .await
+                .map_err(|e| self.fail("CreateVolume", e))?;
+            Ok(Volume {
+                id: out.volume_id().unwrap_or_default().to_string(),
+                size_gib: u64::from(size_gib),
+                volume_type: "gp3".into(),
+                state: out
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                availability_zone: Some(zone.to_string()),
+                attached_to: vec![],
+                tags: tags.clone(),
+            })
         })
+        .await
     }
 
     async fn delete_volume(&self, id: &str) -> Result<(), CloudError> {
-        self.ec2
-            .delete_volume()
-            .volume_id(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("DeleteVolume", e))
+        traced("DeleteVolume", async move {
+            self.ec2
+                .delete_volume()
+                .volume_id(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("DeleteVolume", e))
+        })
+        .await
     }
 
     async fn list_file_systems(&self) -> Result<Vec<FileSystem>, CloudError> {
-        let mut pages = self.efs.describe_file_systems().into_paginator().send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("DescribeFileSystems", e))?;
-            out.extend(page.file_systems().iter().map(|f| {
-                to_file_system(
-                    f.file_system_id(),
-                    f.name(),
-                    f.size_in_bytes().map(|s| s.value()),
-                    f.life_cycle_state().as_str(),
-                    f.number_of_mount_targets(),
-                )
-            }));
-        }
-        Ok(out)
+        traced("DescribeFileSystems", async move {
+            let mut pages = self.efs.describe_file_systems().into_paginator().send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.fail("DescribeFileSystems", e))?;
+                out.extend(page.file_systems().iter().map(|f| {
+                    to_file_system(
+                        f.file_system_id(),
+                        f.name(),
+                        f.size_in_bytes().map(|s| s.value()),
+                        f.life_cycle_state().as_str(),
+                        f.number_of_mount_targets(),
+                    )
+                }));
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn create_file_system(&self, name: &str, token: &str) -> Result<FileSystem, CloudError> {
-        let tag = aws_sdk_efs::types::Tag::builder()
-            .key("Name")
-            .value(name)
-            .build()
-            .map_err(|e| {
-                CloudError::service(
-                    "CreateFileSystem",
-                    Some("InvalidParameterValue"),
-                    e.to_string(),
-                    None,
-                )
-            })?;
-        let out = self
-            .efs
-            .create_file_system()
-            .creation_token(token)
-            .encrypted(true)
-            .tags(tag)
-            .send()
-            .await;
-        match out {
-            Ok(f) => Ok(to_file_system(
-                f.file_system_id(),
-                f.name().or(Some(name)),
-                f.size_in_bytes().map(|s| s.value()),
-                f.life_cycle_state().as_str(),
-                f.number_of_mount_targets(),
-            )),
-            // The token was used before: that file system is the one asked for.
-            Err(e) if e.code() == Some("FileSystemAlreadyExists") => {
-                let existing = self.list_file_systems().await?;
-                existing
-                    .into_iter()
-                    .find(|f| f.name.as_deref() == Some(name))
-                    .ok_or_else(|| self.fail("CreateFileSystem", e))
+        traced("CreateFileSystem", async move {
+            let tag = aws_sdk_efs::types::Tag::builder()
+                .key("Name")
+                .value(name)
+                .build()
+                .map_err(|e| {
+                    CloudError::service(
+                        "CreateFileSystem",
+                        Some("InvalidParameterValue"),
+                        e.to_string(),
+                        None,
+                    )
+                })?;
+            let out = self
+                .efs
+                .create_file_system()
+                .creation_token(token)
+                .encrypted(true)
+                .tags(tag)
+                .send()
+                .await;
+            match out {
+                Ok(f) => Ok(to_file_system(
+                    f.file_system_id(),
+                    f.name().or(Some(name)),
+                    f.size_in_bytes().map(|s| s.value()),
+                    f.life_cycle_state().as_str(),
+                    f.number_of_mount_targets(),
+                )),
+                // The token was used before: that file system is the one asked for.
+                Err(e) if e.code() == Some("FileSystemAlreadyExists") => {
+                    let existing = self.list_file_systems().await?;
+                    existing
+                        .into_iter()
+                        .find(|f| f.name.as_deref() == Some(name))
+                        .ok_or_else(|| self.fail("CreateFileSystem", e))
+                }
+                Err(e) => Err(self.fail("CreateFileSystem", e)),
             }
-            Err(e) => Err(self.fail("CreateFileSystem", e)),
-        }
+        })
+        .await
     }
 
     async fn delete_file_system(&self, id: &str) -> Result<(), CloudError> {
-        self.efs
-            .delete_file_system()
-            .file_system_id(id)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.fail("DeleteFileSystem", e))
+        traced("DeleteFileSystem", async move {
+            self.efs
+                .delete_file_system()
+                .file_system_id(id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("DeleteFileSystem", e))
+        })
+        .await
     }
 
     async fn request_quota_increase(
@@ -690,50 +771,56 @@ impl Cloud for AwsCloud {
         code: &str,
         desired: f64,
     ) -> Result<QuotaRequest, CloudError> {
-        let out = self
-            .quotas
-            .request_service_quota_increase()
-            .service_code(service)
-            .quota_code(code)
-            .desired_value(desired)
-            .send()
-            .await
-            .map_err(|e| self.fail("RequestServiceQuotaIncrease", e))?;
-        out.requested_quota().map(to_request).ok_or_else(|| {
-            CloudError::service(
-                "RequestServiceQuotaIncrease",
-                None,
-                "AWS answered without the request",
-                None,
-            )
+        traced("RequestServiceQuotaIncrease", async move {
+            let out = self
+                .quotas
+                .request_service_quota_increase()
+                .service_code(service)
+                .quota_code(code)
+                .desired_value(desired)
+                .send()
+                .await
+                .map_err(|e| self.fail("RequestServiceQuotaIncrease", e))?;
+            out.requested_quota().map(to_request).ok_or_else(|| {
+                CloudError::service(
+                    "RequestServiceQuotaIncrease",
+                    None,
+                    "AWS answered without the request",
+                    None,
+                )
+            })
         })
+        .await
     }
 
     async fn get_quota_request(&self, id: &str) -> Result<QuotaRequest, CloudError> {
-        let out = self
-            .quotas
-            .get_requested_service_quota_change()
-            .request_id(id)
-            .send()
-            .await;
-        let missing = |status| {
-            CloudError::service(
-                "GetRequestedServiceQuotaChange",
-                Some("NoSuchQuotaRequest"),
-                format!("no quota increase request with the id `{id}`"),
-                status,
-            )
-        };
-        let out = match out {
-            Ok(out) => out,
-            Err(e) if e.code() == Some("NoSuchResourceException") => {
-                return Err(missing(e.raw_response().map(|r| r.status().as_u16())));
-            }
-            Err(e) => return Err(self.fail("GetRequestedServiceQuotaChange", e)),
-        };
-        out.requested_quota()
-            .map(to_request)
-            .ok_or_else(|| missing(None))
+        traced("GetRequestedServiceQuotaChange", async move {
+            let out = self
+                .quotas
+                .get_requested_service_quota_change()
+                .request_id(id)
+                .send()
+                .await;
+            let missing = |status| {
+                CloudError::service(
+                    "GetRequestedServiceQuotaChange",
+                    Some("NoSuchQuotaRequest"),
+                    format!("no quota increase request with the id `{id}`"),
+                    status,
+                )
+            };
+            let out = match out {
+                Ok(out) => out,
+                Err(e) if e.code() == Some("NoSuchResourceException") => {
+                    return Err(missing(e.raw_response().map(|r| r.status().as_u16())));
+                }
+                Err(e) => return Err(self.fail("GetRequestedServiceQuotaChange", e)),
+            };
+            out.requested_quota()
+                .map(to_request)
+                .ok_or_else(|| missing(None))
+        })
+        .await
     }
 
     async fn list_quota_requests(
@@ -741,19 +828,23 @@ impl Cloud for AwsCloud {
         service: &str,
         status: Option<&str>,
     ) -> Result<Vec<QuotaRequest>, CloudError> {
-        let mut pages = self
-            .quotas
-            .list_requested_service_quota_change_history()
-            .service_code(service)
-            .set_status(status.map(aws_sdk_servicequotas::types::RequestStatus::from))
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.fail("ListRequestedServiceQuotaChangeHistory", e))?;
-            out.extend(page.requested_quotas().iter().map(to_request));
-        }
-        Ok(out)
+        traced("ListRequestedServiceQuotaChangeHistory", async move {
+            let mut pages = self
+                .quotas
+                .list_requested_service_quota_change_history()
+                .service_code(service)
+                .set_status(status.map(aws_sdk_servicequotas::types::RequestStatus::from))
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page =
+                    page.map_err(|e| self.fail("ListRequestedServiceQuotaChangeHistory", e))?;
+                out.extend(page.requested_quotas().iter().map(to_request));
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 

@@ -52,7 +52,7 @@ impl From<CloudError> for StepError {
 }
 
 /// Which limiter a call passes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
     Launch,
     Start,
@@ -155,8 +155,21 @@ impl Context {
                 Pace::None => {}
             }
         };
+        let start = tokio::time::Instant::now();
         tokio::select! {
-            () = wait => Ok(()),
+            () = wait => {
+                let waited = start.elapsed();
+                if !waited.is_zero() {
+                    tracing::debug!(
+                        target: "prism::limiter",
+                        workspace,
+                        pace = ?pace,
+                        waited_ms = waited.as_millis() as u64,
+                        "limiter wait"
+                    );
+                }
+                Ok(())
+            }
             () = self.cancel.cancelled() => Err(StepError::Interrupted),
         }
     }
@@ -195,8 +208,30 @@ impl Context {
             };
             self.adapt(pace, Some(&err));
             let Some(delay) = attempts.after(&err) else {
+                tracing::debug!(
+                    target: "prism::retry",
+                    workspace,
+                    attempt,
+                    code = err.code.as_deref().unwrap_or("-"),
+                    class = ?err.class,
+                    "not retried: {}",
+                    if matches!(err.class, ErrorClass::Throttle | ErrorClass::Transient) {
+                        "no attempt left"
+                    } else {
+                        "retrying cannot help"
+                    }
+                );
                 return Err(StepError::Cloud(err));
             };
+            tracing::debug!(
+                target: "prism::retry",
+                workspace,
+                attempt,
+                code = err.code.as_deref().unwrap_or("-"),
+                class = ?err.class,
+                delay_ms = delay.as_millis() as u64,
+                "retrying"
+            );
             self.events.emit(Event::Retrying {
                 workspace: workspace.to_string(),
                 attempt,

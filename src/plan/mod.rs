@@ -137,7 +137,8 @@ impl Plan {
             .retain(|a| a.action == ActionKind::Create && workspaces.contains(&a.workspace));
         self.summary = summarize(&self.actions);
         self.would_delete_with_prune.clear();
-        self.warnings.retain(|w| w.kind != WarningKind::PruneDisabled);
+        self.warnings
+            .retain(|w| w.kind != WarningKind::PruneDisabled);
         for q in &mut self.quota {
             q.over_quota.retain(|w| workspaces.contains(w));
         }

@@ -225,7 +225,11 @@ fn without_prune_unwanted_workspaces_are_listed_not_deleted() {
     assert_eq!(p.summary.delete, 0);
     assert_eq!(p.would_delete_with_prune.len(), 1);
     assert_eq!(p.would_delete_with_prune[0].instance_id, "i-9");
-    assert!(p.warnings.iter().any(|w| w.kind == WarningKind::PruneDisabled));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::PruneDisabled)
+    );
 }
 
 #[test]
@@ -458,7 +462,11 @@ fn unknown_quota_or_usage_is_not_zero() {
         (q.limit, q.usage, q.available, q.fits),
         (None, None, None, None)
     );
-    assert!(p.warnings.iter().any(|w| w.kind == WarningKind::QuotaUnknown));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::QuotaUnknown)
+    );
 }
 
 #[test]
@@ -470,7 +478,10 @@ fn unknown_instance_type_and_unresolved_image_are_warned() {
     };
     let p = plan(&manifest("count: 1"), &o);
     let kinds: Vec<WarningKind> = p.warnings.iter().map(|w| w.kind).collect();
-    assert!(kinds.contains(&WarningKind::UnknownInstanceType), "{kinds:?}");
+    assert!(
+        kinds.contains(&WarningKind::UnknownInstanceType),
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&WarningKind::ImageUnresolved), "{kinds:?}");
     // The JSON names stay as they were.
     assert_eq!(

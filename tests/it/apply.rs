@@ -644,3 +644,41 @@ fn a_report_never_calls_a_running_workspace_failed() {
         .count();
     assert_eq!(runs, 2, "the lost launch and one throttled retry");
 }
+
+/// `-vv` (or RUST_LOG) shows what a person debugging a launch needs: the plan's
+/// inputs, each AWS call with its outcome and duration, retry decisions; the default
+/// shows none of it.
+#[test]
+fn debug_logs_show_calls_retries_and_plan_inputs() {
+    let emu = Emulator::start();
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "RequestLimitExceeded", "status": 503, "count": 1}]}),
+    );
+    let path = emu.write("class.yaml", &manifest("dbg", 1, FAST));
+    let out = emu.prism(&["apply", "--yes", "-vv", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for want in [
+        "plan inputs",
+        "api=\"DescribeInstances\"",
+        "api=\"RunInstances\"",
+        "ms=",
+        "code=\"RequestLimitExceeded\"",
+        "retrying",
+    ] {
+        assert!(err.contains(want), "missing {want}: {err}");
+    }
+    let quiet = emu.prism(&["plan", path.to_str().unwrap()]);
+    assert!(
+        !stderr(&quiet).contains("plan inputs") && !stderr(&quiet).contains("api="),
+        "{}",
+        stderr(&quiet)
+    );
+    let by_env = crate::emulator::prism_command(&["plan", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("RUST_LOG", "prism=debug")
+        .output()
+        .unwrap();
+    assert!(stderr(&by_env).contains("plan inputs"), "{}", stderr(&by_env));
+}
