@@ -31,6 +31,7 @@ pub struct Attempts {
     policy: RetryPolicy,
     max_attempts: u32,
     attempt: u32,
+    throttles: u32,
 }
 
 impl Attempts {
@@ -45,6 +46,7 @@ impl Attempts {
             attempts: backoff.into_iter(),
             policy: policy.clone(),
             attempt: 1,
+            throttles: 0,
         }
     }
 
@@ -56,6 +58,20 @@ impl Attempts {
     /// Attempts allowed in all.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// After a throttle, for callers that wait out throttling until a deadline instead
+    /// of spending the retry budget of real errors on it: how long to wait (growing as
+    /// the policy says, to `max_backoff`).
+    pub fn after_throttle(&mut self) -> Duration {
+        let d = delay(
+            &self.policy,
+            self.throttles.min(16),
+            fastrand::f64() * 2.0 - 1.0,
+        );
+        self.throttles += 1;
+        self.attempt += 1;
+        d
     }
 
     /// After a failed attempt: how long to wait before the next, or None to give up

@@ -247,6 +247,7 @@ pub async fn reconcile_once(
         wait: Some(Duration::from_secs(600)),
         poll: Duration::from_secs(2),
         retry: manifest.retry.clone(),
+        throttle_deadline: Duration::from_secs(600),
     };
     let mut run = engine.run(job, run_opts);
     let _ = notices.send(Notice::Run(run.events()));

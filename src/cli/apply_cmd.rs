@@ -132,6 +132,7 @@ pub async fn carry_out(
         wait: (!args.no_wait).then_some(args.wait_timeout),
         poll: Duration::from_secs(2),
         retry: manifest.retry.clone(),
+        throttle_deadline: args.wait_timeout,
     };
     let mode = global.progress_mode(args.format);
     let report = super::drive(&engine, job, opts, mode, "prism apply").await;

@@ -195,17 +195,18 @@ impl Lines {
                 delay_s,
                 code,
                 class,
-            } => {
-                let what = match class {
-                    ErrorClass::Throttle => "AWS throttling detected".to_string(),
-                    _ => format!("{code} from AWS"),
-                };
-                Some(format!(
-                    "⚠ {workspace}: {what}, retrying in {} (attempt {attempt}/{})…",
+            } => Some(match class {
+                // Throttles are waited out, not counted against the attempts.
+                ErrorClass::Throttle => format!(
+                    "⚠ {workspace}: AWS throttling detected, retrying in {}…",
+                    secs(*delay_s)
+                ),
+                _ => format!(
+                    "⚠ {workspace}: {code} from AWS, retrying in {} (attempt {attempt}/{})…",
                     secs(*delay_s),
                     max_attempts - 1
-                ))
-            }
+                ),
+            }),
             Event::ZoneFull {
                 workspace,
                 availability_zone,

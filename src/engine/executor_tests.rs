@@ -60,6 +60,7 @@ async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed)
         wait: None,
         poll: Duration::from_secs(1),
         retry: manifest.retry.clone(),
+        throttle_deadline: Duration::from_secs(600),
     };
     engine
         .run(Job::from_plan(manifest, &plan, observed), opts)
@@ -102,14 +103,27 @@ async fn a_permanent_error_fails_its_workspace_only() {
 #[tokio::test(start_paused = true)]
 async fn retries_stop_after_max_retries() {
     let (cloud, m, o) = setup(1, 2);
-    cloud.fail_next("RunInstances", vec![err("RequestLimitExceeded", 503); 5]);
+    cloud.fail_next("RunInstances", vec![err("InternalError", 500); 5]);
     let r = apply(&cloud, &m, &o).await;
     assert_eq!(
         cloud.calls_to("RunInstances"),
         3,
         "one attempt and two retries"
     );
-    assert_eq!(r.failed[0].class, Some(ErrorClass::Throttle));
+    assert_eq!(r.failed[0].class, Some(ErrorClass::Transient));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_are_waited_out_without_spending_the_retry_budget() {
+    let (cloud, m, o) = setup(1, 2);
+    cloud.fail_next("RunInstances", vec![err("RequestLimitExceeded", 503); 12]);
+    let r = apply(&cloud, &m, &o).await;
+    assert!(r.complete(), "{r:?}");
+    assert_eq!(
+        cloud.calls_to("RunInstances"),
+        13,
+        "twelve throttles, then the launch"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -192,8 +206,8 @@ async fn a_launch_whose_answer_was_lost_is_confirmed_when_retries_run_out() {
         .lock()
         .unwrap()
         .insert("RunInstances", vec![err("InternalError", 500)]);
-    // The retry that would have got the instance back by its token is throttled.
-    cloud.fail_next("RunInstances", vec![err("RequestLimitExceeded", 503)]);
+    // The retry that would have got the instance back by its token fails too.
+    cloud.fail_next("RunInstances", vec![err("InternalError", 500)]);
     let r = apply(&cloud, &m, &o).await;
     assert!(r.complete(), "{r:?}");
     assert_eq!(r.launched, 1);

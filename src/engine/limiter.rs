@@ -1,4 +1,10 @@
-//! Launch pacing: a token bucket (governor) whose rate adapts to AWS throttling.
+//! Launch pacing: a token bucket (governor) whose rate adapts to AWS throttling, as
+//! the AWS SDKs' adaptive retry mode does (CUBIC): on a throttle the rate becomes the
+//! *measured* rate of accepted launches × 0.7 (never below an absolute floor), then
+//! climbs back along a cubic curve of the time since: flat near the rate AWS accepted,
+//! probing above it only after a while without throttles, up to the configured rate.
+//! So it settles just under the rate AWS refills, and random throttles that slowing
+//! down cannot cure only dent it for a while.
 //!
 //! A governor limiter's rate is fixed at creation, so an adaptive change swaps in a new
 //! limiter (arc-swap) with a burst of one: slowing down never releases a fresh burst.
@@ -6,7 +12,6 @@
 //! is ever waiting for the next permit: the one whose wait the user is shown.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -36,23 +41,42 @@ impl Default for RateSettings {
     }
 }
 
-/// Successes in a row that raise a slowed-down rate one step.
-const SUCCESSES_PER_STEP: u32 = 3;
+/// The slowest launch pace, in launches per minute: an absolute floor, not a share of
+/// the configured rate (0.5 per second, as the AWS SDKs' minimum fill rate).
+pub const FLOOR_PER_MINUTE: f64 = 30.0;
+/// The share of the measured send rate kept on a throttle (CUBIC's β).
+const BETA: f64 = 0.7;
+/// How fast the rate climbs back (CUBIC's C, in launches per minute per second³).
+const SCALE: f64 = 0.04;
+/// AWS's documented refill of the RunInstances bucket (2 per second), per minute: the
+/// rate to come back to after a throttle while the accepted rate cannot be measured yet.
+pub const AWS_REFILL_PER_MINUTE: f64 = 120.0;
+/// The window over which the send rate is measured.
+const MEASURE_OVER: Duration = Duration::from_secs(10);
 
-/// What changes the rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    Throttled,
-    Succeeded,
+/// The rate (launches per minute) `since` after a throttle that found the rate at
+/// `before` (per minute): CUBIC's `W(t) = C·(t − K)³ + W_max`, with
+/// `K = ∛(W_max·(1 − β)/C)`, so that W(0) = β·W_max, and W(K) = W_max.
+pub fn cubic(before: f64, since: Duration) -> f64 {
+    let k = (before * (1.0 - BETA) / SCALE).cbrt();
+    let t = since.as_secs_f64() - k;
+    SCALE * t * t * t + before
 }
 
-/// The next rate: halved on throttling, down to a quarter of the configured rate;
-/// raised by half again after successes, up to the configured rate.
-pub fn next_rate(current: f64, configured: f64, signal: Signal) -> f64 {
-    match signal {
-        Signal::Throttled => (current / 2.0).max(configured / 4.0),
-        Signal::Succeeded => (current * 1.5).min(configured),
-    }
+/// After a throttle: the measured send rate × β, never below the floor nor above
+/// the rate in force.
+pub fn after_throttle(current: f64, measured: Option<f64>) -> f64 {
+    (measured.unwrap_or(current).min(current) * BETA).max(FLOOR_PER_MINUTE.min(current))
+}
+
+/// Where the last throttle left the rate.
+#[derive(Debug, Clone, Copy)]
+struct Throttle {
+    at: tokio::time::Instant,
+    /// The rate before it, per minute.
+    before: f64,
+    /// The rate it set, per minute.
+    after: f64,
 }
 
 struct Bucket {
@@ -75,9 +99,10 @@ pub struct Limiter {
     settings: RateSettings,
     bucket: ArcSwap<Bucket>,
     queue: Mutex<()>,
-    /// Serializes rate changes, so two throttles at once halve twice, each seeing the other.
-    adjusting: std::sync::Mutex<()>,
-    successes: AtomicU32,
+    /// Serializes rate changes; holds the last throttle.
+    adjusting: std::sync::Mutex<Option<Throttle>>,
+    /// When the last launches were accepted, to measure the rate AWS accepts.
+    accepted: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
 }
 
 impl Limiter {
@@ -89,8 +114,8 @@ impl Limiter {
                 settings.burst_size,
             )),
             queue: Mutex::new(()),
-            adjusting: std::sync::Mutex::new(()),
-            successes: AtomicU32::new(0),
+            adjusting: std::sync::Mutex::new(None),
+            accepted: std::sync::Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -128,36 +153,94 @@ impl Limiter {
         }
     }
 
-    /// Reports throttling; returns the new rate when it changed.
+    fn note_accepted(&self) {
+        let now = tokio::time::Instant::now();
+        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        accepted.push_back(now);
+        while accepted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > MEASURE_OVER)
+        {
+            accepted.pop_front();
+        }
+    }
+
+    /// Launches per minute AWS accepted over the last few seconds; None with too few
+    /// to tell.
+    pub fn measured_rate(&self) -> Option<f64> {
+        let now = tokio::time::Instant::now();
+        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        let recent: Vec<_> = accepted
+            .iter()
+            .filter(|t| now.duration_since(**t) <= MEASURE_OVER)
+            .collect();
+        let (first, n) = (recent.first()?, recent.len());
+        let span = now.duration_since(**first).as_secs_f64();
+        // A burst accepted at once says nothing of the rate AWS refills.
+        if n < 3 || span < 2.0 {
+            return None;
+        }
+        Some((n - 1) as f64 / span * 60.0)
+    }
+
+    /// Reports throttling; returns the new rate when it changed. A throttle of a call
+    /// sent before the last slow-down took effect (within one new period of it) does not
+    /// slow down again: it was sent at the old pace.
     pub fn throttled(&self) -> Option<f64> {
-        self.successes.store(0, Ordering::Relaxed);
-        self.adjust(Signal::Throttled)
-    }
-
-    /// Reports a successful launch; returns the new rate when it changed.
-    pub fn succeeded(&self) -> Option<f64> {
-        if self.rate_per_minute() >= self.settings.rate_per_minute {
-            return None;
-        }
-        if self.successes.fetch_add(1, Ordering::Relaxed) + 1 < SUCCESSES_PER_STEP {
-            return None;
-        }
-        self.successes.store(0, Ordering::Relaxed);
-        self.adjust(Signal::Succeeded)
-    }
-
-    fn adjust(&self, signal: Signal) -> Option<f64> {
         if !self.settings.adaptive {
             return None;
         }
-        let _one_at_a_time = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        if let Some(t) = *last
+            && now.duration_since(t.at) < Duration::from_secs_f64(60.0 / t.after)
+        {
+            return None;
+        }
         let current = self.rate_per_minute();
-        let next = next_rate(current, self.settings.rate_per_minute, signal);
+        let measured = self
+            .measured_rate()
+            .or(Some(AWS_REFILL_PER_MINUTE.min(current)));
+        let next = after_throttle(current, measured);
+        *last = Some(Throttle {
+            at: now,
+            // The curve flattens out at the rate AWS was found to accept.
+            before: measured.unwrap_or(current).min(current).max(next),
+            after: next,
+        });
+        self.set(current, next)
+    }
+
+    /// Reports a successful launch; returns the new rate when it changed: the rate
+    /// climbs back along the cubic curve, to the configured rate.
+    pub fn succeeded(&self) -> Option<f64> {
+        if !self.settings.adaptive {
+            return None;
+        }
+        self.note_accepted();
+        let last = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.rate_per_minute();
+        let configured = self.settings.rate_per_minute;
+        let (Some(t), true) = (*last, current < configured) else {
+            return None;
+        };
+        let next = cubic(t.before, t.at.elapsed()).max(t.after).min(configured);
+        // Small steps are not worth a new bucket; the last one reaches the configured rate.
+        if next < configured && next < current * 1.1 {
+            return None;
+        }
+        self.set(current, next)
+    }
+
+    fn set(&self, current: f64, next: f64) -> Option<f64> {
         if (next - current).abs() < 1e-9 {
             return None;
         }
-        // Burst of one: a changed rate never lets a batch through at once.
-        self.bucket.store(Arc::new(Bucket::new(next, 1)));
+        // Burst of one, spent at once: a changed rate never lets a call through before
+        // one period of the new rate has passed.
+        let bucket = Bucket::new(next, 1);
+        let _ = bucket.limiter.check();
+        self.bucket.store(Arc::new(bucket));
         Some(next)
     }
 }
@@ -172,20 +255,99 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttling_halves_down_to_a_floor_and_successes_climb_back() {
-        let configured = 120.0;
-        let mut rate = configured;
-        let mut seen = vec![];
-        for _ in 0..4 {
-            rate = next_rate(rate, configured, Signal::Throttled);
-            seen.push(rate);
+    fn the_cubic_curve_starts_at_beta_and_returns_to_the_old_rate() {
+        let before = 120.0;
+        assert!((cubic(before, Duration::ZERO) - 84.0).abs() < 1e-9);
+        let k = (before * (1.0 - BETA) / SCALE).cbrt();
+        assert!((cubic(before, Duration::from_secs_f64(k)) - before).abs() < 1e-9);
+        assert!(cubic(before, Duration::from_secs_f64(k + 2.0)) > before);
+        assert_eq!(
+            after_throttle(600.0, Some(120.0)),
+            84.0,
+            "the measured rate, × 0.7"
+        );
+        assert_eq!(
+            after_throttle(600.0, None),
+            420.0,
+            "nothing measured: the rate in force"
+        );
+        assert_eq!(
+            after_throttle(35.0, Some(20.0)),
+            30.0,
+            "never below the floor"
+        );
+        assert_eq!(
+            after_throttle(10.0, Some(10.0)),
+            10.0,
+            "nor above a slower rate in force"
+        );
+    }
+
+    /// AWS's RunInstances bucket (5, refilling 2 per second), in virtual time.
+    struct AwsBucket {
+        tokens: f64,
+        at: tokio::time::Instant,
+    }
+
+    impl AwsBucket {
+        fn take(&mut self) -> bool {
+            let now = tokio::time::Instant::now();
+            self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * 2.0).min(5.0);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                true
+            } else {
+                false
+            }
         }
-        assert_eq!(seen, [60.0, 30.0, 30.0, 30.0]);
-        for _ in 0..3 {
-            rate = next_rate(rate, configured, Signal::Succeeded);
+    }
+
+    /// Launches `n` through `limiter` against AWS's bucket; returns (throttled calls,
+    /// seconds until the last launch).
+    async fn against_aws(limiter: &Limiter, n: usize) -> (usize, f64) {
+        let t0 = tokio::time::Instant::now();
+        let mut aws = AwsBucket {
+            tokens: 5.0,
+            at: t0,
+        };
+        let mut throttled = 0;
+        for _ in 0..n {
+            loop {
+                limiter.acquire(|_| {}).await;
+                if aws.take() {
+                    limiter.succeeded();
+                    break;
+                }
+                throttled += 1;
+                limiter.throttled();
+            }
         }
-        assert_eq!(rate, 101.25);
-        assert_eq!(next_rate(rate, configured, Signal::Succeeded), 120.0);
+        (throttled, t0.elapsed().as_secs_f64())
+    }
+
+    /// Configured far above what AWS refills (600/min, burst 20), the limiter finds
+    /// AWS's rate: few calls throttled, and the run close to AWS's own bound.
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_converges_on_what_aws_refills() {
+        for n in [30usize, 100, 300] {
+            let limiter = Limiter::new(RateSettings {
+                rate_per_minute: 600.0,
+                burst_size: 20,
+                adaptive: true,
+            });
+            let (throttled, took) = against_aws(&limiter, n).await;
+            let bound = (n as f64 - 5.0) / 2.0;
+            let share = throttled as f64 / (n + throttled) as f64;
+            eprintln!(
+                "{n} launches: {throttled} throttled ({share:.3}), {took:.1} s, AWS's bound {bound:.1} s"
+            );
+            assert!(share <= 0.05, "{n}: {throttled} throttled ({share:.2})");
+            assert!(
+                took <= bound * 1.15,
+                "{n}: {took:.1} s against AWS's {bound:.1} s"
+            );
+        }
     }
 
     /// N launches at rate R with burst B: the last leaves (N − B) / R after the first.
@@ -205,48 +367,35 @@ mod tests {
         assert_eq!(waits, 25, "every launch after the burst waits");
     }
 
-    /// After a throttle the rate halves with a burst of one: the next launch waits one
-    /// new period, then successes raise the rate step by step.
+    /// A throttle sets the rate to 0.7 × the measured send rate with a burst of one;
+    /// throttles of calls sent before that take effect do not slow down again; the rate
+    /// then climbs back with time.
     #[tokio::test(start_paused = true)]
-    async fn a_throttle_slows_the_next_launches_where_it_happens() {
+    async fn a_throttle_slows_once_then_the_rate_climbs_back() {
         let limiter = Limiter::new(RateSettings {
-            rate_per_minute: 60.0,
+            rate_per_minute: 120.0,
             burst_size: 1,
             adaptive: true,
         });
-        let t0 = tokio::time::Instant::now();
-        limiter.acquire(|_| {}).await;
-        assert_eq!(limiter.throttled(), Some(30.0));
-        limiter.acquire(|_| {}).await;
-        assert_eq!(t0.elapsed(), Duration::ZERO, "the new bucket's one token");
-        limiter.acquire(|_| {}).await;
-        assert_eq!(t0.elapsed(), Duration::from_secs(2), "one period at 30/min");
-        for _ in 0..2 {
-            assert_eq!(limiter.succeeded(), None);
+        for _ in 0..10 {
+            limiter.acquire(|_| {}).await;
+            limiter.succeeded();
         }
+        let measured = limiter.measured_rate().unwrap();
+        assert!((measured - 120.0).abs() < 15.0, "{measured}");
+        let slowed = limiter.throttled().unwrap();
+        assert!((slowed - measured * 0.7).abs() < 1e-6, "{slowed}");
+        assert_eq!(
+            limiter.throttled(),
+            None,
+            "sent at the old pace: no second cut"
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(
             limiter.succeeded(),
-            Some(45.0),
-            "three successes: one step up"
+            Some(120.0),
+            "back to the configured rate"
         );
-        limiter.acquire(|_| {}).await;
-        limiter.acquire(|_| {}).await;
-        // tokio's timer counts whole milliseconds.
-        let want = Duration::from_secs(2) + Duration::from_secs_f64(60.0 / 45.0);
-        assert!(
-            t0.elapsed() >= want && t0.elapsed() - want < Duration::from_millis(1),
-            "the step-up bucket's token, then one period at 45/min: {:?}",
-            t0.elapsed()
-        );
-    }
-
-    #[test]
-    fn adaptive_changes_are_reported_and_fixed_rates_never_change() {
-        let adaptive = Limiter::new(RateSettings::default());
-        assert_eq!(adaptive.throttled(), Some(1.0));
-        assert_eq!(adaptive.succeeded(), None);
-        assert_eq!(adaptive.succeeded(), None);
-        assert_eq!(adaptive.succeeded(), Some(1.5));
         let fixed = Limiter::new(RateSettings {
             adaptive: false,
             ..RateSettings::default()

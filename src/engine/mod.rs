@@ -223,6 +223,9 @@ pub struct RunOptions {
     /// Time between two looks at the fleet while waiting.
     pub poll: Duration,
     pub retry: RetryPolicy,
+    /// How long a throttled call keeps being retried: throttling is AWS asking to slow
+    /// down, not a failure, so it does not spend the retry budget of real errors.
+    pub throttle_deadline: Duration,
 }
 
 impl Default for RunOptions {
@@ -232,6 +235,7 @@ impl Default for RunOptions {
             wait: Some(Duration::from_secs(600)),
             poll: Duration::from_secs(2),
             retry: RetryPolicy::default(),
+            throttle_deadline: Duration::from_secs(600),
         }
     }
 }

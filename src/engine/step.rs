@@ -75,6 +75,8 @@ pub struct Context {
     /// The launch limiter when the run began; the engine's, shared with other runs.
     launch: Option<Arc<Limiter>>,
     retry: RetryPolicy,
+    /// Until when throttled calls are retried.
+    throttle_deadline: Instant,
     launches_left: AtomicUsize,
     digest: String,
     /// What the error catalogue fills its texts with.
@@ -109,6 +111,7 @@ impl Context {
             recipe: job.recipe,
             zones: OnceCell::new(),
             retry: opts.retry.clone(),
+            throttle_deadline: Instant::now() + opts.throttle_deadline,
             launches_left: AtomicUsize::new(launches),
             digest,
             errors: job.errors,
@@ -207,7 +210,10 @@ impl Context {
                 Err(e) => e,
             };
             self.adapt(pace, Some(&err));
-            let Some(delay) = attempts.after(&err) else {
+            let throttle_wait = (err.class == ErrorClass::Throttle
+                && Instant::now() < self.throttle_deadline)
+                .then(|| attempts.after_throttle());
+            let Some(delay) = throttle_wait.or_else(|| attempts.after(&err)) else {
                 tracing::debug!(
                     target: "prism::retry",
                     workspace,

@@ -620,7 +620,7 @@ fn a_report_never_calls_a_running_workspace_failed() {
         "/_prism/faults",
         json!({"faults": [
             {"action": "RunInstances", "code": "InternalError", "status": 500, "lost": true, "count": 1},
-            {"action": "RunInstances", "code": "RequestLimitExceeded", "status": 503, "count": 5}
+            {"action": "RunInstances", "code": "InternalError", "status": 500, "count": 5}
         ]}),
     );
     let path = emu.write(
@@ -642,7 +642,7 @@ fn a_report_never_calls_a_running_workspace_failed() {
         .into_iter()
         .filter(|c| c.action == "RunInstances")
         .count();
-    assert_eq!(runs, 2, "the lost launch and one throttled retry");
+    assert_eq!(runs, 2, "the lost launch and one failed retry");
 }
 
 /// `-vv` (or RUST_LOG) shows what a person debugging a launch needs: the plan's
@@ -680,5 +680,9 @@ fn debug_logs_show_calls_retries_and_plan_inputs() {
         .env("RUST_LOG", "prism=debug")
         .output()
         .unwrap();
-    assert!(stderr(&by_env).contains("plan inputs"), "{}", stderr(&by_env));
+    assert!(
+        stderr(&by_env).contains("plan inputs"),
+        "{}",
+        stderr(&by_env)
+    );
 }
