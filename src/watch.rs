@@ -103,6 +103,16 @@ impl Requeue {
             .collect()
     }
 
+    /// How many workspaces it remembers failures of.
+    pub fn len(&self) -> usize {
+        self.failing.len()
+    }
+
+    /// Whether it remembers no failure.
+    pub fn is_empty(&self) -> bool {
+        self.failing.is_empty()
+    }
+
     /// When the next backed-off workspace is due.
     pub fn next_due(&self, now: Instant) -> Option<Instant> {
         self.failing
@@ -418,6 +428,9 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod soak;
 
 #[cfg(test)]
 mod tests {

@@ -97,6 +97,20 @@ impl LaunchMemory {
         Some(base.join("prism/launches").join(format!("{place}.json")))
     }
 
+    /// How many launches are noted in this process.
+    pub fn len(&self) -> usize {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .launches
+            .len()
+    }
+
+    /// Whether no launch is noted in this process.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The latest launch of `workspace`, if it is recent and of the same spec.
     pub fn recall(&self, fleet: &str, workspace: &str, spec_digest: &str) -> Option<LastLaunch> {
         let k = key(fleet, workspace);

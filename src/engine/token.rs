@@ -71,4 +71,59 @@ mod tests {
             assert_ne!(base, other);
         }
     }
+
+    use proptest::prelude::*;
+
+    /// Short names from a small alphabet, so that two different tuples often read
+    /// the same when run together ("ab" + "c" against "a" + "bc").
+    fn part() -> impl Strategy<Value = String> {
+        "[ab-]{0,3}"
+    }
+
+    type Key = (String, String, Option<String>, u32);
+
+    fn key() -> impl Strategy<Value = Key> {
+        let types = vec!["t3.micro", "t3.large", "m5.large"];
+        let zones = vec!["us-west-2a", "us-west-2b"];
+        (
+            part(),
+            prop::sample::select(types).prop_map(String::from),
+            prop::option::of(prop::sample::select(zones).prop_map(String::from)),
+            0u32..3,
+        )
+    }
+
+    fn token_of((workspace, instance_type, zone, incarnation): &Key) -> String {
+        let spec = LaunchSpec {
+            client_token: String::new(),
+            image_id: "ami-1".into(),
+            instance_type: instance_type.clone(),
+            availability_zone: None,
+            tags: Default::default(),
+            user_data: None,
+            root_volume: None,
+            hibernation: false,
+        };
+        let digest = spec_digest(&spec);
+        client_token("f", workspace, &digest, zone.as_deref(), *incarnation)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn tokens_are_deterministic_valid_and_distinct(a in key(), b in key()) {
+            let (ta, tb) = (token_of(&a), token_of(&b));
+            prop_assert_eq!(&ta, &token_of(&a.clone()));
+            prop_assert!(ta.len() <= 64 && ta.is_ascii());
+            prop_assert_eq!(a == b, ta == tb, "{:?} and {:?}", a, b);
+        }
+
+        #[test]
+        fn free_text_parts_never_run_together(a in (part(), part(), part()), b in (part(), part(), part())) {
+            // The fleet, the workspace and the spec digest sit side by side.
+            let t = |(f, w, d): &(String, String, String)| client_token(f, w, d, None, 0);
+            prop_assert_eq!(a == b, t(&a) == t(&b), "{:?} and {:?}", a, b);
+        }
+    }
 }

@@ -211,22 +211,31 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         match workspace_action(manifest, observed, name, found.first().copied()) {
             // Replacing terminates the instance and its data: like a deletion, only
             // with prune. Apply would skip it, so the plan does not count it.
-            Some(a) if a.action == ActionKind::Replace && !manifest.prune => held.push(Kept {
-                workspace: a.workspace,
-                instance_id: a.instance_id.unwrap_or_default(),
-                reason: a.reason,
-                action: ActionKind::Replace,
-            }),
+            Some(a) if a.action == ActionKind::Replace && !manifest.prune => {
+                // The instance stays as it is, but in the state the manifest asks for.
+                if let Some(i) = found.first() {
+                    actions.extend(state_action(manifest, observed, name, i));
+                }
+                held.push(Kept {
+                    workspace: a.workspace,
+                    instance_id: a.instance_id.unwrap_or_default(),
+                    reason: a.reason,
+                    action: ActionKind::Replace,
+                });
+            }
             Some(a) => actions.push(a),
             None => {}
         }
     }
-    for (workspace, instances) in by_workspace {
+    // AWS lists instances in no set order: the plan must not follow it.
+    for (workspace, mut instances) in by_workspace {
         debug_assert!(!desired.contains(workspace));
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
         for i in instances {
             unwanted.push((i, "no longer in the manifest".into()));
         }
     }
+    strays.sort_by(|a, b| a.id.cmp(&b.id));
     for i in strays {
         unwanted.push((i, "has the fleet tag but no workspace tag".into()));
     }
@@ -355,20 +364,34 @@ fn workspace_action(
         let reason = format!("image {} → {image}", i.image_id);
         return Some(action(ActionKind::Replace, Some(&i.id), reason));
     }
+    state_action(manifest, observed, name, i)
+}
+
+/// The start or stop that brings instance `i` of workspace `name` to the desired state.
+fn state_action(
+    manifest: &Manifest,
+    observed: &Observed,
+    name: &str,
+    i: &Instance,
+) -> Option<Action> {
     let want_running = manifest.state == DesiredState::Running;
-    match i.state {
-        InstanceState::Stopped | InstanceState::Stopping if want_running => Some(action(
-            ActionKind::Start,
-            Some(&i.id),
-            format!("{}, desired running", i.state),
-        )),
-        InstanceState::Running | InstanceState::Pending if !want_running => Some(action(
-            ActionKind::Stop,
-            Some(&i.id),
-            format!("{}, desired stopped", i.state),
-        )),
-        _ => None,
-    }
+    let (kind, wanted) = match i.state {
+        InstanceState::Stopped | InstanceState::Stopping if want_running => {
+            (ActionKind::Start, "running")
+        }
+        InstanceState::Running | InstanceState::Pending if !want_running => {
+            (ActionKind::Stop, "stopped")
+        }
+        _ => return None,
+    };
+    Some(Action {
+        action: kind,
+        workspace: name.to_string(),
+        instance_id: Some(i.id.clone()),
+        instance_type: i.instance_type.clone(),
+        vcpus: observed.vcpus.get(&i.instance_type).copied(),
+        reason: format!("{}, desired {wanted}", i.state),
+    })
 }
 
 fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action]) -> Vec<Warning> {
@@ -436,5 +459,7 @@ pub fn fingerprint(manifest: &Manifest, observed: &Observed) -> String {
     hex(&h.finalize())
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
