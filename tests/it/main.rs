@@ -1,10 +1,12 @@
 //! Integration tests: the real `prism` binary against the local AWS emulator.
 
 mod apply;
+mod docs;
 mod emulator;
 mod help;
 mod manifest;
 mod plan;
+mod promises;
 mod quota;
 mod schema;
 mod settings;
