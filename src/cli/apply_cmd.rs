@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::{Failure, Format, GlobalArgs, connect, print};
 use crate::cloud::Cloud;
-use crate::engine::gate::Gate;
+use crate::engine::gate::{Ask, Gate};
 use crate::engine::{Engine, Job, RunOptions};
 use crate::manifest::{self, Manifest};
 use crate::observe::observe;
@@ -111,9 +111,16 @@ pub async fn carry_out(
     if !plan.has_changes() {
         return Ok(ExitCode::SUCCESS);
     }
-    let gate = Gate::of(&plan, args.yes);
-    for q in &gate.shortfalls {
-        anstream::eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
+    let mut gate = Gate::of(&plan, args.yes);
+    if focus.is_some() && gate.ask == Some(Ask::Changes) {
+        // `workspace create` names what to launch: only deletions and applies ask.
+        gate.ask = None;
+    }
+    // Quiet shows the quota screen only when the run stops on it.
+    if !global.quiet || gate.ask.is_some() {
+        for q in &gate.shortfalls {
+            anstream::eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
+        }
     }
     if !super::pass_gate(&gate, 0)? {
         eprintln!("Apply cancelled; nothing was changed.");

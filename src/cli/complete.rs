@@ -1,5 +1,6 @@
-//! Tab completion of names from the account: workspaces, fleets, projects. A TAB must
-//! be fast, so answers are cached for a minute under `~/.cache/prism`.
+//! Tab completion of names from the account (workspaces, fleets, projects, storage)
+//! and of prism's own names (quotas, error codes). A TAB must be fast, so answers from
+//! the account are cached for a minute under `~/.cache/prism`.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,9 @@ struct Cache {
     key: String,
     /// (workspace, fleet, project)
     workspaces: Vec<(String, String, String)>,
+    /// Names of EBS volumes and EFS file systems.
+    #[serde(default)]
+    storage: Vec<String>,
 }
 
 fn cache_path() -> Option<PathBuf> {
@@ -52,7 +56,7 @@ fn fetch() -> Option<Cache> {
         .enable_all()
         .build()
         .ok()?;
-    let workspaces = runtime.block_on(async {
+    let (workspaces, storage) = runtime.block_on(async {
         let conn = Connection::resolve(Default::default()).ok()?;
         let cloud = AwsCloud::connect(&conn).await.ok()?;
         let filter = InstanceFilter {
@@ -67,22 +71,37 @@ fn fetch() -> Option<Cache> {
             .await
             .ok()?
             .ok()?;
-        Some(
-            found
-                .iter()
-                .filter_map(|i| {
-                    Some((
-                        i.workspace()?.to_string(),
-                        i.tag(tags::FLEET).unwrap_or_default().to_string(),
-                        i.tag(tags::PROJECT).unwrap_or_default().to_string(),
-                    ))
-                })
-                .collect(),
-        )
+        let volumes = tokio::time::timeout(Duration::from_secs(3), cloud.describe_volumes(None))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let systems = tokio::time::timeout(Duration::from_secs(3), cloud.list_file_systems())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let storage = volumes
+            .iter()
+            .filter_map(|v| v.tags.get("Name").cloned())
+            .chain(systems.into_iter().filter_map(|f| f.name))
+            .collect();
+        let workspaces = found
+            .iter()
+            .filter_map(|i| {
+                Some((
+                    i.workspace()?.to_string(),
+                    i.tag(tags::FLEET).unwrap_or_default().to_string(),
+                    i.tag(tags::PROJECT).unwrap_or_default().to_string(),
+                ))
+            })
+            .collect();
+        Some((workspaces, storage))
     })?;
     let cache = Cache {
         key: key(),
         workspaces,
+        storage,
     };
     if let Some(path) = cache_path() {
         let _ = std::fs::create_dir_all(path.parent()?);
@@ -117,4 +136,34 @@ pub fn fleets() -> Vec<CompletionCandidate> {
 /// Project names.
 pub fn projects() -> Vec<CompletionCandidate> {
     names(|w| &w.2)
+}
+
+/// Names of EBS volumes and EFS file systems.
+pub fn storage() -> Vec<CompletionCandidate> {
+    let cache = cached().or_else(fetch).unwrap_or_default();
+    let mut out = cache.storage;
+    out.sort();
+    out.dedup();
+    out.into_iter().map(CompletionCandidate::new).collect()
+}
+
+/// The quota names `--quota` takes, and their codes.
+pub fn quotas() -> Vec<CompletionCandidate> {
+    crate::quota::all()
+        .flat_map(|q| {
+            [
+                CompletionCandidate::new(q.friendly).help(Some(q.name.into())),
+                CompletionCandidate::new(q.code).help(Some(q.name.into())),
+            ]
+        })
+        .collect()
+}
+
+/// Every error code of the catalogue.
+pub fn error_codes() -> Vec<CompletionCandidate> {
+    crate::errors::CATALOGUE
+        .iter()
+        .flat_map(|e| e.codes.iter())
+        .map(|c| CompletionCandidate::new(*c))
+        .collect()
 }

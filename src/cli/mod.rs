@@ -194,9 +194,12 @@ pub struct LaunchArgs {
     /// The fleet the workspaces join.
     #[arg(long, default_value = "workspaces")]
     pub fleet: String,
-    /// Launch without asking for confirmation.
-    #[arg(short, long)]
-    pub yes: bool,
+    /// Project (tag prism:project); the fleet's name when left out.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// The same --yes, --dry-run and --format as `workspace create`.
+    #[command(flatten)]
+    pub act: workspace_cmd::ActArgs,
 }
 
 /// Parses the arguments, runs the command, and turns the outcome into an exit code.
@@ -292,12 +295,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 template: args.template,
                 file: args.file,
                 fleet: args.fleet,
-                project: None,
-                act: workspace_cmd::ActArgs {
-                    yes: args.yes,
-                    dry_run: false,
-                    format: Format::Text,
-                },
+                project: args.project,
+                act: args.act,
             };
             workspace_cmd::create(&cli.global, &create).await
         }
@@ -352,7 +351,7 @@ async fn legacy_change(
 ) -> Result<ExitCode, Failure> {
     deprecated(verb, &format!("workspace {verb}"));
     let cloud = connect_to(global, None).await?;
-    workspace_cmd::change(global, std::sync::Arc::new(cloud), kind, args).await
+    workspace_cmd::change(global, std::sync::Arc::new(cloud), kind, verb, args).await
 }
 
 /// Connects to the region the flags, else the manifest, else the AWS configuration name.
@@ -430,7 +429,8 @@ fn pass_gate(gate: &Gate, deletions: usize) -> Result<bool, Failure> {
     };
     let refusal = match ask {
         Ask::Shortfall => Failure::QuotaShortfall,
-        Ask::Changes | Ask::Deletion => Failure::Unconfirmed,
+        Ask::Changes => Failure::Unconfirmed("apply"),
+        Ask::Deletion => Failure::Unconfirmed("delete"),
     };
     confirm(&ask.question(deletions), refusal)
 }

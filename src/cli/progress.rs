@@ -61,15 +61,21 @@ fn confirmed(r: &Report) -> String {
     )
 }
 
+/// `n thing` or `n things`.
+fn count(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The closing text of a run; `rerun` is the command that finishes it.
 pub fn summary_text(r: &Report, rerun: &str) -> String {
     let took = Duration::from_secs_f64(r.duration_s);
     let mut out = String::new();
     if r.complete() {
-        let what = if r.launched == r.total {
-            format!("All {} workspaces launched successfully", r.total)
-        } else {
-            format!("All {} changes applied successfully", r.total)
+        let what = match (r.launched == r.total, r.total) {
+            (true, 1) => "1 workspace launched successfully".to_string(),
+            (true, n) => format!("All {n} workspaces launched successfully"),
+            (false, 1) => "1 change applied successfully".to_string(),
+            (false, n) => format!("All {n} changes applied successfully"),
         };
         let avg = if r.total > 0 {
             format!(" (avg {:.1}s per workspace)", r.duration_s / r.total as f64)
@@ -80,10 +86,16 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         out.push_str(&confirmed(r));
         return out;
     }
+    // ❌ is for failures: a run that only held back or skipped work is a warning.
+    let mark = if r.failed.is_empty() && !r.interrupted {
+        "⚠"
+    } else {
+        "❌"
+    };
     out.push_str(&format!(
-        "❌ {} of {} changes done in {}",
+        "{mark} {} of {} done in {}",
         r.succeeded,
-        r.total,
+        count(r.total, "change"),
         human(took)
     ));
     let mut parts = vec![];
@@ -99,7 +111,8 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     if !parts.is_empty() {
         out.push_str(&format!(" ({})", parts.join(", ")));
     }
-    out.push_str(":\n");
+    let listed = !r.failed.is_empty() || !r.skipped.is_empty();
+    out.push_str(if listed { ":\n" } else { ".\n" });
     for f in &r.failed {
         let e = &f.explained;
         out.push_str(&format!(
@@ -172,9 +185,9 @@ impl Lines {
                     _ => String::new(),
                 };
                 let what = if launches == total {
-                    format!("Launching {total} workspaces")
+                    format!("Launching {}", count(*total, "workspace"))
                 } else {
-                    format!("Applying {total} changes")
+                    format!("Applying {}", count(*total, "change"))
                 };
                 Some(format!("\n{pacing}{what} of fleet {fleet}:"))
             }

@@ -41,7 +41,7 @@ pub struct RequestArgs {
     #[command(subcommand)]
     pub action: Option<RequestAction>,
     /// on-demand-vcpus, gpu-vcpus, p-vcpus, spot-vcpus, ebs-gp3-tib, … or a quota code.
-    #[arg(long, required = true, value_name = "NAME")]
+    #[arg(long, required = true, value_name = "NAME", add = clap_complete::engine::ArgValueCandidates::new(super::complete::quotas))]
     pub quota: Option<String>,
     /// The new value wanted (vCPUs, or TiB for EBS).
     #[arg(long, required = true, value_name = "N")]

@@ -35,6 +35,7 @@ pub struct ManArgs {
 #[derive(Debug, Args)]
 pub struct ErrorsArgs {
     /// An AWS error code, e.g. VcpuLimitExceeded; all of them when left out.
+    #[arg(add = clap_complete::engine::ArgValueCandidates::new(super::complete::error_codes))]
     pub code: Option<String>,
     /// Print the catalogue as Markdown (docs/troubleshooting.md).
     #[arg(long, conflicts_with = "code")]
@@ -108,23 +109,16 @@ pub fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {
 }
 
 pub fn errors_command(args: &ErrorsArgs) -> Result<ExitCode, Failure> {
-    use crate::errors::{CATALOGUE, explain, render};
+    use crate::errors::{CATALOGUE, Entry, render};
     if args.markdown {
         print(&crate::errors::markdown())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let codes: Vec<&str> = match &args.code {
-        Some(c) => vec![c.as_str()],
-        None => CATALOGUE.iter().map(|e| e.codes[0]).collect(),
+    let entries: Vec<(&str, &Entry)> = match &args.code {
+        Some(c) => vec![find_entry(c)?],
+        None => CATALOGUE.iter().map(|e| (e.codes[0], e)).collect(),
     };
-    let explained: Vec<_> = codes
-        .iter()
-        .map(|c| {
-            let err =
-                crate::cloud::CloudError::service("the call", Some(c), "(AWS's message)", None);
-            explain(&err, &crate::errors::Context::default())
-        })
-        .collect();
+    let explained: Vec<_> = entries.iter().map(|(c, e)| describe(c, e)).collect();
     let text = match args.format {
         Format::Json => format!(
             "{}\n",
@@ -134,6 +128,85 @@ pub fn errors_command(args: &ErrorsArgs) -> Result<ExitCode, Failure> {
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The catalogue entry of `code`, whatever its case; an unknown code names the closest.
+fn find_entry(code: &str) -> Result<(&'static str, &'static crate::errors::Entry), Failure> {
+    let all = || {
+        crate::errors::CATALOGUE
+            .iter()
+            .flat_map(|e| e.codes.iter().map(move |c| (*c, e)))
+    };
+    if let Some(found) = all().find(|(c, _)| c.eq_ignore_ascii_case(code)) {
+        return Ok(found);
+    }
+    let wanted = code.to_ascii_lowercase();
+    let mut near: Vec<(usize, &str)> = all()
+        .map(|(c, _)| {
+            let lower = c.to_ascii_lowercase();
+            let d = if lower.starts_with(&wanted) || lower.contains(&wanted) {
+                0
+            } else {
+                strsim::damerau_levenshtein(&wanted, &lower)
+            };
+            (d, c)
+        })
+        .collect();
+    near.sort();
+    let closest: Vec<String> = near.iter().take(3).map(|(_, c)| format!("`{c}`")).collect();
+    Err(Failure::Usage(format!(
+        "`{code}` is not an error code prism knows; the closest are {}. `prism errors` lists them all",
+        closest.join(", ")
+    )))
+}
+
+/// An entry explained in general, for `prism errors`: with no situation at hand, the
+/// values the texts would be filled with are left out or named in general words, so no
+/// placeholder reaches the reader.
+fn describe(code: &str, e: &crate::errors::Entry) -> crate::errors::Explained {
+    let general = |text: &str| {
+        let mut t = text.to_string();
+        for (from, to) in [
+            (" ({usage}/{limit} vCPUs used)", ""),
+            (": {message}", ""),
+            ("\n{message}", ""),
+            (
+                "AWS has {message} in {region}.",
+                "AWS has no such request in the region.",
+            ),
+            ("{message}", "AWS's message"),
+            ("the {operation} ", "the "),
+            ("many {operation} ", "many "),
+            ("its {operation} ", "its "),
+            ("answered {operation} ", "answered "),
+            ("allows {operation}", "allows the action"),
+            ("The {operation} call", "The call"),
+            ("{operation}", "this action"),
+            ("{region}", "the region"),
+            ("in {zone}", "in an availability zone"),
+            ("{zone}", "the availability zone"),
+            (
+                "enough {instance_type} capacity",
+                "capacity of the instance type",
+            ),
+            ("{instance_type}'s", "the instance type's"),
+            ("{instance_type}", "the instance type"),
+            ("{quota}", "on-demand-vcpus"),
+            ("{desired_value}", "N"),
+            ("{limit}", "the limit"),
+            ("{usage}", "the usage"),
+        ] {
+            t = t.replace(from, to);
+        }
+        t
+    };
+    crate::errors::Explained {
+        code: code.to_string(),
+        title: general(e.title),
+        what_happened: general(e.what_happened),
+        what_prism_does: general(e.what_prism_does),
+        what_you_can_do: general(e.what_you_can_do),
+    }
 }
 
 pub fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
@@ -155,4 +228,56 @@ pub fn validate_command(args: &ValidateArgs) -> Result<ExitCode, Failure> {
     };
     print(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{describe, find_entry};
+
+    /// No entry, explained with no situation at hand, shows a placeholder or an
+    /// unknown value.
+    #[test]
+    fn every_entry_reads_well_without_context() {
+        let placeholders = [
+            "{region}",
+            "{zone}",
+            "{instance_type}",
+            "{limit}",
+            "{usage}",
+            "{quota}",
+            "{desired_value}",
+            "{operation}",
+            "{message}",
+            "?/?",
+            "the call requests",
+            ": \n",
+        ];
+        for entry in crate::errors::CATALOGUE {
+            for code in entry.codes {
+                let e = describe(code, entry);
+                let text = crate::errors::render(&e);
+                for p in placeholders {
+                    assert!(!text.contains(p), "{code} shows `{p}`:\n{text}");
+                }
+                for line in text.lines() {
+                    assert!(
+                        !line.ends_with(": "),
+                        "{code}: a line ends unfinished:\n{text}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_ignore_case_and_unknown_codes_name_the_closest() {
+        assert_eq!(
+            find_entry("vcpulimitexceeded").unwrap().0,
+            "VcpuLimitExceeded"
+        );
+        let err = find_entry("VcpuLimit").unwrap_err().to_string();
+        assert!(err.contains("`VcpuLimitExceeded`"), "{err}");
+        let err = find_entry("NoSuchThing").unwrap_err().to_string();
+        assert!(err.contains("not an error code prism knows"), "{err}");
+    }
 }

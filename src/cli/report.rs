@@ -27,9 +27,10 @@ pub enum Failure {
     /// A saved plan no longer matches the manifest or the fleet.
     #[error("the saved plan is stale: {0}")]
     StalePlan(String),
-    /// Apply needs a yes, and there is no terminal to ask on.
-    #[error("refusing to apply without confirmation: there is no terminal to ask on")]
-    Unconfirmed,
+    /// An apply or a deletion needs a yes, and there is no terminal to ask on; the verb
+    /// says which.
+    #[error("refusing to {0} without confirmation: there is no terminal to ask on")]
+    Unconfirmed(&'static str),
     /// Apply would exceed a quota, and there is no terminal to ask on.
     #[error(
         "refusing to apply: not every workspace fits the account's quota, and there is no terminal to ask on"
@@ -198,7 +199,7 @@ pub fn fail(failure: &Failure, json: bool) -> ExitCode {
         Failure::NoRegion => "Error: no AWS region is configured\n  hint: set `region:` in the manifest, pass --region, or set AWS_REGION\n".to_string(),
         Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
         Failure::QuotaShortfall => format!("Error: {failure}\n  hint: pass --yes to launch the workspaces that fit (in name order) and report the rest, or raise the quota first; nothing was changed\n"),
-        Failure::Unconfirmed => format!("Error: {failure}\n  hint: pass --yes (-y) to apply without asking; nothing was changed\n"),
+        Failure::Unconfirmed(verb) => format!("Error: {failure}\n  hint: pass --yes (-y) to {verb} without asking; nothing was changed\n"),
         Failure::AmbiguousName { name, fleets } => format!(
             "Error: {failure}\n  hint: name the fleet, e.g. `--fleet {}`; nothing was changed\n  candidates:\n{}",
             fleets[0],

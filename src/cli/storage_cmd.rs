@@ -53,9 +53,10 @@ pub enum StorageCommand {
     Create {
         /// Name (the Name tag).
         name: String,
+        /// What to create (required; the legacy `prism volume` creates EBS).
         #[arg(long = "type", value_enum)]
-        kind: StorageType,
-        /// Size in GiB (EBS only).
+        kind: Option<StorageType>,
+        /// Size in GiB (EBS only; required for EBS).
         #[arg(long, required_if_eq("kind", "ebs"), value_parser = clap::value_parser!(u32).range(1..=16384))]
         size: Option<u32>,
         /// Availability zone of an EBS volume; the region's first when left out.
@@ -71,7 +72,7 @@ pub enum StorageCommand {
     /// Delete volumes or file systems by name or id.
     Delete {
         /// Names or ids.
-        #[arg(required = true)]
+        #[arg(required = true, add = clap_complete::engine::ArgValueCandidates::new(super::complete::storage))]
         names: Vec<String>,
         /// Only look among one kind.
         #[arg(long = "type", value_enum)]
@@ -191,15 +192,30 @@ pub async fn run(
             project,
             dry_run,
         } => {
-            let kind = only.unwrap_or(*kind);
-            if rows(&cloud, Some(kind))
+            let kind = only.or(*kind).ok_or_else(|| {
+                Failure::Usage(
+                    "`storage create` needs --type ebs (a volume) or --type efs (a file system)"
+                        .into(),
+                )
+            })?;
+            check_create_flags(kind, *size, zone.as_deref(), &region)?;
+            if let Some(found) = rows(&cloud, Some(kind))
                 .await?
-                .iter()
-                .any(|r| &r.name == name)
+                .into_iter()
+                .find(|r| &r.name == name)
             {
+                if kind == StorageType::Efs {
+                    // The creation token is derived from the name: creating twice
+                    // returns the first.
+                    print(&format!(
+                        "✓ efs `{}` exists already ({}, {} GiB); nothing was created\n",
+                        found.name, found.id, found.size_gib
+                    ))?;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 return Err(Failure::Usage(format!(
-                    "{} storage named `{name}` already exists; see `prism storage list`",
-                    kind.name()
+                    "ebs storage named `{name}` already exists ({}); see `prism storage list`",
+                    found.id
                 )));
             }
             if *dry_run {
@@ -214,19 +230,20 @@ pub async fn run(
                     let Some(size) = size else {
                         return Err(Failure::Usage("an EBS volume needs --size (GiB)".into()));
                     };
+                    let zones = cloud.availability_zones().await.map_err(aws)?;
                     let zone = match zone {
-                        Some(z) => z.clone(),
-                        None => cloud
-                            .availability_zones()
-                            .await
-                            .map_err(aws)?
-                            .into_iter()
-                            .next()
-                            .ok_or_else(|| {
-                                Failure::Usage(format!(
-                                    "no availability zone found in {region}; pass --zone"
-                                ))
-                            })?,
+                        Some(z) if zones.contains(z) => z.clone(),
+                        Some(z) => {
+                            return Err(Failure::Usage(format!(
+                                "--zone {z} is not an availability zone of {region} (it has: {}); nothing was created",
+                                zones.join(", ")
+                            )));
+                        }
+                        None => zones.into_iter().next().ok_or_else(|| {
+                            Failure::Usage(format!(
+                                "no availability zone found in {region}; pass --zone"
+                            ))
+                        })?,
                     };
                     let mut tags = BTreeMap::from([
                         ("Name".to_string(), name.clone()),
@@ -268,6 +285,39 @@ pub async fn run(
         } => return delete(&cloud, names, only.or(*kind), *yes, *dry_run).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses flags that do not apply to `kind`, and a zone of another region, before
+/// anything is sent to AWS.
+fn check_create_flags(
+    kind: StorageType,
+    size: Option<u32>,
+    zone: Option<&str>,
+    region: &str,
+) -> Result<(), Failure> {
+    if kind == StorageType::Efs {
+        let mut wrong = Vec::new();
+        if size.is_some() {
+            wrong.push("--size (an EFS file system grows with its data)");
+        }
+        if zone.is_some() {
+            wrong.push("--zone (an EFS file system spans the region's zones)");
+        }
+        if !wrong.is_empty() {
+            return Err(Failure::Usage(format!(
+                "--type efs takes no {}; nothing was created",
+                wrong.join(" and no ")
+            )));
+        }
+    }
+    if let Some(z) = zone
+        && !z.starts_with(region)
+    {
+        return Err(Failure::Usage(format!(
+            "--zone {z} is not in region {region}: a volume is created in the region prism calls (pass --region to choose it); nothing was created"
+        )));
+    }
+    Ok(())
 }
 
 async fn delete(
@@ -312,8 +362,12 @@ async fn delete(
         eprintln!("Dry run: nothing was deleted.");
         return Ok(ExitCode::SUCCESS);
     }
-    let question = format!("Delete {} and all data on them?", chosen.len());
-    if !yes && !confirm(&question, Failure::Unconfirmed)? {
+    let question = if chosen.len() == 1 {
+        "Delete it and all data on it?".to_string()
+    } else {
+        format!("Delete these {} and all data on them?", chosen.len())
+    };
+    if !yes && !confirm(&question, Failure::Unconfirmed("delete"))? {
         eprintln!("Cancelled; nothing was deleted.");
         return Ok(ExitCode::FAILURE);
     }

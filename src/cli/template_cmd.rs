@@ -28,6 +28,7 @@ pub enum TemplateCommand {
     /// One template in full.
     Show {
         /// The template's name.
+        #[arg(add = clap_complete::engine::ArgValueCandidates::new(names_for_completion))]
         name: String,
         /// A manifest or a templates file; by default, every one in the current folder.
         #[arg(short, long, value_name = "FILE")]
@@ -52,6 +53,26 @@ fn show_text(t: &Template) -> String {
 
 /// The templates of `file`, or of every manifest and templates file in the current
 /// folder (`*.yaml`, `*.yml`; other YAML files are passed over), each with its file.
+/// Template names for completion: of the `-f/--file` on the command line being
+/// completed, else of the manifests in the current folder.
+pub fn names_for_completion() -> Vec<clap_complete::engine::CompletionCandidate> {
+    let args: Vec<String> = std::env::args().collect();
+    let file = args
+        .windows(2)
+        .find_map(|w| (w[0] == "-f" || w[0] == "--file").then(|| PathBuf::from(&w[1])));
+    let mut names: Vec<String> = templates(file.as_ref())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, t)| t.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(clap_complete::engine::CompletionCandidate::new)
+        .collect()
+}
+
 fn templates(file: Option<&PathBuf>) -> Result<Vec<(PathBuf, Template)>, Failure> {
     if let Some(f) = file {
         return Ok(manifest::load_templates(f)?

@@ -258,7 +258,10 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
             let found = workspaces(&cloud, a.fleet.as_deref(), None, None).await?;
             let i = resolve(&found, std::slice::from_ref(&a.name), a.fleet.as_deref())?[0];
             let r = row(i, now);
-            let text = a.format.encode(&(&r, &i.tags)).unwrap_or_else(|| {
+            // One object: the list's fields and the tags.
+            let mut shown_row = serde_json::to_value(&r).expect("a row serializes");
+            shown_row["tags"] = serde_json::json!(&i.tags);
+            let text = a.format.encode(&shown_row).unwrap_or_else(|| {
                 let tag_lines: Vec<String> = i.tags.iter().map(|(k, v)| format!("  {k}: {v}")).collect();
                 format!(
                     "Name: {}\nStatus: {}\nInstance: {}\nType: {}\nZone: {}\nFleet: {}\nProject: {}\nCost/day: {} (estimate)\nUptime: {}\nTags:\n{}\n",
@@ -278,13 +281,28 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
             Ok(ExitCode::SUCCESS)
         }
         WorkspaceCommand::Create(a) => create(global, a).await,
-        WorkspaceCommand::Start(a) => change(global, Arc::new(cloud), ActionKind::Start, a).await,
-        WorkspaceCommand::Stop(a) => change(global, Arc::new(cloud), ActionKind::Stop, a).await,
-        WorkspaceCommand::Delete(a) => change(global, Arc::new(cloud), ActionKind::Delete, a).await,
-        WorkspaceCommand::Hibernate(a) => {
-            change(global, Arc::new(cloud), ActionKind::Hibernate, a).await
+        WorkspaceCommand::Start(a) => {
+            change(global, Arc::new(cloud), ActionKind::Start, "start", a).await
         }
-        WorkspaceCommand::Resume(a) => change(global, Arc::new(cloud), ActionKind::Start, a).await,
+        WorkspaceCommand::Stop(a) => {
+            change(global, Arc::new(cloud), ActionKind::Stop, "stop", a).await
+        }
+        WorkspaceCommand::Delete(a) => {
+            change(global, Arc::new(cloud), ActionKind::Delete, "delete", a).await
+        }
+        WorkspaceCommand::Hibernate(a) => {
+            change(
+                global,
+                Arc::new(cloud),
+                ActionKind::Hibernate,
+                "hibernate",
+                a,
+            )
+            .await
+        }
+        WorkspaceCommand::Resume(a) => {
+            change(global, Arc::new(cloud), ActionKind::Start, "resume", a).await
+        }
     }
 }
 
@@ -312,11 +330,13 @@ fn needed(kind: ActionKind, i: &Instance) -> bool {
     }
 }
 
-/// `workspace start|stop|delete NAME…`, also behind the legacy top-level verbs.
+/// `workspace start|stop|delete NAME…`, also behind the legacy top-level verbs; `verb`
+/// is the command's own word (`resume` starts).
 pub async fn change(
     global: &GlobalArgs,
     cloud: Arc<dyn Cloud>,
     kind: ActionKind,
+    verb: &str,
     a: &ChangeArgs,
 ) -> Result<ExitCode, Failure> {
     let found = workspaces(cloud.as_ref(), a.fleet.as_deref(), None, None).await?;
@@ -341,7 +361,6 @@ pub async fn change(
             )));
         }
     }
-    let verb = format!("{kind:?}").to_lowercase();
     let todo: Vec<&Instance> = by_fleet
         .values()
         .flatten()

@@ -266,35 +266,31 @@ pub fn shortfall_screen(plan: &Plan, q: &QuotaCheck) -> String {
         paint(YELLOW, "⚠")
     );
     let _ = writeln!(out, "Options:");
-    match (q.recommended_value, crate::quota::by_name(&q.code)) {
-        (Some(desired), Some(class)) => {
-            let _ = writeln!(
-                out,
-                "1. Request quota increase (recommended): {}",
-                crate::quota::arith::request_command(class, desired, Some(&plan.region))
-            );
-        }
-        _ => {
-            let _ = writeln!(
-                out,
-                "1. Request quota increase: prism quota request --quota {}",
-                q.quota
-            );
-        }
+    // The plan's options, numbered as the plan numbers them, then going ahead.
+    let mut options = Vec::new();
+    if let (Some(desired), Some(class)) = (q.recommended_value, crate::quota::by_name(&q.code)) {
+        options.push(format!(
+            "Request quota increase (recommended): {}",
+            crate::quota::arith::request_command(class, desired, Some(&plan.region))
+        ));
     }
-    let _ = writeln!(out, "2. Launch fewer workspaces ({fit} fit)");
     let per = available / u32::try_from(wanted.max(1)).unwrap_or(u32::MAX);
     if per >= 1 {
-        let _ = writeln!(
-            out,
-            "3. Use a smaller instance type (at most {per} vCPUs each)"
-        );
-    } else {
-        let _ = writeln!(out, "3. Free capacity: stop instances you no longer need");
+        options.push(format!(
+            "Use a smaller instance type (at most {per} vCPU{} each)",
+            if per == 1 { "" } else { "s" }
+        ));
     }
-    let _ = writeln!(
-        out,
-        "4. Proceed anyway: launch the {fit} that fit, in name order; the rest are reported as not launched"
-    );
+    options.push(format!("Launch fewer workspaces ({fit} fit)"));
+    options.push(if fit == 0 {
+        "Proceed anyway: none fit, so nothing is launched; all are reported as not launched".into()
+    } else {
+        format!(
+            "Proceed anyway: launch the {fit} that fit, in name order; the rest are reported as not launched"
+        )
+    });
+    for (n, o) in options.iter().enumerate() {
+        let _ = writeln!(out, "{}. {o}", n + 1);
+    }
     out
 }

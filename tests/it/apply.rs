@@ -265,7 +265,7 @@ async fn a_quota_shortfall_launches_what_fits_only_when_told_to() {
     let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("❌ 3 of 5 changes done"), "{text}");
+    assert!(text.contains("⚠ 3 of 5 changes done"), "{text}");
     assert!(
         text.contains("quota-04 (Create) skipped: not launched: the On-Demand Standard"),
         "{text}"

@@ -2,10 +2,12 @@
 
 mod apply;
 mod chaos;
+mod docs;
 mod emulator;
 mod help;
 mod manifest;
 mod plan;
+mod promises;
 mod quota;
 mod schema;
 mod settings;

@@ -30,10 +30,15 @@ async fn ebs_and_efs_in_one_listing() {
     let efs = emu.prism(&["storage", "create", "shared", "--type", "efs"]);
     assert_eq!(efs.status.code(), Some(0), "{}", stderr(&efs));
     let again = emu.prism(&["storage", "create", "shared", "--type", "efs"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "creating twice returns the first"
+    );
     assert!(
-        stderr(&again).contains("efs storage named `shared` already exists"),
+        stdout(&again).contains("efs `shared` exists already"),
         "{}",
-        stderr(&again)
+        stdout(&again)
     );
     let no_size = emu.prism(&["storage", "create", "x", "--type", "ebs"]);
     assert_eq!(no_size.status.code(), Some(2), "--size is required for ebs");

@@ -162,7 +162,7 @@ async fn create_and_the_legacy_launch_go_through_the_executor() {
         "`prism launch` is deprecated; use `prism workspace create --template TEMPLATE`"
     ));
     assert!(
-        stdout(&legacy).contains("Launching 1 workspaces"),
+        stdout(&legacy).contains("Launching 1 workspace of"),
         "only the new one: {}",
         stdout(&legacy)
     );
