@@ -7,6 +7,7 @@ mod manifest;
 mod plan;
 mod quota;
 mod schema;
+mod serve;
 mod settings;
 mod storage;
 mod watch;
