@@ -431,8 +431,6 @@ async fn a_launch_cut_short_by_kill_resumes_after_a_restart() {
     }
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
-    let before = s.events(&id, None).1.len();
-    let _ = before;
     drop(s);
 
     let s = start(&emu, &state, &[]);
