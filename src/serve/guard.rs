@@ -54,10 +54,10 @@ impl Guard {
 /// Whether a request that changes state comes from a page of this server (or from a
 /// client that is no browser: those send neither header).
 fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
-            return false;
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return false;
     }
     match headers.get(header::ORIGIN).map(|o| o.to_str()) {
         None => true,
