@@ -15,4 +15,5 @@ pub mod observe;
 pub mod plan;
 pub mod quota;
 pub mod retry;
+pub mod serve;
 pub mod watch;

@@ -7,6 +7,7 @@ pub mod progress;
 mod quota_cmd;
 mod reference;
 mod report;
+mod serve_cmd;
 mod storage_cmd;
 mod template_cmd;
 mod watch_cmd;
@@ -101,6 +102,8 @@ pub enum Command {
     Template(template_cmd::TemplateArgs),
     /// Show the account's quotas, request increases, list alerts.
     Quota(quota_cmd::QuotaArgs),
+    /// Serve the bulk-launch HTTP API on this machine.
+    Serve(serve_cmd::ServeArgs),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
     Completion(CompletionArgs),
     /// Print prism's man page, or write one page per command into a folder.
@@ -283,6 +286,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
         Command::Template(args) => template_cmd::run(&args),
+        Command::Serve(args) => serve_cmd::run(&cli.global, &args).await,
         Command::Storage(args) => storage_cmd::run(&cli.global, &args, None).await,
         Command::Volume(args) => {
             deprecated("volume", "storage … --type ebs");

@@ -336,7 +336,7 @@ pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>, rerun: &str)
 }
 
 /// One NDJSON line; the summary carries the final state of every workspace.
-fn json_line(e: &Stamped, progress: &Progress) -> String {
+pub fn json_line(e: &Stamped, progress: &Progress) -> String {
     let mut v = serde_json::to_value(e).expect("events serialize");
     if matches!(e.event, Event::Summary(_)) {
         v["workspaces"] = serde_json::to_value(&progress.workspaces).expect("serializes");

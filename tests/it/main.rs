@@ -10,6 +10,7 @@ mod plan;
 mod promises;
 mod quota;
 mod schema;
+mod serve;
 mod settings;
 mod storage;
 mod watch;

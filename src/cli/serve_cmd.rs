@@ -1,0 +1,136 @@
+//! `prism serve`: the bulk-launch HTTP API, on the engine the other commands use.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use clap::Args;
+
+use super::{Failure, GlobalArgs, connect_to, launch_memory};
+use crate::cloud::Cloud;
+use crate::config::UserConfig;
+use crate::engine::Engine;
+use crate::manifest::Manifest;
+use crate::serve::error::ApiError;
+use crate::serve::{App, Connector, guard::Guard, token};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Where the API token, the launches and their events are kept [default: ~/.prism/serve].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Folder of manifests that requests may name by `manifest_path`.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Listen on an address other than loopback (plain HTTP: put TLS in front of it).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Replace the API token with a new one.
+    #[arg(long)]
+    pub rotate_token: bool,
+}
+
+/// One engine per region, made on first use from the command's AWS settings.
+struct Engines {
+    global: GlobalArgs,
+    settings: UserConfig,
+    engines: Mutex<BTreeMap<String, Arc<Engine>>>,
+}
+
+#[async_trait::async_trait]
+impl Connector for Engines {
+    async fn engine(&self, manifest: &Manifest) -> Result<Arc<Engine>, ApiError> {
+        let cloud = connect_to(&self.global, manifest.region.as_deref())
+            .await
+            .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))?;
+        let region = cloud.region().to_string();
+        let rate = crate::config::launch_rate(&manifest.rate_limit, &self.settings);
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = engines
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let cloud: Arc<dyn Cloud> = Arc::new(cloud);
+                Engine::new(cloud, rate, launch_memory(&self.global, &region))
+            })
+            .clone();
+        engine.set_launch_rate(rate);
+        Ok(engine)
+    }
+}
+
+fn default_state_dir() -> Result<PathBuf, Failure> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".prism/serve"))
+        .ok_or_else(|| Failure::Usage("HOME is not set: pass --state-dir DIR".into()))
+}
+
+pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Failure> {
+    if !crate::serve::is_loopback(&args.listen) {
+        if !args.allow_remote {
+            return Err(Failure::Usage(format!(
+                "refusing to listen on {}, which is not a loopback address: pass --allow-remote to serve other machines (over plain HTTP the token can be read on the way; put a TLS reverse proxy in front)",
+                args.listen
+            )));
+        }
+        eprintln!(
+            "warning: listening on {} over plain HTTP: anyone on the network path can read the API token; put a TLS reverse proxy in front",
+            args.listen
+        );
+    }
+    let settings = crate::config::load()?;
+    let manifests = match &args.manifests {
+        Some(dir) => Some(
+            dir.canonicalize()
+                .map_err(|e| Failure::Usage(format!("--manifests {}: {e}", dir.display())))?,
+        ),
+        None => None,
+    };
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => default_state_dir()?,
+    };
+    let state = token::state_dir(&dir).map_err(|e| Failure::Usage(e.to_string()))?;
+    let api_token = token::load_or_create(&state, args.rotate_token)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(Failure::Io)?;
+    let remote_host = (!crate::serve::is_loopback(&addr)).then(|| match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    });
+    let guard = Guard::new(api_token, addr.port(), remote_host);
+    let connector = Arc::new(Engines {
+        global: GlobalArgs {
+            region: global.region.clone(),
+            profile: global.profile.clone(),
+            endpoint_url: global.endpoint_url.clone(),
+            verbose: global.verbose,
+            quiet: global.quiet,
+        },
+        settings,
+        engines: Mutex::new(BTreeMap::new()),
+    });
+    let app = App::load(&state, manifests, connector);
+    let shown = match addr {
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        SocketAddr::V4(a) => a.to_string(),
+    };
+    super::print(&format!(
+        "prism serve: listening on http://{shown}\nprism serve: the API token is in {}\n",
+        state.join("token").display()
+    ))?;
+    crate::serve::run(listener, app, guard, super::stop_signal())
+        .await
+        .map_err(Failure::Io)?;
+    eprintln!("prism serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}

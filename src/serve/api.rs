@@ -1,0 +1,398 @@
+//! The bulk-launch API: thin handlers that parse a request, call the planner and the
+//! engine, and answer with the launch as JSON or its events as Server-Sent Events.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::App;
+use super::error::ApiError;
+use super::launches::Launch;
+use super::store::{LaunchState, Record, Request};
+use crate::engine::gate::Gate;
+use crate::engine::{Job, RunOptions};
+use crate::manifest::Manifest;
+
+/// The body of `POST /api/v1/workspaces/bulk-launch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LaunchBody {
+    manifest: Option<String>,
+    manifest_path: Option<String>,
+    #[serde(default)]
+    allow_partial: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The body bytes of a JSON request: within the size limit and sent as JSON.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "the request body must be JSON, sent with `Content-Type: application/json`",
+        )
+        .fix("Send the body as JSON with `Content-Type: application/json`."));
+    }
+    body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "BadBody",
+            format!("the request body cannot be read: {}", e.body_text()),
+        )
+        .fix("Send a body of at most 1 MiB.")
+    })
+}
+
+fn accepted(launch: &Launch, status: StatusCode) -> Response {
+    let location = format!("/api/v1/workspaces/bulk-launch/{}", launch.id());
+    (status, [(header::LOCATION, location)], Json(launch.view())).into_response()
+}
+
+fn now() -> (String, u128) {
+    let t = std::time::SystemTime::now();
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    (humantime::format_rfc3339_seconds(t).to_string(), ms)
+}
+
+fn new_id(ms: u128) -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("random bytes");
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("bl-{ms}-{suffix}")
+}
+
+/// The manifest text a request names, and the name to locate its problems with.
+fn manifest_text(app: &App, body: &LaunchBody) -> Result<(String, String), ApiError> {
+    match (&body.manifest, &body.manifest_path) {
+        (Some(text), None) => Ok((text.clone(), "manifest".into())),
+        (None, Some(rel)) => {
+            let Some(dir) = &app.manifests else {
+                return Err(ApiError::bad_request(
+                    "`manifest_path` needs the server started with --manifests DIR",
+                ));
+            };
+            let outside = || {
+                ApiError::bad_request(format!("`{rel}` is not a manifest under {}", dir.display()))
+            };
+            let rel_path = Path::new(rel);
+            if rel_path.is_absolute() {
+                return Err(outside());
+            }
+            let full = dir.join(rel_path).canonicalize().map_err(|_| outside())?;
+            if !full.starts_with(dir) {
+                return Err(outside());
+            }
+            let text = std::fs::read_to_string(&full).map_err(|_| outside())?;
+            Ok((text, rel.clone()))
+        }
+        _ => Err(ApiError::bad_request(
+            "the body needs exactly one of `manifest` (the YAML text) and `manifest_path`",
+        )),
+    }
+}
+
+fn parse_manifest(text: &str, name: &str) -> Result<Manifest, ApiError> {
+    crate::manifest::parse(Path::new(name), text).map_err(|e| {
+        ApiError::bad_request(e.to_string())
+            .with("code", json!("InvalidManifest"))
+            .with("problems", serde_json::to_value(e.problems()).expect("serializes"))
+            .fix("Fix every problem listed (each with its line and column) and send the manifest again; nothing was sent to AWS.")
+    })
+}
+
+fn running_conflict(active: &Launch) -> ApiError {
+    ApiError::conflict(
+        "LaunchRunning",
+        format!(
+            "launch {} of fleet `{}` is still running",
+            active.id(),
+            active.fleet()
+        ),
+    )
+    .with("launch", json!(active.id()))
+    .fix("Wait for it to end, or cancel it with DELETE on its URL, then send the request again.")
+}
+
+/// Observes the fleet and plans it; Err when AWS cannot be asked.
+async fn plan_of(
+    app: &App,
+    manifest: &Manifest,
+) -> Result<
+    (
+        Arc<crate::engine::Engine>,
+        crate::plan::Plan,
+        crate::observe::Observed,
+    ),
+    ApiError,
+> {
+    let engine = app.connector.engine(manifest).await?;
+    let observed = crate::observe::observe(engine.cloud().as_ref(), manifest)
+        .await
+        .map_err(|e| {
+            let ctx = crate::errors::Context {
+                region: Some(engine.cloud().region().to_string()),
+                ..Default::default()
+            };
+            ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
+        })?;
+    let plan = crate::plan::plan(manifest, &observed);
+    Ok((engine, plan, observed))
+}
+
+/// Plans `manifest` and starts its run for `launch`; Err (nothing started) when it does
+/// not fit the quota and `allow_partial` is off.
+async fn start(
+    app: &App,
+    manifest: &Manifest,
+    allow_partial: bool,
+    launch: &Arc<Launch>,
+) -> Result<(), ApiError> {
+    let (engine, plan, observed) = plan_of(app, manifest).await?;
+    let gate = Gate::of(&plan, true);
+    if !gate.shortfalls.is_empty() && !allow_partial {
+        return Err(shortfall(&plan, &gate));
+    }
+    let mut job = Job::from_plan(manifest, &plan, &observed);
+    job.skip = gate.over_quota;
+    let opts = RunOptions {
+        retry: manifest.retry.clone(),
+        ..RunOptions::default()
+    };
+    launch.start(engine.run(job, opts), app.store.clone());
+    Ok(())
+}
+
+fn shortfall(plan: &crate::plan::Plan, gate: &Gate) -> ApiError {
+    let screens: String = gate
+        .shortfalls
+        .iter()
+        .map(|q| crate::plan::render::shortfall_screen(plan, q))
+        .collect();
+    ApiError::conflict("QuotaShortfall", "not every workspace fits the account's quota")
+        .happened(screens)
+        .with("shortfall", serde_json::to_value(&gate.shortfalls).expect("serializes"))
+        .fix("Send `\"allow_partial\": true` to launch the workspaces that fit (in name order) and skip the rest, or raise the quota first.")
+}
+
+pub async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(&headers, body)?;
+    let body: LaunchBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not a valid launch request: {e}"
+        ))
+    })?;
+    let key = headers
+        .get("idempotency-key")
+        .map(|k| k.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?;
+    let hash = format!("{:x}", Sha256::digest(&bytes));
+    // One creation at a time: the key table and the one-launch-per-fleet rule hold.
+    let _one = app.create.lock().await;
+    if let Some(key) = &key {
+        let known = app
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        if let Some((seen, id)) = known {
+            if seen != hash {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "IdempotencyKeyReused",
+                    "this Idempotency-Key was used with another request body",
+                )
+                .fix("Use a new key for a new request."));
+            }
+            if let Some(launch) = app.registry.get(&id) {
+                return Ok(accepted(&launch, StatusCode::ACCEPTED));
+            }
+        }
+    }
+    let (text, name) = manifest_text(&app, &body)?;
+    let manifest = parse_manifest(&text, &name)?;
+    if body.dry_run {
+        let (_, plan, _) = plan_of(&app, &manifest).await?;
+        return Ok(Json(serde_json::to_value(&plan).expect("serializes")).into_response());
+    }
+    if let Some(active) = app.registry.active_for(&manifest.name) {
+        return Err(running_conflict(&active));
+    }
+    let (created_at, created_ms) = now();
+    let record = Record {
+        id: new_id(created_ms),
+        fleet: manifest.name.clone(),
+        state: LaunchState::Queued,
+        created_at,
+        created_ms,
+        request: Request {
+            manifest: text,
+            manifest_path: body.manifest_path.clone(),
+            allow_partial: body.allow_partial,
+        },
+        progress: Value::Null,
+        workspaces: json!([]),
+        report: None,
+    };
+    let launch = Launch::new(record, vec![]);
+    start(&app, &manifest, body.allow_partial, &launch).await?;
+    app.registry.insert(launch.clone());
+    if let Some(key) = key {
+        let mut keys = app.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.insert(key, (hash, launch.id()));
+        if let Err(e) = app.store.save_keys(&keys) {
+            tracing::warn!("cannot keep the Idempotency-Key table: {e}");
+        }
+    }
+    Ok(accepted(&launch, StatusCode::ACCEPTED))
+}
+
+pub async fn resume(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let launch = app
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("there is no launch {id}")))?;
+    let _one = app.create.lock().await;
+    if launch.state() != LaunchState::Interrupted {
+        return Err(ApiError::conflict(
+            "NotResumable",
+            format!("launch {id} is {:?}, not interrupted", launch.state()).to_lowercase(),
+        )
+        .fix("Only a launch interrupted by a server stop can be resumed; start a new launch instead."));
+    }
+    if let Some(active) = app.registry.active_for(&launch.fleet()) {
+        return Err(running_conflict(&active));
+    }
+    let request = launch.record().request;
+    let name = request
+        .manifest_path
+        .clone()
+        .unwrap_or_else(|| "manifest".into());
+    let manifest = parse_manifest(&request.manifest, &name)?;
+    start(&app, &manifest, request.allow_partial, &launch).await?;
+    Ok(accepted(&launch, StatusCode::ACCEPTED))
+}
+
+pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
+    let launches: Vec<Value> = app.registry.all().iter().map(|l| l.view()).collect();
+    Json(json!({ "launches": launches }))
+}
+
+fn find(app: &App, id: &str) -> Result<Arc<Launch>, ApiError> {
+    app.registry
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("there is no launch {id}")))
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(find(&app, &id)?.view()))
+}
+
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let launch = find(&app, &id)?;
+    launch.cancel(false);
+    Ok(Json(launch.view()))
+}
+
+/// Where an event stream stands.
+struct Cursor {
+    launch: Arc<Launch>,
+    next: usize,
+    buffered: VecDeque<(usize, String, String)>,
+    changes: tokio::sync::watch::Receiver<usize>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+async fn next_event(mut c: Cursor) -> Option<(Result<SseEvent, Infallible>, Cursor)> {
+    loop {
+        if let Some((id, name, data)) = c.buffered.pop_front() {
+            c.next = id;
+            let event = SseEvent::default()
+                .id(id.to_string())
+                .event(name)
+                .data(data);
+            return Some((Ok(event), c));
+        }
+        c.changes.borrow_and_update();
+        let (events, over) = c.launch.events_after(c.next);
+        if !events.is_empty() {
+            c.buffered.extend(events);
+            continue;
+        }
+        if over {
+            return None;
+        }
+        tokio::select! {
+            changed = c.changes.changed() => if changed.is_err() { return None },
+            _ = c.shutdown.cancelled() => return None,
+        }
+    }
+}
+
+pub async fn events(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let launch = find(&app, &id)?;
+    let after = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be an event id (a number)"))?,
+    };
+    let changes = launch.subscribe();
+    let (pending, over) = launch.events_after(after);
+    if pending.is_empty() && over {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let cursor = Cursor {
+        launch,
+        next: after,
+        buffered: VecDeque::new(),
+        changes,
+        shutdown: app.shutdown.clone(),
+    };
+    let stream = futures::stream::unfold(cursor, next_event);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

@@ -1,0 +1,299 @@
+//! The bulk launches the server knows: each one's record, its numbered events, and the
+//! run carrying it out on the engine. Events are numbered 1, 2, 3 … across the runs of
+//! a launch (a resume continues the numbers) and kept in the state directory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::store::{LaunchState, Record, Store};
+use crate::engine::events::{Event, Stamped};
+use crate::engine::progress::WorkspaceProgress;
+use crate::engine::{Canceller, Progress, Run};
+
+/// One launch.
+#[derive(Debug)]
+pub struct Launch {
+    inner: Mutex<Inner>,
+    /// The number of events so far; SSE streams wait on it.
+    count: watch::Sender<usize>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    record: Record,
+    /// (event name, JSON) of every event; the id of `events[i]` is `i + 1`.
+    events: Vec<(String, String)>,
+    canceller: Option<Canceller>,
+    /// The server is stopping: the run ends `interrupted`, not `cancelled`.
+    stopping: bool,
+    pump: Option<JoinHandle<()>>,
+}
+
+/// The progress fields the API shows, from the engine's progress state.
+pub fn progress_view(p: &Progress) -> (Value, Value) {
+    let t = &p.totals;
+    let progress = json!({
+        "total": t.total,
+        "completed": t.done,
+        "failed": t.failed,
+        "skipped": t.skipped,
+        "not_started": t.not_started,
+        "rate_limited": p.limiter_wait_s.is_some(),
+        "rate_per_minute": p.rate_per_minute,
+        "estimated_time_remaining_s": p.eta_s,
+        "elapsed_s": p.elapsed_s,
+    });
+    let workspaces: Vec<Value> = p
+        .workspaces
+        .iter()
+        .map(|(name, w)| workspace_view(name, w))
+        .collect();
+    (progress, Value::Array(workspaces))
+}
+
+fn workspace_view(name: &str, w: &WorkspaceProgress) -> Value {
+    json!({
+        "name": name,
+        "action": w.action,
+        "state": w.state,
+        "instance_id": w.instance_id,
+        "availability_zone": w.availability_zone,
+        "attempts": w.attempts,
+        "error": w.failure,
+        "skip_reason": w.skip_reason,
+    })
+}
+
+fn event_name(v: &Value) -> String {
+    v["event"].as_str().unwrap_or("event").to_string()
+}
+
+impl Launch {
+    pub fn new(record: Record, events: Vec<String>) -> Arc<Launch> {
+        let events: Vec<(String, String)> = events
+            .into_iter()
+            .map(|line| {
+                let name = serde_json::from_str::<Value>(&line)
+                    .map(|v| event_name(&v))
+                    .unwrap_or_default();
+                (name, line)
+            })
+            .collect();
+        let (count, _) = watch::channel(events.len());
+        Arc::new(Launch {
+            inner: Mutex::new(Inner {
+                record,
+                events,
+                canceller: None,
+                stopping: false,
+                pump: None,
+            }),
+            count,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn id(&self) -> String {
+        self.lock().record.id.clone()
+    }
+
+    pub fn fleet(&self) -> String {
+        self.lock().record.fleet.clone()
+    }
+
+    pub fn state(&self) -> LaunchState {
+        self.lock().record.state
+    }
+
+    pub fn created_ms(&self) -> u128 {
+        self.lock().record.created_ms
+    }
+
+    pub fn record(&self) -> Record {
+        self.lock().record.clone()
+    }
+
+    /// The launch as the API shows it.
+    pub fn view(&self) -> Value {
+        let inner = self.lock();
+        let r = &inner.record;
+        json!({
+            "id": r.id,
+            "fleet": r.fleet,
+            "state": r.state,
+            "resumable": r.state == LaunchState::Interrupted,
+            "created_at": r.created_at,
+            "manifest_path": r.request.manifest_path,
+            "allow_partial": r.request.allow_partial,
+            "events": inner.events.len(),
+            "progress": r.progress,
+            "workspaces": r.workspaces,
+            "report": r.report,
+        })
+    }
+
+    /// Events after `after` (ids `after + 1` …), and whether no more will come.
+    pub fn events_after(&self, after: usize) -> (Vec<(usize, String, String)>, bool) {
+        let inner = self.lock();
+        let events = inner
+            .events
+            .iter()
+            .enumerate()
+            .skip(after)
+            .map(|(i, (name, json))| (i + 1, name.clone(), json.clone()))
+            .collect();
+        (events, !inner.record.state.is_active())
+    }
+
+    /// A receiver that changes with every new event and when the launch ends.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// Cancels the run: in-flight calls finish, nothing new starts. True when a run
+    /// was going on.
+    pub fn cancel(&self, stopping: bool) -> bool {
+        let mut inner = self.lock();
+        if !inner.record.state.is_active() {
+            return false;
+        }
+        inner.stopping |= stopping;
+        if !stopping {
+            inner.record.state = LaunchState::Cancelling;
+        }
+        if let Some(c) = &inner.canceller {
+            c.cancel();
+        }
+        true
+    }
+
+    /// Waits for the run (if any) to end and its last event to be kept.
+    pub async fn finished(&self) {
+        let pump = self.lock().pump.take();
+        if let Some(p) = pump {
+            let _ = p.await;
+        }
+    }
+
+    /// Carries out `run` for this launch: numbers, keeps and passes on its events, and
+    /// sets the state from its report.
+    pub fn start(self: &Arc<Self>, mut run: Run, store: Store) {
+        let mut rx = run.events();
+        {
+            let mut inner = self.lock();
+            inner.record.state = LaunchState::Running;
+            inner.canceller = Some(run.canceller());
+            inner.stopping = false;
+            let _ = store.save(&inner.record);
+        }
+        let launch = self.clone();
+        let pump = tokio::spawn(async move {
+            let mut progress = Progress::default();
+            while let Some(e) = rx.recv().await {
+                progress.apply(&e);
+                let last = matches!(e.event, Event::Summary(_));
+                launch.take(&e, &progress, &store);
+                if last {
+                    break;
+                }
+            }
+            let report = run.report().await;
+            launch.end(&report, &store);
+        });
+        self.lock().pump = Some(pump);
+    }
+
+    fn take(&self, e: &Stamped, progress: &Progress, store: &Store) {
+        let line = crate::cli::progress::json_line(e, progress);
+        let name = serde_json::from_str::<Value>(&line)
+            .map(|v| event_name(&v))
+            .unwrap_or_default();
+        let n = {
+            let mut inner = self.lock();
+            if let Err(err) = store.append_event(&inner.record.id, &line) {
+                tracing::warn!("cannot keep an event of launch {}: {err}", inner.record.id);
+            }
+            inner.events.push((name, line));
+            let (p, w) = progress_view(progress);
+            inner.record.progress = p;
+            inner.record.workspaces = w;
+            let _ = store.save(&inner.record);
+            inner.events.len()
+        };
+        self.count.send_replace(n);
+    }
+
+    fn end(&self, report: &crate::engine::Report, store: &Store) {
+        let n = {
+            let mut inner = self.lock();
+            inner.record.state = if inner.stopping {
+                LaunchState::Interrupted
+            } else if report.interrupted {
+                LaunchState::Cancelled
+            } else if report.complete() {
+                LaunchState::Succeeded
+            } else {
+                LaunchState::Failed
+            };
+            inner.record.report = Some(serde_json::to_value(report).expect("serializes"));
+            inner.canceller = None;
+            if let Err(err) = store.save(&inner.record) {
+                tracing::warn!("cannot keep launch {}: {err}", inner.record.id);
+            }
+            inner.events.len()
+        };
+        self.count.send_replace(n);
+    }
+
+    /// Marks a launch found running at start-up (the server stopped under it) as
+    /// interrupted.
+    pub fn interrupted_by_restart(&self, store: &Store) {
+        let mut inner = self.lock();
+        if inner.record.state.is_active() {
+            inner.record.state = LaunchState::Interrupted;
+            let _ = store.save(&inner.record);
+        }
+    }
+}
+
+/// Every launch, by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    launches: Mutex<BTreeMap<String, Arc<Launch>>>,
+}
+
+impl Registry {
+    pub fn insert(&self, launch: Arc<Launch>) {
+        let id = launch.id();
+        self.lock().insert(id, launch);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Launch>>> {
+        self.launches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Launch>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Every launch, newest first.
+    pub fn all(&self) -> Vec<Arc<Launch>> {
+        let mut all: Vec<Arc<Launch>> = self.lock().values().cloned().collect();
+        all.sort_by_key(|l| std::cmp::Reverse((l.created_ms(), l.id())));
+        all
+    }
+
+    /// The launch of `fleet` whose run is going on, if any.
+    pub fn active_for(&self, fleet: &str) -> Option<Arc<Launch>> {
+        self.all()
+            .into_iter()
+            .find(|l| l.fleet() == fleet && l.state().is_active())
+    }
+}

@@ -1,0 +1,150 @@
+//! `prism serve`: the bulk-launch HTTP API on the same engine as the command line.
+//!
+//! Handlers parse a request and call the planner and the engine; the layers in
+//! [`guard`] let no one in by accident (loopback, bearer token, Host and Origin checks,
+//! no CORS, strict headers). Launches and their events are kept in the state
+//! directory, so a restart finds them (a launch the stop cut short is `interrupted`
+//! and can be resumed).
+
+mod api;
+pub mod error;
+pub mod guard;
+mod launches;
+mod store;
+pub mod token;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::manifest::Manifest;
+use error::ApiError;
+use launches::{Launch, Registry};
+use store::Store;
+
+/// Request bodies larger than this are refused (413).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Finds the engine for a manifest's account and region (one per region, shared by
+/// every launch there), with the manifest's launch pacing.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    async fn engine(&self, manifest: &Manifest) -> Result<Arc<Engine>, ApiError>;
+}
+
+/// What the handlers share.
+pub struct App {
+    store: Store,
+    registry: Registry,
+    /// Idempotency-Key → (SHA-256 of the body, launch id).
+    keys: Mutex<BTreeMap<String, (String, String)>>,
+    /// Held while a launch is created or resumed.
+    create: tokio::sync::Mutex<()>,
+    connector: Arc<dyn Connector>,
+    /// `--manifests`, canonical.
+    manifests: Option<PathBuf>,
+    /// Cancelled when the server stops: event streams end.
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// The server's state from `state_dir`: launches found running are marked
+    /// interrupted (the server stopped under them).
+    pub fn load(
+        state_dir: &std::path::Path,
+        manifests: Option<PathBuf>,
+        connector: Arc<dyn Connector>,
+    ) -> Arc<App> {
+        let store = Store::new(state_dir);
+        let registry = Registry::default();
+        for (record, events) in store.load_all() {
+            let launch = Launch::new(record, events);
+            launch.interrupted_by_restart(&store);
+            registry.insert(launch);
+        }
+        Arc::new(App {
+            keys: Mutex::new(store.load_keys()),
+            store,
+            registry,
+            create: tokio::sync::Mutex::new(()),
+            connector,
+            manifests,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Stops every running launch as the first Ctrl-C of apply does (in-flight calls
+    /// finish, nothing new starts), and waits until each is kept as interrupted.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        let launches = self.registry.all();
+        for l in &launches {
+            l.cancel(true);
+        }
+        for l in &launches {
+            l.finished().await;
+        }
+    }
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("there is nothing at this address")
+        .fix("See docs/serve.md for the endpoints.")
+}
+
+/// The whole application: routes and the layers around them.
+pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
+    const ONE: &str = "/api/v1/workspaces/bulk-launch/{id}";
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/api/v1/workspaces/bulk-launch",
+            get(api::list).post(api::create),
+        )
+        .route(ONE, get(api::show).delete(api::cancel))
+        .route(&format!("{ONE}/events"), get(api::events))
+        .route(&format!("{ONE}/resume"), post(api::resume))
+        .fallback(not_found)
+        .with_state(app)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn_with_state(guard.clone(), guard::require_token))
+        .layer(from_fn(guard::check_origin))
+        .layer(from_fn_with_state(guard, guard::check_host))
+        .layer(from_fn(guard::security_headers))
+}
+
+/// Serves `router` on `listener` until `stop` resolves; then stops the launches.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    guard: Arc<guard::Guard>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = app.shutdown.clone();
+    let routes = router(app.clone(), guard);
+    let server = axum::serve(listener, routes).with_graceful_shutdown(async move {
+        stop.await;
+        shutdown.cancel();
+    });
+    server.await?;
+    app.stop().await;
+    Ok(())
+}
+
+/// Whether `addr` may be listened on without `--allow-remote`.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}

@@ -1,0 +1,146 @@
+//! What the server keeps on disk under its state directory: each launch's record
+//! (`launches/ID.json`) and event log (`launches/ID.events`, one JSON event a line, its
+//! id is its line number), and the Idempotency-Key table (`idempotency.json`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a launch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaunchState {
+    Queued,
+    Running,
+    Cancelling,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl LaunchState {
+    /// Whether the launch's run is going on.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            LaunchState::Queued | LaunchState::Running | LaunchState::Cancelling
+        )
+    }
+}
+
+/// What a launch was asked to do, kept so that a resume can do it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// The manifest's text.
+    pub manifest: String,
+    /// The file under `--manifests` it came from, if any.
+    pub manifest_path: Option<String>,
+    pub allow_partial: bool,
+}
+
+/// A launch as kept on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub fleet: String,
+    pub state: LaunchState,
+    pub created_at: String,
+    /// Milliseconds since the epoch, for newest-first order.
+    pub created_ms: u128,
+    pub request: Request,
+    /// The latest progress, as the API shows it.
+    pub progress: Value,
+    pub workspaces: Value,
+    /// The final report of the last run, once over.
+    pub report: Option<Value>,
+}
+
+/// The files of the state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Writes `bytes` to `path` through a new file renamed over it, so a crash leaves the
+/// old or the new version, never half of one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Store {
+        Store {
+            dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join("launches").join(format!("{id}.json"))
+    }
+
+    fn events_path(&self, id: &str) -> PathBuf {
+        self.dir.join("launches").join(format!("{id}.events"))
+    }
+
+    pub fn save(&self, record: &Record) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).expect("serializes");
+        write_atomic(&self.record_path(&record.id), &bytes)
+    }
+
+    /// Appends one event (its JSON on one line).
+    pub fn append_event(&self, id: &str, json: &str) -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.events_path(id))?;
+        f.write_all(format!("{json}\n").as_bytes())
+    }
+
+    /// Every launch kept, with its events (a line cut short by a crash is dropped).
+    pub fn load_all(&self) -> Vec<(Record, Vec<String>)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("launches")) else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Some(record) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            else {
+                tracing::warn!("skipping the unreadable launch record {}", path.display());
+                continue;
+            };
+            let events = std::fs::read_to_string(self.events_path(&record.id))
+                .unwrap_or_default()
+                .lines()
+                .take_while(|l| serde_json::from_str::<Value>(l).is_ok())
+                .map(str::to_string)
+                .collect();
+            out.push((record, events));
+        }
+        out
+    }
+
+    /// The Idempotency-Key table: key → (SHA-256 of the request body, launch id).
+    pub fn load_keys(&self) -> BTreeMap<String, (String, String)> {
+        std::fs::read(self.dir.join("idempotency.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_keys(&self, keys: &BTreeMap<String, (String, String)>) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(keys).expect("serializes");
+        write_atomic(&self.dir.join("idempotency.json"), &bytes)
+    }
+}
