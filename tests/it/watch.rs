@@ -4,7 +4,7 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::emulator::{Emulator, per_workspace, prism_command};
+use crate::emulator::{Emulator, per_workspace, prism_command, stderr};
 
 fn manifest(count: usize, extra: &str) -> String {
     format!(
@@ -191,4 +191,50 @@ async fn json_logs_are_one_object_per_line() {
             .all(|l| l["level"].is_string() && l["timestamp"].is_string())
     );
     until_live(&emu, 2).await;
+}
+
+/// In a `state: stopped` fleet, a workspace terminated behind prism's back is relaunched
+/// and stopped in the same pass, as apply does: it is not left running until the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relaunched_workspace_of_a_stopped_fleet_is_stopped_in_the_same_pass() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &manifest(2, "state: stopped"));
+    let out = emu.prism(&["watch", "--once", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ec2 = emu.ec2();
+    let described = ec2.describe_instances().send().await.unwrap();
+    let first: Vec<String> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ec2.terminate_instances()
+        .instance_ids(&first[0])
+        .send()
+        .await
+        .unwrap();
+    let out = emu.prism(&["watch", "--once", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let described = ec2.describe_instances().send().await.unwrap();
+    let states: Vec<(String, String)> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.instance_id() != Some(first[0].as_str()))
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(
+        states.iter().all(|(_, s)| s == "stopped"),
+        "right after the pass, nothing runs: {states:?}"
+    );
 }
