@@ -41,7 +41,7 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, Failure> {
     if path.extension().is_none_or(|e| e != "json") {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(Failure::Io)?;
+    let text = std::fs::read_to_string(path).map_err(Failure::file(path))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Failure::BadPlanFile {
@@ -51,7 +51,7 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, Failure> {
 }
 
 fn check_manifest_unchanged(saved: &SavedPlan) -> Result<Manifest, Failure> {
-    let text = std::fs::read(&saved.manifest).map_err(Failure::Io)?;
+    let text = std::fs::read(&saved.manifest).map_err(Failure::file(&saved.manifest))?;
     if SavedPlan::new(&saved.manifest, &text, saved.plan.clone()).manifest_sha256
         != saved.manifest_sha256
     {

@@ -33,7 +33,7 @@ pub use plan_cmd::PlanArgs;
 pub use reference::{
     CompletionArgs, CompletionShell, ErrorsArgs, ManArgs, SchemaArgs, SchemaDocument, ValidateArgs,
 };
-pub use report::{Failure, render_problems};
+pub use report::{Failure, Refusal, render_problems};
 
 /// Keep fleets of EC2 research workspaces in the state a manifest declares.
 #[derive(Debug, Parser)]

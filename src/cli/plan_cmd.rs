@@ -56,10 +56,10 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
 }
 
 fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Failure> {
-    let text = std::fs::read(manifest_path).map_err(Failure::Io)?;
+    let text = std::fs::read(manifest_path).map_err(Failure::file(manifest_path))?;
     // An absolute path, so the plan can be applied from any folder.
-    let absolute = std::path::absolute(manifest_path).map_err(Failure::Io)?;
+    let absolute = std::path::absolute(manifest_path).map_err(Failure::file(manifest_path))?;
     let saved = SavedPlan::new(&absolute, &text, plan.clone());
     let json = serde_json::to_string_pretty(&saved).expect("serializes");
-    std::fs::write(path, json + "\n").map_err(Failure::Io)
+    std::fs::write(path, json + "\n").map_err(Failure::file(path))
 }

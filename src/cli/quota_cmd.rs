@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::NOTHING};
 
-use super::{Failure, GlobalArgs, ListFormat, connect_to, print};
+use super::{Failure, GlobalArgs, ListFormat, Refusal, connect_to, print};
 use crate::cloud::Cloud;
 use crate::manifest::RetryPolicy;
 use crate::quota::request::RequestRow;
@@ -281,10 +281,13 @@ fn list_text(all: &[RequestRow]) -> String {
 fn class(name: &str) -> Result<&'static QuotaClass, Failure> {
     quota::by_name(name).ok_or_else(|| {
         let names: Vec<&str> = quota::all().map(|q| q.friendly).collect();
-        Failure::Usage(format!(
-            "unknown quota `{name}`; use one of {} or a quota code such as L-1216C47A",
-            names.join(", ")
-        ))
+        Failure::Refused(
+            Refusal::NotFound,
+            format!(
+                "unknown quota `{name}`; use one of {} or a quota code such as L-1216C47A",
+                names.join(", ")
+            ),
+        )
     })
 }
 
@@ -299,19 +302,23 @@ async fn request(
     let current = match read_quota(cloud, class, policy).await {
         QuotaReading::Known { value, .. } => value,
         QuotaReading::Unknown { error } => {
-            return Err(Failure::Usage(format!(
-                "cannot read the current value: {error}"
-            )));
+            return Err(Failure::Refused(
+                Refusal::Unavailable,
+                format!("cannot read the current value: {error}"),
+            ));
         }
     };
     if desired <= current {
-        return Err(Failure::Usage(format!(
-            "the desired value ({}) must be above the current {} {} of {}",
-            number(Some(desired)),
-            number(Some(current)),
-            class.unit,
-            class.name
-        )));
+        return Err(Failure::Refused(
+            Refusal::InvalidValue,
+            format!(
+                "the desired value ({}) must be above the current {} {} of {}",
+                number(Some(desired)),
+                number(Some(current)),
+                class.unit,
+                class.name
+            ),
+        ));
     }
     let mut out = format!(
         "{}\n\nQuota: {} [{}] in {region}\nCurrent quota: {} {unit}\nDesired quota: {} {unit}\nIncrease: {} {unit}{}\n",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::{Cli, Failure, Format, print};
+use super::{Cli, Failure, Format, Refusal, print};
 use crate::manifest;
 
 #[derive(Debug, Args)]
@@ -93,8 +93,8 @@ pub fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {
     let cmd = <Cli as clap::CommandFactory>::command();
     match &args.out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(Failure::Io)?;
-            clap_mangen::generate_to(cmd, dir).map_err(Failure::Io)?;
+            std::fs::create_dir_all(dir).map_err(Failure::file(dir))?;
+            clap_mangen::generate_to(cmd, dir).map_err(Failure::file(dir))?;
             eprintln!("Wrote the man pages to {}", dir.display());
         }
         None => {
@@ -154,10 +154,13 @@ fn find_entry(code: &str) -> Result<(&'static str, &'static crate::errors::Entry
         .collect();
     near.sort();
     let closest: Vec<String> = near.iter().take(3).map(|(_, c)| format!("`{c}`")).collect();
-    Err(Failure::Usage(format!(
-        "`{code}` is not an error code prism knows; the closest are {}. `prism errors` lists them all",
-        closest.join(", ")
-    )))
+    Err(Failure::Refused(
+        Refusal::NotFound,
+        format!(
+            "`{code}` is not an error code prism knows; the closest are {}. `prism errors` lists them all",
+            closest.join(", ")
+        ),
+    ))
 }
 
 /// An entry explained in general, for `prism errors`: with no situation at hand, the

@@ -36,9 +36,9 @@ pub enum Failure {
         "refusing to apply: not every workspace fits the account's quota, and there is no terminal to ask on"
     )]
     QuotaShortfall,
-    /// A command was called with values it cannot use.
-    #[error("{0}")]
-    Usage(String),
+    /// A command was asked something it cannot do; the kind gives its code and hint.
+    #[error("{1}")]
+    Refused(Refusal, String),
     /// A bare workspace name matches workspaces of several fleets.
     #[error("`{name}` is a workspace in more than one fleet: {}", fleets.join(", "))]
     AmbiguousName { name: String, fleets: Vec<String> },
@@ -47,8 +47,55 @@ pub enum Failure {
     NameTaken { name: String, fleet: String },
     #[error("cannot read the saved plan {path}: {message}")]
     BadPlanFile { path: String, message: String },
+    /// A file prism could not read or write.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing to the terminal or another stream failed.
     #[error(transparent)]
     Io(std::io::Error),
+}
+
+/// The kinds of things a command refuses to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// What it was asked about does not exist.
+    NotFound,
+    /// What it was asked to create exists already.
+    AlreadyExists,
+    /// A flag the command needs is missing.
+    MissingFlag,
+    /// A flag's value cannot be used.
+    InvalidValue,
+    /// A name matches more than one thing.
+    Ambiguous,
+    /// What it was asked to delete is in use.
+    InUse,
+    /// The thing cannot do what was asked (e.g. hibernate without hibernation).
+    Unsupported,
+    /// Doing it would be unsafe without an explicit flag.
+    Unsafe,
+    /// Something it needs is not available (a file, an address, a value to read).
+    Unavailable,
+}
+
+impl Refusal {
+    /// Its stable code, in JSON and in the text.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "NotFound",
+            Refusal::AlreadyExists => "AlreadyExists",
+            Refusal::MissingFlag => "MissingFlag",
+            Refusal::InvalidValue => "InvalidValue",
+            Refusal::Ambiguous => "Ambiguous",
+            Refusal::InUse => "InUse",
+            Refusal::Unsupported => "Unsupported",
+            Refusal::Unsafe => "Unsafe",
+            Refusal::Unavailable => "Unavailable",
+        }
+    }
 }
 
 impl From<CloudError> for Failure {
@@ -58,6 +105,66 @@ impl From<CloudError> for Failure {
 }
 
 impl Failure {
+    /// A refusal of `kind`, said as `message`.
+    pub fn refused(kind: Refusal, message: impl Into<String>) -> Self {
+        Failure::Refused(kind, message.into())
+    }
+
+    /// A file that could not be read or written.
+    pub fn file(path: impl Into<std::path::PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Failure::File { path, source }
+    }
+
+    /// Its stable code, as JSON failures and `prism errors` name it.
+    pub fn code(&self) -> String {
+        match self {
+            Failure::Manifest(_) => "InvalidManifest".into(),
+            Failure::Cloud(e, _) => e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
+            Failure::NoRegion => "NoRegion".into(),
+            Failure::Setting(e) => e.code.to_string(),
+            Failure::Config(crate::config::ConfigError::Invalid { .. }) => "InvalidConfig".into(),
+            Failure::Config(_) => "ConfigFileUnreadable".into(),
+            Failure::StalePlan(_) => "StalePlan".into(),
+            Failure::Unconfirmed(_) => "Unconfirmed".into(),
+            Failure::QuotaShortfall => "QuotaShortfall".into(),
+            Failure::Refused(kind, _) => kind.code().into(),
+            Failure::AmbiguousName { .. } => "AmbiguousName".into(),
+            Failure::NameTaken { .. } => "NameTaken".into(),
+            Failure::BadPlanFile { .. } => "BadPlanFile".into(),
+            Failure::File { .. } => "FileUnreadable".into(),
+            Failure::Io(_) => "OutputFailed".into(),
+        }
+    }
+
+    /// What to do about it, when there is more to say than the message.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Failure::NoRegion => {
+                "set `region:` in the manifest, pass --region, or set AWS_REGION".into()
+            }
+            Failure::StalePlan(_) => "nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself".into(),
+            Failure::QuotaShortfall => "pass --yes to launch the workspaces that fit (in name order) and report the rest, or raise the quota first; nothing was changed".into(),
+            Failure::Unconfirmed(verb) => format!("pass --yes (-y) to {verb} without asking; nothing was changed"),
+            Failure::AmbiguousName { fleets, .. } => format!(
+                "name the fleet, e.g. `--fleet {}`; nothing was changed",
+                fleets[0]
+            ),
+            Failure::NameTaken { .. } => "workspace names are unique across fleets, so that every command that takes a name acts on one workspace; choose another name (nothing was launched)".into(),
+            Failure::File { .. } => "check the path and its permissions".into(),
+            _ => return None,
+        })
+    }
+
+    /// The exit code: 2 for a command line that lacks a flag it needs (as clap's own
+    /// usage errors), else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Refused(Refusal::MissingFlag, _) => 2,
+            _ => 1,
+        }
+    }
+
     /// An AWS failure in `region`.
     pub fn aws(e: CloudError, region: &str) -> Self {
         Failure::Cloud(e, Some(region.to_string()))
@@ -72,7 +179,11 @@ impl Failure {
             Failure::Manifest(e) => serde_json::json!({
                 "error": {"code": "InvalidManifest", "title": e.to_string(), "problems": e.problems()}
             }),
-            other => serde_json::json!({"error": {"code": "Error", "title": other.to_string()}}),
+            other => serde_json::json!({"error": {
+                "code": other.code(),
+                "title": other.to_string(),
+                "hint": other.hint(),
+            }}),
         }
     }
 }
@@ -194,25 +305,27 @@ pub fn fail(failure: &Failure, json: bool) -> ExitCode {
             render_problem_list(problems, stderr_color())
         ),
         Failure::Config(crate::config::ConfigError::Unreadable { message, .. }) => {
-            crate::errors::render(&crate::errors::explain_setting("ConfigFileUnreadable", message, None))
+            crate::errors::render(&crate::errors::explain_setting(
+                "ConfigFileUnreadable",
+                message,
+                None,
+            ))
         }
-        Failure::NoRegion => "Error: no AWS region is configured\n  hint: set `region:` in the manifest, pass --region, or set AWS_REGION\n".to_string(),
-        Failure::StalePlan(_) => format!("Error: {failure}\n  hint: nothing was changed; make a new plan with `prism plan FILE --out PLAN.json`, or apply the manifest itself\n"),
-        Failure::QuotaShortfall => format!("Error: {failure}\n  hint: pass --yes to launch the workspaces that fit (in name order) and report the rest, or raise the quota first; nothing was changed\n"),
-        Failure::Unconfirmed(verb) => format!("Error: {failure}\n  hint: pass --yes (-y) to {verb} without asking; nothing was changed\n"),
         Failure::AmbiguousName { name, fleets } => format!(
-            "Error: {failure}\n  hint: name the fleet, e.g. `--fleet {}`; nothing was changed\n  candidates:\n{}",
-            fleets[0],
+            "Error: {failure}\n  hint: {}\n  candidates:\n{}",
+            failure.hint().unwrap_or_default(),
             fleets
                 .iter()
                 .map(|f| format!("    {name} (fleet {f})\n"))
                 .collect::<String>()
         ),
-        Failure::NameTaken { .. } => format!("Error: {failure}\n  hint: workspace names are unique across fleets, so that every command that takes a name acts on one workspace; choose another name (nothing was launched)\n"),
-        other => format!("Error: {other}\n"),
+        other => match other.hint() {
+            Some(hint) => format!("Error: {other}\n  hint: {hint}\n"),
+            None => format!("Error: {other}\n"),
+        },
     };
     let _ = std::io::stderr().write_all(text.as_bytes());
-    ExitCode::FAILURE
+    ExitCode::from(failure.exit_code())
 }
 
 #[cfg(test)]

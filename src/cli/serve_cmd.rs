@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use clap::Args;
 
-use super::{Failure, GlobalArgs, connect_to, launch_memory};
+use super::{Failure, GlobalArgs, Refusal, connect_to, launch_memory};
 use crate::cloud::Cloud;
 use crate::config::UserConfig;
 use crate::engine::Engine;
@@ -68,16 +68,24 @@ fn default_state_dir() -> Result<PathBuf, Failure> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(|h| PathBuf::from(h).join(".prism/serve"))
-        .ok_or_else(|| Failure::Usage("HOME is not set: pass --state-dir DIR".into()))
+        .ok_or_else(|| {
+            Failure::Refused(
+                Refusal::MissingFlag,
+                "HOME is not set: pass --state-dir DIR".into(),
+            )
+        })
 }
 
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Failure> {
     if !crate::serve::is_loopback(&args.listen) {
         if !args.allow_remote {
-            return Err(Failure::Usage(format!(
-                "refusing to listen on {}, which is not a loopback address: pass --allow-remote to serve other machines (over plain HTTP the token can be read on the way; put a TLS reverse proxy in front)",
-                args.listen
-            )));
+            return Err(Failure::Refused(
+                Refusal::Unsafe,
+                format!(
+                    "refusing to listen on {}, which is not a loopback address: pass --allow-remote to serve other machines (over plain HTTP the token can be read on the way; put a TLS reverse proxy in front)",
+                    args.listen
+                ),
+            ));
         }
         eprintln!(
             "warning: listening on {} over plain HTTP: anyone on the network path can read the API token; put a TLS reverse proxy in front",
@@ -86,22 +94,30 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     }
     let settings = crate::config::load()?;
     let manifests = match &args.manifests {
-        Some(dir) => Some(
-            dir.canonicalize()
-                .map_err(|e| Failure::Usage(format!("--manifests {}: {e}", dir.display())))?,
-        ),
+        Some(dir) => Some(dir.canonicalize().map_err(|e| {
+            Failure::Refused(
+                Refusal::InvalidValue,
+                format!("--manifests {}: {e}", dir.display()),
+            )
+        })?),
         None => None,
     };
     let dir = match &args.state_dir {
         Some(d) => d.clone(),
         None => default_state_dir()?,
     };
-    let state = token::state_dir(&dir).map_err(|e| Failure::Usage(e.to_string()))?;
+    let state = token::state_dir(&dir)
+        .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
     let api_token = token::load_or_create(&state, args.rotate_token)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+        .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| {
+            Failure::Refused(
+                Refusal::Unavailable,
+                format!("cannot listen on {}: {e}", args.listen),
+            )
+        })?;
     let addr = listener.local_addr().map_err(Failure::Io)?;
     let remote_host = (!crate::serve::is_loopback(&addr)).then(|| match addr {
         SocketAddr::V4(a) => a.ip().to_string(),

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
 
-use super::{Failure, GlobalArgs, ListFormat, confirm, connect_to, print};
+use super::{Failure, GlobalArgs, ListFormat, Refusal, confirm, connect_to, print};
 use crate::cloud::{Cloud, FileSystem, Volume};
 use crate::manifest::RetryPolicy;
 use crate::retry;
@@ -193,7 +193,8 @@ pub async fn run(
             dry_run,
         } => {
             let kind = only.or(*kind).ok_or_else(|| {
-                Failure::Usage(
+                Failure::Refused(
+                    Refusal::MissingFlag,
                     "`storage create` needs --type ebs (a volume) or --type efs (a file system)"
                         .into(),
                 )
@@ -213,10 +214,13 @@ pub async fn run(
                     ))?;
                     return Ok(ExitCode::SUCCESS);
                 }
-                return Err(Failure::Usage(format!(
-                    "ebs storage named `{name}` already exists ({}); see `prism storage list`",
-                    found.id
-                )));
+                return Err(Failure::Refused(
+                    Refusal::AlreadyExists,
+                    format!(
+                        "ebs storage named `{name}` already exists ({}); see `prism storage list`",
+                        found.id
+                    ),
+                ));
             }
             if *dry_run {
                 print(&format!(
@@ -228,21 +232,28 @@ pub async fn run(
             let created = match kind {
                 StorageType::Ebs => {
                     let Some(size) = size else {
-                        return Err(Failure::Usage("an EBS volume needs --size (GiB)".into()));
+                        return Err(Failure::Refused(
+                            Refusal::MissingFlag,
+                            "an EBS volume needs --size (GiB)".into(),
+                        ));
                     };
                     let zones = cloud.availability_zones().await.map_err(aws)?;
                     let zone = match zone {
                         Some(z) if zones.contains(z) => z.clone(),
                         Some(z) => {
-                            return Err(Failure::Usage(format!(
-                                "--zone {z} is not an availability zone of {region} (it has: {}); nothing was created",
-                                zones.join(", ")
-                            )));
+                            return Err(Failure::Refused(
+                                Refusal::InvalidValue,
+                                format!(
+                                    "--zone {z} is not an availability zone of {region} (it has: {}); nothing was created",
+                                    zones.join(", ")
+                                ),
+                            ));
                         }
                         None => zones.into_iter().next().ok_or_else(|| {
-                            Failure::Usage(format!(
-                                "no availability zone found in {region}; pass --zone"
-                            ))
+                            Failure::Refused(
+                                Refusal::Unavailable,
+                                format!("no availability zone found in {region}; pass --zone"),
+                            )
                         })?,
                     };
                     let mut tags = BTreeMap::from([
@@ -304,18 +315,24 @@ fn check_create_flags(
             wrong.push("--zone (an EFS file system spans the region's zones)");
         }
         if !wrong.is_empty() {
-            return Err(Failure::Usage(format!(
-                "--type efs takes no {}; nothing was created",
-                wrong.join(" and no ")
-            )));
+            return Err(Failure::Refused(
+                Refusal::InvalidValue,
+                format!(
+                    "--type efs takes no {}; nothing was created",
+                    wrong.join(" and no ")
+                ),
+            ));
         }
     }
     if let Some(z) = zone
         && !z.starts_with(region)
     {
-        return Err(Failure::Usage(format!(
-            "--zone {z} is not in region {region}: a volume is created in the region prism calls (pass --region to choose it); nothing was created"
-        )));
+        return Err(Failure::Refused(
+            Refusal::InvalidValue,
+            format!(
+                "--zone {z} is not in region {region}: a volume is created in the region prism calls (pass --region to choose it); nothing was created"
+            ),
+        ));
     }
     Ok(())
 }
@@ -333,9 +350,12 @@ async fn delete(
         match all.iter().find(|r| &r.name == n || &r.id == n) {
             Some(r) => chosen.push(r),
             None => {
-                return Err(Failure::Usage(format!(
-                    "no storage named `{n}`; see `prism storage list` (nothing was deleted)"
-                )));
+                return Err(Failure::Refused(
+                    Refusal::NotFound,
+                    format!(
+                        "no storage named `{n}`; see `prism storage list` (nothing was deleted)"
+                    ),
+                ));
             }
         }
     }
@@ -343,11 +363,14 @@ async fn delete(
         .iter()
         .find(|r| r.kind == StorageType::Ebs && !r.attached_to.is_empty())
     {
-        return Err(Failure::Usage(format!(
-            "`{}` is attached to {}: delete or stop-and-detach that workspace first (nothing was deleted)",
-            busy.name,
-            busy.attached_to.join(", ")
-        )));
+        return Err(Failure::Refused(
+            Refusal::InUse,
+            format!(
+                "`{}` is attached to {}: delete or stop-and-detach that workspace first (nothing was deleted)",
+                busy.name,
+                busy.attached_to.join(", ")
+            ),
+        ));
     }
     for r in &chosen {
         eprintln!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::NOTHING};
 
-use super::{Failure, ListFormat, print};
+use super::{Failure, ListFormat, Refusal, print};
 use crate::manifest::{self, Template};
 
 #[derive(Debug, Args)]
@@ -81,7 +81,7 @@ fn templates(file: Option<&PathBuf>) -> Result<Vec<(PathBuf, Template)>, Failure
             .collect());
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(".")
-        .map_err(Failure::Io)?
+        .map_err(Failure::file("."))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .map(|p| p.strip_prefix("./").map(PathBuf::from).unwrap_or(p))
@@ -103,9 +103,12 @@ fn templates(file: Option<&PathBuf>) -> Result<Vec<(PathBuf, Template)>, Failure
             )
         };
         let here = std::env::current_dir().map_or(".".into(), |d| d.display().to_string());
-        return Err(Failure::Usage(format!(
-            "no templates found in {here}: {looked}; pass --file FILE (a manifest or a templates file)"
-        )));
+        return Err(Failure::Refused(
+            Refusal::NotFound,
+            format!(
+                "no templates found in {here}: {looked}; pass --file FILE (a manifest or a templates file)"
+            ),
+        ));
     }
     Ok(found)
 }
@@ -149,20 +152,23 @@ pub fn run(args: &TemplateArgs) -> Result<ExitCode, Failure> {
                 [] => {
                     let mut names: Vec<&str> = found.iter().map(|(_, t)| t.name.as_str()).collect();
                     names.dedup();
-                    return Err(Failure::Usage(format!(
-                        "no template `{name}`; found: {}",
-                        names.join(", ")
-                    )));
+                    return Err(Failure::Refused(
+                        Refusal::NotFound,
+                        format!("no template `{name}`; found: {}", names.join(", ")),
+                    ));
                 }
                 several => {
                     let files: Vec<String> = several
                         .iter()
                         .map(|(p, _)| p.display().to_string())
                         .collect();
-                    return Err(Failure::Usage(format!(
-                        "template `{name}` is defined in {}; pass --file to say which",
-                        files.join(" and ")
-                    )));
+                    return Err(Failure::Refused(
+                        Refusal::Ambiguous,
+                        format!(
+                            "template `{name}` is defined in {}; pass --file to say which",
+                            files.join(" and ")
+                        ),
+                    ));
                 }
             };
             print(&format.encode(t).unwrap_or_else(|| show_text(t)))?;

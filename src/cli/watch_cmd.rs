@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use std::collections::HashMap;
 
 use super::progress::{self, human};
-use super::{Failure, GlobalArgs, connect};
+use super::{Failure, GlobalArgs, Refusal, connect};
 use crate::cloud::Cloud;
 use crate::engine::Engine;
 use crate::engine::events::{Event, Stamped};
@@ -72,8 +72,12 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     let reporter = tokio::spawn(report(rx, args.file.clone()));
     let result = watch::run(args.file.clone(), manifest, engine, opts, cancel, notices).await;
     let _ = reporter.await;
-    let clean =
-        result.map_err(|e| Failure::Usage(format!("cannot watch {}: {e}", args.file.display())))?;
+    let clean = result.map_err(|e| {
+        Failure::Refused(
+            Refusal::Unavailable,
+            format!("cannot watch {}: {e}", args.file.display()),
+        )
+    })?;
     Ok(if clean || !args.once {
         ExitCode::SUCCESS
     } else {

@@ -11,7 +11,7 @@ use clap_complete::engine::ArgValueCandidates;
 use comfy_table::{Table, presets::NOTHING};
 use serde::{Deserialize, Serialize};
 
-use super::{Failure, Format, GlobalArgs, ListFormat, connect_to, print, quoted};
+use super::{Failure, Format, GlobalArgs, ListFormat, Refusal, connect_to, print, quoted};
 use crate::cloud::{Cloud, Instance, InstanceFilter, InstanceState, tags};
 use crate::engine::gate::Gate;
 use crate::engine::{Engine, Job, RunOptions};
@@ -179,7 +179,11 @@ fn uptime(i: &Instance, now: SystemTime) -> Option<String> {
 fn row(i: &Instance, now: SystemTime) -> WorkspaceRow {
     WorkspaceRow {
         name: i.workspace().unwrap_or(&i.id).to_string(),
-        status: i.state.to_string(),
+        status: if i.hibernated {
+            "hibernated".to_string()
+        } else {
+            i.state.to_string()
+        },
         instance_type: i.instance_type.clone(),
         daily_cost: daily_cost(i),
         uptime: uptime(i, now),
@@ -355,10 +359,13 @@ pub async fn change(
             .map(|i| i.workspace().unwrap_or(&i.id))
             .collect();
         if !cannot.is_empty() {
-            return Err(Failure::Usage(format!(
-                "{} cannot hibernate: it was launched without hibernation. Hibernation is chosen at launch: set `hibernation: true` in the template for new workspaces, or use `prism workspace stop` (nothing was changed)",
-                quoted(&cannot)
-            )));
+            return Err(Failure::Refused(
+                Refusal::Unsupported,
+                format!(
+                    "{} cannot hibernate: it was launched without hibernation. Hibernation is chosen at launch: set `hibernation: true` in the template for new workspaces, or use `prism workspace stop` (nothing was changed)",
+                    quoted(&cannot)
+                ),
+            ));
         }
     }
     let todo: Vec<&Instance> = by_fleet
@@ -439,10 +446,13 @@ fn resolve<'a>(
         .collect();
     if !missing.is_empty() {
         let place = fleet.map_or(String::new(), |f| format!(" in fleet `{f}`"));
-        return Err(Failure::Usage(format!(
-            "no workspace named {}{place}; see `prism workspace list` (nothing was changed)",
-            quoted(&missing)
-        )));
+        return Err(Failure::Refused(
+            Refusal::NotFound,
+            format!(
+                "no workspace named {}{place}; see `prism workspace list` (nothing was changed)",
+                quoted(&missing)
+            ),
+        ));
     }
     let mut out = Vec::new();
     for name in names {
@@ -493,11 +503,14 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         .filter(|n| !crate::manifest::valid_name(n))
         .collect();
     if !bad.is_empty() {
-        return Err(Failure::Usage(format!(
-            "invalid name {}: use 1 to {} lowercase letters, digits and '-', starting and ending with a letter or digit (nothing was launched)",
-            quoted(&bad),
-            crate::manifest::NAME_MAX
-        )));
+        return Err(Failure::Refused(
+            Refusal::InvalidValue,
+            format!(
+                "invalid name {}: use 1 to {} lowercase letters, digits and '-', starting and ending with a letter or digit (nothing was launched)",
+                quoted(&bad),
+                crate::manifest::NAME_MAX
+            ),
+        ));
     }
     let templates = crate::manifest::load_templates(&a.file)?;
     let Some(template) = templates.get(&a.template).cloned() else {
@@ -506,11 +519,14 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
             || format!("it defines: {}", names.join(", ")),
             |c| format!("did you mean `{c}`?"),
         );
-        return Err(Failure::Usage(format!(
-            "no template `{}` in {}; {hint}",
-            a.template,
-            a.file.display()
-        )));
+        return Err(Failure::Refused(
+            Refusal::NotFound,
+            format!(
+                "no template `{}` in {}; {hint}",
+                a.template,
+                a.file.display()
+            ),
+        ));
     };
     let manifest = Manifest {
         source: a.file.clone(),

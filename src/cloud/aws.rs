@@ -193,6 +193,8 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             })
             .collect(),
         lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_string()),
+        hibernated: state == InstanceState::Stopped
+            && i.state_reason().and_then(|r| r.code()) == Some("Client.UserInitiatedHibernate"),
         hibernation: i
             .hibernation_options()
             .and_then(|h| h.configured())

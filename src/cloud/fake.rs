@@ -218,6 +218,7 @@ impl Cloud for FakeCloud {
             launch_time: Some(0),
             tags: spec.tags.clone(),
             lifecycle: None,
+            hibernated: false,
             hibernation: spec.hibernation,
         };
         tokens.insert(spec.client_token.clone(), instance.id.clone());

@@ -99,6 +99,10 @@ pub struct Instance {
     /// `spot` or `scheduled`; None for On-Demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<String>,
+    /// Stopped by hibernation (memory saved to disk): AWS reports it as `stopped`, with
+    /// the state reason `Client.UserInitiatedHibernate`.
+    #[serde(default)]
+    pub hibernated: bool,
     /// Launched with hibernation enabled.
     #[serde(default)]
     pub hibernation: bool,

@@ -80,6 +80,7 @@ fn instances() -> impl Strategy<Value = Vec<Instance>> {
                     launch_time: Some(launched),
                     tags,
                     lifecycle: None,
+                    hibernated: false,
                     hibernation: false,
                 }
             })

@@ -34,6 +34,7 @@ fn inst(id: &str, workspace: Option<&str>, instance_type: &str, state: InstanceS
         launch_time: Some(id.len() as i64),
         tags: t,
         lifecycle: None,
+        hibernated: false,
         hibernation: false,
     }
 }

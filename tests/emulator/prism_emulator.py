@@ -36,7 +36,7 @@ os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
-from moto.ec2.models.instances import InstanceBackend  # noqa: E402
+from moto.ec2.models.instances import InstanceBackend, StateReason  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -482,6 +482,20 @@ def check_capacity(call: Call):
     return None
 
 
+def hibernated(call: Call) -> None:
+    """StopInstances with Hibernate=true leaves AWS's state reason for a hibernation."""
+    if call.params.get("Hibernate", "").lower() != "true":
+        return
+    ids = {v for k, v in call.params.items() if k.startswith("InstanceId.")}
+    backend = ec2_backends[call.account][call.region]
+    for instance in every_instance(backend):
+        if instance.id in ids:
+            instance.state_reason = StateReason(
+                "Client.UserInitiatedHibernate: User initiated hibernate",
+                "Client.UserInitiatedHibernate",
+            )
+
+
 def take_token(action: str) -> bool:
     if action in BUCKETS:
         capacity, refill = BUCKETS[action]
@@ -557,7 +571,10 @@ class Emulator:
                 return answer
         if call.service == "ec2" and call.action == "RunInstances":
             return self.run_instances(environ, call, body)
-        return self.forward(environ, body)
+        answer = self.forward(environ, body)
+        if call.service == "ec2" and call.action == "StopInstances" and answer[0] == 200:
+            hibernated(call)
+        return answer
 
     def run_instances(self, environ, call: Call, body: bytes):
         token = call.params.get("ClientToken") or None

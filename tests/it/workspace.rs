@@ -276,6 +276,16 @@ async fn hibernate_needs_a_hibernation_template_and_resume_brings_it_back() {
         "{}",
         stdout(&out)
     );
+    // AWS reports a hibernated instance as stopped; prism lists it as hibernated.
+    let list = emu.prism(&["workspace", "list", "--format", "json"]);
+    let rows: Value = serde_json::from_str(&stdout(&list)).unwrap();
+    let h1 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "h-1")
+        .unwrap();
+    assert_eq!(h1["status"], "hibernated", "{rows}");
     let legacy = emu.prism(&["resume", "h-1"]);
     assert!(stderr(&legacy).contains("`prism resume` is deprecated; use `prism workspace resume`"));
     assert!(
