@@ -479,7 +479,7 @@ mod tests {
 
         use super::*;
         use crate::cloud::fake::FakeCloud;
-        use crate::cloud::{CloudError, Image, InstanceState};
+        use crate::cloud::{CloudError, InstanceState};
         use crate::engine::memory::LaunchMemory;
 
         fn manifest(count: u32, extra: &str) -> Manifest {
@@ -495,15 +495,7 @@ mod tests {
                 zones: vec!["us-west-2a".into()],
                 vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
                 applied: BTreeMap::from([("L-1216C47A".into(), 64.0)]),
-                images: BTreeMap::from([(
-                    "self".into(),
-                    vec![Image {
-                        id: "ami-1".into(),
-                        name: "base".into(),
-                        creation_date: None,
-                        root_device_name: None,
-                    }],
-                )]),
+                images: FakeCloud::own_image("ami-1"),
                 ..FakeCloud::default()
             });
             let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));

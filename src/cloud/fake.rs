@@ -39,6 +39,19 @@ pub struct FakeCloud {
 }
 
 impl FakeCloud {
+    /// The images map of an account that owns one image, `id`, by the owner `self`.
+    pub fn own_image(id: &str) -> BTreeMap<String, Vec<Image>> {
+        BTreeMap::from([(
+            "self".into(),
+            vec![Image {
+                id: id.into(),
+                name: "base".into(),
+                creation_date: None,
+                root_device_name: None,
+            }],
+        )])
+    }
+
     /// Counts the call, then answers the next fault queued for `api`, if any.
     fn count(&self, api: &'static str) -> Result<(), CloudError> {
         *self.calls.lock().unwrap().entry(api).or_default() += 1;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
-use crate::cloud::{Image, tags};
+use crate::cloud::tags;
 use crate::engine::memory::LaunchMemory;
 use crate::engine::{Engine, Job, RunOptions};
 use crate::observe::QuotaReading;
@@ -130,15 +130,7 @@ fn apply_then_plan(d: &Desired, instances: Vec<Instance>) -> Plan {
             zones: vec!["us-west-2a".into(), "us-west-2b".into()],
             vcpus: BTreeMap::from([("t3.micro".into(), 2), ("t3.large".into(), 2)]),
             applied: BTreeMap::from([("L-1216C47A".into(), 1024.0)]),
-            images: BTreeMap::from([(
-                "self".into(),
-                vec![Image {
-                    id: "ami-1".into(),
-                    name: "base".into(),
-                    creation_date: None,
-                    root_device_name: None,
-                }],
-            )]),
+            images: FakeCloud::own_image("ami-1"),
             instances: std::sync::Mutex::new(instances),
             ..FakeCloud::default()
         });

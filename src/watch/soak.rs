@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
-use crate::cloud::{CloudError, Image, InstanceState};
+use crate::cloud::{CloudError, InstanceState};
 use crate::engine::memory::LaunchMemory;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -64,15 +64,7 @@ fn setup() -> (Arc<FakeCloud>, Arc<Engine>) {
         ],
         vcpus: BTreeMap::from([("t3.micro".into(), 2), ("t3.small".into(), 2)]),
         applied: BTreeMap::from([("L-1216C47A".into(), 64.0)]),
-        images: BTreeMap::from([(
-            "self".into(),
-            vec![Image {
-                id: "ami-1".into(),
-                name: "base".into(),
-                creation_date: None,
-                root_device_name: None,
-            }],
-        )]),
+        images: FakeCloud::own_image("ami-1"),
         ..FakeCloud::default()
     });
     let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));

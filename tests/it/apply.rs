@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::emulator::{Emulator, launch, per_workspace, prism_command, stderr, stdout};
+use crate::emulator::{
+    Emulator, interrupt_after, launch, per_workspace, prism_command, stderr, stdout,
+};
 
 const MUTATING: &[&str] = &[
     "RunInstances",
@@ -511,30 +513,12 @@ async fn ctrl_c_stops_new_launches_and_a_rerun_finishes() {
             "rate_limit: {rate_per_minute: 20, burst_size: 1}",
         ),
     );
-    let mut child = prism_command(&["apply", "--yes", path.to_str().unwrap()])
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("launched (i-") {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
+    let (code, rest) = interrupt_after(
+        &emu,
+        &["apply", "--yes", path.to_str().unwrap()],
+        "launched (i-",
     );
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = child.wait().unwrap();
-    let rest = rest.join("\n");
-    assert_eq!(status.code(), Some(1), "{rest}");
+    assert_eq!(code, Some(1), "{rest}");
     assert!(rest.contains("Interrupted"), "{rest}");
     assert!(rest.contains("run `prism apply` again to finish"), "{rest}");
     assert!(per_workspace(&emu, "intr").await.len() < 4);

@@ -266,3 +266,32 @@ pub async fn per_workspace(
     }
     counts
 }
+
+/// Runs prism with `args` against `emu`, sends SIGINT once a stdout line contains
+/// `marker`, and returns the exit code and the stdout lines that followed.
+pub fn interrupt_after(emu: &Emulator, args: &[&str], marker: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = prism_command(args)
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prism runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    for line in lines.by_ref() {
+        if line.expect("a line").contains(marker) {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+    let rest: Vec<String> = lines.map(|l| l.expect("a line")).collect();
+    let status = child.wait().expect("prism exits");
+    (status.code(), rest.join("\n"))
+}

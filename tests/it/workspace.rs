@@ -375,7 +375,6 @@ async fn a_workspace_name_never_stands_for_two_workspaces() {
 /// the summary says how to finish, as apply does.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish() {
-    use std::io::{BufRead, BufReader};
     let emu = Emulator::start();
     let ec2 = emu.ec2();
     let names: Vec<String> = (1..=12).map(|i| format!("cs-{i:02}")).collect();
@@ -395,30 +394,8 @@ async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish(
     emu.clear_calls();
     let mut args = vec!["workspace", "start"];
     args.extend(names.iter().map(String::as_str));
-    let mut child = crate::emulator::prism_command(&args)
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("started (i-") {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = child.wait().unwrap();
-    let rest = rest.join("\n");
-    assert_eq!(status.code(), Some(1), "{rest}");
+    let (code, rest) = crate::emulator::interrupt_after(&emu, &args, "started (i-");
+    assert_eq!(code, Some(1), "{rest}");
     assert!(rest.contains("Interrupted"), "{rest}");
     assert!(
         rest.contains(&format!(
