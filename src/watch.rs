@@ -45,7 +45,7 @@ pub enum Notice {
     /// A pass ended; the next one is due after `next`.
     PassEnded {
         pass: u64,
-        outcome: Pass,
+        outcome: Box<Pass>,
         next: Duration,
     },
     /// The manifest was edited into something invalid: the last good one is kept.
@@ -376,7 +376,7 @@ pub async fn run(
             clean = pass.clean();
             let _ = notices.send(Notice::PassEnded {
                 pass: passes,
-                outcome: pass,
+                outcome: Box::new(pass),
                 next,
             });
             due = Instant::now() + next;

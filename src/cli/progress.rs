@@ -61,6 +61,22 @@ fn confirmed(r: &Report) -> String {
     )
 }
 
+/// The line about instances that another run had launched with the same tokens.
+fn by_other_runs(r: &Report) -> String {
+    if r.launched_by_other_runs.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Already launched by another run: {} (AWS answered this run with the {} that run had launched; nothing was launched twice)\n",
+        r.launched_by_other_runs.join(", "),
+        if r.launched_by_other_runs.len() == 1 {
+            "instance"
+        } else {
+            "instances"
+        }
+    )
+}
+
 /// `n thing` or `n things`.
 fn count(n: usize, thing: &str) -> String {
     format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
@@ -71,7 +87,12 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     let took = Duration::from_secs_f64(r.duration_s);
     let mut out = String::new();
     if r.complete() {
-        let what = match (r.launched == r.total, r.total) {
+        let others = r.launched_by_other_runs.len();
+        let what = match (r.launched + others == r.total, r.total) {
+            (true, n) if others > 0 => format!(
+                "All {n} workspaces are up ({} launched by this run, {others} by another run)",
+                r.launched
+            ),
             (true, 1) => "1 workspace launched successfully".to_string(),
             (true, n) => format!("All {n} workspaces launched successfully"),
             (false, 1) => "1 change applied successfully".to_string(),
@@ -84,6 +105,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         };
         out.push_str(&format!("✅ {what}\nTotal time: {}{avg}\n", human(took)));
         out.push_str(&confirmed(r));
+        out.push_str(&by_other_runs(r));
         return out;
     }
     // ❌ is for failures: a run that only held back or skipped work is a warning.
@@ -133,6 +155,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         ));
     }
     out.push_str(&confirmed(r));
+    out.push_str(&by_other_runs(r));
     if r.interrupted {
         out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
@@ -401,12 +424,34 @@ mod tests {
             skipped: vec![],
             not_started: 0,
             confirmed_after_errors: vec![],
+            launched_by_other_runs: vec![],
             interrupted: false,
             duration_s: 67.2,
         };
         assert_eq!(
             summary_text(&r, "prism apply"),
             "✅ All 7 workspaces launched successfully\nTotal time: 1m 7s (avg 9.6s per workspace)\n"
+        );
+    }
+
+    #[test]
+    fn summary_names_what_another_run_had_launched() {
+        let r = Report {
+            fleet: "f".into(),
+            total: 3,
+            succeeded: 3,
+            launched: 1,
+            failed: vec![],
+            skipped: vec![],
+            not_started: 0,
+            confirmed_after_errors: vec![],
+            launched_by_other_runs: vec!["f-02".into(), "f-03".into()],
+            interrupted: false,
+            duration_s: 3.0,
+        };
+        assert_eq!(
+            summary_text(&r, "prism apply"),
+            "✅ All 3 workspaces are up (1 launched by this run, 2 by another run)\nTotal time: 3s (avg 1.0s per workspace)\nAlready launched by another run: f-02, f-03 (AWS answered this run with the instances that run had launched; nothing was launched twice)\n"
         );
     }
 }

@@ -60,6 +60,10 @@ pub struct Report {
     /// whose answer was lost had launched it. Counted as launched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub confirmed_after_errors: Vec<String>,
+    /// Workspaces whose instance another run, at the same time, had launched with the
+    /// same ClientToken: AWS answered this run with it. Not counted as launched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launched_by_other_runs: Vec<String>,
     pub interrupted: bool,
     pub duration_s: f64,
 }
@@ -160,6 +164,8 @@ pub(crate) async fn execute(
         events.elapsed(),
     );
     report.confirmed_after_errors = confirmed;
+    report.launched_by_other_runs = ctx.launched_by_others();
+    report.launched -= report.launched_by_other_runs.len().min(report.launched);
     events.emit(Event::Summary(report.clone()));
     report
 }
@@ -181,6 +187,7 @@ fn report(
         skipped: vec![],
         not_started,
         confirmed_after_errors: vec![],
+        launched_by_other_runs: vec![],
         interrupted,
         duration_s: elapsed.as_secs_f64(),
     };

@@ -9,8 +9,13 @@
 //! the CLI, in a small file that expires entries well past AWS's consistency lag.
 //!
 //! A launch with AWS's choice of zone and the first incarnation needs no note: a
-//! rerun sends that token anyway. Its note is removed instead, so the file stays empty
-//! while no zone is sold out.
+//! rerun sends that token anyway. Its note is removed instead.
+//!
+//! The file also says who sent each token first. Two runs at once on one machine both
+//! launch a workspace with the same token; AWS starts one instance and answers both
+//! with it. Each run writes down when it sent the token and what came back, keeping the
+//! earliest sender; the later run finds the other's entry and says the instance was
+//! already launched by another run, instead of claiming it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,10 +40,24 @@ pub struct LastLaunch {
     pub at: u64,
 }
 
+/// Who first sent a ClientToken, and the instance AWS answered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The process that sent it: see [`LaunchMemory::owner`].
+    pub owner: String,
+    /// Milliseconds since the epoch when the call was made.
+    pub at_ms: u64,
+    pub instance_id: String,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Notes {
     /// `fleet/workspace` → its latest launch.
+    #[serde(default)]
     launches: BTreeMap<String, LastLaunch>,
+    /// ClientToken → its first sender.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sent: BTreeMap<String, Sent>,
 }
 
 /// The notes of one account and region.
@@ -47,6 +66,8 @@ pub struct LaunchMemory {
     file: Option<PathBuf>,
     notes: Mutex<Notes>,
     ttl: Duration,
+    /// This process, as other processes see it in the file.
+    owner: String,
 }
 
 fn key(fleet: &str, workspace: &str) -> String {
@@ -54,9 +75,18 @@ fn key(fleet: &str, workspace: &str) -> String {
 }
 
 fn now() -> u64 {
+    now_ms() / 1000
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn owner() -> String {
+    format!("{}-{:08x}", std::process::id(), fastrand::u32(..))
 }
 
 impl LaunchMemory {
@@ -66,6 +96,7 @@ impl LaunchMemory {
             file: None,
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
+            owner: owner(),
         }
     }
 
@@ -75,6 +106,7 @@ impl LaunchMemory {
             file: Some(file),
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
+            owner: owner(),
         }
     }
 
@@ -165,7 +197,11 @@ impl LaunchMemory {
             }
         }
         if let Some(file) = &self.file
-            && let Err(e) = update(file, &k, note.as_ref(), self.ttl)
+            && (note.is_some() || file.exists())
+            && let Err(e) = update(file, self.ttl, |notes| match &note {
+                Some(n) => notes.launches.insert(k.clone(), n.clone()).as_ref() != Some(n),
+                None => notes.launches.remove(&k).is_some(),
+            })
         {
             tracing::warn!(
                 "could not note a launch in {}: {e}; a rerun within minutes may not find it",
@@ -175,18 +211,61 @@ impl LaunchMemory {
     }
 }
 
+impl LaunchMemory {
+    /// Writes down that this process sent `token` at `at_ms` and AWS answered with
+    /// `instance_id`, unless another process sent it earlier. Only kept in the file:
+    /// within one process every launch is its own.
+    pub fn sent(&self, token: &str, at_ms: u64, instance_id: &str) {
+        let Some(file) = &self.file else { return };
+        let mine = Sent {
+            owner: self.owner.clone(),
+            at_ms,
+            instance_id: instance_id.to_string(),
+        };
+        let written = update(file, self.ttl, |notes| {
+            let first = notes
+                .sent
+                .get(token)
+                .is_none_or(|s| s.instance_id != mine.instance_id || s.at_ms > mine.at_ms);
+            if first {
+                notes.sent.insert(token.to_string(), mine);
+            }
+            first
+        });
+        if let Err(e) = written {
+            tracing::warn!("could not note a launch in {}: {e}", file.display());
+        }
+    }
+
+    /// Of `tokens` this process sent, those whose instance another process had launched
+    /// first with the same token.
+    pub fn launched_by_others<'a>(
+        &self,
+        tokens: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<&'a str> {
+        let Some(notes) = self.file.as_deref().and_then(|f| read(f).ok()) else {
+            return vec![];
+        };
+        tokens
+            .into_iter()
+            .filter(|t| notes.sent.get(*t).is_some_and(|s| s.owner != self.owner))
+            .collect()
+    }
+}
+
 fn read(file: &Path) -> std::io::Result<Notes> {
     let text = std::fs::read(file)?;
     Ok(serde_json::from_slice(&text).unwrap_or_default())
 }
 
-/// Read, change and write the file, dropping expired notes. Writers take turns on a
-/// lock file beside it; the new text replaces the file in one rename, so a reader never
-/// sees half of it.
-fn update(file: &Path, k: &str, note: Option<&LastLaunch>, ttl: Duration) -> std::io::Result<()> {
-    if note.is_none() && !file.exists() {
-        return Ok(());
-    }
+/// Read, `change` and write the file, dropping expired notes; `change` says whether it
+/// changed anything. Writers take turns on a lock file beside it; the new text replaces
+/// the file in one rename, so a reader never sees half of it.
+fn update(
+    file: &Path,
+    ttl: Duration,
+    change: impl FnOnce(&mut Notes) -> bool,
+) -> std::io::Result<()> {
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let lock = std::fs::OpenOptions::new()
@@ -196,16 +275,16 @@ fn update(file: &Path, k: &str, note: Option<&LastLaunch>, ttl: Duration) -> std
         .open(file.with_extension("lock"))?;
     lock.lock()?;
     let mut notes = read(file).unwrap_or_default();
-    let before = notes.launches.len();
+    let before = (notes.launches.len(), notes.sent.len());
     let t = now();
     notes
         .launches
         .retain(|_, n| t.saturating_sub(n.at) < ttl.as_secs());
-    let changed = match note {
-        Some(n) => notes.launches.insert(k.to_string(), n.clone()).as_ref() != Some(n),
-        None => notes.launches.remove(k).is_some(),
-    };
-    if changed || notes.launches.len() != before {
+    notes
+        .sent
+        .retain(|_, s| t.saturating_sub(s.at_ms / 1000) < ttl.as_secs());
+    let changed = change(&mut notes);
+    if changed || (notes.launches.len(), notes.sent.len()) != before {
         let out = serde_json::to_vec_pretty(&notes).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&out)?;
@@ -252,5 +331,24 @@ mod tests {
             ["f/f-02"],
             "expired notes are dropped on write"
         );
+    }
+
+    #[test]
+    fn the_first_sender_of_a_token_is_kept_and_seen_by_the_other_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launches/us-west-2.json");
+        let first = LaunchMemory::in_file(path.clone());
+        let second = LaunchMemory::in_file(path.clone());
+        let t = now_ms();
+        second.sent("t-1", t - 100, "i-1");
+        first.sent("t-1", t - 200, "i-1");
+        second.sent("t-2", t, "i-2");
+        // t-1 was sent first by `first`, although it wrote after `second`.
+        assert_eq!(second.launched_by_others(["t-1", "t-2"]), ["t-1"]);
+        assert!(first.launched_by_others(["t-1"]).is_empty());
+        // In memory only, every launch is this process's own.
+        let alone = LaunchMemory::in_memory();
+        alone.sent("t-1", 1, "i-1");
+        assert!(alone.launched_by_others(["t-1"]).is_empty());
     }
 }

@@ -79,6 +79,8 @@ pub struct Context {
     throttle_deadline: Instant,
     launches_left: AtomicUsize,
     digest: String,
+    /// Workspace and ClientToken of each launch this run made.
+    sent: std::sync::Mutex<Vec<(String, String)>>,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
 }
@@ -115,6 +117,7 @@ impl Context {
             launches_left: AtomicUsize::new(launches),
             digest,
             errors: job.errors,
+            sent: Default::default(),
         }
     }
 
@@ -373,6 +376,7 @@ impl Context {
             self.engine
                 .memory
                 .remember(&self.fleet, workspace, &self.digest, zone, incarnation);
+            let sent_at = super::memory::now_ms();
             let result = self
                 .call(workspace, Pace::Launch, prepaid, |attempt| {
                     self.events.emit(Event::Launching {
@@ -383,6 +387,15 @@ impl Context {
                     self.cloud.run_instance(&spec)
                 })
                 .await;
+            if let Ok(instance) = &result {
+                self.engine
+                    .memory
+                    .sent(&spec.client_token, sent_at, &instance.id);
+                self.sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((workspace.to_string(), spec.client_token.clone()));
+            }
             match result {
                 // That token's instance was terminated: the next incarnation's token.
                 Err(StepError::Cloud(e))
@@ -401,6 +414,26 @@ impl Context {
                 None,
             )
         })))
+    }
+}
+
+impl Context {
+    /// The workspaces this run launched whose instance another run had launched first
+    /// with the same ClientToken: AWS answered this run with that instance.
+    pub fn launched_by_others(&self) -> Vec<String> {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let others = self
+            .engine
+            .memory
+            .launched_by_others(sent.iter().map(|(_, t)| t.as_str()));
+        let mut names: Vec<String> = sent
+            .iter()
+            .filter(|(_, t)| others.contains(&t.as_str()))
+            .map(|(w, _)| w.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 

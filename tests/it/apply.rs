@@ -165,7 +165,7 @@ async fn two_applies_at_once_launch_each_workspace_once() {
     );
     let path = emu.write("class.yaml", &manifest("twin", 5, FAST));
     let spawn = || {
-        prism_command(&["apply", "--yes", path.to_str().unwrap()])
+        prism_command(&["apply", "--yes", "--format", "json", path.to_str().unwrap()])
             .env("AWS_ENDPOINT_URL", &emu.url)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -177,6 +177,29 @@ async fn two_applies_at_once_launch_each_workspace_once() {
     assert_eq!(a.status.code(), Some(0), "{}", stdout(&a));
     assert_eq!(b.status.code(), Some(0), "{}", stdout(&b));
     exactly_one_each(&per_workspace(&emu, "twin").await, "twin", 5);
+    // Each instance is counted once: by the run that sent its token first; the other
+    // run names it as already launched by another run.
+    let summary = |out: &std::process::Output| -> Value {
+        stdout(out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary: {}", stdout(out)))
+    };
+    let (sa, sb) = (summary(&a), summary(&b));
+    let others = |s: &Value| -> Vec<String> {
+        s["launched_by_other_runs"]
+            .as_array()
+            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let launched = |s: &Value| s["launched"].as_u64().unwrap() as usize;
+    assert_eq!(launched(&sa) + launched(&sb), 5, "{sa}\n{sb}");
+    assert!(
+        !others(&sa).is_empty() || !others(&sb).is_empty(),
+        "both runs sent tokens, so one saw the other's: {sa}\n{sb}"
+    );
+    assert!(others(&sa).iter().all(|w| !others(&sb).contains(w)), "{sa}\n{sb}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
