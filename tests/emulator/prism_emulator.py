@@ -548,8 +548,22 @@ class Emulator:
 
     def aws(self, environ, body: bytes):
         call = parse_call(environ, body)
+        entry = {"service": call.service, "action": call.action, "region": call.region, "time": time.time()}
         with STATE.lock:
-            STATE.calls.append({"service": call.service, "action": call.action, "region": call.region, "time": time.time()})
+            STATE.calls.append(entry)
+        answer = self.answer(environ, call, body)
+        status, out = answer[0], answer[2]
+        code = None
+        if status >= 400:
+            found = re.search(rb"<Code>([^<]+)</Code>|\"__type\":\s*\"(?:[^\"#]*#)?([^\"]+)\"", out)
+            code = (found.group(1) or found.group(2)).decode() if found else None
+        with STATE.lock:
+            entry["status"] = status
+            entry["code"] = code
+        return answer
+
+    def answer(self, environ, call: Call, body: bytes):
+        with STATE.lock:
             fault = next((f for f in STATE.faults if f.action in (call.action, "*") and f.fires(STATE.rng)), None)
             throttled = STATE.throttle and not take_token(call.action)
         if throttled:
