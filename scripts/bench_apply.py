@@ -29,7 +29,7 @@ import boto3
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "30 100").split()]
 RATE = float(os.environ.get("BENCH_RATE", "120"))
-BURST = int(os.environ.get("BENCH_BURST", "10"))
+BURST = int(os.environ.get("BENCH_BURST", "5"))
 PRISM = sys.argv[1]
 URL = sys.argv[2]
 AWS = sys.argv[3] if len(sys.argv) > 3 else None

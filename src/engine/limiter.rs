@@ -51,6 +51,19 @@ const SCALE: f64 = 0.04;
 /// AWS's documented refill of the RunInstances bucket (2 per second), per minute: the
 /// rate to come back to after a throttle while the accepted rate cannot be measured yet.
 pub const AWS_REFILL_PER_MINUTE: f64 = 120.0;
+/// Above this share of throttled calls among the last [`OUTCOMES`], throttles are not
+/// taken for random ones any more: the rate is cut again.
+const RANDOM_SHARE: f64 = 0.5;
+/// How many of the latest calls' outcomes are kept.
+const OUTCOMES: usize = 40;
+/// Accepted calls in a row after a cut that bring the rate back to where AWS accepted
+/// calls before it.
+const RECOVER_AFTER: usize = 5;
+/// The share of that rate they bring it back to: just under, as it was measured over a
+/// window that may hold a burst.
+const RECOVER_TO: f64 = 0.9;
+/// AWS's documented RunInstances bucket: calls accepted at once.
+pub const AWS_BURST: u32 = 5;
 /// The window over which the send rate is measured.
 const MEASURE_OVER: Duration = Duration::from_secs(10);
 
@@ -77,6 +90,10 @@ struct Throttle {
     before: f64,
     /// The rate it set, per minute.
     after: f64,
+    /// The rate in force when it came, per minute.
+    sent: f64,
+    /// Whether slowing down was found not to help: throttles at this pace are random.
+    random: bool,
 }
 
 struct Bucket {
@@ -103,20 +120,65 @@ pub struct Limiter {
     adjusting: std::sync::Mutex<Option<Throttle>>,
     /// When the last launches were accepted, to measure the rate AWS accepts.
     accepted: std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+    /// Whether each of the latest calls was throttled.
+    outcomes: std::sync::Mutex<std::collections::VecDeque<bool>>,
 }
 
 impl Limiter {
+    /// An adaptive limiter configured above AWS's documented RunInstances bucket (2 per
+    /// second, 5 at once) starts there: calls sent at once are all in flight before the
+    /// first throttle could slow them. It then probes up towards the configured rate
+    /// along the cubic curve, as after a throttle that found AWS's rate. A fixed
+    /// (`adaptive: false`) limiter keeps to the configuration.
     pub fn new(settings: RateSettings) -> Arc<Self> {
+        let (rate, burst) = if settings.adaptive {
+            (
+                settings.rate_per_minute.min(AWS_REFILL_PER_MINUTE),
+                settings.burst_size.min(AWS_BURST),
+            )
+        } else {
+            (settings.rate_per_minute, settings.burst_size)
+        };
+        let probe = (rate < settings.rate_per_minute).then(|| Throttle {
+            at: tokio::time::Instant::now(),
+            before: rate,
+            after: rate,
+            sent: rate,
+            random: false,
+        });
         Arc::new(Limiter {
             settings,
-            bucket: ArcSwap::from_pointee(Bucket::new(
-                settings.rate_per_minute,
-                settings.burst_size,
-            )),
+            bucket: ArcSwap::from_pointee(Bucket::new(rate, burst)),
             queue: Mutex::new(()),
-            adjusting: std::sync::Mutex::new(None),
-            accepted: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            adjusting: std::sync::Mutex::new(probe),
+            accepted: Default::default(),
+            outcomes: Default::default(),
         })
+    }
+
+    fn outcome(&self, throttled: bool) {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        outcomes.push_back(throttled);
+        if outcomes.len() > OUTCOMES {
+            outcomes.pop_front();
+        }
+    }
+
+    /// How many of the latest calls were accepted since the last throttle.
+    fn accepted_in_a_row(&self) -> usize {
+        let outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        outcomes.iter().rev().take_while(|t| !**t).count()
+    }
+
+    /// The share of the latest calls that were throttled.
+    fn throttled_share(&self) -> f64 {
+        let outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        // Too few to tell a share from a streak.
+        if outcomes.len() < OUTCOMES / 2 {
+            return 0.0;
+        }
+        let throttled = outcomes.iter().filter(|t| **t).count();
+        throttled as f64 / outcomes.len() as f64
     }
 
     /// The settings it was made with.
@@ -153,24 +215,30 @@ impl Limiter {
         }
     }
 
-    fn note_accepted(&self) {
+    fn note(times: &std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>) {
         let now = tokio::time::Instant::now();
-        let mut accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
-        accepted.push_back(now);
-        while accepted
+        let mut times = times.lock().unwrap_or_else(|e| e.into_inner());
+        times.push_back(now);
+        while times
             .front()
             .is_some_and(|t| now.duration_since(*t) > MEASURE_OVER)
         {
-            accepted.pop_front();
+            times.pop_front();
         }
     }
 
     /// Launches per minute AWS accepted over the last few seconds; None with too few
     /// to tell.
     pub fn measured_rate(&self) -> Option<f64> {
+        Self::rate_of(&self.accepted)
+    }
+
+    fn rate_of(
+        times: &std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>,
+    ) -> Option<f64> {
         let now = tokio::time::Instant::now();
-        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
-        let recent: Vec<_> = accepted
+        let times = times.lock().unwrap_or_else(|e| e.into_inner());
+        let recent: Vec<_> = times
             .iter()
             .filter(|t| now.duration_since(**t) <= MEASURE_OVER)
             .collect();
@@ -186,18 +254,48 @@ impl Limiter {
     /// Reports throttling; returns the new rate when it changed. A throttle of a call
     /// sent before the last slow-down took effect (within one new period of it) does not
     /// slow down again: it was sent at the old pace.
+    ///
+    /// Throttles that slowing down does not cure are random (AWS having a bad minute,
+    /// other clients of the account): one that comes at the slower pace, before the rate
+    /// climbed at all, puts the rate back where it was and marks that pace as one where
+    /// throttles are random; they cut the rate again only once it climbs above it.
     pub fn throttled(&self) -> Option<f64> {
         if !self.settings.adaptive {
             return None;
         }
+        self.outcome(true);
         let mut last = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
         let now = tokio::time::Instant::now();
-        if let Some(t) = *last
-            && now.duration_since(t.at) < Duration::from_secs_f64(60.0 / t.after)
-        {
-            return None;
-        }
         let current = self.rate_per_minute();
+        if let Some(t) = *last {
+            if now.duration_since(t.at) < Duration::from_secs_f64(60.0 / t.after) {
+                return None;
+            }
+            let not_climbed = current <= t.after * (1.0 + 1e-9);
+            if not_climbed && t.random {
+                if self.throttled_share() <= RANDOM_SHARE {
+                    return None;
+                }
+                // Too many to be random: cut, and gather the evidence afresh.
+                self.outcomes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            // Below the rate AWS accepted before the last cut, its bucket would refill
+            // faster than calls take from it: slowing down did not help.
+            let slower = not_climbed || current < t.before * 0.9;
+            if slower && t.after < t.sent && !t.random {
+                *last = Some(Throttle {
+                    at: now,
+                    before: t.sent,
+                    after: t.sent,
+                    sent: t.sent,
+                    random: true,
+                });
+                return self.set(current, t.sent);
+            }
+        }
         let measured = self
             .measured_rate()
             .or(Some(AWS_REFILL_PER_MINUTE.min(current)));
@@ -207,6 +305,8 @@ impl Limiter {
             // The curve flattens out at the rate AWS was found to accept.
             before: measured.unwrap_or(current).min(current).max(next),
             after: next,
+            sent: current,
+            random: false,
         });
         self.set(current, next)
     }
@@ -217,13 +317,21 @@ impl Limiter {
         if !self.settings.adaptive {
             return None;
         }
-        self.note_accepted();
-        let last = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
+        Self::note(&self.accepted);
+        self.outcome(false);
+        let mut last = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.rate_per_minute();
         let configured = self.settings.rate_per_minute;
         let (Some(t), true) = (*last, current < configured) else {
             return None;
         };
+        // A run of accepted calls at the slower pace: back to the rate AWS accepted
+        // before the cut at once, rather than along the curve.
+        let back = t.before * RECOVER_TO;
+        if current < back && self.accepted_in_a_row() >= RECOVER_AFTER {
+            *last = Some(Throttle { after: back, ..t });
+            return self.set(current, back);
+        }
         let next = cubic(t.before, t.at.elapsed()).max(t.after).min(configured);
         // Small steps are not worth a new bucket; the last one reaches the configured rate.
         if next < configured && next < current * 1.1 {
@@ -348,6 +456,47 @@ mod tests {
                 "{n}: {took:.1} s against AWS's {bound:.1} s"
             );
         }
+    }
+
+    /// Throttles that come at random, whatever the pace (20 % of calls), are not cured by
+    /// slowing down: the rate stays near the configured one, and the run takes little
+    /// longer than the extra calls themselves.
+    #[tokio::test(start_paused = true)]
+    async fn random_throttles_do_not_drag_the_rate_down() {
+        let mut ratios = vec![];
+        for seed in 0..10 {
+            let limiter = Limiter::new(RateSettings {
+                rate_per_minute: 120.0,
+                burst_size: 5,
+                adaptive: true,
+            });
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let t0 = tokio::time::Instant::now();
+            let (n, mut calls) = (100, 0);
+            for _ in 0..n {
+                loop {
+                    limiter.acquire(|_| {}).await;
+                    calls += 1;
+                    if rng.f64() >= 0.2 {
+                        limiter.succeeded();
+                        break;
+                    }
+                    limiter.throttled();
+                }
+            }
+            let took = t0.elapsed().as_secs_f64();
+            // What the calls alone take at the configured pace.
+            let floor = (calls - 5) as f64 / 2.0;
+            eprintln!(
+                "seed {seed}: {calls} calls, {took:.1} s, {floor:.1} s at the configured pace, rate now {:.0}",
+                limiter.rate_per_minute()
+            );
+            ratios.push(took / floor);
+        }
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        eprintln!("wall ÷ the calls' own time: {ratios:.2?}, mean {mean:.2}");
+        assert!(mean <= 1.15, "{ratios:.2?}");
+        assert!(ratios.iter().all(|r| *r <= 1.45), "{ratios:.2?}");
     }
 
     /// N launches at rate R with burst B: the last leaves (N − B) / R after the first.

@@ -199,7 +199,10 @@ async fn two_applies_at_once_launch_each_workspace_once() {
         !others(&sa).is_empty() || !others(&sb).is_empty(),
         "both runs sent tokens, so one saw the other's: {sa}\n{sb}"
     );
-    assert!(others(&sa).iter().all(|w| !others(&sb).contains(w)), "{sa}\n{sb}");
+    assert!(
+        others(&sa).iter().all(|w| !others(&sb).contains(w)),
+        "{sa}\n{sb}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
