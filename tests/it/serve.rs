@@ -488,3 +488,257 @@ fn sigterm_stops_the_server_and_marks_running_launches_interrupted() {
             .unwrap();
     assert_eq!(record["state"], "interrupted", "{record}");
 }
+
+fn cli_json(emu: &Emulator, args: &[&str]) -> Value {
+    let out = emu.prism(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A request's row without what the server keeps beside AWS's answer.
+fn without_notes(mut row: Value) -> Value {
+    let o = row.as_object_mut().unwrap();
+    o.remove("reason");
+    o.remove("value_at_request");
+    row
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_endpoints_answer_as_the_cli_and_alert_past_50_and_80_percent() {
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 200.0);
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let ec2 = emu.ec2();
+    // t3.micro has 2 vCPUs: 49, 51, 79 and 81 % of 200.
+    let mut running = 0;
+    for (percent, severity) in [
+        (49, None),
+        (51, Some("warning")),
+        (79, Some("warning")),
+        (81, Some("critical")),
+    ] {
+        let want = percent * 2 / 2;
+        crate::emulator::launch(&ec2, None, None, "t3.micro", want - running).await;
+        running = want;
+        let (st, _, alerts) = s.call("GET", "/api/v1/quotas/alerts", &[], None);
+        assert_eq!(st, 200, "{alerts}");
+        assert_eq!(
+            alerts,
+            cli_json(&emu, &["quota", "alerts", "--format", "json"]),
+            "{percent} %"
+        );
+        let standard: Vec<&Value> = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["code"] == "L-1216C47A")
+            .collect();
+        assert_eq!(
+            standard.first().map(|a| a["severity"].as_str().unwrap()),
+            severity,
+            "{percent} %: {alerts}"
+        );
+    }
+    let (st, _, rows) = s.call("GET", "/api/v1/quotas", &[], None);
+    assert_eq!(st, 200);
+    assert_eq!(rows, cli_json(&emu, &["quota", "show", "--format", "json"]));
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["adjustable"] == true),
+        "{rows}"
+    );
+    let (_, _, one) = s.call("GET", "/api/v1/quotas/on-demand-vcpus", &[], None);
+    let (_, _, by_code) = s.call("GET", "/api/v1/quotas/L-1216C47A", &[], None);
+    assert_eq!(one, by_code);
+    assert_eq!(
+        (one["usage"].as_f64(), one["limit"].as_f64()),
+        (Some(162.0), Some(200.0))
+    );
+    assert_eq!(one["status"], "critical");
+    let (st, _, err) = s.call("GET", "/api/v1/quotas/no-such-quota", &[], None);
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (404, Some("UnknownQuota"))
+    );
+
+    // Asking for an increase: refused unless above the current value, with a reason.
+    const REQS: &str = "/api/v1/quotas/requests";
+    emu.clear_calls();
+    let low = json!({"quota": "on-demand-vcpus", "desired_value": 200, "reason": "course"});
+    let (st, _, err) = s.call("POST", REQS, &[], Some(&low));
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (422, Some("DesiredNotAbove")),
+        "{err}"
+    );
+    let no_reason = json!({"quota": "on-demand-vcpus", "desired_value": 300, "reason": " "});
+    assert_eq!(s.call("POST", REQS, &[], Some(&no_reason)).0, 400);
+    let extra =
+        json!({"quota": "on-demand-vcpus", "desired_value": 300, "reason": "x", "colour": 1});
+    assert_eq!(s.call("POST", REQS, &[], Some(&extra)).0, 400);
+    let missing = json!({"quota": "on-demand-vcpus", "reason": "x"});
+    assert_eq!(s.call("POST", REQS, &[], Some(&missing)).0, 400);
+    assert_eq!(
+        emu.call_counts().get("RequestServiceQuotaIncrease"),
+        None,
+        "nothing asked of AWS for refused requests"
+    );
+    let ask =
+        json!({"quota": "on-demand-vcpus", "desired_value": 250, "reason": "CS 499 needs 50 more"});
+    let (st, head, made) = s.call("POST", REQS, &[], Some(&ask));
+    assert_eq!(st, 201, "{made}");
+    let id = made["request_id"].as_str().unwrap().to_string();
+    assert!(head.contains(&format!("{REQS}/{id}")), "{head}");
+    assert_eq!(made["status"], "PENDING");
+    assert_eq!(made["reason"], "CS 499 needs 50 more");
+    assert_eq!(made["value_at_request"], 200.0);
+    // The release plan's spelling of the same endpoint.
+    let ebs = json!({"quota": "ebs-gp3-tib", "desired_value": 100, "reason": "datasets"});
+    let (st, _, made_ebs) = s.call("POST", "/api/v1/quotas/request", &[], Some(&ebs));
+    assert_eq!(st, 201, "{made_ebs}");
+
+    let (_, _, shown) = s.call("GET", &format!("{REQS}/{id}"), &[], None);
+    assert_eq!(shown["reason"], "CS 499 needs 50 more");
+    assert_eq!(
+        without_notes(shown),
+        cli_json(&emu, &["quota", "request", "show", &id, "--format", "json"])
+    );
+    let (_, _, list) = s.call("GET", REQS, &[], None);
+    let cli = cli_json(&emu, &["quota", "request", "list", "--format", "json"]);
+    let bare: Vec<Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
+        .map(without_notes)
+        .collect();
+    assert_eq!(Value::Array(bare), cli);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (_, _, pending) = s.call("GET", &format!("{REQS}?status=PENDING"), &[], None);
+    assert_eq!(pending.as_array().unwrap().len(), 2);
+    let (_, _, approved) = s.call("GET", &format!("{REQS}?status=APPROVED"), &[], None);
+    assert_eq!(approved, json!([]));
+    assert_eq!(
+        s.call("GET", &format!("{REQS}?status=MAYBE"), &[], None).0,
+        400
+    );
+    let (st, _, err) = s.call("GET", &format!("{REQS}/no-such-request"), &[], None);
+    assert_eq!(st, 404, "{err}");
+    // The notes survive a restart.
+    drop(s);
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let (_, _, shown) = s.call("GET", &format!("{REQS}/{id}"), &[], None);
+    assert_eq!(
+        (shown["reason"].as_str(), shown["value_at_request"].as_f64()),
+        (Some("CS 499 needs 50 more"), Some(200.0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workspaces_are_the_rows_of_workspace_list() {
+    let emu = Emulator::start();
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let (st, _, l) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": manifest("wl", 3, FAST)})),
+    );
+    assert_eq!(st, 202, "{l}");
+    assert_eq!(
+        s.until_over(l["id"].as_str().unwrap())["state"],
+        "succeeded"
+    );
+    crate::emulator::launch(&emu.ec2(), Some("other"), Some("other-01"), "t3.micro", 1).await;
+    let (st, _, rows) = s.call("GET", "/api/v1/workspaces", &[], None);
+    assert_eq!(st, 200);
+    assert_eq!(
+        rows,
+        cli_json(&emu, &["workspace", "list", "--format", "json"])
+    );
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    let (_, _, mine) = s.call(
+        "GET",
+        "/api/v1/workspaces?fleet=wl&state=running",
+        &[],
+        None,
+    );
+    assert_eq!(
+        mine,
+        cli_json(
+            &emu,
+            &[
+                "workspace",
+                "list",
+                "--fleet",
+                "wl",
+                "--state",
+                "running",
+                "--format",
+                "json"
+            ]
+        )
+    );
+    let (st, _, err) = s.call("GET", "/api/v1/workspaces?state=asleep", &[], None);
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (400, Some("BadRequest"))
+    );
+    let (st, _, _) = s.call("GET", "/api/v1/workspaces?colour=red", &[], None);
+    assert_eq!(st, 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launches_of_other_fleets_in_the_region_wait_as_queued() {
+    let emu = Emulator::start();
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let slow = "{rate_per_minute: 120, burst_size: 1, adaptive: false}";
+    let (st, _, a) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": manifest("qa", 4, slow)})),
+    );
+    assert_eq!(st, 202, "{a}");
+    let (st, _, b) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": manifest("qb", 2, FAST)})),
+    );
+    assert_eq!(st, 202, "{b}");
+    assert_eq!(b["state"], "queued", "{b}");
+    let (st, _, c) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": manifest("qc", 2, FAST)})),
+    );
+    assert_eq!((st, c["state"].as_str()), (202, Some("queued")), "{c}");
+    let (a, b, c) = (
+        a["id"].as_str().unwrap(),
+        b["id"].as_str().unwrap(),
+        c["id"].as_str().unwrap(),
+    );
+    // A queued launch can be cancelled before it starts: it never calls RunInstances.
+    let (st, _, v) = s.call("DELETE", &format!("{BULK}/{c}"), &[], None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.until_over(c)["state"], "cancelled");
+    assert_eq!(s.launch(b)["state"], "queued", "b waits while a runs");
+    assert_eq!(s.until_over(a)["state"], "succeeded");
+    let done = s.until_over(b);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["report"]["launched"], 2);
+    assert_eq!(per_workspace(&emu, "qa").await.len(), 4);
+    assert_eq!(per_workspace(&emu, "qb").await.len(), 2);
+    assert_eq!(per_workspace(&emu, "qc").await.len(), 0);
+    let (st, events) = s.events(b, None);
+    assert_eq!(st, 200);
+    assert_eq!(events[0].1, "started");
+}
