@@ -592,7 +592,7 @@ pub async fn launch_progress(
     let main = html! {
         div.launch #launch data-id=(id) data-active=(active) {
             div.title-row {
-                h1 { "Launching " (v["fleet"].as_str().unwrap_or_default()) }
+                h1 { "Launch of " (v["fleet"].as_str().unwrap_or_default()) }
                 span.badge.(state) #launch-state { (state_label(&state)) }
             }
             p.muted { "Launch " code { (id) } " · started " (v["created_at"].as_str().unwrap_or_default()) }
@@ -665,7 +665,7 @@ fn quota_table(rows: &[QuotaRow]) -> Markup {
                         th scope="row" { (r.name) br; span.muted { code { (r.code) } " · " (r.quota) } }
                         td.usage {
                             @if let (Some(u), Some(l)) = (r.usage, r.limit) {
-                                (bar(if l > 0.0 { u / l } else { 1.0 }, class, &format!("{} % used", r.percent.map_or(0.0, |p| p.round())), None))
+                                (bar(if l > 0.0 { u / l } else if u > 0.0 { 1.0 } else { 0.0 }, class, &format!("{} % used", r.percent.map_or(0.0, |p| p.round())), None))
                             } @else { span.muted { "unknown" } }
                         }
                         td.num {
@@ -675,7 +675,7 @@ fn quota_table(rows: &[QuotaRow]) -> Markup {
                         td { span.badge.(class) data-field="status" { (text) } @if let Some(n) = &r.note { br; span.muted { (n) } } }
                         td {
                             @if r.adjustable == Some(true) && r.limit.is_some() {
-                                a.button href={ "/quotas?request=" (r.code) "#request-form" } aria-label={ "Request increase of " (r.name) } { "Request increase" }
+                                a.button.small href={ "/quotas?request=" (r.code) "#request-form" } aria-label={ "Request increase of " (r.name) } { "Request increase" }
                             }
                         }
                     }
@@ -766,15 +766,15 @@ fn requests_section(requests: &Result<Vec<Value>, ApiError>, q: &QuotaQuery) -> 
                                 @let status = r["status"].as_str().unwrap_or_default();
                                 tr data-id=(id) .just-submitted[q.submitted.as_deref() == Some(id)] {
                                     td { code { (id) } }
-                                    td { (r["name"].as_str().unwrap_or_default()) }
+                                    td { (r["quota"].as_str().or(r["name"].as_str()).unwrap_or_default()) }
                                     td.num {
                                         @if let Some(v) = r["value_at_request"].as_f64() { (number(v)) " → " }
                                         (r["desired_value"].as_f64().map_or("?".into(), number))
                                     }
                                     td { (r["reason"].as_str().unwrap_or("—")) }
                                     td { span.badge.(status.to_lowercase()) data-field="status" { (status) } }
-                                    td { (r["submitted"].as_str().unwrap_or("—")) }
-                                    td { (r["last_updated"].as_str().unwrap_or("—")) }
+                                    td { (date(&r["submitted"])) }
+                                    td { (date(&r["last_updated"])) }
                                     td { (r["support_case"].as_str().unwrap_or("—")) }
                                 }
                             }
@@ -784,6 +784,17 @@ fn requests_section(requests: &Result<Vec<Value>, ApiError>, q: &QuotaQuery) -> 
                 }
             }
         }
+    }
+}
+
+/// An RFC 3339 date as the tables show it: `2026-03-01 09:30 UTC`.
+fn date(v: &Value) -> Markup {
+    match v.as_str() {
+        Some(d) => {
+            let shown = d.get(..16).unwrap_or(d).replace('T', " ");
+            html! { time datetime=(d) { (shown) " UTC" } }
+        }
+        None => html! { "—" },
     }
 }
 

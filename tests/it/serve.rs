@@ -13,11 +13,13 @@ use serde_json::{Value, json};
 use crate::emulator::{Emulator, per_workspace, prism_command};
 
 /// A running `prism serve`.
-struct Server {
-    child: Child,
-    port: u16,
-    token: String,
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub token: String,
     first_line: String,
+    /// The one-time sign-in link it printed.
+    pub login: String,
 }
 
 impl Drop for Server {
@@ -27,7 +29,7 @@ impl Drop for Server {
     }
 }
 
-fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
+pub fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
     let mut args = vec![
         "serve",
         "--listen",
@@ -52,6 +54,18 @@ fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
         .unwrap_or_else(|| panic!("first line: {first_line:?}"))
         .parse()
         .unwrap();
+    let mut second = String::new();
+    out.read_line(&mut second).unwrap();
+    let login = second
+        .trim_end()
+        .strip_prefix("prism serve: sign in: ")
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("second line: {second:?}"))
+        .to_string();
+    assert!(
+        login.starts_with(&format!("http://127.0.0.1:{port}/login?code=")),
+        "{login}"
+    );
     // Keep reading stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let token = std::fs::read_to_string(state.join("token"))
@@ -63,6 +77,7 @@ fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
         port,
         token,
         first_line,
+        login,
     }
 }
 
@@ -79,7 +94,7 @@ fn raw(port: u16, request: &str) -> (u16, String, String) {
 }
 
 impl Server {
-    fn call(
+    pub fn call(
         &self,
         method: &str,
         path: &str,
@@ -106,7 +121,7 @@ impl Server {
         )
     }
 
-    fn launch(&self, id: &str) -> Value {
+    pub fn launch(&self, id: &str) -> Value {
         self.call(
             "GET",
             &format!("/api/v1/workspaces/bulk-launch/{id}"),
@@ -117,7 +132,7 @@ impl Server {
     }
 
     /// Waits until the launch is no longer queued, running or cancelling.
-    fn until_over(&self, id: &str) -> Value {
+    pub fn until_over(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let l = self.launch(id);
@@ -157,7 +172,7 @@ impl Server {
     }
 }
 
-fn manifest(name: &str, count: usize, rate: &str) -> String {
+pub fn manifest(name: &str, count: usize, rate: &str) -> String {
     format!(
         "name: {name}\nproject: p\ntemplate: t\ncount: {count}\nrate_limit: {rate}\nretry: {{initial_backoff: 100ms, max_backoff: 1s}}\ntemplates:\n  t:\n    image: ami-785db401\n    instance_type: t3.micro\n"
     )
