@@ -223,6 +223,10 @@ mod tests {
         let guard = Guard::new(TOKEN.into(), 7878, None);
         Router::new()
             .route("/api/x", get(|| async { "ok" }).post(|| async { "ok" }))
+            .route(
+                "/page",
+                get(|| async { "page" }).post(|| async { "posted" }),
+            )
             .route("/healthz", get(|| async { "ok" }))
             .layer(from_fn_with_state(guard.clone(), require_token))
             .layer(from_fn(check_origin))
@@ -275,6 +279,75 @@ mod tests {
         assert_eq!(
             status(req("GET", "/healthz", &[host])).await.0,
             StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cookie_signs_in_pages_and_their_api_calls_from_this_site_only() {
+        let host = ("host", "127.0.0.1:7878");
+        let cookie = (
+            "cookie",
+            "other=1; prism_session=0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+        );
+        let (s, h) = status(req("GET", "/page", &[host])).await;
+        assert_eq!(
+            (s, h["location"].to_str().unwrap()),
+            (StatusCode::SEE_OTHER, "/login")
+        );
+        let wrong = ("cookie", "prism_session=nope");
+        assert_eq!(
+            status(req("GET", "/page", &[host, wrong])).await.0,
+            StatusCode::SEE_OTHER
+        );
+        assert_eq!(
+            status(req("GET", "/api/x", &[host, wrong])).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(req("GET", "/page", &[host, cookie])).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(req("GET", "/api/x", &[host, cookie])).await.0,
+            StatusCode::OK
+        );
+        // A change signed in by the cookie needs a browser's word that it comes from here.
+        for path in ["/page", "/api/x"] {
+            assert_eq!(
+                status(req("POST", path, &[host, cookie])).await.0,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+            let same = ("sec-fetch-site", "same-origin");
+            assert_eq!(
+                status(req("POST", path, &[host, cookie, same])).await.0,
+                StatusCode::OK
+            );
+            let origin = ("origin", "http://127.0.0.1:7878");
+            assert_eq!(
+                status(req("POST", path, &[host, cookie, origin])).await.0,
+                StatusCode::OK
+            );
+            let null = ("origin", "null");
+            assert_eq!(
+                status(req("POST", path, &[host, cookie, null])).await.0,
+                StatusCode::FORBIDDEN
+            );
+        }
+    }
+
+    #[test]
+    fn the_login_code_works_once() {
+        let guard = Guard::new(TOKEN.into(), 7878, None);
+        assert!(!guard.use_login_code("anything"));
+        let code = guard.new_login_code();
+        assert_eq!(code.len(), 43);
+        assert!(!guard.use_login_code("wrong"));
+        assert!(guard.use_login_code(&code));
+        assert!(!guard.use_login_code(&code));
+        assert_eq!(
+            guard.session_cookie(),
+            format!("prism_session={TOKEN}; HttpOnly; SameSite=Strict; Path=/")
         );
     }
 

@@ -757,3 +757,67 @@ async fn launches_of_other_fleets_in_the_region_wait_as_queued() {
     assert_eq!(st, 200);
     assert_eq!(events[0].1, "started");
 }
+
+#[test]
+fn the_login_link_signs_in_once_and_pages_carry_no_inline_code() {
+    let emu = Emulator::start();
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let port = s.port;
+    let get = |path: &str, cookie: &str| {
+        raw(
+            port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{cookie}Connection: close\r\n\r\n"
+            ),
+        )
+    };
+    let path = s
+        .login
+        .strip_prefix(&format!("http://127.0.0.1:{port}"))
+        .unwrap();
+    let (st, head, _) = get(path, "");
+    assert_eq!(st, 303, "{head}");
+    let lower = head.to_lowercase();
+    assert!(lower.contains("\r\nlocation: /\r\n"), "{head}");
+    assert!(
+        lower.contains(&format!(
+            "set-cookie: prism_session={}; httponly; samesite=strict; path=/",
+            s.token.to_lowercase()
+        )),
+        "{head}"
+    );
+    // The link works once.
+    let (st, head, _) = get(path, "");
+    assert_eq!(st, 401, "{head}");
+    assert!(!head.to_lowercase().contains("set-cookie"));
+    // Pages: CSP without inline code; the HTML has no inline script, style or handler.
+    let cookie = format!("Cookie: prism_session={}\r\n", s.token);
+    for page in ["/", "/quotas", "/quotas?request=on-demand-vcpus", "/login"] {
+        let (st, head, body) = get(page, &cookie);
+        assert_eq!(st, 200, "{page}: {body}");
+        let head = head.to_lowercase();
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(
+            head.contains(
+                "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'"
+            ),
+            "{head}"
+        );
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(
+            !body.contains("<script>") && !body.contains(" style=") && !body.contains(" onclick="),
+            "{page}: {body}"
+        );
+        assert!(
+            body.contains(r#"<script src="/assets/app.js" defer></script>"#),
+            "{page}"
+        );
+    }
+    for asset in ["/assets/app.js", "/assets/app.css", "/assets/icon.svg"] {
+        assert_eq!(get(asset, "").0, 200, "{asset}");
+    }
+    // Without the cookie, a page sends to the login page and the API answers 401.
+    let (st, head, _) = get("/quotas", "");
+    assert_eq!(st, 303);
+    assert!(head.to_lowercase().contains("location: /login"), "{head}");
+}
