@@ -821,3 +821,111 @@ fn the_login_link_signs_in_once_and_pages_carry_no_inline_code() {
     assert_eq!(st, 303);
     assert!(head.to_lowercase().contains("location: /login"), "{head}");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Follows the event stream of `id` to its end: the id of every event and when the first
+/// one arrived.
+fn follow_stream(port: u16, token: &str, id: &str) -> (Vec<usize>, Option<Instant>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(
+        s,
+        "GET {BULK}/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let (mut ids, mut first) = (vec![], None);
+    for line in BufReader::new(s).lines() {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("id: ") {
+            first.get_or_insert_with(Instant::now);
+            ids.push(n.parse().unwrap());
+        }
+    }
+    (ids, first)
+}
+
+/// A bounded loopback load test: 50 event streams follow one launch of 100 workspaces
+/// from start to end, and none loses an event. Prints the time from the POST to the
+/// first event and the server's memory, idle and during the launch.
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_event_streams_follow_a_hundred_workspace_launch_without_loss() {
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 1000.0);
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let pid = s.child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let text = manifest("load", 100, "{rate_per_minute: 1200, burst_size: 20}");
+    // The first request of a region makes its engine and AWS clients: timed apart.
+    let cold = Instant::now();
+    let dry = json!({"manifest": text, "dry_run": true});
+    let (st, _, plan) = s.call("POST", BULK, &[], Some(&dry));
+    assert_eq!(
+        (st, plan["summary"]["create"].as_u64()),
+        (200, Some(100)),
+        "{plan}"
+    );
+    let cold = cold.elapsed();
+    let body = json!({"manifest": text});
+    let t0 = Instant::now();
+    let (st, _, l) = s.call("POST", BULK, &[], Some(&body));
+    let posted = t0.elapsed();
+    assert_eq!(st, 202, "{l}");
+    let id = l["id"].as_str().unwrap().to_string();
+    let streams: Vec<_> = (0..50)
+        .map(|_| {
+            let (port, token, id) = (s.port, s.token.clone(), id.clone());
+            std::thread::spawn(move || follow_stream(port, &token, &id))
+        })
+        .collect();
+    let results: Vec<(Vec<usize>, Option<Instant>)> =
+        streams.into_iter().map(|h| h.join().unwrap()).collect();
+    let done = s.until_over(&id);
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(done["state"], "succeeded", "{}", done["report"]);
+    assert_eq!(done["report"]["launched"], 100);
+    let total = done["events"].as_u64().unwrap() as usize;
+    let all: Vec<usize> = (1..=total).collect();
+    for (i, (ids, _)) in results.iter().enumerate() {
+        assert_eq!(ids, &all, "stream {i} lost or repeated an event");
+    }
+    let first = results
+        .iter()
+        .filter_map(|r| r.1)
+        .min()
+        .unwrap()
+        .duration_since(t0);
+    eprintln!(
+        "serve load: first dry run (cold engine) {} ms; POST answered in {} ms; first event delivered {} ms after the POST; \
+         {total} events to each of 50 streams, none lost; RSS idle {} KiB, peak during the \
+         100-workspace launch {} KiB; launch took {:.1} s",
+        cold.as_millis(),
+        posted.as_millis(),
+        first.as_millis(),
+        idle,
+        peak.load(std::sync::atomic::Ordering::Relaxed),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(per_workspace(&emu, "load").await.len(), 100);
+}
