@@ -11,7 +11,7 @@ mod serve_cmd;
 mod storage_cmd;
 mod template_cmd;
 mod watch_cmd;
-mod workspace_cmd;
+pub(crate) mod workspace_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;

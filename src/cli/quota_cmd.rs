@@ -9,8 +9,8 @@ use super::{Failure, GlobalArgs, ListFormat, Refusal, connect_to, print};
 use crate::cloud::Cloud;
 use crate::manifest::RetryPolicy;
 use crate::quota::request::RequestRow;
-use crate::quota::usage::{QuotaRow, survey};
-use crate::quota::{self, QuotaClass, QuotaReading, Status, read_quota};
+use crate::quota::usage::{Alert, QuotaRow, survey};
+use crate::quota::{self, QuotaClass};
 
 #[derive(Debug, Args)]
 pub struct QuotaArgs {
@@ -92,7 +92,7 @@ pub async fn run(global: &GlobalArgs, args: &QuotaArgs) -> Result<ExitCode, Fail
         }
         QuotaCommand::Alerts(a) => {
             let rows = survey(&cloud, &policy).await.map_err(aws)?;
-            let alerts: Vec<Alert> = rows.iter().filter_map(Alert::of).collect();
+            let alerts = quota::usage::alerts(&rows);
             print(
                 &a.format
                     .encode(&alerts)
@@ -105,17 +105,9 @@ pub async fn run(global: &GlobalArgs, args: &QuotaArgs) -> Result<ExitCode, Fail
                 print(&format.encode(&req).unwrap_or_else(|| request_text(&req)))?;
             }
             Some(RequestAction::List { status, format }) => {
-                let mut all = Vec::new();
-                for service in ["ec2", "ebs"] {
-                    all.extend(
-                        cloud
-                            .list_quota_requests(service, status.as_deref())
-                            .await
-                            .map_err(aws)?,
-                    );
-                }
-                all.sort_by_key(|r| std::cmp::Reverse(r.created));
-                let rows: Vec<RequestRow> = all.iter().map(RequestRow::from).collect();
+                let rows = quota::request::list(&cloud, status.as_deref())
+                    .await
+                    .map_err(aws)?;
                 print(&format.encode(&rows).unwrap_or_else(|| list_text(&rows)))?;
             }
             None => return request(&cloud, r, &policy).await,
@@ -171,42 +163,6 @@ fn show_text(region: &str, rows: &[QuotaRow]) -> String {
         }
     }
     out
-}
-
-/// A quota over 50 % used.
-#[derive(Debug, serde::Serialize)]
-struct Alert {
-    severity: &'static str,
-    code: String,
-    quota: String,
-    name: String,
-    usage: f64,
-    limit: f64,
-    percent: Option<f64>,
-    /// The value to ask for; none for a warning (the quota is not critical yet).
-    recommended_value: Option<f64>,
-    recommendation: String,
-}
-
-impl Alert {
-    fn of(r: &QuotaRow) -> Option<Alert> {
-        let severity = match r.status {
-            Status::Critical => "critical",
-            Status::Warning => "warning",
-            _ => return None,
-        };
-        Some(Alert {
-            severity,
-            code: r.code.clone(),
-            quota: r.quota.clone(),
-            name: r.name.clone(),
-            usage: r.usage?,
-            limit: r.limit?,
-            percent: r.percent,
-            recommended_value: r.recommended_value,
-            recommendation: r.recommendation()?,
-        })
-    }
 }
 
 fn alerts_text(region: &str, alerts: &[Alert]) -> String {
@@ -299,27 +255,15 @@ async fn request(
     let class = class(r.quota.as_deref().unwrap_or_default())?;
     let desired = r.desired_value.unwrap_or_default();
     let region = cloud.region().to_string();
-    let current = match read_quota(cloud, class, policy).await {
-        QuotaReading::Known { value, .. } => value,
-        QuotaReading::Unknown { error } => {
-            return Err(Failure::Refused(
-                Refusal::Unavailable,
-                format!("cannot read the current value: {error}"),
-            ));
-        }
-    };
-    if desired <= current {
-        return Err(Failure::Refused(
-            Refusal::InvalidValue,
-            format!(
-                "the desired value ({}) must be above the current {} {} of {}",
-                number(Some(desired)),
-                number(Some(current)),
-                class.unit,
-                class.name
-            ),
-        ));
-    }
+    let current = quota::request::current_below(cloud, class, desired, policy)
+        .await
+        .map_err(|e| {
+            let kind = match e {
+                quota::request::NotAsked::Unreadable(_) => Refusal::Unavailable,
+                quota::request::NotAsked::NotAbove { .. } => Refusal::InvalidValue,
+            };
+            Failure::Refused(kind, e.to_string())
+        })?;
     let mut out = format!(
         "{}\n\nQuota: {} [{}] in {region}\nCurrent quota: {} {unit}\nDesired quota: {} {unit}\nIncrease: {} {unit}{}\n",
         if r.dry_run {

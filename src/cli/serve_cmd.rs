@@ -41,6 +41,8 @@ struct Engines {
     global: GlobalArgs,
     settings: UserConfig,
     engines: Mutex<BTreeMap<String, Arc<Engine>>>,
+    /// The cloud of `--region` (or the profile's), made on first use.
+    cloud: tokio::sync::OnceCell<Arc<dyn Cloud>>,
 }
 
 #[async_trait::async_trait]
@@ -61,6 +63,18 @@ impl Connector for Engines {
             .clone();
         engine.set_launch_rate(rate);
         Ok(engine)
+    }
+
+    async fn cloud(&self) -> Result<Arc<dyn Cloud>, ApiError> {
+        self.cloud
+            .get_or_try_init(|| async {
+                let cloud = connect_to(&self.global, None)
+                    .await
+                    .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))?;
+                Ok(Arc::new(cloud) as Arc<dyn Cloud>)
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -134,14 +148,16 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         },
         settings,
         engines: Mutex::new(BTreeMap::new()),
+        cloud: tokio::sync::OnceCell::new(),
     });
     let app = App::load(&state, manifests, connector);
     let shown = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         SocketAddr::V4(a) => a.to_string(),
     };
+    let code = guard.new_login_code();
     super::print(&format!(
-        "prism serve: listening on http://{shown}\nprism serve: the API token is in {}\n",
+        "prism serve: listening on http://{shown}\nprism serve: sign in: http://{shown}/login?code={code} (the link works once)\nprism serve: the API token is in {}\n",
         state.join("token").display()
     ))?;
     crate::serve::run(listener, app, guard, super::stop_signal())

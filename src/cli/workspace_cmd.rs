@@ -54,7 +54,7 @@ pub struct ListArgs {
     #[arg(long, add = ArgValueCandidates::new(super::complete::projects))]
     pub project: Option<String>,
     /// Only workspaces in this state.
-    #[arg(long, value_parser = ["pending", "running", "stopping", "stopped", "shutting-down"])]
+    #[arg(long, value_parser = LIST_STATES)]
     pub state: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
@@ -310,16 +310,32 @@ pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, 
     }
 }
 
+/// The states `workspace list --state` accepts.
+pub const LIST_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// The rows of `workspace list`: every live workspace of any fleet, narrowed by fleet,
+/// project and state.
+pub async fn rows(
+    cloud: &dyn Cloud,
+    fleet: Option<&str>,
+    project: Option<&str>,
+    state: Option<&str>,
+    now: SystemTime,
+) -> Result<Vec<WorkspaceRow>, Failure> {
+    let found = workspaces(cloud, fleet, project, state).await?;
+    Ok(found.iter().map(|i| row(i, now)).collect())
+}
+
 /// `workspace list`, also behind the legacy `prism list`.
 pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<ExitCode, Failure> {
-    let found = workspaces(
+    let rows = rows(
         cloud,
         a.fleet.as_deref(),
         a.project.as_deref(),
         a.state.as_deref(),
+        now,
     )
     .await?;
-    let rows: Vec<WorkspaceRow> = found.iter().map(|i| row(i, now)).collect();
     print(&a.format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
     Ok(ExitCode::SUCCESS)
 }

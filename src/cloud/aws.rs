@@ -291,6 +291,7 @@ fn quota_value(q: &aws_sdk_servicequotas::types::ServiceQuota) -> QuotaValue {
         code: q.quota_code().unwrap_or_default().to_string(),
         name: q.quota_name().unwrap_or_default().to_string(),
         value: q.value().unwrap_or_default(),
+        adjustable: q.adjustable(),
     }
 }
 

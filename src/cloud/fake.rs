@@ -98,6 +98,7 @@ impl FakeCloud {
             code: code.into(),
             name: code.into(),
             value,
+            adjustable: true,
         }
     }
 }

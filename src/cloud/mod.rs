@@ -138,6 +138,13 @@ pub struct QuotaValue {
     pub code: String,
     pub name: String,
     pub value: f64,
+    /// Whether AWS takes increase requests for it.
+    #[serde(default = "adjustable_default")]
+    pub adjustable: bool,
+}
+
+fn adjustable_default() -> bool {
+    true
 }
 
 /// A machine image.

@@ -34,24 +34,39 @@ pub async fn read_quota(
     class: &QuotaClass,
     policy: &RetryPolicy,
 ) -> QuotaReading {
+    read_quota_adjustable(cloud, class, policy).await.0
+}
+
+/// [`read_quota`], and whether AWS takes increase requests for the quota (None when
+/// it could not be read).
+pub async fn read_quota_adjustable(
+    cloud: &dyn Cloud,
+    class: &QuotaClass,
+    policy: &RetryPolicy,
+) -> (QuotaReading, Option<bool>) {
     let applied = retry::call(policy, || {
         cloud.get_service_quota(class.service, class.code)
     })
     .await;
     let reading = match applied {
-        Ok(Some(q)) => Ok((q.value, true)),
+        Ok(Some(q)) => Ok((q.value, true, q.adjustable)),
         Ok(None) => retry::call(policy, || {
             cloud.get_default_service_quota(class.service, class.code)
         })
         .await
-        .map(|q| (q.value, false)),
+        .map(|q| (q.value, false, q.adjustable)),
         Err(e) => Err(e),
     };
     match reading {
-        Ok((value, applied)) => QuotaReading::Known { value, applied },
-        Err(e) => QuotaReading::Unknown {
-            error: e.to_string(),
-        },
+        Ok((value, applied, adjustable)) => {
+            (QuotaReading::Known { value, applied }, Some(adjustable))
+        }
+        Err(e) => (
+            QuotaReading::Unknown {
+                error: e.to_string(),
+            },
+            None,
+        ),
     }
 }
 

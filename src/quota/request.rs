@@ -3,7 +3,9 @@
 
 use serde::Serialize;
 
-use crate::cloud::QuotaRequest;
+use super::{QuotaClass, QuotaReading, read_quota};
+use crate::cloud::{Cloud, CloudError, QuotaRequest};
+use crate::manifest::RetryPolicy;
 
 /// One quota increase request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,6 +44,61 @@ impl From<&QuotaRequest> for RequestRow {
             support_case: r.case_id.clone().filter(|c| !c.is_empty()),
         }
     }
+}
+
+/// Requests for EC2 and EBS quotas, newest first; only those in `status` when given.
+pub async fn list(cloud: &dyn Cloud, status: Option<&str>) -> Result<Vec<RequestRow>, CloudError> {
+    let mut all = Vec::new();
+    for service in ["ec2", "ebs"] {
+        all.extend(cloud.list_quota_requests(service, status).await?);
+    }
+    all.sort_by_key(|r| std::cmp::Reverse(r.created));
+    Ok(all.iter().map(RequestRow::from).collect())
+}
+
+/// Why an increase cannot be asked for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotAsked {
+    #[error("cannot read the current value: {0}")]
+    Unreadable(String),
+    #[error("the desired value ({desired}) must be above the current {current} {unit} of {name}", desired = number(*.desired), current = number(*.current))]
+    NotAbove {
+        desired: f64,
+        current: f64,
+        unit: &'static str,
+        name: &'static str,
+    },
+}
+
+/// A value as prism prints it: whole numbers without decimals, others with two.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The quota's current value, when `desired` is above it (an increase can be asked).
+pub async fn current_below(
+    cloud: &dyn Cloud,
+    class: &QuotaClass,
+    desired: f64,
+    policy: &RetryPolicy,
+) -> Result<f64, NotAsked> {
+    let current = match read_quota(cloud, class, policy).await {
+        QuotaReading::Known { value, .. } => value,
+        QuotaReading::Unknown { error } => return Err(NotAsked::Unreadable(error)),
+    };
+    if desired.is_nan() || desired <= current {
+        return Err(NotAsked::NotAbove {
+            desired,
+            current,
+            unit: class.unit,
+            name: class.name,
+        });
+    }
+    Ok(current)
 }
 
 /// Seconds since the Unix epoch as RFC 3339 in UTC, e.g. `2026-03-01T09:30:00Z`.

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::arith::{self, Status};
-use super::{EBS_GP3, QuotaClass, QuotaReading, read_quota};
+use super::read::read_quota_adjustable;
+use super::{EBS_GP3, QuotaClass, QuotaReading};
 use crate::cloud::{Cloud, CloudError, InstanceFilter, InstanceState};
 use crate::manifest::RetryPolicy;
 use crate::retry;
@@ -23,6 +24,8 @@ pub struct QuotaRow {
     pub limit: Option<f64>,
     /// Whether the limit was raised from AWS's default.
     pub applied: Option<bool>,
+    /// Whether AWS takes increase requests for it; None when it could not be read.
+    pub adjustable: Option<bool>,
     /// None when it could not be computed (never shown as 0).
     pub usage: Option<f64>,
     pub percent: Option<f64>,
@@ -35,7 +38,11 @@ pub struct QuotaRow {
 }
 
 impl QuotaRow {
-    fn new(class: &QuotaClass, reading: QuotaReading, usage: Result<f64, String>) -> Self {
+    fn new(
+        class: &QuotaClass,
+        (reading, adjustable): (QuotaReading, Option<bool>),
+        usage: Result<f64, String>,
+    ) -> Self {
         let (limit, applied, limit_note) = match reading {
             QuotaReading::Known { value, applied } => (Some(value), Some(applied), None),
             QuotaReading::Unknown { error } => (None, None, Some(error)),
@@ -53,6 +60,7 @@ impl QuotaRow {
             unit: class.unit.into(),
             limit,
             applied,
+            adjustable,
             usage,
             percent: arith::percent(usage, limit),
             status,
@@ -83,6 +91,49 @@ impl QuotaRow {
             _ => None,
         }
     }
+}
+
+/// A quota over 50 % used, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// `warning` (over 50 %) or `critical` (over 80 %).
+    pub severity: &'static str,
+    pub code: String,
+    pub quota: String,
+    pub name: String,
+    pub usage: f64,
+    pub limit: f64,
+    pub percent: Option<f64>,
+    /// The value to ask for; none for a warning (the quota is not critical yet).
+    pub recommended_value: Option<f64>,
+    pub recommendation: String,
+}
+
+impl Alert {
+    /// The alert for `r`, when it is over 50 % used.
+    pub fn of(r: &QuotaRow) -> Option<Alert> {
+        let severity = match r.status {
+            Status::Critical => "critical",
+            Status::Warning => "warning",
+            _ => return None,
+        };
+        Some(Alert {
+            severity,
+            code: r.code.clone(),
+            quota: r.quota.clone(),
+            name: r.name.clone(),
+            usage: r.usage?,
+            limit: r.limit?,
+            percent: r.percent,
+            recommended_value: r.recommended_value,
+            recommendation: r.recommendation()?,
+        })
+    }
+}
+
+/// The alerts of every row over 50 % used, in the rows' order.
+pub fn alerts(rows: &[QuotaRow]) -> Vec<Alert> {
+    rows.iter().filter_map(Alert::of).collect()
 }
 
 /// Usage of each vCPU class and of gp3 storage, by what the account runs.
@@ -132,8 +183,12 @@ async fn usage(
 pub async fn survey(cloud: &dyn Cloud, policy: &RetryPolicy) -> Result<Vec<QuotaRow>, CloudError> {
     let mut usage = usage(cloud, policy).await?;
     let classes: Vec<&QuotaClass> = super::all().collect();
-    let readings =
-        futures::future::join_all(classes.iter().map(|c| read_quota(cloud, c, policy))).await;
+    let readings = futures::future::join_all(
+        classes
+            .iter()
+            .map(|c| read_quota_adjustable(cloud, c, policy)),
+    )
+    .await;
     Ok(classes
         .into_iter()
         .zip(readings)
@@ -154,10 +209,13 @@ mod tests {
     fn row(usage: f64, limit: f64) -> QuotaRow {
         QuotaRow::new(
             &STANDARD,
-            QuotaReading::Known {
-                value: limit,
-                applied: true,
-            },
+            (
+                QuotaReading::Known {
+                    value: limit,
+                    applied: true,
+                },
+                Some(true),
+            ),
             Ok(usage),
         )
     }

@@ -19,26 +19,29 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use super::error::ApiError;
-use super::launches::Launch;
+use super::launches::{Launch, Start};
 use super::store::{LaunchState, Record, Request};
 use crate::engine::gate::Gate;
 use crate::engine::{Job, RunOptions};
 use crate::manifest::Manifest;
 
 /// The body of `POST /api/v1/workspaces/bulk-launch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LaunchBody {
-    manifest: Option<String>,
-    manifest_path: Option<String>,
+pub struct LaunchBody {
+    pub manifest: Option<String>,
+    pub manifest_path: Option<String>,
     #[serde(default)]
-    allow_partial: bool,
+    pub allow_partial: bool,
     #[serde(default)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 /// The body bytes of a JSON request: within the size limit and sent as JSON.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -161,14 +164,13 @@ async fn plan_of(
     Ok((engine, plan, observed))
 }
 
-/// Plans `manifest` and starts its run for `launch`; Err (nothing started) when it does
-/// not fit the quota and `allow_partial` is off.
-async fn start(
+/// The engine's run of `manifest`'s plan; Err (nothing started) when it does not fit
+/// the quota and `allow_partial` is off.
+async fn prepare(
     app: &App,
     manifest: &Manifest,
     allow_partial: bool,
-    launch: &Arc<Launch>,
-) -> Result<(), ApiError> {
+) -> Result<(Arc<crate::engine::Engine>, crate::engine::Job, RunOptions), ApiError> {
     let (engine, plan, observed) = plan_of(app, manifest).await?;
     let gate = Gate::of(&plan, true);
     if !gate.shortfalls.is_empty() && !allow_partial {
@@ -180,7 +182,36 @@ async fn start(
         retry: manifest.retry.clone(),
         ..RunOptions::default()
     };
-    launch.start(engine.run(job, opts), app.store.clone());
+    Ok((engine, job, opts))
+}
+
+/// Plans `manifest` and starts its run for `launch`, or queues it behind the launch
+/// running in the same account and region; Err (nothing started or queued) when it
+/// does not fit the quota and `allow_partial` is off.
+async fn start(
+    app: &Arc<App>,
+    manifest: &Manifest,
+    allow_partial: bool,
+    launch: &Arc<Launch>,
+) -> Result<(), ApiError> {
+    let (engine, job, opts) = prepare(app, manifest, allow_partial).await?;
+    let slot = app.slot(engine.cloud().region());
+    let how = match slot.clone().try_lock_owned() {
+        Ok(turn) => Start::Now(turn, engine.run(job, opts)),
+        Err(_) => {
+            // Planned again when its turn comes: the launches ahead change the fleet's
+            // neighbours and the quota's use.
+            let (app, manifest) = (app.clone(), manifest.clone());
+            Start::Queued(
+                slot,
+                Box::pin(async move {
+                    let (engine, job, opts) = prepare(&app, &manifest, allow_partial).await?;
+                    Ok(engine.run(job, opts))
+                }),
+            )
+        }
+    };
+    launch.start(how, app.store.clone());
     Ok(())
 }
 
@@ -242,6 +273,24 @@ pub async fn create(
         let (_, plan, _) = plan_of(&app, &manifest).await?;
         return Ok(Json(serde_json::to_value(&plan).expect("serializes")).into_response());
     }
+    let launch = begin(&app, &body, text, &manifest).await?;
+    if let Some(key) = key {
+        let mut keys = app.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.insert(key, (hash, launch.id()));
+        if let Err(e) = app.store.save_keys(&keys) {
+            tracing::warn!("cannot keep the Idempotency-Key table: {e}");
+        }
+    }
+    Ok(accepted(&launch, StatusCode::ACCEPTED))
+}
+
+/// Starts (or queues) a launch of `manifest` (whose text is `text`) and keeps it.
+async fn begin(
+    app: &Arc<App>,
+    body: &LaunchBody,
+    text: String,
+    manifest: &Manifest,
+) -> Result<Arc<Launch>, ApiError> {
     if let Some(active) = app.registry.active_for(&manifest.name) {
         return Err(running_conflict(&active));
     }
@@ -260,18 +309,46 @@ pub async fn create(
         progress: Value::Null,
         workspaces: json!([]),
         report: None,
+        error: None,
     };
     let launch = Launch::new(record, vec![]);
-    start(&app, &manifest, body.allow_partial, &launch).await?;
+    start(app, manifest, body.allow_partial, &launch).await?;
     app.registry.insert(launch.clone());
-    if let Some(key) = key {
-        let mut keys = app.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.insert(key, (hash, launch.id()));
-        if let Err(e) = app.store.save_keys(&keys) {
-            tracing::warn!("cannot keep the Idempotency-Key table: {e}");
-        }
-    }
-    Ok(accepted(&launch, StatusCode::ACCEPTED))
+    Ok(launch)
+}
+
+/// A launch of the manifest `manifest_path` under `--manifests`, as the Launch page
+/// asks for one (the same checks as the API's).
+pub async fn launch_file(
+    app: &Arc<App>,
+    manifest_path: &str,
+    allow_partial: bool,
+) -> Result<Arc<Launch>, ApiError> {
+    let body = LaunchBody {
+        manifest_path: Some(manifest_path.to_string()),
+        allow_partial,
+        ..LaunchBody::default()
+    };
+    let _one = app.create.lock().await;
+    let (text, name) = manifest_text(app, &body)?;
+    let manifest = parse_manifest(&text, &name)?;
+    begin(app, &body, text, &manifest).await
+}
+
+/// The plan of the manifest `manifest_path` under `--manifests`, and whether it fits the quota.
+pub async fn plan_file(
+    app: &App,
+    manifest_path: &str,
+) -> Result<(crate::plan::Plan, Gate), ApiError> {
+    let body = LaunchBody {
+        manifest_path: Some(manifest_path.to_string()),
+        ..LaunchBody::default()
+    };
+    let (text, name) = manifest_text(app, &body)?;
+    let manifest = parse_manifest(&text, &name)?;
+    let (_, plan, _) = plan_of(app, &manifest).await?;
+    let gate = Gate::of(&plan, true);
+    Ok((plan, gate))
 }
 
 pub async fn resume(
@@ -308,7 +385,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
     Json(json!({ "launches": launches }))
 }
 
-fn find(app: &App, id: &str) -> Result<Arc<Launch>, ApiError> {
+pub fn find(app: &App, id: &str) -> Result<Arc<Launch>, ApiError> {
     app.registry
         .get(id)
         .ok_or_else(|| ApiError::not_found(format!("there is no launch {id}")))

@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use super::error::ApiError;
 use super::store::{LaunchState, Record, Store};
 use crate::engine::events::{Event, Stamped};
 use crate::engine::progress::WorkspaceProgress;
@@ -28,6 +31,8 @@ struct Inner {
     /// (event name, JSON) of every event; the id of `events[i]` is `i + 1`.
     events: Vec<(String, String)>,
     canceller: Option<Canceller>,
+    /// Cancelled to take a launch out of the queue before its run starts.
+    dequeue: CancellationToken,
     /// The server is stopping: the run ends `interrupted`, not `cancelled`.
     stopping: bool,
     pump: Option<JoinHandle<()>>,
@@ -89,6 +94,7 @@ impl Launch {
                 record,
                 events,
                 canceller: None,
+                dequeue: CancellationToken::new(),
                 stopping: false,
                 pump: None,
             }),
@@ -136,6 +142,7 @@ impl Launch {
             "progress": r.progress,
             "workspaces": r.workspaces,
             "report": r.report,
+            "error": r.error,
         })
     }
 
@@ -168,8 +175,9 @@ impl Launch {
         if !stopping {
             inner.record.state = LaunchState::Cancelling;
         }
-        if let Some(c) = &inner.canceller {
-            c.cancel();
+        match &inner.canceller {
+            Some(c) => c.cancel(),
+            None => inner.dequeue.cancel(),
         }
         true
     }
@@ -182,32 +190,88 @@ impl Launch {
         }
     }
 
-    /// Carries out `run` for this launch: numbers, keeps and passes on its events, and
-    /// sets the state from its report.
-    pub fn start(self: &Arc<Self>, mut run: Run, store: Store) {
+    /// Carries out the launch: at once when its region's slot is free, else it waits as
+    /// `queued` for the launches ahead of it (other fleets in the same account and
+    /// region) and is planned again when its turn comes. Numbers, keeps and passes on
+    /// the run's events, and sets the state from its report.
+    pub fn start(self: &Arc<Self>, start: Start, store: Store) {
+        let launch = self.clone();
+        let dequeue = {
+            let mut inner = self.lock();
+            inner.dequeue = CancellationToken::new();
+            inner.stopping = false;
+            inner.record.error = None;
+            inner.record.state = LaunchState::Queued;
+            let _ = store.save(&inner.record);
+            inner.dequeue.clone()
+        };
+        let pump = tokio::spawn(async move {
+            let (_turn, run) = match start {
+                Start::Now(turn, run) => (turn, run),
+                Start::Queued(slot, plan) => {
+                    let turn = tokio::select! {
+                        turn = slot.lock_owned() => turn,
+                        _ = dequeue.cancelled() => return launch.end_unstarted(None, &store),
+                    };
+                    if dequeue.is_cancelled() {
+                        return launch.end_unstarted(None, &store);
+                    }
+                    match plan.await {
+                        Ok(run) => (turn, run),
+                        Err(e) => return launch.end_unstarted(Some(e), &store),
+                    }
+                }
+            };
+            launch.follow(run, &store).await;
+        });
+        self.lock().pump = Some(pump);
+    }
+
+    async fn follow(&self, mut run: Run, store: &Store) {
         let mut rx = run.events();
         {
             let mut inner = self.lock();
-            inner.record.state = LaunchState::Running;
+            if inner.record.state == LaunchState::Queued {
+                inner.record.state = LaunchState::Running;
+            }
             inner.canceller = Some(run.canceller());
-            inner.stopping = false;
+            if inner.dequeue.is_cancelled() {
+                run.canceller().cancel();
+            }
             let _ = store.save(&inner.record);
         }
-        let launch = self.clone();
-        let pump = tokio::spawn(async move {
-            let mut progress = Progress::default();
-            while let Some(e) = rx.recv().await {
-                progress.apply(&e);
-                let last = matches!(e.event, Event::Summary(_));
-                launch.take(&e, &progress, &store);
-                if last {
-                    break;
-                }
+        let mut progress = Progress::default();
+        while let Some(e) = rx.recv().await {
+            progress.apply(&e);
+            let last = matches!(e.event, Event::Summary(_));
+            self.take(&e, &progress, store);
+            if last {
+                break;
             }
-            let report = run.report().await;
-            launch.end(&report, &store);
-        });
-        self.lock().pump = Some(pump);
+        }
+        let report = run.report().await;
+        self.end(&report, store);
+    }
+
+    /// Ends a launch whose run never started: taken out of the queue, or refused
+    /// when its turn came (`error`).
+    fn end_unstarted(&self, error: Option<ApiError>, store: &Store) {
+        let n = {
+            let mut inner = self.lock();
+            inner.record.state = if inner.stopping {
+                LaunchState::Interrupted
+            } else if error.is_some() {
+                LaunchState::Failed
+            } else {
+                LaunchState::Cancelled
+            };
+            inner.record.error = error.map(|e| e.body["error"].clone());
+            if let Err(err) = store.save(&inner.record) {
+                tracing::warn!("cannot keep launch {}: {err}", inner.record.id);
+            }
+            inner.events.len()
+        };
+        self.count.send_replace(n);
     }
 
     fn take(&self, e: &Stamped, progress: &Progress, store: &Store) {
@@ -261,6 +325,17 @@ impl Launch {
             let _ = store.save(&inner.record);
         }
     }
+}
+
+/// How a launch's run begins.
+pub enum Start {
+    /// Its region's slot was free: the run has started.
+    Now(OwnedMutexGuard<()>, Run),
+    /// It waits for the slot, then plans and starts its run (or says why it cannot).
+    Queued(
+        Arc<tokio::sync::Mutex<()>>,
+        BoxFuture<'static, Result<Run, ApiError>>,
+    ),
 }
 
 /// Every launch, by id.

@@ -10,6 +10,8 @@ mod api;
 pub mod error;
 pub mod guard;
 mod launches;
+mod pages;
+mod quotas;
 mod store;
 pub mod token;
 
@@ -39,6 +41,10 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync {
     async fn engine(&self, manifest: &Manifest) -> Result<Arc<Engine>, ApiError>;
+
+    /// The cloud of the server's own account and region (`--region`, the profile's),
+    /// for the workspace list and the quotas.
+    async fn cloud(&self) -> Result<Arc<dyn crate::cloud::Cloud>, ApiError>;
 }
 
 /// What the handlers share.
@@ -47,9 +53,13 @@ pub struct App {
     registry: Registry,
     /// Idempotency-Key → (SHA-256 of the body, launch id).
     keys: Mutex<BTreeMap<String, (String, String)>>,
+    /// One slot per region: the launch holding it runs, the others wait as queued.
+    slots: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while a launch is created or resumed.
     create: tokio::sync::Mutex<()>,
     connector: Arc<dyn Connector>,
+    /// The reasons and values at request time of the quota requests sent from here.
+    notes: quotas::Notes,
     /// `--manifests`, canonical.
     manifests: Option<PathBuf>,
     /// Cancelled when the server stops: event streams end.
@@ -73,13 +83,25 @@ impl App {
         }
         Arc::new(App {
             keys: Mutex::new(store.load_keys()),
+            notes: quotas::Notes::load(state_dir),
             store,
             registry,
+            slots: Mutex::new(BTreeMap::new()),
             create: tokio::sync::Mutex::new(()),
             connector,
             manifests,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The launch slot of `region`.
+    fn slot(&self, region: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(region.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Stops every running launch as the first Ctrl-C of apply does (in-flight calls
@@ -108,8 +130,21 @@ async fn not_found() -> ApiError {
 /// The whole application: routes and the layers around them.
 pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
     const ONE: &str = "/api/v1/workspaces/bulk-launch/{id}";
+    let login = Router::new()
+        .route("/login", get(pages::login).post(pages::login_post))
+        .with_state(guard.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/assets/app.js", get(pages::script))
+        .route("/assets/app.css", get(pages::style))
+        .route("/assets/icon.svg", get(pages::icon))
+        .route("/", get(pages::launch_page))
+        .route("/launches", post(pages::apply))
+        .route("/launches/{id}", get(pages::launch_progress))
+        .route("/launches/{id}/cancel", post(pages::cancel))
+        .route("/quotas", get(pages::quotas_page))
+        .route("/quotas/requests", post(pages::request_increase))
+        .route("/alerts/dismiss", post(pages::dismiss))
         .route(
             "/api/v1/workspaces/bulk-launch",
             get(api::list).post(api::create),
@@ -117,8 +152,19 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route(ONE, get(api::show).delete(api::cancel))
         .route(&format!("{ONE}/events"), get(api::events))
         .route(&format!("{ONE}/resume"), post(api::resume))
+        .route("/api/v1/workspaces", get(quotas::workspaces))
+        .route("/api/v1/quotas", get(quotas::list))
+        .route("/api/v1/quotas/alerts", get(quotas::alerts))
+        .route(
+            "/api/v1/quotas/requests",
+            get(quotas::list_requests).post(quotas::request),
+        )
+        .route("/api/v1/quotas/request", post(quotas::request))
+        .route("/api/v1/quotas/requests/{id}", get(quotas::show_request))
+        .route("/api/v1/quotas/{code}", get(quotas::show))
         .fallback(not_found)
         .with_state(app)
+        .merge(login)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(guard.clone(), guard::require_token))
         .layer(from_fn(guard::check_origin))

@@ -57,6 +57,9 @@ pub struct Record {
     pub workspaces: Value,
     /// The final report of the last run, once over.
     pub report: Option<Value>,
+    /// Why the run could not start when its turn in the queue came (catalogue shape).
+    #[serde(default)]
+    pub error: Option<Value>,
 }
 
 /// The files of the state directory.

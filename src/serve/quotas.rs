@@ -1,0 +1,321 @@
+//! Workspaces and quotas over HTTP: the same functions and the same JSON as `prism
+//! workspace list` and `prism quota … --format json`. What AWS does not keep about a
+//! quota request (its reason, the value when it was asked) the server keeps in its
+//! state directory and adds to the request's row.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::App;
+use super::api::json_body;
+use super::error::ApiError;
+use crate::cloud::{Cloud, CloudError};
+use crate::manifest::RetryPolicy;
+use crate::quota::request::{NotAsked, RequestRow};
+use crate::quota::usage::{Alert, QuotaRow};
+use crate::quota::{self, QuotaClass};
+
+/// The request statuses `quota request list --status` accepts.
+pub const REQUEST_STATUSES: [&str; 7] = [
+    "PENDING",
+    "CASE_OPENED",
+    "APPROVED",
+    "DENIED",
+    "CASE_CLOSED",
+    "NOT_APPROVED",
+    "INVALID_REQUEST",
+];
+
+/// What the server keeps about a request it sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Note {
+    pub reason: String,
+    /// The quota's value when the increase was asked.
+    pub value_at_request: f64,
+}
+
+/// The notes of the requests sent through this server, by request id
+/// (`quota-requests.json` in the state directory).
+#[derive(Debug)]
+pub struct Notes {
+    path: PathBuf,
+    notes: Mutex<BTreeMap<String, Note>>,
+}
+
+impl Notes {
+    pub fn load(state_dir: &Path) -> Notes {
+        let path = state_dir.join("quota-requests.json");
+        let notes = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Notes {
+            path,
+            notes: Mutex::new(notes),
+        }
+    }
+
+    fn keep(&self, id: &str, note: Note) -> std::io::Result<()> {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.insert(id.to_string(), note);
+        let bytes = serde_json::to_vec_pretty(&*notes).expect("serializes");
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    fn get(&self, id: &str) -> Option<Note> {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// A request's row as the CLI prints it, with the kept reason and value at request
+    /// time (null for a request not sent through this server).
+    pub fn row(&self, r: &RequestRow) -> Value {
+        let mut v = serde_json::to_value(r).expect("serializes");
+        let note = self.get(&r.request_id);
+        v["reason"] = json!(note.as_ref().map(|n| &n.reason));
+        v["value_at_request"] = json!(note.as_ref().map(|n| n.value_at_request));
+        v
+    }
+}
+
+fn aws(e: CloudError, cloud: &dyn Cloud) -> ApiError {
+    let ctx = crate::errors::Context {
+        region: Some(cloud.region().to_string()),
+        ..Default::default()
+    };
+    ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
+}
+
+/// The quota rows of `prism quota show --format json`.
+pub async fn survey(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
+    let cloud = app.connector.cloud().await?;
+    quota::usage::survey(cloud.as_ref(), &RetryPolicy::default())
+        .await
+        .map_err(|e| aws(e, cloud.as_ref()))
+}
+
+/// The requests of `prism quota request list --format json`, with the kept notes.
+pub async fn requests(app: &App, status: Option<&str>) -> Result<Vec<Value>, ApiError> {
+    if let Some(s) = status
+        && !REQUEST_STATUSES.contains(&s)
+    {
+        return Err(ApiError::bad_request(format!(
+            "`{s}` is not a request status; use one of {}",
+            REQUEST_STATUSES.join(", ")
+        )));
+    }
+    let cloud = app.connector.cloud().await?;
+    let rows = quota::request::list(cloud.as_ref(), status)
+        .await
+        .map_err(|e| aws(e, cloud.as_ref()))?;
+    Ok(rows.iter().map(|r| app.notes.row(r)).collect())
+}
+
+/// A query string, or a catalogued 400 saying what is wrong with it.
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<Query<T>, ApiError> {
+    q.map_err(|e| {
+        ApiError::bad_request(format!("the query string is not valid: {}", e.body_text()))
+    })
+}
+
+fn class(name: &str) -> Result<&'static QuotaClass, ApiError> {
+    quota::by_name(name).ok_or_else(|| {
+        let names: Vec<&str> = quota::all().map(|q| q.friendly).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownQuota",
+            format!(
+                "unknown quota `{name}`; use one of {} or a quota code such as L-1216C47A",
+                names.join(", ")
+            ),
+        )
+        .fix("List the quotas with GET /api/v1/quotas.")
+    })
+}
+
+pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<QuotaRow>>, ApiError> {
+    Ok(Json(survey(&app).await?))
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    UrlPath(code): UrlPath<String>,
+) -> Result<Json<QuotaRow>, ApiError> {
+    let class = class(&code)?;
+    let rows = survey(&app).await?;
+    let row = rows
+        .into_iter()
+        .find(|r| r.code == class.code)
+        .expect("the survey has every known quota");
+    Ok(Json(row))
+}
+
+pub async fn alerts(State(app): State<Arc<App>>) -> Result<Json<Vec<Alert>>, ApiError> {
+    Ok(Json(quota::usage::alerts(&survey(&app).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    pub status: Option<String>,
+}
+
+pub async fn list_requests(
+    State(app): State<Arc<App>>,
+    q: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let Query(q) = query(q)?;
+    Ok(Json(requests(&app, q.status.as_deref()).await?))
+}
+
+pub async fn show_request(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cloud = app.connector.cloud().await?;
+    let r = cloud.get_quota_request(&id).await.map_err(|e| {
+        let mut err = aws(e.clone(), cloud.as_ref());
+        if e.code.as_deref() == Some("NoSuchQuotaRequest") {
+            err.status = StatusCode::NOT_FOUND;
+        }
+        err
+    })?;
+    Ok(Json(app.notes.row(&RequestRow::from(&r))))
+}
+
+/// The body of `POST /api/v1/quotas/requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncreaseBody {
+    pub quota: String,
+    pub desired_value: f64,
+    pub reason: String,
+}
+
+/// Asks AWS for `body.desired_value`, after the same check as `prism quota request`;
+/// keeps the reason and the value at request time. The row with the notes.
+pub async fn ask(app: &App, body: &IncreaseBody) -> Result<Value, ApiError> {
+    let class = class(&body.quota)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "`reason` is empty: say why the quota should be raised",
+        ));
+    }
+    let cloud = app.connector.cloud().await?;
+    let current = quota::request::current_below(
+        cloud.as_ref(),
+        class,
+        body.desired_value,
+        &RetryPolicy::default(),
+    )
+    .await
+    .map_err(|e| match e {
+        NotAsked::Unreadable(_) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "QuotaUnreadable", e.to_string())
+                .fix("Try again later; AWS did not answer for the quota's value.")
+        }
+        NotAsked::NotAbove { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "DesiredNotAbove",
+            e.to_string(),
+        )
+        .fix("Ask for a value above the current one."),
+    })?;
+    let r = cloud
+        .request_quota_increase(class.service, class.code, body.desired_value)
+        .await
+        .map_err(|e| aws(e, cloud.as_ref()))?;
+    let row = RequestRow::from(&r);
+    let note = Note {
+        reason: body.reason.trim().to_string(),
+        value_at_request: current,
+    };
+    if let Err(e) = app.notes.keep(&row.request_id, note) {
+        tracing::warn!(
+            "cannot keep the reason of quota request {}: {e}",
+            row.request_id
+        );
+    }
+    Ok(app.notes.row(&row))
+}
+
+pub async fn request(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(&headers, body)?;
+    let body: IncreaseBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not a valid quota increase request: {e}"
+        ))
+    })?;
+    let row = ask(&app, &body).await?;
+    let location = format!(
+        "/api/v1/quotas/requests/{}",
+        row["request_id"].as_str().unwrap_or_default()
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(row),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceQuery {
+    pub fleet: Option<String>,
+    pub project: Option<String>,
+    pub state: Option<String>,
+}
+
+/// The rows of `prism workspace list --format json`.
+pub async fn workspace_rows(
+    app: &App,
+    q: &WorkspaceQuery,
+) -> Result<Vec<crate::cli::workspace_cmd::WorkspaceRow>, ApiError> {
+    use crate::cli::workspace_cmd::{LIST_STATES, rows};
+    if let Some(s) = &q.state
+        && !LIST_STATES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "`{s}` is not a workspace state; use one of {}",
+            LIST_STATES.join(", ")
+        )));
+    }
+    let cloud = app.connector.cloud().await?;
+    rows(
+        cloud.as_ref(),
+        q.fleet.as_deref(),
+        q.project.as_deref(),
+        q.state.as_deref(),
+        std::time::SystemTime::now(),
+    )
+    .await
+    .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))
+}
+
+pub async fn workspaces(
+    State(app): State<Arc<App>>,
+    q: Result<Query<WorkspaceQuery>, QueryRejection>,
+) -> Result<Json<Vec<crate::cli::workspace_cmd::WorkspaceRow>>, ApiError> {
+    let Query(q) = query(q)?;
+    Ok(Json(workspace_rows(&app, &q).await?))
+}

@@ -1,0 +1,560 @@
+//! The web pages of `prism serve` in a real headless Chromium, driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`). Each test saves PNG screenshots of the
+//! pages it visits under the test target's temporary folder; with
+//! `PRISM_UPDATE_SCREENSHOTS=1` it also writes the ones docs/serve.md shows to
+//! docs/images/.
+//!
+//! Without the driver the tests are skipped with a message, unless `CI=true`: then a
+//! missing driver fails them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::emulator::{Emulator, per_workspace};
+use crate::serve::{Server, manifest, start};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Chromium under chromedriver, with a fresh profile.
+struct Browser {
+    driver: Child,
+    client: Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    /// None (after saying why and how to install them) when Chromium or its driver is
+    /// missing, outside CI.
+    async fn start() -> Option<Browser> {
+        let chromium = std::env::var("PRISM_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+        let driver = std::env::var("PRISM_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
+        if !Path::new(&chromium).exists() || !Path::new(&driver).exists() {
+            let msg = format!(
+                "the browser tests need Chromium ({chromium}) and chromedriver ({driver}): \
+                 install them with `apt-get install -y --no-install-recommends chromium chromium-driver`"
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg}");
+            }
+            eprintln!("skipped: {msg}");
+            return None;
+        }
+        let port = free_port();
+        let driver = Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = vec![
+            "--headless".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1280,860".into(),
+            "--hide-scrollbars".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let caps = json!({
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        Some(Browser {
+            driver,
+            client,
+            _profile: profile,
+        })
+    }
+}
+
+/// Evaluates `script` (which returns a value); an error (a page being replaced) is null.
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap_or(Value::Null)
+}
+
+/// Waits until `script` returns true.
+async fn until(c: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if js(c, script).await == Value::Bool(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let body = js(c, "return document.body && document.body.innerText").await;
+            panic!("timed out waiting for {what} on {url}:\n{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The page's script ran and recorded no error and no blocked content.
+async fn no_js_errors(c: &Client) {
+    let errors = js(c, "return window.prismErrors").await;
+    assert_eq!(
+        errors,
+        json!([]),
+        "JavaScript errors (or the script did not run)"
+    );
+}
+
+fn shots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Saves a screenshot of the page as `name.png`; into docs/images/ too when asked.
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"));
+    let path = shots().join(format!("{name}.png"));
+    std::fs::write(&path, &png).unwrap();
+    if std::env::var_os("PRISM_UPDATE_SCREENSHOTS").is_some() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join(format!("{name}.png")), &png).unwrap();
+    }
+    eprintln!("screenshot: {}", path.display());
+}
+
+fn base(s: &Server) -> String {
+    format!("http://127.0.0.1:{}", s.port)
+}
+
+async fn path(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_string()
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Names of the rows of the workspace table, in order.
+async fn row_names(c: &Client) -> Vec<String> {
+    let v = js(
+        c,
+        "return [...document.querySelectorAll('#workspaces tbody tr')].map(r => r.dataset.name)",
+    )
+    .await;
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// The rows' state labels, by workspace.
+async fn row_states(c: &Client) -> Vec<(String, String)> {
+    let v = js(
+        c,
+        "return [...document.querySelectorAll('#workspaces tbody tr')].map(r => [r.dataset.name, r.querySelector('[data-field=state]').textContent])",
+    )
+    .await;
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+async fn sign_in(c: &Client, s: &Server) {
+    c.goto(&s.login).await.unwrap();
+    let url = c.current_url().await.unwrap();
+    assert_eq!(
+        url.as_str(),
+        format!("{}/", base(s)),
+        "the code left the address bar"
+    );
+    assert!(url.query().is_none());
+}
+
+async fn apply(c: &Client, s: &Server, file: &str) {
+    c.goto(&format!("{}/", base(s))).await.unwrap();
+    let button = format!("form[action=\"/launches\"]:has(input[value=\"{file}\"]) button");
+    c.find(Locator::Css(&button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the progress page",
+        "return location.pathname.startsWith('/launches/')",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_sign_in_follow_a_launch_to_running_and_cancel_one() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let c = &b.client;
+    let emu = Emulator::start();
+    let manifests = emu.dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let paced = "{rate_per_minute: 60, burst_size: 1, adaptive: false}";
+    std::fs::write(manifests.join("lab.yaml"), manifest("lab", 6, paced)).unwrap();
+    std::fs::write(
+        manifests.join("seminar.yaml"),
+        manifest(
+            "seminar",
+            5,
+            "{rate_per_minute: 30, burst_size: 1, adaptive: false}",
+        ),
+    )
+    .unwrap();
+    let s = start(
+        &emu,
+        &emu.dir.path().join("state"),
+        &["--manifests", manifests.to_str().unwrap()],
+    );
+
+    // A page without the cookie sends to the login page; the link signs in once and
+    // leaves the address bar; the cookie is out of the scripts' reach.
+    c.goto(&format!("{}/quotas", base(&s))).await.unwrap();
+    assert_eq!(path(c).await, "/login");
+    no_js_errors(c).await;
+    sign_in(c, &s).await;
+    assert_eq!(
+        js(c, "return document.cookie.includes('prism_session')").await,
+        json!(false)
+    );
+    assert!(text(c, "main").await.contains("6 to create"));
+    no_js_errors(c).await;
+    screenshot(c, "launch").await;
+
+    // Apply: the bar rises to 6/6 and every row reaches running.
+    apply(c, &s, "lab.yaml").await;
+    until(
+        c,
+        "the first launch",
+        "return Number(document.getElementById('done')?.textContent) >= 1",
+    )
+    .await;
+    assert_eq!(text(c, "#total").await, "6");
+    assert!(
+        text(c, "#rate")
+            .await
+            .starts_with("Rate limited to 60 per minute")
+    );
+    screenshot(c, "launch-progress").await;
+    // A reload mid-launch keeps its place: one row per workspace.
+    c.refresh().await.unwrap();
+    let names = row_names(c).await;
+    assert_eq!(
+        names,
+        (1..=6).map(|i| format!("lab-{i:02}")).collect::<Vec<_>>()
+    );
+    until(
+        c,
+        "6/6 and all running",
+        "return document.getElementById('done')?.textContent === '6' && [...document.querySelectorAll('#workspaces [data-field=state]')].every(s => s.textContent === 'running') && !!document.getElementById('summary-title')",
+    )
+    .await;
+    assert_eq!(row_names(c).await.len(), 6, "no duplicate rows");
+    assert_eq!(
+        c.find(Locator::Css("#launch-bar .fill"))
+            .await
+            .unwrap()
+            .attr("width")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("100.0")
+    );
+    assert_eq!(text(c, "#launch-state").await, "Succeeded");
+    let ids = js(
+        c,
+        "return [...document.querySelectorAll('#workspaces [data-field=instance]')].map(td => td.textContent)",
+    )
+    .await;
+    assert!(
+        ids.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i.as_str().unwrap().starts_with("i-")),
+        "{ids}"
+    );
+    assert_eq!(per_workspace(&emu, "lab").await.len(), 6);
+    no_js_errors(c).await;
+    screenshot(c, "launch-finished").await;
+
+    // Cancel: the rows never launched say so, and match the emulator.
+    apply(c, &s, "seminar.yaml").await;
+    until(
+        c,
+        "the first launch",
+        "return Number(document.getElementById('done')?.textContent) >= 1",
+    )
+    .await;
+    c.find(Locator::Css("#cancel-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the cancelled launch",
+        "return document.getElementById('launch-state')?.textContent === 'Cancelled'",
+    )
+    .await;
+    let states = row_states(c).await;
+    let not_launched = states.iter().filter(|(_, s)| s == "not launched").count();
+    let launched = per_workspace(&emu, "seminar").await.len();
+    assert!(not_launched > 0, "{states:?}");
+    assert_eq!(launched + not_launched, 5, "{states:?}");
+    for (name, state) in &states {
+        if state != "not launched" {
+            // Sent before the cancel: on its way up, or up.
+            assert!(
+                matches!(state.as_str(), "launched" | "running"),
+                "{name}: {state}"
+            );
+        }
+    }
+    no_js_errors(c).await;
+    screenshot(c, "launch-cancelled").await;
+    // The launches list has both.
+    c.goto(&format!("{}/", base(&s))).await.unwrap();
+    let list = text(c, "main").await;
+    assert!(
+        list.contains("Succeeded") && list.contains("Cancelled"),
+        "{list}"
+    );
+    b.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let c = &b.client;
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 32.0);
+    // 14 × t3.micro: 28 of 32 vCPUs, 88 %.
+    crate::emulator::launch(&emu.ec2(), None, None, "t3.micro", 14).await;
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    sign_in(c, &s).await;
+
+    // The banner is on every page.
+    let banner = text(c, ".banner").await;
+    assert!(
+        banner.contains("vCPU quota is 88 % used (28/32)"),
+        "{banner}"
+    );
+    assert!(banner.contains("Critical"), "{banner}");
+    c.goto(&format!("{}/quotas", base(&s))).await.unwrap();
+    assert!(
+        text(c, ".banner")
+            .await
+            .contains("vCPU quota is 88 % used (28/32)")
+    );
+    no_js_errors(c).await;
+
+    // Bars: red and "Critical" at 28/32, green and "Healthy" at 0/8.
+    let standard = "tr[data-code='L-1216C47A']";
+    assert_eq!(
+        text(c, &format!("{standard} [data-field=status]")).await,
+        "Critical"
+    );
+    let bar = c
+        .find(Locator::Css(&format!("{standard} svg.bar")))
+        .await
+        .unwrap();
+    assert_eq!(
+        bar.attr("class").await.unwrap().as_deref(),
+        Some("bar critical")
+    );
+    let fill = c
+        .find(Locator::Css(&format!("{standard} svg.bar .fill")))
+        .await
+        .unwrap();
+    assert_eq!(fill.attr("width").await.unwrap().as_deref(), Some("87.5"));
+    let colour = js(
+        c,
+        &format!(
+            "return getComputedStyle(document.querySelector(\"{standard} svg.bar .fill\")).fill"
+        ),
+    )
+    .await;
+    assert_eq!(colour, json!("rgb(192, 57, 43)"), "red");
+    let gpu = "tr[data-code='L-DB2E81BA']";
+    assert_eq!(
+        text(c, &format!("{gpu} [data-field=status]")).await,
+        "Healthy"
+    );
+    let colour = js(
+        c,
+        &format!("return getComputedStyle(document.querySelector(\"{gpu} svg.bar .fill\")).fill"),
+    )
+    .await;
+    assert_eq!(colour, json!("rgb(46, 125, 79)"), "green");
+    screenshot(c, "quotas").await;
+
+    // The form: current value, desired prefilled with the recommended one, a reason.
+    c.find(Locator::Css(&format!("{standard} a.button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the form",
+        "return !!document.getElementById('increase')",
+    )
+    .await;
+    assert_eq!(text(c, "#current").await, "32 vCPUs");
+    let desired = c.find(Locator::Id("desired")).await.unwrap();
+    assert_eq!(desired.prop("value").await.unwrap().as_deref(), Some("35"));
+    emu.clear_calls();
+    // Not above the current value: refused in the page, nothing sent.
+    desired.clear().await.unwrap();
+    desired.send_keys("32").await.unwrap();
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("Lab of 20 students")
+        .await
+        .unwrap();
+    screenshot(c, "quota-request-form").await;
+    c.find(Locator::Css("#increase button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let error = text(c, "#desired-error").await;
+    assert!(
+        error.contains("must be above the current value (32)"),
+        "{error}"
+    );
+    assert_eq!(
+        desired.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    screenshot(c, "quota-request-refused").await;
+    assert!(path(c).await == "/quotas");
+    assert_eq!(emu.call_counts().get("RequestServiceQuotaIncrease"), None);
+    // The server refuses it too, when the page's check is bypassed.
+    js(c, "document.getElementById('increase').noValidate = true; document.getElementById('desired').value = '30'; HTMLFormElement.prototype.submit.call(document.getElementById('increase')); return true").await;
+    until(
+        c,
+        "the refusal",
+        "return !!document.querySelector('#request-form .notice.critical')",
+    )
+    .await;
+    assert!(
+        text(c, "#request-form .notice.critical")
+            .await
+            .contains("must be above the current")
+    );
+    assert_eq!(emu.call_counts().get("RequestServiceQuotaIncrease"), None);
+    // A good one is sent and listed as PENDING with its reason.
+    let desired = c.find(Locator::Id("desired")).await.unwrap();
+    desired.clear().await.unwrap();
+    desired.send_keys("40").await.unwrap();
+    c.find(Locator::Css("#increase button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the submitted request",
+        "return location.search.startsWith('?submitted=') && !!document.querySelector('#request-list tr.just-submitted')",
+    )
+    .await;
+    let row = text(c, "#request-list tr.just-submitted").await;
+    assert!(
+        row.contains("PENDING") && row.contains("Lab of 20 students") && row.contains("32 → 40"),
+        "{row}"
+    );
+    assert_eq!(
+        emu.call_counts().get("RequestServiceQuotaIncrease"),
+        Some(&1)
+    );
+    no_js_errors(c).await;
+    screenshot(c, "quota-requests").await;
+
+    // Filter by status.
+    c.find(Locator::Id("status"))
+        .await
+        .unwrap()
+        .select_by_value("APPROVED")
+        .await
+        .unwrap();
+    until(
+        c,
+        "the filter",
+        "return location.search.includes('status=APPROVED')",
+    )
+    .await;
+    assert!(
+        text(c, "#requests")
+            .await
+            .contains("No quota increase requests.")
+    );
+    no_js_errors(c).await;
+
+    // Dismiss hides the banner until the alerts change.
+    c.find(Locator::Css(".banner form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(c, "no banner", "return !document.querySelector('.banner')").await;
+    c.goto(&format!("{}/", base(&s))).await.unwrap();
+    assert_eq!(
+        js(c, "return !!document.querySelector('.banner')").await,
+        json!(false)
+    );
+    b.client.clone().close().await.unwrap();
+}
