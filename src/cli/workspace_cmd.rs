@@ -537,6 +537,8 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         workspaces: a.names.clone(),
         region: None,
         state: DesiredState::Running,
+        schedule: None,
+        roster: None,
         prune: false,
         rate_limit: RateLimitSpec::default(),
         retry: RetryPolicy::default(),
