@@ -331,30 +331,55 @@ fn reload(path: &Path) -> Reload {
 /// editors that save by writing a new file and renaming it over the old one are seen.
 type FileWatcher = notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>;
 
-fn file_events(path: &Path) -> notify::Result<(FileWatcher, mpsc::UnboundedReceiver<()>)> {
+fn file_events(paths: &[PathBuf]) -> notify::Result<(FileWatcher, mpsc::UnboundedReceiver<()>)> {
     use notify::RecursiveMode;
     let (tx, rx) = mpsc::unbounded_channel();
-    let name = path.file_name().map(|n| n.to_os_string());
+    let names: Vec<_> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
     let mut debouncer = notify_debouncer_mini::new_debouncer(
         Duration::from_millis(300),
         move |res: notify_debouncer_mini::DebounceEventResult| {
             if let Ok(events) = res
-                && events
-                    .iter()
-                    .any(|e| e.path.file_name().map(|n| n.to_os_string()) == name)
+                && events.iter().any(|e| {
+                    e.path
+                        .file_name()
+                        .is_some_and(|n| names.iter().any(|m| m == n))
+                })
             {
                 let _ = tx.send(());
             }
         },
     )?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    debouncer
-        .watcher()
-        .watch(dir, RecursiveMode::NonRecursive)?;
+    let mut dirs: Vec<&Path> = paths
+        .iter()
+        .map(|p| {
+            p.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        })
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        debouncer
+            .watcher()
+            .watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok((debouncer, rx))
+}
+
+/// The files a watch reads: the manifest, and the roster it names.
+fn watched_files(path: &Path, manifest: &Manifest) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    files.extend(manifest.roster.as_ref().map(|r| PathBuf::from(&r.file)));
+    files
+}
+
+type Stamps = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn file_stamps(files: &[PathBuf]) -> Stamps {
+    files.iter().map(|f| file_stamp(f)).collect()
 }
 
 /// Backoff of the whole loop while AWS throttles or cannot be read: 5 s doubling to the resync.
@@ -395,7 +420,8 @@ pub async fn run_with_clock(
     notices: Notices,
     clock: WallClock,
 ) -> notify::Result<bool> {
-    let (_guard, mut changes) = file_events(&path)?;
+    let mut files = watched_files(&path, &first);
+    let (mut _guard, mut changes) = file_events(&files)?;
     let mut manifest = first;
     let mut requeue = Requeue::default();
     let mut passes = 0u64;
@@ -404,7 +430,7 @@ pub async fn run_with_clock(
     let mut due = Instant::now();
     let mut clean = true;
     // Reading the file raises notify events of its own: only a changed stamp counts.
-    let mut stamp = file_stamp(&path);
+    let mut stamp = file_stamps(&files);
     // The schedule's next boundary after the last pass's moment, and the boundary just
     // reached (a pass at it plans as at the boundary even if the timer fired early).
     let mut boundary: Option<crate::plan::schedule::Change> = None;
@@ -456,7 +482,7 @@ pub async fn run_with_clock(
                 if change.is_none() {
                     return Ok(clean);
                 }
-                let now = file_stamp(&path);
+                let now = file_stamps(&files);
                 if now == stamp {
                     continue;
                 }
@@ -472,6 +498,12 @@ pub async fn run_with_clock(
                         manifest = *m;
                         paused = false;
                         due = Instant::now();
+                        let now_files = watched_files(&path, &manifest);
+                        if now_files != files {
+                            files = now_files;
+                            (_guard, changes) = file_events(&files)?;
+                            stamp = file_stamps(&files);
+                        }
                     }
                     Reload::Invalid(e) => {
                         let _ = notices.send(Notice::Invalid(e));

@@ -40,11 +40,15 @@ pub(super) fn schedule(out: &mut String, plan: &Plan) {
     let _ = writeln!(out, "{} {}", paint(BOLD, "Schedule:"), s.summary);
     if let Some(secs) = s.last_start_after_s {
         let n = plan.summary.start;
-        let _ = writeln!(
-            out,
-            "  {n} start{}: the last is sent about {secs} s after the run begins (StartInstances is paced at 5 at once, then 2 a second).",
-            if n == 1 { "" } else { "s" }
-        );
+        let s = if n == 1 { "" } else { "s" };
+        let pace = "StartInstances takes 5 at once, then 2 a second";
+        let _ = match secs {
+            0 => writeln!(out, "  {n} start{s}, sent at once ({pace})."),
+            _ => writeln!(
+                out,
+                "  {n} starts: the last is sent about {secs} s after the run begins ({pace})."
+            ),
+        };
     }
     if let Some(c) = &s.next_change {
         let verb = match c.state {
