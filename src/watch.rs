@@ -23,6 +23,9 @@ use crate::manifest::{self, Manifest, ManifestError};
 use crate::observe::observe;
 use crate::plan::{self, ActionKind, Plan};
 
+pub mod clock;
+pub use clock::WallClock;
+
 /// How a watch runs.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -58,6 +61,8 @@ pub enum Notice {
     FileBack,
     /// Cancelled: the actions in flight finish.
     Stopping,
+    /// News of the schedule: a boundary reached, or the next one waited for.
+    Schedule(String),
 }
 
 /// Where notices go.
@@ -208,11 +213,26 @@ pub fn error_policy(pass: &Pass, backoff: Duration, resync: Duration) -> (Durati
     (next, backoff)
 }
 
-/// One reconcile pass: observe, plan, decide what is unsafe, carry out the rest on the
-/// engine (waiting for the instances as apply does), and note failures for requeue.
+/// One reconcile pass at the system clock's time; see [`reconcile_at`].
 pub async fn reconcile_once(
     engine: &Arc<Engine>,
     manifest: &Manifest,
+    requeue: &mut Requeue,
+    opts: &WatchOptions,
+    cancel: &CancellationToken,
+    notices: &Notices,
+) -> Pass {
+    let now = jiff::Timestamp::now();
+    reconcile_at(engine, manifest, now, requeue, opts, cancel, notices).await
+}
+
+/// One reconcile pass: observe, plan as at `now` (which a schedule reads), decide what
+/// is unsafe, carry out the rest on the engine (waiting for the instances as apply
+/// does), and note failures for requeue.
+pub async fn reconcile_at(
+    engine: &Arc<Engine>,
+    manifest: &Manifest,
+    now: jiff::Timestamp,
     requeue: &mut Requeue,
     opts: &WatchOptions,
     cancel: &CancellationToken,
@@ -227,7 +247,7 @@ pub async fn reconcile_once(
             };
         }
     };
-    let plan = plan::plan(manifest, &observed);
+    let plan = plan::plan_at(manifest, &observed, Some(now));
     let live = observed
         .instances
         .iter()
@@ -311,30 +331,55 @@ fn reload(path: &Path) -> Reload {
 /// editors that save by writing a new file and renaming it over the old one are seen.
 type FileWatcher = notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>;
 
-fn file_events(path: &Path) -> notify::Result<(FileWatcher, mpsc::UnboundedReceiver<()>)> {
+fn file_events(paths: &[PathBuf]) -> notify::Result<(FileWatcher, mpsc::UnboundedReceiver<()>)> {
     use notify::RecursiveMode;
     let (tx, rx) = mpsc::unbounded_channel();
-    let name = path.file_name().map(|n| n.to_os_string());
+    let names: Vec<_> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
     let mut debouncer = notify_debouncer_mini::new_debouncer(
         Duration::from_millis(300),
         move |res: notify_debouncer_mini::DebounceEventResult| {
             if let Ok(events) = res
-                && events
-                    .iter()
-                    .any(|e| e.path.file_name().map(|n| n.to_os_string()) == name)
+                && events.iter().any(|e| {
+                    e.path
+                        .file_name()
+                        .is_some_and(|n| names.iter().any(|m| m == n))
+                })
             {
                 let _ = tx.send(());
             }
         },
     )?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    debouncer
-        .watcher()
-        .watch(dir, RecursiveMode::NonRecursive)?;
+    let mut dirs: Vec<&Path> = paths
+        .iter()
+        .map(|p| {
+            p.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+        })
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        debouncer
+            .watcher()
+            .watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok((debouncer, rx))
+}
+
+/// The files a watch reads: the manifest, and the roster it names.
+fn watched_files(path: &Path, manifest: &Manifest) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    files.extend(manifest.roster.as_ref().map(|r| PathBuf::from(&r.file)));
+    files
+}
+
+type Stamps = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn file_stamps(files: &[PathBuf]) -> Stamps {
+    files.iter().map(|f| file_stamp(f)).collect()
 }
 
 /// Backoff of the whole loop while AWS throttles or cannot be read: 5 s doubling to the resync.
@@ -352,7 +397,31 @@ pub async fn run(
     cancel: CancellationToken,
     notices: Notices,
 ) -> notify::Result<bool> {
-    let (_guard, mut changes) = file_events(&path)?;
+    run_with_clock(
+        path,
+        first,
+        engine,
+        opts,
+        cancel,
+        notices,
+        WallClock::System,
+    )
+    .await
+}
+
+/// [`run`], planning by `clock`. A scheduled fleet gets a pass at each boundary of its
+/// schedule: a timer to the boundary, not polling.
+pub async fn run_with_clock(
+    path: PathBuf,
+    first: Manifest,
+    engine: Arc<Engine>,
+    opts: WatchOptions,
+    cancel: CancellationToken,
+    notices: Notices,
+    clock: WallClock,
+) -> notify::Result<bool> {
+    let mut files = watched_files(&path, &first);
+    let (mut _guard, mut changes) = file_events(&files)?;
     let mut manifest = first;
     let mut requeue = Requeue::default();
     let mut passes = 0u64;
@@ -361,7 +430,11 @@ pub async fn run(
     let mut due = Instant::now();
     let mut clean = true;
     // Reading the file raises notify events of its own: only a changed stamp counts.
-    let mut stamp = file_stamp(&path);
+    let mut stamp = file_stamps(&files);
+    // The schedule's next boundary after the last pass's moment, and the boundary just
+    // reached (a pass at it plans as at the boundary even if the timer fired early).
+    let mut boundary: Option<crate::plan::schedule::Change> = None;
+    let mut reached: Option<jiff::Timestamp> = None;
     loop {
         if !paused && Instant::now() >= due && !cancel.is_cancelled() {
             passes += 1;
@@ -369,8 +442,26 @@ pub async fn run(
                 pass: passes,
                 fleet: manifest.name.clone(),
             });
-            let pass =
-                reconcile_once(&engine, &manifest, &mut requeue, &opts, &cancel, &notices).await;
+            let at = clock
+                .now()
+                .max(reached.take().unwrap_or(jiff::Timestamp::MIN));
+            let pass = reconcile_at(
+                &engine,
+                &manifest,
+                at,
+                &mut requeue,
+                &opts,
+                &cancel,
+                &notices,
+            )
+            .await;
+            let next_boundary = clock::next_boundary(&manifest, at);
+            if next_boundary.as_ref().map(|c| &c.at) != boundary.as_ref().map(|c| &c.at)
+                && let Some(c) = &next_boundary
+            {
+                let _ = notices.send(Notice::Schedule(clock::waiting_notice(c)));
+            }
+            boundary = next_boundary;
             let next;
             (next, backoff) = error_policy(&pass, backoff, opts.resync);
             clean = pass.clean();
@@ -385,12 +476,13 @@ pub async fn run(
             }
         }
         let requeue_due = requeue.next_due(Instant::now()).unwrap_or(due);
+        let boundary_due = boundary.as_ref().map(|c| clock.deadline(c.at.timestamp()));
         tokio::select! {
             change = changes.recv() => {
                 if change.is_none() {
                     return Ok(clean);
                 }
-                let now = file_stamp(&path);
+                let now = file_stamps(&files);
                 if now == stamp {
                     continue;
                 }
@@ -406,6 +498,12 @@ pub async fn run(
                         manifest = *m;
                         paused = false;
                         due = Instant::now();
+                        let now_files = watched_files(&path, &manifest);
+                        if now_files != files {
+                            files = now_files;
+                            (_guard, changes) = file_events(&files)?;
+                            stamp = file_stamps(&files);
+                        }
                     }
                     Reload::Invalid(e) => {
                         let _ = notices.send(Notice::Invalid(e));
@@ -420,6 +518,13 @@ pub async fn run(
             }
             () = sleep_until(due.min(requeue_due)) => {
                 due = due.min(Instant::now());
+            }
+            () = sleep_until(boundary_due.unwrap_or(due)), if boundary_due.is_some() && !paused => {
+                if let Some(c) = boundary.take() {
+                    let _ = notices.send(Notice::Schedule(clock::boundary_notice(&c)));
+                    reached = Some(c.at.timestamp());
+                }
+                due = Instant::now();
             }
             () = cancel.cancelled() => {
                 let _ = notices.send(Notice::Stopping);

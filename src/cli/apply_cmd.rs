@@ -86,11 +86,17 @@ pub async fn carry_out(
     let observed = observe(cloud.as_ref(), manifest)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
-    let fresh = plan::plan(manifest, &observed);
+    let fresh = plan::plan_at(manifest, &observed, Some(jiff::Timestamp::now()));
+    let state = |p: &Plan| p.schedule.as_ref().map(|s| s.state);
     let mut plan: Plan = match saved {
         Some(s) if s.plan.fingerprint != fresh.fingerprint => {
             return Err(Failure::StalePlan(
                 "the fleet's instances changed since the plan was made".into(),
+            ));
+        }
+        Some(s) if state(&s.plan) != state(&fresh) => {
+            return Err(Failure::StalePlan(
+                "the schedule has changed the fleet's state since the plan was made".into(),
             ));
         }
         Some(s) => s.plan,

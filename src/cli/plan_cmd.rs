@@ -24,6 +24,46 @@ pub struct PlanArgs {
     /// Also save the plan as JSON, for `prism apply` to carry out unless the fleet changed.
     #[arg(long, short = 'o', visible_alias = "output", value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Plan as at another moment, to preview a schedule: `2026-12-02T09:05` (in the
+    /// schedule's time zone) or with an offset (`2026-12-02T15:05Z`).
+    #[arg(long, value_name = "TIME", value_parser = parse_at, conflicts_with = "out")]
+    pub at: Option<At>,
+}
+
+/// A moment given on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum At {
+    /// With an offset or `Z`: one instant everywhere.
+    Instant(jiff::Timestamp),
+    /// A date and time on the wall clock of the schedule's zone.
+    Civil(jiff::civil::DateTime),
+}
+
+fn parse_at(text: &str) -> Result<At, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(At::Instant(t));
+    }
+    text.parse::<jiff::civil::DateTime>()
+        .map(At::Civil)
+        .map_err(|_| "expected a date and time such as 2026-12-02T09:05 (in the schedule's time zone) or 2026-12-02T15:05Z".into())
+}
+
+impl At {
+    /// The instant this moment names for `manifest`: a wall-clock time is read in the
+    /// schedule's zone (UTC for a fleet without one).
+    pub fn resolve(self, manifest: &manifest::Manifest) -> jiff::Timestamp {
+        match self {
+            At::Instant(t) => t,
+            At::Civil(dt) => {
+                let tz = manifest
+                    .schedule
+                    .as_ref()
+                    .map_or(jiff::tz::TimeZone::UTC, |s| s.tz.clone());
+                dt.to_zoned(tz)
+                    .map_or(jiff::Timestamp::UNIX_EPOCH, |z| z.timestamp())
+            }
+        }
+    }
 }
 
 pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
@@ -32,7 +72,10 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
     let observed = observe(&cloud, &manifest)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
-    let plan = plan::plan(&manifest, &observed);
+    let now = args
+        .at
+        .map_or_else(jiff::Timestamp::now, |a| a.resolve(&manifest));
+    let plan = plan::plan_at(&manifest, &observed, Some(now));
     if let Some(path) = &args.out {
         save(path, &args.file, &plan)?;
     }

@@ -223,6 +223,7 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
             Notice::FileBack => {
                 tracing::info!("{} is back: reconciling again", path.display());
             }
+            Notice::Schedule(message) => tracing::info!("{message}"),
             Notice::Stopping => {}
         }
     }

@@ -59,6 +59,9 @@ pub struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
+    /// The fleet's manifest: lists its fleet, with the next change its schedule makes.
+    #[arg(long, short = 'm', value_name = "FILE")]
+    pub manifest: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -135,36 +138,17 @@ pub struct WorkspaceRow {
     pub project: Option<String>,
     pub instance_id: String,
     pub availability_zone: Option<String>,
+    /// The next change the fleet's schedule makes (with `--manifest`), e.g.
+    /// `stopped at Wed 2026-12-02 12:15 CST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_change: Option<String>,
 }
-
-/// Hourly On-Demand Linux prices in us-east-1 (USD) for common types: an estimate.
-const PRICES: &[(&str, f64)] = &[
-    ("t3.micro", 0.0104),
-    ("t3.small", 0.0208),
-    ("t3.medium", 0.0416),
-    ("t3.large", 0.0832),
-    ("t3.xlarge", 0.1664),
-    ("t3.2xlarge", 0.3328),
-    ("m5.large", 0.096),
-    ("m5.xlarge", 0.192),
-    ("m5.2xlarge", 0.384),
-    ("c5.large", 0.085),
-    ("c5.xlarge", 0.17),
-    ("r5.large", 0.126),
-    ("r5.xlarge", 0.252),
-    ("g4dn.xlarge", 0.526),
-    ("g5.xlarge", 1.006),
-    ("p3.2xlarge", 3.06),
-];
 
 fn daily_cost(i: &Instance) -> Option<f64> {
     if i.state != InstanceState::Running {
         return Some(0.0);
     }
-    PRICES
-        .iter()
-        .find(|(t, _)| *t == i.instance_type)
-        .map(|(_, p)| (p * 24.0 * 100.0).round() / 100.0)
+    crate::plan::cost::hourly_usd(&i.instance_type).map(|p| (p * 24.0 * 100.0).round() / 100.0)
 }
 
 fn uptime(i: &Instance, now: SystemTime) -> Option<String> {
@@ -191,6 +175,7 @@ fn row(i: &Instance, now: SystemTime) -> WorkspaceRow {
         project: i.tag(tags::PROJECT).map(str::to_string),
         instance_id: i.id.clone(),
         availability_zone: i.availability_zone.clone(),
+        next_change: None,
     }
 }
 
@@ -236,17 +221,25 @@ fn table(rows: &[WorkspaceRow]) -> String {
         return "No workspaces.\n".into();
     }
     let mut t = Table::new();
-    t.load_preset(NOTHING)
-        .set_header(["NAME", "STATUS", "TYPE", "COST/DAY*", "UPTIME", "FLEET"]);
+    let scheduled = rows.iter().any(|r| r.next_change.is_some());
+    let mut header = vec!["NAME", "STATUS", "TYPE", "COST/DAY*", "UPTIME", "FLEET"];
+    if scheduled {
+        header.push("NEXT CHANGE");
+    }
+    t.load_preset(NOTHING).set_header(header);
     for r in rows {
-        t.add_row([
+        let mut cells = vec![
             r.name.clone(),
             r.status.clone(),
             r.instance_type.clone(),
             money(r.daily_cost),
             r.uptime.clone().unwrap_or_else(|| "-".into()),
             r.fleet.clone(),
-        ]);
+        ];
+        if scheduled {
+            cells.push(r.next_change.clone().unwrap_or_else(|| "-".into()));
+        }
+        t.add_row(cells);
     }
     format!(
         "{t}\n* estimate from us-east-1 On-Demand Linux prices; ? = a type prism has no price for\n"
@@ -328,14 +321,37 @@ pub async fn rows(
 
 /// `workspace list`, also behind the legacy `prism list`.
 pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<ExitCode, Failure> {
-    let rows = rows(
+    let manifest = a
+        .manifest
+        .as_deref()
+        .map(crate::manifest::load)
+        .transpose()?;
+    let fleet = a
+        .fleet
+        .as_deref()
+        .or(manifest.as_ref().map(|m| m.name.as_str()));
+    let mut rows = rows(
         cloud,
-        a.fleet.as_deref(),
+        fleet,
         a.project.as_deref(),
         a.state.as_deref(),
         now,
     )
     .await?;
+    let next = manifest.as_ref().and_then(|m| {
+        let at = jiff::Timestamp::try_from(now).ok()?;
+        crate::watch::clock::next_boundary(m, at)
+    });
+    if let (Some(c), Some(m)) = (next, &manifest) {
+        let text = format!(
+            "{} at {}",
+            c.state.name(),
+            crate::plan::schedule::moment(&c.at)
+        );
+        for r in rows.iter_mut().filter(|r| r.fleet == m.name) {
+            r.next_change = Some(text.clone());
+        }
+    }
     print(&a.format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -553,6 +569,8 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         workspaces: a.names.clone(),
         region: None,
         state: DesiredState::Running,
+        schedule: None,
+        roster: None,
         prune: false,
         rate_limit: RateLimitSpec::default(),
         retry: RetryPolicy::default(),

@@ -185,7 +185,11 @@ impl Job {
             fleet: plan.fleet.clone(),
             actions: plan.actions.clone(),
             recipe: Some(Recipe::of(manifest, observed)),
-            desired: manifest.state,
+            // A scheduled fleet launches into the state its schedule wants now.
+            desired: plan
+                .schedule
+                .as_ref()
+                .map_or(manifest.state, |s| s.state.desired()),
             allow_replace: manifest.prune,
             skip: BTreeMap::new(),
             errors: crate::errors::Context::for_plan(

@@ -8,6 +8,8 @@ mod locate;
 mod proptests;
 pub mod raw;
 mod read;
+pub mod roster;
+pub mod schedule;
 mod schema;
 mod validate;
 mod visible;
@@ -21,6 +23,8 @@ use serde::Serialize;
 pub use diagnostic::{ManifestError, Problem, SourceFile};
 pub use locate::{Locator, Span};
 pub use raw::DesiredState;
+pub use roster::Roster;
+pub use schedule::{OffState, Schedule};
 pub use schema::did_you_mean;
 pub use validate::{load, load_templates, parse, schema_json, templates_schema_json};
 
@@ -42,8 +46,13 @@ pub struct Manifest {
     pub workspaces: Vec<String>,
     /// Region, when the manifest names one.
     pub region: Option<String>,
-    /// Desired state of every workspace.
+    /// Desired state of every workspace; for a scheduled fleet, its state outside the
+    /// windows (what anything that does not read the schedule should assume).
     pub state: DesiredState,
+    /// When the workspaces run, if the fleet has a timetable.
+    pub schedule: Option<Schedule>,
+    /// The roster the members were read from, if any.
+    pub roster: Option<Roster>,
     /// Whether workspaces no longer wanted may be deleted.
     pub prune: bool,
     /// Launch pacing as written; unset fields fall back to the user config, then defaults.

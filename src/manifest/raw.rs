@@ -32,6 +32,16 @@ pub struct RawManifest {
         inner(length(min = 1, max = 40), pattern(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))
     )]
     pub members: Option<Vec<String>>,
+    /// A CSV file of members, one workspace per row (relative to this manifest), such as
+    /// a roster exported from the LMS. Exclusive with `count` and `members`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub members_file: Option<String>,
+    /// The roster column workspaces are named after; default the first of `login`,
+    /// `username`, `email`, `sis_user_id` in the header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub members_column: Option<String>,
     /// AWS region; defaults to the region of the AWS configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
@@ -39,6 +49,10 @@ pub struct RawManifest {
     /// Desired state of every workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<DesiredState>,
+    /// When the workspaces run: windows of the week in a time zone; outside them the
+    /// fleet is stopped (or hibernated). Exclusive with `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<super::schedule::RawSchedule>,
     /// May prism delete this fleet's workspaces that are no longer wanted? Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,

@@ -55,10 +55,10 @@ fn invalid(path: &Path, mut problems: Vec<Problem>) -> ManifestError {
 }
 
 /// A parsed YAML document with what is needed to point into it.
-struct Document {
-    src: SourceFile,
+pub(super) struct Document {
+    pub(super) src: SourceFile,
     loc: Locator,
-    value: Value,
+    pub(super) value: Value,
     /// Keys written twice: the document is read, but they are problems.
     duplicates: Vec<Problem>,
 }
@@ -119,7 +119,7 @@ impl Document {
         })
     }
 
-    fn at_value(
+    pub(super) fn at_value(
         &self,
         pointer: &str,
         message: String,
@@ -130,7 +130,13 @@ impl Document {
             .problem(self.loc.value(pointer), pointer, message, label, hint)
     }
 
-    fn at_key(&self, pointer: &str, message: String, label: &str, hint: Option<String>) -> Problem {
+    pub(super) fn at_key(
+        &self,
+        pointer: &str,
+        message: String,
+        label: &str,
+        hint: Option<String>,
+    ) -> Problem {
         self.src
             .problem(self.loc.key(pointer), pointer, message, label, hint)
     }
@@ -193,6 +199,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     problems.extend(manifest_problems(&doc.value, &doc.src, &doc.loc));
     let extra = templates_file(&doc, path, &mut problems);
     problems.extend(cross_checks(&doc, extra.as_ref()));
+    problems.extend(super::schedule::problems(
+        &doc,
+        template_hibernates(&doc, extra.as_ref()),
+    ));
+    let roster = roster_file(&doc, path, &mut problems);
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
@@ -215,7 +226,60 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
         })?,
         None => BTreeMap::new(),
     };
-    Ok(build(path, raw, file_templates))
+    let mut manifest = build(path, raw, file_templates);
+    if let Some(roster) = roster {
+        let names: Vec<String> = roster.members.iter().map(|m| m.name.clone()).collect();
+        manifest.workspaces = member_workspaces(&manifest.name, &names);
+        manifest.roster = Some(roster);
+    }
+    Ok(manifest)
+}
+
+/// Whether the template the fleet launches from has `hibernation: true`.
+fn template_hibernates(doc: &Document, extra: Option<&Document>) -> bool {
+    let Some(name) = doc.value.get("template").and_then(Value::as_str) else {
+        return false;
+    };
+    let name = escape(name);
+    [
+        doc.value.pointer(&format!("/templates/{name}/hibernation")),
+        extra.and_then(|d| d.value.pointer(&format!("/{name}/hibernation"))),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|v| v == &Value::Bool(true))
+}
+
+/// Reads the roster a manifest names with `members_file`, adding its problems (located
+/// in the CSV) to `problems`.
+fn roster_file(
+    doc: &Document,
+    manifest: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<super::roster::Roster> {
+    let rel = doc.value.get("members_file")?.as_str()?;
+    if rel.is_empty() || doc.value.get("members").is_some() || doc.value.get("count").is_some() {
+        return None;
+    }
+    let path: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(rel);
+    let name = path.display().to_string();
+    let column = doc.value.get("members_column").and_then(Value::as_str);
+    match super::roster::load(&path, &name, column) {
+        Ok(r) => Some(r),
+        Err(super::roster::RosterError::Io(e)) => {
+            problems.push(doc.at_value(
+                "/members_file",
+                format!("cannot read roster `{name}`: {e}"),
+                "named here",
+                Some("the path is relative to the manifest's folder".into()),
+            ));
+            None
+        }
+        Err(super::roster::RosterError::Problems(p)) => {
+            problems.extend(p);
+            None
+        }
+    }
 }
 
 /// Loads the templates file a manifest names, adding its problems to `problems`.
@@ -266,20 +330,37 @@ fn keys(v: Option<&Value>) -> Vec<String> {
 fn cross_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
     let v = &doc.value;
     let mut out = Vec::new();
-    match (v.get("count"), v.get("members")) {
-        (Some(_), Some(_)) => out.push(doc.at_key(
+    match (v.get("count"), v.get("members"), v.get("members_file")) {
+        (Some(_), Some(_), _) => out.push(doc.at_key(
             "/members",
             "`count` and `members` cannot both be set".into(),
             "second way to name the workspaces",
             Some("keep `count: N` for numbered workspaces (name-01, name-02, …) or `members: [...]` for one per person".into()),
         )),
-        (None, None) => out.push(doc.at_value(
+        (count, members, Some(_)) if count.is_some() || members.is_some() => {
+            let other = if members.is_some() { "members" } else { "count" };
+            out.push(doc.at_key(
+                "/members_file",
+                format!("`{other}` and `members_file` cannot both be set"),
+                "second way to name the workspaces",
+                Some(format!("keep `members_file:` to read the members from the roster, or `{other}:` and remove `members_file`")),
+            ));
+        }
+        (None, None, None) => out.push(doc.at_value(
             "",
             "the manifest sets neither `count` nor `members`".into(),
             "in this manifest",
-            Some("add `count: 30` for numbered workspaces, or `members: [alice, bob]` for one per person".into()),
+            Some("add `count: 30` for numbered workspaces, `members: [alice, bob]` for one per person, or `members_file: roster.csv` to read them from a roster".into()),
         )),
         _ => {}
+    }
+    if v.get("members_column").is_some() && v.get("members_file").is_none() {
+        out.push(doc.at_key(
+            "/members_column",
+            "`members_column` without `members_file`".into(),
+            "names a column of no roster",
+            Some("add `members_file: roster.csv`, or remove `members_column`".into()),
+        ));
     }
     if let Some(members) = v.get("members").and_then(Value::as_array) {
         let mut seen = HashSet::new();
@@ -458,11 +539,13 @@ fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemp
         .map(|(n, t)| (n.clone(), template(n, t)))
         .collect();
     let template = templates[&raw.template].clone();
+    // A roster's workspaces are named once it is read (see `parse`).
     let workspaces = match (&raw.count, &raw.members) {
         (Some(count), _) => numbered_workspaces(&raw.name, *count),
         (None, Some(members)) => member_workspaces(&raw.name, members),
-        (None, None) => unreachable!("checked: count or members is set"),
+        (None, None) => Vec::new(),
     };
+    let schedule = raw.schedule.map(super::schedule::build);
     let defaults = RetryPolicy::default();
     let retry = raw.retry.unwrap_or_default();
     let rate = raw.rate_limit.unwrap_or_default();
@@ -474,7 +557,13 @@ fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemp
         templates,
         workspaces,
         region: raw.region,
-        state: raw.state.unwrap_or(DesiredState::Running),
+        // Whatever ignores the schedule sees the fleet as it is outside its windows.
+        state: match &schedule {
+            Some(_) => DesiredState::Stopped,
+            None => raw.state.unwrap_or(DesiredState::Running),
+        },
+        schedule,
+        roster: None,
         prune: raw.prune.unwrap_or(false),
         rate_limit: RateLimitSpec {
             rate_per_minute: rate.rate_per_minute,

@@ -1,8 +1,12 @@
 //! The planner: a pure function of the desired fleet and the observed account.
 //! No IO, no clock: the same inputs always give the same [`Plan`].
 
+pub mod cost;
 mod quota_check;
 pub mod render;
+mod render_timetable;
+pub mod schedule;
+mod timetable;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -10,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cloud::{Instance, InstanceState};
-use crate::manifest::{DesiredState, ImageRef, Manifest};
+use crate::manifest::{ImageRef, Manifest};
 use crate::observe::{ImageResolution, Observed};
 
 pub use quota_check::QuotaCheck;
+pub use timetable::{LeftAlone, NewMember, NextChange, ScheduleView};
 
 /// Version of the JSON plan format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -27,7 +32,8 @@ pub enum ActionKind {
     Stop,
     Replace,
     Delete,
-    /// Stop with hibernation (memory kept); only on the command line, never planned.
+    /// Stop with hibernation (memory kept): on the command line, and outside the
+    /// windows of a schedule with `otherwise: hibernated`.
     Hibernate,
 }
 
@@ -127,6 +133,16 @@ pub struct Plan {
     pub image_id: Option<String>,
     /// Digest of the observed fleet; a saved plan is stale once it changes.
     pub fingerprint: String,
+    /// Where the fleet's timetable stands at the plan's moment, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleView>,
+    /// The estimated compute cost per week, on the schedule and always on (scheduled
+    /// fleets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<cost::Cost>,
+    /// The roster rows the workspaces to create are named after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_members: Vec<NewMember>,
 }
 
 impl Plan {
@@ -175,8 +191,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Makes the plan that brings `observed` to what `manifest` declares.
+/// Makes the plan that brings `observed` to what `manifest` declares, at no moment in
+/// particular: a scheduled fleet's workspaces are left in the state they are in, and
+/// new ones launched into the state outside the windows. Callers that act use
+/// [`plan_at`].
 pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
+    plan_at(manifest, observed, None)
+}
+
+/// Makes the plan that brings `observed` to what `manifest` declares at `now`: for a
+/// scheduled fleet, the state its timetable wants then (see [`schedule`]).
+pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Timestamp>) -> Plan {
+    let target = timetable::Target::of(manifest, now);
+    let mut left_alone = Vec::new();
     let mut by_workspace: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     let mut strays = Vec::new();
     for i in observed.instances.iter().filter(|i| !i.state.is_gone()) {
@@ -208,13 +235,22 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         for extra in found.iter().skip(1) {
             unwanted.push((extra, format!("duplicate of {}", found[0].id)));
         }
-        match workspace_action(manifest, observed, name, found.first().copied()) {
+        if let Some(i) = found.first()
+            && let Some(reason) = target.left_alone(i)
+        {
+            left_alone.push(LeftAlone {
+                workspace: name.clone(),
+                instance_id: i.id.clone(),
+                reason,
+            });
+        }
+        match workspace_action(manifest, observed, name, found.first().copied(), &target) {
             // Replacing terminates the instance and its data: like a deletion, only
             // with prune. Apply would skip it, so the plan does not count it.
             Some(a) if a.action == ActionKind::Replace && !manifest.prune => {
                 // The instance stays as it is, but in the state the manifest asks for.
                 if let Some(i) = found.first() {
-                    actions.extend(state_action(manifest, observed, name, i));
+                    actions.extend(state_action(observed, name, i, &target));
                 }
                 held.push(Kept {
                     workspace: a.workspace,
@@ -269,6 +305,9 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
     let (quota, quota_warnings) = quota_check::check(manifest, observed, &actions);
     warnings.extend(quota_warnings);
     let summary = summarize(&actions);
+    let new_members = timetable::new_members(manifest, &actions);
+    let schedule = target.view(manifest, &actions, left_alone);
+    let cost = manifest.schedule.as_ref().map(|_| cost::weekly(manifest));
     Plan {
         format_version: FORMAT_VERSION,
         fleet: manifest.name.clone(),
@@ -281,6 +320,9 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         template: manifest.template.name.clone(),
         image_id: observed.image.id().map(str::to_string),
         fingerprint: fingerprint(manifest, observed),
+        schedule,
+        cost,
+        new_members,
     }
 }
 
@@ -335,6 +377,7 @@ fn workspace_action(
     observed: &Observed,
     name: &str,
     existing: Option<&Instance>,
+    target: &timetable::Target,
 ) -> Option<Action> {
     let t = &manifest.template;
     let action = |kind, instance_id: Option<&str>, reason: String| Action {
@@ -364,33 +407,25 @@ fn workspace_action(
         let reason = format!("image {} → {image}", i.image_id);
         return Some(action(ActionKind::Replace, Some(&i.id), reason));
     }
-    state_action(manifest, observed, name, i)
+    state_action(observed, name, i, target)
 }
 
-/// The start or stop that brings instance `i` of workspace `name` to the desired state.
+/// The start, stop or hibernation that brings instance `i` of workspace `name` to the
+/// state `target` wants.
 fn state_action(
-    manifest: &Manifest,
     observed: &Observed,
     name: &str,
     i: &Instance,
+    target: &timetable::Target,
 ) -> Option<Action> {
-    let want_running = manifest.state == DesiredState::Running;
-    let (kind, wanted) = match i.state {
-        InstanceState::Stopped | InstanceState::Stopping if want_running => {
-            (ActionKind::Start, "running")
-        }
-        InstanceState::Running | InstanceState::Pending if !want_running => {
-            (ActionKind::Stop, "stopped")
-        }
-        _ => return None,
-    };
+    let (kind, reason) = target.change(i)?;
     Some(Action {
         action: kind,
         workspace: name.to_string(),
         instance_id: Some(i.id.clone()),
         instance_type: i.instance_type.clone(),
         vcpus: observed.vcpus.get(&i.instance_type).copied(),
-        reason: format!("{}, desired {wanted}", i.state),
+        reason,
     })
 }
 

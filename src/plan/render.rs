@@ -11,12 +11,12 @@ use super::{ActionKind, Kept, Plan, QuotaCheck};
 
 const GREEN: Style = AnsiColor::Green.on_default();
 const RED: Style = AnsiColor::Red.on_default();
-const YELLOW: Style = AnsiColor::Yellow.on_default();
+pub(super) const YELLOW: Style = AnsiColor::Yellow.on_default();
 const MAGENTA: Style = AnsiColor::Magenta.on_default();
-const BOLD: Style = Style::new().bold();
-const DIM: Style = Style::new().dimmed();
+pub(super) const BOLD: Style = Style::new().bold();
+pub(super) const DIM: Style = Style::new().dimmed();
 
-fn paint(style: Style, text: &str) -> String {
+pub(super) fn paint(style: Style, text: &str) -> String {
     format!("{style}{text}{style:#}")
 }
 
@@ -84,10 +84,13 @@ pub fn text(plan: &Plan) -> String {
         actions(&mut out, plan);
         held_replacements(&mut out, &held);
     }
+    super::render_timetable::new_members(&mut out, plan);
+    super::render_timetable::schedule(&mut out, plan);
     if !plan.quota.is_empty() {
         out.push('\n');
         quotas(&mut out, plan);
     }
+    super::render_timetable::cost(&mut out, plan);
     let unwanted: Vec<&Kept> = plan
         .would_delete_with_prune
         .iter()

@@ -160,7 +160,7 @@ async fn plan_of(
             };
             ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
         })?;
-    let plan = crate::plan::plan(manifest, &observed);
+    let plan = crate::plan::plan_at(manifest, &observed, Some(jiff::Timestamp::now()));
     Ok((engine, plan, observed))
 }
 

@@ -164,6 +164,43 @@ fn setup(page: &str, emu: &Emulator, cwd: &Path) {
             let out = prism_in(emu, cwd, &["apply", "examples/lab.yaml", "--yes"]);
             assert!(out.status.success(), "setup apply: {out:?}");
         }
+        "docs/schedules.md" => {
+            // The course's fleet, launched by hand: three running, three stopped.
+            let course = std::fs::read_to_string(root().join("examples/course.yaml"))
+                .expect("read the example");
+            let start = course.find("schedule:").expect("a schedule");
+            let end = course.find("templates:").expect("templates");
+            let now = format!("{}state: running\n{}", &course[..start], &course[end..]).replace(
+                "members_file: course-roster.csv",
+                "members_file: examples/course-roster.csv",
+            );
+            std::fs::write(cwd.join("course-now.yaml"), now).expect("write course-now.yaml");
+            let out = prism_in(emu, cwd, &["apply", "course-now.yaml", "--yes"]);
+            assert!(out.status.success(), "setup apply: {out:?}");
+            let out = prism_in(
+                emu,
+                cwd,
+                &[
+                    "workspace",
+                    "stop",
+                    "cs101-ana-lee",
+                    "cs101-chidi-okafor",
+                    "cs101-thao-nguyen",
+                    "--yes",
+                ],
+            );
+            assert!(out.status.success(), "setup stop: {out:?}");
+            std::fs::write(
+                cwd.join("roster.csv"),
+                "Student,ID,SIS User ID,SIS Login ID,Email,Section\n\"Lee, Ana\",101,S0001,alee,ana.lee@state.edu,CS101-001\nOkafor, Chidi,102,S0002,cokafor,chidi.okafor@state.edu,CS101-001\n\"Kim, Jo\",107,S0007,jkim,,CS101-002\n",
+            )
+            .expect("write roster.csv");
+            std::fs::write(
+                cwd.join("course.yaml"),
+                "name: cs101\nproject: cs101\ntemplate: t\nmembers_file: roster.csv\nstate: stopped\ntemplates:\n  t: {image: ami-785db401, instance_type: t3.medium}\n",
+            )
+            .expect("write course.yaml");
+        }
         "docs/manifest.md" => {
             std::fs::write(
                 cwd.join("class.yaml"),

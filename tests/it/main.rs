@@ -10,6 +10,7 @@ mod manifest;
 mod plan;
 mod promises;
 mod quota;
+mod schedule;
 mod schema;
 mod serve;
 mod settings;
