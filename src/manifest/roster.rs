@@ -73,6 +73,27 @@ fn normalized(header: &str) -> String {
         .collect()
 }
 
+/// The index of the column names are read from: `column`, or the first of
+/// [`DEFAULT_COLUMNS`] the header has; Err says what is missing.
+fn column_index(header: &csv::StringRecord, column: Option<&str>) -> Result<usize, String> {
+    let headers: Vec<String> = header.iter().map(normalized).collect();
+    match column {
+        Some(c) => headers
+            .iter()
+            .position(|h| *h == normalized(c))
+            .ok_or_else(|| format!("the roster has no column `{c}`")),
+        None => DEFAULT_COLUMNS
+            .iter()
+            .find_map(|c| headers.iter().position(|h| h == c))
+            .ok_or_else(|| {
+                format!(
+                    "the roster has none of the columns {}",
+                    DEFAULT_COLUMNS.join(", ")
+                )
+            }),
+    }
+}
+
 /// The members of roster `text`, or every problem found in it.
 pub fn parse(name: &str, text: &str, column: Option<&str>) -> Result<Roster, Vec<Problem>> {
     let src = SourceFile::new(name, text);
@@ -111,22 +132,7 @@ pub fn parse(name: &str, text: &str, column: Option<&str>) -> Result<Roster, Vec
             )]);
         }
     };
-    let headers: Vec<String> = header.iter().map(normalized).collect();
-    let index = match column {
-        Some(c) => headers
-            .iter()
-            .position(|h| *h == normalized(c))
-            .ok_or_else(|| format!("the roster has no column `{c}`")),
-        None => DEFAULT_COLUMNS
-            .iter()
-            .find_map(|c| headers.iter().position(|h| h == c))
-            .ok_or_else(|| {
-                format!(
-                    "the roster has none of the columns {}",
-                    DEFAULT_COLUMNS.join(", ")
-                )
-            }),
-    };
+    let index = column_index(&header, column);
     let index = index.map_err(|message| {
         let written: Vec<&str> = header.iter().map(str::trim).collect();
         vec![at(
@@ -175,38 +181,12 @@ pub fn parse(name: &str, text: &str, column: Option<&str>) -> Result<Roster, Vec
             continue;
         }
         let offset = field_offset(body, start, index);
-        let value = record[index].trim().to_string();
-        if value.is_empty() {
-            problems.push(at(
-                offset,
-                format!("empty `{}` value", header[index].trim()),
-                "empty",
-                Some("every row needs a value in the column workspaces are named after; remove the row or fill it in".into()),
-            ));
-            continue;
+        match member(&record[index], header[index].trim(), line, &mut first_seen) {
+            Ok(row) => rows.push(row),
+            Err((message, label, hint)) => {
+                problems.push(at(offset, message, label, Some(hint.into())))
+            }
         }
-        let base = derive(&value);
-        if base.is_empty() {
-            problems.push(at(
-                offset,
-                format!("`{value}` gives no workspace name: it has no letter or digit"),
-                "no name in it",
-                Some("name the members after another column with `members_column:`".into()),
-            ));
-            continue;
-        }
-        let key = value.to_lowercase();
-        if let Some(first) = first_seen.get(&key) {
-            problems.push(at(
-                offset,
-                format!("`{value}` is listed twice; first on line {first}"),
-                "listed again",
-                Some("each member gets one workspace; remove the repeated row".into()),
-            ));
-            continue;
-        }
-        first_seen.insert(key, line);
-        rows.push((value, base, line));
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -220,6 +200,45 @@ pub fn parse(name: &str, text: &str, column: Option<&str>) -> Result<Roster, Vec
 
 /// Makes the problem at a byte offset of the roster.
 type At<'a> = dyn Fn(usize, String, &str, Option<String>) -> Problem + 'a;
+
+/// A problem's message, label and hint.
+type Flaw = (String, &'static str, &'static str);
+
+/// The (value, derived name, line) of a row whose `column` holds `value`, or why it
+/// gives no member: empty, no letter or digit, or a value `first_seen` already has.
+fn member(
+    value: &str,
+    column: &str,
+    line: usize,
+    first_seen: &mut BTreeMap<String, usize>,
+) -> Result<(String, String, usize), Flaw> {
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err((
+            format!("empty `{column}` value"),
+            "empty",
+            "every row needs a value in the column workspaces are named after; remove the row or fill it in",
+        ));
+    }
+    let base = derive(&value);
+    if base.is_empty() {
+        return Err((
+            format!("`{value}` gives no workspace name: it has no letter or digit"),
+            "no name in it",
+            "name the members after another column with `members_column:`",
+        ));
+    }
+    let key = value.to_lowercase();
+    if let Some(first) = first_seen.get(&key) {
+        return Err((
+            format!("`{value}` is listed twice; first on line {first}"),
+            "listed again",
+            "each member gets one workspace; remove the repeated row",
+        ));
+    }
+    first_seen.insert(key, line);
+    Ok((value, base, line))
+}
 
 fn csv_problem(at: &At, e: &csv::Error) -> Problem {
     let offset = e.position().map_or(0, |p| p.byte() as usize);

@@ -59,6 +59,19 @@ pub enum Day {
 }
 
 impl Day {
+    /// The day as plans show it: `Mon`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Day::Mon => "Mon",
+            Day::Tue => "Tue",
+            Day::Wed => "Wed",
+            Day::Thu => "Thu",
+            Day::Fri => "Fri",
+            Day::Sat => "Sat",
+            Day::Sun => "Sun",
+        }
+    }
+
     /// The same day as jiff counts them.
     pub fn weekday(self) -> jiff::civil::Weekday {
         use jiff::civil::Weekday::*;
@@ -205,6 +218,14 @@ pub(super) fn problems(d: &Document, template_hibernates: bool) -> Vec<Problem> 
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    out.extend(window_problems(d, &windows));
+    out
+}
+
+/// The windows' problems: times that are not times, a window that ends before it
+/// starts, windows of a day that overlap.
+fn window_problems(d: &Document, windows: &[Value]) -> Vec<Problem> {
+    let mut out = Vec::new();
     let mut parsed: Vec<(usize, Vec<String>, u16, u16)> = Vec::new();
     for (i, w) in windows.iter().enumerate() {
         let time =

@@ -104,16 +104,11 @@ pub struct Phase {
 const REACH: i64 = 8;
 
 fn day_of(window: &Window, date: Date) -> Option<&'static str> {
-    let d = window.days.iter().find(|d| d.weekday() == date.weekday())?;
-    Some(match d {
-        crate::manifest::schedule::Day::Mon => "Mon",
-        crate::manifest::schedule::Day::Tue => "Tue",
-        crate::manifest::schedule::Day::Wed => "Wed",
-        crate::manifest::schedule::Day::Thu => "Thu",
-        crate::manifest::schedule::Day::Fri => "Fri",
-        crate::manifest::schedule::Day::Sat => "Sat",
-        crate::manifest::schedule::Day::Sun => "Sun",
-    })
+    window
+        .days
+        .iter()
+        .find(|d| d.weekday() == date.weekday())
+        .map(|d| d.short())
 }
 
 fn at_minutes(s: &Schedule, date: Date, minutes: u16) -> Zoned {

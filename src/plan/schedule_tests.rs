@@ -408,4 +408,16 @@ fn many_starts_say_when_the_last_is_sent() {
     assert_eq!(start_eta_secs(5), 0);
     assert_eq!(start_eta_secs(6), 1);
     assert_eq!(start_eta_secs(120), 58);
+    let text = format!(
+        "name: cs\nproject: p\ntemplate: t\ncount: 120\n{CLASS}templates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
+    );
+    let m = crate::manifest::parse(Path::new("c.yaml"), &text).unwrap();
+    let p = plan_at(&m, &observed(vec![]), Some(chicago("2026-12-02T08:00")));
+    let next = p.schedule.as_ref().unwrap().next_change.clone().unwrap();
+    assert_eq!((next.workspaces, next.last_start_after_s), (120, Some(58)));
+    let text = crate::plan::render::text(&p);
+    assert!(
+        text.contains("Next change: Wed 2026-12-02 09:00 CST: start 120 workspaces (class hours Wed 09:00–12:15 America/Chicago opens); the last start is sent about 58 s later."),
+        "{text}"
+    );
 }

@@ -116,6 +116,73 @@ mod tests {
         v
     }
 
+    fn fake() -> Arc<FakeCloud> {
+        Arc::new(FakeCloud {
+            region: "us-west-2".into(),
+            zones: vec!["us-west-2a".into()],
+            vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
+            applied: BTreeMap::from([("L-1216C47A".into(), 64.0)]),
+            images: FakeCloud::own_image("ami-1"),
+            ..FakeCloud::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workspace_started_by_hand_runs_until_the_next_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        let text = "name: w\nproject: p\ntemplate: t\ncount: 2\nschedule:\n  timezone: UTC\n  running:\n    - {days: [wed], from: \"09:00\", to: \"09:10\"}\n    - {days: [wed], from: \"10:00\", to: \"10:10\"}\ntemplates:\n  t: {image: ami-1, instance_type: t3.micro}\n";
+        std::fs::write(&path, text).unwrap();
+        let manifest = crate::manifest::load(&path).unwrap();
+        let cloud = fake();
+        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+        let opts = WatchOptions {
+            resync: Duration::from_secs(300),
+            once: false,
+            parallelism: 4,
+            config: crate::config::UserConfig::default(),
+        };
+        let start: Timestamp = "2026-12-02T09:11:00Z".parse().unwrap();
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let watch = tokio::spawn(crate::watch::run_with_clock(
+            path,
+            manifest,
+            engine,
+            opts,
+            cancel.clone(),
+            tx,
+            WallClock::starting_at(start),
+        ));
+        tokio::time::sleep_until(at(9 * 60)).await;
+        assert_eq!(states(&cloud), [InstanceState::Stopped; 2]);
+        // 09:20: a student starts w-01 (EC2 sets its launch time to now).
+        {
+            let mut instances = cloud.instances.lock().unwrap();
+            let i = instances
+                .iter_mut()
+                .find(|i| i.workspace() == Some("w-01"))
+                .unwrap();
+            i.state = InstanceState::Running;
+            i.launch_time = Some(start.as_second() + 9 * 60);
+        }
+        // Resyncs every 5 minutes until 09:59 leave it running.
+        tokio::time::sleep_until(at(48 * 60)).await;
+        assert_eq!(
+            states(&cloud),
+            [InstanceState::Running, InstanceState::Stopped]
+        );
+        // 10:00 starts the fleet; 10:10 stops all of it, the hand-started one too.
+        tokio::time::sleep_until(at(49 * 60 + 5)).await;
+        assert_eq!(states(&cloud), [InstanceState::Running; 2]);
+        tokio::time::sleep_until(at(59 * 60 + 5)).await;
+        assert_eq!(states(&cloud), [InstanceState::Stopped; 2]);
+        cancel.cancel();
+        watch.await.unwrap().unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_watch_wakes_at_each_boundary_and_brings_the_fleet_to_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -123,14 +190,7 @@ mod tests {
         let text = "name: w\nproject: p\ntemplate: t\ncount: 3\nschedule:\n  timezone: America/Chicago\n  running: [{days: [wed], from: \"09:00\", to: \"09:10\"}]\ntemplates:\n  t: {image: ami-1, instance_type: t3.micro}\n";
         std::fs::write(&path, text).unwrap();
         let manifest = crate::manifest::load(&path).unwrap();
-        let cloud = Arc::new(FakeCloud {
-            region: "us-west-2".into(),
-            zones: vec!["us-west-2a".into()],
-            vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
-            applied: BTreeMap::from([("L-1216C47A".into(), 64.0)]),
-            images: FakeCloud::own_image("ami-1"),
-            ..FakeCloud::default()
-        });
+        let cloud = fake();
         let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
         let opts = WatchOptions {
             resync: Duration::from_secs(3600),

@@ -45,6 +45,16 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &[":5:26: error: `soon` is not a duration"],
     ),
     (
+        "bad schedule",
+        "name: lab\nproject: p\ntemplate: t\ncount: 2\nschedule:\n  timezone: America/Chicgo\n  running: [{days: [mon, fry], from: \"10:00\", to: \"09:00\"}]\ntemplates:\n  t: {image: ami-1, instance_type: t3.micro}\n",
+        &[
+            ":6:13: error: unknown time zone `America/Chicgo`",
+            "did you mean `America/Chicago`?",
+            ":7:26: error: `fry` is not one of mon, tue, wed, thu, fri, sat, sun",
+            ":7:51: error: the window ends at 09:00 before it starts at 10:00",
+        ],
+    ),
+    (
         "yaml syntax",
         "name: lab\nproject: [p\ntemplate: t\n",
         &["error: invalid YAML"],

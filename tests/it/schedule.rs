@@ -282,3 +282,46 @@ async fn watch_starts_a_stopped_fleet_when_its_window_opens_and_stops_it_at_the_
         "one pass at the start and one per boundary:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_follows_an_edit_of_the_roster() {
+    let emu = Emulator::start();
+    let roster = "login,email\nana,ana@x.edu\nbo,bo@x.edu\n";
+    let roster_path = emu.write("roster.csv", roster);
+    let path = emu.write("course.yaml", &course("state: stopped"));
+    let log = emu.dir.path().join("watch.log");
+    let mut child = prism_command(&["watch", "--resync", "1h", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("XDG_CACHE_HOME", emu.dir.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let until = |n: usize| {
+        let emu = &emu;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let live = crate::emulator::per_workspace(emu, "cs101").await;
+                if live.len() == n {
+                    return live;
+                }
+                assert!(Instant::now() < deadline, "{live:?}, not {n} workspaces");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    until(2).await;
+    std::fs::write(&roster_path, format!("{roster}cai,cai@x.edu\n")).unwrap();
+    let live = until(3).await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    assert!(
+        live.contains_key("cs101-cai"),
+        "{live:?}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
