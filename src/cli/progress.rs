@@ -61,6 +61,42 @@ fn confirmed(r: &Report) -> String {
     )
 }
 
+/// The lines about workspaces launched on a fallback type, one per type and reason.
+fn fallbacks(r: &Report) -> String {
+    /// The type launched, the template's, and why.
+    type Why<'a> = (&'a str, &'a str, &'a str);
+    let mut groups: Vec<(Why<'_>, Vec<&str>)> = Vec::new();
+    for f in &r.fallbacks {
+        let key = (
+            f.instance_type.as_str(),
+            f.instead_of.as_str(),
+            f.reason.as_str(),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&f.workspace),
+            None => groups.push((key, vec![&f.workspace])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((to, from, why), names)| {
+            format!(
+                "Launched as {to} instead of {from}: {} ({why})\n",
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// What a capacity answer says of a (type, zone).
+fn unavailable_words(code: &str) -> &'static str {
+    if code == "Unsupported" {
+        "is not offered in"
+    } else {
+        "is sold out in"
+    }
+}
+
 /// `n thing` or `n things`.
 fn count(n: usize, thing: &str) -> String {
     format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
@@ -84,6 +120,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         };
         out.push_str(&format!("✅ {what}\nTotal time: {}{avg}\n", human(took)));
         out.push_str(&confirmed(r));
+        out.push_str(&fallbacks(r));
         return out;
     }
     // ❌ is for failures: a run that only held back or skipped work is a warning.
@@ -133,6 +170,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         ));
     }
     out.push_str(&confirmed(r));
+    out.push_str(&fallbacks(r));
     if r.interrupted {
         out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
@@ -228,6 +266,31 @@ impl Lines {
                 "⚠ {workspace}: no capacity in {}, trying {next_zone}…",
                 availability_zone.as_deref().unwrap_or("the zone AWS chose")
             )),
+            Event::ZoneUnavailable {
+                instance_type,
+                availability_zone,
+                code,
+                for_s,
+                workspace,
+            } => Some(format!(
+                "⚠ {instance_type} {} {availability_zone} ({code}{}): launches avoid it for {}",
+                unavailable_words(code),
+                if workspace.is_some() { "" } else { ", found by an earlier run" },
+                secs(*for_s)
+            )),
+            Event::ZoneAvailable {
+                instance_type,
+                availability_zone,
+            } => Some(format!(
+                "  {instance_type} in {availability_zone} is tried again: its sold-out mark ran out"
+            )),
+            Event::TypeFallback {
+                workspace,
+                instance_type,
+                next_instance_type,
+            } => Some(format!(
+                "⚠ {workspace}: no zone has {instance_type} capacity, trying {next_instance_type}…"
+            )),
             Event::Launched {
                 workspace,
                 instance_id,
@@ -293,6 +356,18 @@ impl Lines {
         }
         if let Some(wait) = wait {
             parts.push(format!("⏳ next launch in {}", secs(wait)));
+        }
+        if !self.progress.sold_out.is_empty() {
+            let pairs: Vec<String> = self
+                .progress
+                .sold_out
+                .iter()
+                .filter(|s| s.until_s > now)
+                .map(|s| format!("{} in {}", s.instance_type, s.availability_zone))
+                .collect();
+            if !pairs.is_empty() {
+                parts.push(format!("sold out: {}", pairs.join(", ")));
+            }
         }
         parts.join(" · ")
     }
@@ -401,6 +476,7 @@ mod tests {
             skipped: vec![],
             not_started: 0,
             confirmed_after_errors: vec![],
+            fallbacks: vec![],
             interrupted: false,
             duration_s: 67.2,
         };

@@ -58,6 +58,9 @@ pub struct Template {
     pub name: String,
     pub image: ImageRef,
     pub instance_type: String,
+    /// Types launched, in order, when `instance_type` is sold out in every zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_instance_types: Vec<String>,
     pub root_volume_gb: Option<u32>,
     pub user_data: Option<String>,
     pub hibernation: bool,
