@@ -7,11 +7,13 @@
 //! launch of the engine: the next workspaces go straight to a zone that has capacity
 //! instead of each finding out for itself.
 //!
-//! Each workspace has a first-choice zone that depends only on its name and the
-//! region's zones, never on the order of launches: numbered workspaces go round the
-//! zones (`-01` the first, `-02` the second, …), others by a digest of their name. So
-//! a fleet is spread evenly over the region (a class survives one zone's trouble), and
-//! a rerun sends the same first-choice ClientToken as the run before it.
+//! Each workspace has an order of zones that depends only on its name and the region's
+//! zones, never on the order of launches: numbered workspaces go round the zones
+//! (`-01` the first, `-02` the second, …), others by a digest of their name. So a fleet
+//! is spread evenly over the region (a class survives one zone's trouble), and a rerun
+//! sends the same first-choice ClientToken as the run before it. The workspaces of one
+//! first choice go round the other zones for their second, so that those of a sold-out
+//! zone spread over the rest rather than crowd the next one.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -137,14 +139,18 @@ pub fn first_choice(fleet: &str, workspace: &str, zones: usize) -> usize {
     if zones == 0 {
         return 0;
     }
+    (place(fleet, workspace) % zones as u64) as usize
+}
+
+/// A workspace's place in the fleet: its number − 1, or a digest of its name.
+fn place(fleet: &str, workspace: &str) -> u64 {
     let number = workspace
         .strip_prefix(fleet)
         .and_then(|s| s.strip_prefix('-'))
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|n| *n > 0);
-    let n = number.map_or_else(|| digest(workspace), |n| n - 1);
-    (n % zones as u64) as usize
+    number.map_or_else(|| digest(workspace), |n| n - 1)
 }
 
 fn digest(name: &str) -> u64 {
@@ -152,15 +158,26 @@ fn digest(name: &str) -> u64 {
     u64::from_be_bytes(h[..8].try_into().expect("eight bytes"))
 }
 
-/// The zones `workspace` tries, in order: its first choice, then the next ones round
-/// the list. Without zones, one try where AWS chooses (None).
+/// The zones `workspace` tries, in order: its first choice, then the others round the
+/// list, starting further round for each turn of the fleet round the zones (the 1st,
+/// 5th, 9th workspace of a 4-zone region go on to the 2nd, 3rd and 4th zone). Without
+/// zones, one try where AWS chooses (None).
 pub fn zone_order(fleet: &str, workspace: &str, zones: &[String]) -> Vec<Option<String>> {
-    if zones.is_empty() {
+    let n = zones.len();
+    if n == 0 {
         return vec![None];
     }
-    let first = first_choice(fleet, workspace, zones.len());
-    (0..zones.len())
-        .map(|i| Some(zones[(first + i) % zones.len()].clone()))
+    let place = place(fleet, workspace);
+    let first = (place % n as u64) as usize;
+    let turn = if n > 1 {
+        ((place / n as u64) % (n as u64 - 1)) as usize
+    } else {
+        0
+    };
+    let others = (1..n).map(|i| (first + 1 + (turn + i - 1) % (n - 1)) % n);
+    std::iter::once(first)
+        .chain(others)
+        .map(|i| Some(zones[i].clone()))
         .collect()
 }
 
@@ -187,6 +204,24 @@ mod tests {
             ["us-west-2b", "us-west-2c", "us-west-2a"].map(|z| Some(z.to_string()))
         );
         assert_eq!(zone_order("cs", "cs-02", &[]), [None]);
+        // The workspaces of the first zone go on to each other zone in turn.
+        let seconds: Vec<Option<String>> = [1, 4, 7, 10]
+            .iter()
+            .map(|n| zone_order("cs", &format!("cs-{n:02}"), &zones())[1].clone())
+            .collect();
+        assert_eq!(
+            seconds,
+            ["us-west-2b", "us-west-2c", "us-west-2b", "us-west-2c"].map(|z| Some(z.to_string()))
+        );
+        for n in 1..=12 {
+            let mut order = zone_order("cs", &format!("cs-{n:02}"), &zones());
+            order.sort();
+            assert_eq!(
+                order,
+                zones().into_iter().map(Some).collect::<Vec<_>>(),
+                "every zone once"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The planner: a pure function of the desired fleet and the observed account.
 //! No IO, no clock: the same inputs always give the same [`Plan`].
 
+mod fallback;
 mod quota_check;
 pub mod render;
 
@@ -13,6 +14,7 @@ use crate::cloud::{Instance, InstanceState};
 use crate::manifest::{DesiredState, ImageRef, Manifest};
 use crate::observe::{ImageResolution, Observed};
 
+pub use fallback::FallbackCheck;
 pub use quota_check::QuotaCheck;
 
 /// Version of the JSON plan format.
@@ -80,6 +82,9 @@ pub enum WarningKind {
     PruneDisabled,
     /// A workspace has more than one instance.
     DuplicateInstances,
+    /// Were every launch to fall back to one of the template's fallback types, not
+    /// all would fit that type's quota.
+    FallbackQuotaShortfall,
 }
 
 /// Something the user should know before applying.
@@ -117,6 +122,10 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub summary: Summary,
     pub quota: Vec<QuotaCheck>,
+    /// The template's fallback types, in order, each against its quota class; empty
+    /// when the template lists none or nothing launches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackCheck>,
     pub warnings: Vec<Warning>,
     /// Instances kept because prune is off: what `prune: true` would delete, or
     /// replace. They are not among `actions` and not counted in `summary`.
@@ -268,6 +277,8 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
     warnings.extend(launch_warnings(manifest, observed, &actions));
     let (quota, quota_warnings) = quota_check::check(manifest, observed, &actions);
     warnings.extend(quota_warnings);
+    let (fallbacks, fallback_warnings) = fallback::check(manifest, observed, &actions, &quota);
+    warnings.extend(fallback_warnings);
     let summary = summarize(&actions);
     Plan {
         format_version: FORMAT_VERSION,
@@ -276,6 +287,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
         actions,
         summary,
         quota,
+        fallbacks,
         warnings,
         would_delete_with_prune: kept,
         template: manifest.template.name.clone(),
@@ -352,7 +364,9 @@ fn workspace_action(
             "workspace does not exist".into(),
         ));
     };
-    if i.instance_type != t.instance_type {
+    // An instance of a fallback type was launched while the template's type was sold
+    // out: it is the workspace's, not a change to make.
+    if i.instance_type != t.instance_type && !t.fallback_instance_types.contains(&i.instance_type) {
         let reason = format!("instance type {} → {}", i.instance_type, t.instance_type);
         return Some(action(ActionKind::Replace, Some(&i.id), reason));
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `prism` binary against the local AWS emulator.
 
 mod apply;
+mod capacity;
 mod chaos;
 mod docs;
 mod emulator;
