@@ -473,7 +473,7 @@ async fn a_rerun_right_after_a_zone_fallback_launches_no_duplicate() {
         let out = emu.prism(&["apply", "--yes", "--no-wait", path.to_str().unwrap()]);
         let text = stdout(&out);
         assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-        assert!(text.contains("trying us-west-2b"), "{text}");
+        assert!(text.contains("no capacity in us-west-2a, trying"), "{text}");
     }
     // Capacity comes back; the launches are still hidden from DescribeInstances.
     emu.post("/_prism/capacity", json!({"sold_out": []}));
