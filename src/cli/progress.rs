@@ -466,6 +466,35 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_says_who_got_a_fallback_type_and_why() {
+        let note = |w: &str| crate::engine::FallbackNote {
+            workspace: w.into(),
+            instance_type: "m5.xlarge".into(),
+            instead_of: "t3.xlarge".into(),
+            reason:
+                "t3.xlarge is sold out in every zone of us-west-2 (InsufficientInstanceCapacity)"
+                    .into(),
+        };
+        let r = Report {
+            fleet: "f".into(),
+            total: 3,
+            succeeded: 3,
+            launched: 3,
+            failed: vec![],
+            skipped: vec![],
+            not_started: 0,
+            confirmed_after_errors: vec![],
+            fallbacks: vec![note("f-01"), note("f-03")],
+            interrupted: false,
+            duration_s: 3.0,
+        };
+        assert_eq!(
+            summary_text(&r, "prism apply"),
+            "✅ All 3 workspaces launched successfully\nTotal time: 3s (avg 1.0s per workspace)\nLaunched as m5.xlarge instead of t3.xlarge: f-01, f-03 (t3.xlarge is sold out in every zone of us-west-2 (InsufficientInstanceCapacity))\n"
+        );
+    }
+
+    #[test]
     fn summary_of_a_clean_launch() {
         let r = Report {
             fleet: "f".into(),
