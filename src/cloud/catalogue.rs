@@ -81,7 +81,7 @@ pub const CATALOGUE: &[Entry] = &[
         "Insufficient capacity in {zone}",
         "AWS does not have enough {instance_type} capacity in {zone} right now: {message}",
         "prism remembers the sold-out type and zone for a few minutes, so that later launches avoid them, and launches in the region's other availability zones, then on the template's `fallback_instance_types`, each with its own ClientToken.",
-        "Wait a few minutes and run `prism apply` again, or list `fallback_instance_types` in the template (for example `[m5.xlarge, m6i.xlarge]`) so that prism can launch another type when this one is sold out.",
+        "Wait a few minutes and run `prism apply` again, or give the template (more) `fallback_instance_types`, for example `[m5.xlarge, m6i.xlarge]`, so that prism can launch another type when one is sold out.",
     ),
     entry(
         &["Unsupported"],

@@ -307,7 +307,9 @@ impl Context {
         let tried: Vec<String> = ladder
             .iter()
             .filter_map(|t| {
-                let zones = trail.sold_out.get(*t)?;
+                let mut zones = trail.sold_out.get(*t)?.clone();
+                zones.sort();
+                zones.dedup();
                 Some(format!("{t} in {}", zones.join(", ")))
             })
             .collect();
