@@ -213,12 +213,9 @@ async fn no_capacity_anywhere_fails_each_workspace_naming_every_zone_and_type() 
     let last = report.failed.last().unwrap();
     assert_eq!(last.class, Some(ErrorClass::Capacity));
     assert!(!last.reached_aws, "no call was made for it");
-    assert!(
-        last.message
-            .contains("t3.micro in us-west-2a, us-west-2b, us-west-2c")
-            || last.message.contains("t3.micro in us-west-2"),
-        "{}",
-        last.message
+    assert_eq!(
+        last.message,
+        "no capacity for t3.micro in us-west-2a, us-west-2b, us-west-2c; t3a.micro in us-west-2a, us-west-2b, us-west-2c, all marked sold out by earlier launches within 3m; no call was made"
     );
     let e = &last.explained;
     assert!(
