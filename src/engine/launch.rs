@@ -123,17 +123,7 @@ impl Context {
 
         // A noted token goes first whatever the marks say: AWS answers a token it has
         // seen with its instance, sold out or not.
-        let noted = self
-            .engine
-            .memory
-            .recall(&self.fleet, workspace, &self.digest)
-            .and_then(|n| {
-                let rung = match &n.instance_type {
-                    None => 0,
-                    Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
-                };
-                Some((rung, n.zone, n.incarnation))
-            });
+        let noted = self.noted(workspace, &ladder);
         if let Some((rung, zone, incarnation)) = &noted {
             let first = known && *rung == 0 && *zone == order[0] && *incarnation == 0;
             let t = Try {
@@ -180,6 +170,20 @@ impl Context {
             }
         }
         Err(StepError::Cloud(self.no_capacity(&ladder, trail)))
+    }
+
+    /// The (rung, zone, incarnation) of the token `workspace`'s latest launch sent, when
+    /// noted and its type is still on the ladder.
+    fn noted(&self, workspace: &str, ladder: &[&str]) -> Option<(usize, Option<String>, u32)> {
+        let n = self
+            .engine
+            .memory
+            .recall(&self.fleet, workspace, &self.digest)?;
+        let rung = match &n.instance_type {
+            None => 0,
+            Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
+        };
+        Some((rung, n.zone, n.incarnation))
     }
 
     /// Whether the pair of `t` may be tried now: not while marked sold out.
