@@ -250,6 +250,45 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every zone once, the first choice first; a numbered fleet of whole turns
+        /// puts as many first choices in each zone, and the workspaces of any one zone
+        /// spread over the others within one of each other.
+        #[test]
+        fn orders_are_permutations_that_spread(zones in 1usize..7, turns in 1u64..6, name in "[a-z]{1,8}") {
+            let list: Vec<String> = (0..zones).map(|i| format!("z{i}")).collect();
+            let named = zone_order("f", &format!("f-{name}"), &list);
+            let mut sorted = named.clone();
+            sorted.sort();
+            prop_assert_eq!(sorted, list.iter().cloned().map(Some).collect::<Vec<_>>());
+            prop_assert_eq!(named[0].clone(), Some(list[first_choice("f", &format!("f-{name}"), zones)].clone()));
+
+            let size = turns * zones as u64;
+            let orders: Vec<Vec<Option<String>>> = (1..=size)
+                .map(|n| zone_order("f", &format!("f-{n:02}"), &list))
+                .collect();
+            for z in &list {
+                let firsts = orders.iter().filter(|o| o[0].as_ref() == Some(z)).count() as u64;
+                prop_assert_eq!(firsts, turns);
+            }
+            if zones > 1 {
+                let displaced: Vec<&Option<String>> = orders
+                    .iter()
+                    .filter(|o| o[0].as_deref() == Some("z0"))
+                    .map(|o| &o[1])
+                    .collect();
+                let counts: Vec<usize> = list[1..]
+                    .iter()
+                    .map(|z| displaced.iter().filter(|d| d.as_deref() == Some(z.as_str())).count())
+                    .collect();
+                let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+                prop_assert!(hi - lo <= 1, "{:?}", counts);
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_mark_holds_for_its_ttl_then_the_pair_is_back_once() {
         let s = SoldOut::default();
