@@ -12,6 +12,8 @@ workspaces in five scenarios:
   sold-out    the region's first zone sold out for t3.micro: ICE answers, wall / clean
 Every row counts the workspaces up and the most instances any workspace got.
 
+BENCH_SCENARIOS picks scenarios by name (default: all four, comma-separated).
+
 Usage: bench_apply.py PRISM URL [AWS_CLI]
 """
 
@@ -55,6 +57,7 @@ FAULTS = [
      "message": "Request limit exceeded.", "probability": 0.2},
     {"action": "RunInstances", "code": "InternalError", "status": 500, "lost": True, "probability": 0.125},
 ]
+PICKED = os.environ.get("BENCH_SCENARIOS", "clean,aws-bucket,faults,sold-out").split(",")
 SCENARIOS = {
     "clean": {},
     "aws-bucket": {"throttle": True, "rate": 600, "burst": 20},
@@ -171,6 +174,8 @@ for n in SIZES:
     for tool, go in tools:
         clean = None
         for name, scenario in SCENARIOS.items():
+            if name not in PICKED:
+                continue
             r = go(n, name, scenario)
             clean = clean or r["wall"]
             row(tool, n, name, r, clean)

@@ -8,6 +8,8 @@
 //!     rate_per_minute: 2
 //!     burst_size: 5
 //!     adaptive: true
+//! capacity:
+//!   sold_out_ttl: 3m
 //! ```
 
 use std::path::PathBuf;
@@ -23,6 +25,16 @@ use crate::manifest::{Locator, Problem, RateLimitSpec, SourceFile, Span};
 pub struct UserConfig {
     #[serde(default)]
     pub rate_limiting: RateLimiting,
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+/// What prism does when AWS has no capacity.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    /// How long a sold-out (instance type, zone) is avoided, as a duration (`3m`).
+    pub sold_out_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,7 +70,8 @@ pub enum ConfigError {
 
 /// The keys each mapping of the settings file may hold, by JSON pointer.
 const KEYS: &[(&str, &[&str])] = &[
-    ("", &["rate_limiting"]),
+    ("", &["rate_limiting", "capacity"]),
+    ("/capacity", &["sold_out_ttl"]),
     ("/rate_limiting", &["workspace_launch"]),
     (
         "/rate_limiting/workspace_launch",
@@ -164,6 +177,18 @@ pub fn parse(path: &str, text: &str) -> Result<UserConfig, ConfigError> {
             None,
         ));
     }
+    if let Some(ttl) = &config.capacity.sold_out_ttl
+        && humantime::parse_duration(ttl).is_err()
+    {
+        let p = "/capacity/sold_out_ttl";
+        problems.push(src.problem(
+            loc.value(p),
+            p,
+            format!("sold_out_ttl must be a duration, not `{ttl}`"),
+            "not a duration",
+            Some("for example `sold_out_ttl: 3m` (or `90s`, `0s` to never remember)".into()),
+        ));
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -210,6 +235,17 @@ fn unknown_keys(
             Some(hint),
         ));
     }
+}
+
+/// How long a sold-out (instance type, zone) is avoided: the settings file's
+/// `capacity.sold_out_ttl`, else [`crate::engine::capacity::SOLD_OUT_TTL`] (3 minutes).
+pub fn sold_out_ttl(config: &UserConfig) -> std::time::Duration {
+    config
+        .capacity
+        .sold_out_ttl
+        .as_deref()
+        .and_then(|t| humantime::parse_duration(t).ok())
+        .unwrap_or(crate::engine::capacity::SOLD_OUT_TTL)
 }
 
 /// Launch pacing: each field from the manifest, else the settings file, else the
@@ -307,6 +343,32 @@ mod tests {
                 problems[0].message
             );
         }
+    }
+
+    #[test]
+    fn the_sold_out_ttl_is_a_located_duration() {
+        assert_eq!(
+            sold_out_ttl(&UserConfig::default()),
+            std::time::Duration::from_secs(180)
+        );
+        let c = parse("c.yaml", "capacity:\n  sold_out_ttl: 90s\n").unwrap();
+        assert_eq!(sold_out_ttl(&c), std::time::Duration::from_secs(90));
+        let Err(ConfigError::Invalid { problems, .. }) =
+            parse("c.yaml", "capacity:\n  sold_out_ttl: soon\n")
+        else {
+            panic!("not a duration");
+        };
+        assert_eq!((problems[0].line, problems[0].column), (2, 17));
+        assert!(problems[0].message.contains("must be a duration"));
+        let Err(ConfigError::Invalid { problems, .. }) =
+            parse("c.yaml", "capacity:\n  sold_out_tl: 1m\n")
+        else {
+            panic!("a typo");
+        };
+        assert_eq!(
+            problems[0].hint.as_deref(),
+            Some("did you mean `sold_out_ttl`?")
+        );
     }
 
     #[test]

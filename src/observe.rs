@@ -93,13 +93,16 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
     for i in running.iter().filter(on_demand) {
         *account_running.entry(i.instance_type.clone()).or_default() += 1;
     }
+    let fallbacks = &manifest.template.fallback_instance_types;
     let types: BTreeSet<String> = std::iter::once(manifest.template.instance_type.clone())
+        .chain(fallbacks.iter().cloned())
         .chain(instances.iter().map(|i| i.instance_type.clone()))
         .chain(account_running.keys().cloned())
         .collect();
     let types: Vec<String> = types.into_iter().collect();
 
     let classes: BTreeSet<&'static str> = std::iter::once(&manifest.template.instance_type)
+        .chain(fallbacks)
         .chain(instances.iter().map(|i| &i.instance_type))
         .map(|t| quota::on_demand_class(t).code)
         .collect();

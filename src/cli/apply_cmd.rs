@@ -138,6 +138,7 @@ pub async fn carry_out(
         crate::config::launch_rate(&manifest.rate_limit, &settings),
         super::launch_memory(global, cloud.region()),
     );
+    engine.set_sold_out_ttl(crate::config::sold_out_ttl(&settings));
     let mut job = Job::from_plan(manifest, &plan, &observed);
     job.skip = gate.over_quota;
     let opts = RunOptions {

@@ -77,6 +77,42 @@ fn by_other_runs(r: &Report) -> String {
     )
 }
 
+/// The lines about workspaces launched on a fallback type, one per type and reason.
+fn fallbacks(r: &Report) -> String {
+    /// The type launched, the template's, and why.
+    type Why<'a> = (&'a str, &'a str, &'a str);
+    let mut groups: Vec<(Why<'_>, Vec<&str>)> = Vec::new();
+    for f in &r.fallbacks {
+        let key = (
+            f.instance_type.as_str(),
+            f.instead_of.as_str(),
+            f.reason.as_str(),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&f.workspace),
+            None => groups.push((key, vec![&f.workspace])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((to, from, why), names)| {
+            format!(
+                "Launched as {to} instead of {from}: {} ({why})\n",
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// What a capacity answer says of a (type, zone).
+fn unavailable_words(code: &str) -> &'static str {
+    if code == "Unsupported" {
+        "is not offered in"
+    } else {
+        "is sold out in"
+    }
+}
+
 /// `n thing` or `n things`.
 fn count(n: usize, thing: &str) -> String {
     format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
@@ -106,6 +142,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         out.push_str(&format!("✅ {what}\nTotal time: {}{avg}\n", human(took)));
         out.push_str(&confirmed(r));
         out.push_str(&by_other_runs(r));
+        out.push_str(&fallbacks(r));
         return out;
     }
     // ❌ is for failures: a run that only held back or skipped work is a warning.
@@ -156,6 +193,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     }
     out.push_str(&confirmed(r));
     out.push_str(&by_other_runs(r));
+    out.push_str(&fallbacks(r));
     if r.interrupted {
         out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
@@ -251,6 +289,31 @@ impl Lines {
                 "⚠ {workspace}: no capacity in {}, trying {next_zone}…",
                 availability_zone.as_deref().unwrap_or("the zone AWS chose")
             )),
+            Event::ZoneUnavailable {
+                instance_type,
+                availability_zone,
+                code,
+                for_s,
+                workspace,
+            } => Some(format!(
+                "⚠ {instance_type} {} {availability_zone} ({code}{}): launches avoid it for {}",
+                unavailable_words(code),
+                if workspace.is_some() { "" } else { ", found by an earlier run" },
+                secs(*for_s)
+            )),
+            Event::ZoneAvailable {
+                instance_type,
+                availability_zone,
+            } => Some(format!(
+                "  {instance_type} in {availability_zone} is tried again: its sold-out mark ran out"
+            )),
+            Event::TypeFallback {
+                workspace,
+                instance_type,
+                next_instance_type,
+            } => Some(format!(
+                "⚠ {workspace}: no zone has {instance_type} capacity, trying {next_instance_type}…"
+            )),
             Event::Launched {
                 workspace,
                 instance_id,
@@ -316,6 +379,18 @@ impl Lines {
         }
         if let Some(wait) = wait {
             parts.push(format!("⏳ next launch in {}", secs(wait)));
+        }
+        if !self.progress.sold_out.is_empty() {
+            let pairs: Vec<String> = self
+                .progress
+                .sold_out
+                .iter()
+                .filter(|s| s.until_s > now)
+                .map(|s| format!("{} in {}", s.instance_type, s.availability_zone))
+                .collect();
+            if !pairs.is_empty() {
+                parts.push(format!("sold out: {}", pairs.join(", ")));
+            }
         }
         parts.join(" · ")
     }
@@ -414,6 +489,36 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_says_who_got_a_fallback_type_and_why() {
+        let note = |w: &str| crate::engine::FallbackNote {
+            workspace: w.into(),
+            instance_type: "m5.xlarge".into(),
+            instead_of: "t3.xlarge".into(),
+            reason:
+                "t3.xlarge is sold out in every zone of us-west-2 (InsufficientInstanceCapacity)"
+                    .into(),
+        };
+        let r = Report {
+            fleet: "f".into(),
+            total: 3,
+            succeeded: 3,
+            launched: 3,
+            failed: vec![],
+            skipped: vec![],
+            not_started: 0,
+            confirmed_after_errors: vec![],
+            launched_by_other_runs: vec![],
+            fallbacks: vec![note("f-01"), note("f-03")],
+            interrupted: false,
+            duration_s: 3.0,
+        };
+        assert_eq!(
+            summary_text(&r, "prism apply"),
+            "✅ All 3 workspaces launched successfully\nTotal time: 3s (avg 1.0s per workspace)\nLaunched as m5.xlarge instead of t3.xlarge: f-01, f-03 (t3.xlarge is sold out in every zone of us-west-2 (InsufficientInstanceCapacity))\n"
+        );
+    }
+
+    #[test]
     fn summary_of_a_clean_launch() {
         let r = Report {
             fleet: "f".into(),
@@ -425,6 +530,7 @@ mod tests {
             not_started: 0,
             confirmed_after_errors: vec![],
             launched_by_other_runs: vec![],
+            fallbacks: vec![],
             interrupted: false,
             duration_s: 67.2,
         };
@@ -446,6 +552,7 @@ mod tests {
             not_started: 0,
             confirmed_after_errors: vec![],
             launched_by_other_runs: vec!["f-02".into(), "f-03".into()],
+            fallbacks: vec![],
             interrupted: false,
             duration_s: 3.0,
         };

@@ -62,6 +62,7 @@ impl Connector for Engines {
             })
             .clone();
         engine.set_launch_rate(rate);
+        engine.set_sold_out_ttl(crate::config::sold_out_ttl(&self.settings));
         Ok(engine)
     }
 

@@ -53,6 +53,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
         crate::config::launch_rate(&manifest.rate_limit, &config),
         super::launch_memory(global, cloud.region()),
     );
+    engine.set_sold_out_ttl(crate::config::sold_out_ttl(&config));
     let opts = WatchOptions {
         resync: args.resync,
         once: args.once,

@@ -80,8 +80,16 @@ pub const CATALOGUE: &[Entry] = &[
         Some(ErrorClass::Capacity),
         "Insufficient capacity in {zone}",
         "AWS does not have enough {instance_type} capacity in {zone} right now: {message}",
-        "prism retries in the region's other availability zones, each with its own ClientToken.",
-        "Wait and run `prism apply` again, or choose another instance type in the template.",
+        "prism remembers the sold-out type and zone for a few minutes, so that later launches avoid them, and launches in the region's other availability zones, then on the template's `fallback_instance_types`, each with its own ClientToken.",
+        "Wait a few minutes and run `prism apply` again, or give the template (more) `fallback_instance_types`, for example `[m5.xlarge, m6i.xlarge]`, so that prism can launch another type when one is sold out.",
+    ),
+    entry(
+        &["Unsupported"],
+        Some(ErrorClass::Capacity),
+        "Not offered in {zone}",
+        "AWS does not offer {instance_type} (or this configuration of it) in {zone}: {message}",
+        "prism remembers the type and zone as unavailable for a few minutes, so that later launches avoid them, and launches in the region's other availability zones, then on the template's `fallback_instance_types`, each with its own ClientToken.",
+        "`aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values={instance_type} --region {region}` lists the zones that offer the type; list `fallback_instance_types` in the template, or choose a type offered in every zone.",
     ),
     entry(
         &["VcpuLimitExceeded"],

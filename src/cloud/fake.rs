@@ -34,6 +34,9 @@ pub struct FakeCloud {
     pub calls: Mutex<BTreeMap<&'static str, usize>>,
     /// Errors answered after the call took effect (a lost answer), per API name.
     pub lost: Mutex<BTreeMap<&'static str, Vec<CloudError>>>,
+    /// (instance type, zone) pairs without capacity: RunInstances there answers
+    /// InsufficientInstanceCapacity. A launch without a zone goes to the first zone.
+    pub sold_out: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// When each RunInstances call came (tokio's clock), with its workspace tag.
     pub launch_calls: Mutex<Vec<(tokio::time::Instant, String)>>,
 }
@@ -223,12 +226,33 @@ impl Cloud for FakeCloud {
             }
             return Ok(known);
         }
+        let zone = spec
+            .availability_zone
+            .clone()
+            .or_else(|| self.zones.first().cloned());
+        if let Some(z) = &zone
+            && self
+                .sold_out
+                .lock()
+                .unwrap()
+                .contains(&(spec.instance_type.clone(), z.clone()))
+        {
+            return Err(CloudError::service(
+                "RunInstances",
+                Some("InsufficientInstanceCapacity"),
+                format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
+                    spec.instance_type
+                ),
+                Some(500),
+            ));
+        }
         let instance = Instance {
             id: format!("i-{:08x}", all.len() + 1),
             instance_type: spec.instance_type.clone(),
             image_id: spec.image_id.clone(),
             state: InstanceState::Pending,
-            availability_zone: spec.availability_zone.clone(),
+            availability_zone: zone,
             launch_time: Some(0),
             tags: spec.tags.clone(),
             lifecycle: None,

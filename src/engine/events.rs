@@ -44,6 +44,8 @@ pub enum Event {
         workspace: String,
         attempt: u32,
         availability_zone: Option<String>,
+        /// The type launched: the template's, or one of its fallback types.
+        instance_type: String,
     },
     /// A call failed and will be tried again.
     Retrying {
@@ -59,6 +61,30 @@ pub enum Event {
         workspace: String,
         availability_zone: Option<String>,
         next_zone: String,
+    },
+    /// An instance type is sold out (or not offered) in a zone: every launch of the
+    /// engine avoids the pair for `for_s` seconds.
+    ZoneUnavailable {
+        instance_type: String,
+        availability_zone: String,
+        /// AWS's answer: InsufficientInstanceCapacity, Unsupported, ….
+        code: String,
+        for_s: f64,
+        /// The launch that met the answer; None for a mark already in force when the
+        /// run began (made by an earlier run of the same engine).
+        workspace: Option<String>,
+    },
+    /// A sold-out mark ran out: the pair is tried again.
+    ZoneAvailable {
+        instance_type: String,
+        availability_zone: String,
+    },
+    /// The type is sold out in every zone: the workspace moves to the template's next
+    /// fallback type.
+    TypeFallback {
+        workspace: String,
+        instance_type: String,
+        next_instance_type: String,
     },
     /// An instance was launched for a workspace.
     Launched {

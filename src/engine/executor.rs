@@ -34,6 +34,17 @@ pub struct FailureNote {
     pub explained: crate::errors::Explained,
 }
 
+/// One workspace launched on a fallback type, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FallbackNote {
+    pub workspace: String,
+    /// The type it was launched as.
+    pub instance_type: String,
+    /// The template's own type.
+    pub instead_of: String,
+    pub reason: String,
+}
+
 /// One workspace whose action was not carried out, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SkipNote {
@@ -64,6 +75,9 @@ pub struct Report {
     /// same ClientToken: AWS answered this run with it. Not counted as launched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launched_by_other_runs: Vec<String>,
+    /// Workspaces launched on one of the template's fallback types, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackNote>,
     pub interrupted: bool,
     pub duration_s: f64,
 }
@@ -116,6 +130,9 @@ pub(crate) async fn execute(
         cancel.clone(),
         launches,
     ));
+    if launches > 0 && ctx.recipe.is_some() {
+        ctx.prepare_launches().await;
+    }
 
     let slots = Arc::new(Semaphore::new(opts.parallelism.max(1)));
     let mut tasks = JoinSet::new();
@@ -166,6 +183,11 @@ pub(crate) async fn execute(
     report.confirmed_after_errors = confirmed;
     report.launched_by_other_runs = ctx.launched_by_others();
     report.launched -= report.launched_by_other_runs.len().min(report.launched);
+    report.fallbacks =
+        std::mem::take(&mut *ctx.fallbacks.lock().unwrap_or_else(|e| e.into_inner()));
+    report
+        .fallbacks
+        .sort_by(|a, b| a.workspace.cmp(&b.workspace));
     events.emit(Event::Summary(report.clone()));
     report
 }
@@ -188,6 +210,7 @@ fn report(
         not_started,
         confirmed_after_errors: vec![],
         launched_by_other_runs: vec![],
+        fallbacks: vec![],
         interrupted,
         duration_s: elapsed.as_secs_f64(),
     };

@@ -1,15 +1,17 @@
 //! Where each workspace's latest launch went, for a rerun that comes before AWS shows it.
 //!
-//! ClientTokens are zonal: a launch that fell back to another zone used that zone's
-//! token. A rerun right after it, while DescribeInstances still lags, plans the
-//! workspace again and would send the first-choice token, which AWS has never seen:
-//! a second instance. So before each launch call prism notes the zone and incarnation
-//! of the token it sends, and the next launch of that workspace sends that token
-//! first. The note is kept in memory for a long-running process and, for reruns of
-//! the CLI, in a small file that expires entries well past AWS's consistency lag.
+//! ClientTokens are zonal, and each instance type has its own: a launch that fell back
+//! to another zone, or to a fallback type, used that zone's and type's token. A rerun
+//! right after it, while DescribeInstances still lags, plans the workspace again and
+//! would send the first-choice token, which AWS has never seen: a second instance. So
+//! before each launch call prism notes the zone, type and incarnation of the token it
+//! sends, and the next launch of that workspace sends that token first. The note is
+//! kept in memory for a long-running process and, for reruns of the CLI, in a small
+//! file that expires entries well past AWS's consistency lag.
 //!
-//! A launch with AWS's choice of zone and the first incarnation needs no note: a
-//! rerun sends that token anyway. Its note is removed instead.
+//! A launch with the workspace's first choice (its first zone, the template's own
+//! type, the first incarnation) needs no note: a rerun sends that token anyway. Its
+//! note is removed instead.
 //!
 //! The file also says who sent each token first. Two runs at once on one machine both
 //! launch a workspace with the same token; AWS starts one instance and answers both
@@ -33,6 +35,9 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
 pub struct LastLaunch {
     /// The zone asked for; None when AWS chose.
     pub zone: Option<String>,
+    /// The fallback type launched; None for the template's own type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
     pub incarnation: u32,
     /// What was launched: a changed spec has other tokens, so the note no longer applies.
     pub spec_digest: String,
@@ -48,6 +53,15 @@ pub struct Sent {
     /// Milliseconds since the epoch when the call was made.
     pub at_ms: u64,
     pub instance_id: String,
+}
+
+/// Which token a launch sends, besides the fleet, the workspace and the template.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenChoice {
+    pub zone: Option<String>,
+    /// The fallback type; None for the template's own type.
+    pub instance_type: Option<String>,
+    pub incarnation: u32,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -162,30 +176,31 @@ impl LaunchMemory {
             .then(|| note.clone())
     }
 
-    /// Notes the token about to be sent for `workspace`. Called before the call, so a
-    /// crash or a lost answer cannot lose the note.
+    /// Notes the token about to be sent for `workspace` (`spec_digest` is the
+    /// template's), or with None that it is the first choice, which needs no note.
+    /// Called before the call, so a crash or a lost answer cannot lose the note.
     pub fn remember(
         &self,
         fleet: &str,
         workspace: &str,
         spec_digest: &str,
-        zone: Option<&str>,
-        incarnation: u32,
+        token: Option<&TokenChoice>,
     ) {
         let k = key(fleet, workspace);
-        let note = (zone.is_some() || incarnation > 0).then(|| LastLaunch {
-            zone: zone.map(str::to_string),
-            incarnation,
+        let note = token.map(|t| LastLaunch {
+            zone: t.zone.clone(),
+            instance_type: t.instance_type.clone(),
+            incarnation: t.incarnation,
             spec_digest: spec_digest.to_string(),
             at: now(),
         });
         {
             let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
             let unchanged = match &note {
-                Some(n) => notes
-                    .launches
-                    .get(&k)
-                    .is_some_and(|m| m.zone == n.zone && m.incarnation == n.incarnation),
+                Some(n) => notes.launches.get(&k).is_some_and(|m| {
+                    (&m.zone, &m.instance_type, m.incarnation)
+                        == (&n.zone, &n.instance_type, n.incarnation)
+                }),
                 None => !notes.launches.contains_key(&k),
             };
             match &note {
@@ -297,18 +312,34 @@ fn update(
 mod tests {
     use super::*;
 
+    fn choice(zone: &str, instance_type: Option<&str>, incarnation: u32) -> TokenChoice {
+        TokenChoice {
+            zone: Some(zone.into()),
+            instance_type: instance_type.map(str::to_string),
+            incarnation,
+        }
+    }
+
     #[test]
     fn a_fallback_zone_is_recalled_and_the_default_is_not_noted() {
         let m = LaunchMemory::in_memory();
-        m.remember("f", "f-01", "d", None, 0);
+        m.remember("f", "f-01", "d", None);
         assert_eq!(m.recall("f", "f-01", "d"), None);
-        m.remember("f", "f-01", "d", Some("us-west-2b"), 0);
+        m.remember("f", "f-01", "d", Some(&choice("us-west-2b", None, 0)));
         let n = m.recall("f", "f-01", "d").expect("noted");
         assert_eq!((n.zone.as_deref(), n.incarnation), (Some("us-west-2b"), 0));
         assert_eq!(m.recall("f", "f-01", "other spec"), None);
         assert_eq!(m.recall("f", "f-02", "d"), None);
-        // A later launch with AWS's choice replaces the note.
-        m.remember("f", "f-01", "d", None, 0);
+        m.remember(
+            "f",
+            "f-01",
+            "d",
+            Some(&choice("us-west-2a", Some("m5.large"), 0)),
+        );
+        let n = m.recall("f", "f-01", "d").expect("noted");
+        assert_eq!(n.instance_type.as_deref(), Some("m5.large"));
+        // A later launch with the first choice replaces the note.
+        m.remember("f", "f-01", "d", None);
         assert_eq!(m.recall("f", "f-01", "d"), None);
     }
 
@@ -316,7 +347,12 @@ mod tests {
     fn notes_in_a_file_reach_another_process_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("launches/us-west-2.json");
-        LaunchMemory::in_file(path.clone()).remember("f", "f-01", "d", Some("us-west-2c"), 2);
+        LaunchMemory::in_file(path.clone()).remember(
+            "f",
+            "f-01",
+            "d",
+            Some(&choice("us-west-2c", None, 2)),
+        );
         let other = LaunchMemory::in_file(path.clone());
         let n = other.recall("f", "f-01", "d").expect("read from the file");
         assert_eq!((n.zone.as_deref(), n.incarnation), (Some("us-west-2c"), 2));
@@ -324,7 +360,7 @@ mod tests {
         let mut stale = LaunchMemory::in_file(path.clone());
         stale.ttl = Duration::ZERO;
         assert_eq!(stale.recall("f", "f-01", "d"), None, "expired");
-        stale.remember("f", "f-02", "d", Some("us-west-2a"), 0);
+        stale.remember("f", "f-02", "d", Some(&choice("us-west-2a", None, 0)));
         let kept: Notes = read(&path).unwrap();
         assert_eq!(
             kept.launches.keys().collect::<Vec<_>>(),

@@ -7,10 +7,12 @@
 //! run takes a [`Job`] (the actions, and what a launch needs) and gives back a [`Run`]:
 //! the event stream, a way to cancel, and the final [`Report`].
 
+pub mod capacity;
 pub mod clock;
 pub mod events;
 mod executor;
 pub mod gate;
+mod launch;
 pub mod limiter;
 pub mod memory;
 pub mod progress;
@@ -31,13 +33,14 @@ use crate::cloud::{Cloud, LaunchSpec};
 use crate::manifest::{DesiredState, Manifest, RetryPolicy};
 use crate::observe::{ImageResolution, Observed};
 use crate::plan::{Action, Plan};
+use capacity::SoldOut;
 use clock::Bucket;
 use events::{Event, Events, Stamped};
 use limiter::Limiter;
 pub use limiter::RateSettings;
 use memory::LaunchMemory;
 
-pub use executor::{FailureNote, Report, SkipNote};
+pub use executor::{FailureNote, FallbackNote, Report, SkipNote};
 pub use progress::Progress;
 
 /// Carries out jobs in one account and region; share it (`Arc`) between runs.
@@ -47,6 +50,8 @@ pub struct Engine {
     pub(crate) start: Bucket,
     pub(crate) mutate: Bucket,
     pub(crate) memory: Arc<LaunchMemory>,
+    /// Sold-out (instance type, zone) pairs, avoided by every launch of every run.
+    pub(crate) sold_out: SoldOut,
 }
 
 impl std::fmt::Debug for Engine {
@@ -73,7 +78,20 @@ impl Engine {
             start: limiter::fixed(2, 5),
             mutate: limiter::fixed(5, 50),
             memory,
+            sold_out: SoldOut::default(),
         })
+    }
+
+    /// How long a sold-out (instance type, zone) is avoided: [`capacity::SOLD_OUT_TTL`]
+    /// unless set.
+    pub fn sold_out_ttl(&self) -> Duration {
+        self.sold_out.ttl()
+    }
+
+    /// Changes how long a sold-out (instance type, zone) is avoided, for marks made
+    /// from now on.
+    pub fn set_sold_out_ttl(&self, ttl: Duration) {
+        self.sold_out.set_ttl(ttl);
     }
 
     /// The cloud every run calls.
@@ -129,6 +147,8 @@ pub struct Recipe {
     /// each launch adds its zone, tags and ClientToken. Err: why nothing can be
     /// launched (the image did not resolve).
     pub spec: Result<LaunchSpec, String>,
+    /// Types launched, in order, when the spec's type is sold out in every zone.
+    pub fallback_types: Vec<String>,
 }
 
 impl Recipe {
@@ -155,6 +175,7 @@ impl Recipe {
                     .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
                 hibernation: t.hibernation,
             }),
+            fallback_types: t.fallback_instance_types.clone(),
         }
     }
 }
@@ -296,5 +317,7 @@ impl Run {
     }
 }
 
+#[cfg(test)]
+mod capacity_tests;
 #[cfg(test)]
 mod tests;

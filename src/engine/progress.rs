@@ -67,6 +67,8 @@ pub struct WorkspaceProgress {
     pub state: WorkspaceState,
     pub instance_id: Option<String>,
     pub availability_zone: Option<String>,
+    /// The type of its latest launch call: the template's, or a fallback type.
+    pub instance_type: Option<String>,
     /// Calls made for it so far (retries included).
     pub attempts: u32,
     /// Why it failed, from the error catalogue.
@@ -86,6 +88,17 @@ pub struct Totals {
     pub not_started: usize,
 }
 
+/// An instance type sold out (or not offered) in a zone, avoided by every launch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SoldOut {
+    pub instance_type: String,
+    pub availability_zone: String,
+    /// AWS's answer that marked it.
+    pub code: String,
+    /// Until when (seconds since the run began) launches avoid it.
+    pub until_s: f64,
+}
+
 /// Where a run stands.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Progress {
@@ -99,6 +112,8 @@ pub struct Progress {
     pub limiter_wait_s: Option<f64>,
     /// Estimated time until the last launch is made, from `elapsed_s`.
     pub eta_s: Option<f64>,
+    /// (type, zone) pairs launches avoid now, by type then zone.
+    pub sold_out: Vec<SoldOut>,
     /// The run was cancelled: actions in flight finish, no new ones start.
     pub interrupted: bool,
     /// The run is over; its report.
@@ -135,6 +150,7 @@ impl Progress {
                         state: WorkspaceState::Queued,
                         instance_id: None,
                         availability_zone: None,
+                        instance_type: None,
                         attempts: 0,
                         failure: None,
                         skip_reason: None,
@@ -157,11 +173,49 @@ impl Progress {
                 workspace,
                 attempt,
                 availability_zone,
+                instance_type,
             } => {
                 if let Some(w) = self.workspaces.get_mut(workspace) {
                     w.state = WorkspaceState::Launching;
                     w.attempts = w.attempts.max(*attempt);
                     w.availability_zone.clone_from(availability_zone);
+                    w.instance_type = Some(instance_type.clone());
+                }
+            }
+            Event::ZoneUnavailable {
+                instance_type,
+                availability_zone,
+                code,
+                for_s,
+                ..
+            } => {
+                self.sold_out.retain(|s| {
+                    (&s.instance_type, &s.availability_zone) != (instance_type, availability_zone)
+                });
+                self.sold_out.push(SoldOut {
+                    instance_type: instance_type.clone(),
+                    availability_zone: availability_zone.clone(),
+                    code: code.clone(),
+                    until_s: now + for_s,
+                });
+                self.sold_out.sort_by(|a, b| {
+                    (&a.instance_type, &a.availability_zone)
+                        .cmp(&(&b.instance_type, &b.availability_zone))
+                });
+            }
+            Event::ZoneAvailable {
+                instance_type,
+                availability_zone,
+            } => self.sold_out.retain(|s| {
+                (&s.instance_type, &s.availability_zone) != (instance_type, availability_zone)
+            }),
+            Event::TypeFallback {
+                workspace,
+                next_instance_type,
+                ..
+            } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.instance_type = Some(next_instance_type.clone());
                 }
             }
             Event::Retrying {
@@ -377,7 +431,52 @@ mod tests {
                 Event::Launching {
                     workspace: "cs-01".into(),
                     attempt: 1,
-                    availability_zone: None,
+                    availability_zone: Some("us-west-2a".into()),
+                    instance_type: "t3.micro".into(),
+                },
+            ),
+            at(
+                0.2,
+                Event::ZoneUnavailable {
+                    instance_type: "t3.micro".into(),
+                    availability_zone: "us-west-2a".into(),
+                    code: "InsufficientInstanceCapacity".into(),
+                    for_s: 180.0,
+                    workspace: Some("cs-01".into()),
+                },
+            ),
+            at(
+                0.2,
+                Event::ZoneUnavailable {
+                    instance_type: "t3.micro".into(),
+                    availability_zone: "us-west-2b".into(),
+                    code: "InsufficientInstanceCapacity".into(),
+                    for_s: 180.0,
+                    workspace: Some("cs-01".into()),
+                },
+            ),
+            at(
+                0.3,
+                Event::TypeFallback {
+                    workspace: "cs-01".into(),
+                    instance_type: "t3.micro".into(),
+                    next_instance_type: "t3a.micro".into(),
+                },
+            ),
+            at(
+                0.3,
+                Event::Launching {
+                    workspace: "cs-01".into(),
+                    attempt: 1,
+                    availability_zone: Some("us-west-2a".into()),
+                    instance_type: "t3a.micro".into(),
+                },
+            ),
+            at(
+                0.4,
+                Event::ZoneAvailable {
+                    instance_type: "t3.micro".into(),
+                    availability_zone: "us-west-2b".into(),
                 },
             ),
             at(

@@ -1,4 +1,5 @@
-//! One action on one workspace: its calls, their retries, and the zone fallback.
+//! One action on one workspace: its calls and their retries. Where a launch goes
+//! (zones, fallback types, ClientTokens) is in `launch.rs`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,17 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock;
 use super::events::{Event, Events};
-use super::executor::FailureNote;
+use super::executor::{FailureNote, FallbackNote};
 use super::limiter::Limiter;
-use super::token::{client_token, spec_digest};
-use crate::cloud::{Cloud, CloudError, ErrorClass, Instance, LaunchSpec, tags};
+use super::token::spec_digest;
+use crate::cloud::{Cloud, CloudError, ErrorClass, LaunchSpec, tags};
 use crate::engine::{Engine, Job, Recipe, RunOptions};
 use crate::manifest::{DesiredState, RetryPolicy};
 use crate::plan::{Action, ActionKind};
 use crate::retry::Attempts;
-
-/// How far a token walks past terminated incarnations before giving up.
-const MAX_INCARNATIONS: u32 = 20;
 
 /// How an action ended.
 #[derive(Debug, Clone)]
@@ -70,17 +68,22 @@ pub struct Context {
     pub events: Events,
     pub cancel: CancellationToken,
     pub skip: BTreeMap<String, String>,
-    recipe: Option<Recipe>,
-    zones: OnceCell<Vec<String>>,
+    pub(super) recipe: Option<Recipe>,
+    /// The region's zones, read once per run before the first launch; None when they
+    /// could not be read (launches then let AWS choose).
+    pub(super) zones: OnceCell<Option<Vec<String>>>,
+    /// Workspaces launched on a fallback type, and why.
+    pub(super) fallbacks: std::sync::Mutex<Vec<FallbackNote>>,
     /// The launch limiter when the run began; the engine's, shared with other runs.
     launch: Option<Arc<Limiter>>,
     retry: RetryPolicy,
     /// Until when throttled calls are retried.
     throttle_deadline: Instant,
     launches_left: AtomicUsize,
-    digest: String,
+    /// The template's spec digest: the key of the launch notes.
+    pub(super) digest: String,
     /// Workspace and ClientToken of each launch this run made.
-    sent: std::sync::Mutex<Vec<(String, String)>>,
+    pub(super) sent: std::sync::Mutex<Vec<(String, String)>>,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
 }
@@ -112,6 +115,7 @@ impl Context {
             skip: job.skip,
             recipe: job.recipe,
             zones: OnceCell::new(),
+            fallbacks: std::sync::Mutex::new(Vec::new()),
             retry: opts.retry.clone(),
             throttle_deadline: Instant::now() + opts.throttle_deadline,
             launches_left: AtomicUsize::new(launches),
@@ -122,7 +126,7 @@ impl Context {
     }
 
     /// The spec to launch from, or why there is none.
-    fn template(&self) -> Result<&LaunchSpec, String> {
+    pub(super) fn template(&self) -> Result<&LaunchSpec, String> {
         match &self.recipe {
             Some(r) => r.spec.as_ref().map_err(Clone::clone),
             None => Err("the job has no launch recipe".into()),
@@ -276,145 +280,6 @@ impl Context {
             });
         }
     }
-
-    async fn zones(&self) -> Result<&Vec<String>, StepError> {
-        self.zones
-            .get_or_try_init(|| async {
-                self.call("", Pace::None, &mut false, |_| {
-                    self.cloud.availability_zones()
-                })
-                .await
-            })
-            .await
-    }
-
-    fn spec(
-        &self,
-        template: &LaunchSpec,
-        workspace: &str,
-        zone: Option<&str>,
-        incarnation: u32,
-    ) -> LaunchSpec {
-        let recipe = self.recipe.as_ref();
-        let mut spec = template.clone();
-        spec.availability_zone = zone.map(str::to_string);
-        spec.tags = BTreeMap::from([
-            (tags::FLEET.to_string(), self.fleet.clone()),
-            (tags::WORKSPACE.to_string(), workspace.to_string()),
-            (
-                tags::PROJECT.to_string(),
-                recipe.map(|r| r.project.clone()).unwrap_or_default(),
-            ),
-            (
-                tags::TEMPLATE.to_string(),
-                recipe.map(|r| r.template.clone()).unwrap_or_default(),
-            ),
-            (tags::NAME.to_string(), workspace.to_string()),
-        ]);
-        spec.client_token = client_token(
-            &self.fleet,
-            workspace,
-            &spec_digest(&spec),
-            zone,
-            incarnation,
-        );
-        spec
-    }
-
-    /// Launches `workspace`: where its latest launch went when that is remembered,
-    /// else AWS's choice of zone first; then each zone of the region while AWS has no
-    /// capacity.
-    async fn launch(&self, workspace: &str, prepaid: &mut bool) -> Result<Instance, StepError> {
-        let last = self
-            .engine
-            .memory
-            .recall(&self.fleet, workspace, &self.digest);
-        let (mut zone, mut incarnation) = last.map_or((None, 0), |l| (l.zone, l.incarnation));
-        let mut tried: Vec<String> = vec![];
-        loop {
-            match self
-                .launch_in(workspace, zone.as_deref(), incarnation, prepaid)
-                .await
-            {
-                Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
-                    tried.extend(zone.clone());
-                    let zones = self.zones().await?;
-                    let Some(next) = zones.iter().find(|z| !tried.contains(z)) else {
-                        return Err(StepError::Cloud(e));
-                    };
-                    self.events.emit(Event::ZoneFull {
-                        workspace: workspace.to_string(),
-                        availability_zone: zone.clone(),
-                        next_zone: next.clone(),
-                    });
-                    zone = Some(next.clone());
-                    incarnation = 0;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn launch_in(
-        &self,
-        workspace: &str,
-        zone: Option<&str>,
-        first_incarnation: u32,
-        prepaid: &mut bool,
-    ) -> Result<Instance, StepError> {
-        let template = self.template().map_err(|reason| {
-            StepError::Cloud(CloudError::service(
-                "RunInstances",
-                Some("ImageUnresolved"),
-                reason,
-                None,
-            ))
-        })?;
-        let mut last = None;
-        for incarnation in first_incarnation..MAX_INCARNATIONS {
-            let spec = self.spec(template, workspace, zone, incarnation);
-            self.engine
-                .memory
-                .remember(&self.fleet, workspace, &self.digest, zone, incarnation);
-            let sent_at = super::memory::now_ms();
-            let result = self
-                .call(workspace, Pace::Launch, prepaid, |attempt| {
-                    self.events.emit(Event::Launching {
-                        workspace: workspace.to_string(),
-                        attempt,
-                        availability_zone: spec.availability_zone.clone(),
-                    });
-                    self.cloud.run_instance(&spec)
-                })
-                .await;
-            if let Ok(instance) = &result {
-                self.engine
-                    .memory
-                    .sent(&spec.client_token, sent_at, &instance.id);
-                self.sent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((workspace.to_string(), spec.client_token.clone()));
-            }
-            match result {
-                // That token's instance was terminated: the next incarnation's token.
-                Err(StepError::Cloud(e))
-                    if e.code.as_deref() == Some("IdempotentInstanceTerminated") =>
-                {
-                    last = Some(e);
-                }
-                other => return other,
-            }
-        }
-        Err(StepError::Cloud(last.unwrap_or_else(|| {
-            CloudError::service(
-                "RunInstances",
-                Some("IdempotentInstanceTerminated"),
-                format!("every ClientToken of {workspace} was used by a terminated instance"),
-                None,
-            )
-        })))
-    }
 }
 
 impl Context {
@@ -487,7 +352,7 @@ pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
         code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
         message: e.message.clone(),
         class: Some(e.class),
-        explained: crate::errors::explain(e, &ctx.errors),
+        explained: crate::errors::explain(e, &ctx.explain_context(e)),
     };
     ctx.events.emit(Event::Failed {
         workspace: note.workspace.clone(),

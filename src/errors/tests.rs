@@ -144,6 +144,7 @@ fn every_code_aws_retries_has_an_entry_with_its_class() {
                 "InsufficientCapacity",
                 "InsufficientHostCapacity",
                 "InsufficientReservedInstanceCapacity",
+                "Unsupported",
             ][..],
         ),
     ];

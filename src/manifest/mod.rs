@@ -67,6 +67,9 @@ pub struct Template {
     pub name: String,
     pub image: ImageRef,
     pub instance_type: String,
+    /// Types launched, in order, when `instance_type` is sold out in every zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_instance_types: Vec<String>,
     pub root_volume_gb: Option<u32>,
     pub user_data: Option<String>,
     pub hibernation: bool,
@@ -200,5 +203,42 @@ mod tests {
         assert_eq!(names[0], "lab-01");
         assert_eq!(names[98], "lab-99");
         assert_eq!(names[99], "lab-100");
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use std::path::Path;
+
+    #[test]
+    fn fallback_types_are_other_types_each_listed_once_and_located() {
+        let text = "name: cs\nproject: p\ntemplate: t\ncount: 1\ntemplates:\n  t:\n    image: ami-1\n    instance_type: t3.micro\n    fallback_instance_types: [t3a.micro, t3.micro, t3a.micro]\n";
+        let Err(super::ManifestError::Invalid { problems, .. }) =
+            super::parse(Path::new("c.yaml"), text)
+        else {
+            panic!("refused");
+        };
+        let got: Vec<(usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (9, "`t3.micro` is template `t`'s own instance type"),
+                (
+                    9,
+                    "`t3a.micro` is listed twice in `fallback_instance_types`"
+                )
+            ]
+        );
+        assert_eq!(problems[0].column, 42);
+
+        let ok = text.replace(", t3.micro, t3a.micro]", ", m5.large]");
+        let m = super::parse(Path::new("c.yaml"), &ok).unwrap();
+        assert_eq!(
+            m.template.fallback_instance_types,
+            ["t3a.micro", "m5.large"]
+        );
     }
 }

@@ -126,6 +126,11 @@ pub struct RawTemplate {
     /// EC2 instance type, such as `t3.xlarge`.
     #[schemars(length(min = 1))]
     pub instance_type: String,
+    /// Types to launch, in order, when `instance_type` is sold out in every zone of
+    /// the region, such as `[m5.xlarge, m6i.xlarge]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10), inner(length(min = 1)))]
+    pub fallback_instance_types: Option<Vec<String>>,
     /// Size of the root volume in GiB; default the image's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16384))]

@@ -402,10 +402,47 @@ fn hibernation_checks(doc: &Document, templates: &str) -> Vec<Problem> {
         .collect()
 }
 
+/// A fallback type is another type, listed once: the ladder is tried in order, and
+/// a type twice (or the template's own) would only repeat sold-out launches.
+fn fallback_checks(doc: &Document, templates: &str) -> Vec<Problem> {
+    let Some(map) = doc.value.pointer(templates).and_then(Value::as_object) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (name, t) in map {
+        let Some(list) = t.get("fallback_instance_types").and_then(Value::as_array) else {
+            continue;
+        };
+        let own = t.get("instance_type").and_then(Value::as_str);
+        for (i, v) in list.iter().enumerate() {
+            let Some(ty) = v.as_str() else { continue };
+            let pointer = format!("{templates}/{}/fallback_instance_types/{i}", escape(name));
+            if Some(ty) == own {
+                out.push(doc.at_value(
+                    &pointer,
+                    format!("`{ty}` is template `{name}`'s own instance type"),
+                    "not a fallback",
+                    Some("list other types, tried in order when the first is sold out in every zone".into()),
+                ));
+            } else if list[..i].iter().any(|e| e.as_str() == Some(ty)) {
+                out.push(doc.at_value(
+                    &pointer,
+                    format!("`{ty}` is listed twice in `fallback_instance_types`"),
+                    "listed before",
+                    Some("list each fallback type once".into()),
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn template_checks(doc: &Document, extra: Option<&Document>) -> Vec<Problem> {
     let mut out = hibernation_checks(doc, "/templates");
+    out.extend(fallback_checks(doc, "/templates"));
     if let Some(d) = extra {
         out.extend(hibernation_checks(d, ""));
+        out.extend(fallback_checks(d, ""));
     }
     let inline = keys(doc.value.get("templates"));
     let from_file = extra.map(|d| keys(Some(&d.value))).unwrap_or_default();
@@ -494,6 +531,7 @@ fn template(name: String, t: RawTemplate) -> Template {
             },
         },
         instance_type: t.instance_type,
+        fallback_instance_types: t.fallback_instance_types.unwrap_or_default(),
         root_volume_gb: t.root_volume_gb,
         user_data: t.user_data,
         hibernation: t.hibernation.unwrap_or(false),
@@ -512,6 +550,7 @@ pub fn load_templates(path: &Path) -> Result<Templates, ManifestError> {
     let mut problems = doc.duplicates.clone();
     problems.extend(templates_problems(&doc.value, &doc.src, &doc.loc));
     problems.extend(hibernation_checks(&doc, ""));
+    problems.extend(fallback_checks(&doc, ""));
     if !problems.is_empty() {
         return Err(invalid(problems));
     }

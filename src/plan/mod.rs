@@ -2,6 +2,7 @@
 //! No IO, no clock: the same inputs always give the same [`Plan`].
 
 pub mod cost;
+mod fallback;
 mod quota_check;
 pub mod render;
 mod render_timetable;
@@ -17,6 +18,7 @@ use crate::cloud::{Instance, InstanceState};
 use crate::manifest::{ImageRef, Manifest};
 use crate::observe::{ImageResolution, Observed};
 
+pub use fallback::FallbackCheck;
 pub use quota_check::QuotaCheck;
 pub use timetable::{LeftAlone, NewMember, NextChange, ScheduleView};
 
@@ -86,6 +88,9 @@ pub enum WarningKind {
     PruneDisabled,
     /// A workspace has more than one instance.
     DuplicateInstances,
+    /// Were every launch to fall back to one of the template's fallback types, not
+    /// all would fit that type's quota.
+    FallbackQuotaShortfall,
 }
 
 /// Something the user should know before applying.
@@ -123,6 +128,10 @@ pub struct Plan {
     pub actions: Vec<Action>,
     pub summary: Summary,
     pub quota: Vec<QuotaCheck>,
+    /// The template's fallback types, in order, each against its quota class; empty
+    /// when the template lists none or nothing launches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackCheck>,
     pub warnings: Vec<Warning>,
     /// Instances kept because prune is off: what `prune: true` would delete, or
     /// replace. They are not among `actions` and not counted in `summary`.
@@ -304,6 +313,8 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
     warnings.extend(launch_warnings(manifest, observed, &actions));
     let (quota, quota_warnings) = quota_check::check(manifest, observed, &actions);
     warnings.extend(quota_warnings);
+    let (fallbacks, fallback_warnings) = fallback::check(manifest, observed, &actions, &quota);
+    warnings.extend(fallback_warnings);
     let summary = summarize(&actions);
     let new_members = timetable::new_members(manifest, &actions);
     let schedule = target.view(manifest, &actions, left_alone);
@@ -315,6 +326,7 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
         actions,
         summary,
         quota,
+        fallbacks,
         warnings,
         would_delete_with_prune: kept,
         template: manifest.template.name.clone(),
@@ -395,7 +407,9 @@ fn workspace_action(
             "workspace does not exist".into(),
         ));
     };
-    if i.instance_type != t.instance_type {
+    // An instance of a fallback type was launched while the template's type was sold
+    // out: it is the workspace's, not a change to make.
+    if i.instance_type != t.instance_type && !t.fallback_instance_types.contains(&i.instance_type) {
         let reason = format!("instance type {} → {}", i.instance_type, t.instance_type);
         return Some(action(ActionKind::Replace, Some(&i.id), reason));
     }

@@ -91,6 +91,10 @@ pub fn text(plan: &Plan) -> String {
         quotas(&mut out, plan);
     }
     super::render_timetable::cost(&mut out, plan);
+    if !plan.fallbacks.is_empty() {
+        out.push('\n');
+        fallbacks(&mut out, plan);
+    }
     let unwanted: Vec<&Kept> = plan
         .would_delete_with_prune
         .iter()
@@ -183,6 +187,43 @@ fn quotas(out: &mut String, plan: &Plan) {
             q.name,
             q.code,
             quota_numbers(q)
+        );
+    }
+}
+
+/// The ladder: each fallback type with its vCPUs and whether the plan's launches fit
+/// its class's quota on it.
+fn fallbacks(out: &mut String, plan: &Plan) {
+    let names: Vec<&str> = plan
+        .fallbacks
+        .iter()
+        .map(|f| f.instance_type.as_str())
+        .collect();
+    let first = plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace))
+        .map_or("the template's type", |a| a.instance_type.as_str());
+    let _ = writeln!(
+        out,
+        "{} {} (when {first} is sold out in every zone)",
+        paint(BOLD, "Fallback instance types:"),
+        names.join(", then ")
+    );
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0);
+    for f in &plan.fallbacks {
+        let (mark, verdict) = match (f.fits, f.available) {
+            (Some(true), Some(a)) => (paint(GREEN, "✓"), format!("fits ({a} available)")),
+            (Some(false), Some(a)) => (paint(RED, "✗"), format!("does not fit ({a} available)")),
+            _ if f.vcpus.is_none() => (paint(YELLOW, "?"), "not offered in the region".into()),
+            _ => (paint(YELLOW, "?"), "not checked".into()),
+        };
+        let vcpus = f.vcpus.map_or("?".into(), |v| v.to_string());
+        let needed = f.needed.map_or("?".into(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "  {mark} {:width$}  {vcpus} vCPUs each, {} launches need {needed} vCPUs of {} [{}] — {verdict}",
+            f.instance_type, f.launches, f.quota_name, f.quota_code
         );
     }
 }

@@ -563,3 +563,91 @@ fn json_rendering_has_the_documented_fields() {
     }
     assert_eq!(v["actions"][0]["action"], "create");
 }
+
+/// The ladder is checked type by type against each one's quota class, as if every
+/// launch fell back to it; a type of the same class frees the template type's need.
+#[test]
+fn fallback_types_are_each_checked_against_their_quota_class() {
+    let text = "name: cs\nproject: p\ntemplate: t\ncount: 4\ntemplates:\n  t:\n    image: ami-new\n    instance_type: t3.xlarge\n    fallback_instance_types: [m5.2xlarge, g4dn.xlarge, x9.huge]\n";
+    let m = crate::manifest::parse(Path::new("test.yaml"), text).unwrap();
+    let mut o = observed(vec![]);
+    o.vcpus.insert("m5.2xlarge".into(), 8);
+    o.vcpus.insert("g4dn.xlarge".into(), 4);
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Known {
+            value: 24.0,
+            applied: true,
+        },
+    );
+    o.quotas.insert(
+        "L-DB2E81BA".into(),
+        QuotaReading::Known {
+            value: 16.0,
+            applied: true,
+        },
+    );
+    let p = plan(&m, &o);
+    /// Type, vCPUs needed, vCPUs available, fits.
+    type Rung<'a> = (&'a str, Option<u32>, Option<u32>, Option<bool>);
+    let got: Vec<Rung<'_>> = p
+        .fallbacks
+        .iter()
+        .map(|f| (f.instance_type.as_str(), f.needed, f.available, f.fits))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // 4 × 4 vCPUs of t3.xlarge fit in 24; on m5.2xlarge 32 do not.
+            ("m5.2xlarge", Some(32), Some(24), Some(false)),
+            ("g4dn.xlarge", Some(16), Some(16), Some(true)),
+            ("x9.huge", None, None, None),
+        ]
+    );
+    assert_eq!(p.fallbacks[1].quota_code, "L-DB2E81BA");
+    let kinds: Vec<WarningKind> = p.warnings.iter().map(|w| w.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            WarningKind::FallbackQuotaShortfall,
+            WarningKind::UnknownInstanceType
+        ]
+    );
+    assert_eq!(
+        p.warnings[0].message,
+        "If t3.xlarge is sold out in every zone, only 3 of 4 launches fit the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota on fallback type m5.2xlarge (needs 32 vCPUs, 24 available)"
+    );
+    let shown = anstream::adapter::strip_str(&render::text(&p)).to_string();
+    assert!(
+        shown.contains("Fallback instance types: m5.2xlarge, then g4dn.xlarge, then x9.huge (when t3.xlarge is sold out in every zone)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("✗ m5.2xlarge   8 vCPUs each, 4 launches need 32 vCPUs of"),
+        "{shown}"
+    );
+
+    // Nothing to launch: no ladder.
+    let one =
+        crate::manifest::parse(Path::new("t.yaml"), &text.replace("count: 4", "count: 1")).unwrap();
+    let p = plan(
+        &one,
+        &observed(vec![inst("i-1", Some("cs-01"), "t3.xlarge", Running)]),
+    );
+    assert!(p.fallbacks.is_empty());
+}
+
+#[test]
+fn an_instance_of_a_fallback_type_is_kept() {
+    let text = "name: cs\nproject: p\ntemplate: t\ncount: 2\nprune: true\ntemplates:\n  t:\n    image: ami-new\n    instance_type: t3.xlarge\n    fallback_instance_types: [t3.large]\n";
+    let m = crate::manifest::parse(Path::new("test.yaml"), text).unwrap();
+    let o = observed(vec![
+        inst("i-1", Some("cs-01"), "t3.large", Running),
+        inst("i-2", Some("cs-02"), "m5.large", Running),
+    ]);
+    assert_eq!(
+        summary(&plan(&m, &o)),
+        ["replace cs-02 i-2"],
+        "the fallback type is the workspace's; another type is a change"
+    );
+}

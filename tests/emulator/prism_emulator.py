@@ -4,7 +4,7 @@ moto server, run in this process, behind a small WSGI front that adds what real 
 does and moto does not:
 
 * Service Quotas for the ``ec2`` and ``ebs`` codes, and quota increase requests;
-* RunInstances ClientToken idempotency;
+* RunInstances ClientToken idempotency, scoped per (region, zone) as on AWS;
 * vCPU limit enforcement on RunInstances (VcpuLimitExceeded);
 * faults on demand, lost responses, delays, AWS-like token buckets;
 * eventual consistency: new instances hidden from DescribeInstances for a while;
@@ -141,7 +141,7 @@ class State:
     visible_at: dict = field(default_factory=dict)  # instance id -> monotonic time
     boot_s: float = 0.0
     running_at: dict = field(default_factory=dict)  # instance id -> monotonic time
-    tokens: dict = field(default_factory=dict)  # ClientToken -> TokenRecord
+    tokens: dict = field(default_factory=dict)  # (region, zone or "", ClientToken) -> TokenRecord
     sold_out: list = field(default_factory=list)  # [{"zone", "instance_type" (None: all)}]
     token_locks: dict = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
@@ -409,9 +409,20 @@ def check_vcpu_limit(call: Call):
     return None
 
 
+# AWS leaves the Region and the Availability Zone out of the IdempotentParameterMismatch
+# check: a token is scoped to its zone, and the same token in another zone is another
+# request (it launches another instance).
+NOT_FINGERPRINTED = ("ClientToken", "Placement.AvailabilityZone")
+
+
 def request_fingerprint(params: dict) -> str:
-    stable = sorted((k, v) for k, v in params.items() if k not in ("ClientToken",))
+    stable = sorted((k, v) for k, v in params.items() if k not in NOT_FINGERPRINTED)
     return hashlib.sha256(json.dumps(stable).encode()).hexdigest()
+
+
+def token_key(call: Call, token: str) -> tuple:
+    """Tokens are scoped per region and zone; a request without a zone has its own scope."""
+    return (call.region, call.params.get("Placement.AvailabilityZone", ""), token)
 
 
 INSTANCE_ID = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
@@ -423,8 +434,8 @@ def token_lock(token: str) -> threading.Lock:
 
 
 def replay_token(call: Call, token: str):
-    """The answer AWS gives to a ClientToken it has seen before, or None."""
-    record = STATE.tokens.get(token)
+    """The answer AWS gives to a ClientToken it has seen before in that zone, or None."""
+    record = STATE.tokens.get(token_key(call, token))
     if record is None:
         return None
     if record.fingerprint != request_fingerprint(call.params):
@@ -450,7 +461,7 @@ def after_run_instances(call: Call, token: str | None, status: int, body: bytes)
     ids = [m.decode() for m in INSTANCE_ID.findall(body)]
     with STATE.lock:
         if token:
-            STATE.tokens[token] = TokenRecord(request_fingerprint(call.params), body, ids)
+            STATE.tokens[token_key(call, token)] = TokenRecord(request_fingerprint(call.params), body, ids)
         if STATE.lag_s > 0:
             for instance_id in ids:
                 STATE.visible_at[instance_id] = time.monotonic() + STATE.lag_s
@@ -463,23 +474,32 @@ def after_run_instances(call: Call, token: str | None, status: int, body: bytes)
                     STATE.running_at[instance.id] = time.monotonic() + STATE.boot_s
 
 
+def sold_out(zone: str, instance_type: str) -> bool:
+    return any(r["zone"] == zone and r.get("instance_type") in (None, instance_type) for r in STATE.sold_out)
+
+
 def check_capacity(call: Call):
     """InsufficientInstanceCapacity when the zone asked for (or, without one, the zone
-    AWS would choose: the region's first) has no capacity for the type."""
+    AWS would choose: the region's first) has no capacity for the type, in AWS's words:
+    the zone asked for, and the zones that have capacity."""
     zone = call.params.get("Placement.AvailabilityZone") or f"{call.region}a"
     instance_type = call.params.get("InstanceType", "m1.small")
-    for rule in STATE.sold_out:
-        if rule["zone"] == zone and rule.get("instance_type") in (None, instance_type):
-            return ec2_error(
-                "InsufficientInstanceCapacity",
-                f"We currently do not have sufficient {instance_type} capacity in the "
-                f"Availability Zone you requested ({zone}). Our system will be working on "
-                "provisioning additional capacity. You can currently get "
-                f"{instance_type} capacity by not specifying an Availability Zone in your "
-                "request or choosing a different Availability Zone.",
-                500,
-            )
-    return None
+    if not sold_out(zone, instance_type):
+        return None
+    backend = ec2_backends[call.account][call.region]
+    others = [z.name for z in backend.describe_availability_zones() if z.name != zone and not sold_out(z.name, instance_type)]
+    where = (
+        f"by not specifying an Availability Zone in your request or choosing {', '.join(others)}."
+        if others
+        else "by trying again later."
+    )
+    return ec2_error(
+        "InsufficientInstanceCapacity",
+        f"We currently do not have sufficient {instance_type} capacity in the "
+        f"Availability Zone you requested ({zone}). Our system will be working on "
+        f"provisioning additional capacity. You can currently get {instance_type} capacity {where}",
+        500,
+    )
 
 
 def hibernated(call: Call) -> None:

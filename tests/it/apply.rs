@@ -474,7 +474,7 @@ async fn no_capacity_moves_to_another_zone() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("zone-01: no capacity in the zone AWS chose, trying us-west-2a"),
+        text.contains("zone-01: no capacity in us-west-2a, trying us-west-2b"),
         "{text}"
     );
     exactly_one_each(&per_workspace(&emu, "zone").await, "zone", 1);
@@ -483,13 +483,14 @@ async fn no_capacity_moves_to_another_zone() {
 /// A rerun right after a zone fallback, while DescribeInstances still lags, sends the
 /// token of the zone each workspace landed in, not the first-choice token: no second
 /// instance. The same rerun from a machine without the notes (another cache folder)
-/// shows what the notes prevent.
+/// shows what the notes prevent. Every zone but the last is sold out, so every
+/// workspace that does not prefer it falls back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rerun_right_after_a_zone_fallback_launches_no_duplicate() {
     let emu = Emulator::start();
     emu.post(
         "/_prism/capacity",
-        json!({"sold_out": [{"zone": "us-west-2a"}]}),
+        json!({"sold_out": [{"zone": "us-west-2a"}, {"zone": "us-west-2b"}, {"zone": "us-west-2c"}]}),
     );
     emu.post("/_prism/lag", json!({"seconds": 20}));
     let here = emu.write("class.yaml", &manifest("fall", 5, FAST));
@@ -498,7 +499,7 @@ async fn a_rerun_right_after_a_zone_fallback_launches_no_duplicate() {
         let out = emu.prism(&["apply", "--yes", "--no-wait", path.to_str().unwrap()]);
         let text = stdout(&out);
         assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-        assert!(text.contains("trying us-west-2b"), "{text}");
+        assert!(text.contains("no capacity in us-west-2a, trying"), "{text}");
     }
     // Capacity comes back; the launches are still hidden from DescribeInstances.
     emu.post("/_prism/capacity", json!({"sold_out": []}));

@@ -2,6 +2,7 @@
 
 mod apply;
 mod browser;
+mod capacity;
 mod chaos;
 mod docs;
 mod emulator;

@@ -1,0 +1,437 @@
+//! Where a launch goes: the workspace's zones in turn from its first choice, skipping
+//! (type, zone) pairs marked sold out, then the template's fallback types; each try
+//! with its own ClientToken, noted first so that a rerun sends it again.
+
+use std::collections::BTreeMap;
+
+use super::capacity::{Availability, zone_order};
+use super::events::Event;
+use super::executor::FallbackNote;
+use super::memory::TokenChoice;
+use super::step::{Context, Pace, StepError};
+use super::token::{client_token, spec_digest};
+use crate::cloud::{CloudError, ErrorClass, Instance, LaunchSpec, tags};
+
+/// How far a token walks past terminated incarnations before giving up.
+const MAX_INCARNATIONS: u32 = 20;
+
+/// One launch try: a type of the ladder in a zone.
+struct Try<'a> {
+    /// The type's place in the ladder: 0 for the template's own.
+    rung: usize,
+    instance_type: &'a str,
+    zone: Option<&'a str>,
+    /// Whether a rerun would send this try's token first without a note.
+    first_choice: bool,
+}
+
+/// What a workspace's launch met on its way: for the failure and the summary.
+#[derive(Default)]
+struct Trail {
+    /// Per type, the zones found sold out (by an answer, or by a mark).
+    sold_out: BTreeMap<String, Vec<String>>,
+    /// The last capacity answer from AWS.
+    last: Option<CloudError>,
+    /// The zone of the last capacity answer, for the `zone_full` line of the next try.
+    full: Option<Option<String>>,
+}
+
+impl Context {
+    /// Reads the region's zones (once per run) and tells the marks already in force.
+    /// Zones that cannot be read leave the choice to AWS.
+    pub(super) async fn prepare_launches(&self) {
+        self.zones().await;
+        for m in self.engine.sold_out.in_force() {
+            self.events.emit(Event::ZoneUnavailable {
+                instance_type: m.instance_type,
+                availability_zone: m.zone,
+                code: m.code,
+                for_s: m.left.as_secs_f64(),
+                workspace: None,
+            });
+        }
+    }
+
+    async fn zones(&self) -> Option<&Vec<String>> {
+        self.zones
+            .get_or_init(|| async {
+                let read = self
+                    .call("", Pace::None, &mut false, |_| {
+                        self.cloud.availability_zones()
+                    })
+                    .await;
+                match read {
+                    Ok(zones) => Some(zones),
+                    Err(StepError::Cloud(e)) => {
+                        tracing::warn!(
+                            "could not list the availability zones ({e}); AWS chooses each launch's zone"
+                        );
+                        None
+                    }
+                    Err(StepError::Interrupted) => None,
+                }
+            })
+            .await
+            .as_ref()
+    }
+
+    /// The types a launch may use, in order: the template's, then its fallbacks.
+    fn ladder<'a>(&'a self, template: &'a LaunchSpec) -> Vec<&'a str> {
+        let fallbacks = self.recipe.iter().flat_map(|r| &r.fallback_types);
+        std::iter::once(template.instance_type.as_str())
+            .chain(fallbacks.map(String::as_str))
+            .collect()
+    }
+
+    /// The explanation context of `e`: a capacity failure is about every zone tried
+    /// and every type of the ladder.
+    pub(super) fn explain_context(&self, e: &CloudError) -> crate::errors::Context {
+        let mut ctx = self.errors.clone();
+        if e.class != ErrorClass::Capacity {
+            return ctx;
+        }
+        if let Ok(template) = self.template() {
+            ctx.instance_type = Some(self.ladder(template).join(" or "));
+        }
+        if self.zones.get().is_some_and(Option::is_some) {
+            ctx.zone = Some(format!("any availability zone of {}", self.cloud.region()));
+        }
+        ctx
+    }
+
+    /// Launches `workspace`: the token its latest launch sent, when noted; then each
+    /// type of the ladder in each of its zones, from its first choice, skipping pairs
+    /// marked sold out and marking those AWS answers are.
+    pub(super) async fn launch(
+        &self,
+        workspace: &str,
+        prepaid: &mut bool,
+    ) -> Result<Instance, StepError> {
+        let template = self.template().map_err(|reason| {
+            StepError::Cloud(CloudError::service(
+                "RunInstances",
+                Some("ImageUnresolved"),
+                reason,
+                None,
+            ))
+        })?;
+        let ladder = self.ladder(template);
+        let zones = self.zones().await;
+        let order = zone_order(&self.fleet, workspace, zones.map_or(&[][..], Vec::as_slice));
+        let known = zones.is_some();
+        let mut trail = Trail::default();
+
+        // A noted token goes first whatever the marks say: AWS answers a token it has
+        // seen with its instance, sold out or not.
+        let noted = self.noted(workspace, &ladder);
+        if let Some((rung, zone, incarnation)) = &noted {
+            let first = known && *rung == 0 && *zone == order[0] && *incarnation == 0;
+            let t = Try {
+                rung: *rung,
+                instance_type: ladder[*rung],
+                zone: zone.as_deref(),
+                first_choice: first,
+            };
+            if let Some(done) = self
+                .try_launch(workspace, template, &t, *incarnation, prepaid, &mut trail)
+                .await
+            {
+                return self.landed(workspace, &ladder, &t, &trail, done);
+            }
+        }
+        for (rung, instance_type) in ladder.iter().enumerate() {
+            if rung > 0 {
+                self.events.emit(Event::TypeFallback {
+                    workspace: workspace.to_string(),
+                    instance_type: ladder[rung - 1].to_string(),
+                    next_instance_type: instance_type.to_string(),
+                });
+                trail.full = None;
+            }
+            for (i, zone) in order.iter().enumerate() {
+                let t = Try {
+                    rung,
+                    instance_type,
+                    zone: zone.as_deref(),
+                    first_choice: known && rung == 0 && i == 0,
+                };
+                let again = noted
+                    .as_ref()
+                    .is_some_and(|(r, z, _)| *r == rung && z == zone);
+                if again || !self.available(&t, &mut trail) {
+                    continue;
+                }
+                if let Some(done) = self
+                    .try_launch(workspace, template, &t, 0, prepaid, &mut trail)
+                    .await
+                {
+                    return self.landed(workspace, &ladder, &t, &trail, done);
+                }
+            }
+        }
+        Err(StepError::Cloud(self.no_capacity(&ladder, trail)))
+    }
+
+    /// The (rung, zone, incarnation) of the token `workspace`'s latest launch sent, when
+    /// noted and its type is still on the ladder.
+    fn noted(&self, workspace: &str, ladder: &[&str]) -> Option<(usize, Option<String>, u32)> {
+        let n = self
+            .engine
+            .memory
+            .recall(&self.fleet, workspace, &self.digest)?;
+        let rung = match &n.instance_type {
+            None => 0,
+            Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
+        };
+        Some((rung, n.zone, n.incarnation))
+    }
+
+    /// Whether the pair of `t` may be tried now: not while marked sold out.
+    fn available(&self, t: &Try<'_>, trail: &mut Trail) -> bool {
+        let Some(zone) = t.zone else { return true };
+        match self.engine.sold_out.check(t.instance_type, zone) {
+            Availability::Available => true,
+            Availability::BackAgain => {
+                self.events.emit(Event::ZoneAvailable {
+                    instance_type: t.instance_type.to_string(),
+                    availability_zone: zone.to_string(),
+                });
+                true
+            }
+            Availability::SoldOut { .. } => {
+                trail
+                    .sold_out
+                    .entry(t.instance_type.to_string())
+                    .or_default()
+                    .push(zone.to_string());
+                false
+            }
+        }
+    }
+
+    /// One try; None when AWS has no capacity there (the pair is then marked).
+    async fn try_launch(
+        &self,
+        workspace: &str,
+        template: &LaunchSpec,
+        t: &Try<'_>,
+        incarnation: u32,
+        prepaid: &mut bool,
+        trail: &mut Trail,
+    ) -> Option<Result<Instance, StepError>> {
+        if let (Some(from), Some(next)) = (trail.full.take(), t.zone) {
+            self.events.emit(Event::ZoneFull {
+                workspace: workspace.to_string(),
+                availability_zone: from,
+                next_zone: next.to_string(),
+            });
+        }
+        match self
+            .launch_in(workspace, template, t, incarnation, prepaid)
+            .await
+        {
+            Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
+                self.sold_out_at(workspace, t, &e, trail);
+                trail.last = Some(e);
+                trail.full = Some(t.zone.map(str::to_string));
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Marks the pair of `t` sold out after AWS answered `e`, for every launch.
+    fn sold_out_at(&self, workspace: &str, t: &Try<'_>, e: &CloudError, trail: &mut Trail) {
+        let Some(zone) = t.zone else { return };
+        trail
+            .sold_out
+            .entry(t.instance_type.to_string())
+            .or_default()
+            .push(zone.to_string());
+        let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
+        if let Some(ttl) = self.engine.sold_out.mark(t.instance_type, zone, code) {
+            self.events.emit(Event::ZoneUnavailable {
+                instance_type: t.instance_type.to_string(),
+                availability_zone: zone.to_string(),
+                code: code.to_string(),
+                for_s: ttl.as_secs_f64(),
+                workspace: Some(workspace.to_string()),
+            });
+        }
+    }
+
+    /// The end of a launch that got an answer other than "no capacity": a fallback
+    /// type that launched is noted for the summary.
+    fn landed(
+        &self,
+        workspace: &str,
+        ladder: &[&str],
+        t: &Try<'_>,
+        trail: &Trail,
+        done: Result<Instance, StepError>,
+    ) -> Result<Instance, StepError> {
+        if t.rung > 0 && done.is_ok() {
+            let passed = &ladder[..t.rung];
+            let code = trail
+                .last
+                .as_ref()
+                .and_then(|e| e.code.clone())
+                .unwrap_or_else(|| "InsufficientInstanceCapacity".into());
+            let (is, was) = if passed.len() == 1 {
+                ("is", "was")
+            } else {
+                ("are", "were")
+            };
+            let passed = passed.join(" and ");
+            let region = self.cloud.region();
+            let reason = if trail.sold_out.is_empty() {
+                // The token of an earlier launch, which fell back, got its instance.
+                format!(
+                    "launched by an earlier run, when {passed} {was} sold out in every zone of {region}"
+                )
+            } else {
+                format!("{passed} {is} sold out in every zone of {region} ({code})")
+            };
+            self.fallbacks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(FallbackNote {
+                    workspace: workspace.to_string(),
+                    instance_type: t.instance_type.to_string(),
+                    instead_of: ladder[0].to_string(),
+                    reason,
+                });
+        }
+        done
+    }
+
+    /// The failure of a launch that found no capacity anywhere: what was tried, and
+    /// AWS's last answer (none when every pair was already marked sold out).
+    fn no_capacity(&self, ladder: &[&str], trail: Trail) -> CloudError {
+        let tried: Vec<String> = ladder
+            .iter()
+            .filter_map(|t| {
+                let mut zones = trail.sold_out.get(*t)?.clone();
+                zones.sort();
+                zones.dedup();
+                Some(format!("{t} in {}", zones.join(", ")))
+            })
+            .collect();
+        let summary = if tried.is_empty() {
+            "no zone had capacity".to_string()
+        } else {
+            format!("no capacity for {}", tried.join("; "))
+        };
+        match trail.last {
+            Some(last) => CloudError {
+                message: format!("{summary}. AWS's last answer: {}", last.message),
+                ..last
+            },
+            None => CloudError {
+                operation: "RunInstances",
+                code: Some("InsufficientInstanceCapacity".into()),
+                message: format!(
+                    "{summary}, all marked sold out by earlier launches within {}; no call was made",
+                    humantime::format_duration(self.engine.sold_out_ttl())
+                ),
+                status: None,
+                class: ErrorClass::Capacity,
+            },
+        }
+    }
+
+    fn spec(
+        &self,
+        template: &LaunchSpec,
+        workspace: &str,
+        t: &Try<'_>,
+        incarnation: u32,
+    ) -> LaunchSpec {
+        let recipe = self.recipe.as_ref();
+        let mut spec = template.clone();
+        spec.instance_type = t.instance_type.to_string();
+        spec.availability_zone = t.zone.map(str::to_string);
+        spec.tags = BTreeMap::from([
+            (tags::FLEET.to_string(), self.fleet.clone()),
+            (tags::WORKSPACE.to_string(), workspace.to_string()),
+            (
+                tags::PROJECT.to_string(),
+                recipe.map(|r| r.project.clone()).unwrap_or_default(),
+            ),
+            (
+                tags::TEMPLATE.to_string(),
+                recipe.map(|r| r.template.clone()).unwrap_or_default(),
+            ),
+            (tags::NAME.to_string(), workspace.to_string()),
+        ]);
+        spec.client_token = client_token(
+            &self.fleet,
+            workspace,
+            &spec_digest(&spec),
+            t.zone,
+            incarnation,
+        );
+        spec
+    }
+
+    /// Launches in one zone with one type, moving past terminated incarnations.
+    async fn launch_in(
+        &self,
+        workspace: &str,
+        template: &LaunchSpec,
+        t: &Try<'_>,
+        first_incarnation: u32,
+        prepaid: &mut bool,
+    ) -> Result<Instance, StepError> {
+        let mut last = None;
+        for incarnation in first_incarnation..MAX_INCARNATIONS {
+            let spec = self.spec(template, workspace, t, incarnation);
+            let choice = (!t.first_choice || incarnation > 0).then(|| TokenChoice {
+                zone: t.zone.map(str::to_string),
+                instance_type: (t.rung > 0).then(|| t.instance_type.to_string()),
+                incarnation,
+            });
+            self.engine
+                .memory
+                .remember(&self.fleet, workspace, &self.digest, choice.as_ref());
+            let sent_at = super::memory::now_ms();
+            let result = self
+                .call(workspace, Pace::Launch, prepaid, |attempt| {
+                    self.events.emit(Event::Launching {
+                        workspace: workspace.to_string(),
+                        attempt,
+                        availability_zone: spec.availability_zone.clone(),
+                        instance_type: spec.instance_type.clone(),
+                    });
+                    self.cloud.run_instance(&spec)
+                })
+                .await;
+            if let Ok(instance) = &result {
+                self.engine
+                    .memory
+                    .sent(&spec.client_token, sent_at, &instance.id);
+                self.sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((workspace.to_string(), spec.client_token.clone()));
+            }
+            match result {
+                // That token's instance was terminated: the next incarnation's token.
+                Err(StepError::Cloud(e))
+                    if e.code.as_deref() == Some("IdempotentInstanceTerminated") =>
+                {
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(StepError::Cloud(last.unwrap_or_else(|| {
+            CloudError::service(
+                "RunInstances",
+                Some("IdempotentInstanceTerminated"),
+                format!("every ClientToken of {workspace} was used by a terminated instance"),
+                None,
+            )
+        })))
+    }
+}
