@@ -479,6 +479,29 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
         Some("true")
     );
     screenshot(c, "quota-request-refused").await;
+    // No reason: refused in the page too.
+    desired.clear().await.unwrap();
+    desired.send_keys("40").await.unwrap();
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#increase button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(c, "#desired-error").await, "");
+    assert!(text(c, "#reason-error").await.contains("Say why"));
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("Lab of 20 students")
+        .await
+        .unwrap();
     assert!(path(c).await == "/quotas");
     assert_eq!(emu.call_counts().get("RequestServiceQuotaIncrease"), None);
     // The server refuses it too, when the page's check is bypassed.
