@@ -288,6 +288,15 @@ async fn pages_sign_in_follow_a_launch_to_running_and_cancel_one() {
         names,
         (1..=6).map(|i| format!("lab-{i:02}")).collect::<Vec<_>>()
     );
+    // The bar moves on the event stream, without a reload.
+    js(c, "window.stillHere = true; return true").await;
+    until(
+        c,
+        "a live update to 4/6",
+        "return window.stillHere === true && Number(document.getElementById('done').textContent) >= 4",
+    )
+    .await;
+    assert_eq!(row_names(c).await, names, "no duplicate rows");
     until(
         c,
         "6/6 and all running",
