@@ -73,7 +73,7 @@ struct Banner {
 
 impl Banner {
     async fn of(app: &App, headers: &HeaderMap) -> Banner {
-        let alerts = match quotas::survey(app).await {
+        let alerts = match quotas::survey_for_banner(app).await {
             Ok(rows) => crate::quota::usage::alerts(&rows),
             Err(_) => vec![],
         };
