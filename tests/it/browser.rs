@@ -25,11 +25,16 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 struct Browser {
     driver: Child,
     client: Client,
+    /// chromedriver's address and the session: ended on drop, so that a failing test
+    /// leaves no browser behind.
+    session: String,
     _profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Ending the session quits Chromium (a test that passed has ended it already).
+        let _ = ureq::delete(&self.session).call();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -98,9 +103,11 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a WebDriver session");
+        let id = client.session_id().await.unwrap().expect("a session id");
         Some(Browser {
             driver,
             client,
+            session: format!("http://127.0.0.1:{port}/session/{id}"),
             _profile: profile,
         })
     }
