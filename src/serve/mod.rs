@@ -60,6 +60,8 @@ pub struct App {
     connector: Arc<dyn Connector>,
     /// The reasons and values at request time of the quota requests sent from here.
     notes: quotas::Notes,
+    /// The last quota survey, for the alert banner of every page.
+    last_survey: Mutex<Option<(std::time::Instant, Vec<crate::quota::usage::QuotaRow>)>>,
     /// `--manifests`, canonical.
     manifests: Option<PathBuf>,
     /// Cancelled when the server stops: event streams end.
@@ -84,6 +86,7 @@ impl App {
         Arc::new(App {
             keys: Mutex::new(store.load_keys()),
             notes: quotas::Notes::load(state_dir),
+            last_survey: Mutex::new(None),
             store,
             registry,
             slots: Mutex::new(BTreeMap::new()),

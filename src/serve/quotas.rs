@@ -101,12 +101,34 @@ fn aws(e: CloudError, cloud: &dyn Cloud) -> ApiError {
     ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
 }
 
-/// The quota rows of `prism quota show --format json`.
+/// How long the alert banner may show a survey before asking AWS again.
+const BANNER_SURVEY_AGE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The quota rows of `prism quota show --format json`, asked of AWS now.
 pub async fn survey(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
     let cloud = app.connector.cloud().await?;
-    quota::usage::survey(cloud.as_ref(), &RetryPolicy::default())
+    let rows = quota::usage::survey(cloud.as_ref(), &RetryPolicy::default())
         .await
-        .map_err(|e| aws(e, cloud.as_ref()))
+        .map_err(|e| aws(e, cloud.as_ref()))?;
+    *app.last_survey.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((std::time::Instant::now(), rows.clone()));
+    Ok(rows)
+}
+
+/// The quota rows for the alert banner: the last survey when it is recent (each page
+/// would otherwise read every quota again), else a new one.
+pub async fn survey_for_banner(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
+    let recent = app
+        .last_survey
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < BANNER_SURVEY_AGE)
+        .map(|(_, rows)| rows.clone());
+    match recent {
+        Some(rows) => Ok(rows),
+        None => survey(app).await,
+    }
 }
 
 /// The requests of `prism quota request list --format json`, with the kept notes.

@@ -25,11 +25,16 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 struct Browser {
     driver: Child,
     client: Client,
+    /// chromedriver's address and the session: ended on drop, so that a failing test
+    /// leaves no browser behind.
+    session: String,
     _profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Ending the session quits Chromium (a test that passed has ended it already).
+        let _ = ureq::delete(&self.session).call();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -98,9 +103,11 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a WebDriver session");
+        let id = client.session_id().await.unwrap().expect("a session id");
         Some(Browser {
             driver,
             client,
+            session: format!("http://127.0.0.1:{port}/session/{id}"),
             _profile: profile,
         })
     }
@@ -288,6 +295,15 @@ async fn pages_sign_in_follow_a_launch_to_running_and_cancel_one() {
         names,
         (1..=6).map(|i| format!("lab-{i:02}")).collect::<Vec<_>>()
     );
+    // The bar moves on the event stream, without a reload.
+    js(c, "window.stillHere = true; return true").await;
+    until(
+        c,
+        "a live update to 4/6",
+        "return window.stillHere === true && Number(document.getElementById('done').textContent) >= 4",
+    )
+    .await;
+    assert_eq!(row_names(c).await, names, "no duplicate rows");
     until(
         c,
         "6/6 and all running",
@@ -479,6 +495,29 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
         Some("true")
     );
     screenshot(c, "quota-request-refused").await;
+    // No reason: refused in the page too.
+    desired.clear().await.unwrap();
+    desired.send_keys("40").await.unwrap();
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#increase button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(c, "#desired-error").await, "");
+    assert!(text(c, "#reason-error").await.contains("Say why"));
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys("Lab of 20 students")
+        .await
+        .unwrap();
     assert!(path(c).await == "/quotas");
     assert_eq!(emu.call_counts().get("RequestServiceQuotaIncrease"), None);
     // The server refuses it too, when the page's check is bypassed.

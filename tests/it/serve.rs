@@ -929,3 +929,75 @@ async fn fifty_event_streams_follow_a_hundred_workspace_launch_without_loss() {
     );
     assert_eq!(per_workspace(&emu, "load").await.len(), 100);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_progress_page_shows_retries_and_explains_failures_without_javascript() {
+    let emu = Emulator::start();
+    // The first launch is answered with a passing fault (retried), the next with one
+    // retrying cannot help.
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [
+            {"action": "RunInstances", "code": "InternalError", "status": 500, "count": 1},
+            {"action": "RunInstances", "code": "InvalidParameterValue", "status": 400, "count": 1, "message": "Value (t3.micro) for parameter instanceType is invalid."}
+        ]}),
+    );
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let rate = "{rate_per_minute: 600, burst_size: 1, adaptive: false}";
+    let (st, _, l) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": manifest("pf", 3, rate)})),
+    );
+    assert_eq!(st, 202, "{l}");
+    let id = l["id"].as_str().unwrap();
+    let done = s.until_over(id);
+    assert_eq!(done["state"], "failed", "{done}");
+    let port = s.port;
+    let (st, _, html) = raw(
+        port,
+        &format!(
+            "GET /launches/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={}\r\nConnection: close\r\n\r\n",
+            s.token
+        ),
+    );
+    assert_eq!(st, 200);
+    let failed: Vec<&Value> = done["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{done}");
+    let title = failed[0]["error"]["title"].as_str().unwrap();
+    assert!(
+        html.contains(&format!("<strong>{title}</strong>")),
+        "{title}: {html}"
+    );
+    assert!(
+        html.contains(r#"<span class="badge failed" data-field="state">failed</span>"#),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches(r#"data-field="state">running</span>"#).count(),
+        2,
+        "{html}"
+    );
+    let retried = done["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["attempts"].as_u64() > Some(1))
+        .count();
+    assert!(retried >= 1, "{done}");
+    assert!(
+        html.contains(r#"<td data-field="retries">1</td>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains("Summary") && html.contains("<dt>Failed</dt><dd>1</dd>"),
+        "{html}"
+    );
+    assert!(!html.contains("Cancel remaining launches"));
+}

@@ -155,24 +155,20 @@ function checkIncrease(form) {
   form.noValidate = true;
   const desired = form.querySelector("#desired");
   const reason = form.querySelector("#reason");
-  const error = form.querySelector("#desired-error");
+  const desiredError = form.querySelector("#desired-error");
+  const reasonError = form.querySelector("#reason-error");
   form.addEventListener("submit", (e) => {
     const current = parseFloat(form.dataset.current);
     const value = parseFloat(desired.value);
-    let problem = "";
-    let field = desired;
-    if (!(value > current)) {
-      problem = "The desired value must be above the current value (" + current + ").";
-    } else if (reason.value.trim() === "") {
-      problem = "Say why the quota should be raised.";
-      field = reason;
-    }
-    desired.setAttribute("aria-invalid", String(field === desired && problem !== ""));
-    reason.setAttribute("aria-invalid", String(field === reason && problem !== ""));
-    setText(error, problem);
-    if (problem) {
+    const tooLow = !(value > current);
+    const noReason = reason.value.trim() === "";
+    setText(desiredError, tooLow ? "The desired value must be above the current value (" + current + ")." : "");
+    setText(reasonError, noReason ? "Say why the quota should be raised." : "");
+    desired.setAttribute("aria-invalid", String(tooLow));
+    reason.setAttribute("aria-invalid", String(noReason));
+    if (tooLow || noReason) {
       e.preventDefault();
-      field.focus();
+      (tooLow ? desired : reason).focus();
     }
   });
 }

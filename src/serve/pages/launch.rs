@@ -1,0 +1,348 @@
+//! The Launch page (manifests with their plans, the launches) and a launch's progress page.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::engine::progress::human;
+use crate::quota::request::number;
+use crate::serve::App;
+use crate::serve::api;
+
+use super::{Banner, Nav, banner, bar, error_box, layout, page};
+
+/// The manifests under `--manifests` (`.yaml`/`.yml`, two levels deep), as paths
+/// relative to it, sorted.
+fn manifest_files(app: &App) -> Vec<String> {
+    let Some(root) = &app.manifests else {
+        return vec![];
+    };
+    let mut out = vec![];
+    let mut dirs = vec![(root.clone(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() && depth < 1 {
+                dirs.push((path, depth + 1));
+            } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && let Ok(rel) = path.strip_prefix(root)
+            {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn state_label(state: &str) -> &str {
+    match state {
+        "queued" => "Queued",
+        "running" => "Running",
+        "cancelling" => "Cancelling",
+        "succeeded" => "Succeeded",
+        "failed" => "Failed",
+        "cancelled" => "Cancelled",
+        "interrupted" => "Interrupted",
+        other => other,
+    }
+}
+
+fn launches_table(app: &App) -> Markup {
+    let launches = app.registry.all();
+    html! {
+        @if launches.is_empty() {
+            p.muted { "No launches yet." }
+        } @else {
+            table {
+                caption.visually-hidden { "Launches, newest first" }
+                thead { tr { th scope="col" { "Launch" } th scope="col" { "Fleet" } th scope="col" { "State" } th scope="col" { "Progress" } th scope="col" { "Started" } } }
+                tbody {
+                    @for l in &launches {
+                        @let v = l.view();
+                        @let state = v["state"].as_str().unwrap_or_default().to_string();
+                        tr {
+                            td { a href={ "/launches/" (l.id()) } { code { (l.id()) } } }
+                            td { (v["fleet"].as_str().unwrap_or_default()) }
+                            td { span.badge.(state) { (state_label(&state)) } }
+                            td { (v["progress"]["completed"].as_u64().unwrap_or(0)) " / " (v["progress"]["total"].as_u64().unwrap_or(0)) }
+                            td { time datetime=(v["created_at"].as_str().unwrap_or_default()) { (v["created_at"].as_str().unwrap_or_default()) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn manifest_card(app: &App, rel: &str) -> Markup {
+    let planned = api::plan_file(app, rel).await;
+    html! {
+        article.card.manifest {
+            h3 { code { (rel) } }
+            @match &planned {
+                Err(e) => { (error_box(e)) }
+                Ok((plan, gate)) => {
+                    @let s = &plan.summary;
+                    p {
+                        "Fleet " strong { (plan.fleet) } " in " (plan.region) ": "
+                        @if s.total() == 0 { "in its declared state, nothing to do." } @else {
+                            (s.create) " to create"
+                            @if s.start > 0 { ", " (s.start) " to start" }
+                            @if s.stop > 0 { ", " (s.stop) " to stop" }
+                            @if s.replace > 0 { ", " (s.replace) " to replace" }
+                            @if s.delete > 0 { ", " (s.delete) " to delete" }
+                            "."
+                        }
+                    }
+                    ul.quota-fit {
+                        @for q in &plan.quota {
+                            li {
+                                @if gate.shortfalls.iter().any(|f| f.code == q.code) {
+                                    span.badge.critical { "Short" } " "
+                                } @else {
+                                    span.badge.ok { "Fits" } " "
+                                }
+                                (q.name) ": needs " (q.needed) " vCPUs, "
+                                (q.usage.map_or("?".into(), |u| u.to_string())) " of "
+                                (q.limit.map_or("?".into(), number)) " in use"
+                            }
+                        }
+                    }
+                    @if s.total() > 0 {
+                        form method="post" action="/launches" {
+                            input type="hidden" name="manifest_path" value=(rel);
+                            @if !gate.shortfalls.is_empty() {
+                                p.notice.warning {
+                                    (gate.over_quota.len()) " workspaces do not fit the quota. "
+                                    "Apply launches the ones that fit (in name order) and skips the rest."
+                                }
+                                input type="hidden" name="allow_partial" value="true";
+                            }
+                            button.button.primary type="submit" { "Apply" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn launch_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let banner_data = Banner::of(&app, &headers).await;
+    let files = manifest_files(&app);
+    let mut cards = vec![];
+    for f in &files {
+        cards.push(manifest_card(&app, f).await);
+    }
+    let main = html! {
+        h1 { "Launch" }
+        section aria-labelledby="manifests-title" {
+            h2 #manifests-title { "Manifests" }
+            @if app.manifests.is_none() {
+                p.muted { "Start " code { "prism serve --manifests DIR" } " to launch the manifests of a folder from here." }
+            } @else if files.is_empty() {
+                p.muted { "No manifest (.yaml) in the manifests folder." }
+            }
+            div.cards { @for c in cards { (c) } }
+        }
+        section aria-labelledby="launches-title" {
+            h2 #launches-title { "Launches" }
+            (launches_table(&app))
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout("Launch", Nav::Launch, banner(&banner_data, "/"), main),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApplyForm {
+    manifest_path: String,
+    #[serde(default)]
+    allow_partial: Option<String>,
+}
+
+pub async fn apply(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(f): Form<ApplyForm>,
+) -> Response {
+    let allow = f.allow_partial.as_deref() == Some("true");
+    match api::launch_file(&app, &f.manifest_path, allow).await {
+        Ok(l) => Redirect::to(&format!("/launches/{}", l.id())).into_response(),
+        Err(e) => {
+            let banner_data = Banner::of(&app, &headers).await;
+            let main = html! {
+                h1 { "Launch" }
+                (error_box(&e))
+                p { a href="/" { "Back to the manifests" } }
+            };
+            page(
+                e.status,
+                layout("Launch", Nav::Launch, banner(&banner_data, "/"), main),
+            )
+        }
+    }
+}
+
+// ---- Launch progress -----------------------------------------------------------------
+
+/// How a workspace's state reads on the page.
+pub fn workspace_label(state: &str) -> &str {
+    match state {
+        "queued" => "queued",
+        "waiting_for_limiter" => "queued",
+        "launching" => "launching",
+        "retrying" => "launching (retrying)",
+        "launched" => "launched",
+        "changed" => "changed",
+        "running" => "running",
+        "stopped" => "stopped",
+        "failed" => "failed",
+        "skipped" => "skipped",
+        "cancelled" => "not launched",
+        other => other,
+    }
+}
+
+fn progress_section(v: &Value) -> Markup {
+    let p = &v["progress"];
+    let total = p["total"].as_u64().unwrap_or(0);
+    let completed = p["completed"].as_u64().unwrap_or(0);
+    let fraction = if total == 0 {
+        0.0
+    } else {
+        completed as f64 / total as f64
+    };
+    let rate = p["rate_per_minute"].as_f64();
+    let eta = p["estimated_time_remaining_s"].as_f64();
+    html! {
+        div.progress {
+            p.count { span #done { (completed) } " / " span #total { (total) } " workspaces" }
+            (bar(fraction, "launch", "Launched so far", Some("launch-bar")))
+            p.status #rate {
+                @if let Some(r) = rate { "Rate limited to " (number(r.round())) " per minute" }
+                @if p["rate_limited"].as_bool() == Some(true) { " · waiting for the rate limit" }
+            }
+            p.status #eta {
+                @if let Some(s) = eta.filter(|s| *s >= 1.0) { "About " (human(std::time::Duration::from_secs_f64(s))) " remaining" }
+            }
+        }
+    }
+}
+
+fn workspace_rows(v: &Value) -> Markup {
+    let rows = v["workspaces"].as_array().cloned().unwrap_or_default();
+    html! {
+        @for w in &rows {
+            @let name = w["name"].as_str().unwrap_or_default();
+            @let state = w["state"].as_str().unwrap_or_default();
+            @let attempts = w["attempts"].as_u64().unwrap_or(0);
+            tr data-name=(name) {
+                th scope="row" { (name) }
+                td { span.badge.(state) data-field="state" { (workspace_label(state)) } }
+                td data-field="instance" { @if let Some(i) = w["instance_id"].as_str() { code { (i) } } }
+                td data-field="zone" { (w["availability_zone"].as_str().unwrap_or_default()) }
+                td data-field="retries" { (attempts.saturating_sub(1)) }
+                td data-field="error" {
+                    @if let Some(t) = w["error"]["title"].as_str() {
+                        strong { (t) } br; span.muted { (w["error"]["what_you_can_do"].as_str().unwrap_or_default()) }
+                    } @else if let Some(r) = w["skip_reason"].as_str() { span.muted { (r) } }
+                }
+            }
+        }
+    }
+}
+
+fn summary(v: &Value) -> Markup {
+    let r = &v["report"];
+    if r.is_null() {
+        return html! {};
+    }
+    let failed = r["failed"].as_array().map_or(0, Vec::len);
+    let skipped = r["skipped"].as_array().map_or(0, Vec::len);
+    html! {
+        section.card.summary aria-labelledby="summary-title" {
+            h2 #summary-title { "Summary" }
+            dl {
+                dt { "Launched" } dd { (r["launched"]) }
+                dt { "Succeeded" } dd { (r["succeeded"]) " of " (r["total"]) }
+                dt { "Failed" } dd { (failed) }
+                dt { "Skipped" } dd { (skipped) }
+                dt { "Not launched" } dd { (r["not_started"]) }
+                @if let Some(s) = v["progress"]["elapsed_s"].as_f64() { dt { "Time" } dd { (human(std::time::Duration::from_secs_f64(s))) } }
+            }
+        }
+    }
+}
+
+pub async fn launch_progress(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let banner_data = Banner::of(&app, &headers).await;
+    let back = format!("/launches/{id}");
+    let Ok(launch) = api::find(&app, &id) else {
+        let main = html! { h1 { "No such launch" } p { a href="/" { "See the launches" } } };
+        return page(
+            StatusCode::NOT_FOUND,
+            layout("Launch", Nav::Launch, banner(&banner_data, &back), main),
+        );
+    };
+    let v = launch.view();
+    let state = v["state"].as_str().unwrap_or_default().to_string();
+    let active = launch.state().is_active();
+    let main = html! {
+        div.launch #launch data-id=(id) data-active=(active) {
+            div.title-row {
+                h1 { "Launch of " (v["fleet"].as_str().unwrap_or_default()) }
+                span.badge.(state) #launch-state { (state_label(&state)) }
+            }
+            p.muted { "Launch " code { (id) } " · started " (v["created_at"].as_str().unwrap_or_default()) }
+            @if state == "queued" { p.notice.warning #queued-note { "Waiting for the launch before it in this account and region to finish." } }
+            @if let Some(t) = v["error"]["title"].as_str() { div.notice.critical role="alert" { strong { (t) } pre.explain { (v["error"]["what_happened"].as_str().unwrap_or_default()) } } }
+            section.card aria-label="Progress" aria-live="polite" { (progress_section(&v)) }
+            @if active {
+                form method="post" action={ "/launches/" (id) "/cancel" } #cancel-form {
+                    button.button.danger type="submit" { "Cancel remaining launches" }
+                    span.muted { " Launches already sent finish; nothing new starts." }
+                }
+            }
+            (summary(&v))
+            table #workspaces {
+                caption.visually-hidden { "Workspaces of this launch" }
+                thead { tr { th scope="col" { "Workspace" } th scope="col" { "State" } th scope="col" { "Instance" } th scope="col" { "Zone" } th scope="col" { "Retries" } th scope="col" { "Problem" } } }
+                tbody { (workspace_rows(&v)) }
+            }
+            noscript { p.muted { "Reload the page to see newer progress." } }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout(
+            "Launch progress",
+            Nav::Launch,
+            banner(&banner_data, &back),
+            main,
+        ),
+    )
+}
+
+pub async fn cancel(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+    if let Ok(l) = api::find(&app, &id) {
+        l.cancel(false);
+    }
+    Redirect::to(&format!("/launches/{id}")).into_response()
+}

@@ -1,0 +1,206 @@
+//! The web pages: server-rendered HTML that shows the current state without JavaScript,
+//! one small script (`app.js`) that follows a launch with `EventSource`, and a style
+//! sheet. Every action is a plain form posted to this server; the handlers call the
+//! same functions as the API.
+
+mod launch;
+mod login;
+mod quota_page;
+
+pub use launch::{apply, cancel, launch_page, launch_progress};
+pub use login::{dismiss, login, login_post};
+pub use quota_page::{quotas_page, request_increase};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+
+use super::App;
+use super::error::ApiError;
+use super::guard;
+use super::quotas;
+use crate::quota::request::number;
+use crate::quota::usage::Alert;
+
+/// Where AWS shows the account's quota requests.
+const CONSOLE: &str = "https://console.aws.amazon.com/servicequotas/home/requests";
+
+/// The cookie that hides the alert banner until the alerts change.
+const DISMISSED: &str = "prism_dismissed";
+
+pub const SCRIPT: &str = include_str!("../assets/app.js");
+pub const STYLE: &str = include_str!("../assets/app.css");
+pub const ICON: &str = include_str!("../assets/icon.svg");
+
+fn asset(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+pub async fn style() -> Response {
+    asset(STYLE, "text/css; charset=utf-8")
+}
+
+pub async fn icon() -> Response {
+    asset(ICON, "image/svg+xml")
+}
+
+/// Which page a layout is for, to mark it in the navigation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nav {
+    Launch,
+    Quotas,
+    None,
+}
+
+/// The alerts and what the banner shows of them.
+struct Banner {
+    alerts: Vec<Alert>,
+    /// Identifies this set of alerts: a dismissal hides the banner until it changes.
+    signature: String,
+    dismissed: bool,
+}
+
+impl Banner {
+    async fn of(app: &App, headers: &HeaderMap) -> Banner {
+        let alerts = match quotas::survey_for_banner(app).await {
+            Ok(rows) => crate::quota::usage::alerts(&rows),
+            Err(_) => vec![],
+        };
+        Banner::from_alerts(alerts, headers)
+    }
+
+    fn from_alerts(alerts: Vec<Alert>, headers: &HeaderMap) -> Banner {
+        let signature: String = alerts
+            .iter()
+            .map(|a| format!("{}-{}-{}", a.code, a.usage, a.limit))
+            .collect::<Vec<_>>()
+            .join(".");
+        let dismissed = guard::cookie(headers, DISMISSED).is_some_and(|c| c == signature);
+        Banner {
+            alerts,
+            signature,
+            dismissed,
+        }
+    }
+}
+
+/// "vCPU quota is 88 % used (28/32)".
+pub fn alert_text(a: &Alert) -> String {
+    let what = match crate::quota::by_name(&a.code) {
+        Some(c) if c.unit == "vCPUs" => "vCPU quota".to_string(),
+        _ => format!("{} quota", a.name),
+    };
+    format!(
+        "{what} is {} % used ({}/{})",
+        a.percent.map_or("-".into(), |p| format!("{p:.0}")),
+        number(a.usage),
+        number(a.limit)
+    )
+}
+
+fn banner(b: &Banner, back: &str) -> Markup {
+    if b.alerts.is_empty() || b.dismissed {
+        return html! {};
+    }
+    let critical = b.alerts.iter().any(|a| a.severity == "critical");
+    let level = if critical { "critical" } else { "warning" };
+    html! {
+        section.banner.(level) role="alert" aria-labelledby="banner-title" {
+            div.banner-text {
+                h2 #banner-title .visually-hidden {
+                    @if critical { "Critical quota alert" } @else { "Quota warning" }
+                }
+                @for a in &b.alerts {
+                    p {
+                        span.badge.(a.severity) { @if a.severity == "critical" { "Critical" } @else { "Warning" } }
+                        " "
+                        strong { (alert_text(a)) }
+                        " "
+                        span.muted { "· " (a.name) }
+                    }
+                }
+            }
+            div.banner-actions {
+                a.button.primary href={ "/quotas?request=" (b.alerts[0].code) "#request-form" } { "Request increase" }
+                form method="post" action="/alerts/dismiss" {
+                    input type="hidden" name="signature" value=(b.signature);
+                    input type="hidden" name="back" value=(back);
+                    button.button type="submit" { "Dismiss" }
+                }
+            }
+        }
+    }
+}
+
+fn layout(title: &str, nav: Nav, banner_html: Markup, main: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · prism" }
+                link rel="stylesheet" href="/assets/app.css";
+                link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { img src="/assets/icon.svg" alt="" width="22" height="22"; " prism" }
+                    nav aria-label="Pages" {
+                        a href="/" aria-current=[(nav == Nav::Launch).then_some("page")] { "Launch" }
+                        a href="/quotas" aria-current=[(nav == Nav::Quotas).then_some("page")] { "Quotas" }
+                    }
+                }
+                (banner_html)
+                main #main { (main) }
+            }
+        }
+    }
+}
+
+fn page(status: StatusCode, markup: Markup) -> Response {
+    (status, markup).into_response()
+}
+
+/// A usage bar: an SVG rectangle as wide as `fraction` (0–1), coloured by `class`.
+fn bar(fraction: f64, class: &str, label: &str, id: Option<&str>) -> Markup {
+    let width = format!("{:.1}", (fraction.clamp(0.0, 1.0) * 1000.0).round() / 10.0);
+    html! {
+        svg.bar.(class) id=[id] viewBox="0 0 100 10" preserveAspectRatio="none" role="img" aria-label=(label) {
+            rect.track x="0" y="0" width="100" height="10" rx="0" {}
+            rect.fill x="0" y="0" width=(width) height="10" rx="0" {}
+        }
+    }
+}
+
+fn error_box(e: &ApiError) -> Markup {
+    let err = &e.body["error"];
+    let text = |k: &str| err[k].as_str().unwrap_or_default().to_string();
+    html! {
+        div.notice.critical role="alert" {
+            p { strong { (text("title")) } }
+            @if text("what_happened") != text("title") { pre.explain { (text("what_happened")) } }
+            @if !text("what_you_can_do").is_empty() { p { (text("what_you_can_do")) } }
+            @if let Some(problems) = err["problems"].as_array() {
+                ul {
+                    @for p in problems {
+                        li { (p["line"]) ":" (p["column"]) " " (p["message"].as_str().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+    }
+}
