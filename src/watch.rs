@@ -39,8 +39,6 @@ pub struct WatchOptions {
 }
 
 /// What the watch tells its front door; the library itself prints nothing.
-// A few notices a pass: a pass's report inline costs nothing worth a box.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Notice {
     /// A pass begins.

@@ -330,14 +330,7 @@ pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<Ex
         .fleet
         .as_deref()
         .or(manifest.as_ref().map(|m| m.name.as_str()));
-    let mut rows = rows(
-        cloud,
-        fleet,
-        a.project.as_deref(),
-        a.state.as_deref(),
-        now,
-    )
-    .await?;
+    let mut rows = rows(cloud, fleet, a.project.as_deref(), a.state.as_deref(), now).await?;
     let next = manifest.as_ref().and_then(|m| {
         let at = jiff::Timestamp::try_from(now).ok()?;
         crate::watch::clock::next_boundary(m, at)
