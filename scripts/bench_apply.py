@@ -12,7 +12,8 @@ workspaces in five scenarios:
   sold-out    the region's first zone sold out for t3.micro: ICE answers, wall / clean
 Every row counts the workspaces up and the most instances any workspace got.
 
-BENCH_SCENARIOS picks scenarios by name (default: all four, comma-separated).
+BENCH_SCENARIOS picks scenarios by name (default: all four, comma-separated), BENCH_TOOLS
+the tools (prism,aws-cli).
 
 Usage: bench_apply.py PRISM URL [AWS_CLI]
 """
@@ -57,6 +58,7 @@ FAULTS = [
      "message": "Request limit exceeded.", "probability": 0.2},
     {"action": "RunInstances", "code": "InternalError", "status": 500, "lost": True, "probability": 0.125},
 ]
+TOOLS = os.environ.get("BENCH_TOOLS", "prism,aws-cli").split(",")
 PICKED = os.environ.get("BENCH_SCENARIOS", "clean,aws-bucket,faults,sold-out").split(",")
 SCENARIOS = {
     "clean": {},
@@ -171,6 +173,7 @@ print(f"{'tool':8} {'N':>4} {'scenario':11} {'exit':>4} {'wall':>8}  {'ratio':32
       f"{'throttled':>15} {'ICE':>4} {'up':>4} {'max/w':>5}")
 for n in SIZES:
     tools = [("prism", prism)] + ([("aws-cli", aws_loop)] if AWS else [])
+    tools = [t for t in tools if t[0] in TOOLS]
     for tool, go in tools:
         clean = None
         for name, scenario in SCENARIOS.items():
