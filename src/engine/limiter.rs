@@ -268,7 +268,8 @@ impl Limiter {
         let now = tokio::time::Instant::now();
         let current = self.rate_per_minute();
         if let Some(t) = *last {
-            if now.duration_since(t.at) < Duration::from_secs_f64(60.0 / t.after) {
+            let cut = t.after < t.sent;
+            if cut && now.duration_since(t.at) < Duration::from_secs_f64(60.0 / t.after) {
                 return None;
             }
             let not_climbed = current <= t.after * (1.0 + 1e-9);
