@@ -42,6 +42,7 @@ fn done_word(action: ActionKind) -> &'static str {
         ActionKind::Stop => "stopped",
         ActionKind::Delete => "terminated",
         ActionKind::Hibernate => "hibernated",
+        ActionKind::Resize => "resized",
     }
 }
 
@@ -263,6 +264,21 @@ impl Lines {
                     secs(*took_s)
                 ))
             }
+            Event::Resizing {
+                workspace,
+                instance_id,
+                from_instance_type,
+                instance_type,
+            } => Some(format!(
+                "~ {workspace}: resizing {from_instance_type} → {instance_type} ({instance_id}), disk kept…"
+            )),
+            Event::ResizeUndone {
+                workspace,
+                instance_id,
+                instance_type,
+            } => Some(format!(
+                "⚠ {workspace}: AWS refused the new type; back on {instance_type} ({instance_id}), disk kept"
+            )),
             Event::Running { workspace, instance_id } => Some(format!("  {workspace} is running ({instance_id})")),
             Event::Stopped { workspace, instance_id } => Some(format!("  {workspace} is stopped ({instance_id})")),
             Event::Failed {

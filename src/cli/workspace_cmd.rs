@@ -415,6 +415,7 @@ pub async fn change(
                 instance_type: i.instance_type.clone(),
                 vcpus: None,
                 reason: "asked for on the command line".into(),
+                resize: None,
             })
             .collect();
         let job = Job::changes(fleet, actions, cloud.region());

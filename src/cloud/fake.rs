@@ -252,6 +252,33 @@ impl Cloud for FakeCloud {
         self.set_state("StopInstances", id, InstanceState::Stopped)
     }
 
+    async fn modify_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError> {
+        let api = "ModifyInstanceAttribute";
+        self.count(api)?;
+        let mut all = self.instances.lock().unwrap();
+        let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
+            CloudError::service(api, Some("InvalidInstanceID.NotFound"), id, Some(400))
+        })?;
+        if i.state != InstanceState::Stopped {
+            return Err(CloudError::service(
+                api,
+                Some("IncorrectInstanceState"),
+                format!("The instance '{id}' is not in the 'stopped' state."),
+                Some(400),
+            ));
+        }
+        if !self.vcpus.contains_key(instance_type) {
+            return Err(CloudError::service(
+                api,
+                Some("InvalidParameterValue"),
+                format!("Invalid value '{instance_type}' for instanceType."),
+                Some(400),
+            ));
+        }
+        i.instance_type = instance_type.to_string();
+        Ok(())
+    }
+
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
         self.set_state("StopInstances", id, InstanceState::Stopped)
     }

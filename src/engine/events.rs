@@ -81,6 +81,21 @@ pub enum Event {
         instance_id: String,
         took_s: f64,
     },
+    /// An in-place resize begins: the instance is stopped, its type changed, and it is
+    /// started again when the fleet runs.
+    Resizing {
+        workspace: String,
+        instance_id: String,
+        from_instance_type: String,
+        instance_type: String,
+    },
+    /// A resize AWS refused was undone: the instance is back on its old type (and
+    /// started again when the fleet runs). A `failed` event follows.
+    ResizeUndone {
+        workspace: String,
+        instance_id: String,
+        instance_type: String,
+    },
     /// An instance reached the running state.
     Running {
         workspace: String,

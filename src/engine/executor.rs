@@ -208,10 +208,12 @@ pub(super) fn target_state(
     desired: crate::manifest::DesiredState,
 ) -> Option<InstanceState> {
     match action {
-        ActionKind::Create | ActionKind::Replace | ActionKind::Start => Some(match desired {
-            crate::manifest::DesiredState::Running => InstanceState::Running,
-            crate::manifest::DesiredState::Stopped => InstanceState::Stopped,
-        }),
+        ActionKind::Create | ActionKind::Replace | ActionKind::Start | ActionKind::Resize => {
+            Some(match desired {
+                crate::manifest::DesiredState::Running => InstanceState::Running,
+                crate::manifest::DesiredState::Stopped => InstanceState::Stopped,
+            })
+        }
         ActionKind::Stop | ActionKind::Hibernate => Some(InstanceState::Stopped),
         ActionKind::Delete => None,
     }

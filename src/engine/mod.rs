@@ -293,4 +293,6 @@ impl Run {
 }
 
 #[cfg(test)]
+mod resize_tests;
+#[cfg(test)]
 mod tests;

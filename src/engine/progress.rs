@@ -34,8 +34,10 @@ pub enum WorkspaceState {
     Retrying,
     /// Its instance was launched and is on its way up.
     Launched,
-    /// A start, stop, hibernation or termination was accepted.
+    /// A start, stop, hibernation, termination or resize was accepted.
     Changed,
+    /// Being resized in place: stopped, its type changed, started again.
+    Resizing,
     /// Its instance runs.
     Running,
     /// Its instance is stopped, as asked.
@@ -215,6 +217,17 @@ impl Progress {
                 }
                 self.count();
             }
+            Event::Resizing {
+                workspace,
+                instance_id,
+                ..
+            } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.state = WorkspaceState::Resizing;
+                    w.instance_id = Some(instance_id.clone());
+                }
+            }
+            Event::ResizeUndone { .. } => {}
             Event::Running {
                 workspace,
                 instance_id,

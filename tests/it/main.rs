@@ -9,6 +9,7 @@ mod manifest;
 mod plan;
 mod promises;
 mod quota;
+mod resize;
 mod schema;
 mod serve;
 mod settings;
