@@ -109,10 +109,13 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     if r.not_started > 0 {
         parts.push(format!("{} not started", r.not_started));
     }
+    if !r.waiting_for_quota.is_empty() {
+        parts.push(format!("{} waiting for quota", r.waiting_for_quota.len()));
+    }
     if !parts.is_empty() {
         out.push_str(&format!(" ({})", parts.join(", ")));
     }
-    let listed = !r.failed.is_empty() || !r.skipped.is_empty();
+    let listed = !r.failed.is_empty() || !r.skipped.is_empty() || !r.waiting_for_quota.is_empty();
     out.push_str(if listed { ":\n" } else { ".\n" });
     for f in &r.failed {
         let e = &f.explained;
@@ -130,6 +133,12 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     for s in &r.skipped {
         out.push_str(&format!(
             "  - {} ({:?}) skipped: {}\n",
+            s.workspace, s.action, s.reason
+        ));
+    }
+    for s in &r.waiting_for_quota {
+        out.push_str(&format!(
+            "  ⏸ {} ({:?}) {}\n",
             s.workspace, s.action, s.reason
         ));
     }
@@ -285,6 +294,15 @@ impl Lines {
                 workspace, code, message, ..
             } => Some(format!("✗ {workspace} failed: {code} — {message}")),
             Event::Skipped { workspace, reason, .. } => Some(format!("- {workspace} skipped: {reason}")),
+            Event::WaitingForQuota { workspace, reason, .. } => Some(format!("⏸ {workspace}: {reason}")),
+            Event::QuotaAvailable {
+                workspace,
+                quota,
+                available_vcpus,
+                ..
+            } => Some(format!(
+                "▶ {workspace}: the {quota} quota has room now ({available_vcpus} vCPUs free), going ahead"
+            )),
             Event::Interrupted => Some(
                 "Interrupted: letting the calls in flight finish; no new ones start. Press Ctrl-C again to exit at once."
                     .into(),
@@ -416,6 +434,7 @@ mod tests {
             failed: vec![],
             skipped: vec![],
             not_started: 0,
+            waiting_for_quota: vec![],
             confirmed_after_errors: vec![],
             interrupted: false,
             duration_s: 67.2,

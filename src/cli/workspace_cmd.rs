@@ -560,6 +560,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         parallelism: 10,
         no_wait: false,
         wait_timeout: Duration::from_secs(600),
+        wait_for_quota: None,
         format: a.act.format,
     };
     super::apply_cmd::carry_out(global, &manifest, None, &apply, Some(&a.names)).await

@@ -18,6 +18,8 @@ pub struct FakeCloud {
     pub vcpus: BTreeMap<String, u32>,
     /// Applied quota values by code; codes absent here answer with the default.
     pub applied: BTreeMap<String, f64>,
+    /// Quota values applied while the test runs (a request approved), over `applied`.
+    pub raised: Mutex<BTreeMap<String, f64>>,
     pub defaults: BTreeMap<String, f64>,
     pub images: BTreeMap<String, Vec<Image>>,
     /// EBS volumes.
@@ -87,6 +89,11 @@ impl FakeCloud {
         Ok(())
     }
 
+    /// Applies quota `code` at `value` from now on, as an approved request does.
+    pub fn raise_quota(&self, code: &str, value: f64) {
+        self.raised.lock().unwrap().insert(code.into(), value);
+    }
+
     /// How many times `api` was called.
     pub fn calls_to(&self, api: &str) -> usize {
         self.calls.lock().unwrap().get(api).copied().unwrap_or(0)
@@ -142,10 +149,10 @@ impl Cloud for FakeCloud {
         code: &str,
     ) -> Result<Option<QuotaValue>, CloudError> {
         self.count("GetServiceQuota")?;
-        Ok(self
-            .applied
-            .get(code)
-            .map(|v| Self::quota(service, code, *v)))
+        let raised = self.raised.lock().unwrap().get(code).copied();
+        Ok(raised
+            .or_else(|| self.applied.get(code).copied())
+            .map(|v| Self::quota(service, code, v)))
     }
 
     async fn get_default_service_quota(

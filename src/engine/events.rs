@@ -116,6 +116,22 @@ pub enum Event {
         /// What happened, what prism did, what to do: from the error catalogue.
         explained: crate::errors::Explained,
     },
+    /// The quota has no room for the workspace's action: it waits, and goes ahead
+    /// (`quota_available`) once the quota or the usage leaves room.
+    WaitingForQuota {
+        workspace: String,
+        action: ActionKind,
+        reason: String,
+    },
+    /// A reading of the quota found room for a waiting workspace: its action goes ahead.
+    QuotaAvailable {
+        workspace: String,
+        action: ActionKind,
+        /// The quota's name.
+        quota: String,
+        /// vCPUs free in it before this workspace.
+        available_vcpus: u32,
+    },
     /// An action was not carried out.
     Skipped {
         workspace: String,

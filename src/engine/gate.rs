@@ -77,6 +77,26 @@ impl Gate {
     }
 }
 
+/// The workspaces whose launch, start or resize the quota has no room for, with what
+/// they wait for: room in that quota. The reason's words up to its `:` stay the same
+/// while the numbers change, so that a watch says it once.
+pub fn quota_waiting(plan: &Plan) -> BTreeMap<String, String> {
+    plan.quota
+        .iter()
+        .flat_map(|q| {
+            let reason = format!(
+                "waiting for room in the {} quota: {} vCPUs needed, {} free",
+                q.name,
+                q.needed,
+                q.available.unwrap_or(0)
+            );
+            q.over_quota
+                .iter()
+                .map(move |w| (w.clone(), reason.clone()))
+        })
+        .collect()
+}
+
 /// The workspaces whose launch or start the quota has no room for, with why.
 fn over_quota(plan: &Plan) -> BTreeMap<String, String> {
     plan.quota

@@ -35,6 +35,8 @@ pub enum Outcome {
     },
     Failed(FailureNote),
     Skipped(String),
+    /// Still waiting for room in a quota when the run ended, with why.
+    Waiting(String),
     /// Not carried out: Ctrl-C came first.
     Interrupted,
 }
@@ -70,11 +72,17 @@ pub struct Context {
     pub events: Events,
     pub cancel: CancellationToken,
     pub skip: BTreeMap<String, String>,
+    /// Workspaces waiting for room in a quota, with why.
+    pub quota_waiting: BTreeMap<String, String>,
+    /// Whether, and how long, the run waits for quota.
+    pub quota_wait: Option<super::QuotaWait>,
+    /// When the run began.
+    pub started: Instant,
     recipe: Option<Recipe>,
     zones: OnceCell<Vec<String>>,
     /// The launch limiter when the run began; the engine's, shared with other runs.
     launch: Option<Arc<Limiter>>,
-    retry: RetryPolicy,
+    pub retry: RetryPolicy,
     /// Until when throttled calls are retried.
     throttle_deadline: Instant,
     launches_left: AtomicUsize,
@@ -112,6 +120,9 @@ impl Context {
             events,
             cancel,
             skip: job.skip,
+            quota_waiting: job.quota_waiting,
+            quota_wait: job.quota_wait,
+            started: Instant::now(),
             recipe: job.recipe,
             zones: OnceCell::new(),
             retry: opts.retry.clone(),

@@ -204,11 +204,12 @@ fn shortfall(
     let mut options = Vec::new();
     if let Some(desired) = check.recommended_value {
         options.push(format!(
-            "request a quota increase: {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\"",
+            "request a quota increase: {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\" --manifest {}",
             arith::request_command(class, desired, Some(&observed.region)),
             manifest.name,
             types[0],
-            check.needed
+            check.needed,
+            manifest.source.display()
         ));
     }
     let per_workspace = available / u32::try_from(wanted).unwrap_or(u32::MAX).max(1);

@@ -292,6 +292,10 @@ pub fn shortfall_screen(plan: &Plan, q: &QuotaCheck) -> String {
             "Proceed anyway: launch the {fit} that fit, in name order; the rest are reported as not launched"
         )
     });
+    options.push(
+        "Proceed and wait: with `--wait-for-quota DURATION` (or under `prism watch`), the rest launch in name order as soon as the quota has room"
+            .into(),
+    );
     for (n, o) in options.iter().enumerate() {
         let _ = writeln!(out, "{}. {o}", n + 1);
     }

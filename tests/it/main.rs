@@ -2,6 +2,7 @@
 
 mod apply;
 mod chaos;
+mod continuation;
 mod docs;
 mod emulator;
 mod help;
