@@ -710,6 +710,73 @@ mod tests {
             }
         }
 
+        /// The loop itself, in virtual time: with the default pace, a raise of the
+        /// quota is acted on at the next reading, a minute after the last pass, not
+        /// at the resync five minutes later.
+        #[tokio::test(start_paused = true)]
+        async fn the_loop_reads_the_quota_again_within_a_minute_while_workspaces_wait() {
+            let cloud = Arc::new(FakeCloud {
+                region: "us-west-2".into(),
+                zones: vec!["us-west-2a".into()],
+                vcpus: BTreeMap::from([("t3.xlarge".into(), 4)]),
+                applied: BTreeMap::from([("L-1216C47A".into(), 32.0)]),
+                images: FakeCloud::own_image("ami-1"),
+                ..FakeCloud::default()
+            });
+            let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("w.yaml");
+            let text = "name: w\nproject: p\ntemplate: t\ncount: 10\nrate_limit: {rate_per_minute: 6000, burst_size: 100}\ntemplates:\n  t: {image: ami-1, instance_type: t3.xlarge}\n";
+            std::fs::write(&path, text).unwrap();
+            let m = crate::manifest::load(&path).unwrap();
+            let opts = WatchOptions {
+                quota_recheck: crate::engine::QuotaWait::EVERY,
+                ..opts()
+            };
+            let cancel = CancellationToken::new();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let t0 = Instant::now();
+            let watch = tokio::spawn(run(path, m, engine, opts, cancel.clone(), tx));
+            let mut passes = vec![];
+            while let Some(n) = rx.recv().await {
+                let Notice::PassEnded { outcome, next, .. } = n else {
+                    continue;
+                };
+                let at = (Instant::now() - t0).as_secs();
+                passes.push((at, outcome.waiting_for_quota(), next.as_secs()));
+                match passes.len() {
+                    // Raised between two readings.
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                        cloud.raise_quota("L-1216C47A", 48.0);
+                    }
+                    3 => break,
+                    _ => {}
+                }
+            }
+            cancel.cancel();
+            watch.await.unwrap().unwrap();
+            let launched: Vec<u64> = cloud
+                .launch_calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(at, _)| (*at - t0).as_secs())
+                .collect();
+            assert_eq!(passes[0].1, 2, "{passes:?}");
+            assert_eq!(passes[0].2, 60, "the next pass a minute later: {passes:?}");
+            assert_eq!(passes[1].1, 0, "{passes:?}");
+            assert_eq!(passes[1].2, 300, "nothing waits: back to the resync");
+            assert_eq!(launched.len(), 10, "{launched:?}");
+            let first = passes[0].0;
+            assert!(
+                launched[8..]
+                    .iter()
+                    .all(|at| (first + 60..first + 65).contains(at)),
+                "the last two a minute after the first pass ({first} s): {launched:?}"
+            );
+        }
+
         #[tokio::test(start_paused = true)]
         async fn a_failing_workspace_is_skipped_while_it_backs_off() {
             let (cloud, engine) = setup();
