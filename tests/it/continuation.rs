@@ -51,7 +51,20 @@ async fn ids(emu: &Emulator) -> Vec<String> {
     ids
 }
 
-fn stop(mut child: Child) -> Option<i32> {
+/// A prism process that is killed if the test fails before stopping it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(mut running: Running) -> Option<i32> {
+    let mut child = running.0.take().expect("running");
     let pid = child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -66,13 +79,15 @@ async fn watch_launches_what_waited_once_the_quota_is_raised() {
     emu.set_quota("ec2", STANDARD, 32.0);
     let path = emu.write("q.yaml", &manifest());
     let log = emu.dir.path().join("watch.log");
-    let child = prism_command(&["watch", path.to_str().unwrap()])
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .env("PRISM_QUOTA_RECHECK", "2s")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = Running(Some(
+        prism_command(&["watch", path.to_str().unwrap()])
+            .env("AWS_ENDPOINT_URL", &emu.url)
+            .env("PRISM_QUOTA_RECHECK", "2s")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
     until_live(&emu, 8, Duration::from_secs(30)).await;
     // Several quota readings (every 2 s) with no room: still 8, said once.
     tokio::time::sleep(Duration::from_secs(7)).await;
@@ -173,22 +188,25 @@ async fn apply_waits_for_an_approved_request_then_launches_the_rest() {
         .unwrap()
         .to_string();
 
-    let mut child = prism_command(&[
-        "apply",
-        "--yes",
-        "--format",
-        "json",
-        "--wait-for-quota",
-        "2m",
-        path,
-    ])
-    .env("AWS_ENDPOINT_URL", &emu.url)
-    .env("PRISM_QUOTA_RECHECK", "2s")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Running(Some(
+        prism_command(&[
+            "apply",
+            "--yes",
+            "--format",
+            "json",
+            "--wait-for-quota",
+            "2m",
+            path,
+        ])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("PRISM_QUOTA_RECHECK", "2s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    ));
+    let stdout_pipe = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout_pipe).lines();
     let mut events: Vec<Value> = vec![];
     for line in lines.by_ref() {
         let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
@@ -214,7 +232,7 @@ async fn apply_waits_for_an_approved_request_then_launches_the_rest() {
     );
     let approved = Instant::now();
     events.extend(lines.map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap()));
-    let status = child.wait().unwrap();
+    let status = child.0.take().unwrap().wait().unwrap();
     assert_eq!(status.code(), Some(0), "{events:#?}");
     assert!(approved.elapsed() < Duration::from_secs(30));
     assert_eq!(live(&emu).await, 10);
