@@ -200,3 +200,44 @@ async fn a_type_aws_refuses_leaves_the_old_type_running() {
     );
     assert_eq!(calls(&emu, "TerminateInstances"), 0);
 }
+
+/// The emulator changes an instance's type as AWS does: only when it is stopped, and
+/// a stopped instance started beyond the vCPU quota is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emulator_changes_the_type_of_stopped_instances_only() {
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    use aws_sdk_ec2::types::AttributeValue;
+    let emu = Emulator::start();
+    let ec2 = emu.ec2();
+    let id = crate::emulator::launch(&ec2, None, None, "t3.large", 1).await[0].clone();
+    let modify = |t: &str| {
+        ec2.modify_instance_attribute()
+            .instance_id(&id)
+            .instance_type(AttributeValue::builder().value(t).build())
+            .send()
+    };
+    let err = modify("t3.xlarge").await.unwrap_err();
+    assert_eq!(err.code(), Some("IncorrectInstanceState"), "{err:?}");
+    ec2.stop_instances().instance_ids(&id).send().await.unwrap();
+    let err = modify("t4g.large").await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidParameterValue"), "{err:?}");
+    modify("t3.2xlarge").await.unwrap();
+    assert_eq!(instances(&emu).await[&id].0, "t3.2xlarge");
+
+    // 8 vCPUs do not start under a quota of 4.
+    emu.set_quota("ec2", "L-1216C47A", 4.0);
+    let err = ec2
+        .start_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("VcpuLimitExceeded"), "{err:?}");
+    emu.set_quota("ec2", "L-1216C47A", 8.0);
+    ec2.start_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(instances(&emu).await[&id].1, "running");
+}
