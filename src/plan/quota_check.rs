@@ -225,6 +225,10 @@ fn shortfall(
         manifest.workspaces.len()
     );
     options.push(fewer);
+    options.push(format!(
+        "launch the rest as soon as there is room: `prism watch {0}`, or `prism apply {0} --wait-for-quota 72h`",
+        manifest.source.display()
+    ));
     Warning {
         kind: super::WarningKind::QuotaShortfall,
         message: format!(

@@ -309,6 +309,15 @@ fn quota_shortfall_counts_what_fits() {
         w.options[2],
         "launch fewer workspaces: 4 of 10 fit in total"
     );
+    assert!(
+        w.options[0].ends_with("--manifest test.yaml"),
+        "{}",
+        w.options[0]
+    );
+    assert_eq!(
+        w.options[3],
+        "launch the rest as soon as there is room: `prism watch test.yaml`, or `prism apply test.yaml --wait-for-quota 72h`"
+    );
 }
 
 #[test]
@@ -455,11 +464,15 @@ fn usage_over_the_limit_leaves_nothing_available() {
             .message
             .starts_with("Only 0 of 1 new workspaces fit")
     );
-    assert_eq!(
-        p.warnings[0].options.len(),
-        2,
-        "no smaller type can fit in 0 vCPUs"
+    assert!(
+        !p.warnings[0]
+            .options
+            .iter()
+            .any(|o| o.starts_with("use a smaller instance type")),
+        "no smaller type can fit in 0 vCPUs: {:?}",
+        p.warnings[0].options
     );
+    assert_eq!(p.warnings[0].options.len(), 3);
 }
 
 #[test]
