@@ -15,6 +15,7 @@ pub mod limiter;
 pub mod memory;
 pub mod progress;
 mod quota_wait;
+mod resize;
 mod step;
 pub mod token;
 mod wait;

@@ -88,9 +88,9 @@ pub struct Context {
     launches_left: AtomicUsize,
     digest: String,
     /// Time between two looks at an instance that a resize waits for.
-    poll: Duration,
+    pub(super) poll: Duration,
     /// How long a resize waits for its instance to stop.
-    settle: Duration,
+    pub(super) settle: Duration,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
 }
@@ -455,7 +455,7 @@ pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Ins
         (ActionKind::Resize, Some(id)) => match &action.resize {
             Some(from) => {
                 let sizes = (from.instance_type.as_str(), action.instance_type.as_str());
-                resize(ctx, action, id, sizes, started).await
+                super::resize::resize(ctx, action, id, sizes, started).await
             }
             None => {
                 return skip(
@@ -483,7 +483,7 @@ pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
 }
 
 /// The note for the summary of `action` failing with `e`, explained by the catalogue.
-fn failure_note(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
+pub(super) fn failure_note(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
     let mut errors = ctx.errors.clone();
     // A resize's errors are about its new type, whatever the template's launches use.
     if action.action == ActionKind::Resize {
@@ -500,7 +500,7 @@ fn failure_note(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
     }
 }
 
-fn failed_event(note: &FailureNote) -> Event {
+pub(super) fn failed_event(note: &FailureNote) -> Event {
     Event::Failed {
         workspace: note.workspace.clone(),
         action: note.action,
@@ -584,144 +584,6 @@ async fn change(
         launched: false,
         then_stop: false,
     })
-}
-
-/// Resizes instance `id` in place from `sizes.0` to `sizes.1`: stops it (unless
-/// stopped), changes its type, and starts it when the fleet runs. When AWS refuses the
-/// new type (at the change, or at the start), the instance goes back on its old type
-/// and to the fleet's state, and the action fails with AWS's explanation.
-async fn resize(
-    ctx: &Context,
-    action: &Action,
-    id: &str,
-    (from, to): (&str, &str),
-    started: Instant,
-) -> Result<Outcome, StepError> {
-    let ws = action.workspace.as_str();
-    let cloud = &ctx.cloud;
-    ctx.events.emit(Event::Resizing {
-        workspace: ws.to_string(),
-        instance_id: id.to_string(),
-        from_instance_type: from.to_string(),
-        instance_type: to.to_string(),
-    });
-    if instance_state(ctx, id).await? != Some(crate::cloud::InstanceState::Stopped) {
-        ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.stop_instance(id))
-            .await?;
-        until_stopped(ctx, id).await?;
-    }
-    let runs = ctx.desired == DesiredState::Running;
-    let refused = match ctx
-        .call(ws, Pace::Mutate, &mut false, |_| {
-            cloud.modify_instance_type(id, to)
-        })
-        .await
-    {
-        Err(StepError::Cloud(e)) => Some((e, false)),
-        Err(other) => return Err(other),
-        Ok(()) if !runs => None,
-        Ok(()) => match ctx
-            .call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
-            .await
-        {
-            Err(StepError::Cloud(e)) => Some((e, true)),
-            Err(other) => return Err(other),
-            Ok(()) => None,
-        },
-    };
-    if let Some((e, changed)) = refused {
-        undo_resize(ctx, ws, id, from, changed).await?;
-        let mut note = failure_note(ctx, action, &e);
-        note.explained.what_prism_does = format!(
-            "prism put {ws} back on {from}{}; its disk is kept. The other workspaces carry on.",
-            if runs { " and started it again" } else { "" }
-        );
-        ctx.events.emit(failed_event(&note));
-        return Ok(Outcome::Failed(note));
-    }
-    ctx.events.emit(Event::Changed {
-        workspace: ws.to_string(),
-        action: ActionKind::Resize,
-        instance_id: id.to_string(),
-        took_s: started.elapsed().as_secs_f64(),
-    });
-    Ok(Outcome::Done {
-        instance: Some(id.to_string()),
-        launched: false,
-        then_stop: false,
-    })
-}
-
-/// Puts a resized instance back as it was: its old type when the new one was applied
-/// (`changed`), then started when the fleet runs.
-async fn undo_resize(
-    ctx: &Context,
-    ws: &str,
-    id: &str,
-    from: &str,
-    changed: bool,
-) -> Result<(), StepError> {
-    let cloud = &ctx.cloud;
-    if changed {
-        // A start that failed may leave the instance on its way back to stopped.
-        until_stopped(ctx, id).await?;
-        ctx.call(ws, Pace::Mutate, &mut false, |_| {
-            cloud.modify_instance_type(id, from)
-        })
-        .await?;
-    }
-    if ctx.desired == DesiredState::Running {
-        ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
-            .await?;
-    }
-    ctx.events.emit(Event::ResizeUndone {
-        workspace: ws.to_string(),
-        instance_id: id.to_string(),
-        instance_type: from.to_string(),
-    });
-    Ok(())
-}
-
-/// The state of instance `id` of the fleet; None when AWS does not show it (yet).
-async fn instance_state(
-    ctx: &Context,
-    id: &str,
-) -> Result<Option<crate::cloud::InstanceState>, StepError> {
-    let filter = crate::cloud::InstanceFilter {
-        tag_keys: vec![],
-        tags: vec![(tags::FLEET.to_string(), ctx.fleet.clone())],
-        states: vec![],
-    };
-    let seen = ctx
-        .call("", Pace::None, &mut false, |_| {
-            ctx.cloud.describe_instances(&filter)
-        })
-        .await?;
-    Ok(seen.into_iter().find(|i| i.id == id).map(|i| i.state))
-}
-
-/// Waits until instance `id` is stopped, looking every poll interval.
-async fn until_stopped(ctx: &Context, id: &str) -> Result<(), StepError> {
-    let deadline = Instant::now() + ctx.settle;
-    loop {
-        if instance_state(ctx, id).await? == Some(crate::cloud::InstanceState::Stopped) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(StepError::Cloud(CloudError::service(
-                "DescribeInstances",
-                Some("WaitTimedOut"),
-                format!(
-                    "{id} did not stop within {}",
-                    humantime::format_duration(ctx.settle)
-                ),
-                None,
-            )));
-        }
-        if !pause(ctx, ctx.poll).await {
-            return Err(StepError::Interrupted);
-        }
-    }
 }
 
 /// Stops an instance that was launched for a stopped fleet, once it runs.
