@@ -143,6 +143,14 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         ));
     }
     out.push_str(&confirmed(r));
+    // Workspaces the gate left out for quota can wait for it instead.
+    if r.skipped.iter().any(|s| {
+        s.reason.starts_with("not launched: the ") && s.reason.contains(" quota has room for ")
+    }) {
+        out.push_str(&format!(
+            "To launch what the quota had no room for as soon as it has: run `{rerun}` again with `--wait-for-quota DURATION`, or keep `prism watch` running.\n"
+        ));
+    }
     if r.interrupted {
         out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
