@@ -97,20 +97,32 @@ pub fn quota_waiting(plan: &Plan) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The workspaces whose launch or start the quota has no room for, with why.
+/// The workspaces whose launch, start or resize the quota has no room for, with why.
 fn over_quota(plan: &Plan) -> BTreeMap<String, String> {
+    let resizes: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Resize)
+        .map(|a| a.workspace.as_str())
+        .collect();
     plan.quota
         .iter()
         .flat_map(|q| {
-            let reason = format!(
-                "not launched: the {} quota has room for {} more vCPUs ({} needed)",
+            let why = format!(
+                "the {} quota has room for {} more vCPUs ({} needed)",
                 q.name,
                 q.available.unwrap_or(0),
                 q.needed
             );
-            q.over_quota
-                .iter()
-                .map(move |w| (w.clone(), reason.clone()))
+            let resizes = &resizes;
+            q.over_quota.iter().map(move |w| {
+                let what = if resizes.contains(&w.as_str()) {
+                    "not resized"
+                } else {
+                    "not launched"
+                };
+                (w.clone(), format!("{what}: {why}"))
+            })
         })
         .collect()
 }

@@ -211,3 +211,21 @@ async fn a_type_refused_at_start_is_changed_back_and_started() {
     assert_eq!(cloud.calls_to("StartInstances"), 3);
     assert_eq!(cloud.calls_to("TerminateInstances"), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn resizes_the_quota_has_no_room_for_are_held_back_as_not_resized() {
+    let cloud = cloud(InstanceState::Running);
+    // 2 × t3.large run (4 vCPUs) under a quota of 6: one resize (+2) fits, not two.
+    cloud.raise_quota("L-1216C47A", 6.0);
+    let m = manifest("");
+    let observed = crate::observe::observe(cloud.as_ref(), &m).await.unwrap();
+    let plan = crate::plan::plan(&m, &observed);
+    let g = gate::Gate::of(&plan, true);
+    assert_eq!(
+        g.over_quota.get("f-02").map(String::as_str),
+        Some(
+            "not resized: the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota has room for 2 more vCPUs (4 needed)"
+        )
+    );
+    assert_eq!(g.over_quota.len(), 1);
+}
