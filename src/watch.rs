@@ -36,6 +36,9 @@ pub struct WatchOptions {
     pub parallelism: usize,
     /// Launch pacing settings file, read once.
     pub config: crate::config::UserConfig,
+    /// Time until the next pass while a workspace waits for room in a quota (when
+    /// shorter than the resync): the pass reads the quota and the usage again.
+    pub quota_recheck: Duration,
 }
 
 /// What the watch tells its front door; the library itself prints nothing.
@@ -143,6 +146,13 @@ impl Pass {
     pub fn clean(&self) -> bool {
         self.error.is_none() && self.report.as_ref().is_none_or(|r| r.failed.is_empty())
     }
+
+    /// Workspaces left waiting for room in a quota.
+    pub fn waiting_for_quota(&self) -> usize {
+        self.report
+            .as_ref()
+            .map_or(0, |r| r.waiting_for_quota.len())
+    }
 }
 
 /// What a pass decided to leave alone, and why.
@@ -150,13 +160,16 @@ impl Pass {
 pub struct Decision {
     /// Workspaces not to act on this pass, with the reason.
     pub skip: BTreeMap<String, String>,
+    /// Workspaces the quota has no room for: they wait, with what for.
+    pub quota_waiting: BTreeMap<String, String>,
     /// Deletions held back for safety.
     pub held: usize,
 }
 
-/// Decides what a pass leaves alone: workspaces still backing off (`waiting`), those
-/// the quota has no room for, and every deletion when the plan would delete more than
-/// half of the fleet's `live` instances. Pure: the same inputs, the same decision.
+/// Decides what a pass leaves alone: workspaces still backing off (`waiting`), every
+/// deletion when the plan would delete more than half of the fleet's `live` instances,
+/// and those the quota has no room for, which wait for it. Pure: the same inputs, the
+/// same decision.
 pub fn decide(
     plan: &Plan,
     live: usize,
@@ -183,13 +196,15 @@ pub fn decide(
     } else {
         0
     };
-    for q in &plan.quota {
-        for w in &q.over_quota {
-            skip.entry(w.clone())
-                .or_insert_with(|| format!("not launched: no room left in the {} quota", q.name));
-        }
+    let quota_waiting = crate::engine::gate::quota_waiting(plan)
+        .into_iter()
+        .filter(|(w, _)| !skip.contains_key(w))
+        .collect();
+    Decision {
+        skip,
+        quota_waiting,
+        held,
     }
-    Decision { skip, held }
 }
 
 /// When the next pass is due after `pass`, and the loop's backoff from now on: while
@@ -272,6 +287,7 @@ pub async fn reconcile_at(
     ));
     let mut job = Job::from_plan(manifest, &plan, &observed);
     job.skip = decision.skip;
+    job.quota_waiting = decision.quota_waiting;
     let run_opts = RunOptions {
         parallelism: opts.parallelism,
         wait: Some(Duration::from_secs(600)),
@@ -462,8 +478,13 @@ pub async fn run_with_clock(
                 let _ = notices.send(Notice::Schedule(clock::waiting_notice(c)));
             }
             boundary = next_boundary;
-            let next;
+            let mut next;
             (next, backoff) = error_policy(&pass, backoff, opts.resync);
+            if pass.waiting_for_quota() > 0 {
+                // Room may come at any time (a request approved, an instance stopped):
+                // the quota and the usage are read again at a bounded pace.
+                next = next.min(opts.quota_recheck);
+            }
             clean = pass.clean();
             let _ = notices.send(Notice::PassEnded {
                 pass: passes,
@@ -613,6 +634,7 @@ mod tests {
                 once: false,
                 parallelism: 4,
                 config: crate::config::UserConfig::default(),
+                quota_recheck: Duration::from_secs(60),
             }
         }
 
@@ -727,6 +749,137 @@ mod tests {
             assert!(p.clean());
             assert_eq!((next.as_secs(), backoff), (300, Duration::ZERO));
             assert_eq!(live(&cloud).len(), 2);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn what_does_not_fit_waits_for_quota_and_launches_when_there_is_room() {
+            let cloud = Arc::new(FakeCloud {
+                region: "us-west-2".into(),
+                zones: vec!["us-west-2a".into()],
+                vcpus: BTreeMap::from([("t3.xlarge".into(), 4)]),
+                applied: BTreeMap::from([("L-1216C47A".into(), 32.0)]),
+                images: FakeCloud::own_image("ami-1"),
+                ..FakeCloud::default()
+            });
+            let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+            let text = "name: w\nproject: p\ntemplate: t\ncount: 10\ntemplates:\n  t: {image: ami-1, instance_type: t3.xlarge}\n";
+            let m = crate::manifest::parse(Path::new("w.yaml"), text).unwrap();
+            let mut requeue = Requeue::default();
+
+            let p = pass(&engine, &m, &mut requeue).await;
+            let r = p.report.as_ref().unwrap();
+            assert_eq!((r.launched, p.waiting_for_quota()), (8, 2), "{r:?}");
+            assert!(r.skipped.is_empty() && r.failed.is_empty(), "{r:?}");
+            assert_eq!(
+                r.waiting_for_quota
+                    .iter()
+                    .map(|w| (w.workspace.as_str(), w.reason.as_str()))
+                    .collect::<Vec<_>>(),
+                [
+                    (
+                        "w-09",
+                        "waiting for room in the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota: 40 vCPUs needed, 32 free"
+                    ),
+                    (
+                        "w-10",
+                        "waiting for room in the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota: 40 vCPUs needed, 32 free"
+                    ),
+                ]
+            );
+            // The loop comes back within the recheck, not the resync.
+            let (next, _) = error_policy(&p, Duration::ZERO, opts().resync);
+            assert_eq!(next, opts().resync);
+            assert!(
+                p.waiting_for_quota() > 0,
+                "so the loop takes the recheck instead"
+            );
+
+            // Nothing changed: still waiting, no call to launch.
+            let p = pass(&engine, &m, &mut requeue).await;
+            assert_eq!(p.waiting_for_quota(), 2);
+            assert!(
+                p.report.unwrap().waiting_for_quota[0]
+                    .reason
+                    .ends_with("quota: 8 vCPUs needed, 0 free")
+            );
+            assert_eq!(cloud.calls_to("RunInstances"), 8);
+
+            cloud.raise_quota("L-1216C47A", 48.0);
+            let p = pass(&engine, &m, &mut requeue).await;
+            let r = p.report.unwrap();
+            assert_eq!((r.total, r.launched), (2, 2), "only the two: {r:?}");
+            assert!(r.waiting_for_quota.is_empty());
+            assert_eq!(live(&cloud).len(), 10);
+            for api in ["StopInstances", "TerminateInstances", "StartInstances"] {
+                assert_eq!(cloud.calls_to(api), 0, "{api}: the others untouched");
+            }
+        }
+
+        /// The loop itself, in virtual time: with the default pace, a raise of the
+        /// quota is acted on at the next reading, a minute after the last pass, not
+        /// at the resync five minutes later.
+        #[tokio::test(start_paused = true)]
+        async fn the_loop_reads_the_quota_again_within_a_minute_while_workspaces_wait() {
+            let cloud = Arc::new(FakeCloud {
+                region: "us-west-2".into(),
+                zones: vec!["us-west-2a".into()],
+                vcpus: BTreeMap::from([("t3.xlarge".into(), 4)]),
+                applied: BTreeMap::from([("L-1216C47A".into(), 32.0)]),
+                images: FakeCloud::own_image("ami-1"),
+                ..FakeCloud::default()
+            });
+            let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("w.yaml");
+            let text = "name: w\nproject: p\ntemplate: t\ncount: 10\nrate_limit: {rate_per_minute: 6000, burst_size: 100}\ntemplates:\n  t: {image: ami-1, instance_type: t3.xlarge}\n";
+            std::fs::write(&path, text).unwrap();
+            let m = crate::manifest::load(&path).unwrap();
+            let opts = WatchOptions {
+                quota_recheck: crate::engine::QuotaWait::EVERY,
+                ..opts()
+            };
+            let cancel = CancellationToken::new();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let t0 = Instant::now();
+            let watch = tokio::spawn(run(path, m, engine, opts, cancel.clone(), tx));
+            let mut passes = vec![];
+            while let Some(n) = rx.recv().await {
+                let Notice::PassEnded { outcome, next, .. } = n else {
+                    continue;
+                };
+                let at = (Instant::now() - t0).as_secs();
+                passes.push((at, outcome.waiting_for_quota(), next.as_secs()));
+                match passes.len() {
+                    // Raised between two readings.
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                        cloud.raise_quota("L-1216C47A", 48.0);
+                    }
+                    3 => break,
+                    _ => {}
+                }
+            }
+            cancel.cancel();
+            watch.await.unwrap().unwrap();
+            let launched: Vec<u64> = cloud
+                .launch_calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(at, _)| (*at - t0).as_secs())
+                .collect();
+            assert_eq!(passes[0].1, 2, "{passes:?}");
+            assert_eq!(passes[0].2, 60, "the next pass a minute later: {passes:?}");
+            assert_eq!(passes[1].1, 0, "{passes:?}");
+            assert_eq!(passes[1].2, 300, "nothing waits: back to the resync");
+            assert_eq!(launched.len(), 10, "{launched:?}");
+            let first = passes[0].0;
+            assert!(
+                launched[8..]
+                    .iter()
+                    .all(|at| (first + 60..first + 65).contains(at)),
+                "the last two a minute after the first pass ({first} s): {launched:?}"
+            );
         }
 
         #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@ use clap::Args;
 use super::{Failure, Format, GlobalArgs, connect, print};
 use crate::cloud::Cloud;
 use crate::engine::gate::{Ask, Gate};
-use crate::engine::{Engine, Job, RunOptions};
+use crate::engine::{Engine, Job, QuotaWait, RunOptions};
 use crate::manifest::{self, Manifest};
 use crate::observe::observe;
 use crate::plan::{self, Plan, SavedPlan};
@@ -31,6 +31,11 @@ pub struct ApplyArgs {
     /// How long to wait for instances to reach their state.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub wait_timeout: Duration,
+    /// Keep the workspaces the quota has no room for waiting, up to DURATION, and
+    /// launch them in name order as soon as there is room (the quota and the usage are
+    /// read again about once a minute).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait_for_quota: Option<Duration>,
     /// Output: text (a live bar on a terminal, lines otherwise) or json (NDJSON events).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -140,7 +145,16 @@ pub async fn carry_out(
     );
     engine.set_sold_out_ttl(crate::config::sold_out_ttl(&settings));
     let mut job = Job::from_plan(manifest, &plan, &observed);
-    job.skip = gate.over_quota;
+    match args.wait_for_quota {
+        Some(until) => {
+            job.quota_waiting = crate::engine::gate::quota_waiting(&plan);
+            job.quota_wait = Some(QuotaWait {
+                until,
+                every: super::quota_recheck(),
+            });
+        }
+        None => job.skip = gate.over_quota,
+    }
     let opts = RunOptions {
         parallelism: usize::from(args.parallelism),
         wait: (!args.no_wait).then_some(args.wait_timeout),

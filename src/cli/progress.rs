@@ -42,6 +42,7 @@ fn done_word(action: ActionKind) -> &'static str {
         ActionKind::Stop => "stopped",
         ActionKind::Delete => "terminated",
         ActionKind::Hibernate => "hibernated",
+        ActionKind::Resize => "resized",
     }
 }
 
@@ -167,10 +168,13 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     if r.not_started > 0 {
         parts.push(format!("{} not started", r.not_started));
     }
+    if !r.waiting_for_quota.is_empty() {
+        parts.push(format!("{} waiting for quota", r.waiting_for_quota.len()));
+    }
     if !parts.is_empty() {
         out.push_str(&format!(" ({})", parts.join(", ")));
     }
-    let listed = !r.failed.is_empty() || !r.skipped.is_empty();
+    let listed = !r.failed.is_empty() || !r.skipped.is_empty() || !r.waiting_for_quota.is_empty();
     out.push_str(if listed { ":\n" } else { ".\n" });
     for f in &r.failed {
         let e = &f.explained;
@@ -191,9 +195,23 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
             s.workspace, s.action, s.reason
         ));
     }
+    for s in &r.waiting_for_quota {
+        out.push_str(&format!(
+            "  ⏸ {} ({:?}) {}\n",
+            s.workspace, s.action, s.reason
+        ));
+    }
     out.push_str(&confirmed(r));
     out.push_str(&by_other_runs(r));
     out.push_str(&fallbacks(r));
+    // Workspaces the gate left out for quota can wait for it instead.
+    if r.skipped.iter().any(|s| {
+        s.reason.starts_with("not launched: the ") && s.reason.contains(" quota has room for ")
+    }) {
+        out.push_str(&format!(
+            "To launch what the quota had no room for as soon as it has: run `{rerun}` again with `--wait-for-quota DURATION`, or keep `prism watch` running.\n"
+        ));
+    }
     if r.interrupted {
         out.push_str(&format!("Interrupted: run `{rerun}` again to finish.\n"));
     } else if !r.failed.is_empty() {
@@ -349,12 +367,36 @@ impl Lines {
                     secs(*took_s)
                 ))
             }
+            Event::Resizing {
+                workspace,
+                instance_id,
+                from_instance_type,
+                instance_type,
+            } => Some(format!(
+                "~ {workspace}: resizing {from_instance_type} → {instance_type} ({instance_id}), disk kept…"
+            )),
+            Event::ResizeUndone {
+                workspace,
+                instance_id,
+                instance_type,
+            } => Some(format!(
+                "⚠ {workspace}: AWS refused the new type; back on {instance_type} ({instance_id}), disk kept"
+            )),
             Event::Running { workspace, instance_id } => Some(format!("  {workspace} is running ({instance_id})")),
             Event::Stopped { workspace, instance_id } => Some(format!("  {workspace} is stopped ({instance_id})")),
             Event::Failed {
                 workspace, code, message, ..
             } => Some(format!("✗ {workspace} failed: {code} — {message}")),
             Event::Skipped { workspace, reason, .. } => Some(format!("- {workspace} skipped: {reason}")),
+            Event::WaitingForQuota { workspace, reason, .. } => Some(format!("⏸ {workspace}: {reason}")),
+            Event::QuotaAvailable {
+                workspace,
+                quota,
+                available_vcpus,
+                ..
+            } => Some(format!(
+                "▶ {workspace}: the {quota} quota has room now ({available_vcpus} vCPUs free), going ahead"
+            )),
             Event::Interrupted => Some(
                 "Interrupted: letting the calls in flight finish; no new ones start. Press Ctrl-C again to exit at once."
                     .into(),
@@ -509,6 +551,7 @@ mod tests {
             confirmed_after_errors: vec![],
             launched_by_other_runs: vec![],
             fallbacks: vec![note("f-01"), note("f-03")],
+            waiting_for_quota: vec![],
             interrupted: false,
             duration_s: 3.0,
         };
@@ -528,6 +571,7 @@ mod tests {
             failed: vec![],
             skipped: vec![],
             not_started: 0,
+            waiting_for_quota: vec![],
             confirmed_after_errors: vec![],
             launched_by_other_runs: vec![],
             fallbacks: vec![],
@@ -553,6 +597,7 @@ mod tests {
             confirmed_after_errors: vec![],
             launched_by_other_runs: vec!["f-02".into(), "f-03".into()],
             fallbacks: vec![],
+            waiting_for_quota: vec![],
             interrupted: false,
             duration_s: 3.0,
         };

@@ -52,6 +52,10 @@ pub struct RequestArgs {
     /// Show what would be asked, without asking.
     #[arg(long)]
     pub dry_run: bool,
+    /// The manifest whose shortfall this request is for (as `prism plan` suggests):
+    /// also prints how to let prism launch what did not fit once the request is approved.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
@@ -234,6 +238,14 @@ fn list_text(all: &[RequestRow]) -> String {
     format!("{table}\n")
 }
 
+/// How to let prism launch a fleet's waiting workspaces by itself once a request is
+/// approved.
+fn continue_text(manifest: &str) -> String {
+    format!(
+        "\nLet prism launch what did not fit by itself, as soon as the quota has room:\n  prism watch {manifest}\n      (keeps those workspaces waiting; reads the quota again about once a minute)\n  prism apply {manifest} --yes --wait-for-quota 72h\n      (one apply that launches what fits now, then waits up to 72 hours for the rest)\n"
+    )
+}
+
 fn class(name: &str) -> Result<&'static QuotaClass, Failure> {
     quota::by_name(name).ok_or_else(|| {
         let names: Vec<&str> = quota::all().map(|q| q.friendly).collect();
@@ -309,6 +321,9 @@ async fn request(
         "\nRequest submitted successfully!\nRequest ID: {}\nStatus: {}\nTypical approval time: 1-2 business days\n\nTrack status:\n  prism quota request show {}\n\nOr via AWS Console:\n  https://console.aws.amazon.com/servicequotas/home/requests\n",
         req.request_id, req.status, req.request_id
     ));
+    if let Some(file) = &r.manifest {
+        out.push_str(&continue_text(&file.display().to_string()));
+    }
     print(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
         once: args.once,
         parallelism: usize::from(args.parallelism),
         config,
+        quota_recheck: super::quota_recheck(),
     };
     tracing::info!(
         "watching {} (fleet {} in {}); resync every {}",
@@ -109,6 +110,9 @@ impl Standing {
             Event::Skipped {
                 workspace, reason, ..
             } => (workspace, standing_key("skipped", reason)),
+            Event::WaitingForQuota {
+                workspace, reason, ..
+            } => (workspace, standing_key("waiting", reason)),
             Event::Failed {
                 workspace, code, ..
             } => (workspace, standing_key("failed", code)),
@@ -201,7 +205,14 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
                 let changed = standing.last_status.replace(key.clone()) != Some(key);
                 let quiet =
                     outcome.report.is_none() && outcome.held == 0 && outcome.error.is_none();
-                if (news || changed) && !quiet {
+                // A pass that carried nothing out and said nothing new (workspaces
+                // waiting or held as before) is not worth a line, whatever its counts.
+                let idle = outcome.error.is_none()
+                    && outcome
+                        .report
+                        .as_ref()
+                        .is_none_or(|r| r.succeeded == 0 && r.failed.is_empty());
+                if (news || (changed && !idle)) && !quiet {
                     tracing::info!(pass, "{line}");
                 } else {
                     tracing::debug!(pass, "{line}");
@@ -232,7 +243,11 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
 
 /// The one status line of a pass.
 fn status(n: u64, pass: &Pass, next: Duration) -> String {
-    let next = format!("next resync in {}", human(next));
+    let next = if pass.waiting_for_quota() > 0 {
+        format!("quota read again in {}", human(next))
+    } else {
+        format!("next resync in {}", human(next))
+    };
     if let Some(e) = &pass.error {
         let explained = crate::errors::explain(e, &crate::errors::Context::default());
         return format!(
@@ -248,8 +263,13 @@ fn status(n: u64, pass: &Pass, next: Duration) -> String {
         };
         return format!("pass {n}: no changes{held}; {next}");
     };
+    let waiting = if r.waiting_for_quota.is_empty() {
+        String::new()
+    } else {
+        format!(", {} waiting for quota", r.waiting_for_quota.len())
+    };
     format!(
-        "pass {n}: {} done, {} failed, {} skipped{}; {next}",
+        "pass {n}: {} done, {} failed, {} skipped{waiting}{}; {next}",
         r.succeeded,
         r.failed.len(),
         r.skipped.len(),

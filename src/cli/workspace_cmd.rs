@@ -440,6 +440,7 @@ pub async fn change(
                 instance_type: i.instance_type.clone(),
                 vcpus: None,
                 reason: "asked for on the command line".into(),
+                resize: None,
             })
             .collect();
         let job = Job::changes(fleet, actions, cloud.region());
@@ -586,6 +587,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         parallelism: 10,
         no_wait: false,
         wait_timeout: Duration::from_secs(600),
+        wait_for_quota: None,
         format: a.act.format,
     };
     super::apply_cmd::carry_out(global, &manifest, None, &apply, Some(&a.names)).await

@@ -598,6 +598,24 @@ impl Cloud for AwsCloud {
         .await
     }
 
+    async fn modify_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError> {
+        traced("ModifyInstanceAttribute", async move {
+            self.ec2
+                .modify_instance_attribute()
+                .instance_id(id)
+                .instance_type(
+                    aws_sdk_ec2::types::AttributeValue::builder()
+                        .value(instance_type)
+                        .build(),
+                )
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("ModifyInstanceAttribute", e))
+        })
+        .await
+    }
+
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
         traced("StopInstances", async move {
             self.ec2

@@ -18,6 +18,8 @@ pub struct FakeCloud {
     pub vcpus: BTreeMap<String, u32>,
     /// Applied quota values by code; codes absent here answer with the default.
     pub applied: BTreeMap<String, f64>,
+    /// Quota values applied while the test runs (a request approved), over `applied`.
+    pub raised: Mutex<BTreeMap<String, f64>>,
     pub defaults: BTreeMap<String, f64>,
     pub images: BTreeMap<String, Vec<Image>>,
     /// EBS volumes.
@@ -90,6 +92,11 @@ impl FakeCloud {
         Ok(())
     }
 
+    /// Applies quota `code` at `value` from now on, as an approved request does.
+    pub fn raise_quota(&self, code: &str, value: f64) {
+        self.raised.lock().unwrap().insert(code.into(), value);
+    }
+
     /// How many times `api` was called.
     pub fn calls_to(&self, api: &str) -> usize {
         self.calls.lock().unwrap().get(api).copied().unwrap_or(0)
@@ -146,10 +153,10 @@ impl Cloud for FakeCloud {
         code: &str,
     ) -> Result<Option<QuotaValue>, CloudError> {
         self.count("GetServiceQuota")?;
-        Ok(self
-            .applied
-            .get(code)
-            .map(|v| Self::quota(service, code, *v)))
+        let raised = self.raised.lock().unwrap().get(code).copied();
+        Ok(raised
+            .or_else(|| self.applied.get(code).copied())
+            .map(|v| Self::quota(service, code, v)))
     }
 
     async fn get_default_service_quota(
@@ -275,6 +282,33 @@ impl Cloud for FakeCloud {
 
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
         self.set_state("StopInstances", id, InstanceState::Stopped)
+    }
+
+    async fn modify_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError> {
+        let api = "ModifyInstanceAttribute";
+        self.count(api)?;
+        let mut all = self.instances.lock().unwrap();
+        let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
+            CloudError::service(api, Some("InvalidInstanceID.NotFound"), id, Some(400))
+        })?;
+        if i.state != InstanceState::Stopped {
+            return Err(CloudError::service(
+                api,
+                Some("IncorrectInstanceState"),
+                format!("The instance '{id}' is not in the 'stopped' state."),
+                Some(400),
+            ));
+        }
+        if !self.vcpus.contains_key(instance_type) {
+            return Err(CloudError::service(
+                api,
+                Some("InvalidParameterValue"),
+                format!("Invalid value '{instance_type}' for instanceType."),
+                Some(400),
+            ));
+        }
+        i.instance_type = instance_type.to_string();
+        Ok(())
     }
 
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {

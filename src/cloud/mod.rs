@@ -267,6 +267,10 @@ pub trait Cloud: Send + Sync {
     /// StopInstances for one instance.
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError>;
 
+    /// ModifyInstanceAttribute `InstanceType` of a stopped instance: the instance keeps
+    /// its id and volumes. AWS refuses it (IncorrectInstanceState) unless stopped.
+    async fn modify_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError>;
+
     /// StopInstances with Hibernate, for an instance launched with hibernation.
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError>;
 

@@ -107,6 +107,21 @@ pub enum Event {
         instance_id: String,
         took_s: f64,
     },
+    /// An in-place resize begins: the instance is stopped, its type changed, and it is
+    /// started again when the fleet runs.
+    Resizing {
+        workspace: String,
+        instance_id: String,
+        from_instance_type: String,
+        instance_type: String,
+    },
+    /// A resize AWS refused was undone: the instance is back on its old type (and
+    /// started again when the fleet runs). A `failed` event follows.
+    ResizeUndone {
+        workspace: String,
+        instance_id: String,
+        instance_type: String,
+    },
     /// An instance reached the running state.
     Running {
         workspace: String,
@@ -126,6 +141,22 @@ pub enum Event {
         class: Option<ErrorClass>,
         /// What happened, what prism did, what to do: from the error catalogue.
         explained: crate::errors::Explained,
+    },
+    /// The quota has no room for the workspace's action: it waits, and goes ahead
+    /// (`quota_available`) once the quota or the usage leaves room.
+    WaitingForQuota {
+        workspace: String,
+        action: ActionKind,
+        reason: String,
+    },
+    /// A reading of the quota found room for a waiting workspace: its action goes ahead.
+    QuotaAvailable {
+        workspace: String,
+        action: ActionKind,
+        /// The quota's name.
+        quota: String,
+        /// vCPUs free in it before this workspace.
+        available_vcpus: u32,
     },
     /// An action was not carried out.
     Skipped {

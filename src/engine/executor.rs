@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Events};
+use super::quota_wait;
 use super::step::{self, Context, Outcome};
 use super::wait;
 use crate::cloud::{ErrorClass, InstanceState};
@@ -67,6 +68,10 @@ pub struct Report {
     pub skipped: Vec<SkipNote>,
     /// Actions never started because of an interruption.
     pub not_started: usize,
+    /// Workspaces still waiting for room in a quota when the run ended (`prism watch`
+    /// launches them once there is room).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for_quota: Vec<SkipNote>,
     /// Workspaces whose launch ended in errors although its instance was up: a call
     /// whose answer was lost had launched it. Counted as launched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -87,6 +92,7 @@ impl Report {
     pub fn complete(&self) -> bool {
         self.failed.is_empty()
             && self.skipped.is_empty()
+            && self.waiting_for_quota.is_empty()
             && self.not_started == 0
             && !self.interrupted
     }
@@ -138,9 +144,15 @@ pub(crate) async fn execute(
     let mut tasks = JoinSet::new();
     let mut not_started = 0;
     let mut outcomes: Vec<(Action, Outcome)> = Vec::new();
+    let mut waiting = Vec::new();
     for (i, action) in actions.iter().enumerate() {
         if let Some(reason) = ctx.skip.get(&action.workspace) {
             outcomes.push((action.clone(), step::skip(&ctx, action, reason)));
+            continue;
+        }
+        if let Some(reason) = ctx.quota_waiting.get(&action.workspace) {
+            quota_wait::wait(&ctx, action, reason);
+            waiting.push(action.clone());
             continue;
         }
         let permit = tokio::select! {
@@ -166,12 +178,21 @@ pub(crate) async fn execute(
         });
     }
     outcomes.extend(tasks.join_all().await);
-    outcomes.sort_by(|a, b| a.0.workspace.cmp(&b.0.workspace));
-    let confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
-
+    let mut confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
+    waiting.extend(quota_wait::refused(&ctx, &mut outcomes));
     if let Some(timeout) = opts.wait {
         wait::settle(&ctx, &mut outcomes, timeout, opts.poll).await;
     }
+    if !waiting.is_empty() {
+        // What waited for quota is confirmed and waited for on its own, once launched.
+        let mut later = quota_wait::run(&ctx, waiting, &slots).await;
+        confirmed.extend(step::confirm_failed_launches(&ctx, &mut later).await);
+        if let Some(timeout) = opts.wait {
+            wait::settle(&ctx, &mut later, timeout, opts.poll).await;
+        }
+        outcomes.extend(later);
+    }
+    outcomes.sort_by(|a, b| a.0.workspace.cmp(&b.0.workspace));
     let mut report = report(
         &fleet,
         actions.len(),
@@ -208,6 +229,7 @@ fn report(
         failed: vec![],
         skipped: vec![],
         not_started,
+        waiting_for_quota: vec![],
         confirmed_after_errors: vec![],
         launched_by_other_runs: vec![],
         fallbacks: vec![],
@@ -226,6 +248,11 @@ fn report(
                 action: action.action,
                 reason: reason.clone(),
             }),
+            Outcome::Waiting(reason) => r.waiting_for_quota.push(SkipNote {
+                workspace: action.workspace.clone(),
+                action: action.action,
+                reason: reason.clone(),
+            }),
             Outcome::Interrupted => r.not_started += 1,
         }
     }
@@ -238,10 +265,12 @@ pub(super) fn target_state(
     desired: crate::manifest::DesiredState,
 ) -> Option<InstanceState> {
     match action {
-        ActionKind::Create | ActionKind::Replace | ActionKind::Start => Some(match desired {
-            crate::manifest::DesiredState::Running => InstanceState::Running,
-            crate::manifest::DesiredState::Stopped => InstanceState::Stopped,
-        }),
+        ActionKind::Create | ActionKind::Replace | ActionKind::Start | ActionKind::Resize => {
+            Some(match desired {
+                crate::manifest::DesiredState::Running => InstanceState::Running,
+                crate::manifest::DesiredState::Stopped => InstanceState::Stopped,
+            })
+        }
         ActionKind::Stop | ActionKind::Hibernate => Some(InstanceState::Stopped),
         ActionKind::Delete => None,
     }

@@ -77,20 +77,52 @@ impl Gate {
     }
 }
 
-/// The workspaces whose launch or start the quota has no room for, with why.
-fn over_quota(plan: &Plan) -> BTreeMap<String, String> {
+/// The workspaces whose launch, start or resize the quota has no room for, with what
+/// they wait for: room in that quota. The reason's words up to its `:` stay the same
+/// while the numbers change, so that a watch says it once.
+pub fn quota_waiting(plan: &Plan) -> BTreeMap<String, String> {
     plan.quota
         .iter()
         .flat_map(|q| {
             let reason = format!(
-                "not launched: the {} quota has room for {} more vCPUs ({} needed)",
+                "waiting for room in the {} quota: {} vCPUs needed, {} free",
                 q.name,
-                q.available.unwrap_or(0),
-                q.needed
+                q.needed,
+                q.available.unwrap_or(0)
             );
             q.over_quota
                 .iter()
                 .map(move |w| (w.clone(), reason.clone()))
+        })
+        .collect()
+}
+
+/// The workspaces whose launch, start or resize the quota has no room for, with why.
+fn over_quota(plan: &Plan) -> BTreeMap<String, String> {
+    let resizes: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Resize)
+        .map(|a| a.workspace.as_str())
+        .collect();
+    plan.quota
+        .iter()
+        .flat_map(|q| {
+            let why = format!(
+                "the {} quota has room for {} more vCPUs ({} needed)",
+                q.name,
+                q.available.unwrap_or(0),
+                q.needed
+            );
+            let resizes = &resizes;
+            q.over_quota.iter().map(move |w| {
+                let what = if resizes.contains(&w.as_str()) {
+                    "not resized"
+                } else {
+                    "not launched"
+                };
+                (w.clone(), format!("{what}: {why}"))
+            })
         })
         .collect()
 }

@@ -16,6 +16,8 @@ mod launch;
 pub mod limiter;
 pub mod memory;
 pub mod progress;
+mod quota_wait;
+mod resize;
 mod step;
 pub mod token;
 mod wait;
@@ -195,6 +197,11 @@ pub struct Job {
     pub allow_replace: bool,
     /// Workspaces not to act on, with the reason (no quota left, backing off, held).
     pub skip: BTreeMap<String, String>,
+    /// Workspaces whose action the quota has no room for, with the reason: they wait
+    /// for room (see `quota_wait`), and are reported as waiting when the run ends first.
+    pub quota_waiting: BTreeMap<String, String>,
+    /// Whether, and how long, the run itself waits for room for `quota_waiting`.
+    pub quota_wait: Option<QuotaWait>,
     /// What the error catalogue fills its explanations with.
     pub errors: crate::errors::Context,
 }
@@ -213,6 +220,8 @@ impl Job {
                 .map_or(manifest.state, |s| s.state.desired()),
             allow_replace: manifest.prune,
             skip: BTreeMap::new(),
+            quota_waiting: BTreeMap::new(),
+            quota_wait: None,
             errors: crate::errors::Context::for_plan(
                 observed,
                 plan,
@@ -230,12 +239,30 @@ impl Job {
             desired: DesiredState::Running,
             allow_replace: false,
             skip: BTreeMap::new(),
+            quota_waiting: BTreeMap::new(),
+            quota_wait: None,
             errors: crate::errors::Context {
                 region: Some(region.to_string()),
                 ..Default::default()
             },
         }
     }
+}
+
+/// How a run waits for room in a quota for the workspaces that did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaWait {
+    /// How long to wait, from the start of the run; the workspaces still waiting then
+    /// are skipped.
+    pub until: Duration,
+    /// Time between two readings of the quota and the usage.
+    pub every: Duration,
+}
+
+impl QuotaWait {
+    /// The pace at which quota and usage are read again while a workspace waits: about
+    /// once a minute.
+    pub const EVERY: Duration = Duration::from_secs(60);
 }
 
 /// How a run goes about its job.
@@ -319,5 +346,9 @@ impl Run {
 
 #[cfg(test)]
 mod capacity_tests;
+#[cfg(test)]
+mod quota_wait_tests;
+#[cfg(test)]
+mod resize_tests;
 #[cfg(test)]
 mod tests;

@@ -28,14 +28,18 @@ pub enum WorkspaceState {
     Queued,
     /// Held back by the launch rate limit.
     WaitingForLimiter,
+    /// The quota has no room for it yet: it goes ahead when room appears.
+    WaitingForQuota,
     /// A call for it is in flight (RunInstances for launches).
     Launching,
     /// A call failed and will be tried again.
     Retrying,
     /// Its instance was launched and is on its way up.
     Launched,
-    /// A start, stop, hibernation or termination was accepted.
+    /// A start, stop, hibernation, termination or resize was accepted.
     Changed,
+    /// Being resized in place: stopped, its type changed, started again.
+    Resizing,
     /// Its instance runs.
     Running,
     /// Its instance is stopped, as asked.
@@ -73,7 +77,7 @@ pub struct WorkspaceProgress {
     pub attempts: u32,
     /// Why it failed, from the error catalogue.
     pub failure: Option<Explained>,
-    /// Why it was skipped.
+    /// Why it was skipped, or what it waits for.
     pub skip_reason: Option<String>,
 }
 
@@ -86,6 +90,8 @@ pub struct Totals {
     pub failed: usize,
     pub skipped: usize,
     pub not_started: usize,
+    /// Waiting for room in a quota.
+    pub waiting_for_quota: usize,
 }
 
 /// An instance type sold out (or not offered) in a zone, avoided by every launch.
@@ -269,6 +275,17 @@ impl Progress {
                 }
                 self.count();
             }
+            Event::Resizing {
+                workspace,
+                instance_id,
+                ..
+            } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.state = WorkspaceState::Resizing;
+                    w.instance_id = Some(instance_id.clone());
+                }
+            }
+            Event::ResizeUndone { .. } => {}
             Event::Running {
                 workspace,
                 instance_id,
@@ -307,6 +324,22 @@ impl Progress {
                 }
                 self.count();
             }
+            Event::WaitingForQuota {
+                workspace, reason, ..
+            } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.state = WorkspaceState::WaitingForQuota;
+                    w.skip_reason = Some(reason.clone());
+                }
+                self.count();
+            }
+            Event::QuotaAvailable { workspace, .. } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.state = WorkspaceState::Queued;
+                    w.skip_reason = None;
+                }
+                self.count();
+            }
             Event::Interrupted => self.interrupted = true,
             Event::Summary(report) => self.finish(report),
         }
@@ -333,6 +366,7 @@ impl Progress {
                 WorkspaceState::Failed => t.failed += 1,
                 WorkspaceState::Skipped => t.skipped += 1,
                 WorkspaceState::Cancelled => t.not_started += 1,
+                WorkspaceState::WaitingForQuota => t.waiting_for_quota += 1,
                 _ => {}
             }
         }
@@ -365,6 +399,7 @@ impl Progress {
             failed: report.failed.len(),
             skipped: report.skipped.len(),
             not_started: report.not_started,
+            waiting_for_quota: report.waiting_for_quota.len(),
         };
     }
 

@@ -33,6 +33,8 @@ pub enum Outcome {
     },
     Failed(FailureNote),
     Skipped(String),
+    /// Still waiting for room in a quota when the run ended, with why.
+    Waiting(String),
     /// Not carried out: Ctrl-C came first.
     Interrupted,
 }
@@ -74,9 +76,15 @@ pub struct Context {
     pub(super) zones: OnceCell<Option<Vec<String>>>,
     /// Workspaces launched on a fallback type, and why.
     pub(super) fallbacks: std::sync::Mutex<Vec<FallbackNote>>,
+    /// Workspaces waiting for room in a quota, with why.
+    pub quota_waiting: BTreeMap<String, String>,
+    /// Whether, and how long, the run waits for quota.
+    pub quota_wait: Option<super::QuotaWait>,
+    /// When the run began.
+    pub started: Instant,
     /// The launch limiter when the run began; the engine's, shared with other runs.
     launch: Option<Arc<Limiter>>,
-    retry: RetryPolicy,
+    pub retry: RetryPolicy,
     /// Until when throttled calls are retried.
     throttle_deadline: Instant,
     launches_left: AtomicUsize,
@@ -84,6 +92,10 @@ pub struct Context {
     pub(super) digest: String,
     /// Workspace and ClientToken of each launch this run made.
     pub(super) sent: std::sync::Mutex<Vec<(String, String)>>,
+    /// Time between two looks at an instance that a resize waits for.
+    pub(super) poll: Duration,
+    /// How long a resize waits for its instance to stop.
+    pub(super) settle: Duration,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
 }
@@ -113,6 +125,9 @@ impl Context {
             events,
             cancel,
             skip: job.skip,
+            quota_waiting: job.quota_waiting,
+            quota_wait: job.quota_wait,
+            started: Instant::now(),
             recipe: job.recipe,
             zones: OnceCell::new(),
             fallbacks: std::sync::Mutex::new(Vec::new()),
@@ -120,6 +135,8 @@ impl Context {
             throttle_deadline: Instant::now() + opts.throttle_deadline,
             launches_left: AtomicUsize::new(launches),
             digest,
+            poll: opts.poll,
+            settle: opts.wait.unwrap_or(Duration::from_secs(600)),
             errors: job.errors,
             sent: Default::default(),
         }
@@ -333,6 +350,19 @@ pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Ins
                 "replacing terminates the instance and its data; set `prune: true` to allow it",
             );
         }
+        (ActionKind::Resize, Some(id)) => match &action.resize {
+            Some(from) => {
+                let sizes = (from.instance_type.as_str(), action.instance_type.as_str());
+                super::resize::resize(ctx, action, id, sizes, started).await
+            }
+            None => {
+                return skip(
+                    ctx,
+                    action,
+                    "the resize does not say the type it starts from",
+                );
+            }
+        },
         (kind, Some(id)) => change(ctx, ws, kind, id, started).await,
         (_, None) => return skip(ctx, action, "no instance to act on"),
     };
@@ -345,24 +375,39 @@ pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Ins
 
 /// Records that `action` failed with `e`: the event, and the note for the summary.
 pub fn failed(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
-    let note = FailureNote {
+    let note = failure_note(ctx, action, e);
+    ctx.events.emit(failed_event(&note));
+    note
+}
+
+/// The note for the summary of `action` failing with `e`, explained by the catalogue.
+pub(super) fn failure_note(ctx: &Context, action: &Action, e: &CloudError) -> FailureNote {
+    let mut errors = ctx.explain_context(e);
+    // A resize's errors are about its new type, whatever the template's launches use.
+    if action.action == ActionKind::Resize {
+        errors = ctx.errors.clone();
+        errors.instance_type = Some(action.instance_type.clone());
+    }
+    FailureNote {
         workspace: action.workspace.clone(),
         action: action.action,
         reached_aws: e.status.is_some() || e.class == ErrorClass::Transient,
         code: e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
         message: e.message.clone(),
         class: Some(e.class),
-        explained: crate::errors::explain(e, &ctx.explain_context(e)),
-    };
-    ctx.events.emit(Event::Failed {
+        explained: crate::errors::explain(e, &errors),
+    }
+}
+
+pub(super) fn failed_event(note: &FailureNote) -> Event {
+    Event::Failed {
         workspace: note.workspace.clone(),
         action: note.action,
         code: note.code.clone(),
         message: note.message.clone(),
         class: note.class,
         explained: note.explained.clone(),
-    });
-    note
+    }
 }
 
 /// Records that `action` is not carried out, and why.
@@ -417,8 +462,8 @@ async fn change(
             })
             .await?
         }
-        ActionKind::Create | ActionKind::Replace => {
-            unreachable!("launches are not changes of an existing instance")
+        ActionKind::Create | ActionKind::Replace | ActionKind::Resize => {
+            unreachable!("launches and resizes are not single calls")
         }
         ActionKind::Delete => {
             ctx.call(ws, Pace::Mutate, &mut false, |_| {

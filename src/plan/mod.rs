@@ -34,6 +34,9 @@ pub enum ActionKind {
     Stop,
     Replace,
     Delete,
+    /// Change the instance type in place: stop, change the type, start (back to the
+    /// declared state). The instance keeps its id and its volumes.
+    Resize,
     /// Stop with hibernation (memory kept): on the command line, and outside the
     /// windows of a schedule with `otherwise: hibernated`.
     Hibernate,
@@ -51,6 +54,46 @@ pub struct Action {
     /// vCPUs of that type; unknown when AWS does not offer the type.
     pub vcpus: Option<u32>,
     pub reason: String,
+    /// For a resize: the type the instance has before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<ResizeFrom>,
+}
+
+/// What a resize starts from, and what it adds to the quota usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeFrom {
+    /// The instance's type before the resize.
+    pub instance_type: String,
+    /// vCPUs of that type; unknown when AWS does not describe the type.
+    pub vcpus: Option<u32>,
+    /// vCPUs the resize adds to the usage of the new type's quota: the difference for
+    /// an instance that runs before and after, all of the new type's for a stopped
+    /// instance the fleet wants running, none for one left stopped. Unknown when
+    /// either type's vCPUs are.
+    pub added_vcpus: Option<u32>,
+}
+
+impl Action {
+    /// vCPUs this action adds to the usage of its type's quota class: a launch or a
+    /// start all of the type's, a resize what it adds ([`ResizeFrom::added_vcpus`]),
+    /// the others none. None when unknown.
+    pub fn added_vcpus(&self) -> Option<u32> {
+        match self.action {
+            ActionKind::Create | ActionKind::Start | ActionKind::Replace => self.vcpus,
+            ActionKind::Resize => self.resize.as_ref().and_then(|r| r.added_vcpus),
+            ActionKind::Stop | ActionKind::Delete | ActionKind::Hibernate => Some(0),
+        }
+    }
+
+    /// Whether the action needs room in a quota: it launches or starts an instance,
+    /// or resizes one to a type with more vCPUs that runs afterwards.
+    pub fn needs_quota(&self) -> bool {
+        match self.action {
+            ActionKind::Create | ActionKind::Start | ActionKind::Replace => true,
+            ActionKind::Resize => self.added_vcpus() != Some(0),
+            _ => false,
+        }
+    }
 }
 
 /// Counts per action kind.
@@ -61,12 +104,19 @@ pub struct Summary {
     pub stop: usize,
     pub replace: usize,
     pub delete: usize,
+    /// Left out of the JSON when there is none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resize: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
     /// Total number of actions.
     pub fn total(&self) -> usize {
-        self.create + self.start + self.stop + self.replace + self.delete
+        self.create + self.start + self.stop + self.resize + self.replace + self.delete
     }
 }
 
@@ -296,6 +346,7 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
                 instance_type: i.instance_type.clone(),
                 vcpus: observed.vcpus.get(&i.instance_type).copied(),
                 reason,
+                resize: None,
             });
         } else {
             kept.push(Kept {
@@ -399,6 +450,7 @@ fn workspace_action(
         instance_type: t.instance_type.clone(),
         vcpus: observed.vcpus.get(&t.instance_type).copied(),
         reason,
+        resize: None,
     };
     let Some(i) = existing else {
         return Some(action(
@@ -409,19 +461,79 @@ fn workspace_action(
     };
     // An instance of a fallback type was launched while the template's type was sold
     // out: it is the workspace's, not a change to make.
-    if i.instance_type != t.instance_type && !t.fallback_instance_types.contains(&i.instance_type) {
-        let reason = format!("instance type {} → {}", i.instance_type, t.instance_type);
-        return Some(action(ActionKind::Replace, Some(&i.id), reason));
-    }
+    let new_type = (i.instance_type != t.instance_type
+        && !t.fallback_instance_types.contains(&i.instance_type))
+    .then(|| format!("instance type {} → {}", i.instance_type, t.instance_type));
     // A lookup image is resolved for new launches only: a newer image being published
     // must not replace every student's machine.
-    if let ImageRef::Id(image) = &t.image
-        && &i.image_id != image
-    {
-        let reason = format!("image {} → {image}", i.image_id);
+    let new_image = match &t.image {
+        ImageRef::Id(image) if &i.image_id != image => {
+            Some(format!("image {} → {image}", i.image_id))
+        }
+        _ => None,
+    };
+    // Only a new instance can change the image: the disk starts afresh from it.
+    if let Some(image) = new_image {
+        let changes: Vec<String> = [Some(image), new_type].into_iter().flatten().collect();
+        let reason = format!(
+            "{}; a new instance from the image: its disk is lost",
+            changes.join(", ")
+        );
         return Some(action(ActionKind::Replace, Some(&i.id), reason));
     }
+    if let Some(change) = new_type {
+        // AWS cannot change the type of an instance launched with hibernation.
+        if i.hibernation {
+            let reason = format!(
+                "{change}; an instance with hibernation cannot change type: a new instance, its disk is lost"
+            );
+            return Some(action(ActionKind::Replace, Some(&i.id), reason));
+        }
+        return Some(resize(manifest, observed, name, i, target));
+    }
     state_action(observed, name, i, target)
+}
+
+/// The in-place type change of instance `i` to the template's type, ending in the
+/// state `target` wants.
+fn resize(
+    manifest: &Manifest,
+    observed: &Observed,
+    name: &str,
+    i: &Instance,
+    target: &timetable::Target,
+) -> Action {
+    let to = &manifest.template.instance_type;
+    let runs_now = i.state.uses_quota();
+    let runs_after = target.runs(i);
+    let steps = match (i.state == InstanceState::Stopped, runs_after) {
+        (false, true) => "stop, change type, start",
+        (false, false) => "stop, change type; stays stopped",
+        (true, true) => "change type, start",
+        (true, false) => "change type; stays stopped",
+    };
+    let new_vcpus = observed.vcpus.get(to).copied();
+    let old_vcpus = observed.vcpus.get(&i.instance_type).copied();
+    let same_class = crate::quota::on_demand_class(to).code
+        == crate::quota::on_demand_class(&i.instance_type).code;
+    let added_vcpus = match (runs_after, runs_now && same_class) {
+        (false, _) => Some(0),
+        (true, false) => new_vcpus,
+        (true, true) => new_vcpus.zip(old_vcpus).map(|(n, o)| n.saturating_sub(o)),
+    };
+    Action {
+        action: ActionKind::Resize,
+        workspace: name.to_string(),
+        instance_id: Some(i.id.clone()),
+        instance_type: to.clone(),
+        vcpus: new_vcpus,
+        reason: format!("{} → {to} ({steps}; disk kept)", i.instance_type),
+        resize: Some(ResizeFrom {
+            instance_type: i.instance_type.clone(),
+            vcpus: old_vcpus,
+            added_vcpus,
+        }),
+    }
 }
 
 /// The start, stop or hibernation that brings instance `i` of workspace `name` to the
@@ -440,6 +552,7 @@ fn state_action(
         instance_type: i.instance_type.clone(),
         vcpus: observed.vcpus.get(&i.instance_type).copied(),
         reason,
+        resize: None,
     })
 }
 
@@ -486,6 +599,7 @@ pub fn summarize(actions: &[Action]) -> Summary {
             ActionKind::Start => &mut s.start,
             ActionKind::Stop | ActionKind::Hibernate => &mut s.stop,
             ActionKind::Replace => &mut s.replace,
+            ActionKind::Resize => &mut s.resize,
             ActionKind::Delete => &mut s.delete,
         } += 1;
     }

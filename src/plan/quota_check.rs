@@ -24,8 +24,8 @@ pub struct QuotaCheck {
     pub limit: Option<f64>,
     /// vCPUs of every pending or running instance in the region in this class.
     pub usage: Option<u32>,
-    /// vCPUs the plan's creates, starts and replacements need, of the types whose
-    /// vCPUs are known (see `unknown_types`).
+    /// vCPUs the plan's creates, starts and replacements need, and what its resizes
+    /// add, of the types whose vCPUs are known (see `unknown_types`).
     pub needed: u32,
     /// Instance types of the plan's launches whose vCPUs are unknown: the need, and
     /// whether it fits, are then unknown.
@@ -54,13 +54,6 @@ impl QuotaCheck {
     }
 }
 
-fn launches(a: &Action) -> bool {
-    matches!(
-        a.action,
-        ActionKind::Create | ActionKind::Start | ActionKind::Replace
-    )
-}
-
 /// Checks each quota class the plan touches (or that was read) and warns on shortfalls.
 pub fn check(
     manifest: &Manifest,
@@ -68,7 +61,7 @@ pub fn check(
     actions: &[Action],
 ) -> (Vec<QuotaCheck>, Vec<Warning>) {
     let mut by_class: BTreeMap<&'static str, Vec<&Action>> = BTreeMap::new();
-    for a in actions.iter().filter(|a| launches(a)) {
+    for a in actions.iter().filter(|a| a.needs_quota()) {
         by_class
             .entry(quota::on_demand_class(&a.instance_type).code)
             .or_default()
@@ -102,10 +95,10 @@ pub fn check(
 }
 
 fn check_class(class: &QuotaClass, observed: &Observed, actions: &[&Action]) -> QuotaCheck {
-    let needed = actions.iter().filter_map(|a| a.vcpus).sum();
+    let needed = actions.iter().filter_map(|a| a.added_vcpus()).sum();
     let mut unknown_types: Vec<String> = actions
         .iter()
-        .filter(|a| a.vcpus.is_none())
+        .filter(|a| a.added_vcpus().is_none())
         .map(|a| a.instance_type.clone())
         .collect();
     unknown_types.sort();
@@ -150,7 +143,7 @@ fn over(actions: &[&Action], available: u32) -> Vec<String> {
     actions
         .iter()
         .skip_while(|a| {
-            used += a.vcpus.unwrap_or(0);
+            used += a.added_vcpus().unwrap_or(0);
             used <= available
         })
         .map(|a| a.workspace.clone())
@@ -211,11 +204,12 @@ fn shortfall(
     let mut options = Vec::new();
     if let Some(desired) = check.recommended_value {
         options.push(format!(
-            "request a quota increase: {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\"",
+            "request a quota increase: {} --reason \"{}: {wanted} workspaces × {} ({} vCPUs)\" --manifest {}",
             arith::request_command(class, desired, Some(&observed.region)),
             manifest.name,
             types[0],
-            check.needed
+            check.needed,
+            manifest.source.display()
         ));
     }
     let per_workspace = available / u32::try_from(wanted).unwrap_or(u32::MAX).max(1);
@@ -231,6 +225,10 @@ fn shortfall(
         manifest.workspaces.len()
     );
     options.push(fewer);
+    options.push(format!(
+        "launch the rest as soon as there is room: `prism watch {0}`, or `prism apply {0} --wait-for-quota 72h`",
+        manifest.source.display()
+    ));
     Warning {
         kind: super::WarningKind::QuotaShortfall,
         message: format!(

@@ -24,7 +24,9 @@ fn symbol(kind: ActionKind) -> (&'static str, Style) {
     match kind {
         ActionKind::Create => ("+", GREEN),
         ActionKind::Delete => ("-", RED),
-        ActionKind::Start | ActionKind::Stop | ActionKind::Hibernate => ("~", YELLOW),
+        ActionKind::Start | ActionKind::Stop | ActionKind::Hibernate | ActionKind::Resize => {
+            ("~", YELLOW)
+        }
         ActionKind::Replace => ("-/+", MAGENTA),
     }
 }
@@ -37,6 +39,7 @@ fn kind_name(kind: ActionKind) -> &'static str {
         ActionKind::Replace => "replace",
         ActionKind::Delete => "delete",
         ActionKind::Hibernate => "hibernate",
+        ActionKind::Resize => "resize",
     }
 }
 
@@ -119,9 +122,14 @@ pub fn text(plan: &Plan) -> String {
     }
     out.push('\n');
     let s = &plan.summary;
+    let resize = if s.resize > 0 {
+        format!(" {} to resize,", s.resize)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{} {} to create, {} to start, {} to stop, {} to replace, {} to delete.",
+        "{} {} to create, {} to start, {} to stop,{resize} {} to replace, {} to delete.",
         paint(BOLD, "Plan:"),
         s.create,
         s.start,
@@ -267,12 +275,7 @@ pub fn shortfall_screen(plan: &Plan, q: &QuotaCheck) -> String {
     let launching: Vec<&super::Action> = plan
         .actions
         .iter()
-        .filter(|a| {
-            matches!(
-                a.action,
-                ActionKind::Create | ActionKind::Start | ActionKind::Replace
-            )
-        })
+        .filter(|a| a.needs_quota())
         .filter(|a| crate::quota::on_demand_class(&a.instance_type).code == q.code)
         .collect();
     let wanted = launching.len();
@@ -333,6 +336,10 @@ pub fn shortfall_screen(plan: &Plan, q: &QuotaCheck) -> String {
             "Proceed anyway: launch the {fit} that fit, in name order; the rest are reported as not launched"
         )
     });
+    options.push(
+        "Proceed and wait: with `--wait-for-quota DURATION` (or under `prism watch`), the rest launch in name order as soon as the quota has room"
+            .into(),
+    );
     for (n, o) in options.iter().enumerate() {
         let _ = writeln!(out, "{}. {o}", n + 1);
     }

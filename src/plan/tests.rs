@@ -135,16 +135,31 @@ fn actions_table() {
             vec!["create cs-01 -"],
         ),
         (
-            "type changed",
+            "type changed: resized in place",
             "count: 1\nprune: true",
             vec![inst("i-1", Some("cs-01"), "t3.large", Running)],
-            vec!["replace cs-01 i-1"],
+            vec!["resize cs-01 i-1"],
         ),
         (
-            "type changed, prune off: held",
+            "type changed, prune off: resized all the same",
             "count: 1",
             vec![inst("i-1", Some("cs-01"), "t3.large", Running)],
-            vec![],
+            vec!["resize cs-01 i-1"],
+        ),
+        (
+            "type changed, stopped: resized, no separate start",
+            "count: 1",
+            vec![inst("i-1", Some("cs-01"), "t3.large", Stopped)],
+            vec!["resize cs-01 i-1"],
+        ),
+        (
+            "type and image changed: replaced",
+            "count: 1\nprune: true",
+            vec![with_image(
+                inst("i-1", Some("cs-01"), "t3.large", Running),
+                "ami-old",
+            )],
+            vec!["replace cs-01 i-1"],
         ),
         (
             "image id changed",
@@ -294,6 +309,15 @@ fn quota_shortfall_counts_what_fits() {
         w.options[2],
         "launch fewer workspaces: 4 of 10 fit in total"
     );
+    assert!(
+        w.options[0].ends_with("--manifest test.yaml"),
+        "{}",
+        w.options[0]
+    );
+    assert_eq!(
+        w.options[3],
+        "launch the rest as soon as there is room: `prism watch test.yaml`, or `prism apply test.yaml --wait-for-quota 72h`"
+    );
 }
 
 #[test]
@@ -374,10 +398,9 @@ fn the_apply_error_context_recommends_what_the_plan_does() {
 
 #[test]
 fn a_replacement_without_prune_is_held_not_counted() {
-    let o = observed(vec![
-        inst("i-1", Some("cs-01"), "t3.large", Running),
-        inst("i-2", Some("cs-02"), "t3.xlarge", Running),
-    ]);
+    let mut old = inst("i-1", Some("cs-01"), "t3.xlarge", Running);
+    old.image_id = "ami-old".into();
+    let o = observed(vec![old, inst("i-2", Some("cs-02"), "t3.xlarge", Running)]);
     let p = plan(&manifest("count: 2"), &o);
     assert!(p.actions.is_empty(), "{:?}", p.actions);
     assert!(!p.has_changes());
@@ -387,7 +410,8 @@ fn a_replacement_without_prune_is_held_not_counted() {
         [Kept {
             workspace: "cs-01".into(),
             instance_id: "i-1".into(),
-            reason: "instance type t3.large → t3.xlarge".into(),
+            reason: "image ami-old → ami-new; a new instance from the image: its disk is lost"
+                .into(),
             action: ActionKind::Replace,
         }]
     );
@@ -398,7 +422,7 @@ fn a_replacement_without_prune_is_held_not_counted() {
     }));
     let text = anstream::adapter::strip_str(&render::text(&p)).to_string();
     assert!(
-        text.contains("-/+ cs-01  i-1  replace needs `prune: true`, not done: instance type t3.large → t3.xlarge"),
+        text.contains("-/+ cs-01  i-1  replace needs `prune: true`, not done: image ami-old → ami-new; a new instance from the image: its disk is lost"),
         "{text}"
     );
     assert!(text.contains("Plan: 0 to create, 0 to start, 0 to stop, 0 to replace, 0 to delete."));
@@ -440,11 +464,15 @@ fn usage_over_the_limit_leaves_nothing_available() {
             .message
             .starts_with("Only 0 of 1 new workspaces fit")
     );
-    assert_eq!(
-        p.warnings[0].options.len(),
-        2,
-        "no smaller type can fit in 0 vCPUs"
+    assert!(
+        !p.warnings[0]
+            .options
+            .iter()
+            .any(|o| o.starts_with("use a smaller instance type")),
+        "no smaller type can fit in 0 vCPUs: {:?}",
+        p.warnings[0].options
     );
+    assert_eq!(p.warnings[0].options.len(), 3);
 }
 
 #[test]
@@ -564,6 +592,125 @@ fn json_rendering_has_the_documented_fields() {
     assert_eq!(v["actions"][0]["action"], "create");
 }
 
+/// The resize of each instance state into each fleet state: its steps, and the vCPUs
+/// it adds to the quota (t3.large has 2, t3.xlarge 4).
+#[test]
+fn a_resize_counts_only_the_vcpus_it_adds() {
+    let cases = [
+        (Running, "", "stop, change type, start", Some(2)),
+        (Stopped, "", "change type, start", Some(4)),
+        (
+            Running,
+            "state: stopped",
+            "stop, change type; stays stopped",
+            Some(0),
+        ),
+        (
+            Stopped,
+            "state: stopped",
+            "change type; stays stopped",
+            Some(0),
+        ),
+    ];
+    for (state, extra, steps, added) in cases {
+        let o = observed(vec![inst("i-1", Some("cs-01"), "t3.large", state)]);
+        let p = plan(&manifest(&format!("count: 1\n{extra}")), &o);
+        let [a] = p.actions.as_slice() else {
+            panic!("one action: {:?}", p.actions)
+        };
+        assert_eq!(a.action, ActionKind::Resize);
+        assert_eq!(
+            a.reason,
+            format!("t3.large → t3.xlarge ({steps}; disk kept)")
+        );
+        assert_eq!(
+            a.resize,
+            Some(ResizeFrom {
+                instance_type: "t3.large".into(),
+                vcpus: Some(2),
+                added_vcpus: added,
+            }),
+            "{state:?} {extra}"
+        );
+        let needed = p.quota.iter().map(|q| q.needed).sum::<u32>();
+        assert_eq!(Some(needed), added, "{state:?} {extra}");
+        assert_eq!(p.summary.resize, 1);
+        assert!(p.would_delete_with_prune.is_empty());
+    }
+}
+
+#[test]
+fn resizes_fit_a_quota_that_new_instances_would_not() {
+    // 8 × t3.large run (16 vCPUs) under a quota of 32: growing them to t3.xlarge adds
+    // 16, which fits; launching 8 × t3.xlarge anew would need 32.
+    let mut o = observed(
+        (1..=8)
+            .map(|n| {
+                inst(
+                    &format!("i-{n}"),
+                    Some(&format!("cs-{n:02}")),
+                    "t3.large",
+                    Running,
+                )
+            })
+            .collect(),
+    );
+    o.account_running = BTreeMap::from([("t3.large".into(), 8)]);
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Known {
+            value: 32.0,
+            applied: true,
+        },
+    );
+    let p = plan(&manifest("count: 8"), &o);
+    assert_eq!(p.summary.resize, 8);
+    let q = &p.quota[0];
+    assert_eq!((q.usage, q.needed, q.fits), (Some(16), 16, Some(true)));
+    let text = anstream::adapter::strip_str(&render::text(&p)).to_string();
+    assert!(
+        text.contains(
+            "~ cs-01  i-1  t3.xlarge   4 vCPUs  resize: t3.large → t3.xlarge (stop, change type, start; disk kept)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Plan: 0 to create, 0 to start, 0 to stop, 8 to resize, 0 to replace, 0 to delete."
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render::json(&p)).unwrap();
+    assert_eq!(json["summary"]["resize"], 8);
+    assert_eq!(json["actions"][0]["action"], "resize");
+    assert_eq!(json["actions"][0]["resize"]["instance_type"], "t3.large");
+    assert_eq!(json["actions"][0]["resize"]["added_vcpus"], 2);
+
+    // With a quota of 24, only the first 4 resizes fit, in name order.
+    o.quotas.insert(
+        "L-1216C47A".into(),
+        QuotaReading::Known {
+            value: 24.0,
+            applied: true,
+        },
+    );
+    let p = plan(&manifest("count: 8"), &o);
+    assert_eq!(p.quota[0].over_quota, ["cs-05", "cs-06", "cs-07", "cs-08"]);
+}
+
+#[test]
+fn an_instance_with_hibernation_is_replaced_not_resized() {
+    let mut i = inst("i-1", Some("cs-01"), "t3.large", Running);
+    i.hibernation = true;
+    let p = plan(&manifest("count: 1\nprune: true"), &observed(vec![i]));
+    assert_eq!(summary(&p), ["replace cs-01 i-1"]);
+    assert!(
+        p.actions[0].reason.contains("its disk is lost"),
+        "{}",
+        p.actions[0].reason
+    );
+}
+
 /// The ladder is checked type by type against each one's quota class, as if every
 /// launch fell back to it; a type of the same class frees the template type's need.
 #[test]
@@ -647,7 +794,7 @@ fn an_instance_of_a_fallback_type_is_kept() {
     ]);
     assert_eq!(
         summary(&plan(&m, &o)),
-        ["replace cs-02 i-2"],
-        "the fallback type is the workspace's; another type is a change"
+        ["resize cs-02 i-2"],
+        "the fallback type is the workspace's; another type is resized"
     );
 }

@@ -42,6 +42,15 @@ impl Target {
         (started >= began).then(|| p.left_alone_reason(started))
     }
 
+    /// Whether `i` runs once the plan is carried out (a resize ends in this state).
+    pub(super) fn runs(&self, i: &Instance) -> bool {
+        match self {
+            Target::Fixed(state) => *state == DesiredState::Running,
+            Target::Scheduled(p) => p.state == Wanted::Running || self.left_alone(i).is_some(),
+            Target::Untimed => matches!(i.state, InstanceState::Running | InstanceState::Pending),
+        }
+    }
+
     /// The action that brings `i` to the target state, with its reason.
     pub(super) fn change(&self, i: &Instance) -> Option<(ActionKind, String)> {
         let stopped = matches!(i.state, InstanceState::Stopped | InstanceState::Stopping);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::arith::{self, Status};
-use super::read::read_quota_adjustable;
+use super::read::{read_quota, read_quota_adjustable};
 use super::{EBS_GP3, QuotaClass, QuotaReading};
 use crate::cloud::{Cloud, CloudError, InstanceFilter, InstanceState};
 use crate::manifest::RetryPolicy;
@@ -179,6 +179,54 @@ async fn usage(
     Ok(by_code)
 }
 
+/// vCPUs left in each of `classes` now: the quota's value less what every pending or
+/// running instance of the region uses, read afresh (one DescribeInstances, one
+/// DescribeInstanceTypes, one or two Service Quotas calls per class). A class whose
+/// quota or usage cannot be read has no entry, with why.
+pub async fn room(
+    cloud: &dyn Cloud,
+    classes: &[&'static QuotaClass],
+    policy: &RetryPolicy,
+) -> Result<BTreeMap<&'static str, u32>, String> {
+    let running = InstanceFilter {
+        tag_keys: vec![],
+        tags: vec![],
+        states: vec![InstanceState::Pending, InstanceState::Running],
+    };
+    let instances = retry::call(policy, || cloud.describe_instances(&running))
+        .await
+        .map_err(|e| e.to_string())?;
+    let types: Vec<String> = instances
+        .iter()
+        .map(|i| i.instance_type.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let vcpus = if types.is_empty() {
+        BTreeMap::new()
+    } else {
+        retry::call(policy, || cloud.instance_type_vcpus(&types))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let counts: Vec<(&str, Option<&str>, u32)> = instances
+        .iter()
+        .map(|i| (i.instance_type.as_str(), i.lifecycle.as_deref(), 1))
+        .collect();
+    let mut out = BTreeMap::new();
+    for class in classes {
+        let used = arith::vcpus_in_use(class, counts.iter().copied(), &vcpus)
+            .map_err(|unknown| format!("vCPUs of {} unknown", unknown.join(", ")))?;
+        match read_quota(cloud, class, policy).await {
+            QuotaReading::Known { value, .. } => {
+                out.insert(class.code, arith::available(value, used));
+            }
+            QuotaReading::Unknown { error } => return Err(error),
+        }
+    }
+    Ok(out)
+}
+
 /// Every quota prism knows, with its limit and usage.
 pub async fn survey(cloud: &dyn Cloud, policy: &RetryPolicy) -> Result<Vec<QuotaRow>, CloudError> {
     let mut usage = usage(cloud, policy).await?;
@@ -218,6 +266,43 @@ mod tests {
             ),
             Ok(usage),
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_is_the_quota_less_what_the_whole_region_runs() {
+        use crate::cloud::fake::FakeCloud;
+        let instance = |id: &str, t: &str, state| crate::cloud::Instance {
+            id: id.into(),
+            instance_type: t.into(),
+            image_id: "ami-1".into(),
+            state,
+            availability_zone: None,
+            launch_time: None,
+            tags: BTreeMap::new(),
+            lifecycle: None,
+            hibernated: false,
+            hibernation: false,
+        };
+        let cloud = FakeCloud {
+            vcpus: BTreeMap::from([("t3.xlarge".into(), 4), ("g5.xlarge".into(), 4)]),
+            applied: BTreeMap::from([("L-1216C47A".into(), 32.0)]),
+            defaults: BTreeMap::from([("L-DB2E81BA".into(), 8.0)]),
+            instances: std::sync::Mutex::new(vec![
+                instance("i-1", "t3.xlarge", InstanceState::Running),
+                instance("i-2", "t3.xlarge", InstanceState::Pending),
+                instance("i-3", "t3.xlarge", InstanceState::Stopped),
+                instance("i-4", "g5.xlarge", InstanceState::Running),
+            ]),
+            ..FakeCloud::default()
+        };
+        let gpu = crate::quota::by_name("L-DB2E81BA").unwrap();
+        let room = room(&cloud, &[&STANDARD, gpu], &RetryPolicy::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            room,
+            BTreeMap::from([("L-1216C47A", 24), ("L-DB2E81BA", 4)])
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ mod tests {
             once: false,
             parallelism: 4,
             config: crate::config::UserConfig::default(),
+            quota_recheck: crate::engine::QuotaWait::EVERY,
         };
         let start: Timestamp = "2026-12-02T09:11:00Z".parse().unwrap();
         let t0 = Instant::now();
@@ -197,6 +198,7 @@ mod tests {
             once: false,
             parallelism: 4,
             config: crate::config::UserConfig::default(),
+            quota_recheck: crate::engine::QuotaWait::EVERY,
         };
         let start: Timestamp = "2026-12-02T14:59:00Z".parse().unwrap(); // 08:59 CST
         let clock = WallClock::starting_at(start);

@@ -213,6 +213,7 @@ async fn checked_pass(
         once: false,
         parallelism: 4,
         config: crate::config::UserConfig::default(),
+        quota_recheck: crate::engine::QuotaWait::EVERY,
     };
     let (tx, _rx) = mpsc::unbounded_channel();
     let fleet_before = live(cloud);

@@ -516,6 +516,68 @@ def hibernated(call: Call) -> None:
             )
 
 
+def instance_ids(call: Call) -> list[str]:
+    return [v for k, v in sorted(call.params.items()) if k.startswith("InstanceId.")]
+
+
+def find_instance(call: Call, instance_id: str):
+    backend = ec2_backends[call.account][call.region]
+    return next((i for i in every_instance(backend) if i.id == instance_id), None)
+
+
+def check_modify_instance_type(call: Call):
+    """ModifyInstanceAttribute InstanceType, as AWS checks it: the instance must be
+    stopped, the type must exist and suit the instance's architecture. None lets moto
+    apply it (moto alone changes the type whatever the state)."""
+    p = call.params
+    instance_type = p.get("InstanceType.Value")
+    if instance_type is None and p.get("Attribute") == "instanceType":
+        instance_type = p.get("Value")
+    if instance_type is None:
+        return None
+    instance_id = p.get("InstanceId", "")
+    instance = find_instance(call, instance_id)
+    if instance is None:
+        return ec2_error("InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist", 400)
+    if instance.state != "stopped":
+        return ec2_error("IncorrectInstanceState", f"The instance '{instance_id}' is not in the 'stopped' state.", 400)
+    info = INSTANCE_TYPES.get(instance_type)
+    if info is None:
+        return ec2_error("InvalidParameterValue", f"Invalid value '{instance_type}' for InstanceType.", 400)
+    arch = getattr(instance, "architecture", "x86_64") or "x86_64"
+    supported = info.get("ProcessorInfo", {}).get("SupportedArchitectures", [arch])
+    if arch not in supported:
+        return ec2_error(
+            "InvalidParameterValue",
+            f"The architecture '{supported[0]}' of the specified instance type does not match the "
+            f"architecture '{arch}' of the specified AMI. Specify an instance type and an AMI that have "
+            "matching architectures, and try again.",
+            400,
+        )
+    return None
+
+
+def check_start_vcpu_limit(call: Call):
+    """StartInstances counts against the vCPU quota as a launch does."""
+    starting = [find_instance(call, i) for i in instance_ids(call)]
+    starting = [i for i in starting if i is not None and i.state in ("stopped", "stopping")]
+    by_code: dict[str, int] = {}
+    for instance in starting:
+        code = quota_code_for(instance.instance_type)
+        by_code[code] = by_code.get(code, 0) + vcpus_of(instance.instance_type)
+    for code, wanted in by_code.items():
+        limit = applied_value(call.region, "ec2", code)
+        if account_usage(call, code) + wanted > limit:
+            return ec2_error(
+                "VcpuLimitExceeded",
+                f"You have requested more vCPU capacity than your current vCPU limit of {int(limit)} allows "
+                "for the instance bucket that the specified instance type belongs to. Please visit "
+                "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit.",
+                400,
+            )
+    return None
+
+
 def take_token(action: str) -> bool:
     if action in BUCKETS:
         capacity, refill = BUCKETS[action]
@@ -605,6 +667,19 @@ class Emulator:
                 return answer
         if call.service == "ec2" and call.action == "RunInstances":
             return self.run_instances(environ, call, body)
+        if call.service == "ec2" and call.action == "ModifyInstanceAttribute":
+            with STATE.lock:
+                refused = check_modify_instance_type(call)
+            if refused is not None:
+                return refused
+        if call.service == "ec2" and call.action == "StartInstances":
+            # Checked and started as one step, as launches are.
+            with LAUNCH_LOCK:
+                with STATE.lock:
+                    refused = check_start_vcpu_limit(call)
+                if refused is not None:
+                    return refused
+                return self.forward(environ, body)
         answer = self.forward(environ, body)
         if call.service == "ec2" and call.action == "StopInstances" and answer[0] == 200:
             hibernated(call)

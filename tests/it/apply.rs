@@ -298,6 +298,12 @@ async fn a_quota_shortfall_launches_what_fits_only_when_told_to() {
         text.contains("quota-04 (Create) skipped: not launched: the On-Demand Standard"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "as soon as it has: run `prism apply` again with `--wait-for-quota DURATION`"
+        ),
+        "{text}"
+    );
     assert!(!text.contains("VcpuLimitExceeded"), "{text}");
     let counts = per_workspace(&emu, "quota").await;
     assert_eq!(

@@ -91,20 +91,29 @@ async fn existing_workspaces_are_started_replaced_or_kept() {
 
     let path = emu.write("class.yaml", &manifest("cs499", 4, ""));
     let plan = plan_json(&emu, &path);
+    // A type change is a resize in place: with or without prune.
     assert_eq!(
         actions(&plan),
-        [("start", "cs499-02"), ("create", "cs499-04")]
-            .map(|(a, w)| (a.to_string(), w.to_string()))
+        [
+            ("start", "cs499-02"),
+            ("resize", "cs499-03"),
+            ("create", "cs499-04")
+        ]
+        .map(|(a, w)| (a.to_string(), w.to_string()))
     );
     assert_eq!(plan["actions"][0]["instance_id"], stopped[0].as_str());
+    assert_eq!(plan["actions"][1]["instance_id"], old[0].as_str());
+    assert_eq!(
+        plan["actions"][1]["reason"],
+        "t3.large → t3.xlarge (stop, change type, start; disk kept)"
+    );
     let kept = plan["would_delete_with_prune"].as_array().unwrap();
-    assert_eq!(kept[0]["action"], "replace");
-    assert_eq!(kept[0]["reason"], "instance type t3.large → t3.xlarge");
-    assert_eq!(kept[0]["instance_id"], old[0].as_str());
-    assert_eq!(kept[1]["action"], "delete");
-    assert_eq!(kept[1]["instance_id"], gone[0].as_str());
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["action"], "delete");
+    assert_eq!(kept[0]["instance_id"], gone[0].as_str());
     assert_eq!(plan["summary"]["delete"], 0);
     assert_eq!(plan["summary"]["replace"], 0);
+    assert_eq!(plan["summary"]["resize"], 1);
 
     let pruning = emu.write("prune.yaml", &manifest("cs499", 4, "prune: true\n"));
     let plan = plan_json(&emu, &pruning);
@@ -112,13 +121,12 @@ async fn existing_workspaces_are_started_replaced_or_kept() {
         actions(&plan),
         [
             ("start", "cs499-02"),
-            ("replace", "cs499-03"),
+            ("resize", "cs499-03"),
             ("create", "cs499-04"),
             ("delete", "cs499-09")
         ]
         .map(|(a, w)| (a.to_string(), w.to_string()))
     );
-    assert_eq!(plan["actions"][1]["instance_id"], old[0].as_str());
     let last = plan["actions"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["action"], "delete");
     assert_eq!(last["instance_id"], gone[0].as_str());
@@ -358,15 +366,14 @@ fn an_unknown_instance_type_is_a_plan_error_and_apply_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replacement_without_prune_is_shown_but_not_counted() {
     let emu = Emulator::start();
-    let old = launch(&emu.ec2(), Some("cs499"), Some("cs499-01"), "t3.large", 1).await;
+    let old = launch_from(&emu, OLD_IMAGE, "cs499", "cs499-01").await;
     let path = emu.write("class.yaml", &manifest("cs499", 1, ""));
     let path = path.to_str().unwrap();
 
     let text = stdout(&emu.prism(&["plan", path]));
     assert!(
         text.contains(&format!(
-            "-/+ cs499-01  {}  replace needs `prune: true`, not done: instance type t3.large → t3.xlarge",
-            old[0]
+            "-/+ cs499-01  {old}  replace needs `prune: true`, not done: image {OLD_IMAGE} → ami-785db401; a new instance from the image: its disk is lost",
         )),
         "{text}"
     );
@@ -383,7 +390,7 @@ async fn a_replacement_without_prune_is_shown_but_not_counted() {
     assert_eq!(plan["would_delete_with_prune"][0]["action"], "replace");
     assert_eq!(
         plan["would_delete_with_prune"][0]["instance_id"],
-        old[0].as_str()
+        old.as_str()
     );
 
     emu.clear_calls();
@@ -402,4 +409,34 @@ async fn a_replacement_without_prune_is_shown_but_not_counted() {
     let detailed = emu.prism(&["plan", "--detailed-exitcode", pruning.to_str().unwrap()]);
     assert_eq!(detailed.status.code(), Some(2));
     assert!(stdout(&detailed).contains("0 to stop, 1 to replace"));
+}
+
+/// Another image than the manifests' (an x86_64 image moto knows in every region).
+const OLD_IMAGE: &str = "ami-1e749f67";
+
+/// Launches one t3.xlarge of `fleet` for `workspace` from `image`.
+async fn launch_from(emu: &Emulator, image: &str, fleet: &str, workspace: &str) -> String {
+    use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(Tag::builder().key("prism:fleet").value(fleet).build())
+        .tags(
+            Tag::builder()
+                .key("prism:workspace")
+                .value(workspace)
+                .build(),
+        )
+        .build();
+    let out = emu
+        .ec2()
+        .run_instances()
+        .image_id(image)
+        .instance_type(InstanceType::from("t3.xlarge"))
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(tags)
+        .send()
+        .await
+        .expect("RunInstances");
+    out.instances()[0].instance_id().unwrap().to_string()
 }

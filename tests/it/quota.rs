@@ -234,9 +234,12 @@ fn aws_errors_are_explained_from_the_catalogue() {
         ),
     ];
     for (code, status, title) in cases {
+        // A plan makes two DescribeInstances at once; when the first fails, the other
+        // may still reach the emulator after the plan has exited, and take the next
+        // case's fault. Two faults: a plan fails whichever of its calls gets them.
         emu.post(
             "/_prism/faults",
-            json!({"faults": [{"action": "DescribeInstances", "code": code, "status": status, "message": "AWS says so.", "count": 1}]}),
+            json!({"faults": [{"action": "DescribeInstances", "code": code, "status": status, "message": "AWS says so.", "count": 2}]}),
         );
         let out = emu.prism(&["plan", path.to_str().unwrap()]);
         let err = stderr(&out);

@@ -1,0 +1,198 @@
+//! Workspaces the quota has no room for wait instead of being forgotten: the run reads
+//! the quota and the region's usage again at a bounded pace, and lets them go, in name
+//! order, as soon as there is room (a request approved, another instance stopped).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::events::Event;
+use super::progress::human;
+use super::step::{self, Context, Outcome};
+use crate::plan::Action;
+use crate::quota::{self, QuotaClass};
+
+/// Says that `action` waits for room in a quota, and why.
+pub fn wait(ctx: &Context, action: &Action, reason: &str) {
+    ctx.events.emit(Event::WaitingForQuota {
+        workspace: action.workspace.clone(),
+        action: action.action,
+        reason: reason.to_string(),
+    });
+}
+
+/// Whether AWS refused the action for want of quota: it can wait for room.
+fn refused_for_quota(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Failed(n) if n.code == "VcpuLimitExceeded")
+}
+
+const REFUSED: &str = "waiting for room in the quota: AWS refused the vCPUs (VcpuLimitExceeded); trying again when there is room";
+
+/// When the run waits for quota: takes the actions AWS refused for want of quota out of
+/// `outcomes`, to wait with the others.
+pub fn refused(ctx: &Context, outcomes: &mut Vec<(Action, Outcome)>) -> Vec<Action> {
+    if ctx.quota_wait.is_none() {
+        return vec![];
+    }
+    let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(outcomes)
+        .into_iter()
+        .partition(|(_, o)| refused_for_quota(o));
+    *outcomes = kept;
+    refused
+        .into_iter()
+        .map(|(a, _)| {
+            wait(ctx, &a, REFUSED);
+            a
+        })
+        .collect()
+}
+
+/// Carries out the `waiting` actions as room appears, until the run's quota wait is
+/// over; without one, reports them as waiting at once.
+pub async fn run(
+    ctx: &Arc<Context>,
+    mut waiting: Vec<Action>,
+    slots: &Arc<Semaphore>,
+) -> Vec<(Action, Outcome)> {
+    let Some(qw) = ctx.quota_wait else {
+        return waiting
+            .into_iter()
+            .map(|a| {
+                let reason = ctx.quota_waiting.get(&a.workspace).cloned();
+                (
+                    a,
+                    Outcome::Waiting(reason.unwrap_or_else(|| REFUSED.into())),
+                )
+            })
+            .collect();
+    };
+    let deadline = ctx.started + qw.until;
+    let mut tasks: JoinSet<(Action, Outcome)> = JoinSet::new();
+    let mut done = Vec::new();
+    waiting.sort_by(|a, b| a.workspace.cmp(&b.workspace));
+    while !ctx.cancel.is_cancelled() && (!waiting.is_empty() || !tasks.is_empty()) {
+        if waiting.is_empty() {
+            if let Some(finished) = tasks.join_next().await {
+                settle_one(
+                    ctx,
+                    finished.expect("a step does not panic"),
+                    deadline,
+                    &mut waiting,
+                    &mut done,
+                );
+            }
+            continue;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if !step::pause(ctx, qw.every.min(deadline - now)).await {
+            break;
+        }
+        while let Some(finished) = tasks.try_join_next() {
+            settle_one(
+                ctx,
+                finished.expect("a step does not panic"),
+                deadline,
+                &mut waiting,
+                &mut done,
+            );
+        }
+        for action in admit(ctx, &mut waiting).await {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let prepaid = step::launches(ctx, &action);
+            if prepaid && ctx.launch_permit(&action.workspace).await.is_err() {
+                waiting.push(action);
+                break;
+            }
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let outcome = step::run(&ctx, &action, prepaid, Instant::now()).await;
+                drop(permit);
+                (action, outcome)
+            });
+        }
+    }
+    done.extend(tasks.join_all().await);
+    let interrupted = ctx.cancel.is_cancelled();
+    for a in waiting {
+        let outcome = if interrupted {
+            Outcome::Interrupted
+        } else {
+            let reason = format!(
+                "not launched: the quota had no room for it within {} (--wait-for-quota)",
+                human(qw.until)
+            );
+            step::skip(ctx, &a, &reason)
+        };
+        done.push((a, outcome));
+    }
+    done
+}
+
+/// A finished action: done, or back to waiting when AWS refused it for want of quota.
+fn settle_one(
+    ctx: &Context,
+    (action, outcome): (Action, Outcome),
+    deadline: Instant,
+    waiting: &mut Vec<Action>,
+    done: &mut Vec<(Action, Outcome)>,
+) {
+    if refused_for_quota(&outcome) && Instant::now() < deadline {
+        wait(ctx, &action, REFUSED);
+        waiting.push(action);
+        waiting.sort_by(|a, b| a.workspace.cmp(&b.workspace));
+    } else {
+        done.push((action, outcome));
+    }
+}
+
+/// Reads the room in the waiting actions' quotas and takes out of `waiting` those that
+/// fit, in name order: in each quota, the first that does not fit holds back the rest.
+async fn admit(ctx: &Context, waiting: &mut Vec<Action>) -> Vec<Action> {
+    let classes: Vec<&'static QuotaClass> = waiting
+        .iter()
+        .map(|a| quota::on_demand_class(&a.instance_type).code)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter_map(quota::by_name)
+        .collect();
+    let mut room: BTreeMap<&str, u32> =
+        match quota::usage::room(ctx.cloud.as_ref(), &classes, &ctx.retry).await {
+            Ok(room) => room,
+            Err(error) => {
+                tracing::debug!(target: "prism::quota", %error, "quota not read; waiting on");
+                return vec![];
+            }
+        };
+    let mut full = BTreeSet::new();
+    let mut admitted = Vec::new();
+    for a in std::mem::take(waiting) {
+        let class = quota::on_demand_class(&a.instance_type);
+        // A type whose vCPUs are unknown goes ahead: AWS says whether it fits.
+        let need = a.added_vcpus().unwrap_or(0);
+        match room.get_mut(class.code) {
+            Some(free) if !full.contains(class.code) && need <= *free => {
+                ctx.events.emit(Event::QuotaAvailable {
+                    workspace: a.workspace.clone(),
+                    action: a.action,
+                    quota: class.name.to_string(),
+                    available_vcpus: *free,
+                });
+                *free -= need;
+                admitted.push(a);
+            }
+            _ => {
+                full.insert(class.code);
+                waiting.push(a);
+            }
+        }
+    }
+    admitted
+}
