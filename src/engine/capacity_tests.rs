@@ -11,7 +11,7 @@ use crate::cloud::{ErrorClass, InstanceState};
 use crate::engine::events::{Event, Stamped};
 use crate::engine::limiter::RateSettings;
 use crate::engine::memory::LaunchMemory;
-use crate::observe::{ImageResolution, Observed, QuotaReading};
+use crate::observe::Observed;
 
 const ZONES: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];
 
@@ -20,26 +20,7 @@ fn fleet(count: u32, fallbacks: &str) -> (Manifest, Observed) {
         "name: f\nproject: p\ntemplate: t\ncount: {count}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro{fallbacks}}}\n"
     );
     let manifest = crate::manifest::parse(Path::new("f.yaml"), &text).unwrap();
-    let observed = Observed {
-        region: "us-west-2".into(),
-        vcpus: BTreeMap::from([
-            ("t3.micro".into(), 2),
-            ("t3a.micro".into(), 2),
-            ("m5.large".into(), 2),
-        ]),
-        quotas: BTreeMap::from([(
-            "L-1216C47A".into(),
-            QuotaReading::Known {
-                value: 1024.0,
-                applied: true,
-            },
-        )]),
-        image: ImageResolution::Resolved {
-            id: "ami-1".into(),
-            root_device: None,
-        },
-        ..Observed::default()
-    };
+    let observed = crate::engine::tests::observed(&["t3.micro", "t3a.micro", "m5.large"], 1024.0);
     (manifest, observed)
 }
 

@@ -11,8 +11,8 @@ use crate::cloud::fake::FakeCloud;
 use crate::engine::limiter::RateSettings;
 use crate::engine::memory::LaunchMemory;
 use crate::manifest::Manifest;
+use crate::observe::ImageResolution;
 use crate::observe::Observed;
-use crate::observe::{ImageResolution, QuotaReading};
 use std::time::Duration;
 
 fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
@@ -25,22 +25,7 @@ fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
         zones: vec!["us-west-2a".into(), "us-west-2b".into()],
         ..FakeCloud::default()
     });
-    let observed = Observed {
-        region: "us-west-2".into(),
-        vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
-        quotas: BTreeMap::from([(
-            "L-1216C47A".into(),
-            QuotaReading::Known {
-                value: 64.0,
-                applied: true,
-            },
-        )]),
-        image: ImageResolution::Resolved {
-            id: "ami-1".into(),
-            root_device: None,
-        },
-        ..Observed::default()
-    };
+    let observed = crate::engine::tests::observed(&["t3.micro"], 64.0);
     (cloud, manifest, observed)
 }
 

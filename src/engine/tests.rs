@@ -14,13 +14,19 @@ fn fleet(name: &str, count: u32) -> (Manifest, Observed) {
         "name: {name}\nproject: p\ntemplate: t\ncount: {count}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
     );
     let manifest = crate::manifest::parse(Path::new("f.yaml"), &text).unwrap();
-    let observed = Observed {
+    (manifest, observed(&["t3.micro"], 1024.0))
+}
+
+/// An account in us-west-2 where image ami-1 resolves, `types` have 2 vCPUs each, and
+/// the standard vCPU quota is `quota`: what the engine's tests plan against.
+pub(super) fn observed(types: &[&str], quota: f64) -> Observed {
+    Observed {
         region: "us-west-2".into(),
-        vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
+        vcpus: types.iter().map(|t| (t.to_string(), 2)).collect(),
         quotas: BTreeMap::from([(
             "L-1216C47A".into(),
             QuotaReading::Known {
-                value: 1024.0,
+                value: quota,
                 applied: true,
             },
         )]),
@@ -29,8 +35,7 @@ fn fleet(name: &str, count: u32) -> (Manifest, Observed) {
             root_device: None,
         },
         ..Observed::default()
-    };
-    (manifest, observed)
+    }
 }
 
 fn cloud() -> Arc<FakeCloud> {

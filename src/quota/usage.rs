@@ -137,10 +137,11 @@ pub fn alerts(rows: &[QuotaRow]) -> Vec<Alert> {
 }
 
 /// Usage of each vCPU class and of gp3 storage, by what the account runs.
-async fn usage(
+/// Every pending or running instance of the region, and the vCPUs of their types.
+async fn running(
     cloud: &dyn Cloud,
     policy: &RetryPolicy,
-) -> Result<BTreeMap<&'static str, Result<f64, String>>, CloudError> {
+) -> Result<(Vec<crate::cloud::Instance>, BTreeMap<String, u32>), CloudError> {
     let running = InstanceFilter {
         tag_keys: vec![],
         tags: vec![],
@@ -158,10 +159,23 @@ async fn usage(
     } else {
         retry::call(policy, || cloud.instance_type_vcpus(&types)).await?
     };
-    let counts: Vec<(&str, Option<&str>, u32)> = instances
+    Ok((instances, vcpus))
+}
+
+/// One count per instance, with its type and lifecycle, for the vCPU arithmetic.
+fn counts(instances: &[crate::cloud::Instance]) -> Vec<(&str, Option<&str>, u32)> {
+    instances
         .iter()
         .map(|i| (i.instance_type.as_str(), i.lifecycle.as_deref(), 1))
-        .collect();
+        .collect()
+}
+
+async fn usage(
+    cloud: &dyn Cloud,
+    policy: &RetryPolicy,
+) -> Result<BTreeMap<&'static str, Result<f64, String>>, CloudError> {
+    let (instances, vcpus) = running(cloud, policy).await?;
+    let counts = counts(&instances);
     let mut by_code: BTreeMap<&'static str, Result<f64, String>> = super::all()
         .filter(|c| c.unit == "vCPUs")
         .map(|class| {
@@ -188,31 +202,8 @@ pub async fn room(
     classes: &[&'static QuotaClass],
     policy: &RetryPolicy,
 ) -> Result<BTreeMap<&'static str, u32>, String> {
-    let running = InstanceFilter {
-        tag_keys: vec![],
-        tags: vec![],
-        states: vec![InstanceState::Pending, InstanceState::Running],
-    };
-    let instances = retry::call(policy, || cloud.describe_instances(&running))
-        .await
-        .map_err(|e| e.to_string())?;
-    let types: Vec<String> = instances
-        .iter()
-        .map(|i| i.instance_type.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let vcpus = if types.is_empty() {
-        BTreeMap::new()
-    } else {
-        retry::call(policy, || cloud.instance_type_vcpus(&types))
-            .await
-            .map_err(|e| e.to_string())?
-    };
-    let counts: Vec<(&str, Option<&str>, u32)> = instances
-        .iter()
-        .map(|i| (i.instance_type.as_str(), i.lifecycle.as_deref(), 1))
-        .collect();
+    let (instances, vcpus) = running(cloud, policy).await.map_err(|e| e.to_string())?;
+    let counts = counts(&instances);
     let mut out = BTreeMap::new();
     for class in classes {
         let used = arith::vcpus_in_use(class, counts.iter().copied(), &vcpus)
