@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::events::Event;
 use super::step::{Context, Outcome, Pace, StepError, failed_event, failure_note, pause};
-use crate::cloud::{CloudError, InstanceFilter, InstanceState, tags};
+use crate::cloud::{CloudError, InstanceState};
 use crate::manifest::DesiredState;
 use crate::plan::{Action, ActionKind};
 
@@ -107,16 +107,7 @@ async fn undo_resize(
 
 /// The state of instance `id` of the fleet; None when AWS does not show it (yet).
 async fn instance_state(ctx: &Context, id: &str) -> Result<Option<InstanceState>, StepError> {
-    let filter = InstanceFilter {
-        tag_keys: vec![],
-        tags: vec![(tags::FLEET.to_string(), ctx.fleet.clone())],
-        states: vec![],
-    };
-    let seen = ctx
-        .call("", Pace::None, &mut false, |_| {
-            ctx.cloud.describe_instances(&filter)
-        })
-        .await?;
+    let seen = ctx.fleet_instances().await?;
     Ok(seen.into_iter().find(|i| i.id == id).map(|i| i.state))
 }
 

@@ -300,6 +300,20 @@ impl Context {
 }
 
 impl Context {
+    /// Every instance of the fleet, in one DescribeInstances by its tag, retried as any
+    /// call of the run.
+    pub(super) async fn fleet_instances(&self) -> Result<Vec<crate::cloud::Instance>, StepError> {
+        let filter = crate::cloud::InstanceFilter {
+            tag_keys: vec![],
+            tags: vec![(tags::FLEET.to_string(), self.fleet.clone())],
+            states: vec![],
+        };
+        self.call("", Pace::None, &mut false, |_| {
+            self.cloud.describe_instances(&filter)
+        })
+        .await
+    }
+
     /// The workspaces this run launched whose instance another run had launched first
     /// with the same ClientToken: AWS answered this run with that instance.
     pub fn launched_by_others(&self) -> Vec<String> {
@@ -521,17 +535,7 @@ pub async fn confirm_failed_launches(
     if unsure.is_empty() {
         return vec![];
     }
-    let filter = crate::cloud::InstanceFilter {
-        tag_keys: vec![],
-        tags: vec![(tags::FLEET.to_string(), ctx.fleet.clone())],
-        states: vec![],
-    };
-    let Ok(seen) = ctx
-        .call("", Pace::None, &mut false, |_| {
-            ctx.cloud.describe_instances(&filter)
-        })
-        .await
-    else {
+    let Ok(seen) = ctx.fleet_instances().await else {
         return vec![];
     };
     let mut confirmed = vec![];

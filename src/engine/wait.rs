@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::events::Event;
 use super::executor::target_state;
-use super::step::{self, Context, Outcome, Pace};
-use crate::cloud::{InstanceFilter, InstanceState, tags};
+use super::step::{self, Context, Outcome};
+use crate::cloud::InstanceState;
 use crate::plan::Action;
 
 struct Target {
@@ -48,11 +48,6 @@ pub async fn settle(
         })
         .collect();
     let deadline = Instant::now() + timeout;
-    let filter = InstanceFilter {
-        tag_keys: vec![],
-        tags: vec![(tags::FLEET.to_string(), ctx.fleet.clone())],
-        states: vec![],
-    };
     while !targets.is_empty() && !ctx.cancel.is_cancelled() {
         if Instant::now() >= deadline {
             for t in targets.drain(..) {
@@ -69,12 +64,7 @@ pub async fn settle(
         if !step::pause(ctx, poll).await {
             break;
         }
-        let Ok(seen) = ctx
-            .call("", Pace::None, &mut false, |_| {
-                ctx.cloud.describe_instances(&filter)
-            })
-            .await
-        else {
+        let Ok(seen) = ctx.fleet_instances().await else {
             continue;
         };
         let mut still = Vec::new();
