@@ -37,6 +37,7 @@ from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.ec2.models.instances import InstanceBackend, StateReason  # noqa: E402
+from moto.ec2 import utils as ec2_utils  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -109,7 +110,13 @@ class Fault:
     probability: float = 1.0
     lost: bool = False  # let the call take effect, then answer with the error
     delay_ms: int = 0
+    filter: str | None = None  # only calls filtered by this name (e.g. "client-token")
     seen: int = 0
+
+    def matches(self, call: "Call") -> bool:
+        return self.action in (call.action, "*") and (
+            self.filter is None or self.filter in filter_names(call.params)
+        )
 
     def fires(self, rng: random.Random) -> bool:
         if self.count is not None and self.seen >= self.count:
@@ -206,6 +213,8 @@ def boot(backend) -> None:
 
 
 InstanceBackend.all_reservations = _hide_lagging(InstanceBackend.all_reservations)
+# DescribeInstances' client-token filter: the instance launched with that ClientToken.
+ec2_utils.filter_dict_attribute_mapping["client-token"] = "client_token"
 
 # --- responses --------------------------------------------------------------------
 
@@ -245,6 +254,11 @@ class Call:
     params: dict
     body: bytes
     account: str = DEFAULT_ACCOUNT_ID
+
+
+def filter_names(params: dict) -> list[str]:
+    """The names of a Describe call's filters (Filter.N.Name), in order."""
+    return [v for k, v in sorted(params.items()) if k.startswith("Filter.") and k.endswith(".Name")]
 
 
 def parse_call(environ, body: bytes) -> Call:
@@ -631,6 +645,8 @@ class Emulator:
     def aws(self, environ, body: bytes):
         call = parse_call(environ, body)
         entry = {"service": call.service, "action": call.action, "region": call.region, "time": time.time()}
+        if filter_names(call.params):
+            entry["filters"] = filter_names(call.params)
         with STATE.lock:
             STATE.calls.append(entry)
         answer = self.answer(environ, call, body)
@@ -646,7 +662,7 @@ class Emulator:
 
     def answer(self, environ, call: Call, body: bytes):
         with STATE.lock:
-            fault = next((f for f in STATE.faults if f.action in (call.action, "*") and f.fires(STATE.rng)), None)
+            fault = next((f for f in STATE.faults if f.matches(call) and f.fires(STATE.rng)), None)
             throttled = STATE.throttle and not take_token(call.action)
         if throttled:
             return error_for(call.service, "RequestLimitExceeded", "Request limit exceeded.", 503)
