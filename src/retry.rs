@@ -12,17 +12,14 @@ use exponential_backoff::Backoff;
 use crate::cloud::{CloudError, ErrorClass};
 use crate::manifest::RetryPolicy;
 
-/// Spread of each delay around its value, so that many clients do not retry in step.
-const JITTER: f64 = 0.3;
-
 /// The delay before retry number `retry` (from 0): `initial × multiplier^retry`, at most
-/// `max`, then spread by `spread` (from −1 to 1) times the jitter, and at most `max`.
-pub fn delay(policy: &RetryPolicy, retry: u32, spread: f64) -> Duration {
+/// `max`, times `fraction` (from 0 to 1, drawn at random by callers): "full jitter", as
+/// the AWS SDKs wait, so that many clients (and many workspaces) do not retry in step.
+pub fn delay(policy: &RetryPolicy, retry: u32, fraction: f64) -> Duration {
     let exp = i32::try_from(retry).unwrap_or(i32::MAX);
     let base = (policy.initial_backoff.as_secs_f64() * policy.multiplier.max(1.0).powi(exp))
         .min(policy.max_backoff.as_secs_f64());
-    let spread = spread.clamp(-1.0, 1.0) * JITTER;
-    Duration::from_secs_f64((base * (1.0 + spread)).min(policy.max_backoff.as_secs_f64()))
+    Duration::from_secs_f64(base * fraction.clamp(0.0, 1.0))
 }
 
 /// The attempts of one call under a policy.
@@ -64,11 +61,7 @@ impl Attempts {
     /// of spending the retry budget of real errors on it: how long to wait (growing as
     /// the policy says, to `max_backoff`).
     pub fn after_throttle(&mut self) -> Duration {
-        let d = delay(
-            &self.policy,
-            self.throttles.min(16),
-            fastrand::f64() * 2.0 - 1.0,
-        );
+        let d = delay(&self.policy, self.throttles.min(16), fastrand::f64());
         self.throttles += 1;
         self.attempt += 1;
         d
@@ -84,7 +77,7 @@ impl Attempts {
         }
         let retry = self.attempt - 1;
         self.attempt += 1;
-        Some(delay(&self.policy, retry, fastrand::f64() * 2.0 - 1.0))
+        Some(delay(&self.policy, retry, fastrand::f64()))
     }
 }
 
@@ -125,27 +118,33 @@ mod tests {
     #[test]
     fn fractional_multipliers_grow_the_delay_as_written() {
         let p = policy(1.4);
-        let d: Vec<f64> = (0..4).map(|r| delay(&p, r, 0.0).as_secs_f64()).collect();
+        let d: Vec<f64> = (0..4).map(|r| delay(&p, r, 1.0).as_secs_f64()).collect();
         for (got, want) in d.iter().zip([1.0, 1.4, 1.96, 2.744]) {
             assert!((got - want).abs() < 1e-9, "{d:?}");
         }
-        assert_eq!(delay(&p, 20, 0.0), Duration::from_secs(10), "capped");
+        assert_eq!(delay(&p, 20, 1.0), Duration::from_secs(10), "capped");
         assert_eq!(
-            delay(&policy(1.0), 3, 0.0),
+            delay(&policy(1.0), 3, 1.0),
             Duration::from_secs(1),
             "no growth"
         );
     }
 
     #[test]
-    fn jitter_spreads_thirty_percent_either_way_within_the_cap() {
+    fn full_jitter_draws_the_wait_between_zero_and_the_grown_delay() {
         let p = policy(2.0);
-        assert_eq!(delay(&p, 1, -1.0), Duration::from_secs_f64(1.4));
-        assert_eq!(delay(&p, 1, 1.0), Duration::from_secs_f64(2.6));
+        assert_eq!(delay(&p, 1, 0.0), Duration::ZERO);
+        assert_eq!(delay(&p, 1, 0.25), Duration::from_millis(500));
+        assert_eq!(delay(&p, 1, 1.0), Duration::from_secs(2));
         assert_eq!(
             delay(&p, 9, 1.0),
             Duration::from_secs(10),
             "never past the cap"
+        );
+        assert_eq!(
+            delay(&p, 1, 7.0),
+            Duration::from_secs(2),
+            "a fraction, at most 1"
         );
     }
 

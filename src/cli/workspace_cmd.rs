@@ -196,6 +196,7 @@ async fn workspaces(
                 .filter(|s| *s != InstanceState::Terminated)
                 .collect(),
         },
+        client_token: None,
     };
     if let Some(f) = fleet {
         filter.tags.push((tags::FLEET.to_string(), f.to_string()));

@@ -373,6 +373,9 @@ impl Cloud for AwsCloud {
                     f.states.iter().map(|s| s.as_str().to_string()),
                 ));
             }
+            if let Some(token) = &f.client_token {
+                filters.push(filter("client-token", [token.clone()]));
+            }
             let mut pages = self
                 .ec2
                 .describe_instances()

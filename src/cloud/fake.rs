@@ -41,6 +41,58 @@ pub struct FakeCloud {
     pub sold_out: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// When each RunInstances call came (tokio's clock), with its workspace tag.
     pub launch_calls: Mutex<Vec<(tokio::time::Instant, String)>>,
+    /// Faults drawn at random and AWS's token bucket, for RunInstances.
+    pub weather: Mutex<Option<Weather>>,
+}
+
+/// What RunInstances meets besides queued faults: throttles and lost answers drawn at
+/// random, AWS's token bucket, and the time a call takes.
+#[derive(Debug)]
+pub struct Weather {
+    pub rng: fastrand::Rng,
+    /// Share of calls throttled at random.
+    pub throttle: f64,
+    /// Share of the calls not throttled whose answer is lost after they took effect.
+    pub lost: f64,
+    /// AWS's bucket: (size, refill per second); calls that find it empty are throttled.
+    pub bucket: Option<(f64, f64)>,
+    /// How long each call takes.
+    pub latency: std::time::Duration,
+    tokens: f64,
+    at: Option<tokio::time::Instant>,
+}
+
+impl Weather {
+    pub fn new(seed: u64) -> Self {
+        Weather {
+            rng: fastrand::Rng::with_seed(seed),
+            throttle: 0.0,
+            lost: 0.0,
+            bucket: None,
+            latency: std::time::Duration::ZERO,
+            tokens: 0.0,
+            at: None,
+        }
+    }
+
+    /// Whether AWS's bucket, when there is one, has a token for a call now (taking it).
+    fn take(&mut self) -> bool {
+        let Some((size, refill)) = self.bucket else {
+            return true;
+        };
+        let now = tokio::time::Instant::now();
+        self.tokens = match self.at {
+            None => size,
+            Some(at) => (self.tokens + now.duration_since(at).as_secs_f64() * refill).min(size),
+        };
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl FakeCloud {
@@ -113,6 +165,16 @@ impl FakeCloud {
     }
 }
 
+/// The answer of a call whose real answer was lost (it took effect).
+fn lost_answer() -> CloudError {
+    CloudError::service(
+        "RunInstances",
+        Some("InternalError"),
+        "An internal error has occurred.",
+        Some(500),
+    )
+}
+
 fn matches(i: &Instance, f: &InstanceFilter) -> bool {
     f.tags.iter().all(|(k, v)| i.tag(k) == Some(v.as_str()))
         && f.tag_keys.iter().all(|k| i.tag(k).is_some())
@@ -127,8 +189,21 @@ impl Cloud for FakeCloud {
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
         self.count("DescribeInstances")?;
+        let launched_with = f
+            .client_token
+            .as_ref()
+            .map(|t| self.tokens.lock().unwrap().get(t).cloned());
         let mut all = self.instances.lock().unwrap();
-        let seen = all.iter().filter(|i| matches(i, f)).cloned().collect();
+        let seen = all
+            .iter()
+            .filter(|i| matches(i, f))
+            .filter(|i| {
+                launched_with
+                    .as_ref()
+                    .is_none_or(|id| id.as_ref() == Some(&i.id))
+            })
+            .cloned()
+            .collect();
         // An instance seen pending has booted by the next look.
         for i in all.iter_mut().filter(|i| i.state == InstanceState::Pending) {
             i.state = InstanceState::Running;
@@ -212,6 +287,22 @@ impl Cloud for FakeCloud {
                 .unwrap_or_default(),
         ));
         self.count("RunInstances")?;
+        let mut lost = false;
+        let latency = self.weather.lock().unwrap().as_ref().map(|w| w.latency);
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+            let mut weather = self.weather.lock().unwrap();
+            let w = weather.as_mut().expect("weather");
+            if !w.take() || w.rng.f64() < w.throttle {
+                return Err(CloudError::service(
+                    "RunInstances",
+                    Some("RequestLimitExceeded"),
+                    "Request limit exceeded.",
+                    Some(503),
+                ));
+            }
+            lost = w.rng.f64() < w.lost;
+        }
         let mut tokens = self.tokens.lock().unwrap();
         let mut all = self.instances.lock().unwrap();
         if let Some(id) = tokens.get(&spec.client_token) {
@@ -231,7 +322,7 @@ impl Cloud for FakeCloud {
                     Some(400),
                 ));
             }
-            return Ok(known);
+            return if lost { Err(lost_answer()) } else { Ok(known) };
         }
         let zone = spec
             .availability_zone
@@ -268,6 +359,9 @@ impl Cloud for FakeCloud {
         };
         tokens.insert(spec.client_token.clone(), instance.id.clone());
         all.push(instance.clone());
+        if lost {
+            return Err(lost_answer());
+        }
         if let Some(queue) = self.lost.lock().unwrap().get_mut("RunInstances")
             && !queue.is_empty()
         {

@@ -129,6 +129,8 @@ pub struct InstanceFilter {
     pub tag_keys: Vec<String>,
     /// Accepted states; empty means any.
     pub states: Vec<InstanceState>,
+    /// Only the instance launched with this ClientToken.
+    pub client_token: Option<String>,
 }
 
 /// A Service Quotas value.

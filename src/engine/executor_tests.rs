@@ -191,7 +191,12 @@ async fn a_launch_whose_answer_was_lost_is_confirmed_when_retries_run_out() {
         .lock()
         .unwrap()
         .insert("RunInstances", vec![err("InternalError", 500)]);
-    // The retry that would have got the instance back by its token fails too.
+    // The lookups by its token fail, and so does the retry that would have got the
+    // instance back by its token.
+    cloud.fail_next(
+        "DescribeInstances",
+        vec![err("InternalError", 500), err("InternalError", 500)],
+    );
     cloud.fail_next("RunInstances", vec![err("InternalError", 500)]);
     let r = apply(&cloud, &m, &o).await;
     assert!(r.complete(), "{r:?}");

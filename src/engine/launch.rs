@@ -375,6 +375,19 @@ impl Context {
     }
 
     /// Launches in one zone with one type, moving past terminated incarnations.
+    /// The instance launched with `token`, when DescribeInstances shows it already: a
+    /// launch whose answer was lost is then done without sending RunInstances again
+    /// (which would wait for a launch permit). Not shown yet (AWS's reads lag behind
+    /// its writes), the launch is retried with the same token, which is as safe.
+    async fn launched_with(&self, token: &str) -> Option<Instance> {
+        let filter = crate::cloud::InstanceFilter {
+            client_token: Some(token.to_string()),
+            ..Default::default()
+        };
+        let found = self.cloud.describe_instances(&filter).await.ok()?;
+        found.into_iter().find(|i| !i.state.is_gone())
+    }
+
     async fn launch_in(
         &self,
         workspace: &str,
@@ -396,15 +409,21 @@ impl Context {
                 .remember(&self.fleet, workspace, &self.digest, choice.as_ref());
             let sent_at = super::memory::now_ms();
             let result = self
-                .call(workspace, Pace::Launch, prepaid, |attempt| {
-                    self.events.emit(Event::Launching {
-                        workspace: workspace.to_string(),
-                        attempt,
-                        availability_zone: spec.availability_zone.clone(),
-                        instance_type: spec.instance_type.clone(),
-                    });
-                    self.cloud.run_instance(&spec)
-                })
+                .call_or_find(
+                    workspace,
+                    Pace::Launch,
+                    prepaid,
+                    |attempt| {
+                        self.events.emit(Event::Launching {
+                            workspace: workspace.to_string(),
+                            attempt,
+                            availability_zone: spec.availability_zone.clone(),
+                            instance_type: spec.instance_type.clone(),
+                        });
+                        self.cloud.run_instance(&spec)
+                    },
+                    || self.launched_with(&spec.client_token),
+                )
                 .await;
             if let Ok(instance) = &result {
                 self.engine

@@ -215,6 +215,13 @@ impl Limiter {
         }
     }
 
+    /// Whether throttles were found random at the pace in force: slowing down did not
+    /// cure them.
+    pub fn throttles_are_random(&self) -> bool {
+        let last = self.adjusting.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|t| t.random)
+    }
+
     fn note(times: &std::sync::Mutex<std::collections::VecDeque<tokio::time::Instant>>) {
         let now = tokio::time::Instant::now();
         let mut times = times.lock().unwrap_or_else(|e| e.into_inner());

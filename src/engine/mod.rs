@@ -347,6 +347,8 @@ impl Run {
 #[cfg(test)]
 mod capacity_tests;
 #[cfg(test)]
+mod pacing_tests;
+#[cfg(test)]
 mod quota_wait_tests;
 #[cfg(test)]
 mod resize_tests;

@@ -214,15 +214,37 @@ impl Context {
         workspace: &str,
         pace: Pace,
         prepaid: &mut bool,
-        mut op: F,
+        op: F,
     ) -> Result<T, StepError>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
+        self.call_or_find(workspace, pace, prepaid, op, || async { None })
+            .await
+    }
+
+    /// [`Context::call`] for a call that may take effect although its answer is lost (a
+    /// 5xx, a timeout, a dropped connection): before retrying, `find` looks for its
+    /// effect with a read, which no launch permit paces, and ends the call when found.
+    pub async fn call_or_find<T, F, Fut, G, GFut>(
+        &self,
+        workspace: &str,
+        pace: Pace,
+        prepaid: &mut bool,
+        mut op: F,
+        mut find: G,
+    ) -> Result<T, StepError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, CloudError>>,
+        G: FnMut() -> GFut,
+        GFut: Future<Output = Option<T>>,
+    {
         let mut attempts = Attempts::new(&self.retry);
+        let mut paid = std::mem::take(prepaid);
         loop {
-            if !std::mem::take(prepaid) {
+            if !std::mem::take(&mut paid) {
                 self.permit(workspace, pace, false).await?;
             }
             let attempt = attempts.attempt();
@@ -234,9 +256,30 @@ impl Context {
                 Err(e) => e,
             };
             self.adapt(pace, Some(&err));
+            if err.class == ErrorClass::Transient
+                && let Some(found) = find().await
+            {
+                tracing::debug!(
+                    target: "prism::retry",
+                    workspace,
+                    attempt,
+                    code = err.code.as_deref().unwrap_or("-"),
+                    "the answer was lost; the call took effect"
+                );
+                self.adapt(pace, None);
+                return Ok(found);
+            }
             let throttle_wait = (err.class == ErrorClass::Throttle
                 && Instant::now() < self.throttle_deadline)
                 .then(|| attempts.after_throttle());
+            // Throttles that slowing down does not cure are random: AWS's bucket gave
+            // the throttled call no token, so its retry takes no new launch permit.
+            paid = throttle_wait.is_some()
+                && pace == Pace::Launch
+                && self
+                    .launch
+                    .as_ref()
+                    .is_some_and(|l| l.throttles_are_random());
             let Some(delay) = throttle_wait.or_else(|| attempts.after(&err)) else {
                 tracing::debug!(
                     target: "prism::retry",
@@ -307,6 +350,7 @@ impl Context {
             tag_keys: vec![],
             tags: vec![(tags::FLEET.to_string(), self.fleet.clone())],
             states: vec![],
+            client_token: None,
         };
         self.call("", Pace::None, &mut false, |_| {
             self.cloud.describe_instances(&filter)

@@ -88,8 +88,10 @@ async fn apply_launches_then_a_second_apply_changes_nothing() {
     );
 }
 
+/// A launch whose answer is lost is looked up by its ClientToken: found, it is done
+/// without a second RunInstances (nor a launch permit).
 #[tokio::test(flavor = "multi_thread")]
-async fn lost_responses_are_retried_with_the_same_token() {
+async fn a_lost_answer_is_found_by_its_token() {
     let emu = Emulator::start();
     emu.post(
         "/_prism/faults",
@@ -99,13 +101,42 @@ async fn lost_responses_are_retried_with_the_same_token() {
     let out = emu.prism(&["apply", "--yes", path.to_str().unwrap()]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
-    assert!(text.contains("InternalError from AWS, retrying"), "{text}");
     exactly_one_each(&per_workspace(&emu, "lost").await, "lost", 4);
-    let launches = emu.call_counts()["RunInstances"];
-    assert_eq!(
-        launches, 7,
-        "4 launches plus 3 retries after lost responses"
+    let calls = emu.calls();
+    let launches = calls.iter().filter(|c| c.action == "RunInstances").count();
+    assert_eq!(launches, 4, "one RunInstances per workspace");
+    let lookups = calls
+        .iter()
+        .filter(|c| c.action == "DescribeInstances" && c.filters == ["client-token"])
+        .count();
+    assert_eq!(lookups, 3, "one lookup per lost answer");
+}
+
+/// While DescribeInstances lags behind, the lookup finds nothing and the launch is
+/// retried with the same ClientToken: AWS answers with the instance it launched.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_answers_not_yet_seen_are_retried_with_the_same_token() {
+    let emu = Emulator::start();
+    emu.post("/_prism/lag", json!({"seconds": 3}));
+    emu.post(
+        "/_prism/faults",
+        json!({"faults": [{"action": "RunInstances", "code": "InternalError", "status": 500, "lost": true, "count": 3}]}),
     );
+    let path = emu.write("class.yaml", &manifest("lost", 4, FAST));
+    let out = emu.prism(&["apply", "--yes", "--no-wait", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    assert!(text.contains("InternalError from AWS, retrying"), "{text}");
+    let calls = emu.calls();
+    let launches = calls.iter().filter(|c| c.action == "RunInstances").count();
+    assert_eq!(launches, 7, "4 launches plus 3 retries after lost answers");
+    let lookups = calls
+        .iter()
+        .filter(|c| c.filters == ["client-token"])
+        .count();
+    assert_eq!(lookups, 3, "each lost answer was looked up first");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    exactly_one_each(&per_workspace(&emu, "lost").await, "lost", 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -628,8 +659,9 @@ fn a_second_ctrl_c_exits_at_once() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Exiting at once"));
 }
 
-/// A launch whose answer was lost, then whose retries ran out, is looked up before the
-/// summary: its instance is up, so it counts as launched and the run succeeds.
+/// A launch whose answer was lost, whose lookups failed too, then whose retries ran out,
+/// is looked up before the summary: its instance is up, so it counts as launched and
+/// the run succeeds.
 #[test]
 fn a_report_never_calls_a_running_workspace_failed() {
     let emu = Emulator::start();
@@ -637,6 +669,7 @@ fn a_report_never_calls_a_running_workspace_failed() {
         "/_prism/faults",
         json!({"faults": [
             {"action": "RunInstances", "code": "InternalError", "status": 500, "lost": true, "count": 1},
+            {"action": "DescribeInstances", "filter": "client-token", "code": "InternalError", "status": 500},
             {"action": "RunInstances", "code": "InternalError", "status": 500, "count": 5}
         ]}),
     );

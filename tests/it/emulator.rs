@@ -43,6 +43,9 @@ pub struct Emulator {
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Call {
     pub action: String,
+    /// The names of a Describe call's filters.
+    #[serde(default)]
+    pub filters: Vec<String>,
 }
 
 impl Emulator {
