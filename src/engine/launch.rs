@@ -374,7 +374,6 @@ impl Context {
         spec
     }
 
-    /// Launches in one zone with one type, moving past terminated incarnations.
     /// The instance launched with `token`, when DescribeInstances shows it already: a
     /// launch whose answer was lost is then done without sending RunInstances again
     /// (which would wait for a launch permit). Not shown yet (AWS's reads lag behind
@@ -388,6 +387,7 @@ impl Context {
         found.into_iter().find(|i| !i.state.is_gone())
     }
 
+    /// Launches in one zone with one type, moving past terminated incarnations.
     async fn launch_in(
         &self,
         workspace: &str,
