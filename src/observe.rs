@@ -72,13 +72,13 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
             .into_iter()
             .filter(|s| *s != InstanceState::Terminated)
             .collect(),
-        client_token: None,
+        ..Default::default()
     };
     let running_filter = InstanceFilter {
         tag_keys: vec![],
         tags: vec![],
         states: vec![InstanceState::Pending, InstanceState::Running],
-        client_token: None,
+        ..Default::default()
     };
     let policy = &manifest.retry;
     let (instances, running) = tokio::try_join!(

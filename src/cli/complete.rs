@@ -66,7 +66,7 @@ fn fetch() -> Option<Cache> {
                 .into_iter()
                 .filter(|s| !s.is_gone())
                 .collect(),
-            client_token: None,
+            ..Default::default()
         };
         let found = tokio::time::timeout(Duration::from_secs(3), cloud.describe_instances(&filter))
             .await

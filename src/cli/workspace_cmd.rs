@@ -196,7 +196,7 @@ async fn workspaces(
                 .filter(|s| *s != InstanceState::Terminated)
                 .collect(),
         },
-        client_token: None,
+        ..Default::default()
     };
     if let Some(f) = fleet {
         filter.tags.push((tags::FLEET.to_string(), f.to_string()));

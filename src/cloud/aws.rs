@@ -376,6 +376,11 @@ impl Cloud for AwsCloud {
             if let Some(token) = &f.client_token {
                 filters.push(filter("client-token", [token.clone()]));
             }
+            // A filter rather than InstanceIds: an id AWS does not show (yet) is simply
+            // absent instead of failing the call.
+            if !f.ids.is_empty() {
+                filters.push(filter("instance-id", f.ids.iter().cloned()));
+            }
             let mut pages = self
                 .ec2
                 .describe_instances()

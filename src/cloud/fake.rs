@@ -179,6 +179,7 @@ fn matches(i: &Instance, f: &InstanceFilter) -> bool {
     f.tags.iter().all(|(k, v)| i.tag(k) == Some(v.as_str()))
         && f.tag_keys.iter().all(|k| i.tag(k).is_some())
         && (f.states.is_empty() || f.states.contains(&i.state))
+        && (f.ids.is_empty() || f.ids.contains(&i.id))
 }
 
 #[async_trait]

@@ -131,6 +131,8 @@ pub struct InstanceFilter {
     pub states: Vec<InstanceState>,
     /// Only the instance launched with this ClientToken.
     pub client_token: Option<String>,
+    /// Only these instances; empty means any.
+    pub ids: Vec<String>,
 }
 
 /// A Service Quotas value.

@@ -107,8 +107,8 @@ async fn undo_resize(
 
 /// The state of instance `id` of the fleet; None when AWS does not show it (yet).
 async fn instance_state(ctx: &Context, id: &str) -> Result<Option<InstanceState>, StepError> {
-    let seen = ctx.fleet_instances().await?;
-    Ok(seen.into_iter().find(|i| i.id == id).map(|i| i.state))
+    let seen = ctx.fleet_instance(id).await?;
+    Ok(seen.map(|i| i.state))
 }
 
 /// Waits until instance `id` is stopped, looking every poll interval.

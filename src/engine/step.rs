@@ -346,11 +346,27 @@ impl Context {
     /// Every instance of the fleet, in one DescribeInstances by its tag, retried as any
     /// call of the run.
     pub(super) async fn fleet_instances(&self) -> Result<Vec<crate::cloud::Instance>, StepError> {
+        self.describe_fleet(vec![]).await
+    }
+
+    /// Instance `id` of the fleet, in one DescribeInstances by its id and the fleet's
+    /// tag; None when AWS does not show it (yet).
+    pub(super) async fn fleet_instance(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::cloud::Instance>, StepError> {
+        let seen = self.describe_fleet(vec![id.to_string()]).await?;
+        Ok(seen.into_iter().find(|i| i.id == id))
+    }
+
+    async fn describe_fleet(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<Vec<crate::cloud::Instance>, StepError> {
         let filter = crate::cloud::InstanceFilter {
-            tag_keys: vec![],
             tags: vec![(tags::FLEET.to_string(), self.fleet.clone())],
-            states: vec![],
-            client_token: None,
+            ids,
+            ..Default::default()
         };
         self.call("", Pace::None, &mut false, |_| {
             self.cloud.describe_instances(&filter)

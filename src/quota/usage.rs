@@ -146,7 +146,7 @@ async fn running(
         tag_keys: vec![],
         tags: vec![],
         states: vec![InstanceState::Pending, InstanceState::Running],
-        client_token: None,
+        ..Default::default()
     };
     let instances = retry::call(policy, || cloud.describe_instances(&running)).await?;
     let types: Vec<String> = instances
