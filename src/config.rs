@@ -274,6 +274,17 @@ pub fn launch_rate(manifest: &RateLimitSpec, config: &UserConfig) -> Option<Rate
     })
 }
 
+/// How often the quota and the usage are read again while a workspace waits for room:
+/// [`QuotaWait::EVERY`](crate::engine::QuotaWait::EVERY), or `PRISM_QUOTA_RECHECK`
+/// (a duration such as `5s`) when set, for tests and demonstrations.
+pub fn quota_recheck() -> std::time::Duration {
+    std::env::var("PRISM_QUOTA_RECHECK")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(crate::engine::QuotaWait::EVERY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,7 +150,7 @@ pub async fn carry_out(
             job.quota_waiting = crate::engine::gate::quota_waiting(&plan);
             job.quota_wait = Some(QuotaWait {
                 until,
-                every: super::quota_recheck(),
+                every: crate::config::quota_recheck(),
             });
         }
         None => job.skip = gate.over_quota,

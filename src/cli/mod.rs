@@ -395,17 +395,6 @@ pub fn launch_memory(global: &GlobalArgs, region: &str) -> Arc<LaunchMemory> {
     )
 }
 
-/// How often the quota and the usage are read again while a workspace waits for room:
-/// [`QuotaWait::EVERY`](crate::engine::QuotaWait::EVERY), or `PRISM_QUOTA_RECHECK`
-/// (a duration such as `5s`) when set, for tests and demonstrations.
-pub fn quota_recheck() -> std::time::Duration {
-    std::env::var("PRISM_QUOTA_RECHECK")
-        .ok()
-        .and_then(|v| humantime::parse_duration(&v).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(crate::engine::QuotaWait::EVERY)
-}
-
 /// Carries out `job` on `engine` with progress shown in `mode`. The first Ctrl-C (or
 /// SIGTERM) stops new actions and lets the calls in flight finish; a second Ctrl-C exits
 /// at once. `rerun` is the command that finishes an interrupted run.

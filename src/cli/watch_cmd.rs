@@ -59,7 +59,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
         once: args.once,
         parallelism: usize::from(args.parallelism),
         config,
-        quota_recheck: super::quota_recheck(),
+        quota_recheck: crate::config::quota_recheck(),
     };
     tracing::info!(
         "watching {} (fleet {} in {}); resync every {}",

@@ -33,6 +33,9 @@ pub struct LaunchBody {
     pub manifest_path: Option<String>,
     #[serde(default)]
     pub allow_partial: bool,
+    /// How long workspaces without room in a quota wait for it, e.g. `30m`.
+    #[serde(default)]
+    pub wait_for_quota: Option<String>,
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -165,19 +168,30 @@ async fn plan_of(
 }
 
 /// The engine's run of `manifest`'s plan; Err (nothing started) when it does not fit
-/// the quota and `allow_partial` is off.
+/// the quota and the request neither allows a partial launch nor waits for quota.
 async fn prepare(
     app: &App,
     manifest: &Manifest,
-    allow_partial: bool,
+    request: &Request,
 ) -> Result<(Arc<crate::engine::Engine>, crate::engine::Job, RunOptions), ApiError> {
+    let wait = request.quota_wait().map_err(ApiError::bad_request)?;
     let (engine, plan, observed) = plan_of(app, manifest).await?;
     let gate = Gate::of(&plan, true);
-    if !gate.shortfalls.is_empty() && !allow_partial {
+    if !gate.shortfalls.is_empty() && !request.allow_partial && wait.is_none() {
         return Err(shortfall(&plan, &gate));
     }
     let mut job = Job::from_plan(manifest, &plan, &observed);
-    job.skip = gate.over_quota;
+    match wait {
+        // What does not fit waits for room, as with `prism apply --wait-for-quota`.
+        Some(until) => {
+            job.quota_waiting = crate::engine::gate::quota_waiting(&plan);
+            job.quota_wait = Some(crate::engine::QuotaWait {
+                until,
+                every: crate::config::quota_recheck(),
+            });
+        }
+        None => job.skip = gate.over_quota,
+    }
     let opts = RunOptions {
         retry: manifest.retry.clone(),
         ..RunOptions::default()
@@ -187,14 +201,14 @@ async fn prepare(
 
 /// Plans `manifest` and starts its run for `launch`, or queues it behind the launch
 /// running in the same account and region; Err (nothing started or queued) when it
-/// does not fit the quota and `allow_partial` is off.
+/// does not fit the quota and the request neither allows a partial launch nor waits.
 async fn start(
     app: &Arc<App>,
     manifest: &Manifest,
-    allow_partial: bool,
+    request: Request,
     launch: &Arc<Launch>,
 ) -> Result<(), ApiError> {
-    let (engine, job, opts) = prepare(app, manifest, allow_partial).await?;
+    let (engine, job, opts) = prepare(app, manifest, &request).await?;
     let slot = app.slot(engine.cloud().region());
     let how = match slot.clone().try_lock_owned() {
         Ok(turn) => Start::Now(turn, engine.run(job, opts)),
@@ -205,7 +219,7 @@ async fn start(
             Start::Queued(
                 slot,
                 Box::pin(async move {
-                    let (engine, job, opts) = prepare(&app, &manifest, allow_partial).await?;
+                    let (engine, job, opts) = prepare(&app, &manifest, &request).await?;
                     Ok(engine.run(job, opts))
                 }),
             )
@@ -291,6 +305,13 @@ async fn begin(
     text: String,
     manifest: &Manifest,
 ) -> Result<Arc<Launch>, ApiError> {
+    let request = Request {
+        manifest: text,
+        manifest_path: body.manifest_path.clone(),
+        allow_partial: body.allow_partial,
+        wait_for_quota: body.wait_for_quota.clone(),
+    };
+    request.quota_wait().map_err(ApiError::bad_request)?;
     if let Some(active) = app.registry.active_for(&manifest.name) {
         return Err(running_conflict(&active));
     }
@@ -301,18 +322,14 @@ async fn begin(
         state: LaunchState::Queued,
         created_at,
         created_ms,
-        request: Request {
-            manifest: text,
-            manifest_path: body.manifest_path.clone(),
-            allow_partial: body.allow_partial,
-        },
+        request: request.clone(),
         progress: Value::Null,
         workspaces: json!([]),
         report: None,
         error: None,
     };
     let launch = Launch::new(record, vec![]);
-    start(app, manifest, body.allow_partial, &launch).await?;
+    start(app, manifest, request, &launch).await?;
     app.registry.insert(launch.clone());
     Ok(launch)
 }
@@ -376,7 +393,7 @@ pub async fn resume(
         .clone()
         .unwrap_or_else(|| "manifest".into());
     let manifest = parse_manifest(&request.manifest, &name)?;
-    start(&app, &manifest, request.allow_partial, &launch).await?;
+    start(&app, &manifest, request, &launch).await?;
     Ok(accepted(&launch, StatusCode::ACCEPTED))
 }
 

@@ -40,6 +40,24 @@ pub struct Request {
     /// The file under `--manifests` it came from, if any.
     pub manifest_path: Option<String>,
     pub allow_partial: bool,
+    /// How long workspaces without room in a quota wait for it (as `apply
+    /// --wait-for-quota`), as sent, e.g. `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_quota: Option<String>,
+}
+
+impl Request {
+    /// `wait_for_quota` as a duration; Err says why it is not one.
+    pub fn quota_wait(&self) -> Result<Option<std::time::Duration>, String> {
+        self.wait_for_quota
+            .as_deref()
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    format!("wait_for_quota `{text}` is not a duration such as 30m: {e}")
+                })
+            })
+            .transpose()
+    }
 }
 
 /// A launch as kept on disk.

@@ -30,6 +30,11 @@ impl Drop for Server {
 }
 
 pub fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
+    start_with(emu, state, extra, &[])
+}
+
+/// [`start`] with more environment variables.
+pub fn start_with(emu: &Emulator, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = vec![
         "serve",
         "--listen",
@@ -39,6 +44,7 @@ pub fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     let mut child = prism_command(&args)
+        .envs(env.iter().copied())
         .env("AWS_ENDPOINT_URL", &emu.url)
         .env("XDG_CACHE_HOME", emu.dir.path().join("cache"))
         .stdout(Stdio::piped())
@@ -1002,4 +1008,108 @@ async fn the_progress_page_shows_retries_and_explains_failures_without_javascrip
         "{html}"
     );
     assert!(!html.contains("Cancel remaining launches"));
+}
+
+/// Sent with `wait_for_quota`, a launch keeps what does not fit the quota waiting (as
+/// `apply --wait-for-quota`) and launches it once the quota is raised; the workspaces
+/// already up keep their instances.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launch_that_waits_for_quota_launches_the_rest_when_it_is_raised() {
+    let emu = Emulator::start();
+    emu.post("/_prism/quotas", json!({"ec2": {"L-1216C47A": 32}}));
+    let state = emu.dir.path().join("state");
+    let s = start_with(&emu, &state, &[], &[("PRISM_QUOTA_RECHECK", "1s")]);
+    // 10 × t3.xlarge (4 vCPUs): 8 fit 32 vCPUs.
+    let text = "name: q\nproject: p\ntemplate: t\ncount: 10\nrate_limit: {rate_per_minute: 600, burst_size: 10}\ntemplates:\n  t: {image: ami-785db401, instance_type: t3.xlarge}\n";
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": text, "wait_for_quota": "soon"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("wait_for_quota `soon`"),
+        "{v}"
+    );
+    assert_eq!(
+        emu.call_counts().get("RunInstances"),
+        None,
+        "nothing launched"
+    );
+
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": text, "wait_for_quota": "5m"})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waiting = loop {
+        let l = s.launch(&id);
+        if l["progress"]["completed"] == 8 && l["progress"]["waiting_for_quota"] == 2 {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "{l}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(waiting["state"], "running", "{waiting}");
+    assert_eq!(waiting["wait_for_quota"], "5m");
+    let rows = waiting["workspaces"].as_array().unwrap();
+    let waiting_rows: Vec<&str> = rows
+        .iter()
+        .filter(|w| w["state"] == "waiting_for_quota")
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        waiting_rows,
+        ["q-09", "q-10"],
+        "the last in name order wait"
+    );
+    assert!(
+        rows.iter()
+            .filter(|w| w["state"] == "waiting_for_quota")
+            .all(|w| w["skip_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("vCPU"))),
+        "{waiting}"
+    );
+    let before: Vec<Value> = rows
+        .iter()
+        .filter(|w| w["instance_id"].is_string())
+        .map(|w| w["instance_id"].clone())
+        .collect();
+    assert_eq!(before.len(), 8);
+    // The progress page shows the wait in words.
+    let port = s.port;
+    let (st, _, html) = raw(
+        port,
+        &format!(
+            "GET /launches/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={}\r\nConnection: close\r\n\r\n",
+            s.token
+        ),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(html.matches(">waiting for quota<").count(), 2, "{html}");
+
+    emu.post("/_prism/quotas", json!({"ec2": {"L-1216C47A": 48}}));
+    let done = s.until_over(&id);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["report"]["launched"], 10, "{done}");
+    let after: Vec<Value> = done["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| before.contains(&w["instance_id"]))
+        .map(|w| w["instance_id"].clone())
+        .collect();
+    assert_eq!(after.len(), 8, "the first 8 keep their instances");
+    let per = per_workspace(&emu, "q").await;
+    assert_eq!(per.len(), 10);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
 }

@@ -10,14 +10,15 @@ document.addEventListener("securitypolicyviolation", (e) =>
   window.prismErrors.push("CSP blocked " + e.violatedDirective + " " + e.blockedURI));
 
 const EVENTS = ["started", "queued", "rate_limited", "rate_changed", "launching", "retrying",
-  "zone_full", "launched", "confirmed", "changed", "running", "stopped", "failed", "skipped",
+  "zone_full", "zone_unavailable", "zone_available", "type_fallback", "launched", "confirmed",
+  "changed", "running", "stopped", "failed", "skipped", "waiting_for_quota", "quota_available",
   "interrupted", "summary", "message"];
 
 const LABELS = {
   queued: "queued", waiting_for_limiter: "queued", launching: "launching",
   retrying: "launching (retrying)", launched: "launched", changed: "changed",
   running: "running", stopped: "stopped", failed: "failed", skipped: "skipped",
-  cancelled: "not launched",
+  waiting_for_quota: "waiting for quota", cancelled: "not launched",
 };
 
 const STATES = {
@@ -108,11 +109,12 @@ function render(root, launch) {
       more.textContent = w.error.what_you_can_do || "";
       err.replaceChildren(strong, document.createElement("br"), more);
       err.dataset.shown = "1";
-    } else if (!w.error && w.skip_reason && err.textContent === "") {
+    } else if (!w.error && err.textContent !== (w.skip_reason || "")) {
+      // Why it was skipped or waits; cleared once a waiting workspace goes ahead.
       const span = document.createElement("span");
       span.className = "muted";
-      span.textContent = w.skip_reason;
-      err.replaceChildren(span);
+      span.textContent = w.skip_reason || "";
+      err.replaceChildren(...(w.skip_reason ? [span] : []));
     }
   }
 }

@@ -211,6 +211,7 @@ pub fn workspace_label(state: &str) -> &str {
         "stopped" => "stopped",
         "failed" => "failed",
         "skipped" => "skipped",
+        "waiting_for_quota" => "waiting for quota",
         "cancelled" => "not launched",
         other => other,
     }
