@@ -48,11 +48,13 @@ pub enum Notice {
     PassStarted { pass: u64, fleet: String },
     /// The events of the pass's run, to show as they come.
     Run(mpsc::UnboundedReceiver<Stamped>),
-    /// A pass ended; the next one is due after `next`.
+    /// A pass ended; the next one is due after `next`, or at the schedule's next
+    /// change, `boundary` from now, when that comes first.
     PassEnded {
         pass: u64,
         outcome: Box<Pass>,
         next: Duration,
+        boundary: Option<Duration>,
     },
     /// The manifest was edited into something invalid: the last good one is kept.
     Invalid(ManifestError),
@@ -490,6 +492,11 @@ pub async fn run_with_clock(
                 pass: passes,
                 outcome: Box::new(pass),
                 next,
+                boundary: boundary.as_ref().map(|c| {
+                    clock
+                        .deadline(c.at.timestamp())
+                        .saturating_duration_since(Instant::now())
+                }),
             });
             due = Instant::now() + next;
             if opts.once {

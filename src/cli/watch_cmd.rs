@@ -199,9 +199,10 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
                 pass,
                 outcome,
                 next,
+                boundary,
             } => {
-                let line = status(pass, &outcome, next);
-                let key = status(0, &outcome, Duration::ZERO);
+                let line = status(pass, &outcome, next, boundary);
+                let key = status(0, &outcome, Duration::ZERO, None);
                 let changed = standing.last_status.replace(key.clone()) != Some(key);
                 let quiet =
                     outcome.report.is_none() && outcome.held == 0 && outcome.error.is_none();
@@ -241,12 +242,12 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
     }
 }
 
-/// The one status line of a pass.
-fn status(n: u64, pass: &Pass, next: Duration) -> String {
-    let next = if pass.waiting_for_quota() > 0 {
-        format!("quota read again in {}", human(next))
-    } else {
-        format!("next resync in {}", human(next))
+/// The one status line of a pass; `boundary`: the time to the schedule's next change.
+fn status(n: u64, pass: &Pass, next: Duration, boundary: Option<Duration>) -> String {
+    let next = match boundary {
+        Some(b) if b < next => format!("next pass at the schedule's change in {}", human(b)),
+        _ if pass.waiting_for_quota() > 0 => format!("quota read again in {}", human(next)),
+        _ => format!("next resync in {}", human(next)),
     };
     if let Some(e) = &pass.error {
         let explained = crate::errors::explain(e, &crate::errors::Context::default());
@@ -286,4 +287,33 @@ async fn shutdown(cancel: CancellationToken) {
     super::stop_signal().await;
     tracing::info!("stopping: letting the actions in flight finish");
     cancel.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status line names what wakes the watch first: the schedule's next change, the
+    /// next quota reading, or the next resync.
+    #[test]
+    fn the_status_line_names_what_comes_first() {
+        let quiet = Pass {
+            report: None,
+            held: 0,
+            error: None,
+        };
+        let (min, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(
+            status(2, &quiet, 5 * min, Some(2 * min)),
+            "pass 2: no changes; next pass at the schedule's change in 2m 0s"
+        );
+        assert_eq!(
+            status(2, &quiet, 5 * min, Some(hour)),
+            "pass 2: no changes; next resync in 5m 0s"
+        );
+        assert_eq!(
+            status(2, &quiet, 5 * min, None),
+            "pass 2: no changes; next resync in 5m 0s"
+        );
+    }
 }
