@@ -138,6 +138,19 @@ impl Server {
     }
 
     /// Waits until the launch is no longer queued, running or cancelling.
+    /// A page as a signed-in browser gets it: (status, HTML).
+    pub fn page(&self, path: &str) -> (u16, String) {
+        let port = self.port;
+        let (st, _, html) = raw(
+            port,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={}\r\nConnection: close\r\n\r\n",
+                self.token
+            ),
+        );
+        (st, html)
+    }
+
     pub fn until_over(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -962,14 +975,7 @@ async fn the_progress_page_shows_retries_and_explains_failures_without_javascrip
     let id = l["id"].as_str().unwrap();
     let done = s.until_over(id);
     assert_eq!(done["state"], "failed", "{done}");
-    let port = s.port;
-    let (st, _, html) = raw(
-        port,
-        &format!(
-            "GET /launches/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={}\r\nConnection: close\r\n\r\n",
-            s.token
-        ),
-    );
+    let (st, html) = s.page(&format!("/launches/{id}"));
     assert_eq!(st, 200);
     let failed: Vec<&Value> = done["workspaces"]
         .as_array()
@@ -1086,14 +1092,7 @@ async fn a_launch_that_waits_for_quota_launches_the_rest_when_it_is_raised() {
         .collect();
     assert_eq!(before.len(), 8);
     // The progress page shows the wait in words.
-    let port = s.port;
-    let (st, _, html) = raw(
-        port,
-        &format!(
-            "GET /launches/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={}\r\nConnection: close\r\n\r\n",
-            s.token
-        ),
-    );
+    let (st, html) = s.page(&format!("/launches/{id}"));
     assert_eq!(st, 200);
     assert_eq!(html.matches(">waiting for quota<").count(), 2, "{html}");
 
