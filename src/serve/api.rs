@@ -340,10 +340,12 @@ pub async fn launch_file(
     app: &Arc<App>,
     manifest_path: &str,
     allow_partial: bool,
+    wait_for_quota: Option<String>,
 ) -> Result<Arc<Launch>, ApiError> {
     let body = LaunchBody {
         manifest_path: Some(manifest_path.to_string()),
         allow_partial,
+        wait_for_quota,
         ..LaunchBody::default()
     };
     let _one = app.create.lock().await;

@@ -16,7 +16,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::emulator::{Emulator, per_workspace};
-use crate::serve::{Server, manifest, start};
+use crate::serve::{Server, manifest, start, start_with};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -381,6 +381,93 @@ async fn pages_sign_in_follow_a_launch_to_running_and_cancel_one() {
         list.contains("Succeeded") && list.contains("Cancelled"),
         "{list}"
     );
+    b.client.clone().close().await.unwrap();
+}
+
+/// A manifest that does not fit the quota: "Apply and wait for quota" launches what
+/// fits, shows the rest waiting for quota, and launches them once the quota has room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launch_from_the_page_waits_for_quota_then_launches_the_rest() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let c = &b.client;
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 32.0);
+    let manifests = emu.dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    // 10 × t3.xlarge (4 vCPUs): 8 fit 32 vCPUs.
+    std::fs::write(
+        manifests.join("big.yaml"),
+        "name: big\nproject: p\ntemplate: t\ncount: 10\nrate_limit: {rate_per_minute: 600, burst_size: 10}\ntemplates:\n  t: {image: ami-785db401, instance_type: t3.xlarge}\n",
+    )
+    .unwrap();
+    let s = start_with(
+        &emu,
+        &emu.dir.path().join("state"),
+        &["--manifests", manifests.to_str().unwrap()],
+        &[("PRISM_QUOTA_RECHECK", "1s")],
+    );
+    sign_in(c, &s).await;
+    assert!(
+        text(c, "main")
+            .await
+            .contains("2 workspaces do not fit the quota"),
+        "{}",
+        text(c, "main").await
+    );
+    screenshot(c, "launch-short-of-quota").await;
+    c.find(Locator::Css("button[name=wait_for_quota]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "8 up and 2 waiting for quota",
+        "return document.getElementById('done')?.textContent === '8' && [...document.querySelectorAll('#workspaces [data-field=state]')].filter(e => e.textContent === 'waiting for quota').length === 2",
+    )
+    .await;
+    let waiting: Vec<String> = row_states(c)
+        .await
+        .into_iter()
+        .filter(|(_, state)| state == "waiting for quota")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(waiting, ["big-09", "big-10"]);
+    assert!(
+        text(c, "tr[data-name=big-10]").await.contains("vCPU"),
+        "the row says what it waits for"
+    );
+    assert_eq!(
+        text(c, "#waiting").await,
+        "2 waiting for quota: they launch in name order as soon as the quota has room"
+    );
+    no_js_errors(c).await;
+    js(
+        c,
+        "document.querySelector('tr[data-name=big-06]').scrollIntoView(); return true",
+    )
+    .await;
+    screenshot(c, "launch-waiting-for-quota").await;
+
+    emu.set_quota("ec2", "L-1216C47A", 48.0);
+    until(
+        c,
+        "the finished launch",
+        "return document.getElementById('launch-state')?.textContent === 'Succeeded'",
+    )
+    .await;
+    assert_eq!(text(c, "#done").await, "10");
+    assert_eq!(text(c, "#waiting").await, "");
+    assert!(
+        !text(c, "tr[data-name=big-10]").await.contains("vCPU"),
+        "the reason is gone once it launched"
+    );
+    let per = per_workspace(&emu, "big").await;
+    assert_eq!(per.len(), 10);
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
     b.client.clone().close().await.unwrap();
 }
 

@@ -84,6 +84,11 @@ function render(root, launch) {
   setText(document.getElementById("rate"), rate);
   const eta = p.estimated_time_remaining_s;
   setText(document.getElementById("eta"), eta != null && eta >= 1 ? "About " + human(eta) + " remaining" : "");
+  const waiting = p.waiting_for_quota || 0;
+  setText(document.getElementById("waiting"), waiting > 0
+    ? waiting + " waiting for quota: " + (waiting === 1 ? "it launches" : "they launch") +
+      " in name order as soon as the quota has room"
+    : "");
   const state = document.getElementById("launch-state");
   if (state) badge(state, launch.state, STATES[launch.state] || launch.state);
   const queued = document.getElementById("queued-note");

@@ -121,14 +121,23 @@ async fn manifest_card(app: &App, rel: &str) -> Markup {
                     @if s.total() > 0 {
                         form method="post" action="/launches" {
                             input type="hidden" name="manifest_path" value=(rel);
-                            @if !gate.shortfalls.is_empty() {
+                            @let short = !gate.shortfalls.is_empty();
+                            @if short {
                                 p.notice.warning {
                                     (gate.over_quota.len()) " workspaces do not fit the quota. "
-                                    "Apply launches the ones that fit (in name order) and skips the rest."
+                                    "Apply launches the ones that fit (in name order) and skips the rest; "
+                                    "Apply and wait for quota launches the rest as soon as the quota has room (for up to an hour)."
                                 }
                                 input type="hidden" name="allow_partial" value="true";
                             }
-                            button.button.primary type="submit" { "Apply" }
+                            div.actions {
+                                button.button.primary type="submit" { "Apply" }
+                                @if short {
+                                    button.button type="submit" name="wait_for_quota" value=(WAIT_FOR_QUOTA) {
+                                        "Apply and wait for quota"
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -166,11 +175,16 @@ pub async fn launch_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     )
 }
 
+/// How long a launch from the Launch page waits for quota when asked to.
+const WAIT_FOR_QUOTA: &str = "1h";
+
 #[derive(Debug, Deserialize)]
 pub struct ApplyForm {
     manifest_path: String,
     #[serde(default)]
     allow_partial: Option<String>,
+    #[serde(default)]
+    wait_for_quota: Option<String>,
 }
 
 pub async fn apply(
@@ -179,7 +193,7 @@ pub async fn apply(
     Form(f): Form<ApplyForm>,
 ) -> Response {
     let allow = f.allow_partial.as_deref() == Some("true");
-    match api::launch_file(&app, &f.manifest_path, allow).await {
+    match api::launch_file(&app, &f.manifest_path, allow, f.wait_for_quota).await {
         Ok(l) => Redirect::to(&format!("/launches/{}", l.id())).into_response(),
         Err(e) => {
             let banner_data = Banner::of(&app, &headers).await;
@@ -228,6 +242,7 @@ fn progress_section(v: &Value) -> Markup {
     };
     let rate = p["rate_per_minute"].as_f64();
     let eta = p["estimated_time_remaining_s"].as_f64();
+    let waiting = p["waiting_for_quota"].as_u64().unwrap_or(0);
     html! {
         div.progress {
             p.count { span #done { (completed) } " / " span #total { (total) } " workspaces" }
@@ -239,8 +254,19 @@ fn progress_section(v: &Value) -> Markup {
             p.status #eta {
                 @if let Some(s) = eta.filter(|s| *s >= 1.0) { "About " (human(std::time::Duration::from_secs_f64(s))) " remaining" }
             }
+            p.status #waiting {
+                @if waiting > 0 { (waiting_text(waiting)) }
+            }
         }
     }
+}
+
+/// The progress line of workspaces waiting for quota (app.js writes the same).
+fn waiting_text(n: u64) -> String {
+    format!(
+        "{n} waiting for quota: {} in name order as soon as the quota has room",
+        if n == 1 { "it launches" } else { "they launch" }
+    )
 }
 
 fn workspace_rows(v: &Value) -> Markup {
