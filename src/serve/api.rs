@@ -354,7 +354,28 @@ pub async fn launch_file(
     begin(app, &body, text, &manifest).await
 }
 
-/// The plan of the manifest `manifest_path` under `--manifests`, and whether it fits the quota.
+/// How long the Launch page shows a plan before asking AWS again, while no launch
+/// runs or ends and the manifest stays as it is.
+const PLAN_AGE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The Launch page's plans, by manifest path.
+#[derive(Default)]
+pub struct PlanCache(std::sync::Mutex<std::collections::BTreeMap<String, CachedPlan>>);
+
+/// A plan the Launch page showed.
+struct CachedPlan {
+    at: std::time::Instant,
+    /// SHA-256 of the manifest's text.
+    digest: String,
+    /// The launches' ids and states then ([`Registry::stamp`](super::launches::Registry::stamp)).
+    stamp: Vec<(String, LaunchState)>,
+    plan: crate::plan::Plan,
+    gate: Gate,
+}
+
+/// The plan of the manifest `manifest_path` under `--manifests`, and whether it fits
+/// the quota. A plan made less than [`PLAN_AGE`] ago of the same text is shown again
+/// unless a launch was created, moved on or ended since, or one is running.
 pub async fn plan_file(
     app: &App,
     manifest_path: &str,
@@ -364,9 +385,38 @@ pub async fn plan_file(
         ..LaunchBody::default()
     };
     let (text, name) = manifest_text(app, &body)?;
+    let digest = format!("{:x}", Sha256::digest(text.as_bytes()));
+    let stamp = app.registry.stamp();
+    let keep = !app.registry.any_active();
+    if keep {
+        let cache = app.plans.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(manifest_path)
+            && c.at.elapsed() < PLAN_AGE
+            && c.digest == digest
+            && c.stamp == stamp
+        {
+            return Ok((c.plan.clone(), c.gate.clone()));
+        }
+    }
     let manifest = parse_manifest(&text, &name)?;
     let (_, plan, _) = plan_of(app, &manifest).await?;
     let gate = Gate::of(&plan, true);
+    if keep {
+        app.plans
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                manifest_path.to_string(),
+                CachedPlan {
+                    at: std::time::Instant::now(),
+                    digest,
+                    stamp,
+                    plan: plan.clone(),
+                    gate: gate.clone(),
+                },
+            );
+    }
     Ok((plan, gate))
 }
 

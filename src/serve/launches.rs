@@ -367,6 +367,17 @@ impl Registry {
         all
     }
 
+    /// Every launch's id and state: it changes when a launch is created, moves on or
+    /// ends, which is when what the account holds may have changed.
+    pub fn stamp(&self) -> Vec<(String, LaunchState)> {
+        self.lock().values().map(|l| (l.id(), l.state())).collect()
+    }
+
+    /// Whether any launch's run is going on.
+    pub fn any_active(&self) -> bool {
+        self.lock().values().any(|l| l.state().is_active())
+    }
+
     /// The launch of `fleet` whose run is going on, if any.
     pub fn active_for(&self, fleet: &str) -> Option<Arc<Launch>> {
         self.all()

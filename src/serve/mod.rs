@@ -64,6 +64,8 @@ pub struct App {
     last_survey: Mutex<Option<(std::time::Instant, Vec<crate::quota::usage::QuotaRow>)>>,
     /// `--manifests`, canonical.
     manifests: Option<PathBuf>,
+    /// The Launch page's plans, so that page views do not each ask AWS again.
+    plans: api::PlanCache,
     /// Cancelled when the server stops: event streams end.
     shutdown: CancellationToken,
 }
@@ -87,6 +89,7 @@ impl App {
             keys: Mutex::new(store.load_keys()),
             notes: quotas::Notes::load(state_dir),
             last_survey: Mutex::new(None),
+            plans: api::PlanCache::default(),
             store,
             registry,
             slots: Mutex::new(BTreeMap::new()),

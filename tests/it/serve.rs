@@ -1112,3 +1112,53 @@ async fn a_launch_that_waits_for_quota_launches_the_rest_when_it_is_raised() {
     assert_eq!(per.len(), 10);
     assert!(per.values().all(|n| *n == 1), "{per:?}");
 }
+
+/// The Launch page asks AWS for a manifest's plan once, then shows it again while
+/// nothing changes; an edit of the manifest or a launch makes it plan afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_launch_page_plans_again_only_when_something_changed() {
+    let emu = Emulator::start();
+    let manifests = emu.dir.path().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let file = manifests.join("lab.yaml");
+    std::fs::write(&file, manifest("lab", 3, FAST)).unwrap();
+    let s = start(
+        &emu,
+        &emu.dir.path().join("state"),
+        &["--manifests", manifests.to_str().unwrap()],
+    );
+    // The plan's look at the fleet: DescribeInstances by the fleet's tag.
+    let plans = || {
+        emu.calls()
+            .iter()
+            .filter(|c| {
+                c.action == "DescribeInstances"
+                    && c.filters.first().is_some_and(|f| f == "tag:prism:fleet")
+            })
+            .count()
+    };
+    let (st, html) = s.page("/");
+    assert_eq!(st, 200);
+    assert!(html.contains("3 to create"), "{html}");
+    assert_eq!(plans(), 1);
+    let (_, again) = s.page("/");
+    assert!(again.contains("3 to create"));
+    assert_eq!(plans(), 1, "the second view asked AWS nothing");
+
+    std::fs::write(&file, manifest("lab", 4, FAST)).unwrap();
+    let (_, edited) = s.page("/");
+    assert!(edited.contains("4 to create"), "{edited}");
+    assert_eq!(plans(), 2, "an edited manifest is planned again");
+
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest_path": "lab.yaml"})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let done = s.until_over(v["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, after) = s.page("/");
+    assert!(after.contains("nothing to do"), "{after}");
+}
