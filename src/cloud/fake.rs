@@ -205,9 +205,12 @@ impl Cloud for FakeCloud {
             })
             .cloned()
             .collect();
-        // An instance seen pending has booted by the next look.
-        for i in all.iter_mut().filter(|i| i.state == InstanceState::Pending) {
-            i.state = InstanceState::Running;
+        // An instance seen pending has booted by the next look at the fleet (a lookup by
+        // ClientToken is not one).
+        if f.client_token.is_none() {
+            for i in all.iter_mut().filter(|i| i.state == InstanceState::Pending) {
+                i.state = InstanceState::Running;
+            }
         }
         Ok(seen)
     }

@@ -378,13 +378,23 @@ impl Context {
     /// launch whose answer was lost is then done without sending RunInstances again
     /// (which would wait for a launch permit). Not shown yet (AWS's reads lag behind
     /// its writes), the launch is retried with the same token, which is as safe.
-    async fn launched_with(&self, token: &str) -> Option<Instance> {
+    async fn launched_with(&self, workspace: &str, token: &str) -> Option<Instance> {
         let filter = crate::cloud::InstanceFilter {
+            tags: vec![
+                (tags::FLEET.to_string(), self.fleet.clone()),
+                (tags::WORKSPACE.to_string(), workspace.to_string()),
+            ],
             client_token: Some(token.to_string()),
             ..Default::default()
         };
         let found = self.cloud.describe_instances(&filter).await.ok()?;
-        found.into_iter().find(|i| !i.state.is_gone())
+        // Checked here too: an answer that ignored a filter must not pass for this
+        // workspace's instance.
+        found.into_iter().find(|i| {
+            !i.state.is_gone()
+                && i.tag(tags::FLEET) == Some(self.fleet.as_str())
+                && i.tag(tags::WORKSPACE) == Some(workspace)
+        })
     }
 
     /// Launches in one zone with one type, moving past terminated incarnations.
@@ -422,7 +432,7 @@ impl Context {
                         });
                         self.cloud.run_instance(&spec)
                     },
-                    || self.launched_with(&spec.client_token),
+                    || self.launched_with(workspace, &spec.client_token),
                 )
                 .await;
             if let Ok(instance) = &result {
