@@ -258,7 +258,8 @@ class Call:
 
 def filter_names(params: dict) -> list[str]:
     """The names of a Describe call's filters (Filter.N.Name), in order."""
-    return [v for k, v in sorted(params.items()) if k.startswith("Filter.") and k.endswith(".Name")]
+    names = [(k.split(".")[1], v) for k, v in params.items() if k.startswith("Filter.") and k.endswith(".Name")]
+    return [v for n, v in sorted(names, key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)]
 
 
 def parse_call(environ, body: bytes) -> Call:
