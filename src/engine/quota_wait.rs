@@ -126,7 +126,7 @@ pub async fn run(
             Outcome::Interrupted
         } else {
             let reason = format!(
-                "not launched: the quota had no room for it within {} (--wait-for-quota)",
+                "not launched: the quota had no room for it within {}",
                 human(qw.until)
             );
             step::skip(ctx, &a, &reason)

@@ -155,11 +155,11 @@ async fn those_still_waiting_when_the_wait_runs_out_are_skipped() {
         [
             (
                 "q-09",
-                "not launched: the quota had no room for it within 5m 0s (--wait-for-quota)"
+                "not launched: the quota had no room for it within 5m 0s"
             ),
             (
                 "q-10",
-                "not launched: the quota had no room for it within 5m 0s (--wait-for-quota)"
+                "not launched: the quota had no room for it within 5m 0s"
             ),
         ]
     );

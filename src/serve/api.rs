@@ -238,7 +238,7 @@ fn shortfall(plan: &crate::plan::Plan, gate: &Gate) -> ApiError {
     ApiError::conflict("QuotaShortfall", "not every workspace fits the account's quota")
         .happened(screens)
         .with("shortfall", serde_json::to_value(&gate.shortfalls).expect("serializes"))
-        .fix("Send `\"allow_partial\": true` to launch the workspaces that fit (in name order) and skip the rest, or raise the quota first.")
+        .fix("Send `\"allow_partial\": true` to launch the workspaces that fit (in name order) and skip the rest, `\"wait_for_quota\": \"30m\"` to launch the rest too as soon as the quota has room, or raise the quota first.")
 }
 
 pub async fn create(
@@ -283,6 +283,7 @@ pub async fn create(
     }
     let (text, name) = manifest_text(&app, &body)?;
     let manifest = parse_manifest(&text, &name)?;
+    check_quota_wait(&body)?;
     if body.dry_run {
         let (_, plan, _) = plan_of(&app, &manifest).await?;
         return Ok(Json(serde_json::to_value(&plan).expect("serializes")).into_response());
@@ -298,6 +299,13 @@ pub async fn create(
     Ok(accepted(&launch, StatusCode::ACCEPTED))
 }
 
+/// Err (400) when the body's `wait_for_quota` is not a duration.
+fn check_quota_wait(body: &LaunchBody) -> Result<(), ApiError> {
+    super::store::quota_wait(body.wait_for_quota.as_deref())
+        .map(|_| ())
+        .map_err(ApiError::bad_request)
+}
+
 /// Starts (or queues) a launch of `manifest` (whose text is `text`) and keeps it.
 async fn begin(
     app: &Arc<App>,
@@ -311,7 +319,7 @@ async fn begin(
         allow_partial: body.allow_partial,
         wait_for_quota: body.wait_for_quota.clone(),
     };
-    request.quota_wait().map_err(ApiError::bad_request)?;
+    check_quota_wait(body)?;
     if let Some(active) = app.registry.active_for(&manifest.name) {
         return Err(running_conflict(&active));
     }

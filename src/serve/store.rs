@@ -49,15 +49,17 @@ pub struct Request {
 impl Request {
     /// `wait_for_quota` as a duration; Err says why it is not one.
     pub fn quota_wait(&self) -> Result<Option<std::time::Duration>, String> {
-        self.wait_for_quota
-            .as_deref()
-            .map(|text| {
-                humantime::parse_duration(text).map_err(|e| {
-                    format!("wait_for_quota `{text}` is not a duration such as 30m: {e}")
-                })
-            })
-            .transpose()
+        quota_wait(self.wait_for_quota.as_deref())
     }
+}
+
+/// A `wait_for_quota` text as a duration; Err says why it is not one.
+pub fn quota_wait(text: Option<&str>) -> Result<Option<std::time::Duration>, String> {
+    text.map(|text| {
+        humantime::parse_duration(text)
+            .map_err(|e| format!("wait_for_quota `{text}` is not a duration such as 30m: {e}"))
+    })
+    .transpose()
 }
 
 /// A launch as kept on disk.

@@ -275,7 +275,9 @@ async fn apply_gives_up_waiting_when_its_duration_runs_out() {
         "{text}"
     );
     assert!(
-        text.contains("q-10 (Create) skipped: not launched: the quota had no room for it within 4s (--wait-for-quota)"),
+        text.contains(
+            "q-10 (Create) skipped: not launched: the quota had no room for it within 4s"
+        ),
         "{text}"
     );
     assert_eq!(live(&emu).await, 8);

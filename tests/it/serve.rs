@@ -137,7 +137,6 @@ impl Server {
         .2
     }
 
-    /// Waits until the launch is no longer queued, running or cancelling.
     /// A page as a signed-in browser gets it: (status, HTML).
     pub fn page(&self, path: &str) -> (u16, String) {
         let port = self.port;
@@ -151,6 +150,7 @@ impl Server {
         (st, html)
     }
 
+    /// Waits until the launch is no longer queued, running or cancelling.
     pub fn until_over(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -1041,6 +1041,13 @@ async fn a_launch_that_waits_for_quota_launches_the_rest_when_it_is_raised() {
             .contains("wait_for_quota `soon`"),
         "{v}"
     );
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&json!({"manifest": text, "wait_for_quota": "soon", "dry_run": true})),
+    );
+    assert_eq!(st, 400, "a dry run checks it too: {v}");
     assert_eq!(
         emu.call_counts().get("RunInstances"),
         None,
