@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::emulator::{Emulator, per_workspace, prism_command, stderr, stdout};
+use crate::emulator::{
+    Emulator, fleet_instances, per_workspace, prism_command, stderr, stdout, tag,
+};
 
 const ZONES: [&str; 4] = ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"];
 
@@ -40,27 +42,9 @@ fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
 
 /// (type, zone) of each live instance per workspace of `fleet`.
 async fn placed(emu: &Emulator, fleet: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let out = emu
-        .ec2()
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:prism:fleet")
-                .values(fleet)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
     let mut placed: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for i in out.reservations().iter().flat_map(|r| r.instances()) {
-        let ws = i
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some("prism:workspace"))
-            .and_then(|t| t.value())
-            .unwrap()
-            .to_string();
+    for i in fleet_instances(emu, fleet).await {
+        let ws = tag(&i, "prism:workspace").unwrap().to_string();
         placed.entry(ws).or_default().push((
             i.instance_type().unwrap().as_str().to_string(),
             i.placement()

@@ -229,11 +229,9 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Live (not terminated) instances per workspace of `fleet`, and the total.
-pub async fn per_workspace(
-    emu: &Emulator,
-    fleet: &str,
-) -> std::collections::BTreeMap<String, usize> {
+/// Every instance of `fleet` (by its `prism:fleet` tag) that the emulator describes,
+/// terminated ones included.
+pub async fn fleet_instances(emu: &Emulator, fleet: &str) -> Vec<aws_sdk_ec2::types::Instance> {
     let out = emu
         .ec2()
         .describe_instances()
@@ -246,26 +244,41 @@ pub async fn per_workspace(
         .send()
         .await
         .expect("DescribeInstances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .cloned()
+        .collect()
+}
+
+/// The value of tag `key` of instance `i`.
+pub fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// The state name of instance `i` (`running`, `terminated`, …).
+pub fn state(i: &aws_sdk_ec2::types::Instance) -> String {
+    i.state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// Live (not terminated) instances per workspace of `fleet`, and the total.
+pub async fn per_workspace(
+    emu: &Emulator,
+    fleet: &str,
+) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
-    for r in out.reservations() {
-        for i in r.instances() {
-            let state = i
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default();
-            if state == "terminated" || state == "shutting-down" {
-                continue;
-            }
-            let ws = i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("prism:workspace"))
-                .and_then(|t| t.value())
-                .unwrap_or("?")
-                .to_string();
-            *counts.entry(ws).or_default() += 1;
+    for i in fleet_instances(emu, fleet).await {
+        if matches!(state(&i).as_str(), "terminated" | "shutting-down") {
+            continue;
         }
+        let ws = tag(&i, "prism:workspace").unwrap_or("?").to_string();
+        *counts.entry(ws).or_default() += 1;
     }
     counts
 }

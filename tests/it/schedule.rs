@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::emulator::{Emulator, prism_command, stderr, stdout};
+use crate::emulator::{Emulator, fleet_instances, prism_command, state, stderr, stdout};
 
 const ROSTER: &str = "Student,ID,SIS User ID,Email,Section\n\"Lee, Ana\",1,S1,ana.lee@state.edu,001\n\"García, María\",2,S2,maria.garcia@state.edu,001\n\"García, María José\",3,S3,Maria.Garcia@exchange.state.edu,002\n\"Okafor, Chidi\",4,S4,chidi.okafor@state.edu,002\n";
 
@@ -166,30 +166,13 @@ fn a_roster_gives_stable_names_and_located_errors_without_calling_aws() {
     );
 }
 
-/// The live instances of fleet `cs101` by state.
+/// The states of the live instances of fleet `tt`, sorted.
 async fn states(emu: &Emulator) -> Vec<String> {
-    let out = emu
-        .ec2()
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:prism:fleet")
-                .values("tt")
-                .build(),
-        )
-        .send()
+    let mut v: Vec<String> = fleet_instances(emu, "tt")
         .await
-        .expect("DescribeInstances");
-    let mut v: Vec<String> = out
-        .reservations()
         .iter()
-        .flat_map(|r| r.instances())
-        .filter_map(|i| {
-            i.state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-        })
-        .filter(|s| s != "terminated")
+        .map(state)
+        .filter(|s| !s.is_empty() && s != "terminated")
         .collect();
     v.sort();
     v
