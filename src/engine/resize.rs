@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 use super::events::Event;
-use super::step::{Context, Outcome, Pace, StepError, failed_event, failure_note, pause};
+use super::step::{Context, Outcome, Pace, StepError, changed, failed_event, failure_note, pause};
 use crate::cloud::{CloudError, InstanceState};
 use crate::manifest::DesiredState;
 use crate::plan::{Action, ActionKind};
@@ -62,17 +62,7 @@ pub(super) async fn resize(
         ctx.events.emit(failed_event(&note));
         return Ok(Outcome::Failed(note));
     }
-    ctx.events.emit(Event::Changed {
-        workspace: ws.to_string(),
-        action: ActionKind::Resize,
-        instance_id: id.to_string(),
-        took_s: started.elapsed().as_secs_f64(),
-    });
-    Ok(Outcome::Done {
-        instance: Some(id.to_string()),
-        launched: false,
-        then_stop: false,
-    })
+    Ok(changed(ctx, ws, ActionKind::Resize, id, started))
 }
 
 /// Puts a resized instance back as it was: its old type when the new one was applied

@@ -546,17 +546,29 @@ async fn change(
             .await?
         }
     }
+    Ok(changed(ctx, ws, kind, id, started))
+}
+
+/// Says that `kind` changed instance `id` of `ws`: the outcome of a done action on an
+/// existing instance.
+pub(super) fn changed(
+    ctx: &Context,
+    ws: &str,
+    kind: ActionKind,
+    id: &str,
+    started: Instant,
+) -> Outcome {
     ctx.events.emit(Event::Changed {
         workspace: ws.to_string(),
         action: kind,
         instance_id: id.to_string(),
         took_s: started.elapsed().as_secs_f64(),
     });
-    Ok(Outcome::Done {
+    Outcome::Done {
         instance: Some(id.to_string()),
         launched: false,
         then_stop: false,
-    })
+    }
 }
 
 /// Stops an instance that was launched for a stopped fleet, once it runs.
