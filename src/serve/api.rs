@@ -283,8 +283,9 @@ pub async fn create(
     }
     let (text, name) = manifest_text(&app, &body)?;
     let manifest = parse_manifest(&text, &name)?;
-    check_quota_wait(&body)?;
     if body.dry_run {
+        // A launch checks it in `begin`.
+        check_quota_wait(&body)?;
         let (_, plan, _) = plan_of(&app, &manifest).await?;
         return Ok(Json(serde_json::to_value(&plan).expect("serializes")).into_response());
     }
