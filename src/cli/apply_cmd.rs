@@ -145,16 +145,11 @@ pub async fn carry_out(
     );
     engine.set_sold_out_ttl(crate::config::sold_out_ttl(&settings));
     let mut job = Job::from_plan(manifest, &plan, &observed);
-    match args.wait_for_quota {
-        Some(until) => {
-            job.quota_waiting = crate::engine::gate::quota_waiting(&plan);
-            job.quota_wait = Some(QuotaWait {
-                until,
-                every: crate::config::quota_recheck(),
-            });
-        }
-        None => job.skip = gate.over_quota,
-    }
+    let wait = args.wait_for_quota.map(|until| QuotaWait {
+        until,
+        every: crate::config::quota_recheck(),
+    });
+    job.over_quota(&plan, gate, wait);
     let opts = RunOptions {
         parallelism: usize::from(args.parallelism),
         wait: (!args.no_wait).then_some(args.wait_timeout),

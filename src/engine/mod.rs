@@ -230,6 +230,18 @@ impl Job {
         }
     }
 
+    /// What `plan`'s quota gate has no room for: with `wait`, it waits for room (as
+    /// `apply --wait-for-quota` and serve's `wait_for_quota`); without, it is skipped.
+    pub fn over_quota(&mut self, plan: &Plan, gate: gate::Gate, wait: Option<QuotaWait>) {
+        match wait {
+            Some(wait) => {
+                self.quota_waiting = gate::quota_waiting(plan);
+                self.quota_wait = Some(wait);
+            }
+            None => self.skip = gate.over_quota,
+        }
+    }
+
     /// A job of starts, stops, hibernations or deletions of existing instances.
     pub fn changes(fleet: &str, actions: Vec<Action>, region: &str) -> Job {
         Job {

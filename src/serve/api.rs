@@ -181,17 +181,11 @@ async fn prepare(
         return Err(shortfall(&plan, &gate));
     }
     let mut job = Job::from_plan(manifest, &plan, &observed);
-    match wait {
-        // What does not fit waits for room, as with `prism apply --wait-for-quota`.
-        Some(until) => {
-            job.quota_waiting = crate::engine::gate::quota_waiting(&plan);
-            job.quota_wait = Some(crate::engine::QuotaWait {
-                until,
-                every: crate::config::quota_recheck(),
-            });
-        }
-        None => job.skip = gate.over_quota,
-    }
+    let wait = wait.map(|until| crate::engine::QuotaWait {
+        until,
+        every: crate::config::quota_recheck(),
+    });
+    job.over_quota(&plan, gate, wait);
     let opts = RunOptions {
         retry: manifest.retry.clone(),
         ..RunOptions::default()
