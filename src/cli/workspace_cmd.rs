@@ -331,21 +331,20 @@ pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<Ex
         .fleet
         .as_deref()
         .or(manifest.as_ref().map(|m| m.name.as_str()));
-    let mut rows = rows(cloud, fleet, a.project.as_deref(), a.state.as_deref(), now).await?;
-    let next = manifest.as_ref().and_then(|m| {
-        let at = jiff::Timestamp::try_from(now).ok()?;
-        crate::watch::clock::next_boundary(m, at)
-    });
-    if let (Some(c), Some(m)) = (next, &manifest) {
-        let text = format!(
-            "{} at {}",
-            c.state.name(),
-            crate::plan::schedule::moment(&c.at)
-        );
-        for r in rows.iter_mut().filter(|r| r.fleet == m.name) {
-            r.next_change = Some(text.clone());
-        }
-    }
+    let found = workspaces(cloud, fleet, a.project.as_deref(), a.state.as_deref()).await?;
+    let at = jiff::Timestamp::try_from(now).ok();
+    let rows: Vec<WorkspaceRow> = found
+        .iter()
+        .map(|i| {
+            let mut r = row(i, now);
+            if let (Some(m), Some(at)) = (&manifest, at)
+                && r.fleet == m.name
+            {
+                r.next_change = crate::plan::next_change(m, i, at);
+            }
+            r
+        })
+        .collect();
     print(&a.format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
     Ok(ExitCode::SUCCESS)
 }

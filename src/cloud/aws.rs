@@ -182,6 +182,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .and_then(|p| p.availability_zone())
             .map(str::to_string),
         launch_time: i.launch_time().map(|t| t.secs()),
+        first_launch_time: first_attached(i),
         tags: i
             .tags()
             .iter()
@@ -200,6 +201,21 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .and_then(|h| h.configured())
             .unwrap_or(false),
     })
+}
+
+/// The original launch of `i`: its volumes and its primary network interface are
+/// attached at launch and stay attached through stops and starts, so the earliest
+/// attachment is the launch, whereas `LaunchTime` is reset by every start.
+fn first_attached(i: &aws_sdk_ec2::types::Instance) -> Option<i64> {
+    let volumes = i
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs()?.attach_time());
+    let interfaces = i
+        .network_interfaces()
+        .iter()
+        .filter_map(|n| n.attachment()?.attach_time());
+    volumes.chain(interfaces).map(|t| t.secs()).min()
 }
 
 fn to_volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
@@ -589,6 +605,20 @@ impl Cloud for AwsCloud {
                 .await
                 .map(drop)
                 .map_err(|e| self.fail("StartInstances", e))
+        })
+        .await
+    }
+
+    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {
+        traced("CreateTags", async move {
+            self.ec2
+                .create_tags()
+                .resources(id)
+                .tags(Tag::builder().key(key).value(value).build())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.fail("CreateTags", e))
         })
         .await
     }

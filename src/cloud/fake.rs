@@ -356,6 +356,7 @@ impl Cloud for FakeCloud {
             state: InstanceState::Pending,
             availability_zone: zone,
             launch_time: Some(0),
+            first_launch_time: Some(0),
             tags: spec.tags.clone(),
             lifecycle: None,
             hibernated: false,
@@ -376,6 +377,17 @@ impl Cloud for FakeCloud {
 
     async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
         self.set_state("StartInstances", id, InstanceState::Running)
+    }
+
+    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {
+        let api = "CreateTags";
+        self.count(api)?;
+        let mut all = self.instances.lock().unwrap();
+        let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
+            CloudError::service(api, Some("InvalidInstanceID.NotFound"), id, Some(400))
+        })?;
+        i.tags.insert(key.into(), value.into());
+        Ok(())
     }
 
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {

@@ -23,6 +23,10 @@ pub mod tags {
     pub const PROJECT: &str = "prism:project";
     pub const TEMPLATE: &str = "prism:template";
     pub const NAME: &str = "Name";
+    /// When prism last asked for the instance to start (RFC 3339, UTC), written just
+    /// before its StartInstances: a later start that does not match it was someone
+    /// else's (see `plan::schedule`).
+    pub const STARTED: &str = "prism:started";
 }
 
 /// The lifecycle state of an EC2 instance.
@@ -93,8 +97,13 @@ pub struct Instance {
     pub image_id: String,
     pub state: InstanceState,
     pub availability_zone: Option<String>,
-    /// Launch time, seconds since the Unix epoch.
+    /// Last start, seconds since the Unix epoch: EC2's `LaunchTime`, which every start
+    /// resets.
     pub launch_time: Option<i64>,
+    /// The original launch, seconds since the Unix epoch: when the instance's first
+    /// volume or network interface was attached, which stops and starts leave alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_launch_time: Option<i64>,
     pub tags: BTreeMap<String, String>,
     /// `spot` or `scheduled`; None for On-Demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +276,9 @@ pub trait Cloud: Send + Sync {
 
     /// StartInstances for one instance.
     async fn start_instance(&self, id: &str) -> Result<(), CloudError>;
+
+    /// CreateTags: sets tag `key` to `value` on instance `id`.
+    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError>;
 
     /// StopInstances for one instance.
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError>;

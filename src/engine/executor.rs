@@ -140,6 +140,12 @@ pub(crate) async fn execute(
         ctx.prepare_launches().await;
     }
 
+    // Instances are waited for, and those launched for a stopped fleet stopped, as
+    // each call is accepted.
+    let settler = opts
+        .wait
+        .map(|timeout| wait::Settler::start(ctx.clone(), timeout, opts.poll));
+    let adder = settler.as_ref().map(wait::Settler::adder);
     let slots = Arc::new(Semaphore::new(opts.parallelism.max(1)));
     let mut tasks = JoinSet::new();
     let mut not_started = 0;
@@ -171,26 +177,41 @@ pub(crate) async fn execute(
         }
         let ctx = ctx.clone();
         let action = action.clone();
+        let adder = adder.clone();
         tasks.spawn(async move {
             let outcome = step::run(&ctx, &action, prepaid, started).await;
             drop(permit);
+            if let Some(adder) = adder {
+                adder.add(&ctx, &action, &outcome);
+            }
             (action, outcome)
         });
     }
     outcomes.extend(tasks.join_all().await);
     let mut confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
     waiting.extend(quota_wait::refused(&ctx, &mut outcomes));
-    if let Some(timeout) = opts.wait {
-        wait::settle(&ctx, &mut outcomes, timeout, opts.poll).await;
-    }
+    let settle = |outcomes: &[(Action, Outcome)], workspaces: &[String]| {
+        for (action, outcome) in outcomes {
+            if let Some(adder) = &adder
+                && workspaces.contains(&action.workspace)
+            {
+                adder.add(&ctx, action, outcome);
+            }
+        }
+    };
+    settle(&outcomes, &confirmed);
     if !waiting.is_empty() {
         // What waited for quota is confirmed and waited for on its own, once launched.
-        let mut later = quota_wait::run(&ctx, waiting, &slots).await;
-        confirmed.extend(step::confirm_failed_launches(&ctx, &mut later).await);
-        if let Some(timeout) = opts.wait {
-            wait::settle(&ctx, &mut later, timeout, opts.poll).await;
-        }
+        let mut later = quota_wait::run(&ctx, waiting, &slots, adder.as_ref()).await;
+        let now_confirmed = step::confirm_failed_launches(&ctx, &mut later).await;
+        settle(&later, &now_confirmed);
+        confirmed.extend(now_confirmed);
         outcomes.extend(later);
+    }
+    // The wait ends once every handle that adds to it is gone.
+    drop(adder);
+    if let Some(settler) = settler {
+        settler.finish(&mut outcomes).await;
     }
     outcomes.sort_by(|a, b| a.0.workspace.cmp(&b.0.workspace));
     let mut report = report(

@@ -204,6 +204,10 @@ pub struct Job {
     pub quota_wait: Option<QuotaWait>,
     /// What the error catalogue fills its explanations with.
     pub errors: crate::errors::Context,
+    /// Whether the run's starts are prism's own, carrying out a plan: each is recorded
+    /// on its instance (tag `prism:started`) so that a timetable never takes it for a
+    /// start by hand. False for a person's `workspace start`, which is one.
+    pub own_starts: bool,
 }
 
 impl Job {
@@ -227,6 +231,7 @@ impl Job {
                 plan,
                 &manifest.template.instance_type,
             ),
+            own_starts: true,
         }
     }
 
@@ -257,6 +262,7 @@ impl Job {
                 region: Some(region.to_string()),
                 ..Default::default()
             },
+            own_starts: false,
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::events::Event;
 use super::progress::human;
 use super::step::{self, Context, Outcome};
+use super::wait::Adder;
 use crate::plan::Action;
 use crate::quota::{self, QuotaClass};
 
@@ -51,11 +52,13 @@ pub fn refused(ctx: &Context, outcomes: &mut Vec<(Action, Outcome)>) -> Vec<Acti
 }
 
 /// Carries out the `waiting` actions as room appears, until the run's quota wait is
-/// over; without one, reports them as waiting at once.
+/// over; without one, reports them as waiting at once. Each done action is handed to
+/// `settle` as it ends.
 pub async fn run(
     ctx: &Arc<Context>,
     mut waiting: Vec<Action>,
     slots: &Arc<Semaphore>,
+    settle: Option<&Adder>,
 ) -> Vec<(Action, Outcome)> {
     let Some(qw) = ctx.quota_wait else {
         return waiting
@@ -82,6 +85,7 @@ pub async fn run(
                     deadline,
                     &mut waiting,
                     &mut done,
+                    settle,
                 );
             }
             continue;
@@ -100,6 +104,7 @@ pub async fn run(
                 deadline,
                 &mut waiting,
                 &mut done,
+                settle,
             );
         }
         for action in admit(ctx, &mut waiting).await {
@@ -119,7 +124,12 @@ pub async fn run(
             });
         }
     }
-    done.extend(tasks.join_all().await);
+    for (action, outcome) in tasks.join_all().await {
+        if let Some(settle) = settle {
+            settle.add(ctx, &action, &outcome);
+        }
+        done.push((action, outcome));
+    }
     let interrupted = ctx.cancel.is_cancelled();
     for a in waiting {
         let outcome = if interrupted {
@@ -143,12 +153,16 @@ fn settle_one(
     deadline: Instant,
     waiting: &mut Vec<Action>,
     done: &mut Vec<(Action, Outcome)>,
+    settle: Option<&Adder>,
 ) {
     if refused_for_quota(&outcome) && Instant::now() < deadline {
         wait(ctx, &action, REFUSED);
         waiting.push(action);
         waiting.sort_by(|a, b| a.workspace.cmp(&b.workspace));
     } else {
+        if let Some(settle) = settle {
+            settle.add(ctx, &action, &outcome);
+        }
         done.push((action, outcome));
     }
 }

@@ -4,7 +4,9 @@
 use tokio::time::Instant;
 
 use super::events::Event;
-use super::step::{Context, Outcome, Pace, StepError, changed, failed_event, failure_note, pause};
+use super::step::{
+    self, Context, Outcome, Pace, StepError, changed, failed_event, failure_note, pause,
+};
 use crate::cloud::{CloudError, InstanceState};
 use crate::manifest::DesiredState;
 use crate::plan::{Action, ActionKind};
@@ -43,10 +45,7 @@ pub(super) async fn resize(
         Err(StepError::Cloud(e)) => Some((e, false)),
         Err(other) => return Err(other),
         Ok(()) if !runs => None,
-        Ok(()) => match ctx
-            .call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
-            .await
-        {
+        Ok(()) => match step::start(ctx, ws, id).await {
             Err(StepError::Cloud(e)) => Some((e, true)),
             Err(other) => return Err(other),
             Ok(()) => None,
@@ -84,8 +83,7 @@ async fn undo_resize(
         .await?;
     }
     if ctx.desired == DesiredState::Running {
-        ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
-            .await?;
+        step::start(ctx, ws, id).await?;
     }
     ctx.events.emit(Event::ResizeUndone {
         workspace: ws.to_string(),

@@ -28,6 +28,7 @@ fn cloud(state: InstanceState) -> Arc<FakeCloud> {
             state,
             availability_zone: Some("us-west-2a".into()),
             launch_time: Some(0),
+            first_launch_time: None,
             tags: BTreeMap::from([
                 (tags::FLEET.to_string(), "f".to_string()),
                 (tags::WORKSPACE.to_string(), format!("f-{n:02}")),

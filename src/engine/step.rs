@@ -98,6 +98,8 @@ pub struct Context {
     pub(super) settle: Duration,
     /// What the error catalogue fills its texts with.
     pub errors: crate::errors::Context,
+    /// Whether starts are recorded as prism's own (see [`Job::own_starts`]).
+    own_starts: bool,
 }
 
 impl Context {
@@ -138,6 +140,7 @@ impl Context {
             poll: opts.poll,
             settle: opts.wait.unwrap_or(Duration::from_secs(600)),
             errors: job.errors,
+            own_starts: job.own_starts,
             sent: Default::default(),
         }
     }
@@ -522,10 +525,7 @@ async fn change(
 ) -> Result<Outcome, StepError> {
     let cloud = &ctx.cloud;
     match kind {
-        ActionKind::Start => {
-            ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
-                .await?
-        }
+        ActionKind::Start => start(ctx, ws, id).await?,
         ActionKind::Stop => {
             ctx.call(ws, Pace::Mutate, &mut false, |_| cloud.stop_instance(id))
                 .await?
@@ -569,6 +569,25 @@ pub(super) fn changed(
         launched: false,
         then_stop: false,
     }
+}
+
+/// Starts instance `id` of `ws`. A start of prism's own is first recorded on the
+/// instance, in a call of its own before StartInstances: whatever happens between the
+/// two, a start that does not follow the record soon after is someone else's.
+pub(super) async fn start(ctx: &Context, ws: &str, id: &str) -> Result<(), StepError> {
+    let cloud = &ctx.cloud;
+    if ctx.own_starts {
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_default();
+        let at = now.to_string();
+        ctx.call(ws, Pace::Mutate, &mut false, |_| {
+            cloud.tag_instance(id, tags::STARTED, &at)
+        })
+        .await?;
+    }
+    ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
+        .await
 }
 
 /// Stops an instance that was launched for a stopped fleet, once it runs.

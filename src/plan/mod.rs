@@ -20,7 +20,9 @@ use crate::observe::{ImageResolution, Observed};
 
 pub use fallback::FallbackCheck;
 pub use quota_check::QuotaCheck;
-pub use timetable::{LeftAlone, NewMember, NextChange, ScheduleView};
+pub use timetable::{
+    LeftAlone, NewMember, NextChange, ScheduleView, next_change, started_by_prism,
+};
 
 /// Version of the JSON plan format.
 pub const FORMAT_VERSION: u32 = 1;

@@ -78,6 +78,7 @@ fn instances() -> impl Strategy<Value = Vec<Instance>> {
                     state: InstanceState::ALL[state],
                     availability_zone: Some("us-west-2a".into()),
                     launch_time: Some(launched),
+                    first_launch_time: None,
                     tags,
                     lifecycle: None,
                     hibernated: false,

@@ -10,15 +10,22 @@
 //!
 //! **Boundaries and students who started by hand.** At a boundary the whole fleet is
 //! brought to the window's state. Between boundaries, a workspace running outside the
-//! windows is stopped only if it has been running since before the boundary that began
-//! the off period (the stop was missed: prism was not running then, or the stop
-//! failed); one started after that boundary, which can only have been by hand, is left
-//! running until the next boundary. The question "has a boundary passed since this was
-//! started?" is answered per workspace from EC2's own record, its last start time
-//! (`LaunchTime`, which EC2 resets at every start), not from a memory of the last pass
-//! that a restart or a one-off `prism apply` would not have. Workspaces stopped inside a
-//! window are always started: a start interrupts no one, and it is how a failed start is
-//! retried.
+//! windows is stopped unless someone else started it after the boundary that began the
+//! off period: a student at the console or with the AWS CLI, finishing an assignment,
+//! is left running until the next boundary. "Someone else" is a fact about who made the
+//! last start, never read from the clock alone: prism's own starts and launches, from
+//! any run on any machine (interrupted, `--no-wait`, `watch`, `serve`), are told from
+//! others by EC2's own records. Its `LaunchTime` is reset by every start, while the
+//! instance's volumes and network interface keep the time they were attached at
+//! launch: when the two agree, the last start was the launch. Before each start of its
+//! own, prism writes the time on the instance (tag `prism:started`): a last start soon
+//! after that record was prism's. Both survive a crash between a call and the next
+//! pass, and a restart or a one-off `prism apply` needs no memory of earlier passes.
+//! Workspaces stopped inside a window are always started: a start interrupts no one,
+//! and it is how a failed start is retried.
+//!
+//! A plan for a moment (`plan --at`) takes the fleet as it is now, with the clock set
+//! to that moment: a start after the moment is not one that came before it.
 
 use std::fmt::Write;
 

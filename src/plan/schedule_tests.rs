@@ -246,6 +246,7 @@ fn inst(id: &str, ws: &str, state: InstanceState, started: Option<Timestamp>) ->
         state,
         availability_zone: Some("us-west-2a".into()),
         launch_time: started.map(|t| t.as_second()),
+        first_launch_time: None,
         tags: BTreeMap::from([
             (tags::FLEET.to_string(), "cs".to_string()),
             (tags::WORKSPACE.to_string(), ws.to_string()),
@@ -363,6 +364,112 @@ fn a_workspace_started_by_hand_after_the_boundary_runs_until_the_next() {
     // At the end of the next window, it is stopped with the rest.
     let p = plan_at(&m, &o, Some(chicago("2026-12-04T17:00")));
     assert_eq!(p.summary.stop, 2);
+}
+
+/// Instance `id` of `ws`, running, first launched at `launched` and last started at
+/// `started`, with prism's record of a start when given.
+fn started(id: &str, ws: &str, launched: &str, started: &str, record: Option<&str>) -> Instance {
+    let mut i = inst(id, ws, InstanceState::Running, Some(chicago(started)));
+    i.first_launch_time = Some(chicago(launched).as_second());
+    if let Some(r) = record {
+        i.tags.insert(tags::STARTED.into(), chicago(r).to_string());
+    }
+    i
+}
+
+#[test]
+fn only_a_start_by_someone_else_after_the_boundary_is_left_running() {
+    let mut m = manifest(CLASS, "");
+    m.workspaces = (1..=5).map(|n| format!("cs-0{n}")).collect();
+    let o = observed(vec![
+        // Launched by prism in the evening (an apply interrupted, or --no-wait).
+        started("i-1", "cs-01", "2026-12-02T19:00", "2026-12-02T19:00", None),
+        // Started by prism in the evening, recorded a moment before.
+        started(
+            "i-2",
+            "cs-02",
+            "2026-11-30T09:00",
+            "2026-12-02T19:00:20",
+            Some("2026-12-02T19:00"),
+        ),
+        // Started from the console in the evening: prism's record is of Monday's class.
+        started(
+            "i-3",
+            "cs-03",
+            "2026-11-30T09:00",
+            "2026-12-02T20:14",
+            Some("2026-11-30T09:00"),
+        ),
+        // Started from the console, never by prism.
+        started("i-4", "cs-04", "2026-11-30T09:00", "2026-12-02T20:30", None),
+        // Started from the console after the moment planned for.
+        started("i-5", "cs-05", "2026-11-30T09:00", "2026-12-02T23:30", None),
+    ]);
+    let p = plan_at(&m, &o, Some(chicago("2026-12-02T22:00")));
+    let stops: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Stop)
+        .map(|a| a.workspace.as_str())
+        .collect();
+    assert_eq!(stops, ["cs-01", "cs-02", "cs-05"]);
+    let left: Vec<&str> = p
+        .schedule
+        .as_ref()
+        .unwrap()
+        .left_alone
+        .iter()
+        .map(|l| l.workspace.as_str())
+        .collect();
+    assert_eq!(left, ["cs-03", "cs-04"]);
+    assert!(crate::plan::started_by_prism(&o.instances[0]));
+    assert!(!crate::plan::started_by_prism(&o.instances[3]));
+}
+
+#[test]
+fn the_next_change_of_each_workspace_agrees_with_the_plan() {
+    let mut m = manifest(CLASS, "");
+    m.workspaces = (1..=3).map(|n| format!("cs-0{n}")).collect();
+    let mut stopped = inst("i-3", "cs-03", InstanceState::Stopped, None);
+    stopped.first_launch_time = Some(0);
+    let o = observed(vec![
+        started("i-1", "cs-01", "2026-12-02T19:00", "2026-12-02T19:00", None),
+        started("i-2", "cs-02", "2026-11-30T09:00", "2026-12-02T20:14", None),
+        stopped,
+    ]);
+    let night = chicago("2026-12-02T22:00");
+    let next: Vec<Option<String>> = o
+        .instances
+        .iter()
+        .map(|i| crate::plan::next_change(&m, i, night))
+        .collect();
+    assert_eq!(
+        next,
+        [
+            Some("stops now".to_string()),
+            Some("stopped at Fri 2026-12-04 17:00 CST".to_string()),
+            Some("running at Fri 2026-12-04 13:00 CST".to_string()),
+        ]
+    );
+    let class = chicago("2026-12-04T13:30");
+    let next: Vec<Option<String>> = o
+        .instances
+        .iter()
+        .map(|i| crate::plan::next_change(&m, i, class))
+        .collect();
+    assert_eq!(
+        next,
+        [
+            Some("stopped at Fri 2026-12-04 17:00 CST".to_string()),
+            Some("stopped at Fri 2026-12-04 17:00 CST".to_string()),
+            Some("starts now".to_string()),
+        ]
+    );
+    let unscheduled = manifest("", "");
+    assert_eq!(
+        crate::plan::next_change(&unscheduled, &o.instances[0], night),
+        None
+    );
 }
 
 #[test]

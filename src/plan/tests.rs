@@ -32,6 +32,7 @@ fn inst(id: &str, workspace: Option<&str>, instance_type: &str, state: InstanceS
         state,
         availability_zone: Some("us-west-2a".into()),
         launch_time: Some(id.len() as i64),
+        first_launch_time: None,
         tags: t,
         lifecycle: None,
         hibernated: false,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schedule::{self, Phase, Wanted, moment};
 use super::{Action, ActionKind};
-use crate::cloud::{Instance, InstanceState};
+use crate::cloud::{Instance, InstanceState, tags};
 use crate::manifest::{DesiredState, Manifest};
 
 /// The state every workspace is brought to.
@@ -27,19 +27,22 @@ impl Target {
         }
     }
 
-    /// Why instance `i`, running outside the windows, is left running: it was started
-    /// after the boundary that began the off period, so by hand (see [`schedule`]).
+    /// Why instance `i`, running outside the windows, is left running: someone other
+    /// than prism started it after the boundary that began the off period, and before
+    /// the plan's moment (see [`schedule`]).
     pub(super) fn left_alone(&self, i: &Instance) -> Option<String> {
         let Target::Scheduled(p) = self else {
             return None;
         };
         let running = matches!(i.state, InstanceState::Running | InstanceState::Pending);
-        if p.state == Wanted::Running || !running {
+        if p.state == Wanted::Running || !running || started_by_prism(i) {
             return None;
         }
         let began = p.began?;
         let started = jiff::Timestamp::from_second(i.launch_time?).ok()?;
-        (started >= began).then(|| p.left_alone_reason(started))
+        // A start after the plan's moment (a plan `--at` an earlier time) is not one
+        // that happened before it.
+        (began <= started && started <= p.now.timestamp()).then(|| p.left_alone_reason(started))
     }
 
     /// Whether `i` runs once the plan is carried out (a resize ends in this state).
@@ -128,6 +131,63 @@ impl Target {
             left_alone,
         })
     }
+}
+
+/// The next change `manifest`'s schedule makes to instance `i`, seen at `now`, as
+/// `workspace list` shows it: what the plan does now (`stops now`, `starts now`), else
+/// the next boundary's change, for a workspace left running the stop at the end of the
+/// next window. None for a fleet without a schedule.
+pub fn next_change(manifest: &Manifest, i: &Instance, now: jiff::Timestamp) -> Option<String> {
+    let target = Target::of(manifest, Some(now));
+    let Target::Scheduled(p) = &target else {
+        return None;
+    };
+    if let Some((kind, _)) = target.change(i) {
+        return Some(match kind {
+            ActionKind::Start => "starts now".into(),
+            ActionKind::Hibernate => "hibernates now".into(),
+            _ => "stops now".into(),
+        });
+    }
+    let c = p.next.as_ref()?;
+    if target.left_alone(i).is_some() {
+        let stop = match c.state {
+            Wanted::Running => &c.slot.end,
+            _ => &c.at,
+        };
+        return Some(format!("{} at {}", p.state.name(), moment(stop)));
+    }
+    Some(format!("{} at {}", c.state.name(), moment(&c.at)))
+}
+
+/// How far after its original launch an instance's last start may be and still be
+/// that launch: EC2 records the launch and the attachments in the same few seconds.
+const LAUNCH_SLACK_S: i64 = 120;
+/// How far before prism's record of a start EC2's may be: the two clocks differ.
+const CLOCK_SKEW_S: i64 = 300;
+/// How far after prism's record of a start EC2's may be: the call is sent after the
+/// record, paced and retried through throttling.
+const START_SLACK_S: i64 = 900;
+
+/// Whether `i`'s last start was prism's own: its launch (by any prism, `workspace
+/// create` included), or a start that prism recorded on it (tag `prism:started`) just
+/// before. A start that matches neither was made by someone else: the console, the
+/// AWS CLI, `prism workspace start`.
+pub fn started_by_prism(i: &Instance) -> bool {
+    let Some(last) = i.launch_time else {
+        return false;
+    };
+    let launch = i
+        .first_launch_time
+        .is_some_and(|first| (last - first).abs() <= LAUNCH_SLACK_S);
+    let recorded = i
+        .tag(tags::STARTED)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|t| {
+            let t = t.as_second();
+            t - CLOCK_SKEW_S <= last && last <= t + START_SLACK_S
+        });
+    launch || recorded
 }
 
 fn rfc3339(z: &jiff::Zoned) -> String {

@@ -270,6 +270,7 @@ mod tests {
             state,
             availability_zone: None,
             launch_time: None,
+            first_launch_time: None,
             tags: BTreeMap::new(),
             lifecycle: None,
             hibernated: false,

@@ -34,6 +34,7 @@ os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
 os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
 
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.core.utils import utcnow  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.ec2.models.instances import InstanceBackend, StateReason  # noqa: E402
@@ -531,6 +532,21 @@ def hibernated(call: Call) -> None:
             )
 
 
+def stopped_ids(call: Call) -> set[str]:
+    """The instances of a StartInstances call that are stopped, so that it starts them."""
+    with STATE.lock:
+        found = (find_instance(call, i) for i in instance_ids(call))
+        return {i.id for i in found if i is not None and i.state == "stopped"}
+
+
+def restarted(call: Call, ids: set[str]) -> None:
+    """A start resets LaunchTime, as on AWS; the attachments keep the original launch."""
+    for instance_id in ids:
+        instance = find_instance(call, instance_id)
+        if instance is not None:
+            instance.launch_time = utcnow()
+
+
 def instance_ids(call: Call) -> list[str]:
     return [v for k, v in sorted(call.params.items()) if k.startswith("InstanceId.")]
 
@@ -696,7 +712,11 @@ class Emulator:
                     refused = check_start_vcpu_limit(call)
                 if refused is not None:
                     return refused
-                return self.forward(environ, body)
+                stopped = stopped_ids(call)
+                answer = self.forward(environ, body)
+                if answer[0] == 200:
+                    restarted(call, stopped)
+                return answer
         answer = self.forward(environ, body)
         if call.service == "ec2" and call.action == "StopInstances" and answer[0] == 200:
             hibernated(call)
