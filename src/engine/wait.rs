@@ -147,6 +147,10 @@ async fn run(
         if targets.is_empty() || !step::pause(ctx, poll).await {
             continue;
         }
+        // What was accepted during the pause is looked for in the same look.
+        while let Ok(t) = rx.try_recv() {
+            targets.push(t);
+        }
         let Ok(seen) = ctx.fleet_instances().await else {
             continue;
         };

@@ -162,7 +162,7 @@ pub fn next_change(manifest: &Manifest, i: &Instance, now: jiff::Timestamp) -> O
 
 /// How far after its original launch an instance's last start may be and still be
 /// that launch: EC2 records the launch and the attachments in the same few seconds.
-const LAUNCH_SLACK_S: i64 = 120;
+const LAUNCH_SLACK_S: i64 = 60;
 /// How far before prism's record of a start EC2's may be: the two clocks differ.
 const CLOCK_SKEW_S: i64 = 300;
 /// How far after prism's record of a start EC2's may be: the call is sent after the

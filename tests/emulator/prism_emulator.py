@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl
 
 os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
@@ -547,6 +547,20 @@ def restarted(call: Call, ids: set[str]) -> None:
             instance.launch_time = utcnow()
 
 
+def age(region: str, seconds: float) -> None:
+    """Moves every instance's launch, last start and attachments `seconds` back, as if
+    all had happened that much earlier."""
+    delta = timedelta(seconds=seconds)
+    for instance in every_instance(ec2_backends[DEFAULT_ACCOUNT_ID][region]):
+        instance.launch_time -= delta
+        for device in instance.block_device_mapping.values():
+            if getattr(device, "attach_time", None) is not None:
+                device.attach_time -= delta
+        for nic in instance.nics.values():
+            if nic.attach_time is not None:
+                nic.attach_time -= delta
+
+
 def instance_ids(call: Call) -> list[str]:
     return [v for k, v in sorted(call.params.items()) if k.startswith("InstanceId.")]
 
@@ -775,6 +789,9 @@ class Emulator:
                     {"zone": r["zone"], "instance_type": r.get("instance_type")}
                     for r in payload.get("sold_out", [])
                 ]
+                return json_ok({})
+            if path == "/_prism/age" and method == "POST":
+                age(payload.get("region", "us-west-2"), float(payload.get("seconds", 0)))
                 return json_ok({})
             if path == "/_prism/lag" and method == "POST":
                 STATE.lag_s = float(payload.get("seconds", 0))

@@ -4,12 +4,12 @@
 //! request is approved.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::emulator::{Emulator, per_workspace, prism_command, stderr, stdout};
+use crate::emulator::{Emulator, Running, per_workspace, prism_command, stderr, stdout, stop};
 
 const STANDARD: &str = "L-1216C47A";
 
@@ -49,28 +49,6 @@ async fn ids(emu: &Emulator) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-/// A prism process that is killed if the test fails before stopping it.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn stop(mut running: Running) -> Option<i32> {
-    let mut child = running.0.take().expect("running");
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    child.wait().unwrap().code()
 }
 
 #[tokio::test(flavor = "multi_thread")]

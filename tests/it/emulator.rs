@@ -311,3 +311,26 @@ pub fn interrupt_after(emu: &Emulator, args: &[&str], marker: &str) -> (Option<i
     let status = child.wait().expect("prism exits");
     (status.code(), rest.join("\n"))
 }
+
+/// A prism process that is killed if the test fails before stopping it.
+pub struct Running(pub Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stops a running prism with SIGTERM; its exit code.
+pub fn stop(mut running: Running) -> Option<i32> {
+    let mut child = running.0.take().expect("running");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    child.wait().unwrap().code()
+}

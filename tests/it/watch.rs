@@ -1,10 +1,10 @@
 //! `prism watch` against the emulator: edits, drift, invalid edits, held deletions,
 //! shutdown.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::emulator::{Emulator, per_workspace, prism_command, stderr};
+use crate::emulator::{Emulator, Running, per_workspace, prism_command, stderr, stop};
 
 fn manifest(count: usize, extra: &str) -> String {
     format!(
@@ -28,22 +28,14 @@ async fn until_live(emu: &Emulator, n: usize) {
     }
 }
 
-fn spawn_watch(emu: &Emulator, path: &std::path::Path, log: &std::path::Path) -> Child {
-    prism_command(&["watch", "--resync", "2s", path.to_str().unwrap()])
+fn spawn_watch(emu: &Emulator, path: &std::path::Path, log: &std::path::Path) -> Running {
+    let child = prism_command(&["watch", "--resync", "2s", path.to_str().unwrap()])
         .env("AWS_ENDPOINT_URL", &emu.url)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
-}
-
-fn stop(mut child: Child) -> Option<i32> {
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
         .unwrap();
-    child.wait().unwrap().code()
+    Running(Some(child))
 }
 
 #[tokio::test(flavor = "multi_thread")]
