@@ -145,6 +145,10 @@ pub async fn carry_out(
     );
     engine.set_sold_out_ttl(crate::config::sold_out_ttl(&settings));
     let mut job = Job::from_plan(manifest, &plan, &observed);
+    if let (Some(recipe), Some(_)) = (job.recipe.as_mut(), focus) {
+        // `workspace create` makes workspaces by hand, which no manifest prunes.
+        recipe.made_by_hand = true;
+    }
     let wait = args.wait_for_quota.map(|until| QuotaWait {
         until,
         every: crate::config::quota_recheck(),

@@ -23,6 +23,12 @@ pub mod tags {
     pub const PROJECT: &str = "prism:project";
     pub const TEMPLATE: &str = "prism:template";
     pub const NAME: &str = "Name";
+    /// Who the workspace is for: the roster value (an e-mail, a login) or the
+    /// `members:` entry. It keeps the workspace's name when the roster changes.
+    pub const MEMBER: &str = "prism:member";
+    /// `hand` on an instance made with `workspace create`, not by a manifest: never
+    /// pruned by a manifest's apply.
+    pub const MADE_BY: &str = "prism:made-by";
     /// When prism last asked for the instance to start (RFC 3339, UTC), written just
     /// before its StartInstances: a later start that does not match it was someone
     /// else's (see `plan::schedule`).

@@ -364,6 +364,13 @@ impl Context {
             ),
             (tags::NAME.to_string(), workspace.to_string()),
         ]);
+        if let Some(member) = recipe.and_then(|r| r.members.get(workspace)) {
+            spec.tags.insert(tags::MEMBER.to_string(), member.clone());
+        }
+        if recipe.is_some_and(|r| r.made_by_hand) {
+            spec.tags
+                .insert(tags::MADE_BY.to_string(), "hand".to_string());
+        }
         spec.client_token = client_token(
             &self.fleet,
             workspace,

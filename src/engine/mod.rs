@@ -151,6 +151,11 @@ pub struct Recipe {
     pub spec: Result<LaunchSpec, String>,
     /// Types launched, in order, when the spec's type is sold out in every zone.
     pub fallback_types: Vec<String>,
+    /// Each workspace's member (tag `prism:member`), by workspace name.
+    pub members: BTreeMap<String, String>,
+    /// Whether the launches are workspaces made by hand (`workspace create`), which a
+    /// manifest's apply never prunes (tag `prism:made-by`).
+    pub made_by_hand: bool,
 }
 
 impl Recipe {
@@ -178,6 +183,8 @@ impl Recipe {
                 hibernation: t.hibernation,
             }),
             fallback_types: t.fallback_instance_types.clone(),
+            members: crate::plan::identity::members(manifest, &observed.instances),
+            made_by_hand: false,
         }
     }
 }

@@ -293,6 +293,19 @@ fn trimmed(name: &str, max: usize) -> String {
     n
 }
 
+/// Member name `base` with a suffix of `value`'s digest `len` characters long, as
+/// members whose values derive the same name are told apart.
+pub fn suffixed(base: &str, value: &str, len: usize) -> String {
+    let s = suffix(value, len);
+    format!("{}-{s}", trimmed(base, NAME_MAX - s.len() - 1))
+}
+
+/// The identity of a roster row's member: its value, compared without case or the
+/// spaces around it.
+pub fn member_key(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
 /// A short, stable digest of a value: the same value always gets the same suffix.
 fn suffix(value: &str, len: usize) -> String {
     let digest = Sha256::digest(value.to_lowercase().as_bytes());
@@ -322,8 +335,7 @@ fn distinct_names(rows: Vec<(String, String, usize)>) -> Vec<Member> {
                 if by_base[base.as_str()] == 1 {
                     return base.clone();
                 }
-                let s = suffix(value, len);
-                format!("{}-{s}", trimmed(base, NAME_MAX - s.len() - 1))
+                suffixed(base, value, len)
             })
             .collect();
         let unique: std::collections::HashSet<&String> = names.iter().collect();

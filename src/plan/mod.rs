@@ -3,6 +3,7 @@
 
 pub mod cost;
 mod fallback;
+pub mod identity;
 mod quota_check;
 pub mod render;
 mod render_timetable;
@@ -14,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cloud::{Instance, InstanceState};
+use crate::cloud::{Instance, InstanceState, tags};
 use crate::manifest::{ImageRef, Manifest};
 use crate::observe::{ImageResolution, Observed};
 
@@ -188,6 +189,10 @@ pub struct Plan {
     /// Instances kept because prune is off: what `prune: true` would delete, or
     /// replace. They are not among `actions` and not counted in `summary`.
     pub would_delete_with_prune: Vec<Kept>,
+    /// Workspaces made by hand in the fleet (`workspace create`), not in the
+    /// manifest: kept whatever `prune` says; `workspace delete` deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub made_by_hand: Vec<Kept>,
     /// The template new workspaces launch from.
     pub template: String,
     /// The image new workspaces launch from, when resolved.
@@ -263,6 +268,18 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
 /// Makes the plan that brings `observed` to what `manifest` declares at `now`: for a
 /// scheduled fleet, the state its timetable wants then (see [`schedule`]).
 pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Timestamp>) -> Plan {
+    // A roster's members keep the names their instances have (see `identity`).
+    let resolved;
+    let manifest = match &manifest.roster {
+        Some(_) => {
+            resolved = Manifest {
+                workspaces: identity::resolve(manifest, &observed.instances),
+                ..manifest.clone()
+            };
+            &resolved
+        }
+        None => manifest,
+    };
     let target = timetable::Target::of(manifest, now);
     let mut left_alone = Vec::new();
     let mut by_workspace: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
@@ -338,9 +355,17 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
     }
 
     let mut kept = Vec::new();
+    let mut made_by_hand = Vec::new();
     for (i, reason) in unwanted {
         let workspace = i.workspace().unwrap_or(&i.id).to_string();
-        if manifest.prune {
+        if i.tag(tags::MADE_BY) == Some("hand") {
+            made_by_hand.push(Kept {
+                workspace,
+                instance_id: i.id.clone(),
+                reason: "not in the manifest (made by hand): kept".into(),
+                action: ActionKind::Delete,
+            });
+        } else if manifest.prune {
             actions.push(Action {
                 action: ActionKind::Delete,
                 workspace,
@@ -382,6 +407,7 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
         fallbacks,
         warnings,
         would_delete_with_prune: kept,
+        made_by_hand,
         template: manifest.template.name.clone(),
         image_id: observed.image.id().map(str::to_string),
         fingerprint: fingerprint(manifest, observed),

@@ -110,6 +110,20 @@ pub fn text(plan: &Plan) -> String {
             let _ = writeln!(out, "    {} ({}): {}", k.workspace, k.instance_id, k.reason);
         }
     }
+    if !plan.made_by_hand.is_empty() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "{}",
+            paint(
+                BOLD,
+                "Made by hand (workspace create), not in the manifest: kept"
+            )
+        );
+        for k in &plan.made_by_hand {
+            let _ = writeln!(out, "    {} ({})", k.workspace, k.instance_id);
+        }
+    }
     for w in &plan.warnings {
         out.push('\n');
         let _ = writeln!(out, "{} {}", paint(YELLOW, "⚠"), w.message);

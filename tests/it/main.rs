@@ -9,6 +9,7 @@ mod docs;
 mod emulator;
 mod help;
 mod manifest;
+mod members;
 mod out_of_hours;
 mod plan;
 mod promises;
