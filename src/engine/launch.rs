@@ -452,11 +452,15 @@ impl Context {
                     .push((workspace.to_string(), spec.client_token.clone()));
             }
             match result {
-                // That token's instance was terminated: the next incarnation's token.
+                // That token's instance was terminated: the next incarnation's token,
+                // at once. The refused call launched nothing, so the next one goes out
+                // on its launch permit: re-creating deleted workspaces is paced as any
+                // launch, not twice as slowly.
                 Err(StepError::Cloud(e))
                     if e.code.as_deref() == Some("IdempotentInstanceTerminated") =>
                 {
                     last = Some(e);
+                    *prepaid = true;
                 }
                 other => return other,
             }

@@ -738,3 +738,52 @@ fn debug_logs_show_calls_retries_and_plan_inputs() {
         stderr(&by_env)
     );
 }
+
+#[test]
+fn deleted_workspaces_are_launched_again_at_the_launch_pace() {
+    let emu = Emulator::start();
+    let path = emu.write(
+        "again.yaml",
+        &manifest(
+            "again",
+            10,
+            "rate_limit: {rate_per_minute: 120, burst_size: 1}",
+        ),
+    );
+    let path = path.to_str().unwrap();
+    let out = emu.prism(&["apply", "--yes", path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = (1..=10).map(|n| format!("again-{n:02}")).collect();
+    let mut args = vec!["workspace", "delete", "--yes"];
+    args.extend(names.iter().map(String::as_str));
+    let out = emu.prism(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    emu.clear_calls();
+    let out = emu.prism(&["apply", "--yes", path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs: Vec<_> = emu
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "RunInstances")
+        .collect();
+    let refused = runs
+        .iter()
+        .filter(|c| c.code.as_deref() == Some("IdempotentInstanceTerminated"))
+        .count();
+    assert_eq!(refused, 10, "each first token's instance was terminated");
+    let first = runs.first().expect("launches").time;
+    let launched: Vec<f64> = runs
+        .iter()
+        .filter(|c| c.code.is_none())
+        .map(|c| c.time - first)
+        .collect();
+    assert_eq!(launched.len(), 10);
+    eprintln!(
+        "10 deleted workspaces re-created at 120/min: first launch {:.2} s, last {:.2} s after the first call",
+        launched[0], launched[9]
+    );
+    // A refused token costs no launch permit: the launches keep the pace of ten.
+    assert!(launched[0] < 2.0, "{launched:?}");
+    assert!(launched[9] < 7.5, "{launched:?}");
+}

@@ -46,6 +46,12 @@ pub struct Call {
     /// The names of a Describe call's filters.
     #[serde(default)]
     pub filters: Vec<String>,
+    /// When the call came, in seconds since the epoch.
+    #[serde(default)]
+    pub time: f64,
+    /// The error code answered, if any.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 impl Emulator {
