@@ -294,3 +294,96 @@ fn transcripts_are_parsed_as_written() {
     assert_eq!(s[0].expected, "out\n");
     assert_eq!(s[0].code, 2);
 }
+
+/// The Markdown problems of `text`, each `line: what`: fences left open or closed
+/// mid-line, and table rows outside a table (no header and delimiter row above) or
+/// with another number of cells than their header.
+fn markdown_problems(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut fence: Option<(usize, &str)> = None;
+    let mut table: Option<usize> = None;
+    let mut previous = "";
+    let lines: Vec<&str> = text.lines().collect();
+    let cells = |l: &str| {
+        let l = l.trim().trim_start_matches('|').trim_end_matches('|');
+        let bytes = l.as_bytes();
+        1 + (0..bytes.len())
+            .filter(|&i| bytes[i] == b'|' && (i == 0 || bytes[i - 1] != b'\\'))
+            .count()
+    };
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let trimmed = line.trim_start();
+        let marker = ["```", "~~~"].into_iter().find(|m| trimmed.starts_with(m));
+        match (fence, marker) {
+            (Some((_, open)), Some(m)) if m == open => {
+                if !trimmed
+                    .trim_start_matches(m.chars().next().unwrap())
+                    .trim()
+                    .is_empty()
+                {
+                    // Not a closing fence: what follows stays inside the block.
+                    problems.push(format!("{n}: a fence is closed with text after it"));
+                } else {
+                    fence = None;
+                }
+            }
+            (Some(_), _) => {}
+            (None, Some(m)) => fence = Some((n, m)),
+            (None, None) if trimmed.starts_with('|') => match table {
+                Some(columns) if cells(trimmed) != columns => problems.push(format!(
+                    "{n}: a table row with {} cells under a header of {columns}",
+                    cells(trimmed)
+                )),
+                Some(_) => {}
+                None => {
+                    let delimiter = lines.get(i + 1).is_some_and(|d| {
+                        let d = d.trim();
+                        d.starts_with('|') && d.chars().all(|c| "|-: ".contains(c))
+                    });
+                    if !previous.trim().is_empty() || !delimiter {
+                        problems.push(format!(
+                            "{n}: a table row outside a table (a table starts after a blank line with a header row and a |---| row)"
+                        ));
+                    }
+                    table = Some(cells(trimmed));
+                }
+            },
+            (None, None) => table = None,
+        }
+        previous = line;
+    }
+    if let Some((n, _)) = fence {
+        problems.push(format!("{n}: a fence that is never closed"));
+    }
+    problems
+}
+
+#[test]
+fn every_page_is_well_formed_markdown() {
+    let mut problems = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let name = page.strip_prefix(root()).unwrap().display().to_string();
+        problems.extend(
+            markdown_problems(&text)
+                .into_iter()
+                .map(|p| format!("{name}:{p}")),
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_markdown_check_finds_what_it_looks_for() {
+    let orphan = "text\n| a | b |\n";
+    let mid_line = "```text\nx\n``` and more\n";
+    let open = "```\nx\n";
+    let cells = "| a | b |\n|---|---|\n| 1 | 2 | 3 |\n";
+    let fine = "| a | `x\\|y` |\n|---|---|\n| 1 | 2 |\n\n```console\n| not a table\n```\n";
+    assert_eq!(markdown_problems(orphan).len(), 1, "{orphan}");
+    assert_eq!(markdown_problems(mid_line).len(), 2, "{mid_line}");
+    assert_eq!(markdown_problems(open).len(), 1, "{open}");
+    assert_eq!(markdown_problems(cells).len(), 1, "{cells}");
+    assert_eq!(markdown_problems(fine), Vec::<String>::new());
+}
