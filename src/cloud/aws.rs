@@ -74,7 +74,7 @@ impl AwsCloud {
         let config = loader.load().await;
         let region = config.region().ok_or(ConnectError::NoRegion)?.to_string();
         if conn.region.is_none() {
-            super::settings::region(&region, &Source::AwsConfig, conn.custom_endpoint)?;
+            super::settings::region(&region, &Source::AwsConfig)?;
         }
         Ok(AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
@@ -126,6 +126,12 @@ where
         return transport(Transport::Local, "NoCredentials", short(&detail));
     }
     match &err {
+        // AWS names every error it answers with a code; a body in which the SDK finds
+        // none came from something else (a proxy, an emulator's page).
+        SdkError::ServiceError(ctx) if ctx.err().code().is_none() && has_body(ctx.raw()) => {
+            not_aws(operation, ctx.raw(), host)
+        }
+        SdkError::ResponseError(ctx) if has_body(ctx.raw()) => not_aws(operation, ctx.raw(), host),
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
             let message = e.message().map_or_else(|| short(&detail), str::to_string);
@@ -162,6 +168,36 @@ where
         ),
         _ => transport(Transport::Local, "RequestFailed", short(&detail)),
     }
+}
+
+/// Whether `raw` has a body to show.
+fn has_body(raw: &HttpResponse) -> bool {
+    raw.body()
+        .bytes()
+        .is_some_and(|b| !b.trim_ascii().is_empty())
+}
+
+/// An answer that is not AWS's (a proxy's page, an emulator's): never retried.
+fn not_aws(operation: &'static str, raw: &HttpResponse, host: &str) -> CloudError {
+    let status = raw.status().as_u16();
+    let body = raw
+        .body()
+        .bytes()
+        .map(|b| {
+            String::from_utf8_lossy(b)
+                .trim()
+                .chars()
+                .take(120)
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    // The catalogue classes the code as permanent.
+    CloudError::service(
+        operation,
+        Some("NotAnAwsAnswer"),
+        format!("HTTP {status} from {host} with a body that is not AWS's: {body:?}"),
+        Some(status),
+    )
 }
 
 fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {

@@ -201,6 +201,14 @@ pub const CATALOGUE: &[Entry] = &[
         "Check the network and any proxy (HTTPS_PROXY). When calls should go elsewhere (a local emulator, a private endpoint), set --endpoint-url or AWS_ENDPOINT_URL; when one is set, check it.",
     ),
     entry(
+        &["NotAnAwsAnswer"],
+        Some(ErrorClass::Permanent),
+        "The endpoint did not answer as AWS does",
+        "The endpoint for {region} did not answer as AWS does: {message}",
+        "prism stops: retrying an answer that is not AWS's cannot help.",
+        "Check --endpoint-url or AWS_ENDPOINT_URL (a proxy, a wrong port, an emulator that does not serve this region) and the region; unset the endpoint to call AWS itself.",
+    ),
+    entry(
         &["InvalidEndpointUrl"],
         None,
         "Unusable endpoint URL",

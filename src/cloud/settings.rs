@@ -163,9 +163,9 @@ impl Connection {
             }
         }
         let region = match (req.region_flag, req.manifest_region, env("AWS_REGION")?) {
-            (Some(r), _, _) => Some(region(r, &Source::Flag("--region"), custom_endpoint)?),
-            (None, Some(r), _) => Some(region(r, &Source::Manifest, custom_endpoint)?),
-            (None, None, Some(r)) => Some(region(&r, &Source::Env("AWS_REGION"), custom_endpoint)?),
+            (Some(r), _, _) => Some(region(r, &Source::Flag("--region"))?),
+            (None, Some(r), _) => Some(region(r, &Source::Manifest)?),
+            (None, None, Some(r)) => Some(region(&r, &Source::Env("AWS_REGION"))?),
             (None, None, None) => None,
         };
         let profile = match (req.profile_flag, env("AWS_PROFILE")?) {
@@ -231,14 +231,13 @@ fn well_formed(value: &str) -> bool {
         && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
 }
 
-/// A region: well-formed always, and one AWS has when calls go to AWS itself (an
-/// emulator or a private endpoint may use any name).
-pub fn region(value: &str, source: &Source, custom_endpoint: bool) -> Result<String, SettingError> {
+/// A region AWS has, also with a custom endpoint: an emulator or a private endpoint
+/// stands in for such a region, and a typo there would fail only at the first call.
+pub fn region(value: &str, source: &Source) -> Result<String, SettingError> {
     if value.is_empty() {
         return Err(SettingError::empty(source));
     }
-    let known = KNOWN_REGIONS.contains(&value);
-    if known || (custom_endpoint && well_formed(value)) {
+    if KNOWN_REGIONS.contains(&value) {
         return Ok(value.to_string());
     }
     let candidates: Vec<String> = KNOWN_REGIONS.iter().map(|r| r.to_string()).collect();
@@ -352,21 +351,26 @@ mod tests {
     #[test]
     fn regions() {
         let flag = Source::Flag("--region");
-        assert_eq!(region("us-west-2", &flag, false).unwrap(), "us-west-2");
-        assert!(region("us-gov-west-1", &flag, false).is_ok());
-        let e = region("us-west-9", &flag, false).unwrap_err();
+        assert_eq!(region("us-west-2", &flag).unwrap(), "us-west-2");
+        assert!(region("us-gov-west-1", &flag).is_ok());
+        let e = region("us-west-9", &flag).unwrap_err();
         assert_eq!(e.code, "UnknownRegion");
         assert!(
             e.message.contains("`us-west-9` from the --region flag"),
             "{e}"
         );
         assert!(e.message.contains("Did you mean"), "{e}");
-        // An emulator or private endpoint may use any well-formed name, nothing else.
-        assert!(region("us-west-9", &flag, true).is_ok());
-        for bad in ["us_west_2", "US-WEST-2", "42", "us-west", "us-west-2 "] {
-            assert_eq!(region(bad, &flag, true).unwrap_err().code, "UnknownRegion");
+        for bad in [
+            "us_west_2",
+            "US-WEST-2",
+            "42",
+            "us-west",
+            "us-west-2 ",
+            "us-west-3",
+        ] {
+            assert_eq!(region(bad, &flag).unwrap_err().code, "UnknownRegion");
         }
-        assert_eq!(region("", &flag, true).unwrap_err().code, "EmptySetting");
+        assert_eq!(region("", &flag).unwrap_err().code, "EmptySetting");
     }
 
     #[test]

@@ -264,3 +264,57 @@ fn a_typo_in_the_settings_file_is_located() {
     );
     assert!(err.contains("did you mean `rate_per_minute`?"), "{err}");
 }
+
+#[test]
+fn a_region_aws_does_not_have_is_refused_before_any_call_even_with_an_endpoint() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &format!("{MANIFEST}region: us-west-3\n"));
+    let out = emu.prism(&["plan", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`us-west-3` from the manifest's `region` is not an AWS region"),
+        "{err}"
+    );
+    assert!(emu.calls().is_empty(), "{:?}", emu.calls());
+}
+
+#[test]
+fn an_answer_that_is_not_aws_is_said_so_and_not_retried() {
+    use std::io::{Read, Write};
+    // An endpoint that answers every request with a proxy's error page.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 65536];
+            let _ = s.read(&mut buf);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.yaml");
+    std::fs::write(&path, MANIFEST).unwrap();
+    let out = prism_command(&["plan", path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL", &url)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not answer as AWS does"), "{err}");
+    assert!(err.contains("502 Bad Gateway"), "{err}");
+    assert!(!err.contains("prism retries"), "{err}");
+    let n = served.load(std::sync::atomic::Ordering::SeqCst);
+    // The plan's reads go out once each, at the same time: none is retried.
+    assert!(n <= 6, "{n} requests: retried");
+}
