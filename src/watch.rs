@@ -488,6 +488,9 @@ pub async fn run_with_clock(
                 next = next.min(opts.quota_recheck);
             }
             clean = pass.clean();
+            // One pass that held deletions back has not brought the fleet to the
+            // manifest: `--once` says so with its exit code.
+            let settled = clean && pass.held == 0;
             let _ = notices.send(Notice::PassEnded {
                 pass: passes,
                 outcome: Box::new(pass),
@@ -500,7 +503,7 @@ pub async fn run_with_clock(
             });
             due = Instant::now() + next;
             if opts.once {
-                return Ok(clean);
+                return Ok(settled);
             }
         }
         let requeue_due = requeue.next_due(Instant::now()).unwrap_or(due);

@@ -54,6 +54,24 @@ async fn once_runs_a_single_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn once_with_deletions_held_says_so_and_exits_1() {
+    let emu = Emulator::start();
+    let path = emu.write("lab.yaml", &manifest(4, "prune: true"));
+    let path = path.to_str().unwrap();
+    let out = emu.prism(&["watch", "--once", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    emu.write("lab.yaml", &manifest(1, "prune: true"));
+    let out = emu.prism(&["watch", "--once", path]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "nothing could be done:\n{err}");
+    assert!(
+        err.contains("held: this pass would delete 3 of the fleet's 4 instances"),
+        "{err}"
+    );
+    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn watch_follows_edits_restores_drift_and_survives_bad_edits() {
     let emu = Emulator::start();
     let path = emu.write("lab.yaml", &manifest(3, ""));
