@@ -387,3 +387,59 @@ fn the_markdown_check_finds_what_it_looks_for() {
     assert_eq!(markdown_problems(cells).len(), 1, "{cells}");
     assert_eq!(markdown_problems(fine), Vec::<String>::new());
 }
+
+#[test]
+fn the_systemd_unit_runs_what_the_docs_install() {
+    let unit = std::fs::read_to_string(root().join("examples/prism-watch.service")).unwrap();
+    let watch = std::fs::read_to_string(root().join("docs/watch.md")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("the unit has no {key}="))
+            .to_string()
+    };
+    let exec = value("ExecStart");
+    let mut args = exec.split_whitespace();
+    let program = args.next().unwrap();
+    let root_dir = program
+        .strip_suffix("/bin/prism")
+        .expect("ExecStart runs prism");
+    assert!(
+        watch.contains(&format!(
+            "cargo install --locked --path . --root {root_dir}"
+        )),
+        "docs/watch.md installs prism where the unit runs it ({program})"
+    );
+    let user = value("User");
+    assert!(
+        watch.contains("useradd") && watch.contains(&format!(" {user}\n")),
+        "docs/watch.md makes the unit's user `{user}`"
+    );
+    let args: Vec<&str> = args.collect();
+    let manifest = args
+        .iter()
+        .find(|a| a.ends_with(".yaml"))
+        .expect("a manifest");
+    let dir = std::path::Path::new(manifest)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        watch.contains(&format!("examples/templates.yaml {dir}/")),
+        "docs/watch.md copies the templates file beside {manifest}"
+    );
+    // The unit's flags are prism's: with a manifest that is not there, prism fails on
+    // the file (1), not on the command line (2).
+    let mut run: Vec<&str> = args.clone();
+    let missing = root().join("no-such-dir/lab.yaml");
+    let missing = missing.to_str().unwrap();
+    for a in run.iter_mut() {
+        if a == manifest {
+            *a = missing;
+        }
+    }
+    let out = prism_command(&run).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+}
