@@ -17,3 +17,6 @@ pub mod quota;
 pub mod retry;
 pub mod serve;
 pub mod watch;
+
+#[cfg(test)]
+mod term_tests;
