@@ -39,6 +39,10 @@ pub struct ApplyArgs {
     /// Output: text (a live bar on a terminal, lines otherwise) or json (NDJSON events).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// Change nothing: print the plan as `prism plan FILE` does (its text, or with
+    /// --format json its JSON document), with its exit codes.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A saved plan is JSON with a `plan` key; anything else is a manifest.
@@ -47,12 +51,27 @@ fn read_saved(path: &Path) -> Result<Option<SavedPlan>, Failure> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(Failure::file(path))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Failure::BadPlanFile {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        let path = path.display().to_string();
+        if is_printed_plan(&text) {
+            Failure::PrintedPlan { path }
+        } else {
+            Failure::BadPlanFile {
+                path,
+                message: e.to_string(),
+            }
+        }
+    })
+}
+
+/// Whether `text` is a plan as `prism plan --format json` prints it: the plan alone,
+/// without the manifest it was made from, which apply needs to check it still holds.
+fn is_printed_plan(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {
+        v.get("format_version").is_some()
+            && v.get("actions").is_some()
+            && v.get("manifest").is_none()
+    })
 }
 
 fn check_manifest_unchanged(saved: &SavedPlan) -> Result<Manifest, Failure> {
@@ -110,6 +129,14 @@ pub async fn carry_out(
     if let Some(names) = focus {
         plan.focus_on_creates(names);
     }
+    if args.dry_run {
+        // What `prism plan` prints, whatever --quiet says: the plan is the output.
+        print(&match args.format {
+            Format::Text => plan::render::text(&plan),
+            Format::Json => format!("{}\n", plan::render::json(&plan)),
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
 
     match args.format {
         Format::Text if global.quiet => {}
@@ -130,11 +157,11 @@ pub async fn carry_out(
     // Quiet shows the quota screen only when the run stops on it.
     if !global.quiet || gate.ask.is_some() {
         for q in &gate.shortfalls {
-            anstream::eprint!("\n{}", plan::render::shortfall_screen(&plan, q));
+            super::to_stderr(&format!("\n{}", plan::render::shortfall_screen(&plan, q)));
         }
     }
     if !super::pass_gate(&gate, 0)? {
-        eprintln!("Apply cancelled; nothing was changed.");
+        say!("Apply cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
 

@@ -1,5 +1,13 @@
 //! The command line: clap definitions, dispatch, and how results reach the terminal.
 
+/// `eprintln!` that survives a closed stderr: what cannot be said is dropped, and the
+/// command goes on (`eprintln!` would panic).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::to_stderr(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod apply_cmd;
 mod complete;
 mod plan_cmd;
@@ -41,7 +49,8 @@ pub use report::{Failure, Refusal, render_problems};
     name = "prism",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -49,6 +58,26 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The exit codes of every command, at the end of `prism --help`, the man page and
+/// docs/cli.md. Lines under 90 columns, so that help does not rewrap them.
+const EXIT_CODES: &str = "\
+Exit codes:
+
+* 0 — done: the command did what it was asked, or there was nothing to do; `plan` made
+  the plan (with `--detailed-exitcode`: and it has no changes); `apply --dry-run` showed
+  it; `watch` and `serve` were stopped by Ctrl-C or SIGTERM. A closed stdout
+  (`prism … | head`) ends the output, not the command: the code stays the command's own.
+* 1 — failed: an invalid manifest, file or setting, a failed AWS call, a refusal (a name
+  that does not exist, a stale or unreadable plan, no confirmation), an `apply` or a
+  `workspace` change that did not complete every action (the first Ctrl-C lets the calls
+  in flight finish, then exits 1), or a `watch --once` pass that left the fleet unlike
+  the manifest (an action failed, or deletions were held back).
+* 2 — a usage error: an unknown flag, a missing argument or a value that cannot be used
+  (clap's message), or a flag the command needs (`storage create --type`). With
+  `plan --detailed-exitcode`, 2 means the plan has changes and nothing else: a usage
+  error then exits 1.
+* 130 — a second Ctrl-C stopped `apply` or a `workspace` change at once.";
 
 /// Flags every command accepts.
 #[derive(Debug, Args)]
@@ -211,10 +240,16 @@ pub fn main() -> ExitCode {
     unset_empty_env();
     // A shell asking for completions (COMPLETE=bash …) is answered here, and exits.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
+    let detailed = detailed_exitcode(std::env::args_os());
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .try_get_matches()
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m).map(|cli| (m, cli)));
+    let (matches, cli) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            return exit_code(u8::try_from(e.exit_code()).unwrap_or(1), detailed);
+        }
     };
     init_logging(cli.global.verbose, &cli.command);
     let json = wants_json(&matches);
@@ -223,12 +258,28 @@ pub fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return report::fail(&Failure::Io(e), json),
+        Err(e) => return exit_code(report::fail(&Failure::Io(e), json), detailed),
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(failure) => report::fail(&failure, json),
+        Err(failure) => exit_code(report::fail(&failure, json), detailed),
     }
+}
+
+/// Whether the command line asks for `--detailed-exitcode` (before a `--`, after which
+/// words are values). Read from the raw words, so that it holds even for a command
+/// line clap cannot parse.
+fn detailed_exitcode(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--detailed-exitcode")
+}
+
+/// The exit code for a failure's `code`: with `--detailed-exitcode`, 2 says that the
+/// plan has changes, so a usage error (2 otherwise, as clap's own) exits 1.
+fn exit_code(code: u8, detailed: bool) -> ExitCode {
+    ExitCode::from(if detailed && code == 2 { 1 } else { code })
 }
 
 /// An empty AWS variable is unset, as for the AWS CLI (`export AWS_ENDPOINT_URL=` leaves
@@ -336,15 +387,25 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
+/// Writes `text` on stdout. A closed stdout (`prism … | head`) ends the output, not the
+/// command: the rest is dropped, and the command finishes with its own exit code.
 fn print(text: &str) -> Result<(), Failure> {
     let mut out = anstream::stdout();
-    out.write_all(text.as_bytes()).map_err(Failure::Io)?;
-    out.flush().map_err(Failure::Io)
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.map_err(Failure::Io),
+    }
+}
+
+/// Writes `text` on stderr, dropping it when stderr is closed (see `say!`).
+pub(crate) fn to_stderr(text: &str) {
+    let mut err = anstream::stderr();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
 
 /// The one line a legacy command prints before doing what its new form does.
 fn deprecated(old: &str, new: &str) {
-    eprintln!("warning: `prism {old}` is deprecated; use `prism {new}` (it works the same)");
+    say!("warning: `prism {old}` is deprecated; use `prism {new}` (it works the same)");
 }
 
 async fn legacy_change(
@@ -421,7 +482,7 @@ async fn interrupts(run: Canceller, rerun: String) {
     stop_signal().await;
     run.cancel();
     if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("\nExiting at once; run `{rerun}` again to finish.");
+        say!("\nExiting at once; run `{rerun}` again to finish.");
         std::process::exit(130);
     }
 }
@@ -460,8 +521,7 @@ fn confirm(question: &str, refusal: Failure) -> Result<bool, Failure> {
     if !std::io::stdin().is_terminal() {
         return Err(refusal);
     }
-    eprint!("\n{question} [y/N] ");
-    let _ = std::io::stderr().flush();
+    to_stderr(&format!("\n{question} [y/N] "));
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
@@ -484,6 +544,22 @@ fn quoted<S: AsRef<str>>(names: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::Cli;
+
+    #[test]
+    fn detailed_exitcode_is_read_from_the_raw_words_before_a_double_dash() {
+        let asked = |words: &[&str]| super::detailed_exitcode(words.iter().map(Into::into));
+        assert!(asked(&[
+            "prism",
+            "plan",
+            "--detailed-exitcode",
+            "--formt",
+            "json"
+        ]));
+        assert!(asked(&["prism", "plan", "a.yaml", "--detailed-exitcode"]));
+        assert!(!asked(&["prism", "plan", "a.yaml", "--formt", "json"]));
+        assert!(!asked(&["prism", "plan", "--", "--detailed-exitcode"]));
+        assert!(!asked(&["--detailed-exitcode"]), "the program's own name");
+    }
 
     #[test]
     fn the_cli_is_well_formed() {

@@ -85,7 +85,7 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
     };
     print(&text)?;
     if let (Some(path), Format::Text) = (&args.out, args.format) {
-        eprintln!(
+        say!(
             "Saved the plan to {}. Apply it with: prism apply {}",
             path.display(),
             path.display()

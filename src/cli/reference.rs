@@ -95,7 +95,7 @@ pub fn man_command(args: &ManArgs) -> Result<ExitCode, Failure> {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(Failure::file(dir))?;
             clap_mangen::generate_to(cmd, dir).map_err(Failure::file(dir))?;
-            eprintln!("Wrote the man pages to {}", dir.display());
+            say!("Wrote the man pages to {}", dir.display());
         }
         None => {
             let mut out = Vec::new();

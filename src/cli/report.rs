@@ -2,7 +2,6 @@
 //! what to do about them, and the exit code.
 
 use std::io::{IsTerminal, Write};
-use std::process::ExitCode;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
@@ -47,6 +46,20 @@ pub enum Failure {
     NameTaken { name: String, fleet: String },
     #[error("cannot read the saved plan {path}: {message}")]
     BadPlanFile { path: String, message: String },
+    /// `prism apply` was given a plan printed by `prism plan --format json`, which does
+    /// not say which manifest it was made from.
+    #[error(
+        "{path} is a plan printed with `--format json`, which cannot be applied: it does not record the manifest it was made from, so apply cannot check that it still holds"
+    )]
+    PrintedPlan { path: String },
+    /// Workspace names that no fleet has (in `fleet`, when given); `guesses` pairs a
+    /// missing name with the closest existing one.
+    #[error("no workspace named {}{}", super::quoted(names), in_fleet(fleet.as_deref()))]
+    NoSuchWorkspace {
+        names: Vec<String>,
+        fleet: Option<String>,
+        guesses: Vec<(String, String)>,
+    },
     /// A file prism could not read or write.
     #[error("{}: {source}", path.display())]
     File {
@@ -98,6 +111,11 @@ impl Refusal {
     }
 }
 
+/// "in fleet `F`" after a message about names looked for in fleet F; empty for all fleets.
+fn in_fleet(fleet: Option<&str>) -> String {
+    fleet.map_or(String::new(), |f| format!(" in fleet `{f}`"))
+}
+
 impl From<CloudError> for Failure {
     fn from(e: CloudError) -> Self {
         Failure::Cloud(e, None)
@@ -131,7 +149,8 @@ impl Failure {
             Failure::Refused(kind, _) => kind.code().into(),
             Failure::AmbiguousName { .. } => "AmbiguousName".into(),
             Failure::NameTaken { .. } => "NameTaken".into(),
-            Failure::BadPlanFile { .. } => "BadPlanFile".into(),
+            Failure::BadPlanFile { .. } | Failure::PrintedPlan { .. } => "BadPlanFile".into(),
+            Failure::NoSuchWorkspace { .. } => Refusal::NotFound.code().into(),
             Failure::File { .. } => "FileUnreadable".into(),
             Failure::Io(_) => "OutputFailed".into(),
         }
@@ -152,6 +171,24 @@ impl Failure {
             ),
             Failure::NameTaken { .. } => "workspace names are unique across fleets, so that every command that takes a name acts on one workspace; choose another name (nothing was launched)".into(),
             Failure::File { .. } => "check the path and its permissions".into(),
+            Failure::PrintedPlan { path } => format!(
+                "`prism plan FILE --out {path}` saves a plan that `prism apply {path}` carries out, or apply the manifest itself: `prism apply FILE`; nothing was changed"
+            ),
+            Failure::NoSuchWorkspace { names, guesses, .. } => {
+                let guess = match guesses.as_slice() {
+                    [] => String::new(),
+                    [(_, closest)] if names.len() == 1 => format!("did you mean `{closest}`? "),
+                    _ => format!(
+                        "did you mean {}? ",
+                        guesses
+                            .iter()
+                            .map(|(name, closest)| format!("`{closest}` for `{name}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                format!("{guess}`prism workspace list` shows every workspace; nothing was changed")
+            }
             _ => return None,
         })
     }
@@ -282,19 +319,12 @@ fn render_problem_list(problems: &[crate::manifest::Problem], color: bool) -> St
     out
 }
 
-/// Prints `failure` (on stdout as JSON when `json`, else on stderr) and returns the
-/// exit code for it (1; 0 for a closed pipe).
-pub fn fail(failure: &Failure, json: bool) -> ExitCode {
-    if let Failure::Io(e) = failure
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        return ExitCode::SUCCESS;
-    }
+/// Prints `failure` (also on stdout as JSON when `json`) and returns its exit code. A
+/// closed stdout or stderr drops what cannot be written; the code stays the failure's.
+pub fn fail(failure: &Failure, json: bool) -> u8 {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&failure.json()).expect("serializes")
-        );
+        let text = serde_json::to_string_pretty(&failure.json()).expect("serializes");
+        let _ = writeln!(std::io::stdout(), "{text}");
     }
     let text = match failure {
         Failure::Manifest(e @ ManifestError::Invalid { .. }) => render_problems(e, stderr_color()),
@@ -325,7 +355,7 @@ pub fn fail(failure: &Failure, json: bool) -> ExitCode {
         },
     };
     let _ = std::io::stderr().write_all(text.as_bytes());
-    ExitCode::from(failure.exit_code())
+    failure.exit_code()
 }
 
 #[cfg(test)]

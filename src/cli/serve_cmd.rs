@@ -102,7 +102,7 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
                 ),
             ));
         }
-        eprintln!(
+        say!(
             "warning: listening on {} over plain HTTP: anyone on the network path can read the API token; put a TLS reverse proxy in front",
             args.listen
         );
@@ -164,6 +164,6 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     crate::serve::run(listener, app, guard, super::stop_signal())
         .await
         .map_err(Failure::Io)?;
-    eprintln!("prism serve: stopped");
+    say!("prism serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -373,7 +373,7 @@ async fn delete(
         ));
     }
     for r in &chosen {
-        eprintln!(
+        say!(
             "  delete {} `{}` ({}, {} GiB)",
             r.kind.name(),
             r.name,
@@ -382,7 +382,7 @@ async fn delete(
         );
     }
     if dry_run {
-        eprintln!("Dry run: nothing was deleted.");
+        say!("Dry run: nothing was deleted.");
         return Ok(ExitCode::SUCCESS);
     }
     let question = if chosen.len() == 1 {
@@ -391,7 +391,7 @@ async fn delete(
         format!("Delete these {} and all data on them?", chosen.len())
     };
     if !yes && !confirm(&question, Failure::Unconfirmed("delete"))? {
-        eprintln!("Cancelled; nothing was deleted.");
+        say!("Cancelled; nothing was deleted.");
         return Ok(ExitCode::FAILURE);
     }
     let policy = RetryPolicy::default();

@@ -220,7 +220,7 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
                 }
             }
             Notice::Invalid(e) => {
-                eprint!("{}", super::render_problems(&e, false));
+                super::to_stderr(&super::render_problems(&e, false));
                 tracing::warn!(
                     "{} is invalid: keeping the last good manifest and changing nothing until it is fixed",
                     path.display()

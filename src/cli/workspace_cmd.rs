@@ -406,7 +406,7 @@ pub async fn change(
         return Ok(ExitCode::SUCCESS);
     }
     for i in &todo {
-        eprintln!(
+        say!(
             "  {verb} {} ({}, {})",
             i.workspace().unwrap_or(&i.id),
             i.id,
@@ -414,11 +414,11 @@ pub async fn change(
         );
     }
     if a.act.dry_run {
-        eprintln!("Dry run: nothing was changed.");
+        say!("Dry run: nothing was changed.");
         return Ok(ExitCode::SUCCESS);
     }
     if !super::pass_gate(&Gate::of_changes(kind, a.act.yes), todo.len())? {
-        eprintln!("Cancelled; nothing was changed.");
+        say!("Cancelled; nothing was changed.");
         return Ok(ExitCode::FAILURE);
     }
     let mode = global.progress_mode(a.act.format);
@@ -471,14 +471,22 @@ fn resolve<'a>(
         .filter(|n| !found.iter().any(|i| i.workspace() == Some(n)))
         .collect();
     if !missing.is_empty() {
-        let place = fleet.map_or(String::new(), |f| format!(" in fleet `{f}`"));
-        return Err(Failure::Refused(
-            Refusal::NotFound,
-            format!(
-                "no workspace named {}{place}; see `prism workspace list` (nothing was changed)",
-                quoted(&missing)
-            ),
-        ));
+        // Suggested as manifest keys are: the closest name, when one is close enough.
+        let mut known: Vec<String> = found
+            .iter()
+            .filter_map(|i| i.workspace().map(str::to_string))
+            .collect();
+        known.sort();
+        known.dedup();
+        let guesses = missing
+            .iter()
+            .filter_map(|m| crate::manifest::did_you_mean(m, &known).map(|g| (m.to_string(), g)))
+            .collect();
+        return Err(Failure::NoSuchWorkspace {
+            names: missing.iter().map(|m| m.to_string()).collect(),
+            fleet: fleet.map(str::to_string),
+            guesses,
+        });
     }
     let mut out = Vec::new();
     for name in names {
@@ -589,6 +597,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         wait_timeout: Duration::from_secs(600),
         wait_for_quota: None,
         format: a.act.format,
+        dry_run: false,
     };
     super::apply_cmd::carry_out(global, &manifest, None, &apply, Some(&a.names)).await
 }

@@ -5,6 +5,7 @@ mod browser;
 mod capacity;
 mod chaos;
 mod continuation;
+mod contract;
 mod docs;
 mod emulator;
 mod help;
