@@ -41,7 +41,10 @@ pub enum ImageResolution {
         id: String,
         root_device: Option<String>,
     },
-    /// A lookup that matched nothing, or failed.
+    /// The image does not exist: a fixed id this region does not have, or a lookup
+    /// that matched nothing.
+    Missing { reason: String },
+    /// The image could not be looked up (AWS answered with an error).
     Failed { reason: String },
 }
 
@@ -182,7 +185,7 @@ async fn resolve_image(
                 id: i.id,
                 root_device: i.root_device_name,
             },
-            Ok(None) => ImageResolution::Failed {
+            Ok(None) => ImageResolution::Missing {
                 reason: format!("image {id} does not exist in this region (InvalidAMIID.NotFound)"),
             },
             Err(e) => ImageResolution::Failed {
@@ -195,7 +198,7 @@ async fn resolve_image(
                     .into_iter()
                     .max_by(|a, b| (&a.creation_date, &a.name).cmp(&(&b.creation_date, &b.name)))
                     .map_or_else(
-                        || ImageResolution::Failed {
+                        || ImageResolution::Missing {
                             reason: format!(
                                 "no image of owner {owner} matches `{name}` in this region"
                             ),

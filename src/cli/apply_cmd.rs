@@ -129,6 +129,9 @@ pub async fn carry_out(
     if let Some(names) = focus {
         plan.focus_on_creates(names);
     }
+    if let Some(e) = plan::missing_image(manifest, &observed, &plan) {
+        return Err(Failure::ImageNotFound(e));
+    }
     if args.dry_run {
         // What `prism plan` prints, whatever --quiet says: the plan is the output.
         print(&match args.format {

@@ -76,6 +76,9 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
         .at
         .map_or_else(jiff::Timestamp::now, |a| a.resolve(&manifest));
     let plan = plan::plan_at(&manifest, &observed, Some(now));
+    if let Some(e) = plan::missing_image(&manifest, &observed, &plan) {
+        return Err(Failure::ImageNotFound(e));
+    }
     if let Some(path) = &args.out {
         save(path, &args.file, &plan)?;
     }

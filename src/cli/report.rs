@@ -44,6 +44,9 @@ pub enum Failure {
     /// A new workspace's name is already a workspace of another fleet.
     #[error("a workspace named `{name}` already exists in fleet `{fleet}`")]
     NameTaken { name: String, fleet: String },
+    /// The plan launches from an image that does not exist: located in the manifest.
+    #[error("the template's image does not exist; nothing was changed")]
+    ImageNotFound(ManifestError),
     #[error("cannot read the saved plan {path}: {message}")]
     BadPlanFile { path: String, message: String },
     /// `prism apply` was given a plan printed by `prism plan --format json`, which does
@@ -138,6 +141,7 @@ impl Failure {
     pub fn code(&self) -> String {
         match self {
             Failure::Manifest(_) => "InvalidManifest".into(),
+            Failure::ImageNotFound(_) => "InvalidAMIID.NotFound".into(),
             Failure::Cloud(e, _) => e.code.clone().unwrap_or_else(|| format!("{:?}", e.class)),
             Failure::NoRegion => "NoRegion".into(),
             Failure::Setting(e) => e.code.to_string(),
@@ -215,6 +219,9 @@ impl Failure {
             Failure::Config(e) => serde_json::json!({ "error": explain_config(e) }),
             Failure::Manifest(e) => serde_json::json!({
                 "error": {"code": "InvalidManifest", "title": e.to_string(), "problems": e.problems()}
+            }),
+            Failure::ImageNotFound(e) => serde_json::json!({
+                "error": {"code": self.code(), "title": self.to_string(), "problems": e.problems()}
             }),
             other => serde_json::json!({"error": {
                 "code": other.code(),
@@ -328,6 +335,10 @@ pub fn fail(failure: &Failure, json: bool) -> u8 {
     }
     let text = match failure {
         Failure::Manifest(e @ ManifestError::Invalid { .. }) => render_problems(e, stderr_color()),
+        Failure::ImageNotFound(e) => format!(
+            "{}Error: {failure}.\n",
+            render_problem_list(e.problems(), stderr_color())
+        ),
         Failure::Cloud(e, region) => crate::errors::render(&explain(e, region)),
         Failure::Setting(e) => crate::errors::render(&explain_setting(e)),
         Failure::Config(e @ crate::config::ConfigError::Invalid { problems, .. }) => format!(

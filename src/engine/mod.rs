@@ -164,7 +164,9 @@ impl Recipe {
         let t = &manifest.template;
         let image = match &observed.image {
             ImageResolution::Resolved { id, root_device } => Ok((id.clone(), root_device.clone())),
-            ImageResolution::Failed { reason } => Err(reason.clone()),
+            ImageResolution::Failed { reason } | ImageResolution::Missing { reason } => {
+                Err(reason.clone())
+            }
             ImageResolution::Unresolved => Err("the image was not resolved".into()),
         };
         Recipe {

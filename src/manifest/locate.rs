@@ -126,6 +126,11 @@ impl Locator {
         &self.duplicates
     }
 
+    /// Whether the document writes `pointer`.
+    pub fn contains(&self, pointer: &str) -> bool {
+        self.entries.contains_key(pointer)
+    }
+
     /// The span of the value at `pointer`, or of its nearest located ancestor.
     pub fn value(&self, pointer: &str) -> Span {
         self.find(pointer, |e| e.value.or(e.key))

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use diagnostic::{ManifestError, Problem, SourceFile};
-pub use locate::{Locator, Span};
+pub use locate::{Locator, Span, escape as locate_escape};
 pub use raw::DesiredState;
 pub use roster::Roster;
 pub use schedule::{OffState, Schedule};
@@ -156,6 +156,35 @@ pub fn numbered_workspaces(fleet: &str, count: u32) -> Vec<String> {
 /// Names the workspaces of a fleet after its members.
 pub fn member_workspaces(fleet: &str, members: &[String]) -> Vec<String> {
     members.iter().map(|m| format!("{fleet}-{m}")).collect()
+}
+
+/// A problem found after `manifest` was loaded (by looking at AWS), located at the
+/// value `pointer` of its file, or at `fallback` when the file does not write
+/// `pointer` (a template of the templates file is located at the manifest's
+/// `template:`).
+pub fn problem_after_load(
+    manifest: &Manifest,
+    pointer: &str,
+    fallback: &str,
+    message: String,
+    label: &str,
+    hint: Option<String>,
+) -> ManifestError {
+    let path = manifest.source.display().to_string();
+    let text = std::fs::read_to_string(&manifest.source).unwrap_or_default();
+    let locator = Locator::new(&text).unwrap_or_default();
+    let at = if locator.contains(pointer) {
+        pointer
+    } else {
+        fallback
+    };
+    let span = locator.value(at);
+    let problem = SourceFile::new(path.clone(), text).problem(span, at, message, label, hint);
+    ManifestError::Invalid {
+        path,
+        problems: vec![problem],
+        more: false,
+    }
 }
 
 /// Templates by name, as merged from the manifest and its templates file.

@@ -605,17 +605,64 @@ fn launch_warnings(manifest: &Manifest, observed: &Observed, actions: &[Action])
             )],
         });
     }
-    if let (true, ImageResolution::Failed { reason }) = (launches, &observed.image) {
+    if let (true, ImageResolution::Failed { reason } | ImageResolution::Missing { reason }) =
+        (launches, &observed.image)
+    {
         out.push(Warning {
             kind: WarningKind::ImageUnresolved,
             message: format!(
                 "the image of template {} could not be resolved: {reason}",
                 t.name
             ),
-            options: vec!["check `image` in the template: the owner and the name pattern".into()],
+            options: vec![image_advice(&t.image, &observed.region)],
         });
     }
     out
+}
+
+/// Why `plan` cannot be carried out at all: it launches workspaces from an image that
+/// does not exist. Located at the template's `image` (or the manifest's `template:`).
+pub fn missing_image(
+    manifest: &Manifest,
+    observed: &Observed,
+    plan: &Plan,
+) -> Option<crate::manifest::ManifestError> {
+    let ImageResolution::Missing { reason } = &observed.image else {
+        return None;
+    };
+    let launches = plan.summary.create + plan.summary.replace;
+    if launches == 0 {
+        return None;
+    }
+    let t = &manifest.template;
+    let pointer = format!(
+        "/templates/{}/image",
+        crate::manifest::locate_escape(&t.name)
+    );
+    Some(crate::manifest::problem_after_load(
+        manifest,
+        &pointer,
+        "/template",
+        format!(
+            "{reason}: the {launches} workspace{} to launch from template {} cannot be launched",
+            if launches == 1 { "" } else { "s" },
+            t.name
+        ),
+        "not found",
+        Some(image_advice(&t.image, &observed.region)),
+    ))
+}
+
+/// What to do about an image that does not resolve, for the kind of image it is.
+pub fn image_advice(image: &crate::manifest::ImageRef, region: &str) -> String {
+    match image {
+        crate::manifest::ImageRef::Id(id) => format!(
+            "AMI ids belong to one region: check that {id} is an image of {region} (`aws ec2 describe-images --image-ids {id} --region {region}`), copy it there (`aws ec2 copy-image`), or use the id of the same image in {region}"
+        ),
+        crate::manifest::ImageRef::Lookup { owner, name } => format!(
+            "check `image` in the template: no image of owner {owner} in {region} has a name matching `{name}` (`aws ec2 describe-images --owners {owner} --filters Name=name,Values='{name}' --region {region}`)"
+        ),
+    }
 }
 
 /// Counts the actions by kind.

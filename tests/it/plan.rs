@@ -237,9 +237,26 @@ fn image_lookups_resolve_to_the_newest_match() {
         "missing.yaml",
         &text.replace("ubuntu/images", "no-such-image"),
     );
-    let plan = plan_json(&emu, &missing);
-    assert_eq!(plan["image_id"], Value::Null);
-    assert!(plan["warnings"].to_string().contains("image_unresolved"));
+    // A lookup that matches nothing cannot launch: the plan fails at the image.
+    let out = emu.prism(&["plan", missing.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failure: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        failure["error"]["code"], "InvalidAMIID.NotFound",
+        "{failure}"
+    );
+    let problem = &failure["error"]["problems"][0];
+    assert!(
+        problem["pointer"].as_str().unwrap().ends_with("/image"),
+        "{failure}"
+    );
+    assert!(
+        problem["hint"]
+            .as_str()
+            .unwrap()
+            .contains("has a name matching"),
+        "{failure}"
+    );
 }
 
 #[test]
@@ -439,4 +456,39 @@ async fn launch_from(emu: &Emulator, image: &str, fleet: &str, workspace: &str) 
         .await
         .expect("RunInstances");
     out.instances()[0].instance_id().unwrap().to_string()
+}
+
+#[test]
+fn an_image_id_that_does_not_exist_fails_the_plan_at_its_line() {
+    let emu = Emulator::start();
+    let path = emu.write(
+        "class.yaml",
+        "name: cs\nproject: p\ntemplate: python-ml\ncount: 3\ntemplates:\n  python-ml:\n    image: ami-0123456789abcdef0\n    instance_type: t3.micro\n",
+    );
+    let path = path.to_str().unwrap();
+    let out = emu.prism(&["plan", path]);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}{err}");
+    assert!(
+        !text.contains("to create"),
+        "a plan that cannot launch: {text}"
+    );
+    assert!(
+        err.contains(
+            "class.yaml:7:12: error: image ami-0123456789abcdef0 does not exist in this region"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("AMI ids belong to one region"), "{err}");
+    assert!(!err.contains("name pattern"), "advice for an id: {err}");
+
+    let out = emu.prism(&["apply", "--yes", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mutating: Vec<String> = emu
+        .calls()
+        .into_iter()
+        .map(|c| c.action)
+        .filter(|a| ["RunInstances", "CreateTags"].contains(&a.as_str()))
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
 }
