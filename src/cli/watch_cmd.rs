@@ -71,7 +71,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown(cancel.clone()));
     let (notices, rx) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = tokio::spawn(report(rx, args.file.clone()));
+    let reporter = tokio::spawn(report(rx, args.file.clone(), args.once));
     let result = watch::run(args.file.clone(), manifest, engine, opts, cancel, notices).await;
     let _ = reporter.await;
     let clean = result.map_err(|e| {
@@ -184,7 +184,11 @@ async fn log_run(
 
 /// Logs what the watch tells, one record per line, and only what is new at the
 /// default level: a pass with nothing new to say is a debug heartbeat (`-v`).
-async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path: PathBuf) {
+async fn report(
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>,
+    path: PathBuf,
+    once: bool,
+) {
     let mut standing = Standing::default();
     let mut news = false;
     let rerun = format!("prism apply {}", path.display());
@@ -201,8 +205,8 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
                 next,
                 boundary,
             } => {
-                let line = status(pass, &outcome, next, boundary);
-                let key = status(0, &outcome, Duration::ZERO, None);
+                let line = status(pass, &outcome, (!once).then_some(next), boundary);
+                let key = status(0, &outcome, Some(Duration::ZERO), None);
                 let changed = standing.last_status.replace(key.clone()) != Some(key);
                 let quiet =
                     outcome.report.is_none() && outcome.held == 0 && outcome.error.is_none();
@@ -242,12 +246,18 @@ async fn report(mut notices: tokio::sync::mpsc::UnboundedReceiver<Notice>, path:
     }
 }
 
-/// The one status line of a pass; `boundary`: the time to the schedule's next change.
-fn status(n: u64, pass: &Pass, next: Duration, boundary: Option<Duration>) -> String {
-    let next = match boundary {
-        Some(b) if b < next => format!("next pass at the schedule's change in {}", human(b)),
-        _ if pass.waiting_for_quota() > 0 => format!("quota read again in {}", human(next)),
-        _ => format!("next resync in {}", human(next)),
+/// The one status line of a pass; `next`: when the next pass comes (None: there is
+/// none, `--once`); `boundary`: the time to the schedule's next change.
+fn status(n: u64, pass: &Pass, next: Option<Duration>, boundary: Option<Duration>) -> String {
+    let next = match (next, boundary) {
+        (None, _) => "one pass (--once): no next pass".to_string(),
+        (Some(next), Some(b)) if b < next => {
+            format!("next pass at the schedule's change in {}", human(b))
+        }
+        (Some(next), _) if pass.waiting_for_quota() > 0 => {
+            format!("quota read again in {}", human(next))
+        }
+        (Some(next), _) => format!("next resync in {}", human(next)),
     };
     if let Some(e) = &pass.error {
         let explained = crate::errors::explain(e, &crate::errors::Context::default());
@@ -304,16 +314,20 @@ mod tests {
         };
         let (min, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
         assert_eq!(
-            status(2, &quiet, 5 * min, Some(2 * min)),
+            status(2, &quiet, Some(5 * min), Some(2 * min)),
             "pass 2: no changes; next pass at the schedule's change in 2m 0s"
         );
         assert_eq!(
-            status(2, &quiet, 5 * min, Some(hour)),
+            status(2, &quiet, Some(5 * min), Some(hour)),
             "pass 2: no changes; next resync in 5m 0s"
         );
         assert_eq!(
-            status(2, &quiet, 5 * min, None),
+            status(2, &quiet, Some(5 * min), None),
             "pass 2: no changes; next resync in 5m 0s"
+        );
+        assert_eq!(
+            status(1, &quiet, None, Some(2 * min)),
+            "pass 1: no changes; one pass (--once): no next pass"
         );
     }
 }

@@ -1,6 +1,9 @@
 //! What happens during an apply, as one stream of events that the progress display,
 //! the NDJSON output and the summary all read.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -178,11 +181,14 @@ pub struct Stamped {
     pub event: Event,
 }
 
-/// Where events go; cheap to clone.
+/// Where events go; cheap to clone. The summary is the last event: what a task still
+/// winding down says after it (a launch that was waiting for its permit when Ctrl-C
+/// came) is not news to anyone.
 #[derive(Debug, Clone)]
 pub struct Events {
     start: Instant,
     tx: mpsc::UnboundedSender<Stamped>,
+    ended: Arc<AtomicBool>,
 }
 
 impl Events {
@@ -193,12 +199,19 @@ impl Events {
             Events {
                 start: Instant::now(),
                 tx,
+                ended: Arc::new(AtomicBool::new(false)),
             },
             rx,
         )
     }
 
     pub fn emit(&self, event: Event) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        if matches!(event, Event::Summary(_)) {
+            self.ended.store(true, Ordering::Release);
+        }
         let elapsed_s = self.start.elapsed().as_secs_f64();
         // A renderer that has gone away loses nothing the summary does not repeat.
         let _ = self.tx.send(Stamped { elapsed_s, event });

@@ -153,3 +153,28 @@ async fn a_cancelled_run_finishes_what_is_in_flight_and_reports_the_rest() {
         .count();
     assert_eq!(cancelled, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_said_after_the_summary() {
+    let cloud = cloud();
+    let (m, o) = fleet("cs", 2);
+    let report = engine(&cloud, 60.0, 2)
+        .run(job(&m, &o), no_wait())
+        .report()
+        .await;
+    let (events, mut rx) = events::Events::channel();
+    events.emit(events::Event::Summary(report));
+    // A task winding down after the run's end (a launch that waited for its permit
+    // when Ctrl-C came) says nothing more.
+    events.clone().emit(events::Event::RateLimited {
+        workspace: "cs-06".into(),
+        wait_s: 20.0,
+        eta_s: 1340.0,
+    });
+    let mut seen = vec![];
+    while let Ok(e) = rx.try_recv() {
+        seen.push(e.event);
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(matches!(seen[0], events::Event::Summary(_)));
+}

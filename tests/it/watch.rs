@@ -49,7 +49,10 @@ async fn once_runs_a_single_pass() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pass 1: 3 done, 0 failed"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pass 1: 3 done, 0 failed"), "{err}");
+    assert!(err.contains("one pass (--once): no next pass"), "{err}");
+    assert!(!err.contains("next resync"), "{err}");
     until_live(&emu, 3).await;
 }
 
