@@ -9,16 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::emulator::{
-    Emulator, interrupt_after, launch, per_workspace, prism_command, stderr, stdout,
+    Emulator, interrupt_after, launch, mutating_calls, per_workspace, prism_command, stderr, stdout,
 };
-
-const MUTATING: &[&str] = &[
-    "RunInstances",
-    "StartInstances",
-    "StopInstances",
-    "TerminateInstances",
-    "CreateTags",
-];
 
 fn manifest(name: &str, count: usize, extra: &str) -> String {
     format!(
@@ -32,14 +24,6 @@ const FAST: &str = "rate_limit: {rate_per_minute: 600, burst_size: 10}\nretry: {
 fn exactly_one_each(counts: &BTreeMap<String, usize>, fleet: &str, n: usize) {
     let want: BTreeMap<String, usize> = (1..=n).map(|i| (format!("{fleet}-{i:02}"), 1)).collect();
     assert_eq!(counts, &want, "instances per workspace");
-}
-
-fn mutating_calls(emu: &Emulator) -> Vec<String> {
-    emu.calls()
-        .into_iter()
-        .map(|c| c.action)
-        .filter(|a| MUTATING.contains(&a.as_str()))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,23 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::emulator::{Emulator, launch, prism_command, stderr, stdout};
-
-const MUTATING: &[&str] = &[
-    "RunInstances",
-    "StartInstances",
-    "StopInstances",
-    "TerminateInstances",
-    "CreateTags",
-];
-
-fn mutating_calls(emu: &Emulator) -> Vec<String> {
-    emu.calls()
-        .into_iter()
-        .map(|c| c.action)
-        .filter(|a| MUTATING.contains(&a.as_str()))
-        .collect()
-}
+use crate::emulator::{Emulator, launch, mutating_calls, prism_command, stderr, stdout};
 
 fn class(count: usize) -> String {
     format!(

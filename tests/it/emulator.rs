@@ -340,3 +340,21 @@ pub fn stop(mut running: Running) -> Option<i32> {
         .unwrap();
     child.wait().unwrap().code()
 }
+
+/// The calls that change an account.
+pub const MUTATING: &[&str] = &[
+    "RunInstances",
+    "StartInstances",
+    "StopInstances",
+    "TerminateInstances",
+    "CreateTags",
+];
+
+/// The changing calls `emu` received, in order.
+pub fn mutating_calls(emu: &Emulator) -> Vec<String> {
+    emu.calls()
+        .into_iter()
+        .map(|c| c.action)
+        .filter(|a| MUTATING.contains(&a.as_str()))
+        .collect()
+}

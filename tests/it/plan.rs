@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::emulator::{Emulator, launch, stderr, stdout};
+use crate::emulator::{Emulator, launch, mutating_calls, stderr, stdout};
 
 fn manifest(name: &str, count: usize, extra: &str) -> String {
     format!(
@@ -329,22 +329,6 @@ fn an_unreachable_endpoint_is_explained() {
 }
 
 /// Calls that change the account.
-const MUTATING: &[&str] = &[
-    "RunInstances",
-    "StartInstances",
-    "StopInstances",
-    "TerminateInstances",
-    "CreateTags",
-];
-
-fn mutating_calls(emu: &Emulator) -> Vec<String> {
-    emu.calls()
-        .into_iter()
-        .map(|c| c.action)
-        .filter(|a| MUTATING.contains(&a.as_str()))
-        .collect()
-}
-
 #[test]
 fn an_unknown_instance_type_is_a_plan_error_and_apply_changes_nothing() {
     let emu = Emulator::start();
@@ -484,11 +468,5 @@ fn an_image_id_that_does_not_exist_fails_the_plan_at_its_line() {
 
     let out = emu.prism(&["apply", "--yes", path]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let mutating: Vec<String> = emu
-        .calls()
-        .into_iter()
-        .map(|c| c.action)
-        .filter(|a| ["RunInstances", "CreateTags"].contains(&a.as_str()))
-        .collect();
-    assert!(mutating.is_empty(), "{mutating:?}");
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
 }
