@@ -21,5 +21,6 @@ mod schema;
 mod serve;
 mod settings;
 mod storage;
+mod term;
 mod watch;
 mod workspace;

@@ -20,10 +20,10 @@ fn manifest(name: &str, count: usize, rate: &str, how: &str) -> String {
     )
 }
 
-/// A manifest whose only window, an hour, is three days from now (UTC): planned now,
+/// A schedule whose only window, an hour, is three days from now (UTC): planned now,
 /// the fleet is outside its windows, and its off period began at that window's end
 /// four days ago.
-fn out_of_hours(name: &str, count: usize, rate: &str) -> String {
+pub(crate) fn off_hours_schedule() -> String {
     let day = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_hours(72))
         .unwrap()
@@ -31,20 +31,24 @@ fn out_of_hours(name: &str, count: usize, rate: &str) -> String {
         .strftime("%a")
         .to_string()
         .to_lowercase();
-    let schedule = format!(
+    format!(
         "schedule:\n  timezone: UTC\n  running: [{{days: [{day}], from: \"00:00\", to: \"01:00\"}}]"
-    );
-    manifest(name, count, rate, &schedule)
+    )
 }
 
-fn plan_json(emu: &Emulator, path: &str) -> Value {
+/// A manifest of `count` workspaces kept on [`off_hours_schedule`].
+fn out_of_hours(name: &str, count: usize, rate: &str) -> String {
+    manifest(name, count, rate, &off_hours_schedule())
+}
+
+pub(crate) fn plan_json(emu: &Emulator, path: &str) -> Value {
     let out = emu.prism(&["plan", path, "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
 }
 
 /// The workspaces of `plan`'s actions of `kind`, sorted.
-fn acted(plan: &Value, kind: &str) -> Vec<String> {
+pub(crate) fn acted(plan: &Value, kind: &str) -> Vec<String> {
     let mut v: Vec<String> = plan["actions"]
         .as_array()
         .unwrap()
@@ -56,7 +60,7 @@ fn acted(plan: &Value, kind: &str) -> Vec<String> {
     v
 }
 
-fn left_alone(plan: &Value) -> Vec<String> {
+pub(crate) fn left_alone(plan: &Value) -> Vec<String> {
     plan["schedule"]["left_alone"]
         .as_array()
         .map(|l| {
@@ -68,7 +72,7 @@ fn left_alone(plan: &Value) -> Vec<String> {
 }
 
 /// The workspaces of `fleet` whose instance is `wanted`, sorted.
-async fn in_state(emu: &Emulator, fleet: &str, wanted: &str) -> Vec<String> {
+pub(crate) async fn in_state(emu: &Emulator, fleet: &str, wanted: &str) -> Vec<String> {
     let mut v: Vec<String> = fleet_instances(emu, fleet)
         .await
         .iter()
@@ -80,7 +84,7 @@ async fn in_state(emu: &Emulator, fleet: &str, wanted: &str) -> Vec<String> {
 }
 
 /// Waits until no instance of `fleet` is pending.
-async fn booted(emu: &Emulator, fleet: &str) {
+pub(crate) async fn booted(emu: &Emulator, fleet: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !in_state(emu, fleet, "pending").await.is_empty() {
         assert!(Instant::now() < deadline, "instances still pending");
