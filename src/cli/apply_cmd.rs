@@ -134,10 +134,7 @@ pub async fn carry_out(
     }
     if args.dry_run {
         // What `prism plan` prints, whatever --quiet says: the plan is the output.
-        print(&match args.format {
-            Format::Text => plan::render::text(&plan),
-            Format::Json => format!("{}\n", plan::render::json(&plan)),
-        })?;
+        print(&super::plan_cmd::shown(&plan, args.format))?;
         return Ok(ExitCode::SUCCESS);
     }
 

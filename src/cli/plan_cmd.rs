@@ -82,11 +82,7 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
     if let Some(path) = &args.out {
         save(path, &args.file, &plan)?;
     }
-    let text = match args.format {
-        Format::Text => plan::render::text(&plan),
-        Format::Json => format!("{}\n", plan::render::json(&plan)),
-    };
-    print(&text)?;
+    print(&shown(&plan, args.format))?;
     if let (Some(path), Format::Text) = (&args.out, args.format) {
         say!(
             "Saved the plan to {}. Apply it with: prism apply {}",
@@ -99,6 +95,14 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The plan as `prism plan` prints it (and `apply --dry-run`).
+pub(super) fn shown(plan: &plan::Plan, format: Format) -> String {
+    match format {
+        Format::Text => plan::render::text(plan),
+        Format::Json => format!("{}\n", plan::render::json(plan)),
+    }
 }
 
 fn save(path: &Path, manifest_path: &Path, plan: &plan::Plan) -> Result<(), Failure> {

@@ -134,8 +134,6 @@ pub struct Connection {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
-    /// Whether calls go to an endpoint other than AWS's own (flag or environment).
-    pub custom_endpoint: bool,
 }
 
 /// The values given on the command line and in the manifest, unchecked.
@@ -155,11 +153,9 @@ impl Connection {
             Some(url) => Some(endpoint_url(url, &Source::Flag("--endpoint-url"))?),
             None => None,
         };
-        let mut custom_endpoint = endpoint_url.is_some();
         for var in ENDPOINT_VARS {
             if let Some(url) = env(var)? {
                 endpoint_url_checked_env(&url, var)?;
-                custom_endpoint = true;
             }
         }
         let region = match (req.region_flag, req.manifest_region, env("AWS_REGION")?) {
@@ -177,7 +173,6 @@ impl Connection {
             region,
             profile,
             endpoint_url,
-            custom_endpoint,
         })
     }
 }

@@ -3,11 +3,11 @@
 //! whether it carries its member or predates members; a guest made by hand survives
 //! the manifest's applies and watch.
 
-use serde_json::Value;
-
 use crate::emulator::{
     Emulator, fleet_instances, launch, per_workspace, state, stderr, stdout, tag,
 };
+use crate::out_of_hours::plan_json;
+use crate::plan::actions;
 
 const ANA: &str = "ana.lee@state.edu";
 const ANA2: &str = "ana.lee@exchange.edu";
@@ -49,20 +49,7 @@ async fn ids(emu: &Emulator, fleet: &str) -> Vec<(String, String)> {
 }
 
 fn plan_actions(emu: &Emulator, path: &str) -> Vec<(String, String)> {
-    let out = emu.prism(&["plan", path, "--format", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    plan["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["action"].as_str().unwrap().to_string(),
-                a["workspace"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    actions(&plan_json(emu, path))
 }
 
 async fn late_joiner(emu: &Emulator, path: &str) {

@@ -17,7 +17,8 @@ fn plan_json(emu: &Emulator, path: &std::path::Path) -> Value {
     serde_json::from_str(&stdout(&out)).expect("plan JSON")
 }
 
-fn actions(plan: &Value) -> Vec<(String, String)> {
+/// The (action, workspace) pairs of a JSON plan.
+pub(crate) fn actions(plan: &Value) -> Vec<(String, String)> {
     plan["actions"]
         .as_array()
         .unwrap()
