@@ -16,6 +16,7 @@ pub mod plan;
 pub mod quota;
 pub mod retry;
 pub mod serve;
+pub mod teardown;
 pub mod watch;
 
 #[cfg(test)]

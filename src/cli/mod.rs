@@ -10,6 +10,7 @@ macro_rules! say {
 
 mod apply_cmd;
 mod complete;
+mod destroy_cmd;
 mod plan_cmd;
 pub mod progress;
 mod quota_cmd;
@@ -69,15 +70,16 @@ Exit codes:
   it; `watch` and `serve` were stopped by Ctrl-C or SIGTERM. A closed stdout
   (`prism … | head`) ends the output, not the command: the code stays the command's own.
 * 1 — failed: an invalid manifest, file or setting, a failed AWS call, a refusal (a name
-  that does not exist, a stale or unreadable plan, no confirmation), an `apply` or a
-  `workspace` change that did not complete every action (the first Ctrl-C lets the calls
-  in flight finish, then exits 1), or a `watch --once` pass that left the fleet unlike
-  the manifest (an action failed, or deletions were held back).
+  that does not exist, a stale or unreadable plan, no confirmation), an `apply`, a
+  `destroy` or a `workspace` change that did not complete every action (the first Ctrl-C
+  lets the calls in flight finish, then exits 1; `destroy --snapshot` keeps a workspace
+  whose snapshot failed), or a `watch --once` pass that left the fleet unlike the
+  manifest (an action failed, or deletions were held back).
 * 2 — a usage error: an unknown flag, a missing argument or a value that cannot be used
   (clap's message), or a flag the command needs (`storage create --type`). With
   `plan --detailed-exitcode`, 2 means the plan has changes and nothing else: a usage
   error then exits 1.
-* 130 — a second Ctrl-C stopped `apply` or a `workspace` change at once.";
+* 130 — a second Ctrl-C stopped `apply`, `destroy` or a `workspace` change at once.";
 
 /// Flags every command accepts.
 #[derive(Debug, Args)]
@@ -119,6 +121,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make the account match the manifest (or carry out a saved plan).
     Apply(apply_cmd::ApplyArgs),
+    /// Delete every workspace of a manifest's fleet, optionally keeping a snapshot of
+    /// each one's disks (the end of a term).
+    Destroy(destroy_cmd::DestroyArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
     /// Keep the fleet as the manifest says: on every edit, on drift, forever.
@@ -336,6 +341,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
+        Command::Destroy(args) => destroy_cmd::run(&cli.global, &args).await,
         Command::Template(args) => template_cmd::run(&args),
         Command::Serve(args) => serve_cmd::run(&cli.global, &args).await,
         Command::Storage(args) => storage_cmd::run(&cli.global, &args, None).await,
@@ -351,6 +357,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 file: args.file,
                 fleet: args.fleet,
                 project: args.project,
+                from_snapshot: None,
                 act: args.act,
             };
             workspace_cmd::create(&cli.global, &create).await

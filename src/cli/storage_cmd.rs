@@ -44,8 +44,15 @@ pub enum StorageCommand {
     /// EBS volumes and EFS file systems.
     List {
         /// Only one kind.
-        #[arg(long = "type", value_enum)]
+        #[arg(long = "type", value_enum, conflicts_with = "snapshots")]
         kind: Option<StorageType>,
+        /// The snapshots prism kept of workspaces' disks (`prism destroy --snapshot`),
+        /// instead of volumes and file systems.
+        #[arg(long)]
+        snapshots: bool,
+        /// Only the snapshots of this fleet.
+        #[arg(long, requires = "snapshots", add = clap_complete::engine::ArgValueCandidates::new(super::complete::fleets))]
+        fleet: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         format: ListFormat,
     },
@@ -146,6 +153,89 @@ async fn rows(cloud: &dyn Cloud, kind: Option<StorageType>) -> Result<Vec<Storag
     Ok(out)
 }
 
+/// A kept snapshot as `storage list --snapshots` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRow {
+    pub workspace: String,
+    pub fleet: String,
+    pub member: Option<String>,
+    /// The day it was taken (`YYYY-MM-DD`).
+    pub taken: Option<String>,
+    pub size_gib: u64,
+    /// `completed`, or `pending 45%`, or `error`.
+    pub state: String,
+    pub id: String,
+    /// The volume it was taken of.
+    pub volume_id: String,
+}
+
+async fn snapshot_rows(
+    cloud: &dyn Cloud,
+    fleet: Option<&str>,
+) -> Result<Vec<SnapshotRow>, Failure> {
+    use crate::cloud::{SnapshotFilter, tags};
+    let mut filter = SnapshotFilter {
+        tag_keys: vec![tags::WORKSPACE.to_string()],
+        ..Default::default()
+    };
+    if let Some(f) = fleet {
+        filter.tags.push((tags::FLEET.to_string(), f.to_string()));
+    }
+    let found = retry::call(&RetryPolicy::default(), || {
+        cloud.describe_snapshots(&filter)
+    })
+    .await
+    .map_err(|e| Failure::aws(e, cloud.region()))?;
+    let mut rows: Vec<SnapshotRow> = found
+        .into_iter()
+        .map(|s| SnapshotRow {
+            workspace: s.tag(tags::WORKSPACE).unwrap_or_default().to_string(),
+            fleet: s.tag(tags::FLEET).unwrap_or_default().to_string(),
+            member: s.tag(tags::MEMBER).map(str::to_string),
+            taken: s.tag(tags::TAKEN).map(str::to_string),
+            size_gib: s.size_gib,
+            state: match (&s.progress, s.state.as_str()) {
+                (Some(p), "pending") => format!("pending {p}"),
+                _ => s.state.clone(),
+            },
+            id: s.id,
+            volume_id: s.volume_id,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.fleet, &a.workspace, &b.taken, &a.id).cmp(&(&b.fleet, &b.workspace, &a.taken, &b.id))
+    });
+    Ok(rows)
+}
+
+fn snapshot_table(rows: &[SnapshotRow]) -> String {
+    if rows.is_empty() {
+        return "No snapshots.\n".into();
+    }
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header([
+        "WORKSPACE",
+        "FLEET",
+        "MEMBER",
+        "TAKEN",
+        "SIZE",
+        "STATE",
+        "ID",
+    ]);
+    for r in rows {
+        t.add_row([
+            r.workspace.clone(),
+            r.fleet.clone(),
+            r.member.clone().unwrap_or_else(|| "-".into()),
+            r.taken.clone().unwrap_or_else(|| "-".into()),
+            format!("{} GiB", r.size_gib),
+            r.state.clone(),
+            r.id.clone(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
 fn table(rows: &[StorageRow]) -> String {
     if rows.is_empty() {
         return "No storage.\n".into();
@@ -180,7 +270,20 @@ pub async fn run(
     let region = cloud.region().to_string();
     let aws = |e| Failure::aws(e, &region);
     match &args.command {
-        StorageCommand::List { kind, format } => {
+        StorageCommand::List {
+            snapshots: true,
+            fleet,
+            format,
+            ..
+        } => {
+            let rows = snapshot_rows(&cloud, fleet.as_deref()).await?;
+            print(
+                &format
+                    .encode(&rows)
+                    .unwrap_or_else(|| snapshot_table(&rows)),
+            )?;
+        }
+        StorageCommand::List { kind, format, .. } => {
             let rows = rows(&cloud, only.or(*kind)).await?;
             print(&format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
         }

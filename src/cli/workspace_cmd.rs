@@ -120,6 +120,11 @@ pub struct CreateArgs {
     /// The project (tag prism:project); the fleet's name when left out.
     #[arg(long, add = ArgValueCandidates::new(super::complete::projects))]
     pub project: Option<String>,
+    /// Restore this snapshot (see `prism storage list --snapshots`) as the workspace's
+    /// second disk, at /dev/sdf: a workspace brought back after `prism destroy
+    /// --snapshot`. One workspace at a time.
+    #[arg(long, value_name = "SNAPSHOT_ID")]
+    pub from_snapshot: Option<String>,
     #[command(flatten)]
     pub act: ActArgs,
 }
@@ -527,6 +532,36 @@ fn check_names_free(found: &[Instance], names: &[String], fleet: &str) -> Result
     Ok(())
 }
 
+/// Fails unless snapshot `id` is one of the account's and usable (pending or completed).
+async fn restorable(cloud: &dyn Cloud, id: &str) -> Result<(), Failure> {
+    let filter = crate::cloud::SnapshotFilter {
+        ids: vec![id.to_string()],
+        ..Default::default()
+    };
+    let found = crate::retry::call(&RetryPolicy::default(), || {
+        cloud.describe_snapshots(&filter)
+    })
+    .await
+    .map_err(|e| Failure::aws(e, cloud.region()))?;
+    match found.first() {
+        None => Err(Failure::Refused(
+            Refusal::NotFound,
+            format!(
+                "no snapshot `{id}` in {}; see `prism storage list --snapshots` (nothing was launched)",
+                cloud.region()
+            ),
+        )),
+        Some(s) if s.state == "pending" || s.state == "completed" => Ok(()),
+        Some(s) => Err(Failure::Refused(
+            Refusal::Unavailable,
+            format!(
+                "snapshot `{id}` is {}: it cannot be restored (nothing was launched)",
+                s.state
+            ),
+        )),
+    }
+}
+
 /// `workspace create`, also behind the legacy `prism launch`.
 pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Failure> {
     let bad: Vec<&str> = a
@@ -546,8 +581,17 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
             ),
         ));
     }
+    if a.from_snapshot.is_some() && a.names.len() > 1 {
+        return Err(Failure::Refused(
+            Refusal::InvalidValue,
+            format!(
+                "--from-snapshot restores one workspace, and {} were named (nothing was launched)",
+                a.names.len()
+            ),
+        ));
+    }
     let templates = crate::manifest::load_templates(&a.file)?;
-    let Some(template) = templates.get(&a.template).cloned() else {
+    let Some(mut template) = templates.get(&a.template).cloned() else {
         let names: Vec<String> = templates.keys().cloned().collect();
         let hint = crate::manifest::did_you_mean(&a.template, &names).map_or_else(
             || format!("it defines: {}", names.join(", ")),
@@ -562,6 +606,13 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
             ),
         ));
     };
+    let cloud = connect_to(global, None).await?;
+    let every = workspaces(&cloud, None, None, None).await?;
+    check_names_free(&every, &a.names, &a.fleet)?;
+    if let Some(id) = &a.from_snapshot {
+        restorable(&cloud, id).await?;
+        template.restore_snapshot = Some(id.clone());
+    }
     let manifest = Manifest {
         source: a.file.clone(),
         name: a.fleet.clone(),
@@ -577,9 +628,6 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         rate_limit: RateLimitSpec::default(),
         retry: RetryPolicy::default(),
     };
-    let cloud = connect_to(global, None).await?;
-    let every = workspaces(&cloud, None, None, None).await?;
-    check_names_free(&every, &a.names, &a.fleet)?;
     if a.act.dry_run {
         let observed = crate::observe::observe(&cloud, &manifest)
             .await

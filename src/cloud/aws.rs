@@ -11,15 +11,15 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HibernationOptionsRequest, InstanceType, Placement,
-    ResourceType, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HibernationOptionsRequest, InstanceSpecification,
+    InstanceType, Placement, ResourceType, Tag, TagSpecification,
 };
 use base64::Engine;
 
 use super::error::Transport;
 use super::{
     Cloud, CloudError, FileSystem, Image, Instance, InstanceFilter, InstanceState, LaunchSpec,
-    QuotaRequest, QuotaValue, Volume,
+    QuotaRequest, QuotaValue, RESTORED_DEVICE, Snapshot, SnapshotFilter, Volume,
 };
 
 pub use super::settings::Connection;
@@ -219,16 +219,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .map(str::to_string),
         launch_time: i.launch_time().map(|t| t.secs()),
         first_launch_time: first_attached(i),
-        tags: i
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
+        tags: tag_map(i.tags()),
         lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_string()),
         hibernated: state == InstanceState::Stopped
             && i.state_reason().and_then(|r| r.code()) == Some("Client.UserInitiatedHibernate"),
@@ -272,16 +263,38 @@ fn to_volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
             .iter()
             .filter_map(|a| a.instance_id().map(str::to_string))
             .collect(),
-        tags: v
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect(),
+        tags: tag_map(v.tags()),
+    }
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn to_snapshot(
+    id: Option<&str>,
+    volume_id: Option<&str>,
+    size: Option<i32>,
+    state: Option<&str>,
+    progress: Option<&str>,
+    started: Option<&aws_sdk_ec2::primitives::DateTime>,
+    tags: &[Tag],
+) -> Snapshot {
+    Snapshot {
+        id: id.unwrap_or_default().to_string(),
+        volume_id: volume_id.unwrap_or_default().to_string(),
+        size_gib: size.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        state: state.unwrap_or_default().to_string(),
+        progress: progress.filter(|p| !p.is_empty()).map(str::to_string),
+        started: started.map(|t| t.secs()),
+        tags: tag_map(tags),
     }
 }
 
@@ -612,6 +625,20 @@ impl Cloud for AwsCloud {
                         .build(),
                 );
             }
+            if let Some(snapshot) = &spec.from_snapshot {
+                // Sized as the snapshot; deleted with the instance, as its root is.
+                let ebs = EbsBlockDevice::builder()
+                    .snapshot_id(snapshot)
+                    .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+                    .delete_on_termination(true)
+                    .build();
+                req = req.block_device_mappings(
+                    BlockDeviceMapping::builder()
+                        .device_name(RESTORED_DEVICE)
+                        .ebs(ebs)
+                        .build(),
+                );
+            }
             if spec.hibernation {
                 req = req.hibernation_options(
                     HibernationOptionsRequest::builder()
@@ -730,6 +757,81 @@ impl Cloud for AwsCloud {
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.fail("DescribeVolumes", e))?;
                 out.extend(page.volumes().iter().map(to_volume));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn snapshot_instance(
+        &self,
+        id: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        traced("CreateSnapshots", async move {
+            let out = self
+                .ec2
+                .create_snapshots()
+                .instance_specification(InstanceSpecification::builder().instance_id(id).build())
+                .description(description)
+                .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
+                .send()
+                .await
+                .map_err(|e| self.fail("CreateSnapshots", e))?;
+            Ok(out
+                .snapshots()
+                .iter()
+                .map(|s| {
+                    to_snapshot(
+                        s.snapshot_id(),
+                        s.volume_id(),
+                        s.volume_size(),
+                        s.state().map(|st| st.as_str()),
+                        s.progress(),
+                        s.start_time(),
+                        s.tags(),
+                    )
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn describe_snapshots(&self, f: &SnapshotFilter) -> Result<Vec<Snapshot>, CloudError> {
+        traced("DescribeSnapshots", async move {
+            let mut filters: Vec<Filter> = f
+                .tags
+                .iter()
+                .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
+                .collect();
+            if !f.tag_keys.is_empty() {
+                filters.push(filter("tag-key", f.tag_keys.iter().cloned()));
+            }
+            if !f.ids.is_empty() {
+                filters.push(filter("snapshot-id", f.ids.iter().cloned()));
+            }
+            let mut pages = self
+                .ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .set_filters(Some(filters))
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| self.fail("DescribeSnapshots", e))?;
+                out.extend(page.snapshots().iter().map(|s| {
+                    to_snapshot(
+                        s.snapshot_id(),
+                        s.volume_id(),
+                        s.volume_size(),
+                        s.state().map(|st| st.as_str()),
+                        s.progress(),
+                        s.start_time(),
+                        s.tags(),
+                    )
+                }));
             }
             Ok(out)
         })

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{
     Cloud, CloudError, FileSystem, Image, Instance, InstanceFilter, InstanceState, LaunchSpec,
-    QuotaRequest, QuotaValue, Volume,
+    QuotaRequest, QuotaValue, Snapshot, SnapshotFilter, Volume,
 };
 
 /// A cloud held in memory.
@@ -43,6 +43,12 @@ pub struct FakeCloud {
     pub launch_calls: Mutex<Vec<(tokio::time::Instant, String)>>,
     /// Faults drawn at random and AWS's token bucket, for RunInstances.
     pub weather: Mutex<Option<Weather>>,
+    /// Snapshots taken, with how many more DescribeSnapshots each stays `pending` for.
+    pub snapshots: Mutex<Vec<(Snapshot, usize)>>,
+    /// How many DescribeSnapshots a new snapshot stays `pending` for.
+    pub snapshot_looks: usize,
+    /// Instance id → the snapshot its data volume was restored from.
+    pub restored: Mutex<BTreeMap<String, String>>,
 }
 
 /// What RunInstances meets besides queued faults: throttles and lost answers drawn at
@@ -363,6 +369,12 @@ impl Cloud for FakeCloud {
             hibernation: spec.hibernation,
         };
         tokens.insert(spec.client_token.clone(), instance.id.clone());
+        if let Some(snapshot) = &spec.from_snapshot {
+            self.restored
+                .lock()
+                .unwrap()
+                .insert(instance.id.clone(), snapshot.clone());
+        }
         all.push(instance.clone());
         if lost {
             return Err(lost_answer());
@@ -436,6 +448,66 @@ impl Cloud for FakeCloud {
             .iter()
             .filter(|v| volume_type.is_none_or(|t| v.volume_type == t))
             .cloned()
+            .collect())
+    }
+
+    async fn snapshot_instance(
+        &self,
+        id: &str,
+        _description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        self.count("CreateSnapshots")?;
+        if !self.instances.lock().unwrap().iter().any(|i| i.id == id) {
+            return Err(CloudError::service(
+                "CreateSnapshots",
+                Some("InvalidInstanceID.NotFound"),
+                id,
+                Some(400),
+            ));
+        }
+        // Every instance has a root volume; a restored one has its data volume too.
+        let mut volumes = vec![format!("vol-root-{id}")];
+        if self.restored.lock().unwrap().contains_key(id) {
+            volumes.push(format!("vol-data-{id}"));
+        }
+        let mut all = self.snapshots.lock().unwrap();
+        let mut taken = Vec::new();
+        for volume_id in volumes {
+            let snapshot = Snapshot {
+                id: format!("snap-{:08x}", all.len() + 1),
+                volume_id,
+                size_gib: 8,
+                state: "pending".into(),
+                progress: Some("0%".into()),
+                started: Some(0),
+                tags: tags.clone(),
+            };
+            all.push((snapshot.clone(), self.snapshot_looks));
+            taken.push(snapshot);
+        }
+        Ok(taken)
+    }
+
+    async fn describe_snapshots(&self, f: &SnapshotFilter) -> Result<Vec<Snapshot>, CloudError> {
+        self.count("DescribeSnapshots")?;
+        let mut all = self.snapshots.lock().unwrap();
+        Ok(all
+            .iter_mut()
+            .filter(|(s, _)| {
+                f.tags.iter().all(|(k, v)| s.tag(k) == Some(v.as_str()))
+                    && f.tag_keys.iter().all(|k| s.tag(k).is_some())
+                    && (f.ids.is_empty() || f.ids.contains(&s.id))
+            })
+            .map(|(s, looks)| {
+                if *looks == 0 {
+                    s.state = "completed".into();
+                    s.progress = Some("100%".into());
+                } else {
+                    *looks -= 1;
+                }
+                s.clone()
+            })
             .collect())
     }
 

@@ -33,6 +33,10 @@ pub mod tags {
     /// before its StartInstances: a later start that does not match it was someone
     /// else's (see `plan::schedule`).
     pub const STARTED: &str = "prism:started";
+    /// On a snapshot: the instance whose volume it was taken of.
+    pub const INSTANCE: &str = "prism:instance";
+    /// On a snapshot: the day it was taken (`YYYY-MM-DD`, UTC).
+    pub const TAKEN: &str = "prism:taken";
 }
 
 /// The lifecycle state of an EC2 instance.
@@ -200,6 +204,40 @@ pub struct FileSystem {
     pub mount_targets: u32,
 }
 
+/// An EBS snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    /// The volume it was taken of (which may no longer exist).
+    pub volume_id: String,
+    pub size_gib: u64,
+    /// `pending`, `completed`, `error`, `recoverable` or `recovering`.
+    pub state: String,
+    /// How far AWS has got, e.g. `45%`.
+    pub progress: Option<String>,
+    /// When it was taken, seconds since the Unix epoch.
+    pub started: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    /// The value of tag `key`.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+/// Which of the account's own snapshots to describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Tag key → value, all of which must match.
+    pub tags: Vec<(String, String)>,
+    /// Tag keys that must be present, whatever their value.
+    pub tag_keys: Vec<String>,
+    /// Only these snapshots; empty means any.
+    pub ids: Vec<String>,
+}
+
 /// A Service Quotas increase request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotaRequest {
@@ -232,7 +270,13 @@ pub struct LaunchSpec {
     /// Root volume size, with the image's root device name.
     pub root_volume: Option<(String, u32)>,
     pub hibernation: bool,
+    /// A snapshot to restore as a second disk (a data volume at [`RESTORED_DEVICE`]),
+    /// deleted with the instance as its root volume is.
+    pub from_snapshot: Option<String>,
 }
+
+/// The device a restored snapshot is attached at.
+pub const RESTORED_DEVICE: &str = "/dev/sdf";
 
 /// Everything prism asks of AWS. Each method is one AWS API (or one paginated series).
 #[async_trait]
@@ -312,6 +356,21 @@ pub trait Cloud: Send + Sync {
 
     /// DeleteVolume.
     async fn delete_volume(&self, id: &str) -> Result<(), CloudError>;
+
+    /// CreateSnapshots: one snapshot of each EBS volume attached to instance `id`, all
+    /// taken at the same moment, tagged at creation.
+    async fn snapshot_instance(
+        &self,
+        id: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<Snapshot>, CloudError>;
+
+    /// DescribeSnapshots of the account's own snapshots, all pages.
+    async fn describe_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<Snapshot>, CloudError>;
 
     /// DescribeFileSystems, all pages.
     async fn list_file_systems(&self) -> Result<Vec<FileSystem>, CloudError>;

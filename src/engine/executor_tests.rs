@@ -134,6 +134,7 @@ async fn a_terminated_token_moves_to_the_next_incarnation() {
             user_data: None,
             root_volume: None,
             hibernation: false,
+            from_snapshot: None,
         }),
         Some("us-west-2a"),
         1,

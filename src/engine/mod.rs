@@ -183,6 +183,7 @@ impl Recipe {
                     .root_volume_gb
                     .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
                 hibernation: t.hibernation,
+                from_snapshot: t.restore_snapshot.clone(),
             }),
             fallback_types: t.fallback_instance_types.clone(),
             members: crate::plan::identity::members(manifest, &observed.instances),

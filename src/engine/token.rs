@@ -20,6 +20,11 @@ pub fn spec_digest(spec: &LaunchSpec) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
+    // Only when set, so that the tokens of every other launch stay as they were.
+    if let Some(snapshot) = &spec.from_snapshot {
+        h.update(snapshot.as_bytes());
+        h.update([0]);
+    }
     hex(&h.finalize())
 }
 
@@ -103,6 +108,7 @@ mod tests {
             user_data: None,
             root_volume: None,
             hibernation: false,
+            from_snapshot: None,
         };
         let digest = spec_digest(&spec);
         client_token("f", workspace, &digest, zone.as_deref(), *incarnation)

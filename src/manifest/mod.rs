@@ -73,6 +73,10 @@ pub struct Template {
     pub root_volume_gb: Option<u32>,
     pub user_data: Option<String>,
     pub hibernation: bool,
+    /// A snapshot restored as each launch's data volume (`workspace create
+    /// --from-snapshot`); never written in a manifest.
+    #[serde(skip)]
+    pub restore_snapshot: Option<String>,
 }
 
 /// Which image a template launches.

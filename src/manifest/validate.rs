@@ -535,6 +535,7 @@ fn template(name: String, t: RawTemplate) -> Template {
         root_volume_gb: t.root_volume_gb,
         user_data: t.user_data,
         hibernation: t.hibernation.unwrap_or(false),
+        restore_snapshot: None,
     }
 }
 

@@ -36,6 +36,16 @@ pub fn hourly_usd(instance_type: &str) -> Option<f64> {
         .map(|(_, p)| *p)
 }
 
+/// gp3 storage, USD per GiB-month in us-east-1: what a kept disk costs.
+pub const EBS_GIB_MONTH_USD: f64 = 0.08;
+
+/// EBS snapshot storage (standard tier), USD per GiB-month in us-east-1, at most: a
+/// snapshot stores only the blocks written, so it usually costs less.
+pub const SNAPSHOT_GIB_MONTH_USD: f64 = 0.05;
+
+/// Days in an average month, as AWS bills GiB-months.
+pub const MONTH_DAYS: f64 = 30.44;
+
 /// Hours in a week.
 pub const WEEK_HOURS: f64 = 168.0;
 

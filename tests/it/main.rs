@@ -6,6 +6,7 @@ mod capacity;
 mod chaos;
 mod continuation;
 mod contract;
+mod destroy;
 mod docs;
 mod emulator;
 mod help;

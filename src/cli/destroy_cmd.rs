@@ -1,0 +1,225 @@
+//! `prism destroy MANIFEST [--snapshot]`: the end of a fleet. Shows everything that
+//! goes and what it costs, asks for the fleet's name, optionally keeps a snapshot of
+//! every workspace's disks, then deletes every workspace of the fleet.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use comfy_table::{Table, presets::NOTHING};
+
+use super::workspace_cmd::ActArgs;
+use super::{Failure, GlobalArgs, connect_to, print};
+use crate::cloud::{Cloud, Snapshot, tags};
+use crate::engine::{Engine, Job, RunOptions};
+use crate::plan::cost;
+use crate::teardown::{self, Teardown};
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// The fleet's manifest.
+    pub file: PathBuf,
+    /// First take an EBS snapshot of every workspace's disks (tagged with fleet,
+    /// workspace, member and date) and wait for them to complete; a workspace whose
+    /// snapshot fails is kept.
+    #[arg(long)]
+    pub snapshot: bool,
+    #[command(flatten)]
+    pub act: ActArgs,
+}
+
+/// How often the snapshots are looked at while they are taken.
+fn snapshot_poll() -> Duration {
+    std::env::var("PRISM_SNAPSHOT_POLL_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_secs_f64)
+}
+
+fn disks(d: &teardown::Doomed) -> String {
+    if d.volumes.is_empty() {
+        return "-".into();
+    }
+    d.volumes
+        .iter()
+        .map(|v| format!("{} GiB", v.size_gib))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// The plan: every workspace that goes, its disks and member, and the totals.
+fn shown(t: &Teardown, source: &str, snapshot: bool) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_header(["", "WORKSPACE", "STATE", "TYPE", "DISKS", "MEMBER"]);
+    for d in &t.doomed {
+        let member = match (d.instance.tag(tags::MEMBER), d.instance.tag(tags::MADE_BY)) {
+            (_, Some("hand")) => "(made by hand)".to_string(),
+            (Some(m), _) => m.to_string(),
+            (None, _) => "-".to_string(),
+        };
+        table.add_row([
+            "-".to_string(),
+            d.workspace().to_string(),
+            d.instance.state.to_string(),
+            d.instance.instance_type.clone(),
+            disks(d),
+            member,
+        ]);
+    }
+    let n = t.doomed.len();
+    let disks: usize = t.doomed.iter().map(|d| d.volumes.len()).sum();
+    let plural = |k: usize, word: &str| format!("{k} {word}{}", if k == 1 { "" } else { "s" });
+    let saving = t.daily_usd().map_or(
+        "an unknown amount (a type prism has no price for)".into(),
+        |c| format!("about ${c:.2}"),
+    );
+    let kept = if snapshot {
+        format!(
+            "Kept: a snapshot of every disk, tagged with fleet, workspace, member and date \
+             (at most {} GiB, up to ${:.2} a month; list them with `prism storage list --snapshots`).",
+            t.disk_gib(),
+            t.disk_gib() as f64 * cost::SNAPSHOT_GIB_MONTH_USD
+        )
+    } else {
+        "Kept: nothing. Everything on these disks is lost; `--snapshot` keeps a copy.".into()
+    };
+    format!(
+        "Fleet `{}` ({source}):\n\n{table}\n\nDestroy: {} and {} ({} GiB) deleted; saves {saving} a day.\n{kept}\n",
+        t.fleet,
+        plural(n, "workspace"),
+        plural(disks, "disk"),
+        t.disk_gib(),
+    )
+}
+
+/// Asks for the fleet's name to be typed; without a terminal, refuses.
+fn typed_yes(fleet: &str) -> Result<bool, Failure> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Unconfirmed("destroy"));
+    }
+    super::to_stderr(&format!(
+        "\nThis deletes every workspace of the fleet. Type the fleet's name ({fleet}) to go ahead: "
+    ));
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(Failure::Io)?;
+    Ok(answer.trim() == fleet)
+}
+
+/// Takes the snapshots and waits for them; the instances whose snapshots did not all
+/// complete, to be kept.
+async fn archive(
+    cloud: &dyn Cloud,
+    t: &Teardown,
+    quiet: bool,
+) -> Result<(Vec<Snapshot>, BTreeSet<String>), Failure> {
+    let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let aws = |e| Failure::aws(e, cloud.region());
+    if !quiet {
+        say!("Taking snapshots of {} workspaces…", t.doomed.len());
+    }
+    let taken = teardown::take_snapshots(cloud, t, &day)
+        .await
+        .map_err(aws)?;
+    let all: Vec<Snapshot> = taken.values().flatten().cloned().collect();
+    let mut last = usize::MAX;
+    let done = teardown::wait_for(cloud, &all, snapshot_poll(), |now| {
+        let completed = now.iter().filter(|s| s.state == "completed").count();
+        if completed != last && !quiet {
+            say!("  snapshots: {completed}/{} completed", now.len());
+        }
+        last = completed;
+    })
+    .await
+    .map_err(aws)?;
+    let mut finished = taken.clone();
+    for snaps in finished.values_mut() {
+        for s in snaps.iter_mut() {
+            if let Some(d) = done.iter().find(|d| d.id == s.id) {
+                *s = d.clone();
+            }
+        }
+    }
+    let keep = teardown::unsafe_to_delete(&finished);
+    for d in t.doomed.iter().filter(|d| keep.contains(&d.instance.id)) {
+        say!(
+            "✗ {}: its snapshot did not complete; the workspace is kept. Run the destroy again to retry.",
+            d.workspace()
+        );
+    }
+    Ok((done, keep))
+}
+
+pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failure> {
+    let manifest = crate::manifest::load(&a.file)?;
+    let cloud = Arc::new(connect_to(global, manifest.region.as_deref()).await?);
+    let t = Teardown::survey(cloud.as_ref(), &manifest.name)
+        .await
+        .map_err(|e| Failure::aws(e, cloud.region()))?;
+    if t.doomed.is_empty() {
+        print(&format!(
+            "Nothing to destroy: fleet `{}` has no workspaces.\n",
+            t.fleet
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan = shown(&t, &a.file.display().to_string(), a.snapshot);
+    if !global.quiet {
+        if a.act.format == super::Format::Json {
+            super::to_stderr(&plan);
+        } else {
+            print(&plan)?;
+        }
+    }
+    if a.act.dry_run {
+        say!("Dry run: nothing was deleted.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !a.act.yes && !typed_yes(&t.fleet)? {
+        say!("Cancelled; nothing was deleted.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let (snapshots, keep) = if a.snapshot {
+        archive(cloud.as_ref(), &t, global.quiet).await?
+    } else {
+        (vec![], BTreeSet::new())
+    };
+    let actions = t.actions(&keep);
+    let mut complete = keep.is_empty();
+    if !actions.is_empty() {
+        let engine = Engine::new(
+            cloud.clone(),
+            None,
+            super::launch_memory(global, cloud.region()),
+        );
+        let job = Job::changes(&t.fleet, actions, cloud.region());
+        let rerun = format!(
+            "prism destroy {}{}",
+            a.file.display(),
+            if a.snapshot { " --snapshot" } else { "" }
+        );
+        let mode = global.progress_mode(a.act.format);
+        let report = super::drive(&engine, job, RunOptions::default(), mode, &rerun).await;
+        complete &= report.complete();
+    }
+    if a.snapshot && a.act.format == super::Format::Text {
+        let kept = snapshots.iter().filter(|s| s.state == "completed").count();
+        print(&format!(
+            "{kept} snapshots kept; `prism storage list --snapshots --fleet {}` lists them, \
+             `prism workspace create … --from-snapshot ID` restores one.\n",
+            t.fleet
+        ))?;
+    }
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
