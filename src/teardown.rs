@@ -183,9 +183,8 @@ pub async fn take_snapshots(
         .await
 }
 
-/// Looks at `snapshots` every `every` until each has completed or failed; `look` sees
-/// each reading.
-/// The last reading.
+/// Looks at `snapshots` until each has completed or failed, after 1 s, then twice as
+/// long each time up to `every`; `look` sees each reading. The last reading.
 pub async fn wait_for(
     cloud: &dyn Cloud,
     snapshots: &[Snapshot],
@@ -194,6 +193,7 @@ pub async fn wait_for(
 ) -> Result<Vec<Snapshot>, CloudError> {
     let policy = RetryPolicy::default();
     let mut now = snapshots.to_vec();
+    let mut pause = Duration::from_secs(1).min(every);
     loop {
         look(&now);
         // Anything but a final state is looked at again (a CreateSnapshots answer may
@@ -206,7 +206,8 @@ pub async fn wait_for(
         if pending.is_empty() {
             return Ok(now);
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(every);
         let filter = SnapshotFilter {
             ids: pending,
             ..Default::default()

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use comfy_table::{Table, presets::NOTHING};
 
+use super::progress::Mode;
 use super::workspace_cmd::ActArgs;
 use super::{Failure, GlobalArgs, connect_to, print};
 use crate::cloud::{Cloud, Snapshot, tags};
@@ -31,13 +32,8 @@ pub struct DestroyArgs {
     pub act: ActArgs,
 }
 
-/// How often the snapshots are looked at while they are taken.
-fn snapshot_poll() -> Duration {
-    std::env::var("PRISM_SNAPSHOT_POLL_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(10), Duration::from_secs_f64)
-}
+/// The longest time between two looks at the snapshots being taken.
+const SNAPSHOT_POLL: Duration = Duration::from_secs(15);
 
 fn disks(d: &teardown::Doomed) -> String {
     if d.volumes.is_empty() {
@@ -118,22 +114,31 @@ fn typed_yes(fleet: &str) -> Result<bool, Failure> {
 async fn archive(
     cloud: &dyn Cloud,
     t: &Teardown,
-    quiet: bool,
+    mode: Mode,
 ) -> Result<(Vec<Snapshot>, BTreeSet<String>), Failure> {
+    // Beside the run's own progress: on stdout as text, on stderr beside JSON events.
+    let show = |line: String| match mode {
+        Mode::Quiet => {}
+        Mode::Json => super::to_stderr(&format!("{line}\n")),
+        Mode::Terminal | Mode::Lines | Mode::Log => {
+            let _ = print(&format!("{line}\n"));
+        }
+    };
     let day = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     let aws = |e| Failure::aws(e, cloud.region());
-    if !quiet {
-        say!("Taking snapshots of {} workspaces…", t.doomed.len());
-    }
+    show(format!(
+        "Taking snapshots of {} workspaces…",
+        t.doomed.len()
+    ));
     let taken = teardown::take_snapshots(cloud, t, &day)
         .await
         .map_err(aws)?;
     let all: Vec<Snapshot> = taken.values().flatten().cloned().collect();
     let mut last = usize::MAX;
-    let done = teardown::wait_for(cloud, &all, snapshot_poll(), |now| {
+    let done = teardown::wait_for(cloud, &all, SNAPSHOT_POLL, |now| {
         let completed = now.iter().filter(|s| s.state == "completed").count();
-        if completed != last && !quiet {
-            say!("  snapshots: {completed}/{} completed", now.len());
+        if completed != last {
+            show(format!("  snapshots: {completed}/{} completed", now.len()));
         }
         last = completed;
     })
@@ -187,7 +192,7 @@ pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failu
         return Ok(ExitCode::FAILURE);
     }
     let (snapshots, keep) = if a.snapshot {
-        archive(cloud.as_ref(), &t, global.quiet).await?
+        archive(cloud.as_ref(), &t, global.progress_mode(a.act.format)).await?
     } else {
         (vec![], BTreeSet::new())
     };

@@ -73,10 +73,7 @@ async fn destroy_with_snapshots_keeps_every_disk_and_a_workspace_comes_back() {
     assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
     assert_eq!(mutating_calls(&emu), Vec::<String>::new());
 
-    let out = emu.prism_env(
-        &["destroy", &path, "--snapshot", "--yes"],
-        &[("PRISM_SNAPSHOT_POLL_SECONDS", "0.2")],
-    );
+    let out = emu.prism(&["destroy", &path, "--snapshot", "--yes"]);
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert!(live(&emu).await.is_empty(), "every instance is gone");
     let calls = mutating_calls(&emu);

@@ -136,6 +136,7 @@ fn redactions() -> Redactions {
         ("[INSTANCE]", r"\bi-[0-9a-f]{8,17}\b"),
         ("[VOLUME]", r"\bvol-[0-9a-f]{8,17}\b"),
         ("[EFS]", r"\bfs-[0-9a-f]{8,17}\b"),
+        ("[SNAPSHOT]", r"\bsnap-[0-9a-f]{8,17}\b"),
         (
             "[UUID]",
             r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",

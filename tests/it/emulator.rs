@@ -159,15 +159,9 @@ impl Emulator {
 
     /// Runs the prism binary against this emulator.
     pub fn prism(&self, args: &[&str]) -> Output {
-        self.prism_env(args, &[])
-    }
-
-    /// Runs the prism binary against this emulator with more environment variables.
-    pub fn prism_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         prism_command(args)
             .env("AWS_ENDPOINT_URL", &self.url)
             .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .envs(env.iter().copied())
             .output()
             .expect("prism runs")
     }
