@@ -1,12 +1,18 @@
 //! A term in virtual time on the in-memory cloud: a class's roster grows and shrinks
 //! (late joiners who collide with a classmate's name among them), students start and
-//! stop their workspaces by hand, TAs add guests, the timetable opens and closes, and
-//! applies run whole, interrupted, or two at once. After every step:
+//! stop their workspaces by hand, TAs add guests, the instructor changes the instance
+//! type (a resize), the timetable opens and closes, and applies run whole, interrupted,
+//! or two at once. After every step:
 //!
 //! - no instance of a member still on the roster has been terminated;
 //! - no member and no workspace has more than one live instance;
 //! - nothing made by hand has been pruned;
 //! - after a whole pass outside the windows, nothing prism launched or started runs.
+//!
+//! The term ends with a destroy with snapshots (sometimes interrupted after the
+//! snapshots and run again): no instance of the fleet is left, and every destroyed
+//! workspace has completed snapshots tagged with its fleet, workspace, member and
+//! instance, taken once.
 //!
 //! The seed of each term is printed; `PRISM_TERM_SEED=<seed>` replays one.
 
@@ -34,6 +40,8 @@ struct Term {
     engine: Arc<Engine>,
     /// The roster's e-mails, in row order.
     roster: Vec<String>,
+    /// The template's instance type.
+    instance_type: &'static str,
     guests: usize,
     now: Timestamp,
     /// Each member's first instance, while they are on the roster.
@@ -48,9 +56,10 @@ impl Term {
         let cloud = Arc::new(FakeCloud {
             region: "us-west-2".into(),
             zones: vec!["us-west-2a".into(), "us-west-2b".into()],
-            vcpus: BTreeMap::from([("t3.micro".into(), 2)]),
+            vcpus: BTreeMap::from([("t3.micro".into(), 2), ("t3.small".into(), 2)]),
             applied: BTreeMap::from([("L-1216C47A".into(), 640.0)]),
             images: FakeCloud::own_image("ami-1"),
+            snapshot_looks: 2,
             ..FakeCloud::default()
         });
         let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
@@ -58,6 +67,7 @@ impl Term {
             cloud,
             engine,
             roster: vec![],
+            instance_type: "t3.micro",
             guests: 0,
             // A Monday morning, before class.
             now: "2030-01-07T07:00:00Z".parse().unwrap(),
@@ -73,6 +83,7 @@ impl Term {
             "name: term\nproject: p\ntemplate: t\nmembers: [x]\nprune: true\nschedule:\n  timezone: UTC\n  running:\n    - {days: [mon, wed], from: \"09:00\", to: \"12:00\"}\ntemplates:\n  t: {image: ami-1, instance_type: t3.micro}\n",
         )
         .unwrap();
+        m.template.instance_type = self.instance_type.to_string();
         let csv = format!("Email\n{}\n", self.roster.join("\n"));
         let r = roster::parse("roster.csv", &csv, None).unwrap_or_else(|_| panic!("{csv}"));
         let names: Vec<String> = r.members.iter().map(|m| m.name.clone()).collect();
@@ -160,6 +171,68 @@ impl Term {
         });
     }
 
+    /// The end of the term: `prism destroy --snapshot`, its first attempt stopped after
+    /// the snapshots when `interrupted`.
+    async fn destroy(&mut self, interrupted: bool) {
+        use crate::teardown::{Teardown, take_snapshots, unsafe_to_delete, wait_for};
+        let story = self.story.join(" → ");
+        let cloud = self.cloud.as_ref();
+        let day = self.now.strftime("%Y-%m-%d").to_string();
+        let t = Teardown::survey(cloud, "term").await.unwrap();
+        let mut taken = take_snapshots(cloud, &t, &day).await.unwrap();
+        if interrupted {
+            let again = take_snapshots(cloud, &t, &day).await.unwrap();
+            let ids = |m: &BTreeMap<String, Vec<crate::cloud::Snapshot>>| {
+                m.values()
+                    .flatten()
+                    .map(|s| s.id.clone())
+                    .collect::<BTreeSet<_>>()
+            };
+            assert_eq!(ids(&taken), ids(&again), "taken twice: {story}");
+            taken = again;
+        }
+        let all: Vec<_> = taken.values().flatten().cloned().collect();
+        let done = wait_for(cloud, &all, Duration::from_secs(15), |_| {})
+            .await
+            .unwrap();
+        for snaps in taken.values_mut() {
+            for s in snaps.iter_mut() {
+                *s = done.iter().find(|d| d.id == s.id).unwrap().clone();
+            }
+        }
+        let keep = unsafe_to_delete(&taken);
+        assert!(keep.is_empty(), "{keep:?}: {story}");
+        let job = Job::changes("term", t.actions(&keep), "us-west-2");
+        let report = self.engine.run(job, RunOptions::default()).report().await;
+        assert!(report.complete(), "{report:?}: {story}");
+
+        let all = self.cloud.instances.lock().unwrap().clone();
+        let left: Vec<&str> = all
+            .iter()
+            .filter(|i| !i.state.is_gone())
+            .map(|i| i.workspace().unwrap_or_default())
+            .collect();
+        assert!(left.is_empty(), "{left:?} outlived the destroy: {story}");
+        for d in &t.doomed {
+            let snaps = &taken[&d.instance.id];
+            assert!(!snaps.is_empty(), "{}: no snapshot: {story}", d.workspace());
+            for s in snaps {
+                assert_eq!(s.state, "completed");
+                assert_eq!(s.tag(tags::FLEET), Some("term"));
+                assert_eq!(s.tag(tags::WORKSPACE), d.instance.workspace());
+                assert_eq!(s.tag(tags::MEMBER), d.instance.tag(tags::MEMBER));
+                assert_eq!(s.tag(tags::INSTANCE), Some(d.instance.id.as_str()));
+            }
+        }
+        *self
+            .tally
+            .entry("workspaces destroyed with snapshots")
+            .or_default() += t.doomed.len();
+        if interrupted {
+            *self.tally.entry("destroys run again").or_default() += 1;
+        }
+    }
+
     /// The invariants; `whole_pass` after an apply that ran to its end.
     fn check(&mut self, whole_pass: bool) {
         let story = || self.story.join(" → ");
@@ -231,7 +304,7 @@ async fn term(seed: u64) -> BTreeMap<&'static str, usize> {
     let mut t = Term::new();
     for _ in 0..STEPS {
         let mut whole = false;
-        let what = match rng.u8(0..10) {
+        let what = match rng.u8(0..11) {
             0..=2 => {
                 let email = format!(
                     "{}@{}",
@@ -267,12 +340,23 @@ async fn term(seed: u64) -> BTreeMap<&'static str, usize> {
                     .unwrap();
                 format!("+{hours}h")
             }
+            10 => {
+                t.instance_type = if t.instance_type == "t3.micro" {
+                    "t3.small"
+                } else {
+                    "t3.micro"
+                };
+                format!("type {}", t.instance_type)
+            }
             how => {
                 let how = how % 3;
                 whole = t.apply(how).await && how != 0;
                 ["apply interrupted", "two applies", "apply"][usize::from(how)].to_string()
             }
         };
+        if what.starts_with("type") {
+            *t.tally.entry("type changes").or_default() += 1;
+        }
         if what.starts_with("by hand") {
             *t.tally.entry("starts and stops by hand").or_default() += 1;
         }
@@ -289,6 +373,9 @@ async fn term(seed: u64) -> BTreeMap<&'static str, usize> {
             .push(format!("{what} ({})", t.now.strftime("%a %H:%M")));
         t.check(whole);
     }
+    *t.tally.entry("resizes").or_default() += t.cloud.calls_to("ModifyInstanceAttribute");
+    let interrupted = rng.bool();
+    t.destroy(interrupted).await;
     t.tally
 }
 
@@ -318,6 +405,10 @@ async fn a_term_keeps_every_students_work() {
         "members kept",
         "out-of-hours passes",
         "starts and stops by hand",
+        "type changes",
+        "resizes",
+        "workspaces destroyed with snapshots",
+        "destroys run again",
     ] {
         assert!(
             tally.get(what).is_some_and(|n| *n > 0),

@@ -1,9 +1,11 @@
 //! A term through the real binary, the features together: a timetabled course whose
 //! roster grows (a late joiner who collides with a classmate) and shrinks, a guest made
 //! by hand, a student who starts their workspace from the console out of hours, an
-//! apply interrupted with Ctrl-C, and `watch --once` passes. After every step: a member
-//! still on the roster keeps their instance, no member has two, the guest is kept, and
-//! nothing prism launched runs out of hours once a whole pass has run.
+//! apply interrupted with Ctrl-C, `watch --once` passes, a change of instance type, and
+//! at the end `prism destroy --snapshot`. After every step: a member still on the roster
+//! keeps their instance, no member has two, the guest is kept, and nothing prism
+//! launched runs out of hours once a whole pass has run. After the destroy: no instance
+//! is left, and every workspace has a completed snapshot tagged with its member.
 
 use std::collections::BTreeMap;
 
@@ -158,4 +160,77 @@ async fn a_term_of_edits_and_hands_keeps_every_students_work() {
         .filter(|i| tag(i, "prism:member") == Some(BO))
         .all(|i| matches!(state(&i).as_str(), "terminated" | "shutting-down"));
     assert!(bo, "the dropped member's workspace is deleted (prune)");
+
+    // The instructor moves the class to t3.small: each member keeps their instance.
+    let text = std::fs::read_to_string(&c.path).unwrap();
+    std::fs::write(&c.path, text.replace("t3.micro", "t3.small")).unwrap();
+    ok(c.prism(&["apply", "--yes"]));
+    c.check("a change of type", &[ANA, ANA2, CY]).await;
+    let types: Vec<String> = fleet_instances(&emu, "sem")
+        .await
+        .iter()
+        .filter(|i| state(i) != "terminated" && tag(i, "prism:made-by").is_none())
+        .map(|i| {
+            i.instance_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(types, ["t3.small"; 3], "resized in place");
+
+    // The end of the term.
+    let live: Vec<(String, String)> = fleet_instances(&emu, "sem")
+        .await
+        .iter()
+        .filter(|i| !matches!(state(i).as_str(), "terminated" | "shutting-down"))
+        .map(|i| {
+            (
+                tag(i, "prism:workspace").unwrap_or("?").to_string(),
+                tag(i, "prism:member").unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    ok(c.prism(&["destroy", "--snapshot", "--yes"]));
+    let left = fleet_instances(&emu, "sem")
+        .await
+        .iter()
+        .filter(|i| !matches!(state(i).as_str(), "terminated" | "shutting-down"))
+        .count();
+    assert_eq!(left, 0, "the destroy left instances");
+    let snaps = emu
+        .ec2()
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:prism:fleet")
+                .values("sem")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSnapshots");
+    let mut kept: Vec<(String, String)> = snaps
+        .snapshots()
+        .iter()
+        .filter(|s| s.state().map(|st| st.as_str()) == Some("completed"))
+        .map(|s| {
+            let t = |k: &str| {
+                s.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            (t("prism:workspace"), t("prism:member"))
+        })
+        .collect();
+    kept.sort();
+    let mut expected = live;
+    expected.sort();
+    assert_eq!(
+        kept, expected,
+        "one snapshot per workspace, with its member"
+    );
 }
