@@ -141,12 +141,16 @@ pub struct Pass {
     pub held: usize,
     /// The pass could not observe the account.
     pub error: Option<CloudError>,
+    /// Another manifest manages the fleet: the pass changed nothing (what to do).
+    pub owned_elsewhere: Option<String>,
 }
 
 impl Pass {
     /// Whether the pass left nothing failed.
     pub fn clean(&self) -> bool {
-        self.error.is_none() && self.report.as_ref().is_none_or(|r| r.failed.is_empty())
+        self.error.is_none()
+            && self.owned_elsewhere.is_none()
+            && self.report.as_ref().is_none_or(|r| r.failed.is_empty())
     }
 
     /// Workspaces left waiting for room in a quota.
@@ -265,6 +269,13 @@ pub async fn reconcile_at(
         }
     };
     let plan = plan::plan_at(manifest, &observed, Some(now));
+    if let Some(o) = &plan.owned_elsewhere {
+        return Pass {
+            owned_elsewhere: Some(o.message(&plan.fleet)),
+            ..Pass::default()
+        };
+    }
+    crate::engine::adopt(engine.cloud().as_ref(), &plan, manifest).await;
     let live = observed
         .instances
         .iter()
@@ -278,9 +289,8 @@ pub async fn reconcile_at(
     );
     if !plan.has_changes() {
         return Pass {
-            report: None,
             held: decision.held,
-            error: None,
+            ..Pass::default()
         };
     }
     engine.set_launch_rate(crate::config::launch_rate(
@@ -318,7 +328,7 @@ pub async fn reconcile_at(
     Pass {
         report: Some(report),
         held: decision.held,
-        error: None,
+        ..Pass::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Failure, Format, GlobalArgs, connect, print};
+use super::{Failure, Format, GlobalArgs, Refusal, connect, print};
 use crate::cloud::Cloud;
 use crate::engine::gate::{Ask, Gate};
 use crate::engine::{Engine, Job, QuotaWait, RunOptions};
@@ -110,7 +110,11 @@ pub async fn carry_out(
     let observed = observe(cloud.as_ref(), manifest)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
-    let fresh = plan::plan_at(manifest, &observed, Some(jiff::Timestamp::now()));
+    let now = Some(jiff::Timestamp::now());
+    let fresh = match focus {
+        Some(_) => plan::plan_by_hand(manifest, &observed, now),
+        None => plan::plan_at(manifest, &observed, now),
+    };
     let state = |p: &Plan| p.schedule.as_ref().map(|s| s.state);
     let mut plan: Plan = match saved {
         Some(s) if s.plan.fingerprint != fresh.fingerprint => {
@@ -126,8 +130,17 @@ pub async fn carry_out(
         Some(s) => s.plan,
         None => fresh,
     };
-    if let Some(names) = focus {
-        plan.focus_on_creates(names);
+    match focus {
+        // Workspaces made by hand join any fleet, whoever manages it; they adopt nothing.
+        Some(names) => plan.focus_on_creates(names),
+        None => {
+            if let Some(o) = &plan.owned_elsewhere {
+                return Err(Failure::Refused(
+                    Refusal::OwnedElsewhere,
+                    o.message(&plan.fleet),
+                ));
+            }
+        }
     }
     if let Some(e) = plan::missing_image(manifest, &observed, &plan) {
         return Err(Failure::ImageNotFound(e));
@@ -146,6 +159,7 @@ pub async fn carry_out(
             serde_json::json!({"event": "plan", "elapsed_s": 0.0, "plan": plan})
         ))?,
     }
+    crate::engine::adopt(cloud.as_ref(), &plan, manifest).await;
     if !plan.has_changes() {
         return Ok(ExitCode::SUCCESS);
     }

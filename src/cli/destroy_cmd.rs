@@ -168,6 +168,13 @@ pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failu
     let t = Teardown::survey(cloud.as_ref(), &manifest.name)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
+    let instances: Vec<_> = t.doomed.iter().map(|d| d.instance.clone()).collect();
+    if let (Some(o), _) = crate::plan::ownership(&manifest, &instances) {
+        return Err(Failure::Refused(
+            super::Refusal::OwnedElsewhere,
+            o.message(&t.fleet),
+        ));
+    }
     if t.doomed.is_empty() {
         print(&format!(
             "Nothing to destroy: fleet `{}` has no workspaces.\n",

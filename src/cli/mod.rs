@@ -11,6 +11,7 @@ macro_rules! say {
 mod apply_cmd;
 mod complete;
 mod destroy_cmd;
+mod fleet_cmd;
 mod plan_cmd;
 pub mod progress;
 mod quota_cmd;
@@ -124,6 +125,8 @@ pub enum Command {
     /// Delete every workspace of a manifest's fleet, optionally keeping a snapshot of
     /// each one's disks (the end of a term).
     Destroy(destroy_cmd::DestroyArgs),
+    /// Hand a fleet over to a manifest: the one manifest that manages it.
+    Fleet(fleet_cmd::FleetArgs),
     /// Check a manifest without calling AWS.
     Validate(ValidateArgs),
     /// Keep the fleet as the manifest says: on every edit, on drift, forever.
@@ -342,6 +345,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,
         Command::Destroy(args) => destroy_cmd::run(&cli.global, &args).await,
+        Command::Fleet(args) => fleet_cmd::run(&cli.global, &args).await,
         Command::Template(args) => template_cmd::run(&args),
         Command::Serve(args) => serve_cmd::run(&cli.global, &args).await,
         Command::Storage(args) => storage_cmd::run(&cli.global, &args, None).await,

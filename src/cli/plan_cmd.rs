@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{Failure, Format, GlobalArgs, connect, print};
+use super::{Failure, Format, GlobalArgs, Refusal, connect, print};
 use crate::cloud::Cloud;
 use crate::manifest;
 use crate::observe::observe;
@@ -76,6 +76,12 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
         .at
         .map_or_else(jiff::Timestamp::now, |a| a.resolve(&manifest));
     let plan = plan::plan_at(&manifest, &observed, Some(now));
+    if let Some(o) = &plan.owned_elsewhere {
+        return Err(Failure::Refused(
+            Refusal::OwnedElsewhere,
+            o.message(&plan.fleet),
+        ));
+    }
     if let Some(e) = plan::missing_image(&manifest, &observed, &plan) {
         return Err(Failure::ImageNotFound(e));
     }

@@ -95,6 +95,8 @@ pub enum Refusal {
     Unsafe,
     /// Something it needs is not available (a file, an address, a value to read).
     Unavailable,
+    /// Another manifest manages the fleet.
+    OwnedElsewhere,
 }
 
 impl Refusal {
@@ -110,6 +112,7 @@ impl Refusal {
             Refusal::Unsupported => "Unsupported",
             Refusal::Unsafe => "Unsafe",
             Refusal::Unavailable => "Unavailable",
+            Refusal::OwnedElsewhere => "OwnedElsewhere",
         }
     }
 }

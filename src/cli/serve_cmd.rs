@@ -91,6 +91,37 @@ fn default_state_dir() -> Result<PathBuf, Failure> {
         })
 }
 
+/// Takes the state dir's lock (`serve.lock`), or refuses, naming the server that
+/// holds it.
+fn one_server(state: &std::path::Path) -> Result<std::fs::File, Failure> {
+    let path = state.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Failure::file(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(Failure::Refused(
+                Refusal::InUse,
+                format!(
+                    "another prism serve uses the state dir {} ({}): stop it first, or give this one its own --state-dir; nothing was changed",
+                    state.display(),
+                    match holder.trim() {
+                        "" => "starting",
+                        h => h,
+                    }
+                ),
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Failure::Io(e)),
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Failure> {
     if !crate::serve::is_loopback(&args.listen) {
         if !args.allow_remote {
@@ -123,6 +154,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     };
     let state = token::state_dir(&dir)
         .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
+    // One server per state dir, held until the process ends; a token rotation from
+    // another process is refused while a server runs.
+    let mut lock = one_server(&state)?;
     let api_token = token::load_or_create(&state, args.rotate_token)
         .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -134,6 +168,12 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
             )
         })?;
     let addr = listener.local_addr().map_err(Failure::Io)?;
+    {
+        use std::io::{Seek, Write};
+        lock.set_len(0).map_err(Failure::Io)?;
+        lock.rewind().map_err(Failure::Io)?;
+        writeln!(lock, "pid {} at http://{addr}", std::process::id()).map_err(Failure::Io)?;
+    }
     let remote_host = (!crate::serve::is_loopback(&addr)).then(|| match addr {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),

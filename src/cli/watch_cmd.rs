@@ -208,8 +208,10 @@ async fn report(
                 let line = status(pass, &outcome, (!once).then_some(next), boundary);
                 let key = status(0, &outcome, Some(Duration::ZERO), None);
                 let changed = standing.last_status.replace(key.clone()) != Some(key);
-                let quiet =
-                    outcome.report.is_none() && outcome.held == 0 && outcome.error.is_none();
+                let quiet = outcome.report.is_none()
+                    && outcome.held == 0
+                    && outcome.error.is_none()
+                    && outcome.owned_elsewhere.is_none();
                 // A pass that carried nothing out and said nothing new (workspaces
                 // waiting or held as before) is not worth a line, whatever its counts.
                 let idle = outcome.error.is_none()
@@ -217,7 +219,9 @@ async fn report(
                         .report
                         .as_ref()
                         .is_none_or(|r| r.succeeded == 0 && r.failed.is_empty());
-                if (news || (changed && !idle)) && !quiet {
+                if outcome.owned_elsewhere.is_some() && changed {
+                    tracing::warn!(pass, "{line}");
+                } else if (news || (changed && !idle)) && !quiet {
                     tracing::info!(pass, "{line}");
                 } else {
                     tracing::debug!(pass, "{line}");
@@ -259,6 +263,9 @@ fn status(n: u64, pass: &Pass, next: Option<Duration>, boundary: Option<Duration
         }
         (Some(next), _) => format!("next resync in {}", human(next)),
     };
+    if let Some(owner) = &pass.owned_elsewhere {
+        return format!("pass {n}: {owner}; {next}");
+    }
     if let Some(e) = &pass.error {
         let explained = crate::errors::explain(e, &crate::errors::Context::default());
         return format!(
@@ -307,11 +314,7 @@ mod tests {
     /// next quota reading, or the next resync.
     #[test]
     fn the_status_line_names_what_comes_first() {
-        let quiet = Pass {
-            report: None,
-            held: 0,
-            error: None,
-        };
+        let quiet = Pass::default();
         let (min, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
         assert_eq!(
             status(2, &quiet, Some(5 * min), Some(2 * min)),

@@ -632,7 +632,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         let observed = crate::observe::observe(&cloud, &manifest)
             .await
             .map_err(|e| Failure::aws(e, cloud.region()))?;
-        let mut plan = crate::plan::plan(&manifest, &observed);
+        let mut plan = crate::plan::plan_by_hand(&manifest, &observed, None);
         plan.focus_on_creates(&a.names);
         print(&crate::plan::render::text(&plan))?;
         return Ok(ExitCode::SUCCESS);

@@ -33,6 +33,9 @@ pub mod tags {
     /// before its StartInstances: a later start that does not match it was someone
     /// else's (see `plan::schedule`).
     pub const STARTED: &str = "prism:started";
+    /// The manifest that manages the fleet (its file name): another manifest naming the
+    /// same fleet changes nothing until the fleet is handed over (`prism fleet adopt`).
+    pub const OWNER: &str = "prism:owner";
     /// On a snapshot: the instance whose volume it was taken of.
     pub const INSTANCE: &str = "prism:instance";
     /// On a snapshot: the day it was taken (`YYYY-MM-DD`, UTC).

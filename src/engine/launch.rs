@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::Recipe;
 use super::capacity::{Availability, zone_order};
 use super::events::Event;
 use super::executor::FallbackNote;
@@ -367,9 +368,17 @@ impl Context {
         if let Some(member) = recipe.and_then(|r| r.members.get(workspace)) {
             spec.tags.insert(tags::MEMBER.to_string(), member.clone());
         }
-        if recipe.is_some_and(|r| r.made_by_hand) {
-            spec.tags
-                .insert(tags::MADE_BY.to_string(), "hand".to_string());
+        match recipe {
+            Some(r) if r.made_by_hand => {
+                spec.tags
+                    .insert(tags::MADE_BY.to_string(), "hand".to_string());
+            }
+            Some(Recipe {
+                owner: Some(owner), ..
+            }) => {
+                spec.tags.insert(tags::OWNER.to_string(), owner.clone());
+            }
+            _ => {}
         }
         spec.client_token = client_token(
             &self.fleet,

@@ -124,13 +124,25 @@ impl LaunchMemory {
         }
     }
 
-    /// The file for an account's `region` behind `endpoint` (None: AWS itself), under
-    /// the user's cache folder; None when there is no home folder.
+    /// The file for an account's `region` behind `endpoint` (None: AWS itself): in
+    /// the machine's folder ([`shared_dir`]) when it exists and this user may write
+    /// there, so that every prism process on the machine reads the same notes whoever
+    /// runs it; else under the user's cache folder. None when there is neither.
     pub fn default_file(region: &str, endpoint: Option<&str>) -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        let base = match notes_base()? {
+            Base::Machine(dir) => dir,
+            Base::User(dir, machine) => {
+                if let Some(machine) = machine {
+                    tracing::warn!(
+                        "launch notes are kept in {} because {} is not writable by this user: prism run by another user (such as a `prism watch` service) does not see this run's launches, and may launch a workspace again while AWS lags; give this user write access to {}",
+                        dir.display(),
+                        machine.display(),
+                        machine.display()
+                    );
+                }
+                dir
+            }
+        };
         let place = match endpoint {
             None => region.to_string(),
             Some(url) => {
@@ -140,7 +152,7 @@ impl LaunchMemory {
                 format!("{region}-{short}")
             }
         };
-        Some(base.join("prism/launches").join(format!("{place}.json")))
+        Some(base.join("launches").join(format!("{place}.json")))
     }
 
     /// How many launches are noted in this process.
@@ -266,6 +278,46 @@ impl LaunchMemory {
             .filter(|t| notes.sent.get(*t).is_some_and(|s| s.owner != self.owner))
             .collect()
     }
+}
+
+/// The machine-wide folder every prism process on the machine shares:
+/// `PRISM_SHARED_DIR`, else `/var/lib/prism` (the systemd unit's `StateDirectory`).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("PRISM_SHARED_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/var/lib/prism"), PathBuf::from)
+}
+
+enum Base {
+    /// The machine's folder.
+    Machine(PathBuf),
+    /// The user's prism cache folder, with the machine's folder when that exists but
+    /// is not writable by this user.
+    User(PathBuf, Option<PathBuf>),
+}
+
+/// The folder the notes' `launches/` folder goes in; None without a home folder.
+fn notes_base() -> Option<Base> {
+    let machine = shared_dir();
+    if machine.is_dir() && can_write(&machine.join("launches")) {
+        return Some(Base::Machine(machine));
+    }
+    let user = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(Base::User(
+        user.join("prism"),
+        machine.is_dir().then_some(machine),
+    ))
+}
+
+/// Whether files can be created in `dir` (made when missing).
+fn can_write(dir: &Path) -> bool {
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::create_dir_all(dir).is_ok()
+        && std::fs::write(&probe, b"").is_ok()
+        && std::fs::remove_file(&probe).is_ok()
 }
 
 fn read(file: &Path) -> std::io::Result<Notes> {

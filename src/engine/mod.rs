@@ -138,6 +138,22 @@ impl Engine {
     }
 }
 
+/// Tags the fleet's instances that no manifest manages yet (`plan.adopt`) as
+/// `manifest`'s (tag `prism:owner`); nothing else about them changes. A failed tag is
+/// only logged: the next run adopts it again.
+pub async fn adopt(cloud: &dyn Cloud, plan: &Plan, manifest: &Manifest) {
+    let owner = manifest.owner();
+    for id in &plan.adopt {
+        let tagged = crate::retry::call(&manifest.retry, || {
+            cloud.tag_instance(id, crate::cloud::tags::OWNER, &owner)
+        })
+        .await;
+        if let Err(e) = tagged {
+            tracing::warn!(instance = %id, error = %e, "could not mark the instance as managed by {owner}");
+        }
+    }
+}
+
 /// What a launch needs besides the workspace's name.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -156,6 +172,9 @@ pub struct Recipe {
     /// Whether the launches are workspaces made by hand (`workspace create`), which a
     /// manifest's apply never prunes (tag `prism:made-by`).
     pub made_by_hand: bool,
+    /// The manifest that manages the fleet (tag `prism:owner` on each launch, unless
+    /// made by hand).
+    pub owner: Option<String>,
 }
 
 impl Recipe {
@@ -188,6 +207,7 @@ impl Recipe {
             fallback_types: t.fallback_instance_types.clone(),
             members: crate::plan::identity::members(manifest, &observed.instances),
             made_by_hand: false,
+            owner: Some(manifest.owner()),
         }
     }
 }

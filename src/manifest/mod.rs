@@ -61,6 +61,18 @@ pub struct Manifest {
     pub retry: RetryPolicy,
 }
 
+impl Manifest {
+    /// The name the fleet's owner tag gives this manifest: its file name, which stays
+    /// the same when the file is moved to another folder or read by replicas on other
+    /// machines.
+    pub fn owner(&self) -> String {
+        self.source.file_name().map_or_else(
+            || self.source.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+}
+
 /// A launch template.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Template {

@@ -209,6 +209,83 @@ pub struct Plan {
     /// The roster rows the workspaces to create are named after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub new_members: Vec<NewMember>,
+    /// Set when another manifest manages the fleet: the plan then changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_elsewhere: Option<OwnedElsewhere>,
+    /// Instances of the fleet that no manifest manages yet (fleets from before owners
+    /// were kept): the run tags them as this manifest's, and changes nothing else
+    /// about them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt: Vec<String>,
+}
+
+/// Another manifest manages the fleet a plan is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedElsewhere {
+    /// The owner (tag `prism:owner`), e.g. `a.yaml`.
+    pub owner: String,
+    /// The manifest that was planned.
+    pub manifest: String,
+    /// The workspaces the owner's tag is on.
+    pub workspaces: Vec<String>,
+}
+
+impl OwnedElsewhere {
+    /// What a person reads: who owns the fleet, and how to hand it over.
+    pub fn message(&self, fleet: &str) -> String {
+        format!(
+            "fleet `{fleet}` is managed by another manifest, `{}` ({} of its workspaces {} its prism:owner tag); `{}` names the same fleet, so nothing was changed. If `{}` should manage it from now on, hand it over with `prism fleet adopt {}`; otherwise give this manifest's fleet another `name:`",
+            self.owner,
+            self.workspaces.len(),
+            if self.workspaces.len() == 1 {
+                "carries"
+            } else {
+                "carry"
+            },
+            self.manifest,
+            self.manifest,
+            self.manifest,
+        )
+    }
+}
+
+/// Who manages the fleet whose `instances` these are, for `manifest`: another manifest
+/// (then nothing may change), and the instances no manifest manages yet (to adopt).
+pub fn ownership(
+    manifest: &Manifest,
+    instances: &[Instance],
+) -> (Option<OwnedElsewhere>, Vec<String>) {
+    let ours = manifest.owner();
+    let managed = instances
+        .iter()
+        .filter(|i| !i.state.is_gone() && i.tag(tags::MADE_BY) != Some("hand"));
+    let mut foreign: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut adopt = Vec::new();
+    for i in managed {
+        match i.tag(tags::OWNER) {
+            Some(o) if o != ours => foreign
+                .entry(o)
+                .or_default()
+                .push(i.workspace().unwrap_or(&i.id).to_string()),
+            Some(_) => {}
+            None => adopt.push(i.id.clone()),
+        }
+    }
+    adopt.sort();
+    // The owner with the most workspaces is named; any other owner blocks as well.
+    let elsewhere =
+        foreign
+            .into_iter()
+            .max_by_key(|(_, w)| w.len())
+            .map(|(owner, mut workspaces)| {
+                workspaces.sort();
+                OwnedElsewhere {
+                    owner: owner.to_string(),
+                    manifest: ours.clone(),
+                    workspaces,
+                }
+            });
+    (elsewhere, adopt)
 }
 
 impl Plan {
@@ -268,6 +345,26 @@ pub fn plan(manifest: &Manifest, observed: &Observed) -> Plan {
 /// Makes the plan that brings `observed` to what `manifest` declares at `now`: for a
 /// scheduled fleet, the state its timetable wants then (see [`schedule`]).
 pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Timestamp>) -> Plan {
+    let mut plan = plan_by_hand(manifest, observed, now);
+    let (owned_elsewhere, adopt) = ownership(manifest, &observed.instances);
+    if owned_elsewhere.is_some() {
+        // Another manifest's fleet: nothing is launched, changed or deleted.
+        plan.actions.clear();
+        plan.summary = summarize(&plan.actions);
+    } else {
+        plan.adopt = adopt;
+    }
+    plan.owned_elsewhere = owned_elsewhere;
+    plan
+}
+
+/// [`plan_at`] whoever manages the fleet: for workspaces made by hand
+/// (`workspace create`), which join any fleet and adopt nothing.
+pub fn plan_by_hand(
+    manifest: &Manifest,
+    observed: &Observed,
+    now: Option<jiff::Timestamp>,
+) -> Plan {
     // A roster's members keep the names their instances have (see `identity`).
     let resolved;
     let manifest = match &manifest.roster {
@@ -414,6 +511,8 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
         schedule,
         cost,
         new_members,
+        owned_elsewhere: None,
+        adopt: vec![],
     }
 }
 

@@ -24,6 +24,7 @@ use super::store::{LaunchState, Record, Request};
 use crate::engine::gate::Gate;
 use crate::engine::{Job, RunOptions};
 use crate::manifest::Manifest;
+use crate::plan::ActionKind;
 
 /// The body of `POST /api/v1/workspaces/bulk-launch`.
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +34,10 @@ pub struct LaunchBody {
     pub manifest_path: Option<String>,
     #[serde(default)]
     pub allow_partial: bool,
+    /// Consent to delete the workspaces the manifest no longer wants (`prune: true`):
+    /// without it, a launch that would delete any is refused, naming them.
+    #[serde(default)]
+    pub allow_delete: bool,
     /// How long workspaces without room in a quota wait for it, e.g. `30m`.
     #[serde(default)]
     pub wait_for_quota: Option<String>,
@@ -176,6 +181,32 @@ async fn prepare(
 ) -> Result<(Arc<crate::engine::Engine>, crate::engine::Job, RunOptions), ApiError> {
     let wait = request.quota_wait().map_err(ApiError::bad_request)?;
     let (engine, plan, observed) = plan_of(app, manifest).await?;
+    if let Some(o) = &plan.owned_elsewhere {
+        return Err(ApiError::conflict("OwnedElsewhere", o.message(&plan.fleet))
+            .with("owner", json!(o.owner))
+            .fix("Launch the fleet from the manifest that manages it, or hand the fleet over with `prism fleet adopt MANIFEST`."));
+    }
+    let deletions: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.action, ActionKind::Delete | ActionKind::Replace))
+        .map(|a| a.workspace.as_str())
+        .collect();
+    if !deletions.is_empty() && !request.allow_delete {
+        return Err(ApiError::conflict(
+            "DeletionNeedsConsent",
+            format!(
+                "this launch would delete {} workspace{} and {} disks: {}",
+                deletions.len(),
+                if deletions.len() == 1 { "" } else { "s" },
+                if deletions.len() == 1 { "its" } else { "their" },
+                deletions.join(", ")
+            ),
+        )
+        .with("deletions", json!(deletions))
+        .fix("Send `\"allow_delete\": true` to delete them, or put them back in the manifest; nothing was changed."));
+    }
+    crate::engine::adopt(engine.cloud().as_ref(), &plan, manifest).await;
     let gate = Gate::of(&plan, true);
     if !gate.shortfalls.is_empty() && !request.allow_partial && wait.is_none() {
         return Err(shortfall(&plan, &gate));
@@ -312,6 +343,7 @@ async fn begin(
         manifest: text,
         manifest_path: body.manifest_path.clone(),
         allow_partial: body.allow_partial,
+        allow_delete: body.allow_delete,
         wait_for_quota: body.wait_for_quota.clone(),
     };
     check_quota_wait(body)?;

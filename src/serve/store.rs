@@ -40,6 +40,9 @@ pub struct Request {
     /// The file under `--manifests` it came from, if any.
     pub manifest_path: Option<String>,
     pub allow_partial: bool,
+    /// Consent to delete the workspaces the manifest no longer wants.
+    #[serde(default)]
+    pub allow_delete: bool,
     /// How long workspaces without room in a quota wait for it (as `apply
     /// --wait-for-quota`), as sent, e.g. `30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -310,3 +310,45 @@ async fn the_emulator_scopes_tokens_per_zone_and_names_zones_when_sold_out() {
         )
     );
 }
+
+/// The same rerun from another user's cache folder (as a `prism watch` service runs):
+/// the launch notes are kept in the machine's folder, so it too sends the tokens the
+/// first run's launches used, and no workspace gets a second instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_by_another_user_on_the_machine_reads_the_same_launch_notes() {
+    let emu = Emulator::start();
+    let shared = emu.dir.path().join("var-lib-prism");
+    std::fs::create_dir_all(&shared).unwrap();
+    let pairs: Vec<(&str, &str)> = ZONES.iter().map(|z| ("t3.micro", *z)).collect();
+    emu.post("/_prism/capacity", sold_out(&pairs));
+    emu.post("/_prism/lag", json!({"seconds": 10}));
+    let ladder = "    fallback_instance_types: [t3a.micro]\n";
+    let path = emu.write("class.yaml", &manifest("users", 4, FAST, ladder));
+    let path = path.to_str().unwrap();
+    let run_as = |cache: &str| {
+        prism_command(&["apply", "--yes", "--no-wait", path])
+            .env("AWS_ENDPOINT_URL", &emu.url)
+            .env("XDG_CACHE_HOME", emu.dir.path().join(cache))
+            .env("PRISM_SHARED_DIR", &shared)
+            .output()
+            .expect("prism runs")
+    };
+    let out = run_as("professor");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let notes: Vec<_> = std::fs::read_dir(shared.join("launches"))
+        .expect("the notes are in the machine's folder")
+        .collect();
+    assert!(!notes.is_empty());
+    assert!(!emu.dir.path().join("professor/prism/launches").exists());
+
+    emu.post("/_prism/capacity", json!({"sold_out": []}));
+    let out = run_as("service");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let placed = placed(&emu, "users").await;
+    assert_eq!(placed.len(), 4);
+    assert!(
+        placed.values().all(|v| v.len() == 1),
+        "one instance each: {placed:?}"
+    );
+}

@@ -187,6 +187,8 @@ pub fn prism_command(args: &[&str]) -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        // Launch notes in each test's own cache folder, whatever this machine has.
+        .env("PRISM_SHARED_DIR", "/nonexistent/prism-shared")
         .env("NO_COLOR", "1");
     cmd
 }

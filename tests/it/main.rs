@@ -13,6 +13,7 @@ mod help;
 mod manifest;
 mod members;
 mod out_of_hours;
+mod owners;
 mod plan;
 mod promises;
 mod quota;

@@ -1,0 +1,273 @@
+//! One manifest manages each fleet, through the real binary: a second manifest naming
+//! the same fleet changes nothing from plan, apply, watch, destroy or serve's API, and
+//! says which manifest manages it; `prism fleet adopt` hands the fleet over; a fleet
+//! from before owners is adopted by the first apply without any other change; a
+//! workspace made by hand still joins any fleet. Two watches on two manifests of one
+//! fleet never terminate anything.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::emulator::{
+    Emulator, Running, fleet_instances, launch, mutating_calls, prism_command, state, stderr, tag,
+};
+
+fn manifest(emu: &Emulator, file: &str, count: u32) -> String {
+    let path = emu.write(
+        file,
+        &format!(
+            "name: mix-two\nproject: p\ntemplate: t\ncount: {count}\nprune: true\nrate_limit: {{rate_per_minute: 600, burst_size: 10}}\ntemplates:\n  t: {{image: ami-785db401, instance_type: t3.micro}}\n"
+        ),
+    );
+    path.to_str().unwrap().to_string()
+}
+
+/// Live instances of mix-two: (workspace, instance id, owner).
+async fn live(emu: &Emulator) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = fleet_instances(emu, "mix-two")
+        .await
+        .iter()
+        .filter(|i| !matches!(state(i).as_str(), "terminated" | "shutting-down"))
+        .map(|i| {
+            (
+                tag(i, "prism:workspace").unwrap_or("?").to_string(),
+                i.instance_id().unwrap_or_default().to_string(),
+                tag(i, "prism:owner").unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_second_manifest_on_a_fleet_changes_nothing_until_it_adopts_the_fleet() {
+    let emu = Emulator::start();
+    let a = manifest(&emu, "a.yaml", 2);
+    let b = manifest(&emu, "b.yaml", 3);
+    let out = emu.prism(&["apply", "--yes", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = live(&emu).await;
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|(_, _, o)| o == "a.yaml"), "{first:?}");
+
+    emu.clear_calls();
+    for args in [
+        vec!["plan", b.as_str()],
+        vec!["apply", "--yes", b.as_str()],
+        vec!["watch", "--once", b.as_str()],
+        vec!["destroy", "--yes", b.as_str()],
+    ] {
+        let out = emu.prism(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("managed by another manifest, `a.yaml`")
+                && err.contains("prism fleet adopt"),
+            "{args:?} names the owner and the way to hand over: {err}"
+        );
+    }
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
+    assert_eq!(live(&emu).await, first);
+
+    // A guest made by hand joins the fleet whoever manages it, and carries no owner.
+    let out = emu.prism(&[
+        "workspace",
+        "create",
+        "--template",
+        "t",
+        "-f",
+        &b,
+        "--fleet",
+        "mix-two",
+        "--yes",
+        "guest1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Handed over: b launches its third workspace, keeps the others, deletes nothing.
+    let out = emu.prism(&["fleet", "adopt", "--yes", &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    emu.clear_calls();
+    let out = emu.prism(&["apply", "--yes", &b]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !mutating_calls(&emu).contains(&"TerminateInstances".to_string()),
+        "{:?}",
+        mutating_calls(&emu)
+    );
+    let now = live(&emu).await;
+    assert_eq!(now.len(), 4, "{now:?}");
+    for (w, id, _) in &first {
+        assert!(
+            now.iter()
+                .any(|(w2, id2, o)| w2 == w && id2 == id && o == "b.yaml"),
+            "{now:?}"
+        );
+    }
+    assert!(
+        now.contains(&(
+            "guest1".to_string(),
+            now.iter()
+                .find(|(w, _, _)| w == "guest1")
+                .unwrap()
+                .1
+                .clone(),
+            "-".to_string()
+        ))
+    );
+    // Now a is the other manifest.
+    let out = emu.prism(&["apply", "--yes", &a]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`b.yaml`"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_fleet_from_before_owners_is_adopted_by_the_first_apply_unchanged() {
+    let emu = Emulator::start();
+    let ec2 = emu.ec2();
+    launch(&ec2, Some("mix-two"), Some("mix-two-01"), "t3.micro", 1).await;
+    launch(&ec2, Some("mix-two"), Some("mix-two-02"), "t3.micro", 1).await;
+    let before = live(&emu).await;
+    assert!(before.iter().all(|(_, _, o)| o == "-"));
+    let a = manifest(&emu, "a.yaml", 2);
+    emu.clear_calls();
+    let out = emu.prism(&["apply", "--yes", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = mutating_calls(&emu);
+    assert!(
+        calls.iter().all(|c| c == "CreateTags"),
+        "only tags: {calls:?}"
+    );
+    let after = live(&emu).await;
+    assert_eq!(after.len(), 2);
+    for ((w, id, _), (w2, id2, o)) in before.iter().zip(&after) {
+        assert_eq!((w, id), (w2, id2));
+        assert_eq!(o, "a.yaml");
+    }
+}
+
+fn spawn_watch(emu: &Emulator, path: &str, log: &std::path::Path) -> Running {
+    let child = prism_command(&["watch", "--resync", "1s", path])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Running(Some(child))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_watches_on_two_manifests_of_one_fleet_never_terminate() {
+    let emu = Emulator::start();
+    let a = manifest(&emu, "a.yaml", 2);
+    let b = manifest(&emu, "b.yaml", 3);
+    let out = emu.prism(&["apply", "--yes", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    emu.clear_calls();
+    let (log_a, log_b) = (emu.dir.path().join("a.log"), emu.dir.path().join("b.log"));
+    let wa = spawn_watch(&emu, &a, &log_a);
+    let wb = spawn_watch(&emu, &b, &log_b);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    drop((wa, wb));
+    let calls = mutating_calls(&emu);
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c == "TerminateInstances" || c == "RunInstances"),
+        "{calls:?}"
+    );
+    assert_eq!(live(&emu).await.len(), 2);
+    let b_log = std::fs::read_to_string(&log_b).unwrap();
+    assert!(
+        b_log.contains("managed by another manifest, `a.yaml`"),
+        "{b_log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_asks_before_deleting_refuses_another_owners_fleet_and_runs_alone() {
+    use crate::serve::{manifest as serve_manifest, start};
+    const FAST: &str = "{rate_per_minute: 600, burst_size: 10}";
+    const BULK: &str = "/api/v1/workspaces/bulk-launch";
+    let emu = Emulator::start();
+    let state = emu.dir.path().join("state");
+    let s = start(&emu, &state, &[]);
+
+    // A second server on the state dir, or a token rotation, is refused.
+    let token = std::fs::read_to_string(state.join("token")).unwrap();
+    for extra in [&[][..], &["--rotate-token"][..]] {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = prism_command(&args)
+            .env("AWS_ENDPOINT_URL", &emu.url)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(
+            err.contains("another prism serve uses the state dir")
+                && err.contains(&format!("pid {}", s.child.id()))
+                && err.contains(&format!(":{}", s.port)),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(state.join("token")).unwrap(), token);
+
+    // A launch that would delete asks for consent, naming what goes.
+    let four = format!("{}prune: true\n", serve_manifest("cut", 4, FAST));
+    let two = format!("{}prune: true\n", serve_manifest("cut", 2, FAST));
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&serde_json::json!({"manifest": four})),
+    );
+    assert_eq!(st, 202, "{v}");
+    s.until_over(v["id"].as_str().unwrap());
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&serde_json::json!({"manifest": two})),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "DeletionNeedsConsent", "{v}");
+    assert_eq!(
+        v["error"]["deletions"],
+        serde_json::json!(["cut-03", "cut-04"])
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(crate::emulator::per_workspace(&emu, "cut").await.len(), 4);
+    let body = serde_json::json!({"manifest": two, "allow_delete": true});
+    let (st, _, v) = s.call("POST", BULK, &[], Some(&body));
+    assert_eq!(st, 202, "{v}");
+    let done = s.until_over(v["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(crate::emulator::per_workspace(&emu, "cut").await.len(), 2);
+
+    // A fleet another manifest manages: 409, naming it; nothing launched.
+    let a = manifest(&emu, "a.yaml", 2);
+    let out = emu.prism(&["apply", "--yes", &a]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    emu.clear_calls();
+    let other = std::fs::read_to_string(&a)
+        .unwrap()
+        .replace("count: 2", "count: 3");
+    let (st, _, v) = s.call(
+        "POST",
+        BULK,
+        &[],
+        Some(&serde_json::json!({"manifest": other})),
+    );
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["error"]["code"], "OwnedElsewhere", "{v}");
+    assert_eq!(v["error"]["owner"], "a.yaml", "{v}");
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
+}
