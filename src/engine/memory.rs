@@ -340,6 +340,15 @@ fn update(
         .create(true)
         .truncate(false)
         .open(file.with_extension("lock"))?;
+    // In the machine's folder, the other users of its group take turns on it too.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = lock.metadata()
+            && meta.permissions().mode() & 0o020 == 0
+        {
+            let _ = lock.set_permissions(std::fs::Permissions::from_mode(0o664));
+        }
+    }
     lock.lock()?;
     let mut notes = read(file).unwrap_or_default();
     let before = (notes.launches.len(), notes.sent.len());
