@@ -189,7 +189,7 @@ pub(crate) async fn execute(
     }
     outcomes.extend(tasks.join_all().await);
     let mut confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
-    waiting.extend(quota_wait::refused(&ctx, &mut outcomes));
+    waiting.extend(quota_wait::refused(&ctx, &mut outcomes).await);
     let settle = |outcomes: &[(Action, Outcome)], workspaces: &[String]| {
         for (action, outcome) in outcomes {
             if let Some(adder) = &adder

@@ -32,23 +32,68 @@ fn refused_for_quota(outcome: &Outcome) -> bool {
 
 const REFUSED: &str = "waiting for room in the quota: AWS refused the vCPUs (VcpuLimitExceeded); trying again when there is room";
 
-/// When the run waits for quota: takes the actions AWS refused for want of quota out of
-/// `outcomes`, to wait with the others.
-pub fn refused(ctx: &Context, outcomes: &mut Vec<(Action, Outcome)>) -> Vec<Action> {
-    if ctx.quota_wait.is_none() {
-        return vec![];
-    }
+/// Takes the actions AWS refused for want of quota out of `outcomes`: when the run
+/// waits for quota, they wait with the others (returned); else they are not launched
+/// for quota, said with the quota as it stands now. Never failed: another fleet took
+/// the room the plan saw.
+pub async fn refused(ctx: &Context, outcomes: &mut Vec<(Action, Outcome)>) -> Vec<Action> {
     let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(outcomes)
         .into_iter()
         .partition(|(_, o)| refused_for_quota(o));
     *outcomes = kept;
-    refused
-        .into_iter()
-        .map(|(a, _)| {
-            wait(ctx, &a, REFUSED);
-            a
-        })
-        .collect()
+    let refused: Vec<Action> = refused.into_iter().map(|(a, _)| a).collect();
+    if ctx.quota_wait.is_some() {
+        for a in &refused {
+            wait(ctx, a, REFUSED);
+        }
+        return refused;
+    }
+    outcomes.extend(not_launched(ctx, refused).await);
+    vec![]
+}
+
+/// `refused` as not launched for quota, each with the quota read now: what is in use,
+/// and the value to ask for so that they fit.
+async fn not_launched(ctx: &Context, refused: Vec<Action>) -> Vec<(Action, Outcome)> {
+    let mut by_class: BTreeMap<&'static str, Vec<Action>> = BTreeMap::new();
+    for a in refused {
+        by_class
+            .entry(quota::on_demand_class(&a.instance_type).code)
+            .or_default()
+            .push(a);
+    }
+    let mut out = Vec::new();
+    for (code, actions) in by_class {
+        let Some(class) = quota::by_name(code) else {
+            continue;
+        };
+        let need: u32 = actions.iter().filter_map(Action::added_vcpus).sum();
+        let reason = match quota::usage::in_use(ctx.cloud.as_ref(), class, &ctx.retry).await {
+            Ok((used, limit)) => {
+                let ask = quota::arith::recommended_value(f64::from(used + need), Some(limit))
+                    .or_else(|| (f64::from(used + need) > limit).then(|| f64::from(used + need)))
+                    .map(|v| {
+                        format!(
+                            "; to launch them, ask for {v}: `{}`",
+                            quota::arith::request_command(class, v, Some(ctx.cloud.region()))
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "not launched for quota: AWS refused the vCPUs (VcpuLimitExceeded) — another launch took the room the plan saw; {} has {used} of {limit} vCPUs in use now and these need {need} more{ask}",
+                    class.name
+                )
+            }
+            Err(e) => format!(
+                "not launched for quota: AWS refused the vCPUs (VcpuLimitExceeded); the quota could not be read again: {e}"
+            ),
+        };
+        for a in actions {
+            let outcome = step::skip(ctx, &a, &reason);
+            out.push((a, outcome));
+        }
+    }
+    out
 }
 
 /// Carries out the `waiting` actions as room appears, until the run's quota wait is
@@ -82,7 +127,6 @@ pub async fn run(
                 settle_one(
                     ctx,
                     finished.expect("a step does not panic"),
-                    deadline,
                     &mut waiting,
                     &mut done,
                     settle,
@@ -101,7 +145,6 @@ pub async fn run(
             settle_one(
                 ctx,
                 finished.expect("a step does not panic"),
-                deadline,
                 &mut waiting,
                 &mut done,
                 settle,
@@ -125,6 +168,10 @@ pub async fn run(
         }
     }
     for (action, outcome) in tasks.join_all().await {
+        if refused_for_quota(&outcome) {
+            waiting.push(action);
+            continue;
+        }
         if let Some(settle) = settle {
             settle.add(ctx, &action, &outcome);
         }
@@ -150,12 +197,12 @@ pub async fn run(
 fn settle_one(
     ctx: &Context,
     (action, outcome): (Action, Outcome),
-    deadline: Instant,
     waiting: &mut Vec<Action>,
     done: &mut Vec<(Action, Outcome)>,
     settle: Option<&Adder>,
 ) {
-    if refused_for_quota(&outcome) && Instant::now() < deadline {
+    if refused_for_quota(&outcome) {
+        // Back to waiting; past the deadline, skipped with the others still waiting.
         wait(ctx, &action, REFUSED);
         waiting.push(action);
         waiting.sort_by(|a, b| a.workspace.cmp(&b.workspace));

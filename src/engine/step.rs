@@ -446,6 +446,11 @@ pub async fn run(ctx: &Context, action: &Action, mut prepaid: bool, started: Ins
     match result {
         Ok(outcome) => outcome,
         Err(StepError::Interrupted) => Outcome::Interrupted,
+        // Not said to have failed: the run sends it to wait for room, or reports it as
+        // not launched for quota (see `quota_wait::refused`).
+        Err(StepError::Cloud(e)) if e.code.as_deref() == Some("VcpuLimitExceeded") => {
+            Outcome::Failed(failure_note(ctx, action, &e))
+        }
         Err(StepError::Cloud(e)) => Outcome::Failed(failed(ctx, action, &e)),
     }
 }

@@ -219,6 +219,21 @@ pub async fn room(
     Ok(out)
 }
 
+/// The vCPUs `class` has in use in the region now, and its value, read afresh.
+pub async fn in_use(
+    cloud: &dyn Cloud,
+    class: &'static QuotaClass,
+    policy: &RetryPolicy,
+) -> Result<(u32, f64), String> {
+    let (instances, vcpus) = running(cloud, policy).await.map_err(|e| e.to_string())?;
+    let used = arith::vcpus_in_use(class, counts(&instances).iter().copied(), &vcpus)
+        .map_err(|unknown| format!("vCPUs of {} unknown", unknown.join(", ")))?;
+    match read_quota(cloud, class, policy).await {
+        QuotaReading::Known { value, .. } => Ok((used, value)),
+        QuotaReading::Unknown { error } => Err(error),
+    }
+}
+
 /// Every quota prism knows, with its limit and usage.
 pub async fn survey(cloud: &dyn Cloud, policy: &RetryPolicy) -> Result<Vec<QuotaRow>, CloudError> {
     let mut usage = usage(cloud, policy).await?;

@@ -166,7 +166,8 @@ fn setup(page: &str, emu: &Emulator, cwd: &Path) {
             assert!(out.status.success(), "setup apply: {out:?}");
         }
         "docs/schedules.md" => {
-            // The course's fleet, launched by hand: three running, three stopped.
+            // The course's fleet, launched before its timetable from a course.yaml (the
+            // same manifest, so the same owner): three running, three stopped.
             let course = std::fs::read_to_string(root().join("examples/course.yaml"))
                 .expect("read the example");
             let start = course.find("schedule:").expect("a schedule");
@@ -175,8 +176,8 @@ fn setup(page: &str, emu: &Emulator, cwd: &Path) {
                 "members_file: course-roster.csv",
                 "members_file: examples/course-roster.csv",
             );
-            std::fs::write(cwd.join("course-now.yaml"), now).expect("write course-now.yaml");
-            let out = prism_in(emu, cwd, &["apply", "course-now.yaml", "--yes"]);
+            std::fs::write(cwd.join("course.yaml"), now).expect("write course.yaml");
+            let out = prism_in(emu, cwd, &["apply", "course.yaml", "--yes"]);
             assert!(out.status.success(), "setup apply: {out:?}");
             let out = prism_in(
                 emu,

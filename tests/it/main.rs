@@ -24,5 +24,6 @@ mod serve;
 mod settings;
 mod storage;
 mod term;
+mod together;
 mod watch;
 mod workspace;

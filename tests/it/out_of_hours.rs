@@ -211,7 +211,12 @@ async fn a_start_from_the_console_is_left_running_and_prisms_own_starts_are_not(
 
     // prism's own start, of a fleet run always on for a day, is recorded on the
     // instance; planned on the timetable again, it is stopped, not left running.
-    let always = emu.write("always.yaml", &manifest("hand", 3, RATE, "state: running"));
+    // The same manifest (its file name, in another folder) without its timetable.
+    std::fs::create_dir_all(emu.dir.path().join("always")).unwrap();
+    let always = emu.write(
+        "always/hand.yaml",
+        &manifest("hand", 3, RATE, "state: running"),
+    );
     let out = emu.prism(&["apply", "--yes", always.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let recorded: Vec<Option<String>> = {

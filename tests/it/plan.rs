@@ -404,10 +404,11 @@ async fn a_replacement_without_prune_is_shown_but_not_counted() {
         stdout(&apply),
         stderr(&apply)
     );
-    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
+    // The only change: the fleet, from before owners, is now class.yaml's (a tag).
+    assert_eq!(mutating_calls(&emu), ["CreateTags"]);
 
     // With prune, the same plan replaces it and counts it.
-    let pruning = emu.write("prune.yaml", &manifest("cs499", 1, "prune: true\n"));
+    let pruning = emu.write("class.yaml", &manifest("cs499", 1, "prune: true\n"));
     let detailed = emu.prism(&["plan", "--detailed-exitcode", pruning.to_str().unwrap()]);
     assert_eq!(detailed.status.code(), Some(2));
     assert!(stdout(&detailed).contains("0 to stop, 1 to replace"));

@@ -28,7 +28,8 @@ fn plan_at_a_class_hour_and_at_night_starts_and_stops_with_the_window_named() {
     let emu = Emulator::start();
     emu.write("roster.csv", ROSTER);
     // Two workspaces running, two stopped.
-    let now = emu.write("now.yaml", &course("state: running"));
+    // The course's manifest as it was before its timetable (the same file).
+    let now = emu.write("course.yaml", &course("state: running"));
     let out = emu.prism(&["apply", now.to_str().unwrap(), "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = emu.prism(&[
