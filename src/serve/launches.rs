@@ -36,6 +36,30 @@ struct Inner {
     /// The server is stopping: the run ends `interrupted`, not `cancelled`.
     stopping: bool,
     pump: Option<JoinHandle<()>>,
+    /// The workspaces as they stood before a resume: those the resumed run has nothing
+    /// left to do for stay in the table and the totals.
+    carried: Vec<Value>,
+}
+
+/// Adds to a run's `progress` and `workspaces` views the `carried` workspaces (from
+/// before a resume) that the run does not act on: they were done before it.
+fn with_carried(carried: &[Value], progress: &mut Value, workspaces: &mut Value) {
+    let Some(rows) = workspaces.as_array_mut() else {
+        return;
+    };
+    let mut added = 0;
+    for c in carried {
+        if !rows.iter().any(|r| r["name"] == c["name"]) {
+            rows.push(c.clone());
+            added += 1;
+        }
+    }
+    rows.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    for key in ["total", "completed"] {
+        if let Some(n) = progress[key].as_u64() {
+            progress[key] = json!(n + added);
+        }
+    }
 }
 
 /// The progress fields the API shows, from the engine's progress state.
@@ -98,6 +122,7 @@ impl Launch {
                 dequeue: CancellationToken::new(),
                 stopping: false,
                 pump: None,
+                carried: vec![],
             }),
             count,
         })
@@ -236,6 +261,11 @@ impl Launch {
             if inner.record.state == LaunchState::Queued {
                 inner.record.state = LaunchState::Running;
             }
+            // A resume: what the interrupted run did stays.
+            if let Value::Array(before) = &inner.record.workspaces {
+                let before = before.clone();
+                inner.carried = before;
+            }
             inner.canceller = Some(run.canceller());
             if inner.dequeue.is_cancelled() {
                 run.canceller().cancel();
@@ -287,7 +317,8 @@ impl Launch {
                 tracing::warn!("cannot keep an event of launch {}: {err}", inner.record.id);
             }
             inner.events.push((name, line));
-            let (p, w) = progress_view(progress);
+            let (mut p, mut w) = progress_view(progress);
+            with_carried(&inner.carried, &mut p, &mut w);
             inner.record.progress = p;
             inner.record.workspaces = w;
             let _ = store.save(&inner.record);

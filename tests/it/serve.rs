@@ -484,6 +484,13 @@ async fn a_launch_cut_short_by_kill_resumes_after_a_restart() {
     assert_eq!(st, 202, "{v}");
     let done = s.until_over(&id);
     assert_eq!(done["state"], "succeeded", "{done}");
+    // The table and the totals keep what launched before the restart.
+    assert_eq!(done["workspaces"].as_array().unwrap().len(), 5, "{done}");
+    assert_eq!(
+        (&done["progress"]["total"], &done["progress"]["completed"]),
+        (&json!(5), &json!(5)),
+        "{done}"
+    );
     let counts = per_workspace(&emu, "rs").await;
     assert_eq!(counts.len(), 5, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");

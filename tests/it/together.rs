@@ -52,3 +52,123 @@ async fn a_launch_refused_for_quota_mid_run_is_not_launched_for_quota_not_failed
         "{launched} instances of 2 vCPUs in a 40-vCPU quota"
     );
 }
+
+/// The front doors on one fleet, in a seeded order: `apply` and `watch --once` of the
+/// manifest that manages it, serve launches of the same file, `workspace stop|start`,
+/// edits of its count, and a second manifest naming the same fleet through apply and
+/// watch. After every step: no workspace has two live instances, the second manifest
+/// made no changing call, and an instance is terminated only by a shrink of the owner's
+/// count, for a workspace the manifest no longer has (no flapping).
+/// `PRISM_FRONT_SEED=<seed>` replays one order.
+#[tokio::test(flavor = "multi_thread")]
+async fn front_doors_together_on_one_fleet() {
+    use crate::emulator::{fleet_instances, mutating_calls, state, tag};
+    let seed: u64 = std::env::var("PRISM_FRONT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("front doors: seed {seed} (PRISM_FRONT_SEED={seed} replays it)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let emu = Emulator::start();
+    let dir = emu.dir.path().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = |count: u32| {
+        format!(
+            "name: doors\nproject: p\ntemplate: t\ncount: {count}\nprune: true\nrate_limit: {{rate_per_minute: 600, burst_size: 20}}\ntemplates:\n  t: {{image: ami-785db401, instance_type: t3.micro}}\n"
+        )
+    };
+    let a = dir.join("a.yaml");
+    let a_str = a.to_str().unwrap().to_string();
+    let mut count = 3u32;
+    std::fs::write(&a, text(count)).unwrap();
+    let b = emu.write("b.yaml", &text(5));
+    let b_str = b.to_str().unwrap().to_string();
+    let server = crate::serve::start(
+        &emu,
+        &emu.dir.path().join("state"),
+        &["--manifests", dir.to_str().unwrap()],
+    );
+    let out = emu.prism(&["apply", "--yes", &a_str]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mut story = vec![];
+    for _ in 0..12 {
+        emu.clear_calls();
+        let before = count;
+        let step = match rng.u8(0..8) {
+            0 => {
+                let out = emu.prism(&["apply", "--yes", &a_str]);
+                assert!(out.status.success(), "{story:?}: {}", stderr(&out));
+                "apply a".to_string()
+            }
+            1 => {
+                let out = emu.prism(&["watch", "--once", &a_str]);
+                assert!(out.status.code() != Some(2), "{story:?}: {}", stderr(&out));
+                "watch a".to_string()
+            }
+            2 => {
+                let body = json!({"manifest_path": "a.yaml", "allow_delete": true});
+                let (st, _, v) =
+                    server.call("POST", "/api/v1/workspaces/bulk-launch", &[], Some(&body));
+                assert!(st == 202 || st == 409, "{story:?}: {st} {v}");
+                if st == 202 {
+                    let done = server.until_over(v["id"].as_str().unwrap());
+                    assert_ne!(done["progress"]["failed"], 1, "{done}");
+                }
+                format!("serve a ({st})")
+            }
+            3 | 4 => {
+                let verb = if rng.bool() { "stop" } else { "start" };
+                let ws = format!("doors-{:02}", rng.u32(1..=count));
+                let out = emu.prism(&["workspace", verb, "--yes", &ws]);
+                assert!(out.status.code() != Some(2), "{story:?}: {}", stderr(&out));
+                format!("{verb} {ws}")
+            }
+            5 => {
+                count = if rng.bool() && count > 1 {
+                    count - 1
+                } else {
+                    count + 1
+                };
+                std::fs::write(&a, text(count)).unwrap();
+                let out = emu.prism(&["apply", "--yes", &a_str]);
+                assert!(out.status.success(), "{story:?}: {}", stderr(&out));
+                format!("a to {count}")
+            }
+            _ => {
+                let cmd = if rng.bool() { "apply" } else { "watch" };
+                let out = if cmd == "apply" {
+                    emu.prism(&["apply", "--yes", &b_str])
+                } else {
+                    emu.prism(&["watch", "--once", &b_str])
+                };
+                assert_eq!(out.status.code(), Some(1), "{story:?}");
+                assert!(stderr(&out).contains("`a.yaml`"), "{}", stderr(&out));
+                assert_eq!(mutating_calls(&emu), Vec::<String>::new(), "{story:?}");
+                format!("{cmd} b")
+            }
+        };
+        story.push(step.clone());
+        let all = fleet_instances(&emu, "doors").await;
+        let mut live: std::collections::BTreeMap<String, usize> = Default::default();
+        for i in &all {
+            if !matches!(state(i).as_str(), "terminated" | "shutting-down") {
+                *live
+                    .entry(tag(i, "prism:workspace").unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+        }
+        assert!(live.values().all(|n| *n == 1), "{story:?}: {live:?}");
+        let terminations = mutating_calls(&emu)
+            .iter()
+            .filter(|c| *c == "TerminateInstances")
+            .count();
+        let shrank = step.starts_with("a to") && count < before;
+        assert!(
+            terminations == 0 || shrank,
+            "{story:?}: {terminations} terminations in `{step}`"
+        );
+        assert!(terminations <= 1, "{story:?}");
+    }
+    eprintln!("front doors: {}", story.join(" → "));
+}
