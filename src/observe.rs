@@ -27,6 +27,11 @@ pub struct Observed {
     pub quotas: BTreeMap<String, QuotaReading>,
     /// The image new workspaces launch from.
     pub image: ImageResolution,
+    /// Other fleets' launches noted on this machine in the last minutes that AWS does
+    /// not show yet (its lag): counted in `account_running`, so that two fleets applied
+    /// at once do not both plan on the same room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<crate::engine::memory::Launched>,
 }
 
 /// The resolved image of the template.
@@ -68,6 +73,16 @@ impl ImageResolution {
 /// Fails with InvalidInstanceType when the region does not offer the template's
 /// instance type, so that neither a plan nor an apply goes ahead with it.
 pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed, CloudError> {
+    observe_with(cloud, manifest, &[]).await
+}
+
+/// [`observe`], counting the `recent` launches of other fleets (the machine's launch
+/// notes) that AWS does not show yet: one more DescribeInstances when there are any.
+pub async fn observe_with(
+    cloud: &dyn Cloud,
+    manifest: &Manifest,
+    recent: &[crate::engine::memory::Launched],
+) -> Result<Observed, CloudError> {
     let fleet_filter = InstanceFilter {
         tag_keys: vec![],
         tags: vec![(tags::FLEET.to_string(), manifest.name.clone())],
@@ -97,6 +112,32 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
     };
     for i in running.iter().filter(on_demand) {
         *account_running.entry(i.instance_type.clone()).or_default() += 1;
+    }
+    let candidates: Vec<String> = recent
+        .iter()
+        .filter(|l| l.fleet != manifest.name && !running.iter().any(|i| i.id == l.instance_id))
+        .map(|l| l.instance_id.clone())
+        .collect();
+    let in_flight: Vec<crate::engine::memory::Launched> = if candidates.is_empty() {
+        vec![]
+    } else {
+        // Shown in any state (stopped, terminated) is not in flight.
+        let shown_filter = InstanceFilter {
+            ids: candidates.clone(),
+            ..Default::default()
+        };
+        let shown = retry::call(policy, || cloud.describe_instances(&shown_filter)).await?;
+        recent
+            .iter()
+            .filter(|l| candidates.contains(&l.instance_id))
+            .filter(|l| !shown.iter().any(|i| i.id == l.instance_id))
+            .cloned()
+            .collect()
+    };
+    for l in &in_flight {
+        if quota::class_of(&l.instance_type, None).is_some_and(|c| quota::ON_DEMAND.contains(c)) {
+            *account_running.entry(l.instance_type.clone()).or_default() += 1;
+        }
     }
     let fallbacks = &manifest.template.fallback_instance_types;
     let types: BTreeSet<String> = std::iter::once(manifest.template.instance_type.clone())
@@ -136,6 +177,7 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
         vcpus,
         quotas: quotas.into_iter().collect(),
         image,
+        in_flight,
     };
     tracing::debug!(
         target: "prism::plan",

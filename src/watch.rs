@@ -20,7 +20,7 @@ use crate::engine::events::Stamped;
 use crate::engine::progress::human;
 use crate::engine::{Engine, Job, RunOptions};
 use crate::manifest::{self, Manifest, ManifestError};
-use crate::observe::observe;
+use crate::observe::observe_with;
 use crate::plan::{self, ActionKind, Plan};
 
 pub mod clock;
@@ -259,7 +259,8 @@ pub async fn reconcile_at(
     cancel: &CancellationToken,
     notices: &Notices,
 ) -> Pass {
-    let observed = match observe(engine.cloud().as_ref(), manifest).await {
+    let recent = engine.memory.recent_launches();
+    let observed = match observe_with(engine.cloud().as_ref(), manifest, &recent).await {
         Ok(o) => o,
         Err(e) => {
             return Pass {

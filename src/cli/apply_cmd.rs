@@ -12,7 +12,7 @@ use crate::cloud::Cloud;
 use crate::engine::gate::{Ask, Gate};
 use crate::engine::{Engine, Job, QuotaWait, RunOptions};
 use crate::manifest::{self, Manifest};
-use crate::observe::observe;
+use crate::observe::observe_with;
 use crate::plan::{self, Plan, SavedPlan};
 
 #[derive(Debug, Args)]
@@ -107,7 +107,8 @@ pub async fn carry_out(
 ) -> Result<ExitCode, Failure> {
     let settings = crate::config::load()?;
     let cloud: Arc<dyn Cloud> = Arc::new(connect(global, manifest).await?);
-    let observed = observe(cloud.as_ref(), manifest)
+    let memory = super::launch_memory(global, cloud.region());
+    let observed = observe_with(cloud.as_ref(), manifest, &memory.recent_launches())
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
     let now = Some(jiff::Timestamp::now());
@@ -182,7 +183,7 @@ pub async fn carry_out(
     let engine = Engine::new(
         cloud.clone(),
         crate::config::launch_rate(&manifest.rate_limit, &settings),
-        super::launch_memory(global, cloud.region()),
+        memory,
     );
     engine.set_sold_out_ttl(crate::config::sold_out_ttl(&settings));
     let mut job = Job::from_plan(manifest, &plan, &observed);

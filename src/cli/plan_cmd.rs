@@ -8,7 +8,7 @@ use clap::Args;
 use super::{Failure, Format, GlobalArgs, Refusal, connect, print};
 use crate::cloud::Cloud;
 use crate::manifest;
-use crate::observe::observe;
+use crate::observe::observe_with;
 use crate::plan::{self, SavedPlan};
 
 #[derive(Debug, Args)]
@@ -69,7 +69,8 @@ impl At {
 pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
     let manifest = manifest::load(&args.file)?;
     let cloud = connect(global, &manifest).await?;
-    let observed = observe(&cloud, &manifest)
+    let recent = super::launch_memory(global, cloud.region()).recent_launches();
+    let observed = observe_with(&cloud, &manifest, &recent)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
     let now = args

@@ -452,9 +452,15 @@ impl Context {
                 )
                 .await;
             if let Ok(instance) = &result {
-                self.engine
-                    .memory
-                    .sent(&spec.client_token, sent_at, &instance.id);
+                self.engine.memory.sent(
+                    &spec.client_token,
+                    sent_at,
+                    &super::memory::Launched {
+                        fleet: self.fleet.clone(),
+                        instance_id: instance.id.clone(),
+                        instance_type: spec.instance_type.clone(),
+                    },
+                );
                 self.sent
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -53,6 +53,20 @@ pub struct Sent {
     /// Milliseconds since the epoch when the call was made.
     pub at_ms: u64,
     pub instance_id: String,
+    /// The fleet launched for, and the type launched (plans count it against the
+    /// quota while AWS does not show it yet).
+    #[serde(default)]
+    pub fleet: String,
+    #[serde(default)]
+    pub instance_type: String,
+}
+
+/// A launch another prism process on the machine made recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launched {
+    pub fleet: String,
+    pub instance_id: String,
+    pub instance_type: String,
 }
 
 /// Which token a launch sends, besides the fleet, the workspace and the template.
@@ -242,12 +256,14 @@ impl LaunchMemory {
     /// Writes down that this process sent `token` at `at_ms` and AWS answered with
     /// `instance_id`, unless another process sent it earlier. Only kept in the file:
     /// within one process every launch is its own.
-    pub fn sent(&self, token: &str, at_ms: u64, instance_id: &str) {
+    pub fn sent(&self, token: &str, at_ms: u64, launched: &Launched) {
         let Some(file) = &self.file else { return };
         let mine = Sent {
             owner: self.owner.clone(),
             at_ms,
-            instance_id: instance_id.to_string(),
+            instance_id: launched.instance_id.clone(),
+            fleet: launched.fleet.clone(),
+            instance_type: launched.instance_type.clone(),
         };
         let written = update(file, self.ttl, |notes| {
             let first = notes
@@ -262,6 +278,27 @@ impl LaunchMemory {
         if let Err(e) = written {
             tracing::warn!("could not note a launch in {}: {e}", file.display());
         }
+    }
+
+    /// The launches noted in the last minutes (by any process on the machine), for
+    /// plans to count while DescribeInstances does not show them yet.
+    pub fn recent_launches(&self) -> Vec<Launched> {
+        let Some(notes) = self.file.as_deref().and_then(|f| read(f).ok()) else {
+            return vec![];
+        };
+        let t = now();
+        notes
+            .sent
+            .into_values()
+            .filter(|s| {
+                !s.fleet.is_empty() && t.saturating_sub(s.at_ms / 1000) < self.ttl.as_secs()
+            })
+            .map(|s| Launched {
+                fleet: s.fleet,
+                instance_id: s.instance_id,
+                instance_type: s.instance_type,
+            })
+            .collect()
     }
 
     /// Of `tokens` this process sent, those whose instance another process had launched
@@ -437,15 +474,27 @@ mod tests {
         let first = LaunchMemory::in_file(path.clone());
         let second = LaunchMemory::in_file(path.clone());
         let t = now_ms();
-        second.sent("t-1", t - 100, "i-1");
-        first.sent("t-1", t - 200, "i-1");
-        second.sent("t-2", t, "i-2");
+        let launched = |id: &str| Launched {
+            fleet: "f".into(),
+            instance_id: id.into(),
+            instance_type: "t3.micro".into(),
+        };
+        second.sent("t-1", t - 100, &launched("i-1"));
+        first.sent("t-1", t - 200, &launched("i-1"));
+        second.sent("t-2", t, &launched("i-2"));
         // t-1 was sent first by `first`, although it wrote after `second`.
         assert_eq!(second.launched_by_others(["t-1", "t-2"]), ["t-1"]);
         assert!(first.launched_by_others(["t-1"]).is_empty());
+        let mut recent: Vec<String> = first
+            .recent_launches()
+            .into_iter()
+            .map(|l| l.instance_id)
+            .collect();
+        recent.sort();
+        assert_eq!(recent, ["i-1", "i-2"], "every process sees every launch");
         // In memory only, every launch is this process's own.
         let alone = LaunchMemory::in_memory();
-        alone.sent("t-1", 1, "i-1");
+        alone.sent("t-1", 1, &launched("i-1"));
         assert!(alone.launched_by_others(["t-1"]).is_empty());
     }
 }

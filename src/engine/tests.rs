@@ -34,6 +34,7 @@ pub(super) fn observed(types: &[&str], quota: f64) -> Observed {
             id: "ami-1".into(),
             root_device: None,
         },
+        in_flight: vec![],
         ..Observed::default()
     }
 }

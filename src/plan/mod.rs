@@ -144,6 +144,8 @@ pub enum WarningKind {
     /// Were every launch to fall back to one of the template's fallback types, not
     /// all would fit that type's quota.
     FallbackQuotaShortfall,
+    /// Other fleets' launches that AWS does not show yet are counted as in use.
+    LaunchesInFlight,
 }
 
 /// Something the user should know before applying.
@@ -486,6 +488,7 @@ pub fn plan_by_hand(
     let kept = held;
 
     warnings.extend(launch_warnings(manifest, observed, &actions));
+    warnings.extend(in_flight_warnings(observed));
     let (quota, quota_warnings) = quota_check::check(manifest, observed, &actions);
     warnings.extend(quota_warnings);
     let (fallbacks, fallback_warnings) = fallback::check(manifest, observed, &actions, &quota);
@@ -514,6 +517,27 @@ pub fn plan_by_hand(
         owned_elsewhere: None,
         adopt: vec![],
     }
+}
+
+/// Says which other fleets' launches, not shown by AWS yet, the quota check counts.
+fn in_flight_warnings(observed: &Observed) -> Vec<Warning> {
+    let mut by_fleet: BTreeMap<&str, (usize, u32)> = BTreeMap::new();
+    for l in &observed.in_flight {
+        let e = by_fleet.entry(l.fleet.as_str()).or_default();
+        e.0 += 1;
+        e.1 += observed.vcpus.get(&l.instance_type).copied().unwrap_or(0);
+    }
+    by_fleet
+        .into_iter()
+        .map(|(fleet, (n, vcpus))| Warning {
+            kind: WarningKind::LaunchesInFlight,
+            message: format!(
+                "{vcpus} vCPUs being launched by fleet {fleet} ({n} instance{} that AWS does not show yet) are counted as in use",
+                if n == 1 { "" } else { "s" }
+            ),
+            options: vec![],
+        })
+        .collect()
 }
 
 /// What prune would do that it is off for: replacements first, then deletions.

@@ -106,6 +106,7 @@ fn observed(instances: Vec<Instance>, quota: f64, others_running: u32) -> Observ
             id: "ami-1".into(),
             root_device: None,
         },
+        in_flight: vec![],
     }
 }
 

@@ -266,6 +266,7 @@ fn observed(instances: Vec<Instance>) -> Observed {
             id: "ami-1".into(),
             root_device: None,
         },
+        in_flight: vec![],
         ..Observed::default()
     }
 }

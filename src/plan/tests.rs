@@ -57,6 +57,7 @@ fn observed(instances: Vec<Instance>) -> Observed {
             id: "ami-new".into(),
             root_device: Some("/dev/sda1".into()),
         },
+        in_flight: vec![],
     }
 }
 

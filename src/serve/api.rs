@@ -159,7 +159,8 @@ async fn plan_of(
     ApiError,
 > {
     let engine = app.connector.engine(manifest).await?;
-    let observed = crate::observe::observe(engine.cloud().as_ref(), manifest)
+    let recent = engine.memory.recent_launches();
+    let observed = crate::observe::observe_with(engine.cloud().as_ref(), manifest, &recent)
         .await
         .map_err(|e| {
             let ctx = crate::errors::Context {
