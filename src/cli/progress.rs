@@ -344,6 +344,14 @@ impl Lines {
                     secs(*took_s)
                 ))
             }
+            Event::LaunchedElsewhere {
+                workspace,
+                instance_id,
+            } => Some(format!(
+                "✓ {workspace} launched by another run ({instance_id}) [{}/{}]",
+                self.progress.totals.done,
+                self.progress.totals.total,
+            )),
             Event::Confirmed {
                 workspace,
                 instance_id,

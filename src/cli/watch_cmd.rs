@@ -118,6 +118,7 @@ impl Standing {
             } => (workspace, standing_key("failed", code)),
             Event::Launched { workspace, .. }
             | Event::Confirmed { workspace, .. }
+            | Event::LaunchedElsewhere { workspace, .. }
             | Event::Changed { workspace, .. } => {
                 self.said.remove(workspace);
                 return true;

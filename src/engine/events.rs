@@ -103,6 +103,12 @@ pub enum Event {
         /// The error the launch ended with.
         after: String,
     },
+    /// A workspace this cancelled run never launched is up: another run (another
+    /// process, or a `prism watch`) launched it meanwhile.
+    LaunchedElsewhere {
+        workspace: String,
+        instance_id: String,
+    },
     /// A start, stop or terminate call was accepted.
     Changed {
         workspace: String,

@@ -3,6 +3,7 @@
 //!
 //! One workspace's failure never stops the others; the [`Report`] lists each.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,6 +214,12 @@ pub(crate) async fn execute(
     if let Some(settler) = settler {
         settler.finish(&mut outcomes).await;
     }
+    let mut elsewhere = vec![];
+    if cancel.is_cancelled() {
+        let (never_started, names) = launched_elsewhere(&ctx, &actions, &mut outcomes).await;
+        not_started -= never_started;
+        elsewhere = names;
+    }
     outcomes.sort_by(|a, b| a.0.workspace.cmp(&b.0.workspace));
     let mut report = report(
         &fleet,
@@ -225,6 +232,8 @@ pub(crate) async fn execute(
     report.confirmed_after_errors = confirmed;
     report.launched_by_other_runs = ctx.launched_by_others();
     report.launched -= report.launched_by_other_runs.len().min(report.launched);
+    // Never launched by this run: not counted in `launched` to begin with.
+    report.launched_by_other_runs.extend(elsewhere);
     report.fallbacks =
         std::mem::take(&mut *ctx.fallbacks.lock().unwrap_or_else(|e| e.into_inner()));
     report
@@ -232,6 +241,80 @@ pub(crate) async fn execute(
         .sort_by(|a, b| a.workspace.cmp(&b.workspace));
     events.emit(Event::Summary(report.clone()));
     report
+}
+
+/// After a cancel: the launches this run never made whose workspace is up anyway,
+/// launched meanwhile by another run (another process, a `prism watch`), said as such
+/// instead of "not launched". One DescribeInstances; on an error nothing is said. The
+/// number of them that were never started (not among `outcomes`), and their names.
+async fn launched_elsewhere(
+    ctx: &Context,
+    actions: &[Action],
+    outcomes: &mut Vec<(Action, Outcome)>,
+) -> (usize, Vec<String>) {
+    let ours: BTreeSet<String> = ctx
+        .sent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(w, _)| w.clone())
+        .collect();
+    let started: BTreeSet<&str> = outcomes
+        .iter()
+        .filter(|(_, o)| !matches!(o, Outcome::Interrupted))
+        .map(|(a, _)| a.workspace.as_str())
+        .chain(ours.iter().map(String::as_str))
+        .collect();
+    let untouched: Vec<&Action> = actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Create && !started.contains(a.workspace.as_str()))
+        .collect();
+    if untouched.is_empty() {
+        return (0, vec![]);
+    }
+    let filter = crate::cloud::InstanceFilter {
+        tags: vec![(crate::cloud::tags::FLEET.to_string(), ctx.fleet.clone())],
+        states: vec![
+            InstanceState::Pending,
+            InstanceState::Running,
+            InstanceState::Stopped,
+        ],
+        ..Default::default()
+    };
+    let Ok(live) = ctx.cloud.describe_instances(&filter).await else {
+        return (0, vec![]);
+    };
+    let mut never_started = 0;
+    let mut names = vec![];
+    for a in untouched {
+        let Some(i) = live
+            .iter()
+            .find(|i| i.workspace() == Some(a.workspace.as_str()))
+        else {
+            continue;
+        };
+        ctx.events.emit(Event::LaunchedElsewhere {
+            workspace: a.workspace.clone(),
+            instance_id: i.id.clone(),
+        });
+        names.push(a.workspace.clone());
+        let done = Outcome::Done {
+            instance: Some(i.id.clone()),
+            launched: false,
+            then_stop: false,
+        };
+        match outcomes
+            .iter_mut()
+            .find(|(o, _)| o.workspace == a.workspace)
+        {
+            Some((_, outcome)) => *outcome = done,
+            None => {
+                outcomes.push((a.clone(), done));
+                never_started += 1;
+            }
+        }
+    }
+    (never_started, names)
 }
 
 fn report(

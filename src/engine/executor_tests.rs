@@ -206,3 +206,67 @@ async fn a_launch_whose_answer_was_lost_is_confirmed_when_retries_run_out() {
     assert_eq!(cloud.calls_to("RunInstances"), 2, "the retries ran out");
     assert_eq!(cloud.instances.lock().unwrap().len(), 1, "no duplicate");
 }
+
+/// A run cancelled before its launches: a workspace another run launched meanwhile is
+/// said to be launched by another run, not "not launched".
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_run_names_what_another_run_launched_meanwhile() {
+    let (cloud, m, o) = setup(3, 0);
+    let plan = crate::plan::plan(&m, &o);
+    cloud
+        .instances
+        .lock()
+        .unwrap()
+        .push(crate::cloud::Instance {
+            id: "i-other".into(),
+            instance_type: "t3.micro".into(),
+            image_id: "ami-1".into(),
+            state: InstanceState::Running,
+            availability_zone: Some("us-west-2a".into()),
+            launch_time: Some(0),
+            first_launch_time: Some(0),
+            tags: BTreeMap::from([
+                (crate::cloud::tags::FLEET.into(), "f".into()),
+                (crate::cloud::tags::WORKSPACE.into(), "f-02".into()),
+            ]),
+            lifecycle: None,
+            hibernated: false,
+            hibernation: false,
+        });
+    let engine = Engine::new(
+        cloud.clone(),
+        Some(RateSettings {
+            rate_per_minute: 1.0,
+            burst_size: 1,
+            adaptive: false,
+        }),
+        Arc::new(LaunchMemory::in_memory()),
+    );
+    let mut run = engine.run(Job::from_plan(&m, &plan, &o), RunOptions::default());
+    let mut events = run.events();
+    let canceller = run.canceller();
+    // Cancelled once the first launch has gone out; the others wait for the limiter.
+    while let Some(e) = events.recv().await {
+        if matches!(e.event, Event::Launched { .. }) {
+            canceller.cancel();
+        }
+        if let Event::LaunchedElsewhere {
+            workspace,
+            instance_id,
+        } = &e.event
+        {
+            assert_eq!(
+                (workspace.as_str(), instance_id.as_str()),
+                ("f-02", "i-other")
+            );
+        }
+        if matches!(e.event, Event::Summary(_)) {
+            break;
+        }
+    }
+    let r = run.report().await;
+    assert!(r.interrupted);
+    assert_eq!(r.launched, 1, "{r:?}");
+    assert_eq!(r.launched_by_other_runs, ["f-02"], "{r:?}");
+    assert_eq!(r.not_started, 1, "f-03 alone was never launched: {r:?}");
+}

@@ -48,6 +48,8 @@ pub enum WorkspaceState {
     Skipped,
     /// Never started: the run was cancelled first.
     Cancelled,
+    /// Never launched by this run, which was cancelled; another run launched it.
+    LaunchedElsewhere,
 }
 
 impl WorkspaceState {
@@ -60,6 +62,7 @@ impl WorkspaceState {
                 | WorkspaceState::Failed
                 | WorkspaceState::Skipped
                 | WorkspaceState::Cancelled
+                | WorkspaceState::LaunchedElsewhere
         )
     }
 }
@@ -263,6 +266,16 @@ impl Progress {
                 }
                 self.count();
             }
+            Event::LaunchedElsewhere {
+                workspace,
+                instance_id,
+            } => {
+                if let Some(w) = self.workspaces.get_mut(workspace) {
+                    w.state = WorkspaceState::LaunchedElsewhere;
+                    w.instance_id = Some(instance_id.clone());
+                }
+                self.count();
+            }
             Event::Confirmed {
                 workspace,
                 instance_id,
@@ -362,7 +375,8 @@ impl Progress {
                 WorkspaceState::Launched
                 | WorkspaceState::Changed
                 | WorkspaceState::Running
-                | WorkspaceState::Stopped => t.done += 1,
+                | WorkspaceState::Stopped
+                | WorkspaceState::LaunchedElsewhere => t.done += 1,
                 WorkspaceState::Failed => t.failed += 1,
                 WorkspaceState::Skipped => t.skipped += 1,
                 WorkspaceState::Cancelled => t.not_started += 1,

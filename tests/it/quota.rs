@@ -263,7 +263,7 @@ fn aws_errors_are_explained_from_the_catalogue() {
 
         emu.post(
             "/_prism/faults",
-            json!({"faults": [{"action": "DescribeInstances", "code": code, "status": status, "message": "AWS says so.", "count": 1}]}),
+            json!({"faults": [{"action": "DescribeInstances", "code": code, "status": status, "message": "AWS says so.", "count": 2}]}),
         );
         let out = emu.prism(&["plan", "--format", "json", path.to_str().unwrap()]);
         let v: Value = serde_json::from_str(&stdout(&out))

@@ -10,7 +10,7 @@ document.addEventListener("securitypolicyviolation", (e) =>
   window.prismErrors.push("CSP blocked " + e.violatedDirective + " " + e.blockedURI));
 
 const EVENTS = ["started", "queued", "rate_limited", "rate_changed", "launching", "retrying",
-  "zone_full", "zone_unavailable", "zone_available", "type_fallback", "launched", "confirmed",
+  "zone_full", "zone_unavailable", "zone_available", "type_fallback", "launched", "confirmed", "launched_elsewhere",
   "changed", "running", "stopped", "failed", "skipped", "waiting_for_quota", "quota_available",
   "interrupted", "summary", "message"];
 
@@ -19,6 +19,7 @@ const LABELS = {
   retrying: "launching (retrying)", launched: "launched", changed: "changed",
   running: "running", stopped: "stopped", failed: "failed", skipped: "skipped",
   waiting_for_quota: "waiting for quota", cancelled: "not launched",
+  launched_elsewhere: "launched by another run",
 };
 
 const STATES = {

@@ -227,6 +227,7 @@ pub fn workspace_label(state: &str) -> &str {
         "skipped" => "skipped",
         "waiting_for_quota" => "waiting for quota",
         "cancelled" => "not launched",
+        "launched_elsewhere" => "launched by another run",
         other => other,
     }
 }
