@@ -271,3 +271,73 @@ async fn serve_asks_before_deleting_refuses_another_owners_fleet_and_runs_alone(
     assert_eq!(v["error"]["owner"], "a.yaml", "{v}");
     assert_eq!(mutating_calls(&emu), Vec::<String>::new());
 }
+
+/// A serve launch waiting for quota is cancelled after `prism apply` of the same file
+/// launched the rest: its record says they were launched by another run, not "not
+/// launched".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_serve_launch_names_what_apply_launched_meanwhile() {
+    let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 4.0);
+    let dir = emu.dir.path().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lab.yaml");
+    std::fs::write(
+        &file,
+        "name: lab\nproject: p\ntemplate: t\ncount: 4\nrate_limit: {rate_per_minute: 600, burst_size: 10}\ntemplates:\n  t: {image: ami-785db401, instance_type: t3.micro}\n",
+    )
+    .unwrap();
+    let s = crate::serve::start_with(
+        &emu,
+        &emu.dir.path().join("state"),
+        &["--manifests", dir.to_str().unwrap()],
+        &[("PRISM_QUOTA_RECHECK", "10m")],
+    );
+    let body = serde_json::json!({"manifest_path": "lab.yaml", "wait_for_quota": "30m"});
+    let (st, _, v) = s.call("POST", "/api/v1/workspaces/bulk-launch", &[], Some(&body));
+    assert_eq!(st, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.launch(&id)["progress"]["waiting_for_quota"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.launch(&id));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    emu.set_quota("ec2", "L-1216C47A", 8.0);
+    let out = emu.prism(&["apply", "--yes", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (st, _, _) = s.call(
+        "DELETE",
+        &format!("/api/v1/workspaces/bulk-launch/{id}"),
+        &[],
+        None,
+    );
+    assert_eq!(st, 200);
+    let done = s.until_over(&id);
+    let states: Vec<(String, String)> = done["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_string(),
+                w["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let elsewhere: Vec<&str> = states
+        .iter()
+        .filter(|(_, st)| st == "launched_elsewhere")
+        .map(|(w, _)| w.as_str())
+        .collect();
+    assert_eq!(elsewhere, ["lab-03", "lab-04"], "{states:?}");
+    assert!(
+        !states.iter().any(|(_, st)| st == "cancelled"),
+        "{states:?}"
+    );
+    assert_eq!(
+        done["report"]["launched_by_other_runs"],
+        serde_json::json!(["lab-03", "lab-04"]),
+        "{done}"
+    );
+    assert_eq!(crate::emulator::per_workspace(&emu, "lab").await.len(), 4);
+}
