@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod config;
 pub mod engine;
 pub mod errors;
+pub mod inventory;
 pub mod manifest;
 pub mod observe;
 pub mod plan;

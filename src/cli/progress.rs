@@ -456,7 +456,7 @@ pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>, rerun: &str)
     while let Some(e) = rx.recv().await {
         let line = lines.take(&e);
         let text = match mode {
-            Mode::Json => Some(json_line(&e, &lines.progress)),
+            Mode::Json => Some(crate::engine::progress::json_line(&e, &lines.progress)),
             Mode::Quiet => match &e.event {
                 Event::Failed { .. } | Event::Summary(_) => line,
                 _ => None,
@@ -481,15 +481,6 @@ pub async fn render(mode: Mode, mut rx: UnboundedReceiver<Stamped>, rerun: &str)
         }
     }
     lines.progress
-}
-
-/// One NDJSON line; the summary carries the final state of every workspace.
-pub fn json_line(e: &Stamped, progress: &Progress) -> String {
-    let mut v = serde_json::to_value(e).expect("events serialize");
-    if matches!(e.event, Event::Summary(_)) {
-        v["workspaces"] = serde_json::to_value(&progress.workspaces).expect("serializes");
-    }
-    v.to_string()
 }
 
 async fn terminal(mut rx: UnboundedReceiver<Stamped>, rerun: &str) -> Progress {

@@ -257,6 +257,14 @@ pub const CATALOGUE: &[Entry] = &[
         "Run the command again; if it keeps happening, check the network.",
     ),
     entry(
+        &["RequestFailed"],
+        None,
+        "The request could not be sent",
+        "The {operation} call could not be sent from this machine: {message}",
+        "prism treats it as a failed call for this workspace; the other workspaces carry on.",
+        "Run the command again with -vv to see the request; check the endpoint, proxy and TLS settings of this machine.",
+    ),
+    entry(
         &["IdempotentParameterMismatch"],
         Some(ErrorClass::Permanent),
         "ClientToken reused with other parameters",
@@ -360,4 +368,50 @@ pub const CATALOGUE: &[Entry] = &[
 /// The catalogue entry of `code`.
 pub fn lookup(code: &str) -> Option<&'static Entry> {
     CATALOGUE.iter().find(|e| e.codes.contains(&code))
+}
+
+#[cfg(test)]
+mod own_codes {
+    /// Every error code prism writes itself (not AWS's), found in its sources: each has
+    /// an entry, so that every failure is explained.
+    #[test]
+    fn every_code_prism_writes_has_an_entry() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![root];
+        let mut codes = std::collections::BTreeSet::new();
+        let written = regex::Regex::new(concat!(
+            r#"transport\(Transport::\w+,\s*"(\w+)""#,
+            r#"|CloudError::service\(\s*[^,()]+,\s*Some\("([\w.]+)"\)"#,
+            r#"|fail\(ctx, failed, &t, "(\w+)""#,
+        ))
+        .unwrap();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "rs")
+                // Tests, and the fake cloud that answers as AWS does.
+                && !path.to_string_lossy().contains("test")
+                && !path.ends_with("fake.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for c in written.captures_iter(&text) {
+                    let code = c.iter().skip(1).flatten().next().expect("a code");
+                    codes.insert(code.as_str().to_string());
+                }
+            }
+        }
+        for must in [
+            "RequestFailed",
+            "InstanceTerminated",
+            "Timeout",
+            "NoCredentials",
+        ] {
+            assert!(codes.contains(must), "the scan finds {must}: {codes:?}");
+        }
+        let missing: Vec<&String> = codes
+            .iter()
+            .filter(|c| super::lookup(c).is_none())
+            .collect();
+        assert!(missing.is_empty(), "codes without an entry: {missing:?}");
+    }
 }

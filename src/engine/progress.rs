@@ -430,6 +430,15 @@ impl Progress {
     }
 }
 
+/// One NDJSON line; the summary carries the final state of every workspace.
+pub fn json_line(e: &Stamped, progress: &Progress) -> String {
+    let mut v = serde_json::to_value(e).expect("events serialize");
+    if matches!(e.event, Event::Summary(_)) {
+        v["workspaces"] = serde_json::to_value(&progress.workspaces).expect("serializes");
+    }
+    v.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

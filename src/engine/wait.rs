@@ -181,8 +181,8 @@ async fn look(
     let ws = t.action.workspace.clone();
     if state == t.want && t.then_stop {
         if let Err(step::StepError::Cloud(e)) = step::stop_launched(ctx, &ws, &t.instance).await {
-            let code = e.code.clone().unwrap_or_else(|| "StopFailed".into());
-            fail(ctx, failed, &t, &code, e.message);
+            // The StopInstances error as AWS gave it.
+            failed.insert(t.instance.clone(), step::failed(ctx, &t.action, &e));
             return None;
         }
         t.want = InstanceState::Stopped;

@@ -307,7 +307,7 @@ impl Launch {
     }
 
     fn take(&self, e: &Stamped, progress: &Progress, store: &Store) {
-        let line = crate::cli::progress::json_line(e, progress);
+        let line = crate::engine::progress::json_line(e, progress);
         let name = serde_json::from_str::<Value>(&line)
             .map(|v| event_name(&v))
             .unwrap_or_default();

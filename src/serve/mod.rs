@@ -14,6 +14,7 @@ mod pages;
 mod quotas;
 mod store;
 pub mod token;
+mod workspaces;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -158,7 +159,7 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route(ONE, get(api::show).delete(api::cancel))
         .route(&format!("{ONE}/events"), get(api::events))
         .route(&format!("{ONE}/resume"), post(api::resume))
-        .route("/api/v1/workspaces", get(quotas::workspaces))
+        .route("/api/v1/workspaces", get(workspaces::workspaces))
         .route("/api/v1/quotas", get(quotas::list))
         .route("/api/v1/quotas/alerts", get(quotas::alerts))
         .route(
