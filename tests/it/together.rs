@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::emulator::{Emulator, per_workspace, stderr, stdout};
+use crate::emulator::{Emulator, stderr, stdout};
 
 fn fleet(emu: &Emulator, name: &str, count: u32) -> String {
     let path = emu.write(
@@ -75,11 +75,13 @@ async fn fleets_that_fit_alone_but_not_together() {
         "{text}"
     );
     assert!(!text.contains("--desired-value N"), "{text}");
-    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
-    let total = per_workspace(&emu, "qa").await.len()
-        + per_workspace(&emu, "qb").await.len()
-        + per_workspace(&emu, "qc").await.len();
-    assert_eq!(total, 20, "the quota's 40 vCPUs, 2 each");
+    // DescribeInstances still lags: count the launches AWS accepted.
+    let accepted = emu
+        .calls()
+        .iter()
+        .filter(|c| c.action == "RunInstances" && c.code.is_none())
+        .count();
+    assert_eq!(accepted, 20, "the quota's 40 vCPUs, 2 each");
 }
 
 /// The front doors on one fleet, in a seeded order: `apply` and `watch --once` of the
