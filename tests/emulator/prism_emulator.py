@@ -795,6 +795,9 @@ class Emulator:
                 return json_ok({})
             if path == "/_prism/lag" and method == "POST":
                 STATE.lag_s = float(payload.get("seconds", 0))
+                if payload.get("reveal"):
+                    # The lag is over for the instances hidden so far.
+                    STATE.visible_at.clear()
                 return json_ok({})
             if path.startswith("/_prism/quota-requests/") and method == "POST":
                 request = set_request_status(path.rsplit("/", 1)[1], payload.get("status", "APPROVED"))

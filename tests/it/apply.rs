@@ -542,7 +542,7 @@ async fn a_rerun_right_after_a_zone_fallback_launches_no_duplicate() {
         .unwrap();
     assert_eq!(blind.status.code(), Some(0), "{}", stderr(&blind));
 
-    tokio::time::sleep(Duration::from_secs(21)).await;
+    emu.reveal();
     exactly_one_each(&per_workspace(&emu, "fall").await, "fall", 5);
     let away = per_workspace(&emu, "away").await;
     assert_eq!(

@@ -190,7 +190,7 @@ async fn a_rerun_right_after_a_type_fallback_launches_no_duplicate() {
         "{text}"
     );
 
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    emu.reveal();
     let placed = placed(&emu, "back").await;
     assert_eq!(placed.len(), 4);
     assert!(
@@ -344,7 +344,7 @@ async fn a_rerun_by_another_user_on_the_machine_reads_the_same_launch_notes() {
     emu.post("/_prism/capacity", json!({"sold_out": []}));
     let out = run_as("service");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    emu.reveal();
     let placed = placed(&emu, "users").await;
     assert_eq!(placed.len(), 4);
     assert!(

@@ -120,6 +120,14 @@ impl Emulator {
         out
     }
 
+    /// Ends EC2's lag: every instance hidden so far shows, and new ones are not hidden.
+    pub fn reveal(&self) {
+        self.post(
+            "/_prism/lag",
+            serde_json::json!({"seconds": 0, "reveal": true}),
+        );
+    }
+
     pub fn clear_calls(&self) {
         ureq::delete(&format!("{}/_prism/calls", self.url))
             .call()

@@ -168,7 +168,7 @@ async fn two_watches_on_two_manifests_of_one_fleet_never_terminate() {
     let (log_a, log_b) = (emu.dir.path().join("a.log"), emu.dir.path().join("b.log"));
     let wa = spawn_watch(&emu, &a, &log_a);
     let wb = spawn_watch(&emu, &b, &log_b);
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     drop((wa, wb));
     let calls = mutating_calls(&emu);
     assert!(
