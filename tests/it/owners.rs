@@ -168,7 +168,19 @@ async fn two_watches_on_two_manifests_of_one_fleet_never_terminate() {
     let (log_a, log_b) = (emu.dir.path().join("a.log"), emu.dir.path().join("b.log"));
     let wa = spawn_watch(&emu, &a, &log_a);
     let wb = spawn_watch(&emu, &b, &log_b);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Until b has said who manages the fleet, then a few more passes of both.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_b)
+        .unwrap_or_default()
+        .contains("managed by another manifest")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never named the owner"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
     drop((wa, wb));
     let calls = mutating_calls(&emu);
     assert!(
