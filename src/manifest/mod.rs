@@ -26,7 +26,9 @@ pub use raw::DesiredState;
 pub use roster::Roster;
 pub use schedule::{OffState, Schedule};
 pub use schema::did_you_mean;
-pub use validate::{load, load_templates, parse, schema_json, templates_schema_json};
+pub use validate::{
+    Files, load, load_templates, parse, parse_with, schema_json, templates_schema_json,
+};
 
 /// A validated manifest: defaults resolved, the template looked up, workspaces named.
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +61,15 @@ pub struct Manifest {
     pub rate_limit: RateLimitSpec,
     /// Retry policy, defaults resolved.
     pub retry: RetryPolicy,
+}
+
+/// The text of the manifest file at `path` (named `name`): at most 1 MiB of UTF-8;
+/// Err says why not.
+pub fn read_text(path: &std::path::Path, name: &str) -> Result<String, String> {
+    read::text(path, name).map_err(|e| match e {
+        read::Unreadable::Io(e) => e.to_string(),
+        read::Unreadable::Problem(p) => p.to_string(),
+    })
 }
 
 impl Manifest {

@@ -175,9 +175,28 @@ fn syntax_problem(src: &SourceFile, e: &SyntaxError) -> Problem {
     )
 }
 
+/// Which files a manifest may name with `templates_file` and `members_file`; a relative
+/// path is always relative to the manifest's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Files {
+    /// Any file the user can read: the CLI reads the user's own files.
+    Anywhere,
+    /// Only regular files under this folder, symlinks resolved, and relative paths
+    /// relative to it (`prism serve`, whose requests must not read the server's other
+    /// files: the folder is the manifest's own).
+    Under(PathBuf),
+    /// None at all (an inline manifest sent to a server without `--manifests`).
+    Nothing,
+}
+
 /// Validates manifest `text`, read from `path` (which names it in diagnostics and
 /// anchors a relative `templates_file`).
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    parse_with(path, text, &Files::Anywhere)
+}
+
+/// [`parse`], reading only the files `files` allows.
+pub fn parse_with(path: &Path, text: &str, files: &Files) -> Result<Manifest, ManifestError> {
     let invalid = |problems: Vec<Problem>| invalid(path, problems);
     let doc = Document::read(path.display().to_string(), text).map_err(invalid)?;
     if !doc.value.is_object() {
@@ -197,13 +216,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     }
     let mut problems = doc.duplicates.clone();
     problems.extend(manifest_problems(&doc.value, &doc.src, &doc.loc));
-    let extra = templates_file(&doc, path, &mut problems);
+    let extra = templates_file(&doc, path, files, &mut problems);
     problems.extend(cross_checks(&doc, extra.as_ref()));
     problems.extend(super::schedule::problems(
         &doc,
         template_hibernates(&doc, extra.as_ref()),
     ));
-    let roster = roster_file(&doc, path, &mut problems);
+    let roster = roster_file(&doc, path, files, &mut problems);
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
@@ -255,13 +274,14 @@ fn template_hibernates(doc: &Document, extra: Option<&Document>) -> bool {
 fn roster_file(
     doc: &Document,
     manifest: &Path,
+    files: &Files,
     problems: &mut Vec<Problem>,
 ) -> Option<super::roster::Roster> {
     let rel = doc.value.get("members_file")?.as_str()?;
     if rel.is_empty() || doc.value.get("members").is_some() || doc.value.get("count").is_some() {
         return None;
     }
-    let path: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(rel);
+    let path = allowed(doc, manifest, "members_file", rel, files, problems)?;
     let name = path.display().to_string();
     let column = doc.value.get("members_column").and_then(Value::as_str);
     match super::roster::load(&path, &name, column) {
@@ -282,14 +302,64 @@ fn roster_file(
     }
 }
 
+/// The path of the file `key` names (`rel`, relative to the manifest's folder), when
+/// `files` allows reading it; else a problem at the key that says why, and never what
+/// the file holds.
+fn allowed(
+    doc: &Document,
+    manifest: &Path,
+    key: &str,
+    rel: &str,
+    files: &Files,
+    problems: &mut Vec<Problem>,
+) -> Option<PathBuf> {
+    let base = match files {
+        Files::Under(dir) => dir.as_path(),
+        _ => manifest.parent().unwrap_or(Path::new(".")),
+    };
+    let path: PathBuf = base.join(rel);
+    let refuse = |problems: &mut Vec<Problem>, why: String, fix: &str| {
+        problems.push(doc.at_value(&format!("/{key}"), why, "named here", Some(fix.into())));
+        None
+    };
+    let dir = match files {
+        Files::Anywhere => return Some(path),
+        Files::Nothing => {
+            return refuse(
+                problems,
+                format!("this manifest cannot name files: `{key}` is not read"),
+                "send `manifest_path`, the name of a manifest under the server's --manifests folder, whose files lie beside it",
+            );
+        }
+        Files::Under(dir) => dir,
+    };
+    let inside = || -> Option<PathBuf> {
+        let real = path.canonicalize().ok()?;
+        let dir = dir.canonicalize().ok()?;
+        let regular = std::fs::metadata(&real).ok()?.is_file();
+        (real.starts_with(&dir) && regular).then_some(real)
+    };
+    match inside() {
+        Some(real) => Some(real),
+        None => refuse(
+            problems,
+            format!(
+                "`{key}` must name a regular file in the manifest's folder: `{rel}` is not one"
+            ),
+            "put the file beside the manifest (or in a folder below it) and name it by its relative path",
+        ),
+    }
+}
+
 /// Loads the templates file a manifest names, adding its problems to `problems`.
 fn templates_file(
     doc: &Document,
     manifest: &Path,
+    files: &Files,
     problems: &mut Vec<Problem>,
 ) -> Option<Document> {
     let rel = doc.value.get("templates_file")?.as_str()?;
-    let path: PathBuf = manifest.parent().unwrap_or(Path::new(".")).join(rel);
+    let path = allowed(doc, manifest, "templates_file", rel, files, problems)?;
     let name = path.display().to_string();
     let text = match read::text(&path, &name) {
         Ok(t) => t,

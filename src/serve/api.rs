@@ -94,7 +94,8 @@ fn new_id(ms: u128) -> String {
     format!("bl-{ms}-{suffix}")
 }
 
-/// The manifest text a request names, and the name to locate its problems with.
+/// The manifest text a request names, and the name to locate its problems with: at
+/// most 1 MiB, from a regular file under `--manifests` (never a pipe that would block).
 fn manifest_text(app: &App, body: &LaunchBody) -> Result<(String, String), ApiError> {
     match (&body.manifest, &body.manifest_path) {
         (Some(text), None) => Ok((text.clone(), "manifest".into())),
@@ -112,10 +113,11 @@ fn manifest_text(app: &App, body: &LaunchBody) -> Result<(String, String), ApiEr
                 return Err(outside());
             }
             let full = dir.join(rel_path).canonicalize().map_err(|_| outside())?;
-            if !full.starts_with(dir) {
+            let regular = std::fs::metadata(&full).is_ok_and(|m| m.is_file());
+            if !full.starts_with(dir) || !regular {
                 return Err(outside());
             }
-            let text = std::fs::read_to_string(&full).map_err(|_| outside())?;
+            let text = crate::manifest::read_text(&full, rel).map_err(|_| outside())?;
             Ok((text, rel.clone()))
         }
         _ => Err(ApiError::bad_request(
@@ -124,8 +126,20 @@ fn manifest_text(app: &App, body: &LaunchBody) -> Result<(String, String), ApiEr
     }
 }
 
-fn parse_manifest(text: &str, name: &str) -> Result<Manifest, ApiError> {
-    crate::manifest::parse(Path::new(name), text).map_err(|e| {
+/// Parses the manifest `text` named `name` (its `manifest_path`, or `manifest` for an
+/// inline one): the files it names must lie in its own folder under `--manifests`
+/// (an inline one's: in `--manifests` itself; without it, none).
+fn parse_manifest(app: &App, text: &str, name: &str, inline: bool) -> Result<Manifest, ApiError> {
+    let files = match (&app.manifests, inline) {
+        (None, _) => crate::manifest::Files::Nothing,
+        (Some(dir), true) => crate::manifest::Files::Under(dir.clone()),
+        (Some(dir), false) => crate::manifest::Files::Under(
+            dir.join(name)
+                .parent()
+                .map_or_else(|| dir.clone(), Path::to_path_buf),
+        ),
+    };
+    crate::manifest::parse_with(Path::new(name), text, &files).map_err(|e| {
         ApiError::bad_request(e.to_string())
             .with("code", json!("InvalidManifest"))
             .with("problems", serde_json::to_value(e.problems()).expect("serializes"))
@@ -308,7 +322,7 @@ pub async fn create(
         }
     }
     let (text, name) = manifest_text(&app, &body)?;
-    let manifest = parse_manifest(&text, &name)?;
+    let manifest = parse_manifest(&app, &text, &name, body.manifest_path.is_none())?;
     if body.dry_run {
         // A launch checks it in `begin`.
         check_quota_wait(&body)?;
@@ -386,7 +400,7 @@ pub async fn launch_file(
     };
     let _one = app.create.lock().await;
     let (text, name) = manifest_text(app, &body)?;
-    let manifest = parse_manifest(&text, &name)?;
+    let manifest = parse_manifest(app, &text, &name, body.manifest_path.is_none())?;
     begin(app, &body, text, &manifest).await
 }
 
@@ -434,7 +448,7 @@ pub async fn plan_file(
             return Ok((c.plan.clone(), c.gate.clone()));
         }
     }
-    let manifest = parse_manifest(&text, &name)?;
+    let manifest = parse_manifest(app, &text, &name, body.manifest_path.is_none())?;
     let (_, plan, _) = plan_of(app, &manifest).await?;
     let gate = Gate::of(&plan, true);
     if keep {
@@ -480,7 +494,12 @@ pub async fn resume(
         .manifest_path
         .clone()
         .unwrap_or_else(|| "manifest".into());
-    let manifest = parse_manifest(&request.manifest, &name)?;
+    let manifest = parse_manifest(
+        &app,
+        &request.manifest,
+        &name,
+        request.manifest_path.is_none(),
+    )?;
     start(&app, &manifest, request, &launch).await?;
     Ok(accepted(&launch, StatusCode::ACCEPTED))
 }

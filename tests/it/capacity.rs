@@ -3,7 +3,6 @@
 //! to the template's next type, and neither ever launches a duplicate.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 

@@ -1176,3 +1176,84 @@ async fn the_launch_page_plans_again_only_when_something_changed() {
     let (_, after) = s.page("/");
     assert!(after.contains("nothing to do"), "{after}");
 }
+
+/// A manifest sent to serve reads no file outside its own folder: absolute paths, `../`,
+/// a symlink out, `/proc`, a FIFO (which would block) and an inline manifest's files
+/// are refused at the key, and no answer quotes what the file holds.
+#[test]
+fn a_manifest_sent_to_serve_reads_no_file_outside_its_folder() {
+    let emu = Emulator::start();
+    let root = emu.dir.path();
+    let dir = root.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = root.join("secret.csv");
+    std::fs::write(&secret, "Email\nSECRET-MARKER-42@x.edu\n").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("link.csv")).unwrap();
+    let fifo = dir.join("fifo.csv");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(dir.join("ok.csv"), "Email\nana@x.edu\n").unwrap();
+    let s = start(
+        &emu,
+        &root.join("state"),
+        &["--manifests", dir.to_str().unwrap()],
+    );
+    let with_members = |file: &str| {
+        format!(
+            "name: leak\nproject: p\ntemplate: t\nmembers_file: {file}\ntemplates:\n  t: {{image: ami-785db401, instance_type: t3.micro}}\n"
+        )
+    };
+    for file in [
+        secret.to_str().unwrap(),
+        "../secret.csv",
+        "link.csv",
+        "/proc/self/environ",
+        "fifo.csv",
+    ] {
+        std::fs::write(dir.join("m.yaml"), with_members(file)).unwrap();
+        let body = json!({"manifest_path": "m.yaml", "dry_run": true});
+        let started = Instant::now();
+        let (st, _, v) = s.call("POST", BULK, &[], Some(&body));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{file}: blocked"
+        );
+        assert_eq!(st, 400, "{file}: {v}");
+        let text = v.to_string();
+        assert!(
+            text.contains("must name a regular file in the manifest's folder"),
+            "{file}: {text}"
+        );
+        assert!(
+            !text.contains("SECRET-MARKER") && !text.contains("AWS_SECRET"),
+            "{file}: {text}"
+        );
+    }
+    // An inline manifest reads from --manifests only; a file there is fine.
+    let body = json!({"manifest": with_members("ok.csv"), "dry_run": true});
+    let (st, _, v) = s.call("POST", BULK, &[], Some(&body));
+    assert_eq!(st, 200, "{v}");
+    let body = json!({"manifest": with_members("../secret.csv"), "dry_run": true});
+    let (st, _, v) = s.call("POST", BULK, &[], Some(&body));
+    assert_eq!(st, 400, "{v}");
+    assert!(!v.to_string().contains("SECRET-MARKER"), "{v}");
+    // The server still answers.
+    let (st, _, _) = s.call("GET", "/healthz", &[], None);
+    assert_eq!(st, 200);
+
+    // Without --manifests an inline manifest names no file at all.
+    let bare = start(&emu, &root.join("state2"), &[]);
+    let body =
+        json!({"manifest": with_members(dir.join("ok.csv").to_str().unwrap()), "dry_run": true});
+    let (st, _, v) = bare.call("POST", BULK, &[], Some(&body));
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v.to_string().contains("this manifest cannot name files"),
+        "{v}"
+    );
+}
