@@ -343,6 +343,18 @@ fn tag_spec(kind: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecifica
         .build()
 }
 
+/// Filters for tags that must have a value, and tag keys that must be present.
+fn tag_filters(tags: &[(String, String)], keys: &[String]) -> Vec<Filter> {
+    let mut filters: Vec<Filter> = tags
+        .iter()
+        .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
+        .collect();
+    if !keys.is_empty() {
+        filters.push(filter("tag-key", keys.iter().cloned()));
+    }
+    filters
+}
+
 fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
     Filter::builder()
         .name(name)
@@ -424,14 +436,7 @@ impl Cloud for AwsCloud {
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
         traced("DescribeInstances", async move {
-            let mut filters: Vec<Filter> = f
-                .tags
-                .iter()
-                .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
-                .collect();
-            if !f.tag_keys.is_empty() {
-                filters.push(filter("tag-key", f.tag_keys.iter().cloned()));
-            }
+            let mut filters = tag_filters(&f.tags, &f.tag_keys);
             if !f.states.is_empty() {
                 filters.push(filter(
                     "instance-state-name",
@@ -800,14 +805,7 @@ impl Cloud for AwsCloud {
 
     async fn describe_snapshots(&self, f: &SnapshotFilter) -> Result<Vec<Snapshot>, CloudError> {
         traced("DescribeSnapshots", async move {
-            let mut filters: Vec<Filter> = f
-                .tags
-                .iter()
-                .map(|(k, v)| filter(&format!("tag:{k}"), [v.clone()]))
-                .collect();
-            if !f.tag_keys.is_empty() {
-                filters.push(filter("tag-key", f.tag_keys.iter().cloned()));
-            }
+            let mut filters = tag_filters(&f.tags, &f.tag_keys);
             if !f.ids.is_empty() {
                 filters.push(filter("snapshot-id", f.ids.iter().cloned()));
             }

@@ -297,7 +297,11 @@ pub async fn create(
         .map(|k| k.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?;
-    let hash = format!("{:x}", Sha256::digest(&bytes));
+    // The same request however it is spaced: compared as parsed JSON.
+    let canonical = serde_json::from_slice::<Value>(&bytes)
+        .map(|v| v.to_string().into_bytes())
+        .unwrap_or_else(|_| bytes.to_vec());
+    let hash = format!("{:x}", Sha256::digest(&canonical));
     // One creation at a time: the key table and the one-launch-per-fleet rule hold.
     let _one = app.create.lock().await;
     if let Some(key) = &key {

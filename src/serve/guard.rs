@@ -97,7 +97,11 @@ impl Guard {
         let Some(given) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .and_then(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
         else {
             return false;
         };

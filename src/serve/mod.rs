@@ -134,6 +134,15 @@ async fn not_found() -> ApiError {
         .fix("See docs/serve.md for the endpoints.")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "this address does not take that method",
+    )
+    .fix("See docs/serve.md for the methods each endpoint takes.")
+}
+
 /// The whole application: routes and the layers around them.
 pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
     const ONE: &str = "/api/v1/workspaces/bulk-launch/{id}";
@@ -170,6 +179,7 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route("/api/v1/quotas/requests/{id}", get(quotas::show_request))
         .route("/api/v1/quotas/{code}", get(quotas::show))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
         .merge(login)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -69,9 +69,7 @@ impl Notes {
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
         notes.insert(id.to_string(), note);
         let bytes = serde_json::to_vec_pretty(&*notes).expect("serializes");
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &self.path)
+        super::store::write_atomic(&self.path, &bytes)
     }
 
     fn get(&self, id: &str) -> Option<Note> {
@@ -98,8 +96,17 @@ fn aws(e: CloudError, cloud: &dyn Cloud) -> ApiError {
         region: Some(cloud.region().to_string()),
         ..Default::default()
     };
-    ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
+    // AWS's conflicts (a request already open for the quota) are the caller's to
+    // resolve, not a bad gateway.
+    let status = match e.code.as_deref() {
+        Some("ResourceAlreadyExistsException" | "ResourceAlreadyExists") => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiError::explained(status, crate::errors::explain(&e, &ctx))
 }
+
+/// The largest quota value Service Quotas takes (`DesiredValue`).
+const DESIRED_MAX: f64 = 10_000_000_000.0;
 
 /// How long the alert banner may show a survey before asking AWS again.
 const BANNER_SURVEY_AGE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -233,6 +240,12 @@ pub struct IncreaseBody {
 /// keeps the reason and the value at request time. The row with the notes.
 pub async fn ask(app: &App, body: &IncreaseBody) -> Result<Value, ApiError> {
     let class = class(&body.quota)?;
+    let v = body.desired_value;
+    if !v.is_finite() || v <= 0.0 || v > DESIRED_MAX || v.fract() != 0.0 {
+        return Err(ApiError::bad_request(format!(
+            "`desired_value` {v} is not a quota value AWS takes: a whole number from 1 to {DESIRED_MAX}"
+        )));
+    }
     if body.reason.trim().is_empty() {
         return Err(ApiError::bad_request(
             "`reason` is empty: say why the quota should be raised",

@@ -56,11 +56,21 @@ impl Request {
     }
 }
 
-/// A `wait_for_quota` text as a duration; Err says why it is not one.
+/// The longest `wait_for_quota`: a week, more than AWS takes to answer an increase.
+pub const QUOTA_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A `wait_for_quota` text as a duration (up to [`QUOTA_WAIT_MAX`]); Err says why it is
+/// not one.
 pub fn quota_wait(text: Option<&str>) -> Result<Option<std::time::Duration>, String> {
     text.map(|text| {
-        humantime::parse_duration(text)
-            .map_err(|e| format!("wait_for_quota `{text}` is not a duration such as 30m: {e}"))
+        let d = humantime::parse_duration(text)
+            .map_err(|e| format!("wait_for_quota `{text}` is not a duration such as 30m: {e}"))?;
+        if d > QUOTA_WAIT_MAX {
+            return Err(format!(
+                "wait_for_quota `{text}` is longer than a week (168h): a launch holds its region's turn while it waits"
+            ));
+        }
+        Ok(d)
     })
     .transpose()
 }
@@ -92,10 +102,19 @@ pub struct Store {
 }
 
 /// Writes `bytes` to `path` through a new file renamed over it, so a crash leaves the
-/// old or the new version, never half of one.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// old or the new version, never half of one. Readable by the server's user alone
+/// (0600): a launch record holds the manifest's text, members included.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 
@@ -121,9 +140,11 @@ impl Store {
 
     /// Appends one event (its JSON on one line).
     pub fn append_event(&self, id: &str, json: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.events_path(id))?;
         f.write_all(format!("{json}\n").as_bytes())
     }

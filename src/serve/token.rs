@@ -29,7 +29,8 @@ pub enum TokenError {
     Invalid { path: String },
 }
 
-/// The state directory, created 0700 when missing.
+/// The state directory, created 0700 when missing and made 0700 when it was not (its
+/// files hold the API token and the manifests' members).
 pub fn state_dir(path: &Path) -> Result<PathBuf, TokenError> {
     let dir_err = |source| TokenError::Dir {
         path: path.display().to_string(),
@@ -40,7 +41,12 @@ pub fn state_dir(path: &Path) -> Result<PathBuf, TokenError> {
         .mode(0o700)
         .create(path)
         .map_err(dir_err)?;
-    std::fs::create_dir_all(path.join("launches")).map_err(dir_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path.join("launches"))
+        .map_err(dir_err)?;
     Ok(path.to_path_buf())
 }
 
@@ -113,6 +119,22 @@ fn existing(path: &Path, token: &str) -> Result<String, TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_state_dir_is_closed_and_what_is_kept_in_it_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve");
+        std::fs::create_dir_all(path.join("launches")).unwrap();
+        for p in [&path, &path.join("launches")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let state = state_dir(&path).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        let record = state.join("launches/bl-1.json");
+        super::super::store::write_atomic(&record, b"{}").unwrap();
+        assert_eq!(mode(&record), 0o600);
+    }
 
     #[test]
     fn a_token_is_created_0600_then_reused_until_rotated() {

@@ -3,7 +3,10 @@
 //! `storage list --snapshots` lists them; a student who comes back gets a workspace
 //! with their disk restored. Without a yes, or with `--dry-run`, nothing changes.
 
-use crate::emulator::{Emulator, fleet_instances, mutating_calls, state, stderr, stdout, tag};
+use crate::emulator::{
+    Emulator, fleet_instances, fleet_snapshots, mutating_calls, snapshot_tag, state, stderr,
+    stdout, tag,
+};
 
 const FLEET: &str = "sem6";
 
@@ -23,13 +26,6 @@ async fn live(emu: &Emulator) -> Vec<aws_sdk_ec2::types::Instance> {
         .into_iter()
         .filter(|i| !matches!(state(i).as_str(), "terminated" | "shutting-down"))
         .collect()
-}
-
-fn snapshot_tag<'a>(s: &'a aws_sdk_ec2::types::Snapshot, key: &str) -> Option<&'a str> {
-    s.tags()
-        .iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value())
 }
 
 #[tokio::test]
@@ -92,23 +88,10 @@ async fn destroy_with_snapshots_keeps_every_disk_and_a_workspace_comes_back() {
         "every snapshot is taken before the first termination: {calls:?}"
     );
 
-    let snaps = emu
-        .ec2()
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:prism:fleet")
-                .values(FLEET)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeSnapshots");
-    let snaps = snaps.snapshots();
+    let snaps = fleet_snapshots(&emu, FLEET).await;
     assert_eq!(snaps.len(), 6, "{snaps:?}");
     let mut workspaces: Vec<&str> = Vec::new();
-    for s in snaps {
+    for s in &snaps {
         assert_eq!(s.state().map(|st| st.as_str()), Some("completed"));
         assert!(snapshot_tag(s, "prism:taken").is_some_and(|d| d.len() == 10));
         assert!(snapshot_tag(s, "prism:member").is_some(), "{s:?}");

@@ -267,6 +267,32 @@ pub async fn fleet_instances(emu: &Emulator, fleet: &str) -> Vec<aws_sdk_ec2::ty
         .collect()
 }
 
+/// The snapshots of `fleet` (by their `prism:fleet` tag) the emulator describes.
+pub async fn fleet_snapshots(emu: &Emulator, fleet: &str) -> Vec<aws_sdk_ec2::types::Snapshot> {
+    emu.ec2()
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:prism:fleet")
+                .values(fleet)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSnapshots")
+        .snapshots()
+        .to_vec()
+}
+
+/// The value of tag `key` of snapshot `s`.
+pub fn snapshot_tag<'a>(s: &'a aws_sdk_ec2::types::Snapshot, key: &str) -> Option<&'a str> {
+    s.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
 /// The value of tag `key` of instance `i`.
 pub fn tag<'a>(i: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
     i.tags()

@@ -5,12 +5,12 @@
 //! workspace made by hand still joins any fleet. Two watches on two manifests of one
 //! fleet never terminate anything.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::emulator::{
-    Emulator, Running, fleet_instances, launch, mutating_calls, prism_command, state, stderr, tag,
+    Emulator, fleet_instances, launch, mutating_calls, prism_command, state, stderr, tag,
 };
+use crate::watch::spawn_watch;
 
 fn manifest(emu: &Emulator, file: &str, count: u32) -> String {
     let path = emu.write(
@@ -147,16 +147,6 @@ async fn a_fleet_from_before_owners_is_adopted_by_the_first_apply_unchanged() {
     }
 }
 
-fn spawn_watch(emu: &Emulator, path: &str, log: &std::path::Path) -> Running {
-    let child = prism_command(&["watch", "--resync", "1s", path])
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    Running(Some(child))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_watches_on_two_manifests_of_one_fleet_never_terminate() {
     let emu = Emulator::start();
@@ -166,8 +156,8 @@ async fn two_watches_on_two_manifests_of_one_fleet_never_terminate() {
     assert!(out.status.success(), "{}", stderr(&out));
     emu.clear_calls();
     let (log_a, log_b) = (emu.dir.path().join("a.log"), emu.dir.path().join("b.log"));
-    let wa = spawn_watch(&emu, &a, &log_a);
-    let wb = spawn_watch(&emu, &b, &log_b);
+    let wa = spawn_watch(&emu, std::path::Path::new(&a), &log_a);
+    let wb = spawn_watch(&emu, std::path::Path::new(&b), &log_b);
     // Until b has said who manages the fleet, then a few more passes of both.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log_b)

@@ -1257,3 +1257,63 @@ fn a_manifest_sent_to_serve_reads_no_file_outside_its_folder() {
         "{v}"
     );
 }
+
+/// The smaller API promises: the auth scheme in any case, a JSON body on 405, the same
+/// Idempotency-Key with the same JSON spaced otherwise is the same launch, durations and
+/// quota values AWS would refuse are refused before asking it.
+#[test]
+fn the_api_answers_as_promised_at_its_edges() {
+    let emu = Emulator::start();
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let (st, _, _) = raw(
+        s.port,
+        &format!(
+            "GET /api/v1/workspaces/bulk-launch HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: bearer {}\r\nConnection: close\r\n\r\n",
+            s.port, s.token
+        ),
+    );
+    assert_eq!(st, 200, "the scheme is case-insensitive");
+
+    let (st, _, v) = s.call("PUT", "/api/v1/workspaces", &[], None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (405, Some("MethodNotAllowed")),
+        "{v}"
+    );
+
+    let text = manifest("edge", 1, FAST);
+    let request = json!({"manifest": text, "dry_run": false});
+    let tight = serde_json::to_string(&request).unwrap();
+    let spaced = serde_json::to_string_pretty(&request).unwrap();
+    let post = |body: &str| {
+        raw(
+            s.port,
+            &format!(
+                "POST {BULK} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\nIdempotency-Key: edge-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                s.port,
+                s.token,
+                body.len()
+            ),
+        )
+    };
+    let (st1, _, first) = post(&tight);
+    let (st2, _, second) = post(&spaced);
+    assert_eq!((st1, st2), (202, 202), "{first}\n{second}");
+    let id = |b: &str| serde_json::from_str::<Value>(b).unwrap()["id"].clone();
+    assert_eq!(id(&first), id(&second), "one launch for one request");
+    s.until_over(id(&first).as_str().unwrap());
+
+    let forever =
+        json!({"manifest": manifest("edge2", 1, FAST), "wait_for_quota": "99999999999999h"});
+    let (st, _, v) = s.call("POST", BULK, &[], Some(&forever));
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("longer than a week"), "{v}");
+
+    emu.clear_calls();
+    for huge in [json!(1e308), json!(-5), json!(10.5)] {
+        let ask = json!({"quota": "on-demand-vcpus", "desired_value": huge, "reason": "x"});
+        let (st, _, v) = s.call("POST", "/api/v1/quotas/requests", &[], Some(&ask));
+        assert_eq!(st, 400, "{huge}: {v}");
+    }
+    assert_eq!(emu.call_counts().get("RequestServiceQuotaIncrease"), None);
+}

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::emulator::{Emulator, fleet_instances, interrupt_after, state, stderr, tag};
+use crate::emulator::{
+    Emulator, fleet_instances, fleet_snapshots, interrupt_after, snapshot_tag, state, stderr, tag,
+};
 use crate::out_of_hours::{acted, booted, left_alone, off_hours_schedule, plan_json};
 
 struct Course<'a> {
@@ -197,32 +199,12 @@ async fn a_term_of_edits_and_hands_keeps_every_students_work() {
         .filter(|i| !matches!(state(i).as_str(), "terminated" | "shutting-down"))
         .count();
     assert_eq!(left, 0, "the destroy left instances");
-    let snaps = emu
-        .ec2()
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:prism:fleet")
-                .values("sem")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeSnapshots");
+    let snaps = fleet_snapshots(&emu, "sem").await;
     let mut kept: Vec<(String, String)> = snaps
-        .snapshots()
         .iter()
         .filter(|s| s.state().map(|st| st.as_str()) == Some("completed"))
         .map(|s| {
-            let t = |k: &str| {
-                s.tags()
-                    .iter()
-                    .find(|t| t.key() == Some(k))
-                    .and_then(|t| t.value())
-                    .unwrap_or("?")
-                    .to_string()
-            };
+            let t = |k: &str| snapshot_tag(s, k).unwrap_or("?").to_string();
             (t("prism:workspace"), t("prism:member"))
         })
         .collect();

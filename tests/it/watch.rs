@@ -28,7 +28,12 @@ async fn until_live(emu: &Emulator, n: usize) {
     }
 }
 
-fn spawn_watch(emu: &Emulator, path: &std::path::Path, log: &std::path::Path) -> Running {
+/// `prism watch --resync 2s` on `path`, its log in `log`.
+pub(crate) fn spawn_watch(
+    emu: &Emulator,
+    path: &std::path::Path,
+    log: &std::path::Path,
+) -> Running {
     let child = prism_command(&["watch", "--resync", "2s", path.to_str().unwrap()])
         .env("AWS_ENDPOINT_URL", &emu.url)
         .stdout(Stdio::null())
