@@ -1136,10 +1136,31 @@ async fn the_launch_page_plans_again_only_when_something_changed() {
     std::fs::create_dir_all(&manifests).unwrap();
     let file = manifests.join("lab.yaml");
     std::fs::write(&file, manifest("lab", 3, FAST)).unwrap();
+    // Neither a templates file nor a pipe is listed (nor read) as a manifest.
+    std::fs::write(
+        manifests.join("templates.yaml"),
+        "templates:\n  t: {image: ami-785db401, instance_type: t3.micro}\n",
+    )
+    .unwrap();
+    let pipe = manifests.join("a-pipe.yaml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
     let s = start(
         &emu,
         &emu.dir.path().join("state"),
         &["--manifests", manifests.to_str().unwrap()],
+    );
+    let (_, listed) = s.page("/");
+    assert!(
+        listed.contains("lab.yaml")
+            && !listed.contains("templates.yaml")
+            && !listed.contains("a-pipe.yaml"),
+        "{listed}"
     );
     // The plan's look at the fleet: DescribeInstances by the fleet's tag.
     let plans = || {
@@ -1154,7 +1175,7 @@ async fn the_launch_page_plans_again_only_when_something_changed() {
     let (st, html) = s.page("/");
     assert_eq!(st, 200);
     assert!(html.contains("3 to create"), "{html}");
-    assert_eq!(plans(), 1);
+    assert_eq!(plans(), 1, "the listing's view and this one: one plan");
     let (_, again) = s.page("/");
     assert!(again.contains("3 to create"));
     assert_eq!(plans(), 1, "the second view asked AWS nothing");

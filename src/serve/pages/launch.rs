@@ -17,8 +17,27 @@ use crate::serve::api;
 
 use super::{Banner, Nav, banner, bar, error_box, layout, page};
 
+/// Whether the regular file at `path` is a manifest (it names a fleet) rather than a
+/// templates file or other YAML: read capped, and never from a pipe.
+fn is_manifest(path: &std::path::Path) -> bool {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(text) = crate::manifest::read_text(path, &path.display().to_string()) else {
+        // Unreadable or too large: listed, so that the page says why.
+        return true;
+    };
+    match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        Ok(serde_yaml::Value::Mapping(m)) => m.contains_key("name"),
+        // Broken YAML may be a manifest being written: listed, with its problems.
+        Ok(_) => false,
+        Err(_) => true,
+    }
+}
+
 /// The manifests under `--manifests` (`.yaml`/`.yml`, two levels deep), as paths
-/// relative to it, sorted.
+/// relative to it, sorted: templates files and other YAML without a fleet `name` are
+/// left out.
 fn manifest_files(app: &App) -> Vec<String> {
     let Some(root) = &app.manifests else {
         return vec![];
@@ -34,6 +53,7 @@ fn manifest_files(app: &App) -> Vec<String> {
             if path.is_dir() && depth < 1 {
                 dirs.push((path, depth + 1));
             } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && is_manifest(&path)
                 && let Ok(rel) = path.strip_prefix(root)
             {
                 out.push(rel.to_string_lossy().into_owned());
