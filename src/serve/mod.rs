@@ -129,9 +129,22 @@ async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn not_found() -> ApiError {
+/// Nothing at this address: a page for a browser (outside `/api/`), else JSON.
+async fn not_found(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let browser = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser && !uri.path().starts_with("/api/") {
+        return pages::not_found_page(uri.path());
+    }
     ApiError::not_found("there is nothing at this address")
         .fix("See docs/serve.md for the endpoints.")
+        .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

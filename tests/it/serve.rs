@@ -1302,6 +1302,32 @@ fn the_api_answers_as_promised_at_its_edges() {
         "{v}"
     );
 
+    // An unknown address: a page for a browser, JSON for the API.
+    let (st, head, html) = raw(
+        s.port,
+        &format!(
+            "GET /no-such-page HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: prism_session={}\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+            s.port, s.token
+        ),
+    );
+    assert_eq!(st, 404);
+    assert!(
+        head.to_lowercase().contains("content-type: text/html"),
+        "{head}"
+    );
+    assert!(
+        html.contains("<html lang=\"en\">")
+            && html.contains("Nothing here")
+            && html.contains("href=\"/\""),
+        "{html}"
+    );
+    let (st, _, v) = s.call("GET", "/api/v1/nope", &[("Accept", "text/html")], None);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("NotFound")),
+        "{v}"
+    );
+
     let text = manifest("edge", 1, FAST);
     let request = json!({"manifest": text, "dry_run": false});
     let tight = serde_json::to_string(&request).unwrap();

@@ -171,6 +171,19 @@ fn layout(title: &str, nav: Nav, banner_html: Markup, main: Markup) -> Markup {
     }
 }
 
+/// The page of an address with nothing at it.
+pub fn not_found_page(path: &str) -> Response {
+    let main = html! {
+        h1 { "Nothing here" }
+        p { "There is no page at " code { (path) } "." }
+        p { a href="/" { "Back to the launches" } " · " a href="/quotas" { "Quotas" } }
+    };
+    page(
+        StatusCode::NOT_FOUND,
+        layout("Not found", Nav::None, html! {}, main),
+    )
+}
+
 fn page(status: StatusCode, markup: Markup) -> Response {
     (status, markup).into_response()
 }
