@@ -61,8 +61,11 @@ pub struct App {
     connector: Arc<dyn Connector>,
     /// The reasons and values at request time of the quota requests sent from here.
     notes: quotas::Notes,
-    /// The last quota survey, for the alert banner of every page.
+    /// The last quota survey: every quota answer and the alert banner of every page
+    /// within a few seconds of it share it.
     last_survey: Mutex<Option<(std::time::Instant, Vec<crate::quota::usage::QuotaRow>)>>,
+    /// One survey of AWS at a time: requests that find none recent wait for it.
+    survey_turn: tokio::sync::Mutex<()>,
     /// `--manifests`, canonical.
     manifests: Option<PathBuf>,
     /// The Launch page's plans, so that page views do not each ask AWS again.
@@ -90,6 +93,7 @@ impl App {
             keys: Mutex::new(store.load_keys()),
             notes: quotas::Notes::load(state_dir),
             last_survey: Mutex::new(None),
+            survey_turn: tokio::sync::Mutex::new(()),
             plans: api::PlanCache::default(),
             store,
             registry,

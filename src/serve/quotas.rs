@@ -111,8 +111,51 @@ const DESIRED_MAX: f64 = 10_000_000_000.0;
 /// How long the alert banner may show a survey before asking AWS again.
 const BANNER_SURVEY_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The quota rows of `prism quota show --format json`, asked of AWS now.
+/// How long a survey answers the quota endpoints: many requests at once cost AWS one
+/// survey, and a quota or usage read a few seconds ago is what AWS would say now.
+const SURVEY_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The last survey, when younger than `age`.
+fn recent(app: &App, age: std::time::Duration) -> Option<Vec<QuotaRow>> {
+    app.last_survey
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < age)
+        .map(|(_, rows)| rows.clone())
+}
+
+/// The quota rows of `prism quota show --format json`: read from AWS, or the survey
+/// of the last few seconds. One survey at a time: requests that come meanwhile share
+/// its answer.
 pub async fn survey(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
+    survey_within(app, SURVEY_AGE).await
+}
+
+/// How old a survey a request accepts: none with `Cache-Control: no-cache` (or
+/// `max-age=0`), else a few seconds.
+fn accepted_age(headers: &HeaderMap) -> std::time::Duration {
+    let fresh = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| matches!(d.trim(), "no-cache" | "max-age=0"));
+    if fresh {
+        std::time::Duration::ZERO
+    } else {
+        SURVEY_AGE
+    }
+}
+
+async fn survey_within(app: &App, age: std::time::Duration) -> Result<Vec<QuotaRow>, ApiError> {
+    if let Some(rows) = recent(app, age) {
+        return Ok(rows);
+    }
+    let _turn = app.survey_turn.lock().await;
+    if let Some(rows) = recent(app, age) {
+        return Ok(rows);
+    }
     let cloud = app.connector.cloud().await?;
     let rows = quota::usage::survey(cloud.as_ref(), &RetryPolicy::default())
         .await
@@ -125,14 +168,7 @@ pub async fn survey(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
 /// The quota rows for the alert banner: the last survey when it is recent (each page
 /// would otherwise read every quota again), else a new one.
 pub async fn survey_for_banner(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
-    let recent = app
-        .last_survey
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .filter(|(at, _)| at.elapsed() < BANNER_SURVEY_AGE)
-        .map(|(_, rows)| rows.clone());
-    match recent {
+    match recent(app, BANNER_SURVEY_AGE) {
         Some(rows) => Ok(rows),
         None => survey(app).await,
     }
@@ -177,16 +213,20 @@ fn class(name: &str) -> Result<&'static QuotaClass, ApiError> {
     })
 }
 
-pub async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<QuotaRow>>, ApiError> {
-    Ok(Json(survey(&app).await?))
+pub async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<QuotaRow>>, ApiError> {
+    Ok(Json(survey_within(&app, accepted_age(&headers)).await?))
 }
 
 pub async fn show(
     State(app): State<Arc<App>>,
     UrlPath(code): UrlPath<String>,
+    headers: HeaderMap,
 ) -> Result<Json<QuotaRow>, ApiError> {
     let class = class(&code)?;
-    let rows = survey(&app).await?;
+    let rows = survey_within(&app, accepted_age(&headers)).await?;
     let row = rows
         .into_iter()
         .find(|r| r.code == class.code)
@@ -194,8 +234,12 @@ pub async fn show(
     Ok(Json(row))
 }
 
-pub async fn alerts(State(app): State<Arc<App>>) -> Result<Json<Vec<Alert>>, ApiError> {
-    Ok(Json(quota::usage::alerts(&survey(&app).await?)))
+pub async fn alerts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Alert>>, ApiError> {
+    let rows = survey_within(&app, accepted_age(&headers)).await?;
+    Ok(Json(quota::usage::alerts(&rows)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +319,8 @@ pub async fn ask(app: &App, body: &IncreaseBody) -> Result<Value, ApiError> {
         .request_quota_increase(class.service, class.code, body.desired_value)
         .await
         .map_err(|e| aws(e, cloud.as_ref()))?;
+    // The next answer reads the quota again.
+    *app.last_survey.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let row = RequestRow::from(&r);
     let note = Note {
         reason: body.reason.trim().to_string(),

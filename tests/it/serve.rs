@@ -567,7 +567,12 @@ async fn quota_endpoints_answer_as_the_cli_and_alert_past_50_and_80_percent() {
         let want = percent * 2 / 2;
         crate::emulator::launch(&ec2, None, None, "t3.micro", want - running).await;
         running = want;
-        let (st, _, alerts) = s.call("GET", "/api/v1/quotas/alerts", &[], None);
+        let (st, _, alerts) = s.call(
+            "GET",
+            "/api/v1/quotas/alerts",
+            &[("Cache-Control", "no-cache")],
+            None,
+        );
         assert_eq!(st, 200, "{alerts}");
         assert_eq!(
             alerts,
@@ -1363,4 +1368,56 @@ fn the_api_answers_as_promised_at_its_edges() {
         assert_eq!(st, 400, "{huge}: {v}");
     }
     assert_eq!(emu.call_counts().get("RequestServiceQuotaIncrease"), None);
+}
+
+/// Many quota requests at once cost AWS one survey, not one each; the answers agree.
+#[test]
+fn quota_answers_at_once_share_one_survey() {
+    let emu = Emulator::start();
+    let s = start(&emu, &emu.dir.path().join("state"), &[]);
+    let (st, _, one) = s.call("GET", "/api/v1/quotas", &[], None);
+    assert_eq!(st, 200, "{one}");
+    let per_survey = emu
+        .call_counts()
+        .get("GetServiceQuota")
+        .copied()
+        .unwrap_or(0)
+        + emu
+            .call_counts()
+            .get("GetAWSDefaultServiceQuota")
+            .copied()
+            .unwrap_or(0);
+    assert!(per_survey > 0);
+    std::thread::sleep(Duration::from_secs(6));
+    emu.clear_calls();
+    let answers: Vec<(u16, Value)> = std::thread::scope(|t| {
+        let hs: Vec<_> = (0..40)
+            .map(|_| {
+                t.spawn(|| {
+                    let (st, _, v) = s.call("GET", "/api/v1/quotas", &[], None);
+                    (st, v)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        answers
+            .iter()
+            .all(|(st, v)| *st == 200 && v == &answers[0].1)
+    );
+    let asked = emu
+        .call_counts()
+        .get("GetServiceQuota")
+        .copied()
+        .unwrap_or(0)
+        + emu
+            .call_counts()
+            .get("GetAWSDefaultServiceQuota")
+            .copied()
+            .unwrap_or(0);
+    assert!(
+        asked <= per_survey,
+        "40 answers asked AWS {asked} times; one survey asks {per_survey}"
+    );
 }
