@@ -183,18 +183,19 @@ pub async fn take_snapshots(
         .await
 }
 
-/// Looks at `snapshots` until each has completed or failed, after 1 s, then twice as
-/// long each time up to `every`; `look` sees each reading. The last reading.
+/// Looks at the snapshots `taken` (by instance) until each has completed or failed,
+/// after 1 s, then twice as long each time up to `every`, updating them; `look` sees
+/// each reading.
 pub async fn wait_for(
     cloud: &dyn Cloud,
-    snapshots: &[Snapshot],
+    taken: &mut BTreeMap<String, Vec<Snapshot>>,
     every: Duration,
     mut look: impl FnMut(&[Snapshot]),
-) -> Result<Vec<Snapshot>, CloudError> {
+) -> Result<(), CloudError> {
     let policy = RetryPolicy::default();
-    let mut now = snapshots.to_vec();
     let mut pause = Duration::from_secs(1).min(every);
     loop {
+        let now: Vec<Snapshot> = taken.values().flatten().cloned().collect();
         look(&now);
         // Anything but a final state is looked at again (a CreateSnapshots answer may
         // leave the state out).
@@ -204,7 +205,7 @@ pub async fn wait_for(
             .map(|s| s.id.clone())
             .collect();
         if pending.is_empty() {
-            return Ok(now);
+            return Ok(());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(every);
@@ -213,7 +214,7 @@ pub async fn wait_for(
             ..Default::default()
         };
         let read = retry::call(&policy, || cloud.describe_snapshots(&filter)).await?;
-        for s in &mut now {
+        for s in taken.values_mut().flatten() {
             if let Some(r) = read.iter().find(|r| r.id == s.id) {
                 *s = r.clone();
             }
@@ -305,12 +306,12 @@ mod tests {
         assert_eq!(s.tag(tags::TAKEN), Some("2027-05-14"));
         assert_eq!(unsafe_to_delete(&taken).len(), 2, "pending is not safe");
 
-        let all: Vec<Snapshot> = taken.values().flatten().cloned().collect();
+        let mut taken = taken;
         let mut readings = 0;
-        let done = wait_for(&c, &all, Duration::from_secs(5), |_| readings += 1)
+        wait_for(&c, &mut taken, Duration::from_secs(5), |_| readings += 1)
             .await
             .unwrap();
-        assert!(done.iter().all(|s| s.state == "completed"));
+        assert!(taken.values().flatten().all(|s| s.state == "completed"));
         assert_eq!(readings, 4, "pending at the first three readings");
 
         // A rerun the same day finds them; the next day takes new ones.

@@ -191,15 +191,9 @@ impl Term {
             assert_eq!(ids(&taken), ids(&again), "taken twice: {story}");
             taken = again;
         }
-        let all: Vec<_> = taken.values().flatten().cloned().collect();
-        let done = wait_for(cloud, &all, Duration::from_secs(15), |_| {})
+        wait_for(cloud, &mut taken, Duration::from_secs(15), |_| {})
             .await
             .unwrap();
-        for snaps in taken.values_mut() {
-            for s in snaps.iter_mut() {
-                *s = done.iter().find(|d| d.id == s.id).unwrap().clone();
-            }
-        }
         let keep = unsafe_to_delete(&taken);
         assert!(keep.is_empty(), "{keep:?}: {story}");
         let job = Job::changes("term", t.actions(&keep), "us-west-2");

@@ -130,12 +130,11 @@ async fn archive(
         "Taking snapshots of {} workspaces…",
         t.doomed.len()
     ));
-    let taken = teardown::take_snapshots(cloud, t, &day)
+    let mut taken = teardown::take_snapshots(cloud, t, &day)
         .await
         .map_err(aws)?;
-    let all: Vec<Snapshot> = taken.values().flatten().cloned().collect();
     let mut last = usize::MAX;
-    let done = teardown::wait_for(cloud, &all, SNAPSHOT_POLL, |now| {
+    teardown::wait_for(cloud, &mut taken, SNAPSHOT_POLL, |now| {
         let completed = now.iter().filter(|s| s.state == "completed").count();
         if completed != last {
             show(format!("  snapshots: {completed}/{} completed", now.len()));
@@ -144,22 +143,14 @@ async fn archive(
     })
     .await
     .map_err(aws)?;
-    let mut finished = taken.clone();
-    for snaps in finished.values_mut() {
-        for s in snaps.iter_mut() {
-            if let Some(d) = done.iter().find(|d| d.id == s.id) {
-                *s = d.clone();
-            }
-        }
-    }
-    let keep = teardown::unsafe_to_delete(&finished);
+    let keep = teardown::unsafe_to_delete(&taken);
     for d in t.doomed.iter().filter(|d| keep.contains(&d.instance.id)) {
         say!(
             "✗ {}: its snapshot did not complete; the workspace is kept. Run the destroy again to retry.",
             d.workspace()
         );
     }
-    Ok((done, keep))
+    Ok((taken.into_values().flatten().collect(), keep))
 }
 
 pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failure> {
