@@ -15,7 +15,9 @@ use crate::config::UserConfig;
 use crate::engine::Engine;
 use crate::manifest::Manifest;
 use crate::serve::error::ApiError;
-use crate::serve::{App, Connector, guard::Guard, token};
+use crate::serve::guard::{Door, Guard, PublicUrl};
+use crate::serve::sessions::{Lifetimes, Sessions};
+use crate::serve::{App, Connector, listen, token};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -31,9 +33,28 @@ pub struct ServeArgs {
     /// Listen on an address other than loopback (plain HTTP: put TLS in front of it).
     #[arg(long)]
     pub allow_remote: bool,
-    /// Replace the API token with a new one.
+    /// Replace the API token with a new one (every browser session ends too).
     #[arg(long)]
     pub rotate_token: bool,
+    /// The address browsers use when it is not the listen address (a TLS reverse proxy,
+    /// a DNS name): its host is accepted as Host and its origin as Origin, the sign-in
+    /// link uses it, and over https the session cookie is Secure.
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<PublicUrl>,
+    /// A browser session ends after this long unused.
+    #[arg(long, default_value = "12h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub session_idle: std::time::Duration,
+    /// A browser session ends this long after it began, in use or not.
+    #[arg(long, default_value = "7d", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub session_max: std::time::Duration,
+    /// Open connections at most; past it, the oldest one that has sent no request yet
+    /// is closed.
+    #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=100_000))]
+    pub max_connections: u32,
+}
+
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    PublicUrl::parse(text)
 }
 
 /// One engine per region, made on first use from the command's AWS settings.
@@ -174,11 +195,30 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         lock.rewind().map_err(Failure::Io)?;
         writeln!(lock, "pid {} at http://{addr}", std::process::id()).map_err(Failure::Io)?;
     }
-    let remote_host = (!crate::serve::is_loopback(&addr)).then(|| match addr {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => format!("[{}]", a.ip()),
-    });
-    let guard = Guard::new(api_token, addr.port(), remote_host);
+    let door = Door {
+        listen: addr,
+        remote: args.allow_remote,
+        public: args.public_url.clone(),
+    };
+    if args.session_idle.is_zero() || args.session_max < args.session_idle {
+        return Err(Failure::Refused(
+            Refusal::InvalidValue,
+            format!(
+                "--session-idle {} must be more than zero and at most --session-max {}",
+                humantime::format_duration(args.session_idle),
+                humantime::format_duration(args.session_max)
+            ),
+        ));
+    }
+    let sessions = Sessions::load(
+        &state,
+        Lifetimes {
+            idle: args.session_idle,
+            absolute: args.session_max,
+        },
+        args.rotate_token,
+    );
+    let guard = Guard::new(api_token, door, sessions);
     let connector = Arc::new(Engines {
         global: GlobalArgs {
             region: global.region.clone(),
@@ -198,10 +238,15 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     };
     let code = guard.new_login_code();
     super::print(&format!(
-        "prism serve: listening on http://{shown}\nprism serve: sign in: http://{shown}/login?code={code} (the link works once)\nprism serve: the API token is in {}\n",
+        "prism serve: listening on http://{shown}\nprism serve: sign in: {}/login?code={code} (the link works once)\nprism serve: the API token is in {}\n",
+        guard.door.base_url(),
         state.join("token").display()
     ))?;
-    crate::serve::run(listener, app, guard, super::stop_signal())
+    let limits = listen::Limits {
+        max_connections: args.max_connections as usize,
+        ..listen::Limits::default()
+    };
+    crate::serve::run(listener, app, guard, limits, super::stop_signal())
         .await
         .map_err(Failure::Io)?;
     say!("prism serve: stopped");

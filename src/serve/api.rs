@@ -542,9 +542,16 @@ struct Cursor {
     buffered: VecDeque<(usize, String, String)>,
     changes: tokio::sync::watch::Receiver<usize>,
     shutdown: tokio_util::sync::CancellationToken,
+    /// Cancelled when the server begins to stop (before its launches are stopped).
+    stopping: tokio_util::sync::CancellationToken,
+    /// The last event was sent.
+    over: bool,
 }
 
 async fn next_event(mut c: Cursor) -> Option<(Result<SseEvent, Infallible>, Cursor)> {
+    if c.over {
+        return None;
+    }
     loop {
         if let Some((id, name, data)) = c.buffered.pop_front() {
             c.next = id;
@@ -560,14 +567,34 @@ async fn next_event(mut c: Cursor) -> Option<(Result<SseEvent, Infallible>, Curs
             c.buffered.extend(events);
             continue;
         }
+        // The launch ended because the server stops: that is said last.
+        let stopping = over && c.stopping.is_cancelled();
+        c.over = over;
         if over {
-            return None;
+            return stopping.then(|| (Ok(stopping_event(&c.launch)), c));
         }
         tokio::select! {
             changed = c.changes.changed() => if changed.is_err() { return None },
-            _ = c.shutdown.cancelled() => return None,
+            _ = c.shutdown.cancelled() => {
+                c.over = true;
+                return Some((Ok(stopping_event(&c.launch)), c));
+            }
         }
     }
+}
+
+/// The last event of a stream when the server stops: no id (a reconnect goes on after
+/// the last numbered event), and a hint to try again in 5 s.
+fn stopping_event(launch: &Launch) -> SseEvent {
+    let data = serde_json::json!({
+        "event": "stopping",
+        "state": launch.view()["state"],
+        "message": "prism serve is stopping; the launch can be followed again, and resumed, once it is back",
+    });
+    SseEvent::default()
+        .event("stopping")
+        .retry(std::time::Duration::from_secs(5))
+        .data(data.to_string())
 }
 
 pub async fn events(
@@ -595,6 +622,8 @@ pub async fn events(
         buffered: VecDeque::new(),
         changes,
         shutdown: app.shutdown.clone(),
+        stopping: app.stopping.clone(),
+        over: false,
     };
     let stream = futures::stream::unfold(cursor, next_event);
     Ok(Sse::new(stream)

@@ -10,8 +10,10 @@ mod api;
 pub mod error;
 pub mod guard;
 mod launches;
+pub mod listen;
 mod pages;
 mod quotas;
+pub mod sessions;
 mod store;
 pub mod token;
 mod workspaces;
@@ -21,6 +23,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +39,13 @@ use store::Store;
 
 /// Request bodies larger than this are refused (413).
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Requests served at once (event streams and `/healthz` aside); more are answered 503
+/// with `Retry-After` at once rather than queued.
+pub const IN_FLIGHT: usize = 64;
+
+/// A request (event streams aside) that takes longer is answered 504.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Finds the engine for a manifest's account and region (one per region, shared by
 /// every launch there), with the manifest's launch pacing.
@@ -70,7 +80,9 @@ pub struct App {
     manifests: Option<PathBuf>,
     /// The Launch page's plans, so that page views do not each ask AWS again.
     plans: api::PlanCache,
-    /// Cancelled when the server stops: event streams end.
+    /// Cancelled when the server begins to stop, before its launches are stopped.
+    stopping: CancellationToken,
+    /// Cancelled when the server stops, once its launches are: event streams end.
     shutdown: CancellationToken,
 }
 
@@ -101,6 +113,7 @@ impl App {
             create: tokio::sync::Mutex::new(()),
             connector,
             manifests,
+            stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
         })
     }
@@ -118,7 +131,7 @@ impl App {
     /// Stops every running launch as the first Ctrl-C of apply does (in-flight calls
     /// finish, nothing new starts), and waits until each is kept as interrupted.
     pub async fn stop(&self) {
-        self.shutdown.cancel();
+        self.stopping.cancel();
         let launches = self.registry.all();
         for l in &launches {
             l.cancel(true);
@@ -126,6 +139,7 @@ impl App {
         for l in &launches {
             l.finished().await;
         }
+        self.shutdown.cancel();
     }
 }
 
@@ -160,17 +174,73 @@ async fn method_not_allowed() -> ApiError {
     .fix("See docs/serve.md for the methods each endpoint takes.")
 }
 
+/// The answer to a request the bounds turned away: 503 when too many are in flight,
+/// 504 when one took too long.
+fn over_bounds(
+    err: &tower::BoxError,
+    in_flight: usize,
+    timeout: Duration,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if err.is::<tower::timeout::error::Elapsed>() {
+        return ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("the answer took longer than {}", humantime::format_duration(timeout)),
+        )
+        .fix("Try again; if AWS is slow to answer, `prism quota show` tells the same from the command line.")
+        .into_response();
+    }
+    let mut r = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "Busy",
+        format!("the server is answering {in_flight} requests already"),
+    )
+    .fix("Try again in a second (Retry-After says when).")
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// `router` with at most `in_flight` requests served at once across all its routes
+/// (more are answered 503 with `Retry-After` at once, not queued) and each answered
+/// within `timeout` (else 504).
+fn with_bounds<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    in_flight: usize,
+    timeout: Duration,
+) -> Router<S> {
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                move |err: tower::BoxError| async move { over_bounds(&err, in_flight, timeout) },
+            ))
+            .load_shed()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(in_flight))
+            .timeout(timeout),
+    )
+}
+
 /// The whole application: routes and the layers around them.
 pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
     const ONE: &str = "/api/v1/workspaces/bulk-launch/{id}";
     let login = Router::new()
         .route("/login", get(pages::login).post(pages::login_post))
+        .route("/logout", post(pages::logout))
+        .route("/sessions", get(pages::sessions_page))
+        .route("/sessions/end-others", post(pages::end_others))
+        .route("/sessions/{id}/end", post(pages::end_session))
+        .route("/api/v1/sessions", get(pages::list_api))
+        .route(
+            "/api/v1/sessions/{id}",
+            axum::routing::delete(pages::end_api),
+        )
         .with_state(guard.clone());
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/assets/app.js", get(pages::script))
-        .route("/assets/app.css", get(pages::style))
-        .route("/assets/icon.svg", get(pages::icon))
+    // Answers that are over in one go: bounded in number and in time.
+    let bounded = Router::new()
         .route("/", get(pages::launch_page))
         .route("/launches", post(pages::apply))
         .route("/launches/{id}", get(pages::launch_progress))
@@ -183,7 +253,6 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
             get(api::list).post(api::create),
         )
         .route(ONE, get(api::show).delete(api::cancel))
-        .route(&format!("{ONE}/events"), get(api::events))
         .route(&format!("{ONE}/resume"), post(api::resume))
         .route("/api/v1/workspaces", get(workspaces::workspaces))
         .route("/api/v1/quotas", get(quotas::list))
@@ -197,34 +266,95 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route("/api/v1/quotas/{code}", get(quotas::show))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
-        .merge(login)
+        .with_state(app.clone())
+        .merge(login);
+    let bounded = with_bounds(bounded, IN_FLIGHT, REQUEST_TIMEOUT);
+    // Answers that stay open, or must answer whatever the load: never turned away.
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/assets/{file}", get(pages::asset))
+        .route(&format!("{ONE}/events"), get(api::events))
+        .with_state(app);
+    bounded
+        .merge(open)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(guard.clone(), guard::require_token))
-        .layer(from_fn(guard::check_origin))
+        .layer(from_fn_with_state(guard.clone(), guard::check_origin))
         .layer(from_fn_with_state(guard, guard::check_host))
         .layer(from_fn(guard::security_headers))
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
-/// Serves `router` on `listener` until `stop` resolves; then stops the launches.
+/// Serves `router` on `listener` until `stop` resolves. Then the launches stop as the
+/// first Ctrl-C of apply stops them (their event streams carry the end), every event
+/// stream gets a last `stopping` event, and open requests finish (10 s at most).
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     guard: Arc<guard::Guard>,
+    limits: listen::Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shutdown = app.shutdown.clone();
     let routes = router(app.clone(), guard);
-    let server = axum::serve(listener, routes).with_graceful_shutdown(async move {
-        stop.await;
-        shutdown.cancel();
-    });
-    server.await?;
+    let conns = listen::accept_until(listener, routes, limits, stop).await;
     app.stop().await;
+    conns.drain(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 
 /// Whether `addr` may be listened on without `--allow-remote`.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn past_the_bound_requests_are_turned_away_at_once_and_slow_ones_time_out() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = release.clone();
+        let router: Router = with_bounds(
+            Router::new()
+                .route(
+                    "/slow",
+                    get(move || {
+                        let held = held.clone();
+                        async move { held.notified().await }
+                    }),
+                )
+                .route("/fast", get(|| async { "ok" })),
+            2,
+            Duration::from_millis(300),
+        );
+        let call = |path: &'static str| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+                router.oneshot(req).await.unwrap()
+            })
+        };
+        let (a, b) = (call("/slow"), call("/slow"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Two in flight, on any route: the third is turned away with a JSON body.
+        let third = call("/fast").await.unwrap();
+        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(third.headers()["retry-after"], "1");
+        let body = axum::body::to_bytes(third.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "Busy", "{v}");
+        // The slow ones run out of time.
+        for r in [a.await.unwrap(), b.await.unwrap()] {
+            assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        }
+        assert_eq!(call("/fast").await.unwrap().status(), StatusCode::OK);
+        release.notify_waiters();
+    }
 }

@@ -21,6 +21,7 @@ mod resize;
 mod schedule;
 mod schema;
 mod serve;
+mod serve_doors;
 mod settings;
 mod storage;
 mod term;

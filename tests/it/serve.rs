@@ -20,6 +20,8 @@ pub struct Server {
     first_line: String,
     /// The one-time sign-in link it printed.
     pub login: String,
+    /// A browser session begun with the token, on first use.
+    session: std::sync::OnceLock<String>,
 }
 
 impl Drop for Server {
@@ -84,16 +86,30 @@ pub fn start_with(emu: &Emulator, state: &Path, extra: &[&str], env: &[(&str, &s
         token,
         first_line,
         login,
+        session: std::sync::OnceLock::new(),
     }
 }
 
+/// The value of cookie `name` that `head` (a response head) sets.
+pub fn set_cookie<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        })
+        .find_map(|(_, v)| v.trim().strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+}
+
 /// One HTTP/1.1 request sent as written: (status, headers, body).
-fn raw(port: u16, request: &str) -> (u16, String, String) {
+pub fn raw(port: u16, request: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
+    let mut bytes = vec![];
+    s.read_to_end(&mut bytes).unwrap();
+    // A compressed body is no text: only its head matters then.
+    let text = String::from_utf8_lossy(&bytes);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head.to_string(), body.to_string())
@@ -137,14 +153,39 @@ impl Server {
         .2
     }
 
+    /// Signs in as a browser does with the token form: the session id.
+    pub fn sign_in(&self) -> String {
+        let port = self.port;
+        let form = format!("token={}", self.token);
+        let (st, head, _) = raw(
+            port,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            ),
+        );
+        assert_eq!(st, 303, "{head}");
+        set_cookie(&head, "prism_session")
+            .unwrap_or_else(|| panic!("no session cookie: {head}"))
+            .to_string()
+    }
+
+    /// The `Cookie` header of a signed-in browser.
+    pub fn cookie(&self) -> String {
+        format!(
+            "prism_session={}",
+            self.session.get_or_init(|| self.sign_in())
+        )
+    }
+
     /// A page as a signed-in browser gets it: (status, HTML).
     pub fn page(&self, path: &str) -> (u16, String) {
         let port = self.port;
         let (st, _, html) = raw(
             port,
             &format!(
-                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={}\r\nConnection: close\r\n\r\n",
-                self.token
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+                self.cookie()
             ),
         );
         (st, html)
@@ -796,11 +837,11 @@ fn the_login_link_signs_in_once_and_pages_carry_no_inline_code() {
     let emu = Emulator::start();
     let s = start(&emu, &emu.dir.path().join("state"), &[]);
     let port = s.port;
-    let get = |path: &str, cookie: &str| {
+    let get = |path: &str, headers: &str| {
         raw(
             port,
             &format!(
-                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{cookie}Connection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Connection: close\r\n\r\n"
             ),
         )
     };
@@ -812,11 +853,12 @@ fn the_login_link_signs_in_once_and_pages_carry_no_inline_code() {
     assert_eq!(st, 303, "{head}");
     let lower = head.to_lowercase();
     assert!(lower.contains("\r\nlocation: /\r\n"), "{head}");
+    // The cookie carries a session, not the token.
+    let session = set_cookie(&head, "prism_session").expect("a session cookie");
+    assert_eq!(session.len(), 43);
+    assert!(!head.contains(&s.token), "{head}");
     assert!(
-        lower.contains(&format!(
-            "set-cookie: prism_session={}; httponly; samesite=strict; path=/",
-            s.token.to_lowercase()
-        )),
+        lower.contains("; httponly; samesite=strict; path=/; max-age=604800"),
         "{head}"
     );
     // The link works once.
@@ -824,12 +866,24 @@ fn the_login_link_signs_in_once_and_pages_carry_no_inline_code() {
     assert_eq!(st, 401, "{head}");
     assert!(!head.to_lowercase().contains("set-cookie"));
     // Pages: CSP without inline code; the HTML has no inline script, style or handler.
-    let cookie = format!("Cookie: prism_session={}\r\n", s.token);
-    for page in ["/", "/quotas", "/quotas?request=on-demand-vcpus", "/login"] {
+    let cookie = format!("Cookie: prism_session={session}\r\n");
+    let hashed = regex::Regex::new(r#"/assets/(app|icon)\.[0-9a-f]{12}\.(js|css|svg)"#).unwrap();
+    let script =
+        regex::Regex::new(r#"<script src="/assets/app\.[0-9a-f]{12}\.js" defer></script>"#)
+            .unwrap();
+    let mut assets = std::collections::BTreeSet::new();
+    for page in [
+        "/",
+        "/quotas",
+        "/quotas?request=on-demand-vcpus",
+        "/sessions",
+        "/login",
+    ] {
         let (st, head, body) = get(page, &cookie);
         assert_eq!(st, 200, "{page}: {body}");
         let head = head.to_lowercase();
         assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(head.contains("cache-control: no-store"), "{head}");
         assert!(
             head.contains(
                 "content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'"
@@ -841,18 +895,42 @@ fn the_login_link_signs_in_once_and_pages_carry_no_inline_code() {
             !body.contains("<script>") && !body.contains(" style=") && !body.contains(" onclick="),
             "{page}: {body}"
         );
+        assert!(script.is_match(&body), "{page}");
+        assets.extend(hashed.find_iter(&body).map(|m| m.as_str().to_string()));
+    }
+    // Assets by their digest names: kept a year, compressed when asked.
+    assert_eq!(assets.len(), 3, "{assets:?}");
+    for asset in &assets {
+        let (st, head, _) = get(asset, "Accept-Encoding: gzip\r\n");
+        assert_eq!(st, 200, "{asset}");
+        let head = head.to_lowercase();
         assert!(
-            body.contains(r#"<script src="/assets/app.js" defer></script>"#),
-            "{page}"
+            head.contains("cache-control: public, max-age=31536000, immutable"),
+            "{head}"
         );
+        if !asset.ends_with(".svg") {
+            assert!(head.contains("content-encoding: gzip"), "{asset}: {head}");
+        }
     }
     for asset in ["/assets/app.js", "/assets/app.css", "/assets/icon.svg"] {
-        assert_eq!(get(asset, "").0, 200, "{asset}");
+        let (st, head, _) = get(asset, "");
+        assert_eq!(st, 200, "{asset}");
+        assert!(
+            head.to_lowercase().contains("cache-control: no-cache"),
+            "{head}"
+        );
     }
-    // Without the cookie, a page sends to the login page and the API answers 401.
-    let (st, head, _) = get("/quotas", "");
-    assert_eq!(st, 303);
-    assert!(head.to_lowercase().contains("location: /login"), "{head}");
+    assert_eq!(get("/assets/app.0123456789ab.js", "").0, 404);
+    // Without a session (or with the token as if it were one), a page sends to the
+    // login page.
+    for cookie in [
+        String::new(),
+        format!("Cookie: prism_session={}\r\n", s.token),
+    ] {
+        let (st, head, _) = get("/quotas", &cookie);
+        assert_eq!(st, 303);
+        assert!(head.to_lowercase().contains("location: /login"), "{head}");
+    }
 }
 
 /// Resident memory of process `pid`, in KiB.
@@ -1311,8 +1389,9 @@ fn the_api_answers_as_promised_at_its_edges() {
     let (st, head, html) = raw(
         s.port,
         &format!(
-            "GET /no-such-page HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: prism_session={}\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
-            s.port, s.token
+            "GET /no-such-page HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nCookie: {}\r\nAccept: text/html\r\nConnection: close\r\n\r\n",
+            s.port,
+            s.cookie()
         ),
     );
     assert_eq!(st, 404);

@@ -1,28 +1,45 @@
-//! Signing in: the one-time link, the token form, and dismissing the alert banner.
+//! Signing in and out: the one-time link, the token form, sign-out, and dismissing the
+//! alert banner.
 
 use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use crate::serve::guard::Guard;
+use crate::serve::guard::{Guard, Peer, SignedIn};
 
 use super::{DISMISSED, Nav, layout, page};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     code: Option<String>,
+    signed_out: Option<String>,
 }
 
-fn signed_in(guard: &Guard) -> Response {
+fn signed_in(guard: &Guard, headers: &HeaderMap, peer: Peer) -> Response {
     let mut r = Redirect::to("/").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&guard.session_cookie()).expect("a cookie is ASCII"),
+        HeaderValue::from_str(&guard.begin_session(headers, peer)).expect("a cookie is ASCII"),
+    );
+    r
+}
+
+/// Too many attempts from this address: 429 with the wait.
+fn slow_down(wait: u64) -> Response {
+    let mut r = login_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(&format!(
+            "Too many sign-in attempts from this address. Try again in {wait} s."
+        )),
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&wait.to_string()).expect("digits"),
     );
     r
 }
@@ -50,15 +67,26 @@ fn login_page(status: StatusCode, message: Option<&str>) -> Response {
     )
 }
 
-pub async fn login(State(guard): State<Arc<Guard>>, Query(q): Query<LoginQuery>) -> Response {
+pub async fn login(
+    State(guard): State<Arc<Guard>>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    if q.code.is_some()
+        && let Err(wait) = guard.attempt(peer)
+    {
+        return slow_down(wait);
+    }
     match q.code {
-        Some(code) if guard.use_login_code(&code) => signed_in(&guard),
+        Some(code) if guard.use_login_code(&code) => signed_in(&guard, &headers, peer),
         Some(_) => login_page(
             StatusCode::UNAUTHORIZED,
             Some(
                 "This sign-in link was used already or is not this server's. Paste the API token instead, or restart prism serve for a new link.",
             ),
         ),
+        None if q.signed_out.is_some() => login_page(StatusCode::OK, Some("You are signed out.")),
         None => login_page(StatusCode::OK, None),
     }
 }
@@ -68,12 +96,36 @@ pub struct LoginForm {
     token: String,
 }
 
-pub async fn login_post(State(guard): State<Arc<Guard>>, Form(f): Form<LoginForm>) -> Response {
+pub async fn login_post(
+    State(guard): State<Arc<Guard>>,
+    peer: Peer,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if let Err(wait) = guard.attempt(peer) {
+        return slow_down(wait);
+    }
     if guard.is_token(&f.token) {
-        signed_in(&guard)
+        signed_in(&guard, &headers, peer)
     } else {
         login_page(StatusCode::UNAUTHORIZED, Some("That is not the API token."))
     }
+}
+
+/// Ends this browser's session and forgets its cookie.
+pub async fn logout(
+    State(guard): State<Arc<Guard>>,
+    session: Option<axum::Extension<SignedIn>>,
+) -> Response {
+    if let Some(axum::Extension(SignedIn(handle))) = session {
+        guard.sessions.end(&handle);
+    }
+    let mut r = Redirect::to("/login?signed_out=1").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&guard.end_session_cookie()).expect("a cookie is ASCII"),
+    );
+    r
 }
 
 #[derive(Debug, Deserialize)]

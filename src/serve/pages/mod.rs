@@ -6,10 +6,12 @@
 mod launch;
 mod login;
 mod quota_page;
+mod sessions;
 
 pub use launch::{apply, cancel, launch_page, launch_progress};
-pub use login::{dismiss, login, login_post};
+pub use login::{dismiss, login, login_post, logout};
 pub use quota_page::{quotas_page, request_increase};
+pub use sessions::{end_api, end_others, end_session, list_api, sessions_page};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,27 +34,60 @@ pub const SCRIPT: &str = include_str!("../assets/app.js");
 pub const STYLE: &str = include_str!("../assets/app.css");
 pub const ICON: &str = include_str!("../assets/icon.svg");
 
-fn asset(body: &'static str, kind: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
+/// The files under `/assets/`: (name, body, content type).
+const ASSETS: [(&str, &str, &str); 3] = [
+    ("app.js", SCRIPT, "text/javascript; charset=utf-8"),
+    ("app.css", STYLE, "text/css; charset=utf-8"),
+    ("icon.svg", ICON, "image/svg+xml"),
+];
+
+/// Each asset's name with its content's digest in it (`app.3f9a…c2.js`): the pages link
+/// to these, and browsers keep them for a year, since another content is another name.
+static HASHED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    use sha2::Digest;
+    ASSETS
+        .iter()
+        .map(|(name, body, _)| {
+            let digest = sha2::Sha256::digest(body.as_bytes());
+            let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            let (stem, ext) = name.rsplit_once('.').expect("a name with an extension");
+            format!("{stem}.{hex}.{ext}")
+        })
+        .collect()
+});
+
+/// The address of asset `name` (`app.js`) as the pages link to it.
+pub fn asset_url(name: &str) -> String {
+    let i = ASSETS
+        .iter()
+        .position(|(n, _, _)| *n == name)
+        .expect("a known asset");
+    format!("/assets/{}", HASHED[i])
 }
 
-pub async fn script() -> Response {
-    asset(SCRIPT, "text/javascript; charset=utf-8")
-}
-
-pub async fn style() -> Response {
-    asset(STYLE, "text/css; charset=utf-8")
-}
-
-pub async fn icon() -> Response {
-    asset(ICON, "image/svg+xml")
+/// `GET /assets/{file}`: by its digest name, cached for a year; by its plain name
+/// (links kept from elsewhere), checked again on every use.
+pub async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let found = ASSETS.iter().enumerate().find_map(|(i, a)| {
+        if HASHED[i] == file {
+            Some((a, "public, max-age=31536000, immutable"))
+        } else if a.0 == file {
+            Some((a, "no-cache"))
+        } else {
+            None
+        }
+    });
+    match found {
+        Some(((_, body, kind), cache)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+                (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => ApiError::not_found("there is no such asset").into_response(),
+    }
 }
 
 /// Which page a layout is for, to mark it in the navigation.
@@ -60,6 +95,7 @@ pub async fn icon() -> Response {
 enum Nav {
     Launch,
     Quotas,
+    Sessions,
     None,
 }
 
@@ -151,17 +187,23 @@ fn layout(title: &str, nav: Nav, banner_html: Markup, main: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · prism" }
-                link rel="stylesheet" href="/assets/app.css";
-                link rel="icon" href="/assets/icon.svg" type="image/svg+xml";
-                script src="/assets/app.js" defer {}
+                link rel="stylesheet" href=(asset_url("app.css"));
+                link rel="icon" href=(asset_url("icon.svg")) type="image/svg+xml";
+                script src=(asset_url("app.js")) defer {}
             }
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
-                    a.brand href="/" { img src="/assets/icon.svg" alt="" width="22" height="22"; " prism" }
+                    a.brand href="/" { img src=(asset_url("icon.svg")) alt="" width="22" height="22"; " prism" }
                     nav aria-label="Pages" {
                         a href="/" aria-current=[(nav == Nav::Launch).then_some("page")] { "Launch" }
                         a href="/quotas" aria-current=[(nav == Nav::Quotas).then_some("page")] { "Quotas" }
+                        a href="/sessions" aria-current=[(nav == Nav::Sessions).then_some("page")] { "Sessions" }
+                    }
+                    @if nav != Nav::None {
+                        form.sign-out method="post" action="/logout" {
+                            button.button.small type="submit" { "Sign out" }
+                        }
                     }
                 }
                 (banner_html)

@@ -1,0 +1,267 @@
+//! Browser sessions: the pages' cookie holds a random session id, never the API token.
+//!
+//! The server keeps only the SHA-256 of each id (in `STATE_DIR/sessions.json`, 0600),
+//! with when it began, when it was last used, and the browser and address it began
+//! from. A session ends when it has been idle too long, when it is too old, when its
+//! browser signs out, when it is revoked from the Sessions page or the API, and when the
+//! token is rotated. A restart keeps the sessions that have not ended.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// How long a session may go unused, and how long it may last at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            idle: Duration::from_secs(12 * 3600),
+            absolute: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// What is kept of one session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Session {
+    /// Unix seconds.
+    pub began: u64,
+    pub last_used: u64,
+    /// The browser's `User-Agent`, shortened.
+    pub browser: String,
+    /// The address it signed in from.
+    pub address: String,
+}
+
+/// A session as the Sessions page and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// Names the session without giving it away: the first 16 hex digits of the SHA-256
+    /// of its id.
+    pub id: String,
+    #[serde(flatten)]
+    pub session: Session,
+    pub expires: u64,
+}
+
+/// Every session that has not ended.
+#[derive(Debug)]
+pub struct Sessions {
+    path: Option<PathBuf>,
+    lifetimes: Lifetimes,
+    /// SHA-256 (hex) of the session id → the session.
+    by_digest: Mutex<BTreeMap<String, Session>>,
+}
+
+/// Last-use times are written to disk at most this often per session.
+const TOUCH_EVERY: u64 = 60;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn digest(id: &str) -> String {
+    let d = Sha256::digest(id.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn handle(digest: &str) -> String {
+    digest[..16].to_string()
+}
+
+impl Sessions {
+    /// The sessions kept in `state_dir`; with `end_all` (a rotated token) none survive.
+    pub fn load(state_dir: &Path, lifetimes: Lifetimes, end_all: bool) -> Sessions {
+        let path = state_dir.join("sessions.json");
+        let by_digest = if end_all {
+            BTreeMap::new()
+        } else {
+            std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        };
+        let sessions = Sessions {
+            path: Some(path),
+            lifetimes,
+            by_digest: Mutex::new(by_digest),
+        };
+        sessions.save(&mut sessions.lock());
+        sessions
+    }
+
+    /// Sessions kept in memory only (unit tests).
+    pub fn in_memory(lifetimes: Lifetimes) -> Sessions {
+        Sessions {
+            path: None,
+            lifetimes,
+            by_digest: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
+        self.by_digest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live(&self, s: &Session, at: u64) -> bool {
+        at < s.last_used.saturating_add(self.lifetimes.idle.as_secs())
+            && at < s.began.saturating_add(self.lifetimes.absolute.as_secs())
+    }
+
+    /// Drops the ended sessions and writes the rest.
+    fn save(&self, map: &mut BTreeMap<String, Session>) {
+        let at = now();
+        map.retain(|_, s| self.live(s, at));
+        if let Some(path) = &self.path {
+            let text = serde_json::to_vec_pretty(&*map).expect("serializes");
+            if let Err(e) = super::store::write_atomic(path, &text) {
+                tracing::warn!("cannot keep the sessions in {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Begins a session; returns its id (the cookie's value).
+    pub fn begin(&self, browser: &str, address: &str) -> String {
+        let id = super::token::fresh();
+        let at = now();
+        let browser: String = browser
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(160)
+            .collect();
+        let mut map = self.lock();
+        map.insert(
+            digest(&id),
+            Session {
+                began: at,
+                last_used: at,
+                browser,
+                address: address.to_string(),
+            },
+        );
+        self.save(&mut map);
+        id
+    }
+
+    /// The handle of the session `id` when it is live; its last use becomes now.
+    pub fn check(&self, id: &str) -> Option<String> {
+        let key = digest(id);
+        let at = now();
+        let mut map = self.lock();
+        let session = map.get_mut(&key)?;
+        if !self.live(session, at) {
+            map.remove(&key);
+            self.save(&mut map);
+            return None;
+        }
+        let write = at >= session.last_used + TOUCH_EVERY;
+        session.last_used = at;
+        if write {
+            self.save(&mut map);
+        }
+        Some(handle(&key))
+    }
+
+    /// Ends the session named by `handle`; false when there is none.
+    pub fn end(&self, handle_: &str) -> bool {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|k, _| handle(k) != handle_);
+        let ended = map.len() != before;
+        if ended {
+            self.save(&mut map);
+        }
+        ended
+    }
+
+    /// Ends every session.
+    pub fn end_all(&self) {
+        let mut map = self.lock();
+        map.clear();
+        self.save(&mut map);
+    }
+
+    /// The live sessions, most recently used first.
+    pub fn list(&self) -> Vec<SessionView> {
+        let at = now();
+        let map = self.lock();
+        let mut out: Vec<SessionView> = map
+            .iter()
+            .filter(|(_, s)| self.live(s, at))
+            .map(|(k, s)| SessionView {
+                id: handle(k),
+                session: s.clone(),
+                expires: (s.last_used + self.lifetimes.idle.as_secs())
+                    .min(s.began + self.lifetimes.absolute.as_secs()),
+            })
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.session.last_used));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_its_random_id_kept_hashed_and_ends_when_idle_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let life = Lifetimes::default();
+        let s = Sessions::load(dir.path(), life, false);
+        let id = s.begin("Mozilla/5.0\n(X11)", "127.0.0.1");
+        assert_eq!(id.len(), 43);
+        let h = s.check(&id).expect("live");
+        assert_eq!(h.len(), 16);
+        assert!(s.check("not-a-session").is_none());
+        let kept = std::fs::read_to_string(dir.path().join("sessions.json")).unwrap();
+        assert!(!kept.contains(&id), "the id itself is never written");
+        assert!(kept.contains("Mozilla/5.0(X11)"));
+        // A restart keeps it; a rotation ends it.
+        assert!(Sessions::load(dir.path(), life, false).check(&id).is_some());
+        assert!(Sessions::load(dir.path(), life, true).check(&id).is_none());
+        assert!(Sessions::load(dir.path(), life, false).check(&id).is_none());
+    }
+
+    #[test]
+    fn idle_and_absolute_lifetimes_end_sessions() {
+        let s = Sessions::in_memory(Lifetimes {
+            idle: Duration::from_secs(3600),
+            absolute: Duration::from_secs(7200),
+        });
+        let id = s.begin("b", "a");
+        let key = digest(&id);
+        let at = now();
+        s.lock().get_mut(&key).unwrap().last_used = at - 3601;
+        assert!(s.check(&id).is_none(), "idle for more than an hour");
+        let id = s.begin("b", "a");
+        let key = digest(&id);
+        s.lock().get_mut(&key).unwrap().began = at - 7201;
+        assert!(
+            s.check(&id).is_none(),
+            "older than two hours, though in use"
+        );
+        let id = s.begin("b", "a");
+        let h = s.check(&id).unwrap();
+        assert_eq!(s.list().len(), 1);
+        assert!(s.end(&h));
+        assert!(!s.end(&h));
+        assert!(s.check(&id).is_none());
+    }
+}
