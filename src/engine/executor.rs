@@ -107,12 +107,19 @@ pub(crate) async fn execute(
     events: Events,
     cancel: CancellationToken,
 ) -> Report {
+    let launching = |a: &&Action| matches!(a.action, ActionKind::Create | ActionKind::Replace);
+    let all_launches = job.actions.iter().filter(launching).count();
+    // The launches this run makes now: those skipped or waiting for quota are not
+    // counted in its estimate.
     let launches = job
         .actions
         .iter()
-        .filter(|a| matches!(a.action, ActionKind::Create | ActionKind::Replace))
+        .filter(launching)
+        .filter(|a| {
+            !job.skip.contains_key(&a.workspace) && !job.quota_waiting.contains_key(&a.workspace)
+        })
         .count();
-    let rate = engine.launch_rate().filter(|_| launches > 0);
+    let rate = engine.launch_rate().filter(|_| all_launches > 0);
     events.emit(Event::Started {
         fleet: job.fleet.clone(),
         total: job.actions.len(),
@@ -137,7 +144,7 @@ pub(crate) async fn execute(
         cancel.clone(),
         launches,
     ));
-    if launches > 0 && ctx.recipe.is_some() {
+    if all_launches > 0 && ctx.recipe.is_some() {
         ctx.prepare_launches().await;
     }
 

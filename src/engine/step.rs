@@ -173,7 +173,11 @@ impl Context {
                             .await;
                     }
                     if first {
-                        self.launches_left.fetch_sub(1, Ordering::Relaxed);
+                        let _ = self.launches_left.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |n| Some(n.saturating_sub(1)),
+                        );
                     }
                 }
                 Pace::Start => {

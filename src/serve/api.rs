@@ -394,11 +394,13 @@ pub async fn launch_file(
     app: &Arc<App>,
     manifest_path: &str,
     allow_partial: bool,
+    allow_delete: bool,
     wait_for_quota: Option<String>,
 ) -> Result<Arc<Launch>, ApiError> {
     let body = LaunchBody {
         manifest_path: Some(manifest_path.to_string()),
         allow_partial,
+        allow_delete,
         wait_for_quota,
         ..LaunchBody::default()
     };

@@ -336,6 +336,8 @@ impl Launch {
                 LaunchState::Cancelled
             } else if report.complete() {
                 LaunchState::Succeeded
+            } else if report.failed.is_empty() && report.not_started == 0 {
+                LaunchState::PartlyDone
             } else {
                 LaunchState::Failed
             };

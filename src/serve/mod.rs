@@ -74,6 +74,8 @@ pub struct App {
     /// The last quota survey: every quota answer and the alert banner of every page
     /// within a few seconds of it share it.
     last_survey: Mutex<Option<(std::time::Instant, Vec<crate::quota::usage::QuotaRow>)>>,
+    /// The open increase requests the banner last read, and when.
+    open_requests: Mutex<Option<(std::time::Instant, Vec<serde_json::Value>)>>,
     /// One survey of AWS at a time: requests that find none recent wait for it.
     survey_turn: tokio::sync::Mutex<()>,
     /// `--manifests`, canonical.
@@ -105,6 +107,7 @@ impl App {
             keys: Mutex::new(store.load_keys()),
             notes: quotas::Notes::load(state_dir),
             last_survey: Mutex::new(None),
+            open_requests: Mutex::new(None),
             survey_turn: tokio::sync::Mutex::new(()),
             plans: api::PlanCache::default(),
             store,
@@ -245,8 +248,10 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .route("/launches", post(pages::apply))
         .route("/launches/{id}", get(pages::launch_progress))
         .route("/launches/{id}/cancel", post(pages::cancel))
+        .route("/launches/{id}/resume", post(pages::resume))
         .route("/quotas", get(pages::quotas_page))
         .route("/quotas/requests", post(pages::request_increase))
+        .route("/quotas/requests/{id}", get(pages::request_detail))
         .route("/alerts/dismiss", post(pages::dismiss))
         .route(
             "/api/v1/workspaces/bulk-launch",

@@ -174,6 +174,29 @@ pub async fn survey_for_banner(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
     }
 }
 
+/// How long the banner's list of open requests is shared.
+const OPEN_REQUESTS_AGE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The increase requests AWS has not answered yet (pending, or with a case open), as the
+/// banner shows them: read at most every 15 s, and afresh after a request is sent from
+/// here. Empty when AWS cannot be asked (the banner is no place for that error).
+pub async fn open_requests(app: &App) -> Vec<Value> {
+    if let Some((at, rows)) = &*app.open_requests.lock().unwrap_or_else(|e| e.into_inner())
+        && at.elapsed() < OPEN_REQUESTS_AGE
+    {
+        return rows.clone();
+    }
+    let rows: Vec<Value> = requests(app, None)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| matches!(r["status"].as_str(), Some("PENDING" | "CASE_OPENED")))
+        .collect();
+    *app.open_requests.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((std::time::Instant::now(), rows.clone()));
+    rows
+}
+
 /// The requests of `prism quota request list --format json`, with the kept notes.
 pub async fn requests(app: &App, status: Option<&str>) -> Result<Vec<Value>, ApiError> {
     if let Some(s) = status
@@ -321,6 +344,7 @@ pub async fn ask(app: &App, body: &IncreaseBody) -> Result<Value, ApiError> {
         .map_err(|e| aws(e, cloud.as_ref()))?;
     // The next answer reads the quota again.
     *app.last_survey.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *app.open_requests.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let row = RequestRow::from(&r);
     let note = Note {
         reason: body.reason.trim().to_string(),

@@ -17,6 +17,9 @@ pub enum LaunchState {
     Running,
     Cancelling,
     Succeeded,
+    /// Over with nothing failed, but some workspaces left out (skipped for quota, or
+    /// still waiting for it when the wait ended).
+    PartlyDone,
     Failed,
     Cancelled,
     Interrupted,

@@ -37,13 +37,10 @@ pub fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
 
 /// [`start`] with more environment variables.
 pub fn start_with(emu: &Emulator, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--state-dir",
-        state.to_str().unwrap(),
-    ];
+    let mut args = vec!["serve", "--state-dir", state.to_str().unwrap()];
+    if !extra.contains(&"--listen") {
+        args.extend(["--listen", "127.0.0.1:0"]);
+    }
     args.extend_from_slice(extra);
     let mut child = prism_command(&args)
         .envs(env.iter().copied())
@@ -1096,7 +1093,7 @@ async fn the_progress_page_shows_retries_and_explains_failures_without_javascrip
         .count();
     assert!(retried >= 1, "{done}");
     assert!(
-        html.contains(r#"<td data-field="retries">1</td>"#),
+        html.contains(r#"<td data-field="retries" data-label="Retries">1</td>"#),
         "{html}"
     );
     assert!(

@@ -24,7 +24,7 @@ const LABELS = {
 
 const STATES = {
   queued: "Queued", running: "Running", cancelling: "Cancelling", succeeded: "Succeeded",
-  failed: "Failed", cancelled: "Cancelled", interrupted: "Interrupted",
+  partly_done: "Partly done", failed: "Failed", cancelled: "Cancelled", interrupted: "Interrupted",
 };
 
 function human(s) {
@@ -58,11 +58,13 @@ function row(tbody, w) {
   const state = document.createElement("span");
   state.dataset.field = "state";
   const stateTd = document.createElement("td");
+  stateTd.dataset.label = "State";
   stateTd.append(state);
   tr.append(th, stateTd);
-  for (const f of ["instance", "zone", "retries", "error"]) {
+  for (const [f, label] of [["instance", "Instance"], ["zone", "Zone"], ["retries", "Retries"], ["error", "Problem"]]) {
     const td = document.createElement("td");
     td.dataset.field = f;
+    td.dataset.label = label;
     tr.append(td);
   }
   // Rows stay in name order, as the server renders them.
@@ -71,27 +73,41 @@ function row(tbody, w) {
   return tr;
 }
 
+// The estimate of the time left, as of when it was read: it counts down between events.
+const eta = { s: null, at: 0 };
+
+function showEta() {
+  const left = eta.s == null ? null : eta.s - (Date.now() - eta.at) / 1000;
+  setText(document.getElementById("eta"), left != null && left >= 1 ? "About " + human(left) + " remaining" : "");
+}
+
 function render(root, launch) {
   const p = launch.progress || {};
-  const total = p.total || 0;
+  const skipped = p.skipped || 0;
+  // Workspaces skipped before they began are not counted in what this launch makes.
+  const total = Math.max(0, (p.total || 0) - skipped);
   const done = p.completed || 0;
   setText(document.getElementById("done"), String(done));
   setText(document.getElementById("total"), String(total));
+  setText(document.getElementById("skipped"), skipped > 0 ? " · " + skipped + " skipped" : "");
+  const bar = document.getElementById("launch-bar");
+  if (bar) bar.setAttribute("aria-label", done + " of " + total + " launched");
   const fill = document.querySelector("#launch-bar .fill");
   if (fill) fill.setAttribute("width", total ? ((done / total) * 100).toFixed(1) : "0");
   let rate = "";
   if (p.rate_per_minute != null) rate = "Rate limited to " + Math.round(p.rate_per_minute) + " per minute";
   if (p.rate_limited) rate += " · waiting for the rate limit";
   setText(document.getElementById("rate"), rate);
-  const eta = p.estimated_time_remaining_s;
-  setText(document.getElementById("eta"), eta != null && eta >= 1 ? "About " + human(eta) + " remaining" : "");
+  eta.s = p.estimated_time_remaining_s;
+  eta.at = Date.now();
+  showEta();
   const waiting = p.waiting_for_quota || 0;
   setText(document.getElementById("waiting"), waiting > 0
     ? waiting + " waiting for quota: " + (waiting === 1 ? "it launches" : "they launch") +
       " in name order as soon as the quota has room"
     : "");
   const state = document.getElementById("launch-state");
-  if (state) badge(state, launch.state, STATES[launch.state] || launch.state);
+  if (state && state.className !== "badge " + launch.state) badge(state, launch.state, STATES[launch.state] || launch.state);
   const queued = document.getElementById("queued-note");
   if (queued && launch.state !== "queued") queued.remove();
   const tbody = document.querySelector("#workspaces tbody");
@@ -128,6 +144,7 @@ function render(root, launch) {
 function follow(root) {
   const id = root.dataset.id;
   const api = "/api/v1/workspaces/bulk-launch/" + encodeURIComponent(id);
+  const connection = document.getElementById("connection");
   let busy = false;
   let again = false;
   let over = false;
@@ -142,21 +159,80 @@ function follow(root) {
         if (!["queued", "running", "cancelling"].includes(launch.state) && !over) {
           over = true;
           source.close();
-          // The finished page shows the summary.
+          // The finished (or interrupted) page shows the summary, or Resume.
           window.location.reload();
         }
       }
+    } catch (e) {
+      // The server is out of reach: the event stream says so and reconnects.
     } finally {
       busy = false;
       if (again) { again = false; refresh(); }
     }
   }
+  // EventSource reconnects by itself after a drop, with the last event id it saw
+  // (Last-Event-ID), so no event is missed or repeated.
   const source = new EventSource(api + "/events");
   for (const name of EVENTS) source.addEventListener(name, refresh);
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) refresh();
+  source.addEventListener("stopping", () =>
+    setText(connection, "prism serve is stopping. This page reconnects when it is back."));
+  source.addEventListener("open", () => {
+    if (connection.textContent) {
+      setText(connection, "");
+      refresh();
+    }
   });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      refresh();
+    } else if (!over) {
+      setText(connection, "Connection to prism serve lost. Reconnecting…");
+    }
+  });
+  setInterval(showEta, 1000);
   refresh();
+}
+
+// A form with data-confirm-title asks first, in a dialog (without the script, it is sent
+// as is).
+function confirmFirst(form) {
+  let confirmed = false;
+  form.addEventListener("submit", (e) => {
+    if (confirmed) return;
+    e.preventDefault();
+    const submitter = e.submitter;
+    const dialog = document.createElement("dialog");
+    dialog.className = "confirm";
+    dialog.setAttribute("aria-labelledby", "confirm-title");
+    const title = document.createElement("h2");
+    title.id = "confirm-title";
+    title.textContent = form.dataset.confirmTitle;
+    const text = document.createElement("p");
+    text.textContent = form.dataset.confirmText || "";
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    const yes = document.createElement("button");
+    yes.type = "button";
+    yes.className = "button " + (form.id === "cancel-form" ? "danger" : "primary");
+    yes.textContent = (submitter && submitter.name === "wait_for_quota" ? submitter.textContent.trim() : "") ||
+      form.dataset.confirmButton || "Confirm";
+    const no = document.createElement("button");
+    no.type = "button";
+    no.className = "button";
+    no.textContent = form.dataset.confirmKeep || "Cancel";
+    actions.append(yes, no);
+    dialog.append(title, text, actions);
+    document.body.append(dialog);
+    dialog.addEventListener("close", () => dialog.remove());
+    no.addEventListener("click", () => dialog.close());
+    yes.addEventListener("click", () => {
+      confirmed = true;
+      dialog.close();
+      form.requestSubmit(submitter || undefined);
+    });
+    dialog.showModal();
+    no.focus();
+  });
 }
 
 function checkIncrease(form) {
@@ -186,8 +262,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (launch && launch.dataset.active === "true") follow(launch);
   const form = document.getElementById("increase");
   if (form) checkIncrease(form);
-  const status = document.getElementById("status");
-  if (status) status.addEventListener("change", () => status.form.submit());
+  for (const form of document.querySelectorAll("form[data-confirm-title]")) confirmFirst(form);
   const opened = document.getElementById("request-form");
   if (opened && window.location.hash === "#request-form") document.getElementById("desired").focus();
 });

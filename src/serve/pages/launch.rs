@@ -70,11 +70,42 @@ fn state_label(state: &str) -> &str {
         "running" => "Running",
         "cancelling" => "Cancelling",
         "succeeded" => "Succeeded",
+        "partly_done" => "Partly done",
         "failed" => "Failed",
         "cancelled" => "Cancelled",
         "interrupted" => "Interrupted",
         other => other,
     }
+}
+
+/// A launch's state as the pages say it: a partly done launch says how many it left
+/// out, and why when every one of them was the quota.
+fn state_text(v: &Value) -> String {
+    let state = v["state"].as_str().unwrap_or_default();
+    if state != "partly_done" {
+        return state_label(state).to_string();
+    }
+    let p = &v["progress"];
+    let left = p["skipped"].as_u64().unwrap_or(0) + p["waiting_for_quota"].as_u64().unwrap_or(0);
+    let rows = v["workspaces"].as_array().cloned().unwrap_or_default();
+    let for_quota = rows
+        .iter()
+        .filter(|w| matches!(w["state"].as_str(), Some("skipped" | "waiting_for_quota")))
+        .all(|w| {
+            w["skip_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("quota"))
+        });
+    format!(
+        "Partly done — {left} skipped{}",
+        if for_quota { " for quota" } else { "" }
+    )
+}
+
+/// What a launch will carry out: its workspaces less those skipped before they began.
+fn will_launch(progress: &Value) -> u64 {
+    let total = progress["total"].as_u64().unwrap_or(0);
+    total.saturating_sub(progress["skipped"].as_u64().unwrap_or(0))
 }
 
 fn launches_table(app: &App) -> Markup {
@@ -91,11 +122,11 @@ fn launches_table(app: &App) -> Markup {
                         @let v = l.view();
                         @let state = v["state"].as_str().unwrap_or_default().to_string();
                         tr {
-                            td { a href={ "/launches/" (l.id()) } { code { (l.id()) } } }
-                            td { (v["fleet"].as_str().unwrap_or_default()) }
-                            td { span.badge.(state) { (state_label(&state)) } }
-                            td { (v["progress"]["completed"].as_u64().unwrap_or(0)) " / " (v["progress"]["total"].as_u64().unwrap_or(0)) }
-                            td { time datetime=(v["created_at"].as_str().unwrap_or_default()) { (v["created_at"].as_str().unwrap_or_default()) } }
+                            td data-label="Launch" { a href={ "/launches/" (l.id()) } { code { (l.id()) } } }
+                            td data-label="Fleet" { (v["fleet"].as_str().unwrap_or_default()) }
+                            td data-label="State" { span.badge.(state) { (state_text(&v)) } }
+                            td data-label="Progress" { (v["progress"]["completed"].as_u64().unwrap_or(0)) " / " (will_launch(&v["progress"])) }
+                            td data-label="Started" { time datetime=(v["created_at"].as_str().unwrap_or_default()) { (v["created_at"].as_str().unwrap_or_default()) } }
                         }
                     }
                 }
@@ -139,21 +170,40 @@ async fn manifest_card(app: &App, rel: &str) -> Markup {
                         }
                     }
                     @if s.total() > 0 {
-                        form method="post" action="/launches" {
+                        @let short = !gate.shortfalls.is_empty();
+                        @let fits = s.create.saturating_sub(gate.over_quota.len());
+                        @let nothing_fits = short && fits == 0 && s.start == 0 && s.replace == 0;
+                        form method="post" action="/launches"
+                            data-confirm-title={ "Apply " (rel) "?" }
+                            data-confirm-text=(confirm_text(plan, gate))
+                            data-confirm-button="Apply" {
                             input type="hidden" name="manifest_path" value=(rel);
-                            @let short = !gate.shortfalls.is_empty();
                             @if short {
                                 p.notice.warning {
-                                    (gate.over_quota.len()) " workspaces do not fit the quota. "
-                                    "Apply launches the ones that fit (in name order) and skips the rest; "
-                                    "Apply and wait for quota launches the rest as soon as the quota has room (for up to an hour)."
+                                    @if nothing_fits {
+                                        "None of the " (gate.over_quota.len()) " workspaces fits the quota now. "
+                                        "Apply and wait for quota launches them as soon as the quota has room (for up to an hour); "
+                                        a href="/quotas" { "ask for more quota" } " first."
+                                    } @else {
+                                        (gate.over_quota.len()) " workspaces do not fit the quota. "
+                                        "Apply launches the " (fits) " that fit (in name order) and skips the rest; "
+                                        "Apply and wait for quota launches the rest as soon as the quota has room (for up to an hour)."
+                                    }
                                 }
                                 input type="hidden" name="allow_partial" value="true";
                             }
+                            @if s.delete > 0 {
+                                label.consent {
+                                    input type="checkbox" name="allow_delete" value="true" required;
+                                    span { "Also delete " (s.delete) " workspace" @if s.delete > 1 { "s" } " the manifest no longer has (their disks are deleted with them)." }
+                                }
+                            }
                             div.actions {
-                                button.button.primary type="submit" { "Apply" }
+                                @if !nothing_fits {
+                                    button.button.primary type="submit" { "Apply" }
+                                }
                                 @if short {
-                                    button.button type="submit" name="wait_for_quota" value=(WAIT_FOR_QUOTA) {
+                                    button.button.primary[nothing_fits] type="submit" name="wait_for_quota" value=(WAIT_FOR_QUOTA) {
                                         "Apply and wait for quota"
                                     }
                                 }
@@ -164,6 +214,52 @@ async fn manifest_card(app: &App, rel: &str) -> Markup {
             }
         }
     }
+}
+
+/// What the Apply dialog asks: how many workspaces, their vCPUs and what they cost per
+/// hour, and what is deleted.
+fn confirm_text(plan: &crate::plan::Plan, gate: &crate::engine::gate::Gate) -> String {
+    use crate::plan::ActionKind;
+    let launches: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.action,
+                ActionKind::Create | ActionKind::Replace | ActionKind::Start
+            )
+        })
+        .filter(|a| !gate.over_quota.contains_key(&a.workspace))
+        .collect();
+    let vcpus: u32 = launches.iter().filter_map(|a| a.vcpus).sum();
+    let hourly: f64 = launches
+        .iter()
+        .filter_map(|a| crate::plan::cost::hourly_usd(&a.instance_type))
+        .sum();
+    let mut text = format!(
+        "This starts {} workspace{} of fleet {} in {}: {vcpus} vCPUs, about ${hourly:.2} per hour while they run ({}).",
+        launches.len(),
+        if launches.len() == 1 { "" } else { "s" },
+        plan.fleet,
+        plan.region,
+        crate::plan::cost::PRICE_SOURCE,
+    );
+    if !gate.over_quota.is_empty() {
+        text.push_str(&format!(
+            " {} more do not fit the quota now.",
+            gate.over_quota.len()
+        ));
+    }
+    if plan.summary.stop > 0 {
+        text.push_str(&format!(" {} are stopped.", plan.summary.stop));
+    }
+    if plan.summary.delete > 0 {
+        text.push_str(&format!(
+            " {} are deleted, with their disks.",
+            plan.summary.delete
+        ));
+    }
+    text
 }
 
 pub async fn launch_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -204,6 +300,8 @@ pub struct ApplyForm {
     #[serde(default)]
     allow_partial: Option<String>,
     #[serde(default)]
+    allow_delete: Option<String>,
+    #[serde(default)]
     wait_for_quota: Option<String>,
 }
 
@@ -213,13 +311,22 @@ pub async fn apply(
     Form(f): Form<ApplyForm>,
 ) -> Response {
     let allow = f.allow_partial.as_deref() == Some("true");
-    match api::launch_file(&app, &f.manifest_path, allow, f.wait_for_quota).await {
+    let delete = f.allow_delete.as_deref() == Some("true");
+    match api::launch_file(&app, &f.manifest_path, allow, delete, f.wait_for_quota).await {
         Ok(l) => Redirect::to(&format!("/launches/{}", l.id())).into_response(),
         Err(e) => {
             let banner_data = Banner::of(&app, &headers).await;
+            let running = e.body["error"]["launch"].as_str().map(str::to_string);
             let main = html! {
                 h1 { "Launch" }
-                (error_box(&e))
+                @if let Some(id) = &running {
+                    div.notice.warning {
+                        p { strong { "A launch of this fleet is still running." } }
+                        p { a href={ "/launches/" (id) } { "Follow launch " code { (id) } } " — cancel it there, or wait for it to end, then apply again." }
+                    }
+                } @else {
+                    (error_box(&e))
+                }
                 p { a href="/" { "Back to the manifests" } }
             };
             page(
@@ -254,7 +361,8 @@ pub fn workspace_label(state: &str) -> &str {
 
 fn progress_section(v: &Value) -> Markup {
     let p = &v["progress"];
-    let total = p["total"].as_u64().unwrap_or(0);
+    let total = will_launch(p);
+    let skipped = p["skipped"].as_u64().unwrap_or(0);
     let completed = p["completed"].as_u64().unwrap_or(0);
     let fraction = if total == 0 {
         0.0
@@ -266,13 +374,16 @@ fn progress_section(v: &Value) -> Markup {
     let waiting = p["waiting_for_quota"].as_u64().unwrap_or(0);
     html! {
         div.progress {
-            p.count { span #done { (completed) } " / " span #total { (total) } " workspaces" }
-            (bar(fraction, "launch", "Launched so far", Some("launch-bar")))
+            p.count {
+                span #done { (completed) } " / " span #total { (total) } " workspaces"
+                span.muted #skipped { @if skipped > 0 { " · " (skipped) " skipped" } }
+            }
+            (bar(fraction, "launch", &format!("{completed} of {total} launched"), Some("launch-bar")))
             p.status #rate {
                 @if let Some(r) = rate { "Rate limited to " (number(r.round())) " per minute" }
                 @if p["rate_limited"].as_bool() == Some(true) { " · waiting for the rate limit" }
             }
-            p.status #eta {
+            p.status #eta data-eta=[eta.filter(|s| *s >= 1.0)] {
                 @if let Some(s) = eta.filter(|s| *s >= 1.0) { "About " (human(std::time::Duration::from_secs_f64(s))) " remaining" }
             }
             p.status #waiting {
@@ -299,11 +410,11 @@ fn workspace_rows(v: &Value) -> Markup {
             @let attempts = w["attempts"].as_u64().unwrap_or(0);
             tr data-name=(name) {
                 th scope="row" { (name) }
-                td { span.badge.(state) data-field="state" { (workspace_label(state)) } }
-                td data-field="instance" { @if let Some(i) = w["instance_id"].as_str() { code { (i) } } }
-                td data-field="zone" { (w["availability_zone"].as_str().unwrap_or_default()) }
-                td data-field="retries" { (attempts.saturating_sub(1)) }
-                td data-field="error" {
+                td data-label="State" { span.badge.(state) data-field="state" { (workspace_label(state)) } }
+                td data-field="instance" data-label="Instance" { @if let Some(i) = w["instance_id"].as_str() { code { (i) } } }
+                td data-field="zone" data-label="Zone" { (w["availability_zone"].as_str().unwrap_or_default()) }
+                td data-field="retries" data-label="Retries" { (attempts.saturating_sub(1)) }
+                td data-field="error" data-label="Problem" {
                     @if let Some(t) = w["error"]["title"].as_str() {
                         strong { (t) } br; span.muted { (w["error"]["what_you_can_do"].as_str().unwrap_or_default()) }
                     } @else if let Some(r) = w["skip_reason"].as_str() { span.muted { (r) } }
@@ -352,18 +463,36 @@ pub async fn launch_progress(
     let v = launch.view();
     let state = v["state"].as_str().unwrap_or_default().to_string();
     let active = launch.state().is_active();
+    let p = &v["progress"];
+    let (done, total) = (p["completed"].as_u64().unwrap_or(0), will_launch(p));
     let main = html! {
         div.launch #launch data-id=(id) data-active=(active) {
             div.title-row {
                 h1 { "Launch of " (v["fleet"].as_str().unwrap_or_default()) }
-                span.badge.(state) #launch-state { (state_label(&state)) }
+                span role="status" { span.badge.(state) #launch-state { (state_text(&v)) } }
             }
             p.muted { "Launch " code { (id) } " · started " (v["created_at"].as_str().unwrap_or_default()) }
+            p.notice.warning.connection #connection role="status" {}
             @if state == "queued" { p.notice.warning #queued-note { "Waiting for the launch before it in this account and region to finish." } }
-            @if let Some(t) = v["error"]["title"].as_str() { div.notice.critical role="alert" { strong { (t) } pre.explain { (v["error"]["what_happened"].as_str().unwrap_or_default()) } } }
-            section.card aria-label="Progress" aria-live="polite" { (progress_section(&v)) }
+            @if state == "interrupted" {
+                div.notice.warning #interrupted-note {
+                    p { strong { "prism serve stopped while this launch ran" } " (a restart or a shutdown): " (done) " of " (total) " workspaces were launched before it stopped." }
+                    @if v["resumable"].as_bool() == Some(true) {
+                        p { "Resume carries on where it stopped: the workspaces launched already are found, none is launched twice." }
+                        form method="post" action={ "/launches/" (id) "/resume" } {
+                            button.button.primary type="submit" { "Resume" }
+                        }
+                    }
+                }
+            }
+            @if let Some(t) = v["error"]["title"].as_str() { div.notice.critical { strong { (t) } pre.explain { (v["error"]["what_happened"].as_str().unwrap_or_default()) } } }
+            section.card aria-label="Progress" { (progress_section(&v)) }
             @if active {
-                form method="post" action={ "/launches/" (id) "/cancel" } #cancel-form {
+                form method="post" action={ "/launches/" (id) "/cancel" } #cancel-form
+                    data-confirm-title="Cancel the remaining launches?"
+                    data-confirm-text="Launches already sent finish and their workspaces stay; nothing new starts. You can apply the manifest again later."
+                    data-confirm-button="Cancel launches"
+                    data-confirm-keep="Keep launching" {
                     button.button.danger type="submit" { "Cancel remaining launches" }
                     span.muted { " Launches already sent finish; nothing new starts." }
                 }
@@ -386,6 +515,30 @@ pub async fn launch_progress(
             main,
         ),
     )
+}
+
+/// Resumes an interrupted launch from its page.
+pub async fn resume(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    match api::resume(State(app.clone()), UrlPath(id.clone())).await {
+        Ok(_) => Redirect::to(&format!("/launches/{id}")).into_response(),
+        Err(e) => {
+            let banner_data = Banner::of(&app, &headers).await;
+            let back = format!("/launches/{id}");
+            let main = html! {
+                h1 { "Resume" }
+                (error_box(&e))
+                p { a href=(back) { "Back to the launch" } }
+            };
+            page(
+                e.status,
+                layout("Resume", Nav::Launch, banner(&banner_data, &back), main),
+            )
+        }
+    }
 }
 
 pub async fn cancel(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {

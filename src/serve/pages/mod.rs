@@ -8,9 +8,9 @@ mod login;
 mod quota_page;
 mod sessions;
 
-pub use launch::{apply, cancel, launch_page, launch_progress};
+pub use launch::{apply, cancel, launch_page, launch_progress, resume};
 pub use login::{dismiss, login, login_post, logout};
-pub use quota_page::{quotas_page, request_increase};
+pub use quota_page::{quotas_page, request_detail, request_increase};
 pub use sessions::{end_api, end_others, end_session, list_api, sessions_page};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,9 +23,6 @@ use super::guard;
 use super::quotas;
 use crate::quota::request::number;
 use crate::quota::usage::Alert;
-
-/// Where AWS shows the account's quota requests.
-const CONSOLE: &str = "https://console.aws.amazon.com/servicequotas/home/requests";
 
 /// The cookie that hides the alert banner until the alerts change.
 const DISMISSED: &str = "prism_dismissed";
@@ -102,6 +99,8 @@ enum Nav {
 /// The alerts and what the banner shows of them.
 struct Banner {
     alerts: Vec<Alert>,
+    /// Increase requests AWS has not answered yet.
+    open: Vec<serde_json::Value>,
     /// Identifies this set of alerts: a dismissal hides the banner until it changes.
     signature: String,
     dismissed: bool,
@@ -113,10 +112,15 @@ impl Banner {
             Ok(rows) => crate::quota::usage::alerts(&rows),
             Err(_) => vec![],
         };
-        Banner::from_alerts(alerts, headers)
+        Banner::from_alerts(app, alerts, headers).await
     }
 
-    fn from_alerts(alerts: Vec<Alert>, headers: &HeaderMap) -> Banner {
+    async fn from_alerts(app: &App, alerts: Vec<Alert>, headers: &HeaderMap) -> Banner {
+        let open = if alerts.is_empty() {
+            vec![]
+        } else {
+            quotas::open_requests(app).await
+        };
         let signature: String = alerts
             .iter()
             .map(|a| format!("{}-{}-{}", a.code, a.usage, a.limit))
@@ -125,6 +129,7 @@ impl Banner {
         let dismissed = guard::cookie(headers, DISMISSED).is_some_and(|c| c == signature);
         Banner {
             alerts,
+            open,
             signature,
             dismissed,
         }
@@ -152,7 +157,7 @@ fn banner(b: &Banner, back: &str) -> Markup {
     let critical = b.alerts.iter().any(|a| a.severity == "critical");
     let level = if critical { "critical" } else { "warning" };
     html! {
-        section.banner.(level) role="alert" aria-labelledby="banner-title" {
+        section.banner.(level) aria-labelledby="banner-title" {
             div.banner-text {
                 h2 #banner-title .visually-hidden {
                     @if critical { "Critical quota alert" } @else { "Quota warning" }
@@ -164,11 +169,22 @@ fn banner(b: &Banner, back: &str) -> Markup {
                         strong { (alert_text(a)) }
                         " "
                         span.muted { "· " (a.name) }
+                        @if let Some(r) = b.open.iter().find(|r| r["code"] == a.code.as_str()) {
+                            " · "
+                            a href={ "/quotas/requests/" (r["request_id"].as_str().unwrap_or_default()) } {
+                                "an increase to " (r["desired_value"].as_f64().map_or("?".into(), number)) " is "
+                                (quota_page::status_word(r["status"].as_str().unwrap_or_default()).to_lowercase())
+                            }
+                        }
                     }
                 }
             }
             div.banner-actions {
-                a.button.primary href={ "/quotas?request=" (b.alerts[0].code) "#request-form" } { "Request increase" }
+                @if b.open.iter().any(|r| r["code"] == b.alerts[0].code.as_str()) {
+                    a.button href="/quotas#requests" { "See the requests" }
+                } @else {
+                    a.button.primary href={ "/quotas?request=" (b.alerts[0].code) "#request-form" } { "Request increase" }
+                }
                 form method="post" action="/alerts/dismiss" {
                     input type="hidden" name="signature" value=(b.signature);
                     input type="hidden" name="back" value=(back);
@@ -245,7 +261,7 @@ fn error_box(e: &ApiError) -> Markup {
     let err = &e.body["error"];
     let text = |k: &str| err[k].as_str().unwrap_or_default().to_string();
     html! {
-        div.notice.critical role="alert" {
+        div.notice.critical {
             p { strong { (text("title")) } }
             @if text("what_happened") != text("title") { pre.explain { (text("what_happened")) } }
             @if !text("what_you_can_do").is_empty() { p { (text("what_you_can_do")) } }

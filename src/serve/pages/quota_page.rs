@@ -17,7 +17,7 @@ use crate::serve::App;
 use crate::serve::error::ApiError;
 use crate::serve::quotas::{self, IncreaseBody, REQUEST_STATUSES};
 
-use super::{Banner, CONSOLE, Nav, banner, bar, error_box, layout, page};
+use super::{Banner, Nav, banner, bar, error_box, layout, page};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct QuotaQuery {
@@ -27,6 +27,70 @@ pub struct QuotaQuery {
     status: Option<String>,
     /// The request just submitted.
     submitted: Option<String>,
+    /// `oldest` lists the requests oldest first; newest first otherwise.
+    sort: Option<String>,
+}
+
+/// A request status in words.
+pub fn status_word(status: &str) -> &str {
+    match status {
+        "PENDING" => "Pending",
+        "CASE_OPENED" => "Case opened",
+        "APPROVED" => "Approved",
+        "DENIED" => "Denied",
+        "CASE_CLOSED" => "Case closed",
+        "NOT_APPROVED" => "Not approved",
+        "INVALID_REQUEST" => "Invalid request",
+        other => other,
+    }
+}
+
+/// Where AWS's console shows the requests of `region`.
+fn console(region: &str) -> String {
+    format!("https://{region}.console.aws.amazon.com/servicequotas/home/requests?region={region}")
+}
+
+/// How long AWS took to answer this account's answered requests: the median, and how
+/// many it is of. None without any.
+fn answer_time(requests: &[Value]) -> Option<(std::time::Duration, usize)> {
+    let mut took: Vec<i64> = requests
+        .iter()
+        .filter(|r| {
+            matches!(
+                r["status"].as_str(),
+                Some("APPROVED" | "DENIED" | "NOT_APPROVED" | "CASE_CLOSED")
+            )
+        })
+        .filter_map(|r| {
+            let at = |k: &str| r[k].as_str()?.parse::<jiff::Timestamp>().ok();
+            Some(at("last_updated")?.as_second() - at("submitted")?.as_second())
+        })
+        .filter(|s| *s >= 0)
+        .collect();
+    if took.is_empty() {
+        return None;
+    }
+    took.sort_unstable();
+    Some((
+        std::time::Duration::from_secs(took[took.len() / 2] as u64),
+        took.len(),
+    ))
+}
+
+/// "within about 3h 20m (the median of 4 answered requests of this account)", or AWS's
+/// own word without a history.
+fn expected_answer(requests: &[Value]) -> String {
+    match answer_time(requests) {
+        Some((t, n)) => {
+            let t = std::time::Duration::from_secs(t.as_secs().max(60) / 60 * 60);
+            format!(
+                "AWS answered this account's requests in {} (the median of {n} answered request{})",
+                humantime::format_duration(t),
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        None => "AWS answers most requests within one or two business days; small ones are often approved within minutes".into(),
+    }
 }
 
 fn status_text(s: Status) -> (&'static str, &'static str) {
@@ -48,17 +112,17 @@ fn quota_table(rows: &[QuotaRow]) -> Markup {
                     @let (class, text) = status_text(r.status);
                     tr data-code=(r.code) {
                         th scope="row" { (r.name) br; span.muted { code { (r.code) } " · " (r.quota) } }
-                        td.usage {
+                        td.usage data-label="Usage" {
                             @if let (Some(u), Some(l)) = (r.usage, r.limit) {
                                 (bar(if l > 0.0 { u / l } else if u > 0.0 { 1.0 } else { 0.0 }, class, &format!("{} % used", r.percent.map_or(0.0, |p| p.round())), None))
                             } @else { span.muted { "unknown" } }
                         }
-                        td.num {
+                        td.num data-label="Used" {
                             (r.usage.map_or("?".into(), number)) " / " (r.limit.map_or("?".into(), number)) " " (r.unit)
                             @if let Some(p) = r.percent { br; span.muted { (format!("{p:.0}")) " %" } }
                         }
-                        td { span.badge.(class) data-field="status" { (text) } @if let Some(n) = &r.note { br; span.muted { (n) } } }
-                        td {
+                        td data-label="Status" { span.badge.(class) data-field="status" { (text) } @if let Some(n) = &r.note { br; span.muted { (n) } } }
+                        td data-label="" {
                             @if r.adjustable == Some(true) && r.limit.is_some() {
                                 a.button.small href={ "/quotas?request=" (r.code) "#request-form" } aria-label={ "Request increase of " (r.name) } { "Request increase" }
                             }
@@ -84,7 +148,8 @@ fn request_form(
                 .and_then(|u| crate::quota::arith::recommended_value(u, row.limit))
         })
         .filter(|d| *d > current)
-        .unwrap_or(current + 1.0);
+        // Nothing critical to go by: a quarter more, as a critical usage would ask.
+        .unwrap_or_else(|| (current * 1.25).ceil().max(current + 1.0));
     let step = if row.unit == "vCPUs" { "1" } else { "any" };
     let min = if row.unit == "vCPUs" {
         number(current + 1.0)
@@ -122,55 +187,191 @@ fn request_form(
     }
 }
 
-fn requests_section(requests: &Result<Vec<Value>, ApiError>, q: &QuotaQuery) -> Markup {
+fn requests_section(
+    requests: &Result<Vec<Value>, ApiError>,
+    q: &QuotaQuery,
+    region: Option<&str>,
+) -> Markup {
+    let oldest = q.sort.as_deref() == Some("oldest");
+    let status = q.status.as_deref().unwrap_or_default();
+    let link = |sort: &str| {
+        let mut l = format!("/quotas?sort={sort}");
+        if !status.is_empty() {
+            l.push_str(&format!("&status={status}"));
+        }
+        l + "#requests"
+    };
+    let sorted: Result<Vec<Value>, &ApiError> = requests.as_ref().map(|rows| {
+        let mut rows = rows.clone();
+        rows.sort_by(|a, b| a["submitted"].as_str().cmp(&b["submitted"].as_str()));
+        if !oldest {
+            rows.reverse();
+        }
+        rows
+    });
     html! {
         section #requests aria-labelledby="requests-title" {
             div.title-row {
                 h2 #requests-title { "Increase requests" }
-                a.external href=(CONSOLE) rel="noopener noreferrer" target="_blank" { "View in AWS Console" }
+                @if let Some(r) = region {
+                    a.external href=(console(r)) rel="noopener noreferrer" target="_blank" { "View in AWS Console (" (r) ")" }
+                }
             }
             form.filters method="get" action="/quotas#requests" {
                 label for="status" { "Status" }
                 select #status name="status" {
                     option value="" selected[q.status.is_none()] { "All" }
                     @for s in REQUEST_STATUSES {
-                        option value=(s) selected[q.status.as_deref() == Some(s)] { (s) }
+                        option value=(s) selected[q.status.as_deref() == Some(s)] { (status_word(s)) }
                     }
                 }
-                button.button type="submit" #refresh { "Refresh" }
+                input type="hidden" name="sort" value=(if oldest { "oldest" } else { "newest" });
+                button.button type="submit" #refresh { "Apply filter and refresh" }
             }
-            @match requests {
+            @match &sorted {
                 Err(e) => { (error_box(e)) }
                 Ok(rows) if rows.is_empty() => { p.muted { "No quota increase requests." } }
                 Ok(rows) => {
                     table #request-list {
-                        caption.visually-hidden { "Quota increase requests, newest first" }
-                        thead { tr { th scope="col" { "Request" } th scope="col" { "Quota" } th scope="col" { "Value" } th scope="col" { "Reason" } th scope="col" { "Status" } th scope="col" { "Submitted" } th scope="col" { "Updated" } th scope="col" { "Case" } } }
+                        caption.visually-hidden { "Quota increase requests, " (if oldest { "oldest" } else { "newest" }) " first" }
+                        thead { tr {
+                            th scope="col" { "Request" }
+                            th scope="col" { "Quota" }
+                            th scope="col" { "Value" }
+                            th scope="col" { "Status" }
+                            th scope="col" aria-sort=(if oldest { "ascending" } else { "descending" }) {
+                                a #sort href=(link(if oldest { "newest" } else { "oldest" })) {
+                                    "Submitted " span aria-hidden="true" { (if oldest { "↑" } else { "↓" }) }
+                                    span.visually-hidden { (if oldest { ", oldest first; show newest first" } else { ", newest first; show oldest first" }) }
+                                }
+                            }
+                            th scope="col" { "Case" }
+                        } }
                         tbody {
                             @for r in rows {
                                 @let id = r["request_id"].as_str().unwrap_or_default();
                                 @let status = r["status"].as_str().unwrap_or_default();
                                 tr data-id=(id) .just-submitted[q.submitted.as_deref() == Some(id)] {
-                                    td { code { (id) } }
-                                    td { (r["quota"].as_str().or(r["name"].as_str()).unwrap_or_default()) }
-                                    td.num {
+                                    td data-label="Request" { a href={ "/quotas/requests/" (id) } { code { (id) } } }
+                                    td data-label="Quota" { (r["quota"].as_str().or(r["name"].as_str()).unwrap_or_default()) }
+                                    td.num data-label="Value" {
                                         @if let Some(v) = r["value_at_request"].as_f64() { (number(v)) " → " }
                                         (r["desired_value"].as_f64().map_or("?".into(), number))
                                     }
-                                    td { (r["reason"].as_str().unwrap_or("—")) }
-                                    td { span.badge.(status.to_lowercase()) data-field="status" { (status) } }
-                                    td { (date(&r["submitted"])) }
-                                    td { (date(&r["last_updated"])) }
-                                    td { (r["support_case"].as_str().unwrap_or("—")) }
+                                    td data-label="Status" { span.badge.(status.to_lowercase()) data-field="status" { (status_word(status)) } }
+                                    td data-label="Submitted" { (date(&r["submitted"])) }
+                                    td data-label="Case" { (r["support_case"].as_str().unwrap_or("—")) }
                                 }
                             }
                         }
                     }
-                    p.muted { "AWS usually answers within one or two business days." }
+                    p.muted { (expected_answer(rows)) "." }
                 }
             }
         }
     }
+}
+
+/// The steps of a request, and how far it got: (step, reached).
+fn steps(status: &str) -> Vec<(&'static str, bool)> {
+    let answered = !matches!(status, "PENDING" | "CASE_OPENED");
+    let last = match status {
+        "APPROVED" => "Approved",
+        "DENIED" | "NOT_APPROVED" => "Not approved",
+        "CASE_CLOSED" => "Case closed",
+        "INVALID_REQUEST" => "Invalid request",
+        _ => "Answered",
+    };
+    vec![
+        ("Submitted", true),
+        ("Case opened with AWS Support", status != "PENDING"),
+        (last, answered),
+    ]
+}
+
+/// `GET /quotas/requests/{id}`: one request, its steps and when an answer can be
+/// expected.
+pub async fn request_detail(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let all = quotas::requests(&app, None).await;
+    let region = app
+        .connector
+        .cloud()
+        .await
+        .ok()
+        .map(|c| c.region().to_string());
+    let banner_data = Banner::of(&app, &headers).await;
+    let back = format!("/quotas/requests/{id}");
+    let found = all.as_ref().ok().and_then(|rows| {
+        rows.iter()
+            .find(|r| r["request_id"] == id.as_str())
+            .cloned()
+    });
+    let Some(r) = found else {
+        let main = html! {
+            h1 { "No such request" }
+            @if let Err(e) = &all { (error_box(e)) } @else { p { "AWS has no increase request " code { (id) } " in this account and region." } }
+            p { a href="/quotas#requests" { "See the requests" } }
+        };
+        return page(
+            StatusCode::NOT_FOUND,
+            layout(
+                "Quota request",
+                Nav::Quotas,
+                banner(&banner_data, &back),
+                main,
+            ),
+        );
+    };
+    let status = r["status"].as_str().unwrap_or_default();
+    let open = matches!(status, "PENDING" | "CASE_OPENED");
+    let history = all.as_deref().unwrap_or_default();
+    let main = html! {
+        div.title-row {
+            h1 { "Request " code { (id) } }
+            a.button href=(back) { "Refresh" }
+        }
+        section.card.request-detail aria-labelledby="detail-title" {
+            h2 #detail-title { (r["name"].as_str().unwrap_or_default()) }
+            dl {
+                dt { "Quota" } dd { code { (r["code"].as_str().unwrap_or_default()) } " · " (r["service"].as_str().unwrap_or_default()) }
+                dt { "Value" } dd {
+                    @if let Some(v) = r["value_at_request"].as_f64() { (number(v)) " → " }
+                    strong { (r["desired_value"].as_f64().map_or("?".into(), number)) }
+                }
+                dt { "Reason" } dd { (r["reason"].as_str().unwrap_or("— (not sent from this server)")) }
+                dt { "Status" } dd { span.badge.(status.to_lowercase()) #detail-status { (status_word(status)) } }
+                dt { "Submitted" } dd { (date(&r["submitted"])) }
+                dt { "Last change" } dd { (date(&r["last_updated"])) }
+                dt { "Support case" } dd { (r["support_case"].as_str().unwrap_or("—")) }
+            }
+            h3 { "Steps" }
+            ol.steps {
+                @for (step, reached) in steps(status) {
+                    li.done[reached] { (step) @if reached { span.visually-hidden { " (done)" } } }
+                }
+            }
+            @if open {
+                p #estimate { (expected_answer(history)) "." }
+            }
+            @if let Some(region) = &region {
+                p { a.external href=(console(region)) rel="noopener noreferrer" target="_blank" { "Open the requests in the AWS Console (" (region) ")" } }
+            }
+        }
+        p { a href="/quotas#requests" { "All requests" } }
+    };
+    page(
+        StatusCode::OK,
+        layout(
+            "Quota request",
+            Nav::Quotas,
+            banner(&banner_data, &back),
+            main,
+        ),
+    )
 }
 
 /// An RFC 3339 date as the tables show it: `2026-03-01 09:30 UTC`.
@@ -196,7 +397,13 @@ async fn quotas_view(
         .as_ref()
         .map(|r| crate::quota::usage::alerts(r))
         .unwrap_or_default();
-    let banner_data = Banner::from_alerts(alerts, headers);
+    let banner_data = Banner::from_alerts(app, alerts, headers).await;
+    let region = app
+        .connector
+        .cloud()
+        .await
+        .ok()
+        .map(|c| c.region().to_string());
     let open = form.map(|f| f.3.to_string()).or_else(|| q.request.clone());
     let main = html! {
         div.title-row {
@@ -222,7 +429,7 @@ async fn quotas_view(
         @if let Some(id) = &q.submitted {
             p.notice.ok role="status" { "Request " code { (id) } " was sent to AWS." }
         }
-        (requests_section(&requests, q))
+        (requests_section(&requests, q, region.as_deref()))
     };
     let status = form.map_or(StatusCode::OK, |f| f.0.status);
     page(

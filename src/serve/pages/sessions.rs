@@ -22,6 +22,18 @@ fn when(unix: u64) -> String {
         .unwrap_or_default()
 }
 
+/// "12 hours", "7 days", "90 minutes".
+fn spoken(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        _ if s >= 86_400 && s.is_multiple_of(86_400) => (s / 86_400, "day"),
+        _ if s >= 3_600 && s.is_multiple_of(3_600) => (s / 3_600, "hour"),
+        _ if s >= 60 && s.is_multiple_of(60) => (s / 60, "minute"),
+        _ => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// "Chrome 131 on Linux" is more than we can promise from a `User-Agent`; the first
 /// product and the platform in brackets are what people recognise.
 fn browser(agent: &str) -> String {
@@ -63,8 +75,8 @@ pub async fn sessions_page(
         }
         p.muted {
             "Each browser that signed in has a session. A session ends after "
-            (humantime::format_duration(life.idle)) " without use, "
-            (humantime::format_duration(life.absolute)) " after it began, when its browser signs out, or when you end it here. "
+            (spoken(life.idle)) " without use, "
+            (spoken(life.absolute)) " after it began, when its browser signs out, or when you end it here. "
             code { "prism serve --rotate-token" } " ends them all."
         }
         div.table-box {
@@ -89,7 +101,7 @@ pub async fn sessions_page(
                             td data-label="Signed in" { (when(s.session.began)) }
                             td data-label="Last used" { (when(s.session.last_used)) }
                             td data-label="Ends" { (when(s.expires)) }
-                            td {
+                            td data-label="" {
                                 @if Some(&s.id) == current.as_ref() {
                                     form method="post" action="/logout" {
                                         button.button.small type="submit" { "Sign out" }
@@ -156,7 +168,16 @@ pub async fn end_api(
 
 #[cfg(test)]
 mod tests {
-    use super::browser;
+    use super::{browser, spoken};
+    use std::time::Duration;
+
+    #[test]
+    fn lifetimes_are_said_in_words() {
+        assert_eq!(spoken(Duration::from_secs(12 * 3600)), "12 hours");
+        assert_eq!(spoken(Duration::from_secs(7 * 86_400)), "7 days");
+        assert_eq!(spoken(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(spoken(Duration::from_secs(90)), "90 seconds");
+    }
 
     #[test]
     fn a_browser_is_named_by_its_product_and_platform() {
