@@ -11,6 +11,7 @@ use crate::cloud::{ErrorClass, InstanceState};
 use crate::engine::events::{Event, Stamped};
 use crate::engine::limiter::RateSettings;
 use crate::engine::memory::LaunchMemory;
+use crate::engine::testkit::*;
 use crate::observe::Observed;
 
 const ZONES: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];

@@ -176,7 +176,7 @@ pub enum Event {
     /// The first Ctrl-C: no new actions start.
     Interrupted,
     /// The apply is over.
-    Summary(super::executor::Report),
+    Summary(super::report::Report),
 }
 
 /// An event with the time since the apply began.

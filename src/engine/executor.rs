@@ -7,97 +7,19 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::account::Engine;
+use super::context::RunContext;
 use super::events::{Event, Events};
-use super::quota_wait;
-use super::step::{self, Context, Outcome};
-use super::wait;
-use crate::cloud::{ErrorClass, InstanceState};
-use crate::engine::{Engine, Job, RunOptions};
+use super::job::{Job, RunOptions};
+use super::outcome::Outcome;
+use super::report::{Report, SkipNote};
+use super::{quota_wait, step, wait};
+use crate::cloud::InstanceState;
 use crate::plan::{Action, ActionKind};
-
-/// One workspace whose action failed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FailureNote {
-    pub workspace: String,
-    pub action: ActionKind,
-    /// Whether a call may have reached AWS (it answered, or the answer was lost).
-    #[serde(skip)]
-    pub reached_aws: bool,
-    /// The AWS error code, or `Timeout` for a wait that ran out.
-    pub code: String,
-    pub message: String,
-    pub class: Option<ErrorClass>,
-    /// What happened, what prism did, what to do: from the error catalogue.
-    pub explained: crate::errors::Explained,
-}
-
-/// One workspace launched on a fallback type, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FallbackNote {
-    pub workspace: String,
-    /// The type it was launched as.
-    pub instance_type: String,
-    /// The template's own type.
-    pub instead_of: String,
-    pub reason: String,
-}
-
-/// One workspace whose action was not carried out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SkipNote {
-    pub workspace: String,
-    pub action: ActionKind,
-    pub reason: String,
-}
-
-/// How an apply went.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    pub fleet: String,
-    /// Actions in the plan.
-    pub total: usize,
-    /// Actions carried out (and, when waiting, settled).
-    pub succeeded: usize,
-    /// Of those, instances launched.
-    pub launched: usize,
-    pub failed: Vec<FailureNote>,
-    pub skipped: Vec<SkipNote>,
-    /// Actions never started because of an interruption.
-    pub not_started: usize,
-    /// Workspaces still waiting for room in a quota when the run ended (`prism watch`
-    /// launches them once there is room).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waiting_for_quota: Vec<SkipNote>,
-    /// Workspaces whose launch ended in errors although its instance was up: a call
-    /// whose answer was lost had launched it. Counted as launched.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub confirmed_after_errors: Vec<String>,
-    /// Workspaces whose instance another run, at the same time, had launched with the
-    /// same ClientToken: AWS answered this run with it. Not counted as launched.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub launched_by_other_runs: Vec<String>,
-    /// Workspaces launched on one of the template's fallback types, in name order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fallbacks: Vec<FallbackNote>,
-    pub interrupted: bool,
-    pub duration_s: f64,
-}
-
-impl Report {
-    /// Whether everything the plan asked for was done.
-    pub fn complete(&self) -> bool {
-        self.failed.is_empty()
-            && self.skipped.is_empty()
-            && self.waiting_for_quota.is_empty()
-            && self.not_started == 0
-            && !self.interrupted
-    }
-}
 
 /// Carries out `job` on `engine`: the body of [`Engine::run`].
 pub(crate) async fn execute(
@@ -136,7 +58,7 @@ pub(crate) async fn execute(
     }
     let actions = job.actions.clone();
     let fleet = job.fleet.clone();
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(RunContext::new(
         engine,
         job,
         &opts,
@@ -145,7 +67,7 @@ pub(crate) async fn execute(
         launches,
     ));
     if all_launches > 0 && ctx.recipe.is_some() {
-        ctx.prepare_launches().await;
+        super::launch::prepare_launches(&ctx).await;
     }
 
     // Instances are waited for, and those launched for a stopped fleet stopped, as
@@ -169,31 +91,13 @@ pub(crate) async fn execute(
             waiting.push(action.clone());
             continue;
         }
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-            () = cancel.cancelled() => {
-                not_started = actions.len() - i;
-                break;
-            }
-        };
-        let started = tokio::time::Instant::now();
-        // Launches take their first permit here, in plan order; the wait is shown.
-        let prepaid = step::launches(&ctx, action);
-        if prepaid && ctx.launch_permit(&action.workspace).await.is_err() {
+        if step::dispatch(&ctx, action.clone(), &slots, &mut tasks, adder.clone())
+            .await
+            .is_err()
+        {
             not_started = actions.len() - i;
             break;
         }
-        let ctx = ctx.clone();
-        let action = action.clone();
-        let adder = adder.clone();
-        tasks.spawn(async move {
-            let outcome = step::run(&ctx, &action, prepaid, started).await;
-            drop(permit);
-            if let Some(adder) = adder {
-                adder.add(&ctx, &action, &outcome);
-            }
-            (action, outcome)
-        });
     }
     outcomes.extend(tasks.join_all().await);
     let mut confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
@@ -255,7 +159,7 @@ pub(crate) async fn execute(
 /// instead of "not launched". One DescribeInstances; on an error nothing is said. The
 /// number of them that were never started (not among `outcomes`), and their names.
 async fn launched_elsewhere(
-    ctx: &Context,
+    ctx: &RunContext,
     actions: &[Action],
     outcomes: &mut Vec<(Action, Outcome)>,
 ) -> (usize, Vec<String>) {
@@ -368,23 +272,6 @@ fn report(
         }
     }
     r
-}
-
-/// The state an action leaves its instance in, to wait for.
-pub(super) fn target_state(
-    action: ActionKind,
-    desired: crate::manifest::DesiredState,
-) -> Option<InstanceState> {
-    match action {
-        ActionKind::Create | ActionKind::Replace | ActionKind::Start | ActionKind::Resize => {
-            Some(match desired {
-                crate::manifest::DesiredState::Running => InstanceState::Running,
-                crate::manifest::DesiredState::Stopped => InstanceState::Stopped,
-            })
-        }
-        ActionKind::Stop | ActionKind::Hibernate => Some(InstanceState::Stopped),
-        ActionKind::Delete => None,
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use crate::cloud::CloudError;
 use crate::cloud::fake::FakeCloud;
 use crate::engine::limiter::RateSettings;
 use crate::engine::memory::LaunchMemory;
+use crate::engine::testkit::*;
 use crate::manifest::Manifest;
 use crate::observe::ImageResolution;
 use crate::observe::Observed;

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use super::Recipe;
+use super::call::Pace;
 use super::capacity::{Availability, zone_order};
+use super::context::RunContext;
 use super::events::Event;
-use super::executor::FallbackNote;
+use super::job::Recipe;
 use super::memory::TokenChoice;
-use super::step::{Context, Pace, StepError};
+use super::outcome::StepError;
+use super::report::FallbackNote;
 use super::token::{client_token, spec_digest};
 use crate::cloud::{CloudError, ErrorClass, Instance, LaunchSpec, tags};
 
@@ -37,456 +39,461 @@ struct Trail {
     full: Option<Option<String>>,
 }
 
-impl Context {
-    /// Reads the region's zones (once per run) and tells the marks already in force.
-    /// Zones that cannot be read leave the choice to AWS.
-    pub(super) async fn prepare_launches(&self) {
-        self.zones().await;
-        for m in self.engine.sold_out.in_force() {
-            self.events.emit(Event::ZoneUnavailable {
-                instance_type: m.instance_type,
-                availability_zone: m.zone,
-                code: m.code,
-                for_s: m.left.as_secs_f64(),
-                workspace: None,
-            });
-        }
+/// Reads the region's zones (once per run) and tells the marks already in force.
+/// Zones that cannot be read leave the choice to AWS.
+pub(super) async fn prepare_launches(ctx: &RunContext) {
+    zones(ctx).await;
+    for m in ctx.engine.sold_out.in_force() {
+        ctx.events.emit(Event::ZoneUnavailable {
+            instance_type: m.instance_type,
+            availability_zone: m.zone,
+            code: m.code,
+            for_s: m.left.as_secs_f64(),
+            workspace: None,
+        });
     }
+}
 
-    async fn zones(&self) -> Option<&Vec<String>> {
-        self.zones
-            .get_or_init(|| async {
-                let read = self
-                    .call("", Pace::None, &mut false, |_| {
-                        self.cloud.availability_zones()
-                    })
-                    .await;
-                match read {
-                    Ok(zones) => Some(zones),
-                    Err(StepError::Cloud(e)) => {
-                        tracing::warn!(
-                            "could not list the availability zones ({e}); AWS chooses each launch's zone"
-                        );
-                        None
-                    }
-                    Err(StepError::Interrupted) => None,
+async fn zones(ctx: &RunContext) -> Option<&Vec<String>> {
+    ctx.zones
+        .get_or_init(|| async {
+            let read = ctx
+                .call("", Pace::None, &mut false, |_| {
+                    ctx.cloud.availability_zones()
+                })
+                .await;
+            match read {
+                Ok(zones) => Some(zones),
+                Err(StepError::Cloud(e)) => {
+                    tracing::warn!(
+                        "could not list the availability zones ({e}); AWS chooses each launch's zone"
+                    );
+                    None
                 }
-            })
-            .await
-            .as_ref()
-    }
-
-    /// The types a launch may use, in order: the template's, then its fallbacks.
-    fn ladder<'a>(&'a self, template: &'a LaunchSpec) -> Vec<&'a str> {
-        let fallbacks = self.recipe.iter().flat_map(|r| &r.fallback_types);
-        std::iter::once(template.instance_type.as_str())
-            .chain(fallbacks.map(String::as_str))
-            .collect()
-    }
-
-    /// The explanation context of `e`: a capacity failure is about every zone tried
-    /// and every type of the ladder.
-    pub(super) fn explain_context(&self, e: &CloudError) -> crate::errors::Context {
-        let mut ctx = self.errors.clone();
-        if e.class != ErrorClass::Capacity {
-            return ctx;
-        }
-        if let Ok(template) = self.template() {
-            ctx.instance_type = Some(self.ladder(template).join(" or "));
-        }
-        if self.zones.get().is_some_and(Option::is_some) {
-            ctx.zone = Some(format!("any availability zone of {}", self.cloud.region()));
-        }
-        ctx
-    }
-
-    /// Launches `workspace`: the token its latest launch sent, when noted; then each
-    /// type of the ladder in each of its zones, from its first choice, skipping pairs
-    /// marked sold out and marking those AWS answers are.
-    pub(super) async fn launch(
-        &self,
-        workspace: &str,
-        prepaid: &mut bool,
-    ) -> Result<Instance, StepError> {
-        let template = self.template().map_err(|reason| {
-            StepError::Cloud(CloudError::service(
-                "RunInstances",
-                Some("ImageUnresolved"),
-                reason,
-                None,
-            ))
-        })?;
-        let ladder = self.ladder(template);
-        let zones = self.zones().await;
-        let order = zone_order(&self.fleet, workspace, zones.map_or(&[][..], Vec::as_slice));
-        let known = zones.is_some();
-        let mut trail = Trail::default();
-
-        // A noted token goes first whatever the marks say: AWS answers a token it has
-        // seen with its instance, sold out or not.
-        let noted = self.noted(workspace, &ladder);
-        if let Some((rung, zone, incarnation)) = &noted {
-            let first = known && *rung == 0 && *zone == order[0] && *incarnation == 0;
-            let t = Try {
-                rung: *rung,
-                instance_type: ladder[*rung],
-                zone: zone.as_deref(),
-                first_choice: first,
-            };
-            if let Some(done) = self
-                .try_launch(workspace, template, &t, *incarnation, prepaid, &mut trail)
-                .await
-            {
-                return self.landed(workspace, &ladder, &t, &trail, done);
+                Err(StepError::Interrupted) => None,
             }
-        }
-        for (rung, instance_type) in ladder.iter().enumerate() {
-            if rung > 0 {
-                self.events.emit(Event::TypeFallback {
-                    workspace: workspace.to_string(),
-                    instance_type: ladder[rung - 1].to_string(),
-                    next_instance_type: instance_type.to_string(),
-                });
-                trail.full = None;
-            }
-            for (i, zone) in order.iter().enumerate() {
-                let t = Try {
-                    rung,
-                    instance_type,
-                    zone: zone.as_deref(),
-                    first_choice: known && rung == 0 && i == 0,
-                };
-                let again = noted
-                    .as_ref()
-                    .is_some_and(|(r, z, _)| *r == rung && z == zone);
-                if again || !self.available(&t, &mut trail) {
-                    continue;
-                }
-                if let Some(done) = self
-                    .try_launch(workspace, template, &t, 0, prepaid, &mut trail)
-                    .await
-                {
-                    return self.landed(workspace, &ladder, &t, &trail, done);
-                }
-            }
-        }
-        Err(StepError::Cloud(self.no_capacity(&ladder, trail)))
-    }
+        })
+        .await
+        .as_ref()
+}
 
-    /// The (rung, zone, incarnation) of the token `workspace`'s latest launch sent, when
-    /// noted and its type is still on the ladder.
-    fn noted(&self, workspace: &str, ladder: &[&str]) -> Option<(usize, Option<String>, u32)> {
-        let n = self
-            .engine
-            .memory
-            .recall(&self.fleet, workspace, &self.digest)?;
-        let rung = match &n.instance_type {
-            None => 0,
-            Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
+/// The types a launch may use, in order: the template's, then its fallbacks.
+fn ladder<'a>(ctx: &'a RunContext, template: &'a LaunchSpec) -> Vec<&'a str> {
+    let fallbacks = ctx.recipe.iter().flat_map(|r| &r.fallback_types);
+    std::iter::once(template.instance_type.as_str())
+        .chain(fallbacks.map(String::as_str))
+        .collect()
+}
+
+/// The explanation context of `e`: a capacity failure is about every zone tried
+/// and every type of the ladder.
+pub(super) fn explain_context(ctx: &RunContext, e: &CloudError) -> crate::errors::Context {
+    let mut errors = ctx.errors.clone();
+    if e.class != ErrorClass::Capacity {
+        return errors;
+    }
+    if let Ok(template) = ctx.template() {
+        errors.instance_type = Some(ladder(ctx, template).join(" or "));
+    }
+    if ctx.zones.get().is_some_and(Option::is_some) {
+        errors.zone = Some(format!("any availability zone of {}", ctx.cloud.region()));
+    }
+    errors
+}
+
+/// Launches `workspace`: the token its latest launch sent, when noted; then each
+/// type of the ladder in each of its zones, from its first choice, skipping pairs
+/// marked sold out and marking those AWS answers are.
+pub(super) async fn launch(
+    ctx: &RunContext,
+    workspace: &str,
+    prepaid: &mut bool,
+) -> Result<Instance, StepError> {
+    let template = ctx.template().map_err(|reason| {
+        StepError::Cloud(CloudError::service(
+            "RunInstances",
+            Some("ImageUnresolved"),
+            reason,
+            None,
+        ))
+    })?;
+    let ladder = ladder(ctx, template);
+    let zones = zones(ctx).await;
+    let order = zone_order(&ctx.fleet, workspace, zones.map_or(&[][..], Vec::as_slice));
+    let known = zones.is_some();
+    let mut trail = Trail::default();
+
+    // A noted token goes first whatever the marks say: AWS answers a token it has
+    // seen with its instance, sold out or not.
+    let noted = noted(ctx, workspace, &ladder);
+    if let Some((rung, zone, incarnation)) = &noted {
+        let first = known && *rung == 0 && *zone == order[0] && *incarnation == 0;
+        let t = Try {
+            rung: *rung,
+            instance_type: ladder[*rung],
+            zone: zone.as_deref(),
+            first_choice: first,
         };
-        Some((rung, n.zone, n.incarnation))
-    }
-
-    /// Whether the pair of `t` may be tried now: not while marked sold out.
-    fn available(&self, t: &Try<'_>, trail: &mut Trail) -> bool {
-        let Some(zone) = t.zone else { return true };
-        match self.engine.sold_out.check(t.instance_type, zone) {
-            Availability::Available => true,
-            Availability::BackAgain => {
-                self.events.emit(Event::ZoneAvailable {
-                    instance_type: t.instance_type.to_string(),
-                    availability_zone: zone.to_string(),
-                });
-                true
-            }
-            Availability::SoldOut { .. } => {
-                trail
-                    .sold_out
-                    .entry(t.instance_type.to_string())
-                    .or_default()
-                    .push(zone.to_string());
-                false
-            }
-        }
-    }
-
-    /// One try; None when AWS has no capacity there (the pair is then marked).
-    async fn try_launch(
-        &self,
-        workspace: &str,
-        template: &LaunchSpec,
-        t: &Try<'_>,
-        incarnation: u32,
-        prepaid: &mut bool,
-        trail: &mut Trail,
-    ) -> Option<Result<Instance, StepError>> {
-        if let (Some(from), Some(next)) = (trail.full.take(), t.zone) {
-            self.events.emit(Event::ZoneFull {
-                workspace: workspace.to_string(),
-                availability_zone: from,
-                next_zone: next.to_string(),
-            });
-        }
-        match self
-            .launch_in(workspace, template, t, incarnation, prepaid)
-            .await
+        if let Some(done) = try_launch(
+            ctx,
+            workspace,
+            template,
+            &t,
+            *incarnation,
+            prepaid,
+            &mut trail,
+        )
+        .await
         {
-            Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
-                self.sold_out_at(workspace, t, &e, trail);
-                trail.last = Some(e);
-                trail.full = Some(t.zone.map(str::to_string));
-                None
-            }
-            other => Some(other),
+            return landed(ctx, workspace, &ladder, &t, &trail, done);
         }
     }
+    for (rung, instance_type) in ladder.iter().enumerate() {
+        if rung > 0 {
+            ctx.events.emit(Event::TypeFallback {
+                workspace: workspace.to_string(),
+                instance_type: ladder[rung - 1].to_string(),
+                next_instance_type: instance_type.to_string(),
+            });
+            trail.full = None;
+        }
+        for (i, zone) in order.iter().enumerate() {
+            let t = Try {
+                rung,
+                instance_type,
+                zone: zone.as_deref(),
+                first_choice: known && rung == 0 && i == 0,
+            };
+            let again = noted
+                .as_ref()
+                .is_some_and(|(r, z, _)| *r == rung && z == zone);
+            if again || !available(ctx, &t, &mut trail) {
+                continue;
+            }
+            if let Some(done) =
+                try_launch(ctx, workspace, template, &t, 0, prepaid, &mut trail).await
+            {
+                return landed(ctx, workspace, &ladder, &t, &trail, done);
+            }
+        }
+    }
+    Err(StepError::Cloud(no_capacity(ctx, &ladder, trail)))
+}
 
-    /// Marks the pair of `t` sold out after AWS answered `e`, for every launch.
-    fn sold_out_at(&self, workspace: &str, t: &Try<'_>, e: &CloudError, trail: &mut Trail) {
-        let Some(zone) = t.zone else { return };
-        trail
-            .sold_out
-            .entry(t.instance_type.to_string())
-            .or_default()
-            .push(zone.to_string());
-        let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
-        if let Some(ttl) = self.engine.sold_out.mark(t.instance_type, zone, code) {
-            self.events.emit(Event::ZoneUnavailable {
+/// The (rung, zone, incarnation) of the token `workspace`'s latest launch sent, when
+/// noted and its type is still on the ladder.
+fn noted(
+    ctx: &RunContext,
+    workspace: &str,
+    ladder: &[&str],
+) -> Option<(usize, Option<String>, u32)> {
+    let n = ctx
+        .engine
+        .memory
+        .recall(&ctx.fleet, workspace, &ctx.digest)?;
+    let rung = match &n.instance_type {
+        None => 0,
+        Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
+    };
+    Some((rung, n.zone, n.incarnation))
+}
+
+/// Whether the pair of `t` may be tried now: not while marked sold out.
+fn available(ctx: &RunContext, t: &Try<'_>, trail: &mut Trail) -> bool {
+    let Some(zone) = t.zone else { return true };
+    match ctx.engine.sold_out.check(t.instance_type, zone) {
+        Availability::Available => true,
+        Availability::BackAgain => {
+            ctx.events.emit(Event::ZoneAvailable {
                 instance_type: t.instance_type.to_string(),
                 availability_zone: zone.to_string(),
-                code: code.to_string(),
-                for_s: ttl.as_secs_f64(),
-                workspace: Some(workspace.to_string()),
             });
+            true
+        }
+        Availability::SoldOut { .. } => {
+            trail
+                .sold_out
+                .entry(t.instance_type.to_string())
+                .or_default()
+                .push(zone.to_string());
+            false
         }
     }
+}
 
-    /// The end of a launch that got an answer other than "no capacity": a fallback
-    /// type that launched is noted for the summary.
-    fn landed(
-        &self,
-        workspace: &str,
-        ladder: &[&str],
-        t: &Try<'_>,
-        trail: &Trail,
-        done: Result<Instance, StepError>,
-    ) -> Result<Instance, StepError> {
-        if t.rung > 0 && done.is_ok() {
-            let passed = &ladder[..t.rung];
-            let code = trail
-                .last
-                .as_ref()
-                .and_then(|e| e.code.clone())
-                .unwrap_or_else(|| "InsufficientInstanceCapacity".into());
-            let (is, was) = if passed.len() == 1 {
-                ("is", "was")
-            } else {
-                ("are", "were")
-            };
-            let passed = passed.join(" and ");
-            let region = self.cloud.region();
-            let reason = if trail.sold_out.is_empty() {
-                // The token of an earlier launch, which fell back, got its instance.
-                format!(
-                    "launched by an earlier run, when {passed} {was} sold out in every zone of {region}"
-                )
-            } else {
-                format!("{passed} {is} sold out in every zone of {region} ({code})")
-            };
-            self.fallbacks
+/// One try; None when AWS has no capacity there (the pair is then marked).
+async fn try_launch(
+    ctx: &RunContext,
+    workspace: &str,
+    template: &LaunchSpec,
+    t: &Try<'_>,
+    incarnation: u32,
+    prepaid: &mut bool,
+    trail: &mut Trail,
+) -> Option<Result<Instance, StepError>> {
+    if let (Some(from), Some(next)) = (trail.full.take(), t.zone) {
+        ctx.events.emit(Event::ZoneFull {
+            workspace: workspace.to_string(),
+            availability_zone: from,
+            next_zone: next.to_string(),
+        });
+    }
+    match launch_in(ctx, workspace, template, t, incarnation, prepaid).await {
+        Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
+            sold_out_at(ctx, workspace, t, &e, trail);
+            trail.last = Some(e);
+            trail.full = Some(t.zone.map(str::to_string));
+            None
+        }
+        other => Some(other),
+    }
+}
+
+/// Marks the pair of `t` sold out after AWS answered `e`, for every launch.
+fn sold_out_at(ctx: &RunContext, workspace: &str, t: &Try<'_>, e: &CloudError, trail: &mut Trail) {
+    let Some(zone) = t.zone else { return };
+    trail
+        .sold_out
+        .entry(t.instance_type.to_string())
+        .or_default()
+        .push(zone.to_string());
+    let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
+    if let Some(ttl) = ctx.engine.sold_out.mark(t.instance_type, zone, code) {
+        ctx.events.emit(Event::ZoneUnavailable {
+            instance_type: t.instance_type.to_string(),
+            availability_zone: zone.to_string(),
+            code: code.to_string(),
+            for_s: ttl.as_secs_f64(),
+            workspace: Some(workspace.to_string()),
+        });
+    }
+}
+
+/// The end of a launch that got an answer other than "no capacity": a fallback
+/// type that launched is noted for the summary.
+fn landed(
+    ctx: &RunContext,
+    workspace: &str,
+    ladder: &[&str],
+    t: &Try<'_>,
+    trail: &Trail,
+    done: Result<Instance, StepError>,
+) -> Result<Instance, StepError> {
+    if t.rung > 0 && done.is_ok() {
+        let passed = &ladder[..t.rung];
+        let code = trail
+            .last
+            .as_ref()
+            .and_then(|e| e.code.clone())
+            .unwrap_or_else(|| "InsufficientInstanceCapacity".into());
+        let (is, was) = if passed.len() == 1 {
+            ("is", "was")
+        } else {
+            ("are", "were")
+        };
+        let passed = passed.join(" and ");
+        let region = ctx.cloud.region();
+        let reason = if trail.sold_out.is_empty() {
+            // The token of an earlier launch, which fell back, got its instance.
+            format!(
+                "launched by an earlier run, when {passed} {was} sold out in every zone of {region}"
+            )
+        } else {
+            format!("{passed} {is} sold out in every zone of {region} ({code})")
+        };
+        ctx.fallbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FallbackNote {
+                workspace: workspace.to_string(),
+                instance_type: t.instance_type.to_string(),
+                instead_of: ladder[0].to_string(),
+                reason,
+            });
+    }
+    done
+}
+
+/// The failure of a launch that found no capacity anywhere: what was tried, and
+/// AWS's last answer (none when every pair was already marked sold out).
+fn no_capacity(ctx: &RunContext, ladder: &[&str], trail: Trail) -> CloudError {
+    let tried: Vec<String> = ladder
+        .iter()
+        .filter_map(|t| {
+            let mut zones = trail.sold_out.get(*t)?.clone();
+            zones.sort();
+            zones.dedup();
+            Some(format!("{t} in {}", zones.join(", ")))
+        })
+        .collect();
+    let summary = if tried.is_empty() {
+        "no zone had capacity".to_string()
+    } else {
+        format!("no capacity for {}", tried.join("; "))
+    };
+    match trail.last {
+        Some(last) => CloudError {
+            message: format!("{summary}. AWS's last answer: {}", last.message),
+            ..last
+        },
+        None => CloudError {
+            operation: "RunInstances",
+            code: Some("InsufficientInstanceCapacity".into()),
+            message: format!(
+                "{summary}, all marked sold out by earlier launches within {}; no call was made",
+                humantime::format_duration(ctx.engine.sold_out_ttl())
+            ),
+            status: None,
+            class: ErrorClass::Capacity,
+        },
+    }
+}
+
+fn spec(
+    ctx: &RunContext,
+    template: &LaunchSpec,
+    workspace: &str,
+    t: &Try<'_>,
+    incarnation: u32,
+) -> LaunchSpec {
+    let recipe = ctx.recipe.as_ref();
+    let mut spec = template.clone();
+    spec.instance_type = t.instance_type.to_string();
+    spec.availability_zone = t.zone.map(str::to_string);
+    spec.tags = BTreeMap::from([
+        (tags::FLEET.to_string(), ctx.fleet.clone()),
+        (tags::WORKSPACE.to_string(), workspace.to_string()),
+        (
+            tags::PROJECT.to_string(),
+            recipe.map(|r| r.project.clone()).unwrap_or_default(),
+        ),
+        (
+            tags::TEMPLATE.to_string(),
+            recipe.map(|r| r.template.clone()).unwrap_or_default(),
+        ),
+        (tags::NAME.to_string(), workspace.to_string()),
+    ]);
+    if let Some(member) = recipe.and_then(|r| r.members.get(workspace)) {
+        spec.tags.insert(tags::MEMBER.to_string(), member.clone());
+    }
+    match recipe {
+        Some(r) if r.made_by_hand => {
+            spec.tags
+                .insert(tags::MADE_BY.to_string(), "hand".to_string());
+        }
+        Some(Recipe {
+            owner: Some(owner), ..
+        }) => {
+            spec.tags.insert(tags::OWNER.to_string(), owner.clone());
+        }
+        _ => {}
+    }
+    spec.client_token = client_token(
+        &ctx.fleet,
+        workspace,
+        &spec_digest(&spec),
+        t.zone,
+        incarnation,
+    );
+    spec
+}
+
+/// The instance launched with `token`, when DescribeInstances shows it already: a
+/// launch whose answer was lost is then done without sending RunInstances again
+/// (which would wait for a launch permit). Not shown yet (AWS's reads lag behind
+/// its writes), the launch is retried with the same token, which is as safe.
+async fn launched_with(ctx: &RunContext, workspace: &str, token: &str) -> Option<Instance> {
+    let filter = crate::cloud::InstanceFilter {
+        tags: vec![
+            (tags::FLEET.to_string(), ctx.fleet.clone()),
+            (tags::WORKSPACE.to_string(), workspace.to_string()),
+        ],
+        client_token: Some(token.to_string()),
+        ..Default::default()
+    };
+    let found = ctx.cloud.describe_instances(&filter).await.ok()?;
+    // Checked here too: an answer that ignored a filter must not pass for this
+    // workspace's instance.
+    found.into_iter().find(|i| {
+        !i.state.is_gone()
+            && i.tag(tags::FLEET) == Some(ctx.fleet.as_str())
+            && i.tag(tags::WORKSPACE) == Some(workspace)
+    })
+}
+
+/// Launches in one zone with one type, moving past terminated incarnations.
+async fn launch_in(
+    ctx: &RunContext,
+    workspace: &str,
+    template: &LaunchSpec,
+    t: &Try<'_>,
+    first_incarnation: u32,
+    prepaid: &mut bool,
+) -> Result<Instance, StepError> {
+    let mut last = None;
+    for incarnation in first_incarnation..MAX_INCARNATIONS {
+        let spec = spec(ctx, template, workspace, t, incarnation);
+        let choice = (!t.first_choice || incarnation > 0).then(|| TokenChoice {
+            zone: t.zone.map(str::to_string),
+            instance_type: (t.rung > 0).then(|| t.instance_type.to_string()),
+            incarnation,
+        });
+        ctx.engine
+            .memory
+            .remember(&ctx.fleet, workspace, &ctx.digest, choice.as_ref());
+        let sent_at = super::memory::now_ms();
+        let result = ctx
+            .call_or_find(
+                workspace,
+                Pace::Launch,
+                prepaid,
+                |attempt| {
+                    ctx.events.emit(Event::Launching {
+                        workspace: workspace.to_string(),
+                        attempt,
+                        availability_zone: spec.availability_zone.clone(),
+                        instance_type: spec.instance_type.clone(),
+                    });
+                    ctx.cloud.run_instance(&spec)
+                },
+                || launched_with(ctx, workspace, &spec.client_token),
+            )
+            .await;
+        if let Ok(instance) = &result {
+            ctx.engine.memory.sent(
+                &spec.client_token,
+                sent_at,
+                &super::memory::Launched {
+                    fleet: ctx.fleet.clone(),
+                    instance_id: instance.id.clone(),
+                    instance_type: spec.instance_type.clone(),
+                },
+            );
+            ctx.sent
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(FallbackNote {
-                    workspace: workspace.to_string(),
-                    instance_type: t.instance_type.to_string(),
-                    instead_of: ladder[0].to_string(),
-                    reason,
-                });
+                .push((workspace.to_string(), spec.client_token.clone()));
         }
-        done
-    }
-
-    /// The failure of a launch that found no capacity anywhere: what was tried, and
-    /// AWS's last answer (none when every pair was already marked sold out).
-    fn no_capacity(&self, ladder: &[&str], trail: Trail) -> CloudError {
-        let tried: Vec<String> = ladder
-            .iter()
-            .filter_map(|t| {
-                let mut zones = trail.sold_out.get(*t)?.clone();
-                zones.sort();
-                zones.dedup();
-                Some(format!("{t} in {}", zones.join(", ")))
-            })
-            .collect();
-        let summary = if tried.is_empty() {
-            "no zone had capacity".to_string()
-        } else {
-            format!("no capacity for {}", tried.join("; "))
-        };
-        match trail.last {
-            Some(last) => CloudError {
-                message: format!("{summary}. AWS's last answer: {}", last.message),
-                ..last
-            },
-            None => CloudError {
-                operation: "RunInstances",
-                code: Some("InsufficientInstanceCapacity".into()),
-                message: format!(
-                    "{summary}, all marked sold out by earlier launches within {}; no call was made",
-                    humantime::format_duration(self.engine.sold_out_ttl())
-                ),
-                status: None,
-                class: ErrorClass::Capacity,
-            },
-        }
-    }
-
-    fn spec(
-        &self,
-        template: &LaunchSpec,
-        workspace: &str,
-        t: &Try<'_>,
-        incarnation: u32,
-    ) -> LaunchSpec {
-        let recipe = self.recipe.as_ref();
-        let mut spec = template.clone();
-        spec.instance_type = t.instance_type.to_string();
-        spec.availability_zone = t.zone.map(str::to_string);
-        spec.tags = BTreeMap::from([
-            (tags::FLEET.to_string(), self.fleet.clone()),
-            (tags::WORKSPACE.to_string(), workspace.to_string()),
-            (
-                tags::PROJECT.to_string(),
-                recipe.map(|r| r.project.clone()).unwrap_or_default(),
-            ),
-            (
-                tags::TEMPLATE.to_string(),
-                recipe.map(|r| r.template.clone()).unwrap_or_default(),
-            ),
-            (tags::NAME.to_string(), workspace.to_string()),
-        ]);
-        if let Some(member) = recipe.and_then(|r| r.members.get(workspace)) {
-            spec.tags.insert(tags::MEMBER.to_string(), member.clone());
-        }
-        match recipe {
-            Some(r) if r.made_by_hand => {
-                spec.tags
-                    .insert(tags::MADE_BY.to_string(), "hand".to_string());
+        match result {
+            // That token's instance was terminated: the next incarnation's token,
+            // at once. The refused call launched nothing, so the next one goes out
+            // on its launch permit: re-creating deleted workspaces is paced as any
+            // launch, not twice as slowly.
+            Err(StepError::Cloud(e))
+                if e.code.as_deref() == Some("IdempotentInstanceTerminated") =>
+            {
+                last = Some(e);
+                *prepaid = true;
             }
-            Some(Recipe {
-                owner: Some(owner), ..
-            }) => {
-                spec.tags.insert(tags::OWNER.to_string(), owner.clone());
-            }
-            _ => {}
+            other => return other,
         }
-        spec.client_token = client_token(
-            &self.fleet,
-            workspace,
-            &spec_digest(&spec),
-            t.zone,
-            incarnation,
-        );
-        spec
     }
-
-    /// The instance launched with `token`, when DescribeInstances shows it already: a
-    /// launch whose answer was lost is then done without sending RunInstances again
-    /// (which would wait for a launch permit). Not shown yet (AWS's reads lag behind
-    /// its writes), the launch is retried with the same token, which is as safe.
-    async fn launched_with(&self, workspace: &str, token: &str) -> Option<Instance> {
-        let filter = crate::cloud::InstanceFilter {
-            tags: vec![
-                (tags::FLEET.to_string(), self.fleet.clone()),
-                (tags::WORKSPACE.to_string(), workspace.to_string()),
-            ],
-            client_token: Some(token.to_string()),
-            ..Default::default()
-        };
-        let found = self.cloud.describe_instances(&filter).await.ok()?;
-        // Checked here too: an answer that ignored a filter must not pass for this
-        // workspace's instance.
-        found.into_iter().find(|i| {
-            !i.state.is_gone()
-                && i.tag(tags::FLEET) == Some(self.fleet.as_str())
-                && i.tag(tags::WORKSPACE) == Some(workspace)
-        })
-    }
-
-    /// Launches in one zone with one type, moving past terminated incarnations.
-    async fn launch_in(
-        &self,
-        workspace: &str,
-        template: &LaunchSpec,
-        t: &Try<'_>,
-        first_incarnation: u32,
-        prepaid: &mut bool,
-    ) -> Result<Instance, StepError> {
-        let mut last = None;
-        for incarnation in first_incarnation..MAX_INCARNATIONS {
-            let spec = self.spec(template, workspace, t, incarnation);
-            let choice = (!t.first_choice || incarnation > 0).then(|| TokenChoice {
-                zone: t.zone.map(str::to_string),
-                instance_type: (t.rung > 0).then(|| t.instance_type.to_string()),
-                incarnation,
-            });
-            self.engine
-                .memory
-                .remember(&self.fleet, workspace, &self.digest, choice.as_ref());
-            let sent_at = super::memory::now_ms();
-            let result = self
-                .call_or_find(
-                    workspace,
-                    Pace::Launch,
-                    prepaid,
-                    |attempt| {
-                        self.events.emit(Event::Launching {
-                            workspace: workspace.to_string(),
-                            attempt,
-                            availability_zone: spec.availability_zone.clone(),
-                            instance_type: spec.instance_type.clone(),
-                        });
-                        self.cloud.run_instance(&spec)
-                    },
-                    || self.launched_with(workspace, &spec.client_token),
-                )
-                .await;
-            if let Ok(instance) = &result {
-                self.engine.memory.sent(
-                    &spec.client_token,
-                    sent_at,
-                    &super::memory::Launched {
-                        fleet: self.fleet.clone(),
-                        instance_id: instance.id.clone(),
-                        instance_type: spec.instance_type.clone(),
-                    },
-                );
-                self.sent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((workspace.to_string(), spec.client_token.clone()));
-            }
-            match result {
-                // That token's instance was terminated: the next incarnation's token,
-                // at once. The refused call launched nothing, so the next one goes out
-                // on its launch permit: re-creating deleted workspaces is paced as any
-                // launch, not twice as slowly.
-                Err(StepError::Cloud(e))
-                    if e.code.as_deref() == Some("IdempotentInstanceTerminated") =>
-                {
-                    last = Some(e);
-                    *prepaid = true;
-                }
-                other => return other,
-            }
-        }
-        Err(StepError::Cloud(last.unwrap_or_else(|| {
-            CloudError::service(
-                "RunInstances",
-                Some("IdempotentInstanceTerminated"),
-                format!("every ClientToken of {workspace} was used by a terminated instance"),
-                None,
-            )
-        })))
-    }
+    Err(StepError::Cloud(last.unwrap_or_else(|| {
+        CloudError::service(
+            "RunInstances",
+            Some("IdempotentInstanceTerminated"),
+            format!("every ClientToken of {workspace} was used by a terminated instance"),
+            None,
+        )
+    })))
 }

@@ -6,391 +6,47 @@
 //! AWS's buckets: two launches at once never exceed the configured rate together. A
 //! run takes a [`Job`] (the actions, and what a launch needs) and gives back a [`Run`]:
 //! the event stream, a way to cancel, and the final [`Report`].
+//!
+//! The files read bottom-up; none uses a file above it (a unit test keeps it so):
+//!
+//! - foundations: `clock`, `limiter` (pacing), `token` (ClientTokens), `memory` (launch
+//!   notes), `capacity` (sold-out offerings), `gate` (the quota screen);
+//! - what a run gives back: `report`, `events`, `progress`, `outcome`;
+//! - what a run is: `account` (the [`Engine`] of an account and region), `job` (what it
+//!   is asked), `context` (what its steps share), `call` (the paced, retried AWS call);
+//! - the steps: `ops` (start, stop, pause, a failure's note), `launch`, `resize`,
+//!   `step` (the dispatch of one action), `wait` (final states), `quota_wait`;
+//! - on top: `executor` (a whole run) and `run` (starting it, following it).
 
+mod account;
+mod call;
 pub mod capacity;
 pub mod clock;
+mod context;
 pub mod events;
 mod executor;
 pub mod gate;
+mod job;
 mod launch;
 pub mod limiter;
 pub mod memory;
+mod ops;
+mod outcome;
 pub mod progress;
 mod quota_wait;
+mod report;
 mod resize;
+mod run;
 mod step;
 pub mod token;
 mod wait;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use arc_swap::ArcSwapOption;
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::cloud::{Cloud, LaunchSpec};
-use crate::manifest::{DesiredState, Manifest, RetryPolicy};
-use crate::observe::{ImageResolution, Observed};
-use crate::plan::{Action, Plan};
-use capacity::SoldOut;
-use clock::Bucket;
-use events::{Event, Events, Stamped};
-use limiter::Limiter;
+pub use account::{Engine, adopt};
+pub use job::{Job, QuotaWait, Recipe, RunOptions};
 pub use limiter::RateSettings;
-use memory::LaunchMemory;
-
-pub use executor::{FailureNote, FallbackNote, Report, SkipNote};
 pub use progress::Progress;
-
-/// Carries out jobs in one account and region; share it (`Arc`) between runs.
-pub struct Engine {
-    cloud: Arc<dyn Cloud>,
-    launch: ArcSwapOption<Limiter>,
-    pub(crate) start: Bucket,
-    pub(crate) mutate: Bucket,
-    pub(crate) memory: Arc<LaunchMemory>,
-    /// Sold-out (instance type, zone) pairs, avoided by every launch of every run.
-    pub(crate) sold_out: SoldOut,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("region", &self.cloud.region())
-            .field("launch_rate", &self.launch_rate())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Engine {
-    /// An engine for `cloud`'s account and region. Launches are paced by `launch_rate`
-    /// (None: not paced); StartInstances and the other mutating calls by fixed limiters
-    /// sized to AWS's own buckets (5 refilling 2/s, and 50 refilling 5/s).
-    pub fn new(
-        cloud: Arc<dyn Cloud>,
-        launch_rate: Option<RateSettings>,
-        memory: Arc<LaunchMemory>,
-    ) -> Arc<Engine> {
-        Arc::new(Engine {
-            cloud,
-            launch: ArcSwapOption::from(launch_rate.map(Limiter::new)),
-            start: limiter::fixed(2, 5),
-            mutate: limiter::fixed(5, 50),
-            memory,
-            sold_out: SoldOut::default(),
-        })
-    }
-
-    /// How long a sold-out (instance type, zone) is avoided: [`capacity::SOLD_OUT_TTL`]
-    /// unless set.
-    pub fn sold_out_ttl(&self) -> Duration {
-        self.sold_out.ttl()
-    }
-
-    /// Changes how long a sold-out (instance type, zone) is avoided, for marks made
-    /// from now on.
-    pub fn set_sold_out_ttl(&self, ttl: Duration) {
-        self.sold_out.set_ttl(ttl);
-    }
-
-    /// The cloud every run calls.
-    pub fn cloud(&self) -> &Arc<dyn Cloud> {
-        &self.cloud
-    }
-
-    /// The launch pacing runs start with; None when launches are not paced.
-    pub fn launch_rate(&self) -> Option<RateSettings> {
-        self.launch.load().as_ref().map(|l| l.settings())
-    }
-
-    /// Changes the launch pacing for runs started from now on (runs in flight keep
-    /// theirs). Nothing changes when the settings are the same, so the limiter's state
-    /// (tokens spent, adaptive slow-down) carries over.
-    pub fn set_launch_rate(&self, settings: Option<RateSettings>) {
-        if self.launch_rate() != settings {
-            self.launch.store(settings.map(Limiter::new));
-        }
-    }
-
-    pub(crate) fn launch_limiter(&self) -> Option<Arc<Limiter>> {
-        self.launch.load_full()
-    }
-
-    /// Starts carrying out `job`; the run goes on in the background.
-    pub fn run(self: &Arc<Self>, job: Job, opts: RunOptions) -> Run {
-        let (events, rx) = Events::channel();
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(executor::execute(
-            self.clone(),
-            job,
-            opts,
-            events.clone(),
-            cancel.clone(),
-        ));
-        Run {
-            events: Some(rx),
-            canceller: Canceller { cancel, events },
-            task,
-        }
-    }
-}
-
-/// Tags the fleet's instances that no manifest manages yet (`plan.adopt`) as
-/// `manifest`'s (tag `prism:owner`); nothing else about them changes. A failed tag is
-/// only logged: the next run adopts it again.
-pub async fn adopt(cloud: &dyn Cloud, plan: &Plan, manifest: &Manifest) {
-    let owner = manifest.owner();
-    for id in &plan.adopt {
-        let tagged = crate::retry::call(&manifest.retry, || {
-            cloud.tag_instance(id, crate::cloud::tags::OWNER, &owner)
-        })
-        .await;
-        if let Err(e) = tagged {
-            tracing::warn!(instance = %id, error = %e, "could not mark the instance as managed by {owner}");
-        }
-    }
-}
-
-/// What a launch needs besides the workspace's name.
-#[derive(Debug, Clone)]
-pub struct Recipe {
-    /// The template's name (tag `prism:template`).
-    pub template: String,
-    /// Tag `prism:project`.
-    pub project: String,
-    /// The instance as launched (image, type, user data, root volume, hibernation);
-    /// each launch adds its zone, tags and ClientToken. Err: why nothing can be
-    /// launched (the image did not resolve).
-    pub spec: Result<LaunchSpec, String>,
-    /// Types launched, in order, when the spec's type is sold out in every zone.
-    pub fallback_types: Vec<String>,
-    /// Each workspace's member (tag `prism:member`), by workspace name.
-    pub members: BTreeMap<String, String>,
-    /// Whether the launches are workspaces made by hand (`workspace create`), which a
-    /// manifest's apply never prunes (tag `prism:made-by`).
-    pub made_by_hand: bool,
-    /// The manifest that manages the fleet (tag `prism:owner` on each launch, unless
-    /// made by hand).
-    pub owner: Option<String>,
-}
-
-impl Recipe {
-    /// The recipe of `manifest`'s template, with the image `observed` resolved.
-    pub fn of(manifest: &Manifest, observed: &Observed) -> Recipe {
-        let t = &manifest.template;
-        let image = match &observed.image {
-            ImageResolution::Resolved { id, root_device } => Ok((id.clone(), root_device.clone())),
-            ImageResolution::Failed { reason } | ImageResolution::Missing { reason } => {
-                Err(reason.clone())
-            }
-            ImageResolution::Unresolved => Err("the image was not resolved".into()),
-        };
-        Recipe {
-            template: t.name.clone(),
-            project: manifest.project.clone(),
-            spec: image.map(|(image_id, root_device)| LaunchSpec {
-                client_token: String::new(),
-                image_id,
-                instance_type: t.instance_type.clone(),
-                availability_zone: None,
-                tags: BTreeMap::new(),
-                user_data: t.user_data.clone(),
-                root_volume: t
-                    .root_volume_gb
-                    .map(|gb| (root_device.unwrap_or_else(|| "/dev/xvda".into()), gb)),
-                hibernation: t.hibernation,
-                from_snapshot: t.restore_snapshot.clone(),
-            }),
-            fallback_types: t.fallback_instance_types.clone(),
-            members: crate::plan::identity::members(manifest, &observed.instances),
-            made_by_hand: false,
-            owner: Some(manifest.owner()),
-        }
-    }
-}
-
-/// What a run carries out.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The fleet the workspaces belong to (tag `prism:fleet`).
-    pub fleet: String,
-    /// In the order to carry them out; launches leave in this order.
-    pub actions: Vec<Action>,
-    /// What launches need; None for a job without launches.
-    pub recipe: Option<Recipe>,
-    /// The state launched and started instances are left in.
-    pub desired: DesiredState,
-    /// Whether a replacement may terminate the old instance (`prune: true`).
-    pub allow_replace: bool,
-    /// Workspaces not to act on, with the reason (no quota left, backing off, held).
-    pub skip: BTreeMap<String, String>,
-    /// Workspaces whose action the quota has no room for, with the reason: they wait
-    /// for room (see `quota_wait`), and are reported as waiting when the run ends first.
-    pub quota_waiting: BTreeMap<String, String>,
-    /// Whether, and how long, the run itself waits for room for `quota_waiting`.
-    pub quota_wait: Option<QuotaWait>,
-    /// What the error catalogue fills its explanations with.
-    pub errors: crate::errors::Context,
-    /// Whether the run's starts are prism's own, carrying out a plan: each is recorded
-    /// on its instance (tag `prism:started`) so that a timetable never takes it for a
-    /// start by hand. False for a person's `workspace start`, which is one.
-    pub own_starts: bool,
-}
-
-impl Job {
-    /// The job that carries out `plan`, made from `manifest` and `observed`.
-    pub fn from_plan(manifest: &Manifest, plan: &Plan, observed: &Observed) -> Job {
-        Job {
-            fleet: plan.fleet.clone(),
-            actions: plan.actions.clone(),
-            recipe: Some(Recipe::of(manifest, observed)),
-            // A scheduled fleet launches into the state its schedule wants now.
-            desired: plan
-                .schedule
-                .as_ref()
-                .map_or(manifest.state, |s| s.state.desired()),
-            allow_replace: manifest.prune,
-            skip: BTreeMap::new(),
-            quota_waiting: BTreeMap::new(),
-            quota_wait: None,
-            errors: crate::errors::Context::for_plan(
-                observed,
-                plan,
-                &manifest.template.instance_type,
-            ),
-            own_starts: true,
-        }
-    }
-
-    /// What `plan`'s quota gate has no room for: with `wait`, it waits for room (as
-    /// `apply --wait-for-quota` and serve's `wait_for_quota`); without, it is skipped.
-    pub fn over_quota(&mut self, plan: &Plan, gate: gate::Gate, wait: Option<QuotaWait>) {
-        match wait {
-            Some(wait) => {
-                self.quota_waiting = gate::quota_waiting(plan);
-                self.quota_wait = Some(wait);
-            }
-            None => self.skip = gate.over_quota,
-        }
-    }
-
-    /// A job of starts, stops, hibernations or deletions of existing instances.
-    pub fn changes(fleet: &str, actions: Vec<Action>, region: &str) -> Job {
-        Job {
-            fleet: fleet.to_string(),
-            actions,
-            recipe: None,
-            desired: DesiredState::Running,
-            allow_replace: false,
-            skip: BTreeMap::new(),
-            quota_waiting: BTreeMap::new(),
-            quota_wait: None,
-            errors: crate::errors::Context {
-                region: Some(region.to_string()),
-                ..Default::default()
-            },
-            own_starts: false,
-        }
-    }
-}
-
-/// How a run waits for room in a quota for the workspaces that did not fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotaWait {
-    /// How long to wait, from the start of the run; the workspaces still waiting then
-    /// are skipped.
-    pub until: Duration,
-    /// Time between two readings of the quota and the usage.
-    pub every: Duration,
-}
-
-impl QuotaWait {
-    /// The pace at which quota and usage are read again while a workspace waits: about
-    /// once a minute.
-    pub const EVERY: Duration = Duration::from_secs(60);
-}
-
-/// How a run goes about its job.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Actions (calls and waits) in flight at once.
-    pub parallelism: usize,
-    /// How long to wait for instances to reach their state; None returns after the calls.
-    pub wait: Option<Duration>,
-    /// Time between two looks at the fleet while waiting.
-    pub poll: Duration,
-    pub retry: RetryPolicy,
-    /// How long a throttled call keeps being retried: throttling is AWS asking to slow
-    /// down, not a failure, so it does not spend the retry budget of real errors.
-    pub throttle_deadline: Duration,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            parallelism: 10,
-            wait: Some(Duration::from_secs(600)),
-            poll: Duration::from_secs(2),
-            retry: RetryPolicy::default(),
-            throttle_deadline: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Stops a run from starting new actions; the calls in flight finish.
-#[derive(Debug, Clone)]
-pub struct Canceller {
-    cancel: CancellationToken,
-    events: Events,
-}
-
-impl Canceller {
-    /// Cancels the run (once; later calls do nothing) and says so in its events.
-    pub fn cancel(&self) {
-        if !self.cancel.is_cancelled() {
-            self.events.emit(Event::Interrupted);
-            self.cancel.cancel();
-        }
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-}
-
-/// A run in progress.
-#[derive(Debug)]
-pub struct Run {
-    events: Option<UnboundedReceiver<Stamped>>,
-    canceller: Canceller,
-    task: JoinHandle<Report>,
-}
-
-impl Run {
-    /// The run's events, from the start; the stream ends after the summary. Taken once.
-    pub fn events(&mut self) -> UnboundedReceiver<Stamped> {
-        self.events.take().expect("the events are taken once")
-    }
-
-    /// What cancels this run, for a signal handler or a request.
-    pub fn canceller(&self) -> Canceller {
-        self.canceller.clone()
-    }
-
-    /// Waits for the end of the run.
-    pub async fn report(self) -> Report {
-        drop(self.events);
-        let Canceller { events, .. } = self.canceller;
-        drop(events);
-        match self.task.await {
-            Ok(report) => report,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-}
+pub use report::{FailureNote, FallbackNote, Report, SkipNote};
+pub use run::{Canceller, Run};
 
 #[cfg(test)]
 mod capacity_tests;
@@ -400,5 +56,7 @@ mod pacing_tests;
 mod quota_wait_tests;
 #[cfg(test)]
 mod resize_tests;
+#[cfg(test)]
+mod testkit;
 #[cfg(test)]
 mod tests;

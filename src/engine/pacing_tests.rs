@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::tests::observed;
 use super::*;
 use crate::cloud::fake::{FakeCloud, Weather};
+use crate::engine::testkit::*;
 use crate::manifest::RetryPolicy;
 
 /// One `apply --no-wait` of `n` workspaces at `rate`/min burst `burst` (adaptive)

@@ -9,15 +9,17 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::context::RunContext;
 use super::events::Event;
+use super::outcome::Outcome;
 use super::progress::human;
-use super::step::{self, Context, Outcome};
 use super::wait::Adder;
+use super::{ops, step};
 use crate::plan::Action;
 use crate::quota::{self, QuotaClass};
 
 /// Says that `action` waits for room in a quota, and why.
-pub fn wait(ctx: &Context, action: &Action, reason: &str) {
+pub fn wait(ctx: &RunContext, action: &Action, reason: &str) {
     ctx.events.emit(Event::WaitingForQuota {
         workspace: action.workspace.clone(),
         action: action.action,
@@ -36,7 +38,7 @@ const REFUSED: &str = "waiting for room in the quota: AWS refused the vCPUs (Vcp
 /// waits for quota, they wait with the others (returned); else they are not launched
 /// for quota, said with the quota as it stands now. Never failed: another fleet took
 /// the room the plan saw.
-pub async fn refused(ctx: &Context, outcomes: &mut Vec<(Action, Outcome)>) -> Vec<Action> {
+pub async fn refused(ctx: &RunContext, outcomes: &mut Vec<(Action, Outcome)>) -> Vec<Action> {
     let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(outcomes)
         .into_iter()
         .partition(|(_, o)| refused_for_quota(o));
@@ -54,7 +56,7 @@ pub async fn refused(ctx: &Context, outcomes: &mut Vec<(Action, Outcome)>) -> Ve
 
 /// `refused` as not launched for quota, each with the quota read now: what is in use,
 /// and the value to ask for so that they fit.
-async fn not_launched(ctx: &Context, refused: Vec<Action>) -> Vec<(Action, Outcome)> {
+async fn not_launched(ctx: &RunContext, refused: Vec<Action>) -> Vec<(Action, Outcome)> {
     let mut by_class: BTreeMap<&'static str, Vec<Action>> = BTreeMap::new();
     for a in refused {
         by_class
@@ -100,7 +102,7 @@ async fn not_launched(ctx: &Context, refused: Vec<Action>) -> Vec<(Action, Outco
 /// over; without one, reports them as waiting at once. Each done action is handed to
 /// `settle` as it ends.
 pub async fn run(
-    ctx: &Arc<Context>,
+    ctx: &Arc<RunContext>,
     mut waiting: Vec<Action>,
     slots: &Arc<Semaphore>,
     settle: Option<&Adder>,
@@ -138,7 +140,7 @@ pub async fn run(
         if now >= deadline {
             break;
         }
-        if !step::pause(ctx, qw.every.min(deadline - now)).await {
+        if !ops::pause(ctx, qw.every.min(deadline - now)).await {
             break;
         }
         while let Some(finished) = tasks.try_join_next() {
@@ -151,20 +153,10 @@ pub async fn run(
             );
         }
         for action in admit(ctx, &mut waiting).await {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            let prepaid = step::launches(ctx, &action);
-            if prepaid && ctx.launch_permit(&action.workspace).await.is_err() {
+            if let Err(action) = step::dispatch(ctx, action, slots, &mut tasks, None).await {
                 waiting.push(action);
                 break;
             }
-            let ctx = ctx.clone();
-            tasks.spawn(async move {
-                let outcome = step::run(&ctx, &action, prepaid, Instant::now()).await;
-                drop(permit);
-                (action, outcome)
-            });
         }
     }
     for (action, outcome) in tasks.join_all().await {
@@ -195,7 +187,7 @@ pub async fn run(
 
 /// A finished action: done, or back to waiting when AWS refused it for want of quota.
 fn settle_one(
-    ctx: &Context,
+    ctx: &RunContext,
     (action, outcome): (Action, Outcome),
     waiting: &mut Vec<Action>,
     done: &mut Vec<(Action, Outcome)>,
@@ -216,7 +208,7 @@ fn settle_one(
 
 /// Reads the room in the waiting actions' quotas and takes out of `waiting` those that
 /// fit, in name order: in each quota, the first that does not fit holds back the rest.
-async fn admit(ctx: &Context, waiting: &mut Vec<Action>) -> Vec<Action> {
+async fn admit(ctx: &RunContext, waiting: &mut Vec<Action>) -> Vec<Action> {
     let classes: Vec<&'static QuotaClass> = waiting
         .iter()
         .map(|a| quota::on_demand_class(&a.instance_type).code)

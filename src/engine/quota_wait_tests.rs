@@ -10,6 +10,7 @@ use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, InstanceState};
 use crate::engine::memory::LaunchMemory;
+use crate::engine::testkit::*;
 
 const STANDARD: &str = "L-1216C47A";
 

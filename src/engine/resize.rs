@@ -3,10 +3,11 @@
 
 use tokio::time::Instant;
 
+use super::call::Pace;
+use super::context::RunContext;
 use super::events::Event;
-use super::step::{
-    self, Context, Outcome, Pace, StepError, changed, failed_event, failure_note, pause,
-};
+use super::ops::{self, changed, failed_event, failure_note, pause};
+use super::outcome::{Outcome, StepError};
 use crate::cloud::{CloudError, InstanceState};
 use crate::manifest::DesiredState;
 use crate::plan::{Action, ActionKind};
@@ -16,7 +17,7 @@ use crate::plan::{Action, ActionKind};
 /// new type (at the change, or at the start), the instance goes back on its old type
 /// and to the fleet's state, and the action fails with AWS's explanation.
 pub(super) async fn resize(
-    ctx: &Context,
+    ctx: &RunContext,
     action: &Action,
     id: &str,
     (from, to): (&str, &str),
@@ -45,7 +46,7 @@ pub(super) async fn resize(
         Err(StepError::Cloud(e)) => Some((e, false)),
         Err(other) => return Err(other),
         Ok(()) if !runs => None,
-        Ok(()) => match step::start(ctx, ws, id).await {
+        Ok(()) => match ops::start(ctx, ws, id).await {
             Err(StepError::Cloud(e)) => Some((e, true)),
             Err(other) => return Err(other),
             Ok(()) => None,
@@ -67,7 +68,7 @@ pub(super) async fn resize(
 /// Puts a resized instance back as it was: its old type when the new one was applied
 /// (`changed`), then started when the fleet runs.
 async fn undo_resize(
-    ctx: &Context,
+    ctx: &RunContext,
     ws: &str,
     id: &str,
     from: &str,
@@ -83,7 +84,7 @@ async fn undo_resize(
         .await?;
     }
     if ctx.desired == DesiredState::Running {
-        step::start(ctx, ws, id).await?;
+        ops::start(ctx, ws, id).await?;
     }
     ctx.events.emit(Event::ResizeUndone {
         workspace: ws.to_string(),
@@ -94,13 +95,13 @@ async fn undo_resize(
 }
 
 /// The state of instance `id` of the fleet; None when AWS does not show it (yet).
-async fn instance_state(ctx: &Context, id: &str) -> Result<Option<InstanceState>, StepError> {
+async fn instance_state(ctx: &RunContext, id: &str) -> Result<Option<InstanceState>, StepError> {
     let seen = ctx.fleet_instance(id).await?;
     Ok(seen.map(|i| i.state))
 }
 
 /// Waits until instance `id` is stopped, looking every poll interval.
-async fn until_stopped(ctx: &Context, id: &str) -> Result<(), StepError> {
+async fn until_stopped(ctx: &RunContext, id: &str) -> Result<(), StepError> {
     let deadline = Instant::now() + ctx.settle;
     loop {
         if instance_state(ctx, id).await? == Some(InstanceState::Stopped) {

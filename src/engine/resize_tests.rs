@@ -10,6 +10,7 @@ use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, Instance, InstanceState, tags};
 use crate::engine::memory::LaunchMemory;
+use crate::engine::testkit::*;
 
 fn manifest(extra: &str) -> Manifest {
     let text = format!(

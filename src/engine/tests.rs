@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
+use crate::engine::testkit::*;
 use crate::observe::{ImageResolution, QuotaReading};
 
 fn fleet(name: &str, count: u32) -> (Manifest, Observed) {

@@ -15,9 +15,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::context::RunContext;
 use super::events::Event;
-use super::executor::{FailureNote, target_state};
-use super::step::{self, Context, Outcome};
+use super::ops;
+use super::outcome::{Outcome, StepError, target_state};
+use super::report::FailureNote;
 use crate::cloud::{CloudError, InstanceState};
 use crate::plan::Action;
 
@@ -40,7 +42,7 @@ pub struct Settler {
 impl Settler {
     /// Starts waiting for what is added; each instance at most `timeout`, looking at
     /// the fleet every `poll`.
-    pub fn start(ctx: Arc<Context>, timeout: Duration, poll: Duration) -> Settler {
+    pub fn start(ctx: Arc<RunContext>, timeout: Duration, poll: Duration) -> Settler {
         let (tx, rx) = unbounded_channel();
         let task = tokio::spawn(async move { run(&ctx, rx, timeout, poll).await });
         Settler { tx, task, timeout }
@@ -80,7 +82,7 @@ pub struct Adder {
 
 impl Adder {
     /// Waits for `action`'s instance to reach its state, when `outcome` is a done call.
-    pub fn add(&self, ctx: &Context, action: &Action, outcome: &Outcome) {
+    pub fn add(&self, ctx: &RunContext, action: &Action, outcome: &Outcome) {
         let Outcome::Done {
             instance: Some(id),
             then_stop,
@@ -107,7 +109,7 @@ impl Adder {
 }
 
 async fn run(
-    ctx: &Context,
+    ctx: &RunContext,
     mut rx: UnboundedReceiver<Target>,
     timeout: Duration,
     poll: Duration,
@@ -144,7 +146,7 @@ async fn run(
             );
             fail(ctx, &mut failed, &t, "WaitTimedOut", message);
         }
-        if targets.is_empty() || !step::pause(ctx, poll).await {
+        if targets.is_empty() || !ops::pause(ctx, poll).await {
             continue;
         }
         // What was accepted during the pause is looked for in the same look.
@@ -173,16 +175,16 @@ async fn run(
 /// What instance state `state` means for target `t`: the target to keep waiting for,
 /// or None when it is settled (or failed).
 async fn look(
-    ctx: &Context,
+    ctx: &RunContext,
     failed: &mut BTreeMap<String, FailureNote>,
     mut t: Target,
     state: InstanceState,
 ) -> Option<Target> {
     let ws = t.action.workspace.clone();
     if state == t.want && t.then_stop {
-        if let Err(step::StepError::Cloud(e)) = step::stop_launched(ctx, &ws, &t.instance).await {
+        if let Err(StepError::Cloud(e)) = ops::stop_launched(ctx, &ws, &t.instance).await {
             // The StopInstances error as AWS gave it.
-            failed.insert(t.instance.clone(), step::failed(ctx, &t.action, &e));
+            failed.insert(t.instance.clone(), ops::failed(ctx, &t.action, &e));
             return None;
         }
         t.want = InstanceState::Stopped;
@@ -210,12 +212,12 @@ async fn look(
 }
 
 fn fail(
-    ctx: &Context,
+    ctx: &RunContext,
     failed: &mut BTreeMap<String, FailureNote>,
     t: &Target,
     code: &str,
     message: String,
 ) {
     let err = CloudError::service("DescribeInstances", Some(code), message, None);
-    failed.insert(t.instance.clone(), step::failed(ctx, &t.action, &err));
+    failed.insert(t.instance.clone(), ops::failed(ctx, &t.action, &err));
 }

@@ -1,0 +1,108 @@
+//! What one account and region share: the cloud client, the limiters sized to AWS's
+//! buckets, the launch notes and the sold-out offerings. Every run in the process uses
+//! the same [`Engine`] for its account and region, so two runs at once never exceed
+//! AWS's rates together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use super::capacity::SoldOut;
+use super::clock::Bucket;
+use super::limiter::{self, Limiter, RateSettings};
+use super::memory::LaunchMemory;
+use crate::cloud::Cloud;
+use crate::manifest::Manifest;
+use crate::plan::Plan;
+
+/// Carries out jobs in one account and region; share it (`Arc`) between runs.
+pub struct Engine {
+    cloud: Arc<dyn Cloud>,
+    launch: ArcSwapOption<Limiter>,
+    pub(crate) start: Bucket,
+    pub(crate) mutate: Bucket,
+    pub(crate) memory: Arc<LaunchMemory>,
+    /// Sold-out (instance type, zone) pairs, avoided by every launch of every run.
+    pub(crate) sold_out: SoldOut,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("region", &self.cloud.region())
+            .field("launch_rate", &self.launch_rate())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine for `cloud`'s account and region. Launches are paced by `launch_rate`
+    /// (None: not paced); StartInstances and the other mutating calls by fixed limiters
+    /// sized to AWS's own buckets (5 refilling 2/s, and 50 refilling 5/s).
+    pub fn new(
+        cloud: Arc<dyn Cloud>,
+        launch_rate: Option<RateSettings>,
+        memory: Arc<LaunchMemory>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            cloud,
+            launch: ArcSwapOption::from(launch_rate.map(Limiter::new)),
+            start: limiter::fixed(2, 5),
+            mutate: limiter::fixed(5, 50),
+            memory,
+            sold_out: SoldOut::default(),
+        })
+    }
+
+    /// How long a sold-out (instance type, zone) is avoided: [`capacity::SOLD_OUT_TTL`]
+    /// unless set.
+    pub fn sold_out_ttl(&self) -> Duration {
+        self.sold_out.ttl()
+    }
+
+    /// Changes how long a sold-out (instance type, zone) is avoided, for marks made
+    /// from now on.
+    pub fn set_sold_out_ttl(&self, ttl: Duration) {
+        self.sold_out.set_ttl(ttl);
+    }
+
+    /// The cloud every run calls.
+    pub fn cloud(&self) -> &Arc<dyn Cloud> {
+        &self.cloud
+    }
+
+    /// The launch pacing runs start with; None when launches are not paced.
+    pub fn launch_rate(&self) -> Option<RateSettings> {
+        self.launch.load().as_ref().map(|l| l.settings())
+    }
+
+    /// Changes the launch pacing for runs started from now on (runs in flight keep
+    /// theirs). Nothing changes when the settings are the same, so the limiter's state
+    /// (tokens spent, adaptive slow-down) carries over.
+    pub fn set_launch_rate(&self, settings: Option<RateSettings>) {
+        if self.launch_rate() != settings {
+            self.launch.store(settings.map(Limiter::new));
+        }
+    }
+
+    pub(crate) fn launch_limiter(&self) -> Option<Arc<Limiter>> {
+        self.launch.load_full()
+    }
+}
+
+/// Tags the fleet's instances that no manifest manages yet (`plan.adopt`) as
+/// `manifest`'s (tag `prism:owner`); nothing else about them changes. A failed tag is
+/// only logged: the next run adopts it again.
+pub async fn adopt(cloud: &dyn Cloud, plan: &Plan, manifest: &Manifest) {
+    let owner = manifest.owner();
+    for id in &plan.adopt {
+        let tagged = crate::retry::call(&manifest.retry, || {
+            cloud.tag_instance(id, crate::cloud::tags::OWNER, &owner)
+        })
+        .await;
+        if let Err(e) = tagged {
+            tracing::warn!(instance = %id, error = %e, "could not mark the instance as managed by {owner}");
+        }
+    }
+}
