@@ -17,8 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::{CloudError, ErrorClass};
 use crate::engine::Report;
 use crate::engine::events::Stamped;
-use crate::engine::progress::human;
-use crate::engine::{Engine, Job, RunOptions};
+use crate::engine::{Engine, Job, RunOptions, Verdict};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::observe::observe_with;
 use crate::plan::{self, ActionKind, Plan};
@@ -98,16 +97,15 @@ impl Requeue {
     }
 
     /// The workspaces still backing off at `now`, with why.
-    pub fn waiting(&self, now: Instant) -> BTreeMap<String, String> {
+    pub fn waiting(&self, now: Instant) -> BTreeMap<String, Verdict> {
         self.failing
             .iter()
             .filter(|(_, (_, at))| *at > now)
             .map(|(w, (n, at))| {
-                let reason = format!(
-                    "backing off after {n} failure{}; next try in {}",
-                    if *n == 1 { "" } else { "s" },
-                    human(*at - now)
-                );
+                let reason = Verdict::BackingOff {
+                    failures: *n,
+                    next_try: *at - now,
+                };
                 (w.clone(), reason)
             })
             .collect()
@@ -165,9 +163,9 @@ impl Pass {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Decision {
     /// Workspaces not to act on this pass, with the reason.
-    pub skip: BTreeMap<String, String>,
+    pub skip: BTreeMap<String, Verdict>,
     /// Workspaces the quota has no room for: they wait, with what for.
-    pub quota_waiting: BTreeMap<String, String>,
+    pub quota_waiting: BTreeMap<String, Verdict>,
     /// Deletions held back for safety.
     pub held: usize,
 }
@@ -179,7 +177,7 @@ pub struct Decision {
 pub fn decide(
     plan: &Plan,
     live: usize,
-    waiting: BTreeMap<String, String>,
+    waiting: BTreeMap<String, Verdict>,
     source: &Path,
 ) -> Decision {
     let mut skip = waiting;
@@ -190,11 +188,11 @@ pub fn decide(
         .map(|a| a.workspace.as_str())
         .collect();
     let held = if !deletes.is_empty() && deletes.len() * 2 > live {
-        let reason = format!(
-            "held: this pass would delete {} of the fleet's {live} instances; run `prism apply {}` to confirm",
-            deletes.len(),
-            source.display()
-        );
+        let reason = Verdict::HeldDeletion {
+            deletes: deletes.len(),
+            live,
+            manifest: source.display().to_string(),
+        };
         for w in &deletes {
             skip.insert((*w).to_string(), reason.clone());
         }
@@ -794,7 +792,10 @@ mod tests {
             assert_eq!(
                 r.waiting_for_quota
                     .iter()
-                    .map(|w| (w.workspace.as_str(), w.reason.as_str()))
+                    .map(|w| (w.workspace.as_str(), w.reason.to_string()))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|(w, r)| (*w, r.as_str()))
                     .collect::<Vec<_>>(),
                 [
                     (
@@ -821,6 +822,7 @@ mod tests {
             assert!(
                 p.report.unwrap().waiting_for_quota[0]
                     .reason
+                    .to_string()
                     .ends_with("quota: 8 vCPUs needed, 0 free")
             );
             assert_eq!(cloud.calls_to("RunInstances"), 8);

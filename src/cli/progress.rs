@@ -205,9 +205,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
     out.push_str(&by_other_runs(r));
     out.push_str(&fallbacks(r));
     // Workspaces the gate left out for quota can wait for it instead.
-    if r.skipped.iter().any(|s| {
-        s.reason.starts_with("not launched: the ") && s.reason.contains(" quota has room for ")
-    }) {
+    if r.skipped.iter().any(|s| s.reason.is_over_quota()) {
         out.push_str(&format!(
             "To launch what the quota had no room for as soon as it has: run `{rerun}` again with `--wait-for-quota DURATION`, or keep `prism watch` running.\n"
         ));

@@ -96,11 +96,10 @@ struct Standing {
     last_status: Option<String>,
 }
 
-/// What stays the same while a workspace stands still: the reason up to its first
-/// `:` or `;` (a backoff's countdown changes every pass).
-fn standing_key(kind: &str, reason: &str) -> String {
-    let head = reason.split([':', ';']).next().unwrap_or(reason);
-    format!("{kind} {head}")
+/// What stays the same while a workspace stands still (a backoff's countdown and a
+/// quota's numbers change every pass).
+fn standing_key(kind: &str, what: &str) -> String {
+    format!("{kind} {what}")
 }
 
 impl Standing {
@@ -109,10 +108,10 @@ impl Standing {
         let (ws, key) = match e {
             Event::Skipped {
                 workspace, reason, ..
-            } => (workspace, standing_key("skipped", reason)),
+            } => (workspace, standing_key("skipped", &reason.standing())),
             Event::WaitingForQuota {
                 workspace, reason, ..
-            } => (workspace, standing_key("waiting", reason)),
+            } => (workspace, standing_key("waiting", &reason.standing())),
             Event::Failed {
                 workspace, code, ..
             } => (workspace, standing_key("failed", code)),

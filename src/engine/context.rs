@@ -18,6 +18,7 @@ use super::limiter::Limiter;
 
 use super::report::FallbackNote;
 use super::token::spec_digest;
+use super::verdict::Verdict;
 use crate::cloud::{Cloud, LaunchSpec};
 use crate::manifest::{DesiredState, RetryPolicy};
 
@@ -30,7 +31,7 @@ pub struct RunContext {
     pub allow_replace: bool,
     pub events: Events,
     pub cancel: CancellationToken,
-    pub skip: BTreeMap<String, String>,
+    pub skip: BTreeMap<String, Verdict>,
     pub(super) recipe: Option<Recipe>,
     /// The region's zones, read once per run before the first launch; None when they
     /// could not be read (launches then let AWS choose).
@@ -38,7 +39,7 @@ pub struct RunContext {
     /// Workspaces launched on a fallback type, and why.
     pub(super) fallbacks: std::sync::Mutex<Vec<FallbackNote>>,
     /// Workspaces waiting for room in a quota, with why.
-    pub quota_waiting: BTreeMap<String, String>,
+    pub quota_waiting: BTreeMap<String, Verdict>,
     /// Whether, and how long, the run waits for quota.
     pub quota_wait: Option<super::QuotaWait>,
     /// When the run began.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::verdict::Verdict;
 use crate::cloud::ErrorClass;
 use crate::plan::ActionKind;
 
@@ -156,7 +157,8 @@ pub enum Event {
     WaitingForQuota {
         workspace: String,
         action: ActionKind,
-        reason: String,
+        #[serde(flatten)]
+        reason: Verdict,
     },
     /// A reading of the quota found room for a waiting workspace: its action goes ahead.
     QuotaAvailable {
@@ -171,7 +173,8 @@ pub enum Event {
     Skipped {
         workspace: String,
         action: ActionKind,
-        reason: String,
+        #[serde(flatten)]
+        reason: Verdict,
     },
     /// The first Ctrl-C: no new actions start.
     Interrupted,

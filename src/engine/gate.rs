@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::verdict::Verdict;
 use crate::plan::{ActionKind, Plan, QuotaCheck};
 
 /// Why a run needs a yes first.
@@ -36,7 +37,7 @@ impl Ask {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gate {
     /// Workspaces the quota has no room for (the last in name order), with why.
-    pub over_quota: BTreeMap<String, String>,
+    pub over_quota: BTreeMap<String, Verdict>,
     /// The quota classes that fall short.
     pub shortfalls: Vec<QuotaCheck>,
     /// What to ask before the run, unless the user said yes already.
@@ -78,18 +79,16 @@ impl Gate {
 }
 
 /// The workspaces whose launch, start or resize the quota has no room for, with what
-/// they wait for: room in that quota. The reason's words up to its `:` stay the same
-/// while the numbers change, so that a watch says it once.
-pub fn quota_waiting(plan: &Plan) -> BTreeMap<String, String> {
+/// they wait for: room in that quota.
+pub fn quota_waiting(plan: &Plan) -> BTreeMap<String, Verdict> {
     plan.quota
         .iter()
         .flat_map(|q| {
-            let reason = format!(
-                "waiting for room in the {} quota: {} vCPUs needed, {} free",
-                q.name,
-                q.needed,
-                q.available.unwrap_or(0)
-            );
+            let reason = Verdict::WaitingForQuota {
+                quota: q.name.clone(),
+                needed: q.needed,
+                free: q.available.unwrap_or(0),
+            };
             q.over_quota
                 .iter()
                 .map(move |w| (w.clone(), reason.clone()))
@@ -98,7 +97,7 @@ pub fn quota_waiting(plan: &Plan) -> BTreeMap<String, String> {
 }
 
 /// The workspaces whose launch, start or resize the quota has no room for, with why.
-fn over_quota(plan: &Plan) -> BTreeMap<String, String> {
+fn over_quota(plan: &Plan) -> BTreeMap<String, Verdict> {
     let resizes: Vec<&str> = plan
         .actions
         .iter()
@@ -108,20 +107,15 @@ fn over_quota(plan: &Plan) -> BTreeMap<String, String> {
     plan.quota
         .iter()
         .flat_map(|q| {
-            let why = format!(
-                "the {} quota has room for {} more vCPUs ({} needed)",
-                q.name,
-                q.available.unwrap_or(0),
-                q.needed
-            );
             let resizes = &resizes;
             q.over_quota.iter().map(move |w| {
-                let what = if resizes.contains(&w.as_str()) {
-                    "not resized"
-                } else {
-                    "not launched"
+                let verdict = Verdict::OverQuota {
+                    resize: resizes.contains(&w.as_str()),
+                    quota: q.name.clone(),
+                    available: q.available.unwrap_or(0),
+                    needed: q.needed,
                 };
-                (w.clone(), format!("{what}: {why}"))
+                (w.clone(), verdict)
             })
         })
         .collect()

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::gate;
+use super::verdict::Verdict;
 use crate::cloud::LaunchSpec;
 use crate::manifest::{DesiredState, Manifest, RetryPolicy};
 use crate::observe::{ImageResolution, Observed};
@@ -81,10 +82,10 @@ pub struct Job {
     /// Whether a replacement may terminate the old instance (`prune: true`).
     pub allow_replace: bool,
     /// Workspaces not to act on, with the reason (no quota left, backing off, held).
-    pub skip: BTreeMap<String, String>,
+    pub skip: BTreeMap<String, Verdict>,
     /// Workspaces whose action the quota has no room for, with the reason: they wait
     /// for room (see `quota_wait`), and are reported as waiting when the run ends first.
-    pub quota_waiting: BTreeMap<String, String>,
+    pub quota_waiting: BTreeMap<String, Verdict>,
     /// Whether, and how long, the run itself waits for room for `quota_waiting`.
     pub quota_wait: Option<QuotaWait>,
     /// What the error catalogue fills its explanations with.

@@ -39,6 +39,7 @@ mod resize;
 mod run;
 mod step;
 pub mod token;
+pub mod verdict;
 mod wait;
 
 pub use account::{Engine, adopt};
@@ -47,6 +48,7 @@ pub use limiter::RateSettings;
 pub use progress::Progress;
 pub use report::{FailureNote, FallbackNote, Report, SkipNote};
 pub use run::{Canceller, Run};
+pub use verdict::Verdict;
 
 #[cfg(test)]
 mod capacity_tests;

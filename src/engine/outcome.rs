@@ -4,6 +4,7 @@ use crate::cloud::{CloudError, InstanceState};
 use crate::plan::ActionKind;
 
 use super::report::FailureNote;
+use super::verdict::Verdict;
 
 /// How an action ended.
 #[derive(Debug, Clone)]
@@ -15,9 +16,9 @@ pub enum Outcome {
         then_stop: bool,
     },
     Failed(FailureNote),
-    Skipped(String),
+    Skipped(Verdict),
     /// Still waiting for room in a quota when the run ended, with why.
-    Waiting(String),
+    Waiting(Verdict),
     /// Not carried out: Ctrl-C came first.
     Interrupted,
 }

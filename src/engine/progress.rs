@@ -80,8 +80,19 @@ pub struct WorkspaceProgress {
     pub attempts: u32,
     /// Why it failed, from the error catalogue.
     pub failure: Option<Explained>,
-    /// Why it was skipped, or what it waits for.
-    pub skip_reason: Option<String>,
+    /// Why it was skipped, or what it waits for: in JSON, its sentence, and its code
+    /// beside it (`skip_reason_code`).
+    #[serde(serialize_with = "super::verdict::as_text")]
+    pub skip_reason: Option<super::verdict::Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason_code: Option<&'static str>,
+}
+
+impl WorkspaceProgress {
+    fn set_skip(&mut self, reason: Option<&super::verdict::Verdict>) {
+        self.skip_reason = reason.cloned();
+        self.skip_reason_code = reason.map(super::verdict::Verdict::code);
+    }
 }
 
 /// Counts of a run's actions.
@@ -163,6 +174,7 @@ impl Progress {
                         attempts: 0,
                         failure: None,
                         skip_reason: None,
+                        skip_reason_code: None,
                     },
                 );
             }
@@ -333,7 +345,7 @@ impl Progress {
             } => {
                 if let Some(w) = self.workspaces.get_mut(workspace) {
                     w.state = WorkspaceState::Skipped;
-                    w.skip_reason = Some(reason.clone());
+                    w.set_skip(Some(reason));
                 }
                 self.count();
             }
@@ -342,14 +354,14 @@ impl Progress {
             } => {
                 if let Some(w) = self.workspaces.get_mut(workspace) {
                     w.state = WorkspaceState::WaitingForQuota;
-                    w.skip_reason = Some(reason.clone());
+                    w.set_skip(Some(reason));
                 }
                 self.count();
             }
             Event::QuotaAvailable { workspace, .. } => {
                 if let Some(w) = self.workspaces.get_mut(workspace) {
                     w.state = WorkspaceState::Queued;
-                    w.skip_reason = None;
+                    w.set_skip(None);
                 }
                 self.count();
             }
@@ -443,6 +455,7 @@ pub fn json_line(e: &Stamped, progress: &Progress) -> String {
 mod tests {
     use super::*;
     use crate::engine::events::Event;
+    use crate::engine::verdict::Verdict;
 
     fn at(elapsed_s: f64, event: Event) -> Stamped {
         Stamped { elapsed_s, event }
@@ -558,7 +571,12 @@ mod tests {
                 Event::Skipped {
                     workspace: "cs-03".into(),
                     action: ActionKind::Create,
-                    reason: "not launched: no room left in the quota".into(),
+                    reason: Verdict::OverQuota {
+                        resize: false,
+                        quota: "On-Demand Standard".into(),
+                        available: 0,
+                        needed: 2,
+                    },
                 },
             ),
         ] {

@@ -12,18 +12,18 @@ use tokio::time::Instant;
 use super::context::RunContext;
 use super::events::Event;
 use super::outcome::Outcome;
-use super::progress::human;
+use super::verdict::Verdict;
 use super::wait::Adder;
 use super::{ops, step};
 use crate::plan::Action;
 use crate::quota::{self, QuotaClass};
 
 /// Says that `action` waits for room in a quota, and why.
-pub fn wait(ctx: &RunContext, action: &Action, reason: &str) {
+pub fn wait(ctx: &RunContext, action: &Action, reason: &Verdict) {
     ctx.events.emit(Event::WaitingForQuota {
         workspace: action.workspace.clone(),
         action: action.action,
-        reason: reason.to_string(),
+        reason: reason.clone(),
     });
 }
 
@@ -31,8 +31,6 @@ pub fn wait(ctx: &RunContext, action: &Action, reason: &str) {
 fn refused_for_quota(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Failed(n) if n.code == "VcpuLimitExceeded")
 }
-
-const REFUSED: &str = "waiting for room in the quota: AWS refused the vCPUs (VcpuLimitExceeded); trying again when there is room";
 
 /// Takes the actions AWS refused for want of quota out of `outcomes`: when the run
 /// waits for quota, they wait with the others (returned); else they are not launched
@@ -46,7 +44,7 @@ pub async fn refused(ctx: &RunContext, outcomes: &mut Vec<(Action, Outcome)>) ->
     let refused: Vec<Action> = refused.into_iter().map(|(a, _)| a).collect();
     if ctx.quota_wait.is_some() {
         for a in &refused {
-            wait(ctx, a, REFUSED);
+            wait(ctx, a, &Verdict::RefusedWaiting);
         }
         return refused;
     }
@@ -70,7 +68,7 @@ async fn not_launched(ctx: &RunContext, refused: Vec<Action>) -> Vec<(Action, Ou
             continue;
         };
         let need: u32 = actions.iter().filter_map(Action::added_vcpus).sum();
-        let reason = match quota::usage::in_use(ctx.cloud.as_ref(), class, &ctx.retry).await {
+        let detail = match quota::usage::in_use(ctx.cloud.as_ref(), class, &ctx.retry).await {
             Ok((used, limit)) => {
                 let ask = quota::arith::recommended_value(f64::from(used + need), Some(limit))
                     .or_else(|| (f64::from(used + need) > limit).then(|| f64::from(used + need)))
@@ -82,14 +80,13 @@ async fn not_launched(ctx: &RunContext, refused: Vec<Action>) -> Vec<(Action, Ou
                     })
                     .unwrap_or_default();
                 format!(
-                    "not launched for quota: AWS refused the vCPUs (VcpuLimitExceeded) — another launch took the room the plan saw; {} has {used} of {limit} vCPUs in use now and these need {need} more{ask}",
+                    " — another launch took the room the plan saw; {} has {used} of {limit} vCPUs in use now and these need {need} more{ask}",
                     class.name
                 )
             }
-            Err(e) => format!(
-                "not launched for quota: AWS refused the vCPUs (VcpuLimitExceeded); the quota could not be read again: {e}"
-            ),
+            Err(e) => format!("; the quota could not be read again: {e}"),
         };
+        let reason = Verdict::Refused { detail };
         for a in actions {
             let outcome = step::skip(ctx, &a, &reason);
             out.push((a, outcome));
@@ -114,7 +111,7 @@ pub async fn run(
                 let reason = ctx.quota_waiting.get(&a.workspace).cloned();
                 (
                     a,
-                    Outcome::Waiting(reason.unwrap_or_else(|| REFUSED.into())),
+                    Outcome::Waiting(reason.unwrap_or(Verdict::RefusedWaiting)),
                 )
             })
             .collect();
@@ -174,11 +171,7 @@ pub async fn run(
         let outcome = if interrupted {
             Outcome::Interrupted
         } else {
-            let reason = format!(
-                "not launched: the quota had no room for it within {}",
-                human(qw.until)
-            );
-            step::skip(ctx, &a, &reason)
+            step::skip(ctx, &a, &Verdict::QuotaWaitExpired { within: qw.until })
         };
         done.push((a, outcome));
     }
@@ -195,7 +188,7 @@ fn settle_one(
 ) {
     if refused_for_quota(&outcome) {
         // Back to waiting; past the deadline, skipped with the others still waiting.
-        wait(ctx, &action, REFUSED);
+        wait(ctx, &action, &Verdict::RefusedWaiting);
         waiting.push(action);
         waiting.sort_by(|a, b| a.workspace.cmp(&b.workspace));
     } else {

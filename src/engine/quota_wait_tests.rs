@@ -93,7 +93,9 @@ async fn what_did_not_fit_launches_at_the_first_reading_after_a_quota_raise() {
                 workspace, reason, ..
             } => {
                 assert!(
-                    reason.starts_with("waiting for room in the On-Demand Standard"),
+                    reason
+                        .to_string()
+                        .starts_with("waiting for room in the On-Demand Standard"),
                     "{reason}"
                 );
                 Some(workspace.as_str())
@@ -146,13 +148,16 @@ async fn those_still_waiting_when_the_wait_runs_out_are_skipped() {
     let t0 = tokio::time::Instant::now();
     let (report, _) = apply(&cloud, Duration::from_secs(300)).await;
     assert_eq!(report.launched, 8);
-    let skipped: Vec<(&str, &str)> = report
+    let skipped: Vec<(&str, String)> = report
         .skipped
         .iter()
-        .map(|s| (s.workspace.as_str(), s.reason.as_str()))
+        .map(|s| (s.workspace.as_str(), s.reason.to_string()))
         .collect();
     assert_eq!(
-        skipped,
+        skipped
+            .iter()
+            .map(|(w, r)| (*w, r.as_str()))
+            .collect::<Vec<_>>(),
         [
             (
                 "q-09",
@@ -198,6 +203,6 @@ async fn a_launch_aws_refuses_for_quota_waits_again() {
     assert!(seen.iter().any(|e| matches!(
         e,
         events::Event::WaitingForQuota { workspace, reason, .. }
-            if workspace == "q-01" && reason.contains("VcpuLimitExceeded")
+            if workspace == "q-01" && *reason == crate::engine::Verdict::RefusedWaiting
     )));
 }

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::verdict::Verdict;
 use crate::cloud::ErrorClass;
 use crate::plan::ActionKind;
 
@@ -38,7 +39,8 @@ pub struct FallbackNote {
 pub struct SkipNote {
     pub workspace: String,
     pub action: ActionKind,
-    pub reason: String,
+    #[serde(flatten)]
+    pub reason: Verdict,
 }
 
 /// How an apply went.

@@ -224,7 +224,7 @@ async fn resizes_the_quota_has_no_room_for_are_held_back_as_not_resized() {
     let plan = crate::plan::plan(&m, &observed);
     let g = gate::Gate::of(&plan, true);
     assert_eq!(
-        g.over_quota.get("f-02").map(String::as_str),
+        g.over_quota.get("f-02").map(ToString::to_string).as_deref(),
         Some(
             "not resized: the On-Demand Standard (A, C, D, H, I, M, R, T, Z) quota has room for 2 more vCPUs (4 needed)"
         )

@@ -13,6 +13,7 @@ use super::context::RunContext;
 use super::events::Event;
 use super::ops::{changed, failed, failure_note, start};
 use super::outcome::{Outcome, StepError};
+use super::verdict::Verdict;
 use super::wait::Adder;
 use crate::manifest::DesiredState;
 use crate::plan::{Action, ActionKind};
@@ -63,12 +64,7 @@ fn launches(ctx: &RunContext, action: &Action) -> bool {
 }
 
 /// Carries out one action; `prepaid` when its first launch permit is taken.
-async fn run(
-    ctx: &RunContext,
-    action: &Action,
-    mut prepaid: bool,
-    started: Instant,
-) -> Outcome {
+async fn run(ctx: &RunContext, action: &Action, mut prepaid: bool, started: Instant) -> Outcome {
     let ws = action.workspace.as_str();
     let result = match (action.action, action.instance_id.as_deref()) {
         (ActionKind::Create, _) => create(ctx, ws, started, &mut prepaid).await,
@@ -79,11 +75,7 @@ async fn run(
             }
         }
         (ActionKind::Replace, _) => {
-            return skip(
-                ctx,
-                action,
-                "replacing terminates the instance and its data; set `prune: true` to allow it",
-            );
+            return skip(ctx, action, &Verdict::ReplaceNeedsPrune);
         }
         (ActionKind::Resize, Some(id)) => match &action.resize {
             Some(from) => {
@@ -91,15 +83,11 @@ async fn run(
                 super::resize::resize(ctx, action, id, sizes, started).await
             }
             None => {
-                return skip(
-                    ctx,
-                    action,
-                    "the resize does not say the type it starts from",
-                );
+                return skip(ctx, action, &Verdict::ResizeFromUnknown);
             }
         },
         (kind, Some(id)) => change(ctx, ws, kind, id, started).await,
-        (_, None) => return skip(ctx, action, "no instance to act on"),
+        (_, None) => return skip(ctx, action, &Verdict::NoInstance),
     };
     match result {
         Ok(outcome) => outcome,
@@ -114,13 +102,13 @@ async fn run(
 }
 
 /// Records that `action` is not carried out, and why.
-pub fn skip(ctx: &RunContext, action: &Action, reason: &str) -> Outcome {
+pub fn skip(ctx: &RunContext, action: &Action, reason: &Verdict) -> Outcome {
     ctx.events.emit(Event::Skipped {
         workspace: action.workspace.clone(),
         action: action.action,
-        reason: reason.into(),
+        reason: reason.clone(),
     });
-    Outcome::Skipped(reason.into())
+    Outcome::Skipped(reason.clone())
 }
 
 async fn create(

@@ -94,7 +94,8 @@ fn workspace_view(name: &str, w: &WorkspaceProgress) -> Value {
         "availability_zone": w.availability_zone,
         "attempts": w.attempts,
         "error": w.failure,
-        "skip_reason": w.skip_reason,
+        "skip_reason": w.skip_reason.as_ref().map(ToString::to_string),
+        "skip_reason_code": w.skip_reason_code,
     })
 }
 

@@ -92,9 +92,16 @@ fn state_text(v: &Value) -> String {
         .iter()
         .filter(|w| matches!(w["state"].as_str(), Some("skipped" | "waiting_for_quota")))
         .all(|w| {
-            w["skip_reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("quota"))
+            matches!(
+                w["skip_reason_code"].as_str(),
+                Some(
+                    "over_quota"
+                        | "waiting_for_quota"
+                        | "refused_waiting"
+                        | "refused_for_quota"
+                        | "quota_wait_expired"
+                )
+            )
         });
     format!(
         "Partly done — {left} skipped{}",
