@@ -31,7 +31,7 @@ pub struct Observed {
     /// not show yet (its lag): counted in `account_running`, so that two fleets applied
     /// at once do not both plan on the same room.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub in_flight: Vec<crate::engine::memory::Launched>,
+    pub in_flight: Vec<crate::engine::launch_notes::Launched>,
 }
 
 /// The resolved image of the template.
@@ -81,7 +81,7 @@ pub async fn observe(cloud: &dyn Cloud, manifest: &Manifest) -> Result<Observed,
 pub async fn observe_with(
     cloud: &dyn Cloud,
     manifest: &Manifest,
-    recent: &[crate::engine::memory::Launched],
+    recent: &[crate::engine::launch_notes::Launched],
 ) -> Result<Observed, CloudError> {
     let fleet_filter = InstanceFilter {
         tag_keys: vec![],
@@ -118,7 +118,7 @@ pub async fn observe_with(
         .filter(|l| l.fleet != manifest.name && !running.iter().any(|i| i.id == l.instance_id))
         .map(|l| l.instance_id.clone())
         .collect();
-    let in_flight: Vec<crate::engine::memory::Launched> = if candidates.is_empty() {
+    let in_flight: Vec<crate::engine::launch_notes::Launched> = if candidates.is_empty() {
         vec![]
     } else {
         // Shown in any state (stopped, terminated) is not in flight.

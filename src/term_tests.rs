@@ -25,7 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{Instance, InstanceState, tags};
-use crate::engine::memory::LaunchMemory;
+use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::{Engine, Job, RunOptions};
 use crate::manifest::{Manifest, roster};
 
@@ -62,7 +62,7 @@ impl Term {
             snapshot_looks: 2,
             ..FakeCloud::default()
         });
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
         Term {
             cloud,
             engine,

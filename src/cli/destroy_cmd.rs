@@ -200,7 +200,7 @@ pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failu
         let engine = Engine::new(
             cloud.clone(),
             None,
-            super::launch_memory(global, cloud.region()),
+            super::launch_notes(global, cloud.region()),
         );
         let job = Job::changes(&t.fleet, actions, cloud.region());
         let rerun = format!(

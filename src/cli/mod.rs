@@ -34,7 +34,7 @@ use crate::cloud::aws::{AwsCloud, ConnectError};
 use crate::cloud::settings::{Connection, Requested};
 use crate::engine::Report;
 use crate::engine::gate::{Ask, Gate};
-use crate::engine::memory::LaunchMemory;
+use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::{Canceller, Engine, Job, RunOptions};
 use crate::manifest::{self, Manifest};
 use crate::plan;
@@ -453,16 +453,16 @@ pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<Aws
 
 /// The notes of where each workspace's latest launch went, kept in a file per region
 /// and endpoint so that a rerun finds them (see [`crate::engine::memory`]).
-pub fn launch_memory(global: &GlobalArgs, region: &str) -> Arc<LaunchMemory> {
+pub fn launch_notes(global: &GlobalArgs, region: &str) -> Arc<LaunchNotes> {
     let endpoint = global.endpoint_url.clone().or_else(|| {
         std::env::var("AWS_ENDPOINT_URL")
             .ok()
             .filter(|v| !v.is_empty())
     });
     Arc::new(
-        match LaunchMemory::default_file(region, endpoint.as_deref()) {
-            Some(file) => LaunchMemory::in_file(file),
-            None => LaunchMemory::in_memory(),
+        match LaunchNotes::default_file(region, endpoint.as_deref()) {
+            Some(file) => LaunchNotes::in_file(file),
+            None => LaunchNotes::in_memory(),
         },
     )
 }

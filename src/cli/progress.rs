@@ -29,10 +29,10 @@ pub enum Mode {
     Quiet,
 }
 
-pub use crate::engine::progress::human;
+pub use crate::engine::progress::duration_text;
 
 fn secs(s: f64) -> String {
-    human(Duration::from_secs_f64(s.max(0.0)))
+    duration_text(Duration::from_secs_f64(s.max(0.0)))
 }
 
 fn done_word(action: ActionKind) -> &'static str {
@@ -140,7 +140,10 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         } else {
             String::new()
         };
-        out.push_str(&format!("✅ {what}\nTotal time: {}{avg}\n", human(took)));
+        out.push_str(&format!(
+            "✅ {what}\nTotal time: {}{avg}\n",
+            duration_text(took)
+        ));
         out.push_str(&confirmed(r));
         out.push_str(&by_other_runs(r));
         out.push_str(&fallbacks(r));
@@ -156,7 +159,7 @@ pub fn summary_text(r: &Report, rerun: &str) -> String {
         "{mark} {} of {} done in {}",
         r.succeeded,
         count(r.total, "change"),
-        human(took)
+        duration_text(took)
     ));
     let mut parts = vec![];
     if !r.failed.is_empty() {
@@ -522,9 +525,9 @@ mod tests {
 
     #[test]
     fn durations_read_like_the_release_plan() {
-        assert_eq!(human(Duration::from_secs(2)), "2s");
-        assert_eq!(human(Duration::from_secs(67)), "1m 7s");
-        assert_eq!(human(Duration::from_secs(3720)), "1h 2m");
+        assert_eq!(duration_text(Duration::from_secs(2)), "2s");
+        assert_eq!(duration_text(Duration::from_secs(67)), "1m 7s");
+        assert_eq!(duration_text(Duration::from_secs(3720)), "1h 2m");
     }
 
     #[test]

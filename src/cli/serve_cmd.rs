@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use clap::Args;
 
-use super::{Failure, GlobalArgs, Refusal, connect_to, launch_memory};
+use super::{Failure, GlobalArgs, Refusal, connect_to, launch_notes};
 use crate::cloud::Cloud;
 use crate::config::UserConfig;
 use crate::engine::Engine;
@@ -17,7 +17,7 @@ use crate::manifest::Manifest;
 use crate::serve::error::ApiError;
 use crate::serve::guard::{Door, Guard, PublicUrl};
 use crate::serve::sessions::{Lifetimes, Sessions};
-use crate::serve::{App, Connector, listen, token};
+use crate::serve::{App, Connector, api_token, listen};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -79,7 +79,7 @@ impl Connector for Engines {
             .entry(region.clone())
             .or_insert_with(|| {
                 let cloud: Arc<dyn Cloud> = Arc::new(cloud);
-                Engine::new(cloud, rate, launch_memory(&self.global, &region))
+                Engine::new(cloud, rate, launch_notes(&self.global, &region))
             })
             .clone();
         engine.set_launch_rate(rate);
@@ -173,12 +173,12 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         Some(d) => d.clone(),
         None => default_state_dir()?,
     };
-    let state = token::state_dir(&dir)
+    let state = api_token::state_dir(&dir)
         .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
     // One server per state dir, held until the process ends; a token rotation from
     // another process is refused while a server runs.
     let mut lock = one_server(&state)?;
-    let api_token = token::load_or_create(&state, args.rotate_token)
+    let api_token = api_token::load_or_create(&state, args.rotate_token)
         .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
 
-use super::progress::{self, human};
+use super::progress::{self, duration_text};
 use super::{Failure, GlobalArgs, Refusal, connect};
 use crate::cloud::Cloud;
 use crate::engine::Engine;
@@ -51,7 +51,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     let engine = Engine::new(
         cloud.clone(),
         crate::config::launch_rate(&manifest.rate_limit, &config),
-        super::launch_memory(global, cloud.region()),
+        super::launch_notes(global, cloud.region()),
     );
     engine.set_sold_out_ttl(crate::config::sold_out_ttl(&config));
     let opts = WatchOptions {
@@ -256,12 +256,12 @@ fn status(n: u64, pass: &Pass, next: Option<Duration>, boundary: Option<Duration
     let next = match (next, boundary) {
         (None, _) => "one pass (--once): no next pass".to_string(),
         (Some(next), Some(b)) if b < next => {
-            format!("next pass at the schedule's change in {}", human(b))
+            format!("next pass at the schedule's change in {}", duration_text(b))
         }
         (Some(next), _) if pass.waiting_for_quota() > 0 => {
-            format!("quota read again in {}", human(next))
+            format!("quota read again in {}", duration_text(next))
         }
-        (Some(next), _) => format!("next resync in {}", human(next)),
+        (Some(next), _) => format!("next resync in {}", duration_text(next)),
     };
     if let Some(owner) = &pass.owned_elsewhere {
         return format!("pass {n}: {owner}; {next}");

@@ -337,7 +337,7 @@ pub async fn change(
     let engine = Engine::new(
         cloud.clone(),
         None,
-        super::launch_memory(global, cloud.region()),
+        super::launch_notes(global, cloud.region()),
     );
     let rerun = format!("prism workspace {verb} {}", a.names.join(" "));
     let mut complete = true;

@@ -10,8 +10,8 @@ use arc_swap::ArcSwapOption;
 
 use super::capacity::SoldOut;
 use super::clock::Bucket;
+use super::launch_notes::LaunchNotes;
 use super::limiter::{self, Limiter, RateSettings};
-use super::memory::LaunchMemory;
 use crate::cloud::Cloud;
 use crate::manifest::Manifest;
 use crate::plan::Plan;
@@ -22,7 +22,7 @@ pub struct Engine {
     launch: ArcSwapOption<Limiter>,
     pub(crate) start: Bucket,
     pub(crate) mutate: Bucket,
-    pub(crate) memory: Arc<LaunchMemory>,
+    pub(crate) memory: Arc<LaunchNotes>,
     /// Sold-out (instance type, zone) pairs, avoided by every launch of every run.
     pub(crate) sold_out: SoldOut,
 }
@@ -43,7 +43,7 @@ impl Engine {
     pub fn new(
         cloud: Arc<dyn Cloud>,
         launch_rate: Option<RateSettings>,
-        memory: Arc<LaunchMemory>,
+        memory: Arc<LaunchNotes>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             cloud,

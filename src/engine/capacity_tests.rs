@@ -9,8 +9,8 @@ use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{ErrorClass, InstanceState};
 use crate::engine::events::{Event, Stamped};
+use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::limiter::RateSettings;
-use crate::engine::memory::LaunchMemory;
 use crate::engine::testkit::*;
 use crate::observe::Observed;
 
@@ -40,7 +40,7 @@ fn cloud(sold_out: &[(&str, &str)]) -> Arc<FakeCloud> {
 
 const PARALLELISM: usize = 4;
 
-fn engine(cloud: &Arc<FakeCloud>, memory: Arc<LaunchMemory>) -> Arc<Engine> {
+fn engine(cloud: &Arc<FakeCloud>, memory: Arc<LaunchNotes>) -> Arc<Engine> {
     Engine::new(
         cloud.clone(),
         Some(RateSettings {
@@ -90,7 +90,7 @@ fn placed(cloud: &FakeCloud) -> BTreeMap<String, Vec<(String, String)>> {
 #[tokio::test(start_paused = true)]
 async fn one_sold_out_zone_is_met_by_few_launches_and_the_rest_go_straight_elsewhere() {
     let cloud = cloud(&[("t3.micro", "us-west-2a")]);
-    let engine = engine(&cloud, Arc::new(LaunchMemory::in_memory()));
+    let engine = engine(&cloud, Arc::new(LaunchNotes::in_memory()));
     let (m, o) = fleet(30, "");
     let (report, events) = run(&engine, &m, &o).await;
     assert!(report.complete(), "{report:?}");
@@ -122,7 +122,7 @@ async fn one_sold_out_zone_is_met_by_few_launches_and_the_rest_go_straight_elsew
 #[tokio::test(start_paused = true)]
 async fn a_workspace_prefers_the_same_zone_whatever_the_order_of_launches() {
     let cloud = cloud(&[]);
-    let engine = engine(&cloud, Arc::new(LaunchMemory::in_memory()));
+    let engine = engine(&cloud, Arc::new(LaunchNotes::in_memory()));
     let (m, o) = fleet(6, "");
     let (report, _) = run(&engine, &m, &o).await;
     assert!(report.complete());
@@ -138,7 +138,7 @@ async fn a_workspace_prefers_the_same_zone_whatever_the_order_of_launches() {
 async fn every_zone_sold_out_for_the_type_launches_the_fallback_type() {
     let sold: Vec<(&str, &str)> = ZONES.iter().map(|z| ("t3.micro", *z)).collect();
     let cloud = cloud(&sold);
-    let engine = engine(&cloud, Arc::new(LaunchMemory::in_memory()));
+    let engine = engine(&cloud, Arc::new(LaunchNotes::in_memory()));
     let (m, o) = fleet(12, ", fallback_instance_types: [t3a.micro, m5.large]");
     let (report, events) = run(&engine, &m, &o).await;
     assert!(report.complete(), "{report:?}");
@@ -183,7 +183,7 @@ async fn no_capacity_anywhere_fails_each_workspace_naming_every_zone_and_type() 
         .flat_map(|z| [("t3.micro", *z), ("t3a.micro", *z)])
         .collect();
     let cloud = cloud(&sold);
-    let engine = engine(&cloud, Arc::new(LaunchMemory::in_memory()));
+    let engine = engine(&cloud, Arc::new(LaunchNotes::in_memory()));
     let (m, o) = fleet(8, ", fallback_instance_types: [t3a.micro]");
     let (report, _) = run(&engine, &m, &o).await;
     assert_eq!(report.failed.len(), 8);
@@ -211,7 +211,7 @@ async fn no_capacity_anywhere_fails_each_workspace_naming_every_zone_and_type() 
 #[tokio::test(start_paused = true)]
 async fn a_mark_is_shared_by_later_runs_until_it_runs_out() {
     let cloud = cloud(&[("t3.micro", "us-west-2a")]);
-    let engine = engine(&cloud, Arc::new(LaunchMemory::in_memory()));
+    let engine = engine(&cloud, Arc::new(LaunchNotes::in_memory()));
     engine.set_sold_out_ttl(Duration::from_secs(60));
     let (m, o) = fleet(1, "");
     let (first, _) = run(&engine, &m, &o).await;
@@ -260,7 +260,7 @@ async fn a_mark_is_shared_by_later_runs_until_it_runs_out() {
 async fn a_rerun_after_a_type_fallback_sends_the_noted_token() {
     let sold: Vec<(&str, &str)> = ZONES.iter().map(|z| ("t3.micro", *z)).collect();
     let cloud = cloud(&sold);
-    let memory = Arc::new(LaunchMemory::in_memory());
+    let memory = Arc::new(LaunchNotes::in_memory());
     let (m, o) = fleet(4, ", fallback_instance_types: [t3a.micro]");
     let (first, _) = run(&engine(&cloud, memory.clone()), &m, &o).await;
     assert!(first.complete());
@@ -283,7 +283,7 @@ async fn a_rerun_after_a_type_fallback_sends_the_noted_token() {
     assert_eq!(rerun.fallbacks.len(), 4, "still on the fallback type");
 
     // Without the notes the first choice launches again: what the notes prevent.
-    let blind = Arc::new(LaunchMemory::in_memory());
+    let blind = Arc::new(LaunchNotes::in_memory());
     let (again, _) = run(&engine(&cloud, blind), &m, &o).await;
     assert!(again.complete());
     assert!(placed_count(&cloud) > 4);

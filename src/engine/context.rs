@@ -16,8 +16,8 @@ use super::events::Events;
 use super::job::{Job, Recipe, RunOptions};
 use super::limiter::Limiter;
 
+use super::client_token::spec_digest;
 use super::report::FallbackNote;
-use super::token::spec_digest;
 use super::verdict::Verdict;
 use crate::cloud::{Cloud, LaunchSpec};
 use crate::manifest::{DesiredState, RetryPolicy};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::*;
 use crate::cloud::CloudError;
 use crate::cloud::fake::FakeCloud;
+use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::limiter::RateSettings;
-use crate::engine::memory::LaunchMemory;
 use crate::engine::testkit::*;
 use crate::manifest::Manifest;
 use crate::observe::ImageResolution;
@@ -39,7 +39,7 @@ async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed)
             burst_size: 100,
             adaptive: true,
         }),
-        Arc::new(LaunchMemory::in_memory()),
+        Arc::new(LaunchNotes::in_memory()),
     );
     let opts = RunOptions {
         parallelism: 4,
@@ -123,10 +123,10 @@ async fn a_terminated_token_moves_to_the_next_incarnation() {
     assert!(r.complete(), "{r:?}");
     let tokens = cloud.tokens.lock().unwrap();
     assert_eq!(tokens.len(), 1);
-    let expected = crate::engine::token::client_token(
+    let expected = crate::engine::client_token::client_token(
         "f",
         "f-01",
-        &crate::engine::token::spec_digest(&crate::cloud::LaunchSpec {
+        &crate::engine::client_token::spec_digest(&crate::cloud::LaunchSpec {
             client_token: String::new(),
             image_id: "ami-1".into(),
             instance_type: "t3.micro".into(),
@@ -241,7 +241,7 @@ async fn a_cancelled_run_names_what_another_run_launched_meanwhile() {
             burst_size: 1,
             adaptive: false,
         }),
-        Arc::new(LaunchMemory::in_memory()),
+        Arc::new(LaunchNotes::in_memory()),
     );
     let mut run = engine.run(Job::from_plan(&m, &plan, &o), RunOptions::default());
     let mut events = run.events();

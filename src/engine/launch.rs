@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use super::call::Pace;
 use super::capacity::{Availability, zone_order};
+use super::client_token::{client_token, spec_digest};
 use super::context::RunContext;
 use super::events::Event;
 use super::job::Recipe;
-use super::memory::TokenChoice;
+use super::launch_notes::TokenChoice;
 use super::outcome::StepError;
 use super::report::FallbackNote;
-use super::token::{client_token, spec_digest};
 use crate::cloud::{CloudError, ErrorClass, Instance, LaunchSpec, tags};
 
 /// How far a token walks past terminated incarnations before giving up.
@@ -35,8 +35,20 @@ struct Trail {
     sold_out: BTreeMap<String, Vec<String>>,
     /// The last capacity answer from AWS.
     last: Option<CloudError>,
-    /// The zone of the last capacity answer, for the `zone_full` line of the next try.
-    full: Option<Option<String>>,
+    /// Where the last try met no capacity, for the `zone_full` line of the next try.
+    full: FullAt,
+}
+
+/// Where a try met no capacity.
+#[derive(Default)]
+enum FullAt {
+    /// The last try did not (or there was none, or the type changed since).
+    #[default]
+    Nowhere,
+    /// In the zone AWS chose.
+    AnyZone,
+    /// In this zone.
+    Zone(String),
 }
 
 /// Reads the region's zones (once per run) and tells the marks already in force.
@@ -155,7 +167,7 @@ pub(super) async fn launch(
                 instance_type: ladder[rung - 1].to_string(),
                 next_instance_type: instance_type.to_string(),
             });
-            trail.full = None;
+            trail.full = FullAt::Nowhere;
         }
         for (i, zone) in order.iter().enumerate() {
             let t = Try {
@@ -231,10 +243,16 @@ async fn try_launch(
     prepaid: &mut bool,
     trail: &mut Trail,
 ) -> Option<Result<Instance, StepError>> {
-    if let (Some(from), Some(next)) = (trail.full.take(), t.zone) {
+    let full = std::mem::take(&mut trail.full);
+    if let Some(next) = t.zone
+        && !matches!(full, FullAt::Nowhere)
+    {
         ctx.events.emit(Event::ZoneFull {
             workspace: workspace.to_string(),
-            availability_zone: from,
+            availability_zone: match full {
+                FullAt::Zone(z) => Some(z),
+                _ => None,
+            },
             next_zone: next.to_string(),
         });
     }
@@ -242,7 +260,10 @@ async fn try_launch(
         Err(StepError::Cloud(e)) if e.class == ErrorClass::Capacity => {
             sold_out_at(ctx, workspace, t, &e, trail);
             trail.last = Some(e);
-            trail.full = Some(t.zone.map(str::to_string));
+            trail.full = match t.zone {
+                Some(z) => FullAt::Zone(z.to_string()),
+                None => FullAt::AnyZone,
+            };
             None
         }
         other => Some(other),
@@ -441,7 +462,7 @@ async fn launch_in(
         ctx.engine
             .memory
             .remember(&ctx.fleet, workspace, &ctx.digest, choice.as_ref());
-        let sent_at = super::memory::now_ms();
+        let sent_at = super::launch_notes::now_ms();
         let result = ctx
             .call_or_find(
                 workspace,
@@ -463,7 +484,7 @@ async fn launch_in(
             ctx.engine.memory.sent(
                 &spec.client_token,
                 sent_at,
-                &super::memory::Launched {
+                &super::launch_notes::Launched {
                     fleet: ctx.fleet.clone(),
                     instance_id: instance.id.clone(),
                     instance_type: spec.instance_type.clone(),

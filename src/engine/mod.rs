@@ -9,7 +9,7 @@
 //!
 //! The files read bottom-up; none uses a file above it (a unit test keeps it so):
 //!
-//! - foundations: `clock`, `limiter` (pacing), `token` (ClientTokens), `memory` (launch
+//! - foundations: `clock`, `limiter` (pacing), `client_token` (ClientTokens), `launch_notes` (launch
 //!   notes), `capacity` (sold-out offerings), `gate` (the quota screen);
 //! - what a run gives back: `report`, `events`, `progress`, `outcome`;
 //! - what a run is: `account` (the [`Engine`] of an account and region), `job` (what it
@@ -21,6 +21,7 @@
 mod account;
 mod call;
 pub mod capacity;
+pub mod client_token;
 pub mod clock;
 mod context;
 pub mod events;
@@ -28,8 +29,8 @@ mod executor;
 pub mod gate;
 mod job;
 mod launch;
+pub mod launch_notes;
 pub mod limiter;
-pub mod memory;
 mod ops;
 mod outcome;
 pub mod progress;
@@ -38,7 +39,6 @@ mod report;
 mod resize;
 mod run;
 mod step;
-pub mod token;
 pub mod verdict;
 mod wait;
 

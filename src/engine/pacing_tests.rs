@@ -32,7 +32,7 @@ async fn launch(n: u32, rate: f64, burst: u32, weather: Weather) -> (f64, usize,
             burst_size: burst,
             adaptive: true,
         }),
-        Arc::new(LaunchMemory::in_memory()),
+        Arc::new(LaunchNotes::in_memory()),
     );
     let text = format!(
         "name: w\nproject: p\ntemplate: t\ncount: {n}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"

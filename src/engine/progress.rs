@@ -11,7 +11,7 @@ use crate::errors::Explained;
 use crate::plan::ActionKind;
 
 /// A duration as people say it: `45s`, `2m 5s`, `1h 3m`.
-pub fn human(d: std::time::Duration) -> String {
+pub fn duration_text(d: std::time::Duration) -> String {
     let s = d.as_secs_f64().round() as u64;
     match s {
         0..60 => format!("{s}s"),

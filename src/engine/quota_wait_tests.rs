@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, InstanceState};
-use crate::engine::memory::LaunchMemory;
+use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::testkit::*;
 
 const STANDARD: &str = "L-1216C47A";
@@ -36,7 +36,7 @@ async fn apply(cloud: &Arc<FakeCloud>, until: Duration) -> (Report, Vec<events::
     let m = manifest();
     let observed = crate::observe::observe(cloud.as_ref(), &m).await.unwrap();
     let plan = crate::plan::plan(&m, &observed);
-    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
     let mut job = Job::from_plan(&m, &plan, &observed);
     job.quota_waiting = gate::quota_waiting(&plan);
     job.quota_wait = Some(QuotaWait {

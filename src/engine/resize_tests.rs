@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, Instance, InstanceState, tags};
-use crate::engine::memory::LaunchMemory;
+use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::testkit::*;
 
 fn manifest(extra: &str) -> Manifest {
@@ -57,7 +57,7 @@ fn cloud(state: InstanceState) -> Arc<FakeCloud> {
 async fn apply(cloud: &Arc<FakeCloud>, m: &Manifest) -> (Report, Vec<events::Event>) {
     let observed = crate::observe::observe(cloud.as_ref(), m).await.unwrap();
     let plan = crate::plan::plan(m, &observed);
-    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
     let opts = RunOptions {
         parallelism: 4,
         wait: Some(Duration::from_secs(60)),

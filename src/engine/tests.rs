@@ -56,7 +56,7 @@ fn engine(cloud: &Arc<FakeCloud>, rate_per_minute: f64, burst_size: u32) -> Arc<
             burst_size,
             adaptive: true,
         }),
-        Arc::new(LaunchMemory::in_memory()),
+        Arc::new(LaunchNotes::in_memory()),
     )
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::ser::SerializeMap;
 
-use super::progress::human;
+use super::progress::duration_text;
 
 /// Why a workspace is left as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +135,7 @@ impl fmt::Display for Verdict {
             Verdict::QuotaWaitExpired { within } => write!(
                 f,
                 "not launched: the quota had no room for it within {}",
-                human(*within)
+                duration_text(*within)
             ),
             Verdict::HeldDeletion {
                 deletes,
@@ -152,7 +152,7 @@ impl fmt::Display for Verdict {
                 f,
                 "backing off after {failures} failure{}; next try in {}",
                 if *failures == 1 { "" } else { "s" },
-                human(*next_try)
+                duration_text(*next_try)
             ),
             Verdict::ReplaceNeedsPrune => f.write_str(
                 "replacing terminates the instance and its data; set `prune: true` to allow it",

@@ -189,7 +189,7 @@ impl Guard {
 
     /// A new one-time login code (the previous one no longer works).
     pub fn new_login_code(&self) -> String {
-        let code = super::token::fresh();
+        let code = super::api_token::fresh();
         *self.login.lock().unwrap_or_else(|e| e.into_inner()) = Some(code.clone());
         code
     }

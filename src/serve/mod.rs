@@ -7,6 +7,7 @@
 //! and can be resumed).
 
 mod api;
+pub mod api_token;
 pub mod error;
 pub mod guard;
 mod launches;
@@ -15,7 +16,6 @@ mod pages;
 mod quotas;
 pub mod sessions;
 mod store;
-pub mod token;
 mod workspaces;
 
 use std::collections::BTreeMap;

@@ -138,7 +138,7 @@ impl Sessions {
 
     /// Begins a session; returns its id (the cookie's value).
     pub fn begin(&self, browser: &str, address: &str) -> String {
-        let id = super::token::fresh();
+        let id = super::api_token::fresh();
         let at = now();
         let browser: String = browser
             .chars()

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, InstanceState};
-use crate::engine::memory::LaunchMemory;
+use crate::engine::launch_notes::LaunchNotes;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 const RESYNC: Duration = Duration::from_secs(300);
@@ -67,7 +67,7 @@ fn setup() -> (Arc<FakeCloud>, Arc<Engine>) {
         images: FakeCloud::own_image("ami-1"),
         ..FakeCloud::default()
     });
-    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
     (cloud, engine)
 }
 

@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::progress::human;
+use crate::engine::progress::duration_text;
 use crate::quota::request::number;
 use crate::serve::App;
 use crate::serve::api;
@@ -391,7 +391,7 @@ fn progress_section(v: &Value) -> Markup {
                 @if p["rate_limited"].as_bool() == Some(true) { " · waiting for the rate limit" }
             }
             p.status #eta data-eta=[eta.filter(|s| *s >= 1.0)] {
-                @if let Some(s) = eta.filter(|s| *s >= 1.0) { "About " (human(std::time::Duration::from_secs_f64(s))) " remaining" }
+                @if let Some(s) = eta.filter(|s| *s >= 1.0) { "About " (duration_text(std::time::Duration::from_secs_f64(s))) " remaining" }
             }
             p.status #waiting {
                 @if waiting > 0 { (waiting_text(waiting)) }
@@ -447,7 +447,7 @@ fn summary(v: &Value) -> Markup {
                 dt { "Failed" } dd { (failed) }
                 dt { "Skipped" } dd { (skipped) }
                 dt { "Not launched" } dd { (r["not_started"]) }
-                @if let Some(s) = v["progress"]["elapsed_s"].as_f64() { dt { "Time" } dd { (human(std::time::Duration::from_secs_f64(s))) } }
+                @if let Some(s) = v["progress"]["elapsed_s"].as_f64() { dt { "Time" } dd { (duration_text(std::time::Duration::from_secs_f64(s))) } }
             }
         }
     }

@@ -48,7 +48,7 @@ pub struct LastLaunch {
 /// Who first sent a ClientToken, and the instance AWS answered with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sent {
-    /// The process that sent it: see [`LaunchMemory::owner`].
+    /// The process that sent it: see [`LaunchNotes::owner`].
     pub owner: String,
     /// Milliseconds since the epoch when the call was made.
     pub at_ms: u64,
@@ -90,7 +90,7 @@ struct Notes {
 
 /// The notes of one account and region.
 #[derive(Debug)]
-pub struct LaunchMemory {
+pub struct LaunchNotes {
     file: Option<PathBuf>,
     notes: Mutex<Notes>,
     ttl: Duration,
@@ -117,10 +117,10 @@ fn owner() -> String {
     format!("{}-{:08x}", std::process::id(), fastrand::u32(..))
 }
 
-impl LaunchMemory {
+impl LaunchNotes {
     /// Notes kept in this process only (`watch`, `serve`, tests).
     pub fn in_memory() -> Self {
-        LaunchMemory {
+        LaunchNotes {
             file: None,
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
@@ -130,7 +130,7 @@ impl LaunchMemory {
 
     /// Notes kept in `file` as well, shared with later runs and other processes.
     pub fn in_file(file: PathBuf) -> Self {
-        LaunchMemory {
+        LaunchNotes {
             file: Some(file),
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
@@ -252,7 +252,7 @@ impl LaunchMemory {
     }
 }
 
-impl LaunchMemory {
+impl LaunchNotes {
     /// Writes down that this process sent `token` at `at_ms` and AWS answered with
     /// `instance_id`, unless another process sent it earlier. Only kept in the file:
     /// within one process every launch is its own.
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_fallback_zone_is_recalled_and_the_default_is_not_noted() {
-        let m = LaunchMemory::in_memory();
+        let m = LaunchNotes::in_memory();
         m.remember("f", "f-01", "d", None);
         assert_eq!(m.recall("f", "f-01", "d"), None);
         m.remember("f", "f-01", "d", Some(&choice("us-west-2b", None, 0)));
@@ -445,17 +445,17 @@ mod tests {
     fn notes_in_a_file_reach_another_process_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("launches/us-west-2.json");
-        LaunchMemory::in_file(path.clone()).remember(
+        LaunchNotes::in_file(path.clone()).remember(
             "f",
             "f-01",
             "d",
             Some(&choice("us-west-2c", None, 2)),
         );
-        let other = LaunchMemory::in_file(path.clone());
+        let other = LaunchNotes::in_file(path.clone());
         let n = other.recall("f", "f-01", "d").expect("read from the file");
         assert_eq!((n.zone.as_deref(), n.incarnation), (Some("us-west-2c"), 2));
 
-        let mut stale = LaunchMemory::in_file(path.clone());
+        let mut stale = LaunchNotes::in_file(path.clone());
         stale.ttl = Duration::ZERO;
         assert_eq!(stale.recall("f", "f-01", "d"), None, "expired");
         stale.remember("f", "f-02", "d", Some(&choice("us-west-2a", None, 0)));
@@ -471,8 +471,8 @@ mod tests {
     fn the_first_sender_of_a_token_is_kept_and_seen_by_the_other_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("launches/us-west-2.json");
-        let first = LaunchMemory::in_file(path.clone());
-        let second = LaunchMemory::in_file(path.clone());
+        let first = LaunchNotes::in_file(path.clone());
+        let second = LaunchNotes::in_file(path.clone());
         let t = now_ms();
         let launched = |id: &str| Launched {
             fleet: "f".into(),
@@ -493,7 +493,7 @@ mod tests {
         recent.sort();
         assert_eq!(recent, ["i-1", "i-2"], "every process sees every launch");
         // In memory only, every launch is this process's own.
-        let alone = LaunchMemory::in_memory();
+        let alone = LaunchNotes::in_memory();
         alone.sent("t-1", 1, &launched("i-1"));
         assert!(alone.launched_by_others(["t-1"]).is_empty());
     }

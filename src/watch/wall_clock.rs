@@ -100,7 +100,7 @@ mod tests {
     use crate::cloud::InstanceState;
     use crate::cloud::fake::FakeCloud;
     use crate::engine::Engine;
-    use crate::engine::memory::LaunchMemory;
+    use crate::engine::launch_notes::LaunchNotes;
     use crate::watch::{Notice, WatchOptions};
 
     fn states(cloud: &FakeCloud) -> Vec<InstanceState> {
@@ -135,7 +135,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let manifest = crate::manifest::load(&path).unwrap();
         let cloud = fake();
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
         let opts = WatchOptions {
             resync: Duration::from_secs(300),
             once: false,
@@ -192,7 +192,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let manifest = crate::manifest::load(&path).unwrap();
         let cloud = fake();
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchMemory::in_memory()));
+        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
         let opts = WatchOptions {
             resync: Duration::from_secs(3600),
             once: false,
