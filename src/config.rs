@@ -249,7 +249,7 @@ pub fn sold_out_ttl(config: &UserConfig) -> std::time::Duration {
 }
 
 /// Launch pacing: each field from the manifest, else the settings file, else the
-/// default (2 per minute, burst 5, adaptive). None when the settings file disables
+/// default ([`RateSettings::AUTO`]: 120 per minute, burst 5, adaptive). None when the settings file disables
 /// pacing and the manifest does not ask for it.
 pub fn launch_rate(manifest: &RateLimitSpec, config: &UserConfig) -> Option<RateSettings> {
     let user = &config.rate_limiting.workspace_launch;
@@ -305,9 +305,10 @@ mod tests {
             (30.0, 3, true)
         );
         let r = launch_rate(&RateLimitSpec::default(), &UserConfig::default()).unwrap();
+        assert_eq!(r, crate::engine::RateSettings::AUTO);
         assert_eq!(
             (r.rate_per_minute, r.burst_size, r.adaptive),
-            (2.0, 5, true)
+            (120.0, 5, true)
         );
     }
 

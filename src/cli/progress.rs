@@ -257,7 +257,17 @@ impl Lines {
                 burst_size,
                 adaptive,
             } => {
+                let auto = crate::engine::RateSettings::AUTO;
                 let pacing = match rate_per_minute {
+                    Some(r)
+                        if *launches > 0
+                            && (*r, *burst_size, *adaptive)
+                                == (auto.rate_per_minute, auto.burst_size, auto.adaptive) =>
+                    {
+                        format!(
+                            "Launch pace: auto, as AWS's RunInstances bucket allows ({burst_size} at once, then {r} per minute; slower when AWS throttles)\n\n"
+                        )
+                    }
                     Some(r) if *launches > 0 => format!(
                         "Rate limiting enabled: {r} launches per minute (burst: {burst_size}{})\n\n",
                         if *adaptive { ", adaptive" } else { "" }

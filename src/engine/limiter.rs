@@ -31,13 +31,25 @@ pub struct RateSettings {
     pub adaptive: bool,
 }
 
+impl RateSettings {
+    /// The pace of a manifest that sets none (`rate_limit: auto`): AWS's documented
+    /// RunInstances request bucket, 5 calls at once refilling 2 per second, adapting when
+    /// AWS throttles (another tool sharing the account's bucket).
+    pub const AUTO: RateSettings = RateSettings {
+        rate_per_minute: 120.0,
+        burst_size: 5,
+        adaptive: true,
+    };
+
+    /// Whether this is the pace of [`RateSettings::AUTO`].
+    pub fn is_auto(&self) -> bool {
+        *self == RateSettings::AUTO
+    }
+}
+
 impl Default for RateSettings {
     fn default() -> Self {
-        RateSettings {
-            rate_per_minute: 2.0,
-            burst_size: 5,
-            adaptive: true,
-        }
+        RateSettings::AUTO
     }
 }
 
@@ -558,6 +570,6 @@ mod tests {
             ..RateSettings::default()
         });
         assert_eq!(fixed.throttled(), None);
-        assert_eq!(fixed.rate_per_minute(), 2.0);
+        assert_eq!(fixed.rate_per_minute(), 120.0);
     }
 }
