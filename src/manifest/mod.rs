@@ -20,12 +20,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use diagnostic::{ManifestError, Problem, SourceFile};
+pub use diagnostic::{ManifestError, Problem, SourceFile, did_you_mean};
 pub use locate::{Locator, Span, escape as locate_escape};
 pub use raw::DesiredState;
 pub use roster::Roster;
 pub use schedule::{OffState, Schedule};
-pub use schema::did_you_mean;
 pub use validate::{
     Files, load, load_templates, parse, parse_with, schema_json, templates_schema_json,
 };

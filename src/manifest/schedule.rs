@@ -7,8 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::diagnostic::Problem;
-use super::schema::did_you_mean;
+use super::diagnostic::{Problem, did_you_mean};
 use super::validate::Document;
 
 /// When the workspaces run.

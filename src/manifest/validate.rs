@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::diagnostic::{MAX_PROBLEMS, ManifestError, Problem, SourceFile};
+use super::diagnostic::{MAX_PROBLEMS, ManifestError, Problem, SourceFile, did_you_mean};
 use super::locate::{Locator, Span, SyntaxError, document_start, escape};
 use super::raw::{DesiredState, RawImage, RawManifest, RawTemplate};
 use super::read::{self, MAX_BYTES, Unreadable};
-use super::schema::{did_you_mean, manifest_problems, templates_problems};
+use super::schema::{manifest_problems, templates_problems};
 use super::{
     ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, Templates, member_workspaces,
     numbered_workspaces,
