@@ -22,9 +22,9 @@ use serde::Serialize;
 
 pub use diagnostic::{ManifestError, Problem, SourceFile, did_you_mean};
 pub use locate::{Locator, Span, escape as locate_escape};
-pub use raw::DesiredState;
+pub use raw::{DesiredState, OffState};
 pub use roster::Roster;
-pub use schedule::{OffState, Schedule};
+pub use schedule::Schedule;
 pub use validate::{
     Files, load, load_templates, parse, parse_with, schema_json, templates_schema_json,
 };
