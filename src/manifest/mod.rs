@@ -2,6 +2,7 @@
 //! validated [`Manifest`] the rest of prism trusts.
 
 mod diagnostic;
+mod document;
 mod excerpt;
 mod locate;
 #[cfg(test)]

@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::diagnostic::{Problem, did_you_mean};
+use super::document::Document;
 pub use super::raw::{Day, OffState, RawSchedule, RawWindow};
-use super::validate::Document;
 
 /// A validated schedule.
 #[derive(Debug, Clone, Serialize)]
