@@ -12,17 +12,11 @@ use serde_json::Value;
 use super::diagnostic::{MAX_PROBLEMS, ManifestError, Problem, did_you_mean};
 use super::document::Document;
 use super::locate::escape;
+use super::model::{ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, Templates};
+use super::names::{member_workspaces, numbered_workspaces};
 use super::raw::{DesiredState, RawImage, RawManifest, RawTemplate};
 use super::read::{self, Unreadable};
 use super::schema::{manifest_problems, templates_problems};
-use super::{
-    ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, Templates, member_workspaces,
-    numbered_workspaces,
-};
-
-pub use super::schema::{
-    manifest_schema as schema_json, templates_schema as templates_schema_json,
-};
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
