@@ -248,7 +248,7 @@ fn first_attached(i: &aws_sdk_ec2::types::Instance) -> Option<i64> {
 fn to_volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
     Volume {
         id: v.volume_id().unwrap_or_default().to_string(),
-        size_gib: v.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        size_gib: size(v.size()),
         volume_type: v
             .volume_type()
             .map(|t| t.as_str().to_string())
@@ -278,40 +278,46 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn to_snapshot(
-    id: Option<&str>,
-    volume_id: Option<&str>,
-    size: Option<i32>,
-    state: Option<&str>,
-    progress: Option<&str>,
-    started: Option<&aws_sdk_ec2::primitives::DateTime>,
-    tags: &[Tag],
-) -> Snapshot {
-    Snapshot {
-        id: id.unwrap_or_default().to_string(),
-        volume_id: volume_id.unwrap_or_default().to_string(),
-        size_gib: size.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
-        state: state.unwrap_or_default().to_string(),
-        progress: progress.filter(|p| !p.is_empty()).map(str::to_string),
-        started: started.map(|t| t.secs()),
-        tags: tag_map(tags),
-    }
+/// The [`Snapshot`] an SDK snapshot describes: a `Snapshot` (DescribeSnapshots) or a
+/// `SnapshotInfo` (CreateSnapshots), which have the same fields and no trait in common.
+macro_rules! to_snapshot {
+    ($s:expr) => {{
+        let s = $s;
+        Snapshot {
+            id: s.snapshot_id().unwrap_or_default().to_string(),
+            volume_id: s.volume_id().unwrap_or_default().to_string(),
+            size_gib: size(s.volume_size()),
+            state: s
+                .state()
+                .map(|st| st.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            progress: s.progress().filter(|p| !p.is_empty()).map(str::to_string),
+            started: s.start_time().map(|t| t.secs()),
+            tags: tag_map(s.tags()),
+        }
+    }};
 }
 
-fn to_file_system(
-    id: &str,
-    name: Option<&str>,
-    size: Option<i64>,
-    state: &str,
-    mounts: i32,
-) -> FileSystem {
-    FileSystem {
-        id: id.to_string(),
-        name: name.map(str::to_string),
-        size_bytes: size.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
-        state: state.to_string(),
-        mount_targets: u32::try_from(mounts).unwrap_or(0),
-    }
+/// The [`FileSystem`] an SDK file system describes: a `FileSystemDescription`
+/// (DescribeFileSystems) or a `CreateFileSystemOutput`, which have the same fields and
+/// no trait in common.
+macro_rules! to_file_system {
+    ($f:expr) => {{
+        let f = $f;
+        FileSystem {
+            id: f.file_system_id().to_string(),
+            name: f.name().map(str::to_string),
+            size_bytes: size(f.size_in_bytes().map(|s| s.value())),
+            state: f.life_cycle_state().as_str().to_string(),
+            mount_targets: u32::try_from(f.number_of_mount_targets()).unwrap_or(0),
+        }
+    }};
+}
+
+/// A size AWS gives as a signed number: 0 when missing or negative.
+fn size<N: TryInto<u64>>(n: Option<N>) -> u64 {
+    n.and_then(|n| n.try_into().ok()).unwrap_or(0)
 }
 
 fn to_request(r: &aws_sdk_servicequotas::types::RequestedServiceQuotaChange) -> QuotaRequest {
@@ -804,21 +810,7 @@ impl Cloud for AwsCloud {
                 .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
                 .send()
                 .await?;
-            Ok(out
-                .snapshots()
-                .iter()
-                .map(|s| {
-                    to_snapshot(
-                        s.snapshot_id(),
-                        s.volume_id(),
-                        s.volume_size(),
-                        s.state().map(|st| st.as_str()),
-                        s.progress(),
-                        s.start_time(),
-                        s.tags(),
-                    )
-                })
-                .collect())
+            Ok(out.snapshots().iter().map(|s| to_snapshot!(s)).collect())
         })
         .await
     }
@@ -839,17 +831,7 @@ impl Cloud for AwsCloud {
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 let page = page?;
-                out.extend(page.snapshots().iter().map(|s| {
-                    to_snapshot(
-                        s.snapshot_id(),
-                        s.volume_id(),
-                        s.volume_size(),
-                        s.state().map(|st| st.as_str()),
-                        s.progress(),
-                        s.start_time(),
-                        s.tags(),
-                    )
-                }));
+                out.extend(page.snapshots().iter().map(|s| to_snapshot!(s)));
             }
             Ok(out)
         })
@@ -902,15 +884,7 @@ impl Cloud for AwsCloud {
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
                 let page = page?;
-                out.extend(page.file_systems().iter().map(|f| {
-                    to_file_system(
-                        f.file_system_id(),
-                        f.name(),
-                        f.size_in_bytes().map(|s| s.value()),
-                        f.life_cycle_state().as_str(),
-                        f.number_of_mount_targets(),
-                    )
-                }));
+                out.extend(page.file_systems().iter().map(|f| to_file_system!(f)));
             }
             Ok(out)
         })
@@ -937,13 +911,13 @@ impl Cloud for AwsCloud {
                 .send()
                 .await;
             match out {
-                Ok(f) => Ok(to_file_system(
-                    f.file_system_id(),
-                    f.name().or(Some(name)),
-                    f.size_in_bytes().map(|s| s.value()),
-                    f.life_cycle_state().as_str(),
-                    f.number_of_mount_targets(),
-                )),
+                Ok(f) => {
+                    let created = to_file_system!(&f);
+                    Ok(FileSystem {
+                        name: created.name.or_else(|| Some(name.to_string())),
+                        ..created
+                    })
+                }
                 // The token was used before: that file system is the one asked for.
                 Err(e) if e.code() == Some("FileSystemAlreadyExists") => {
                     let existing = self.list_file_systems().await?;
