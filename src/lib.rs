@@ -22,3 +22,6 @@ pub mod watch;
 
 #[cfg(test)]
 mod term_tests;
+
+#[cfg(test)]
+mod layering_tests;

@@ -248,7 +248,7 @@ fn first_attached(i: &aws_sdk_ec2::types::Instance) -> Option<i64> {
 fn to_volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
     Volume {
         id: v.volume_id().unwrap_or_default().to_string(),
-        size_gib: v.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        size_gib: size(v.size()),
         volume_type: v
             .volume_type()
             .map(|t| t.as_str().to_string())
@@ -278,40 +278,46 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn to_snapshot(
-    id: Option<&str>,
-    volume_id: Option<&str>,
-    size: Option<i32>,
-    state: Option<&str>,
-    progress: Option<&str>,
-    started: Option<&aws_sdk_ec2::primitives::DateTime>,
-    tags: &[Tag],
-) -> Snapshot {
-    Snapshot {
-        id: id.unwrap_or_default().to_string(),
-        volume_id: volume_id.unwrap_or_default().to_string(),
-        size_gib: size.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
-        state: state.unwrap_or_default().to_string(),
-        progress: progress.filter(|p| !p.is_empty()).map(str::to_string),
-        started: started.map(|t| t.secs()),
-        tags: tag_map(tags),
-    }
+/// The [`Snapshot`] an SDK snapshot describes: a `Snapshot` (DescribeSnapshots) or a
+/// `SnapshotInfo` (CreateSnapshots), which have the same fields and no trait in common.
+macro_rules! to_snapshot {
+    ($s:expr) => {{
+        let s = $s;
+        Snapshot {
+            id: s.snapshot_id().unwrap_or_default().to_string(),
+            volume_id: s.volume_id().unwrap_or_default().to_string(),
+            size_gib: size(s.volume_size()),
+            state: s
+                .state()
+                .map(|st| st.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            progress: s.progress().filter(|p| !p.is_empty()).map(str::to_string),
+            started: s.start_time().map(|t| t.secs()),
+            tags: tag_map(s.tags()),
+        }
+    }};
 }
 
-fn to_file_system(
-    id: &str,
-    name: Option<&str>,
-    size: Option<i64>,
-    state: &str,
-    mounts: i32,
-) -> FileSystem {
-    FileSystem {
-        id: id.to_string(),
-        name: name.map(str::to_string),
-        size_bytes: size.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
-        state: state.to_string(),
-        mount_targets: u32::try_from(mounts).unwrap_or(0),
-    }
+/// The [`FileSystem`] an SDK file system describes: a `FileSystemDescription`
+/// (DescribeFileSystems) or a `CreateFileSystemOutput`, which have the same fields and
+/// no trait in common.
+macro_rules! to_file_system {
+    ($f:expr) => {{
+        let f = $f;
+        FileSystem {
+            id: f.file_system_id().to_string(),
+            name: f.name().map(str::to_string),
+            size_bytes: size(f.size_in_bytes().map(|s| s.value())),
+            state: f.life_cycle_state().as_str().to_string(),
+            mount_targets: u32::try_from(f.number_of_mount_targets()).unwrap_or(0),
+        }
+    }};
+}
+
+/// A size AWS gives as a signed number: 0 when missing or negative.
+fn size<N: TryInto<u64>>(n: Option<N>) -> u64 {
+    n.and_then(|n| n.try_into().ok()).unwrap_or(0)
 }
 
 fn to_request(r: &aws_sdk_servicequotas::types::RequestedServiceQuotaChange) -> QuotaRequest {
@@ -372,12 +378,83 @@ fn quota_value(q: &aws_sdk_servicequotas::types::ServiceQuota) -> QuotaValue {
     }
 }
 
+/// How the body of one AWS operation failed, before [`AwsCloud::call`] names the
+/// operation in a [`CloudError`].
+enum Failure<E> {
+    /// The SDK's error.
+    Sdk(SdkError<E, HttpResponse>),
+    /// What prism finds itself (an answer without what was asked for, a request it
+    /// cannot build): the code, message and HTTP status to report.
+    Own {
+        code: Option<&'static str>,
+        message: String,
+        status: Option<u16>,
+    },
+    /// The error of another operation the body made, reported as that operation's.
+    Other(CloudError),
+}
+
+impl<E> Failure<E> {
+    /// prism's own error, without a code or status.
+    fn own(message: impl Into<String>) -> Self {
+        Failure::Own {
+            code: None,
+            message: message.into(),
+            status: None,
+        }
+    }
+}
+
+impl<E> From<SdkError<E, HttpResponse>> for Failure<E> {
+    fn from(e: SdkError<E, HttpResponse>) -> Self {
+        Failure::Sdk(e)
+    }
+}
+
+impl<E> From<CloudError> for Failure<E> {
+    fn from(e: CloudError) -> Self {
+        Failure::Other(e)
+    }
+}
+
 impl AwsCloud {
-    fn fail<E>(&self, operation: &'static str, err: SdkError<E, HttpResponse>) -> CloudError
+    /// Runs `body`, the whole of one AWS operation (every page, the reading of the
+    /// answer), naming `operation` in its error; logs it at debug level with its
+    /// outcome and duration: what a person debugging a launch needs (`-vv`, or
+    /// `RUST_LOG=prism=debug`).
+    async fn call<T, E>(
+        &self,
+        operation: &'static str,
+        body: impl Future<Output = Result<T, Failure<E>>>,
+    ) -> Result<T, CloudError>
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        convert(operation, err, &self.host(operation))
+        let start = std::time::Instant::now();
+        let result = body.await.map_err(|failure| match failure {
+            Failure::Sdk(e) => convert(operation, e, &self.host(operation)),
+            Failure::Own {
+                code,
+                message,
+                status,
+            } => CloudError::service(operation, code, message, status),
+            Failure::Other(e) => e,
+        });
+        let ms = start.elapsed().as_millis() as u64;
+        let api = operation;
+        match &result {
+            Ok(_) => tracing::debug!(target: "prism::aws", api, ms, "ok"),
+            Err(e) => tracing::debug!(
+                target: "prism::aws",
+                api,
+                ms,
+                code = e.code.as_deref().unwrap_or("-"),
+                class = ?e.class,
+                "failed: {}",
+                e.message
+            ),
+        }
+        result
     }
 
     /// The host a call of `operation` goes to: the custom endpoint's, else AWS's own.
@@ -404,30 +481,6 @@ impl AwsCloud {
     }
 }
 
-/// Runs one AWS call, logging it at debug level with its outcome and duration: what a
-/// person debugging a launch needs (`-vv`, or `RUST_LOG=prism=debug`).
-async fn traced<T>(
-    api: &'static str,
-    call: impl std::future::Future<Output = Result<T, CloudError>>,
-) -> Result<T, CloudError> {
-    let start = std::time::Instant::now();
-    let result = call.await;
-    let ms = start.elapsed().as_millis() as u64;
-    match &result {
-        Ok(_) => tracing::debug!(target: "prism::aws", api, ms, "ok"),
-        Err(e) => tracing::debug!(
-            target: "prism::aws",
-            api,
-            ms,
-            code = e.code.as_deref().unwrap_or("-"),
-            class = ?e.class,
-            "failed: {}",
-            e.message
-        ),
-    }
-    result
-}
-
 #[async_trait]
 impl Cloud for AwsCloud {
     fn region(&self) -> &str {
@@ -435,7 +488,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {
-        traced("DescribeInstances", async move {
+        self.call("DescribeInstances", async move {
             let mut filters = tag_filters(&f.tags, &f.tag_keys);
             if !f.states.is_empty() {
                 filters.push(filter(
@@ -460,7 +513,7 @@ impl Cloud for AwsCloud {
                 .send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.fail("DescribeInstances", e))?;
+                let page = page?;
                 for r in page.reservations() {
                     out.extend(r.instances().iter().filter_map(to_instance));
                 }
@@ -474,7 +527,7 @@ impl Cloud for AwsCloud {
         &self,
         types: &[String],
     ) -> Result<BTreeMap<String, u32>, CloudError> {
-        traced("DescribeInstanceTypes", async move {
+        self.call("DescribeInstanceTypes", async move {
             let mut out = BTreeMap::new();
             // A filter rather than the InstanceTypes parameter: an unknown type is then
             // simply absent instead of failing the whole call.
@@ -486,7 +539,7 @@ impl Cloud for AwsCloud {
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| self.fail("DescribeInstanceTypes", e))?;
+                    let page = page?;
                     for t in page.instance_types() {
                         let vcpus = t.v_cpu_info().and_then(|v| v.default_v_cpus());
                         if let (Some(name), Some(vcpus)) = (t.instance_type(), vcpus) {
@@ -508,7 +561,7 @@ impl Cloud for AwsCloud {
         service: &str,
         code: &str,
     ) -> Result<Option<QuotaValue>, CloudError> {
-        traced("GetServiceQuota", async move {
+        self.call("GetServiceQuota", async move {
             let answer = self
                 .quotas
                 .get_service_quota()
@@ -519,7 +572,7 @@ impl Cloud for AwsCloud {
             match answer {
                 Ok(out) => Ok(out.quota().map(quota_value)),
                 Err(e) if e.code() == Some("NoSuchResourceException") => Ok(None),
-                Err(e) => Err(self.fail("GetServiceQuota", e)),
+                Err(e) => Err(Failure::Sdk(e)),
             }
         })
         .await
@@ -530,63 +583,55 @@ impl Cloud for AwsCloud {
         service: &str,
         code: &str,
     ) -> Result<QuotaValue, CloudError> {
-        traced("GetAWSDefaultServiceQuota", async move {
+        self.call("GetAWSDefaultServiceQuota", async move {
             let out = self
                 .quotas
                 .get_aws_default_service_quota()
                 .service_code(service)
                 .quota_code(code)
                 .send()
-                .await
-                .map_err(|e| self.fail("GetAWSDefaultServiceQuota", e))?;
-            out.quota().map(quota_value).ok_or_else(|| {
-                CloudError::service(
-                    "GetAWSDefaultServiceQuota",
-                    None,
-                    format!("no value for {service}/{code}"),
-                    None,
-                )
-            })
+                .await?;
+            out.quota()
+                .map(quota_value)
+                .ok_or_else(|| Failure::own(format!("no value for {service}/{code}")))
         })
         .await
     }
 
     async fn find_images(&self, owner: &str, name_pattern: &str) -> Result<Vec<Image>, CloudError> {
-        traced("DescribeImages", async move {
+        self.call("DescribeImages", async move {
             let out = self
                 .ec2
                 .describe_images()
                 .owners(owner)
                 .filters(filter("name", [name_pattern.to_string()]))
                 .send()
-                .await
-                .map_err(|e| self.fail("DescribeImages", e))?;
+                .await?;
             Ok(out.images().iter().filter_map(to_image).collect())
         })
         .await
     }
 
     async fn describe_image(&self, id: &str) -> Result<Option<Image>, CloudError> {
-        traced("DescribeImages", async move {
+        self.call("DescribeImages", async move {
             let answer = self.ec2.describe_images().image_ids(id).send().await;
             match answer {
                 Ok(out) => Ok(out.images().iter().find_map(to_image)),
                 Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
-                Err(e) => Err(self.fail("DescribeImages", e)),
+                Err(e) => Err(Failure::Sdk(e)),
             }
         })
         .await
     }
 
     async fn availability_zones(&self) -> Result<Vec<String>, CloudError> {
-        traced("DescribeAvailabilityZones", async move {
+        self.call("DescribeAvailabilityZones", async move {
             let out = self
                 .ec2
                 .describe_availability_zones()
                 .filters(filter("state", ["available".to_string()]))
                 .send()
-                .await
-                .map_err(|e| self.fail("DescribeAvailabilityZones", e))?;
+                .await?;
             let mut zones: Vec<String> = out
                 .availability_zones()
                 .iter()
@@ -599,7 +644,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
-        traced("RunInstances", async move {
+        self.call("RunInstances", async move {
             let mut req = self
                 .ec2
                 .run_instances()
@@ -651,61 +696,46 @@ impl Cloud for AwsCloud {
                         .build(),
                 );
             }
-            let out = req.send().await.map_err(|e| self.fail("RunInstances", e))?;
-            out.instances().iter().find_map(to_instance).ok_or_else(|| {
-                CloudError::service(
-                    "RunInstances",
-                    None,
-                    "AWS answered without an instance",
-                    None,
-                )
-            })
+            let out = req.send().await?;
+            out.instances()
+                .iter()
+                .find_map(to_instance)
+                .ok_or_else(|| Failure::own("AWS answered without an instance"))
         })
         .await
     }
 
     async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
-        traced("StartInstances", async move {
-            self.ec2
-                .start_instances()
-                .instance_ids(id)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("StartInstances", e))
+        self.call("StartInstances", async move {
+            self.ec2.start_instances().instance_ids(id).send().await?;
+            Ok(())
         })
         .await
     }
 
     async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {
-        traced("CreateTags", async move {
+        self.call("CreateTags", async move {
             self.ec2
                 .create_tags()
                 .resources(id)
                 .tags(Tag::builder().key(key).value(value).build())
                 .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("CreateTags", e))
+                .await?;
+            Ok(())
         })
         .await
     }
 
     async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
-        traced("StopInstances", async move {
-            self.ec2
-                .stop_instances()
-                .instance_ids(id)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("StopInstances", e))
+        self.call("StopInstances", async move {
+            self.ec2.stop_instances().instance_ids(id).send().await?;
+            Ok(())
         })
         .await
     }
 
     async fn modify_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError> {
-        traced("ModifyInstanceAttribute", async move {
+        self.call("ModifyInstanceAttribute", async move {
             self.ec2
                 .modify_instance_attribute()
                 .instance_id(id)
@@ -715,42 +745,39 @@ impl Cloud for AwsCloud {
                         .build(),
                 )
                 .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("ModifyInstanceAttribute", e))
+                .await?;
+            Ok(())
         })
         .await
     }
 
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
-        traced("StopInstances", async move {
+        self.call("StopInstances", async move {
             self.ec2
                 .stop_instances()
                 .instance_ids(id)
                 .hibernate(true)
                 .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("StopInstances", e))
+                .await?;
+            Ok(())
         })
         .await
     }
 
     async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
-        traced("TerminateInstances", async move {
+        self.call("TerminateInstances", async move {
             self.ec2
                 .terminate_instances()
                 .instance_ids(id)
                 .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("TerminateInstances", e))
+                .await?;
+            Ok(())
         })
         .await
     }
 
     async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError> {
-        traced("DescribeVolumes", async move {
+        self.call("DescribeVolumes", async move {
             let filters = volume_type.map(|t| vec![filter("volume-type", [t.to_string()])]);
             let mut pages = self
                 .ec2
@@ -760,7 +787,7 @@ impl Cloud for AwsCloud {
                 .send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.fail("DescribeVolumes", e))?;
+                let page = page?;
                 out.extend(page.volumes().iter().map(to_volume));
             }
             Ok(out)
@@ -774,7 +801,7 @@ impl Cloud for AwsCloud {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<Snapshot>, CloudError> {
-        traced("CreateSnapshots", async move {
+        self.call("CreateSnapshots", async move {
             let out = self
                 .ec2
                 .create_snapshots()
@@ -782,29 +809,14 @@ impl Cloud for AwsCloud {
                 .description(description)
                 .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
                 .send()
-                .await
-                .map_err(|e| self.fail("CreateSnapshots", e))?;
-            Ok(out
-                .snapshots()
-                .iter()
-                .map(|s| {
-                    to_snapshot(
-                        s.snapshot_id(),
-                        s.volume_id(),
-                        s.volume_size(),
-                        s.state().map(|st| st.as_str()),
-                        s.progress(),
-                        s.start_time(),
-                        s.tags(),
-                    )
-                })
-                .collect())
+                .await?;
+            Ok(out.snapshots().iter().map(|s| to_snapshot!(s)).collect())
         })
         .await
     }
 
     async fn describe_snapshots(&self, f: &SnapshotFilter) -> Result<Vec<Snapshot>, CloudError> {
-        traced("DescribeSnapshots", async move {
+        self.call("DescribeSnapshots", async move {
             let mut filters = tag_filters(&f.tags, &f.tag_keys);
             if !f.ids.is_empty() {
                 filters.push(filter("snapshot-id", f.ids.iter().cloned()));
@@ -818,18 +830,8 @@ impl Cloud for AwsCloud {
                 .send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.fail("DescribeSnapshots", e))?;
-                out.extend(page.snapshots().iter().map(|s| {
-                    to_snapshot(
-                        s.snapshot_id(),
-                        s.volume_id(),
-                        s.volume_size(),
-                        s.state().map(|st| st.as_str()),
-                        s.progress(),
-                        s.start_time(),
-                        s.tags(),
-                    )
-                }));
+                let page = page?;
+                out.extend(page.snapshots().iter().map(|s| to_snapshot!(s)));
             }
             Ok(out)
         })
@@ -842,7 +844,7 @@ impl Cloud for AwsCloud {
         zone: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<Volume, CloudError> {
-        traced("CreateVolume", async move {
+        self.call("CreateVolume", async move {
             let out = self
                 .ec2
                 .create_volume()
@@ -851,8 +853,7 @@ impl Cloud for AwsCloud {
                 .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
                 .tag_specifications(tag_spec(ResourceType::Volume, tags))
                 .send()
-                .await
-                .map_err(|e| self.fail("CreateVolume", e))?;
+                .await?;
             Ok(Volume {
                 id: out.volume_id().unwrap_or_default().to_string(),
                 size_gib: u64::from(size_gib),
@@ -870,33 +871,20 @@ impl Cloud for AwsCloud {
     }
 
     async fn delete_volume(&self, id: &str) -> Result<(), CloudError> {
-        traced("DeleteVolume", async move {
-            self.ec2
-                .delete_volume()
-                .volume_id(id)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("DeleteVolume", e))
+        self.call("DeleteVolume", async move {
+            self.ec2.delete_volume().volume_id(id).send().await?;
+            Ok(())
         })
         .await
     }
 
     async fn list_file_systems(&self) -> Result<Vec<FileSystem>, CloudError> {
-        traced("DescribeFileSystems", async move {
+        self.call("DescribeFileSystems", async move {
             let mut pages = self.efs.describe_file_systems().into_paginator().send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| self.fail("DescribeFileSystems", e))?;
-                out.extend(page.file_systems().iter().map(|f| {
-                    to_file_system(
-                        f.file_system_id(),
-                        f.name(),
-                        f.size_in_bytes().map(|s| s.value()),
-                        f.life_cycle_state().as_str(),
-                        f.number_of_mount_targets(),
-                    )
-                }));
+                let page = page?;
+                out.extend(page.file_systems().iter().map(|f| to_file_system!(f)));
             }
             Ok(out)
         })
@@ -904,18 +892,15 @@ impl Cloud for AwsCloud {
     }
 
     async fn create_file_system(&self, name: &str, token: &str) -> Result<FileSystem, CloudError> {
-        traced("CreateFileSystem", async move {
+        self.call("CreateFileSystem", async move {
             let tag = aws_sdk_efs::types::Tag::builder()
                 .key("Name")
                 .value(name)
                 .build()
-                .map_err(|e| {
-                    CloudError::service(
-                        "CreateFileSystem",
-                        Some("InvalidParameterValue"),
-                        e.to_string(),
-                        None,
-                    )
+                .map_err(|e| Failure::Own {
+                    code: Some("InvalidParameterValue"),
+                    message: e.to_string(),
+                    status: None,
                 })?;
             let out = self
                 .efs
@@ -926,36 +911,35 @@ impl Cloud for AwsCloud {
                 .send()
                 .await;
             match out {
-                Ok(f) => Ok(to_file_system(
-                    f.file_system_id(),
-                    f.name().or(Some(name)),
-                    f.size_in_bytes().map(|s| s.value()),
-                    f.life_cycle_state().as_str(),
-                    f.number_of_mount_targets(),
-                )),
+                Ok(f) => {
+                    let created = to_file_system!(&f);
+                    Ok(FileSystem {
+                        name: created.name.or_else(|| Some(name.to_string())),
+                        ..created
+                    })
+                }
                 // The token was used before: that file system is the one asked for.
                 Err(e) if e.code() == Some("FileSystemAlreadyExists") => {
                     let existing = self.list_file_systems().await?;
                     existing
                         .into_iter()
                         .find(|f| f.name.as_deref() == Some(name))
-                        .ok_or_else(|| self.fail("CreateFileSystem", e))
+                        .ok_or(Failure::Sdk(e))
                 }
-                Err(e) => Err(self.fail("CreateFileSystem", e)),
+                Err(e) => Err(Failure::Sdk(e)),
             }
         })
         .await
     }
 
     async fn delete_file_system(&self, id: &str) -> Result<(), CloudError> {
-        traced("DeleteFileSystem", async move {
+        self.call("DeleteFileSystem", async move {
             self.efs
                 .delete_file_system()
                 .file_system_id(id)
                 .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.fail("DeleteFileSystem", e))
+                .await?;
+            Ok(())
         })
         .await
     }
@@ -966,7 +950,7 @@ impl Cloud for AwsCloud {
         code: &str,
         desired: f64,
     ) -> Result<QuotaRequest, CloudError> {
-        traced("RequestServiceQuotaIncrease", async move {
+        self.call("RequestServiceQuotaIncrease", async move {
             let out = self
                 .quotas
                 .request_service_quota_increase()
@@ -974,42 +958,33 @@ impl Cloud for AwsCloud {
                 .quota_code(code)
                 .desired_value(desired)
                 .send()
-                .await
-                .map_err(|e| self.fail("RequestServiceQuotaIncrease", e))?;
-            out.requested_quota().map(to_request).ok_or_else(|| {
-                CloudError::service(
-                    "RequestServiceQuotaIncrease",
-                    None,
-                    "AWS answered without the request",
-                    None,
-                )
-            })
+                .await?;
+            out.requested_quota()
+                .map(to_request)
+                .ok_or_else(|| Failure::own("AWS answered without the request"))
         })
         .await
     }
 
     async fn get_quota_request(&self, id: &str) -> Result<QuotaRequest, CloudError> {
-        traced("GetRequestedServiceQuotaChange", async move {
+        self.call("GetRequestedServiceQuotaChange", async move {
             let out = self
                 .quotas
                 .get_requested_service_quota_change()
                 .request_id(id)
                 .send()
                 .await;
-            let missing = |status| {
-                CloudError::service(
-                    "GetRequestedServiceQuotaChange",
-                    Some("NoSuchQuotaRequest"),
-                    format!("no quota increase request with the id `{id}`"),
-                    status,
-                )
+            let missing = |status| Failure::Own {
+                code: Some("NoSuchQuotaRequest"),
+                message: format!("no quota increase request with the id `{id}`"),
+                status,
             };
             let out = match out {
                 Ok(out) => out,
                 Err(e) if e.code() == Some("NoSuchResourceException") => {
                     return Err(missing(e.raw_response().map(|r| r.status().as_u16())));
                 }
-                Err(e) => return Err(self.fail("GetRequestedServiceQuotaChange", e)),
+                Err(e) => return Err(Failure::Sdk(e)),
             };
             out.requested_quota()
                 .map(to_request)
@@ -1023,7 +998,7 @@ impl Cloud for AwsCloud {
         service: &str,
         status: Option<&str>,
     ) -> Result<Vec<QuotaRequest>, CloudError> {
-        traced("ListRequestedServiceQuotaChangeHistory", async move {
+        self.call("ListRequestedServiceQuotaChangeHistory", async move {
             let mut pages = self
                 .quotas
                 .list_requested_service_quota_change_history()
@@ -1033,8 +1008,7 @@ impl Cloud for AwsCloud {
                 .send();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
-                let page =
-                    page.map_err(|e| self.fail("ListRequestedServiceQuotaChangeHistory", e))?;
+                let page = page?;
                 out.extend(page.requested_quotas().iter().map(to_request));
             }
             Ok(out)

@@ -1,9 +1,18 @@
 //! The fleet manifest: raw serde types, validation with located diagnostics, and the
 //! validated [`Manifest`] the rest of prism trusts.
+//!
+//! The files build on each other bottom-up, and never in a cycle (`layering_tests`
+//! holds them to it): `visible`, `locate`, `excerpt`, `diagnostic`, `read`, `names`
+//! and `raw` at the bottom; `document`, `schema` and `roster` on them; `schedule`;
+//! `model`; `validate` at the top. This file only re-exports them, and holds what
+//! none of them uses.
 
 mod diagnostic;
+mod document;
 mod excerpt;
 mod locate;
+mod model;
+mod names;
 #[cfg(test)]
 mod proptests;
 pub mod raw;
@@ -14,54 +23,15 @@ mod schema;
 mod validate;
 mod visible;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use serde::Serialize;
-
-pub use diagnostic::{ManifestError, Problem, SourceFile};
+pub use diagnostic::{ManifestError, Problem, SourceFile, did_you_mean};
 pub use locate::{Locator, Span, escape as locate_escape};
-pub use raw::DesiredState;
+pub use model::{ImageRef, Manifest, RateLimitSpec, RetryPolicy, Template, Templates};
+pub use names::{NAME_MAX, member_workspaces, numbered_workspaces, valid_name};
+pub use raw::{DesiredState, OffState};
 pub use roster::Roster;
-pub use schedule::{OffState, Schedule};
-pub use schema::did_you_mean;
-pub use validate::{
-    Files, load, load_templates, parse, parse_with, schema_json, templates_schema_json,
-};
-
-/// A validated manifest: defaults resolved, the template looked up, workspaces named.
-#[derive(Debug, Clone, Serialize)]
-pub struct Manifest {
-    /// The file it was read from.
-    pub source: PathBuf,
-    /// Fleet name (tag `prism:fleet`).
-    pub name: String,
-    /// Project (tag `prism:project`).
-    pub project: String,
-    /// The template every workspace is launched from.
-    pub template: Template,
-    /// Every template the manifest defines or reads, by name.
-    #[serde(skip)]
-    pub templates: Templates,
-    /// Workspace names in order: `<name>-01`… or `<name>-<member>`.
-    pub workspaces: Vec<String>,
-    /// Region, when the manifest names one.
-    pub region: Option<String>,
-    /// Desired state of every workspace; for a scheduled fleet, its state outside the
-    /// windows (what anything that does not read the schedule should assume).
-    pub state: DesiredState,
-    /// When the workspaces run, if the fleet has a timetable.
-    pub schedule: Option<Schedule>,
-    /// The roster the members were read from, if any.
-    pub roster: Option<Roster>,
-    /// Whether workspaces no longer wanted may be deleted.
-    pub prune: bool,
-    /// Launch pacing as written; unset fields fall back to the user config, then defaults.
-    pub rate_limit: RateLimitSpec,
-    /// Retry policy, defaults resolved.
-    pub retry: RetryPolicy,
-}
+pub use schedule::Schedule;
+pub use schema::{manifest_schema as schema_json, templates_schema as templates_schema_json};
+pub use validate::{Files, load, load_templates, parse, parse_with};
 
 /// The text of the manifest file at `path` (named `name`): at most 1 MiB of UTF-8;
 /// Err says why not.
@@ -70,119 +40,6 @@ pub fn read_text(path: &std::path::Path, name: &str) -> Result<String, String> {
         read::Unreadable::Io(e) => e.to_string(),
         read::Unreadable::Problem(p) => p.to_string(),
     })
-}
-
-impl Manifest {
-    /// The name the fleet's owner tag gives this manifest: its file name, which stays
-    /// the same when the file is moved to another folder or read by replicas on other
-    /// machines.
-    pub fn owner(&self) -> String {
-        self.source.file_name().map_or_else(
-            || self.source.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        )
-    }
-}
-
-/// A launch template.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Template {
-    pub name: String,
-    pub image: ImageRef,
-    pub instance_type: String,
-    /// Types launched, in order, when `instance_type` is sold out in every zone.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fallback_instance_types: Vec<String>,
-    pub root_volume_gb: Option<u32>,
-    pub user_data: Option<String>,
-    pub hibernation: bool,
-    /// A snapshot restored as each launch's data volume (`workspace create
-    /// --from-snapshot`); never written in a manifest.
-    #[serde(skip)]
-    pub restore_snapshot: Option<String>,
-}
-
-/// Which image a template launches.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(untagged)]
-pub enum ImageRef {
-    /// A fixed AMI id.
-    Id(String),
-    /// The newest image of `owner` whose name matches `name`.
-    Lookup { owner: String, name: String },
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ImageRef::Id(id) => f.write_str(id),
-            ImageRef::Lookup { owner, name } => write!(f, "{owner}/{name}"),
-        }
-    }
-}
-
-/// Launch pacing as the manifest writes it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RateLimitSpec {
-    pub rate_per_minute: Option<f64>,
-    pub burst_size: Option<u32>,
-    pub adaptive: Option<bool>,
-}
-
-/// How failed AWS calls are retried.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    #[serde(with = "humantime_serde_compat")]
-    pub initial_backoff: Duration,
-    #[serde(with = "humantime_serde_compat")]
-    pub max_backoff: Duration,
-    pub multiplier: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_retries: 3,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-            multiplier: 2.0,
-        }
-    }
-}
-
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-}
-
-/// The longest fleet, member or workspace name (the schema's `maxLength`).
-pub const NAME_MAX: usize = 40;
-
-/// The one naming rule of fleets, members and workspaces: 1 to [`NAME_MAX`] lowercase
-/// letters, digits and '-', starting and ending with a letter or digit (the schema's
-/// `pattern`).
-pub fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= NAME_MAX
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !n.starts_with('-')
-        && !n.ends_with('-')
-}
-
-/// Names the workspaces of a fleet: numbered, zero-padded to two digits. The padding
-/// never depends on the count, so raising the count (even past 99) only appends names.
-pub fn numbered_workspaces(fleet: &str, count: u32) -> Vec<String> {
-    (1..=count).map(|i| format!("{fleet}-{i:02}")).collect()
-}
-
-/// Names the workspaces of a fleet after its members.
-pub fn member_workspaces(fleet: &str, members: &[String]) -> Vec<String> {
-    members.iter().map(|m| format!("{fleet}-{m}")).collect()
 }
 
 /// A problem found after `manifest` was loaded (by looking at AWS), located at the
@@ -213,9 +70,6 @@ pub fn problem_after_load(
         more: false,
     }
 }
-
-/// Templates by name, as merged from the manifest and its templates file.
-pub type Templates = BTreeMap<String, Template>;
 
 #[cfg(test)]
 mod tests {

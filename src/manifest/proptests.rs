@@ -272,7 +272,7 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     if let Err(e) = super::locate::Locator::new(text)
         && !e.too_deep
-        && super::validate::brackets(text) <= super::validate::FALLBACK_BRACKETS
+        && super::document::brackets(text) <= super::document::FALLBACK_BRACKETS
         && let Err(err) = super::parse(Path::new("m.yaml"), text)
     {
         let refused = err

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use super::diagnostic::{MAX_PROBLEMS, Problem, SourceFile};
 use super::locate::Span;
+use super::names::{NAME_MAX, valid_name};
 use super::read::{self, Unreadable};
-use super::{NAME_MAX, valid_name};
 
 /// The columns tried, in order, when the manifest names none: those of common LMS
 /// exports. Headers are compared with case, spaces, `-` and `.` ignored (`SIS User ID`

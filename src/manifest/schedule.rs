@@ -1,100 +1,14 @@
-//! A fleet's timetable: the `schedule:` key as written, its checks (located), and the
-//! validated [`Schedule`] the planner reads. What the schedule wants at a given moment
-//! is worked out in `plan::schedule`.
+//! A fleet's timetable: the checks of the `schedule:` key (located; the key as written
+//! is typed in `raw.rs`), and the validated [`Schedule`] the planner reads. What the
+//! schedule wants at a given moment is worked out in `plan::schedule`.
 
 use jiff::tz::TimeZone;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-use super::diagnostic::Problem;
-use super::schema::did_you_mean;
-use super::validate::Document;
-
-/// When the workspaces run.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawSchedule {
-    /// IANA time zone the windows are written in, such as `America/Chicago` or `UTC`.
-    #[schemars(length(min = 1))]
-    pub timezone: String,
-    /// The windows of the week in which the workspaces run.
-    #[schemars(length(min = 1))]
-    pub running: Vec<RawWindow>,
-    /// The state outside the windows. Default `stopped`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub otherwise: Option<OffState>,
-}
-
-/// Days and hours in which the workspaces run.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawWindow {
-    /// Days of the week: mon, tue, wed, thu, fri, sat, sun.
-    #[schemars(length(min = 1))]
-    pub days: Vec<Day>,
-    /// Start time, `HH:MM` (24-hour clock, local time of the schedule's zone).
-    pub from: String,
-    /// End time, `HH:MM`, after `from` on the same day; `24:00` is midnight.
-    pub to: String,
-    /// What the window is called in plans and logs. Default `class hours`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 60))]
-    pub name: Option<String>,
-}
-
-/// A day of the week.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Day {
-    Mon,
-    Tue,
-    Wed,
-    Thu,
-    Fri,
-    Sat,
-    Sun,
-}
-
-impl Day {
-    /// The day as plans show it: `Mon`.
-    pub fn short(self) -> &'static str {
-        match self {
-            Day::Mon => "Mon",
-            Day::Tue => "Tue",
-            Day::Wed => "Wed",
-            Day::Thu => "Thu",
-            Day::Fri => "Fri",
-            Day::Sat => "Sat",
-            Day::Sun => "Sun",
-        }
-    }
-
-    /// The same day as jiff counts them.
-    pub fn weekday(self) -> jiff::civil::Weekday {
-        use jiff::civil::Weekday::*;
-        match self {
-            Day::Mon => Monday,
-            Day::Tue => Tuesday,
-            Day::Wed => Wednesday,
-            Day::Thu => Thursday,
-            Day::Fri => Friday,
-            Day::Sat => Saturday,
-            Day::Sun => Sunday,
-        }
-    }
-}
-
-/// The state of a scheduled fleet outside its windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OffState {
-    #[default]
-    Stopped,
-    Hibernated,
-}
+use super::diagnostic::{Problem, did_you_mean};
+use super::document::Document;
+pub use super::raw::{Day, OffState, RawSchedule, RawWindow};
 
 /// A validated schedule.
 #[derive(Debug, Clone, Serialize)]

@@ -8,7 +8,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
-use super::diagnostic::{MAX_PROBLEMS, Problem, SourceFile};
+use super::diagnostic::{MAX_PROBLEMS, Problem, SourceFile, did_you_mean};
 use super::locate::{Locator, escape};
 use super::raw::{RawManifest, RawTemplate};
 
@@ -340,16 +340,6 @@ fn property_names(node: &Value) -> Vec<String> {
 
 fn description(node: &Value) -> Option<&str> {
     node.get("description").and_then(Value::as_str)
-}
-
-/// The closest candidate to `word`, if close enough to be a likely typo.
-pub fn did_you_mean(word: &str, candidates: &[String]) -> Option<String> {
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.clone())
 }
 
 fn expected_type(kind: &TypeKind) -> String {
