@@ -527,7 +527,6 @@ fn the_files_of_manifest_form_no_cycle() {
 }
 
 #[test]
-#[ignore = "engine layering in progress"]
 fn the_files_of_engine_form_no_cycle() {
     let found = cycles("src/engine", "crate::engine");
     assert!(

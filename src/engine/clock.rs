@@ -73,6 +73,16 @@ pub async fn until_ready(bucket: &Bucket) -> Option<Duration> {
     }
 }
 
+/// A duration as people say it: `45s`, `2m 5s`, `1h 3m`.
+pub fn duration_text(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

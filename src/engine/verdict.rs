@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::ser::SerializeMap;
 
-use super::progress::duration_text;
+use super::clock::duration_text;
 
 /// Why a workspace is left as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
