@@ -56,8 +56,15 @@ pub struct RawManifest {
     /// May prism delete this fleet's workspaces that are no longer wanted? Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,
-    /// Pace of launches during apply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Pace of launches: `auto` (the default: as fast as AWS's RunInstances bucket
+    /// allows, 5 at once then 120 per minute, slower when AWS throttles), or a bucket of
+    /// your own.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "auto_or_bucket"
+    )]
+    #[schemars(schema_with = "auto_or_bucket_schema")]
     pub rate_limit: Option<RawRateLimit>,
     /// Retries of failed AWS calls during apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,11 +172,46 @@ pub enum OffState {
     Hibernated,
 }
 
+/// `rate_limit`: the word `auto` (None: the default pace), or a bucket (a map, with its
+/// own errors: an unknown key is pointed at as in any other map).
+fn auto_or_bucket<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<RawRateLimit>, D::Error> {
+    struct Pace;
+    impl<'de> serde::de::Visitor<'de> for Pace {
+        type Value = Option<RawRateLimit>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("`auto` or a map of rate_per_minute, burst_size, adaptive")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v {
+                "auto" => Ok(None),
+                other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+            }
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            RawRateLimit::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(Pace)
+}
+
+fn auto_or_bucket_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let bucket = generator.subschema_for::<RawRateLimit>();
+    schemars::json_schema!({
+        "description": "Pace of launches: `auto` (the default: as fast as AWS's RunInstances bucket allows, 5 at once then 120 per minute, slower when AWS throttles), or a bucket of your own.",
+        "anyOf": [{"const": "auto"}, bucket]
+    })
+}
+
 /// Launch pacing, as a token bucket.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
-    /// Launches per minute once the burst is spent. Default 2.
+    /// Launches per minute once the burst is spent. Default 120.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.01))]
     pub rate_per_minute: Option<f64>,

@@ -14,6 +14,7 @@ mod manifest;
 mod members;
 mod out_of_hours;
 mod owners;
+mod pace;
 mod plan;
 mod promises;
 mod quota;
