@@ -120,6 +120,21 @@ impl Emulator {
         out
     }
 
+    /// How many times prism has read a fleet's live instances (DescribeInstances by the
+    /// `prism:fleet` tag and the instance state) since the call log was cleared: a watch
+    /// does it once at the start of each pass. The tests' own reads
+    /// ([`fleet_instances`]: by the tag only) do not count.
+    pub fn fleet_reads(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| {
+                c.action == "DescribeInstances"
+                    && c.filters.iter().any(|f| f == "tag:prism:fleet")
+                    && c.filters.iter().any(|f| f == "instance-state-name")
+            })
+            .count()
+    }
+
     /// Ends EC2's lag: every instance hidden so far shows, and new ones are not hidden.
     pub fn reveal(&self) {
         self.post(
