@@ -111,8 +111,8 @@ async fn apply_killed_five_times_then_rerun_leaves_one_instance_per_workspace() 
         stdout(&out),
         stderr(&out)
     );
-    // Past the lag, every instance launched by any of the runs is visible.
-    tokio::time::sleep(Duration::from_secs(LAG_SECONDS + 1)).await;
+    // With the lag ended, every instance launched by any of the runs is visible.
+    emu.reveal();
     let want: BTreeMap<String, usize> = (1..=WORKSPACES)
         .map(|i| (format!("{FLEET}-{i:02}"), 1))
         .collect();
