@@ -3,7 +3,7 @@
 //! finish their headers, the last event before a stop, and remote access from another
 //! address in a network namespace.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::emulator::Emulator;
+use crate::eventually::eventually;
 use crate::serve::{manifest, raw, set_cookie, start};
 
 fn get(port: u16, path: &str, cookie: &str) -> (u16, String, String) {
@@ -82,23 +83,22 @@ fn sessions_are_not_the_token_expire_and_end_when_asked() {
     assert_eq!(as_bearer.0, 401);
     assert!(!signed_in(&s.token));
 
-    // Idle for longer than --session-idle: over.
+    // Idle for longer than --session-idle: over. Any look would be a use, so it must
+    // wait: 3 s and a bit (lifetimes count whole seconds).
     std::thread::sleep(Duration::from_millis(3200));
     assert!(!signed_in(&first), "idle for 3 s");
 
-    // In use all along, it still ends at --session-max.
+    // In use all along, it lives past --session-idle and ends at --session-max (6 s, in
+    // whole seconds: more than 5 s after sign-in).
     let busy = s.sign_in();
     let began = Instant::now();
-    while began.elapsed() < Duration::from_millis(5000) {
-        assert!(
-            signed_in(&busy),
-            "in use, {:?} after sign-in",
-            began.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(900));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(!signed_in(&busy), "past 6 s since sign-in");
+    let lived = eventually("the busy session to end", Duration::from_secs(20), || {
+        (!signed_in(&busy)).then(|| began.elapsed())
+    });
+    assert!(
+        lived >= Duration::from_secs(5),
+        "in use, over after {lived:?}"
+    );
 
     // Sign out ends this browser's session and forgets the cookie.
     let mine = s.sign_in();
@@ -276,15 +276,25 @@ fn a_stopping_server_ends_each_event_stream_with_a_last_event() {
     let (st, _, l) = s.call("POST", "/api/v1/workspaces/bulk-launch", &[], Some(&body));
     assert_eq!(st, 202, "{l}");
     let id = l["id"].as_str().unwrap().to_string();
-    let (port, token) = (s.port, s.token.clone());
-    let stream = std::thread::spawn(move || {
-        raw(
-            port,
-            &format!("GET /api/v1/workspaces/bulk-launch/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
-        )
-        .2
-    });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The stream follows the launch: its first workspace launched, the stop comes.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "GET /api/v1/workspaces/bulk-launch/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        s.port, s.token
+    )
+    .unwrap();
+    let mut stream = BufReader::new(c);
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stream.read_line(&mut line).unwrap() > 0, "ended: {text}");
+        text.push_str(&line);
+        if line.trim_end() == "event: launched" {
+            break;
+        }
+    }
     assert!(
         std::process::Command::new("kill")
             .args(["-TERM", &s.child.id().to_string()])
@@ -292,7 +302,7 @@ fn a_stopping_server_ends_each_event_stream_with_a_last_event() {
             .unwrap()
             .success()
     );
-    let text = stream.join().unwrap();
+    stream.read_to_string(&mut text).unwrap();
     let names: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("event: "))
