@@ -83,7 +83,7 @@ async fn apply_killed_five_times_then_rerun_leaves_one_instance_per_workspace() 
         let finished = child.try_wait().unwrap();
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let launches = emu.call_counts().get("RunInstances").copied().unwrap_or(0);
+        let launches = emu.count("RunInstances");
         story.push(format!(
             "kill {kill} at {after:?} ({}): {launches} RunInstances calls so far",
             if finished.is_some() {
@@ -94,7 +94,7 @@ async fn apply_killed_five_times_then_rerun_leaves_one_instance_per_workspace() 
         ));
     }
     println!("{}", story.join("\n"));
-    let launches = emu.call_counts().get("RunInstances").copied().unwrap_or(0);
+    let launches = emu.count("RunInstances");
     assert!(launches > 0, "no kill came after a launch: seed {seed}");
 
     // The last run goes to the end: answers are no longer lost, the lag stays.

@@ -35,14 +35,6 @@ async fn until_live(emu: &Emulator, n: usize, within: Duration) -> Duration {
     start.elapsed()
 }
 
-/// How many times the quota was read since the call log was cleared.
-fn quota_readings(emu: &Emulator) -> usize {
-    emu.call_counts()
-        .get("GetServiceQuota")
-        .copied()
-        .unwrap_or(0)
-}
-
 /// Instance ids of the fleet.
 async fn ids(emu: &Emulator) -> Vec<String> {
     let out = emu.ec2().describe_instances().send().await.unwrap();
@@ -205,9 +197,9 @@ async fn apply_waits_for_an_approved_request_then_launches_the_rest() {
     }
     until_live(&emu, 8, Duration::from_secs(30)).await;
     // Two quota readings (every 1 s) after the 8 launched: the first found no room.
-    let read = quota_readings(&emu);
+    let read = emu.count("GetServiceQuota");
     eventually("two more quota readings", Duration::from_secs(30), || {
-        let now = quota_readings(&emu) - read;
+        let now = emu.count("GetServiceQuota") - read;
         if now >= 2 { Ok(()) } else { Err(now) }
     });
     assert_eq!(live(&emu).await, 8, "nothing more before the approval");

@@ -111,6 +111,11 @@ impl Emulator {
         serde_json::from_value(v["calls"].clone()).expect("calls")
     }
 
+    /// Number of calls of `action`.
+    pub fn count(&self, action: &str) -> usize {
+        self.call_counts().get(action).copied().unwrap_or(0)
+    }
+
     /// Number of calls per action.
     pub fn call_counts(&self) -> std::collections::BTreeMap<String, usize> {
         let mut out = std::collections::BTreeMap::new();

@@ -235,6 +235,12 @@ pub fn manifest(name: &str, count: usize, rate: &str) -> String {
     )
 }
 
+/// The calls of the quota surveys `emu` answered (each reads every quota's value and
+/// default).
+pub fn survey_calls(emu: &Emulator) -> usize {
+    emu.count("GetServiceQuota") + emu.count("GetAWSDefaultServiceQuota")
+}
+
 const FAST: &str = "{rate_per_minute: 600, burst_size: 10}";
 const BULK: &str = "/api/v1/workspaces/bulk-launch";
 
@@ -1451,11 +1457,6 @@ fn the_api_answers_as_promised_at_its_edges() {
 fn quota_answers_at_once_share_one_survey() {
     let emu = Emulator::start();
     let s = start(&emu, &emu.dir.path().join("state"), &[]);
-    let surveyed = || {
-        let calls = emu.call_counts();
-        calls.get("GetServiceQuota").copied().unwrap_or(0)
-            + calls.get("GetAWSDefaultServiceQuota").copied().unwrap_or(0)
-    };
     // 40 at once on a server that has read no quota yet.
     emu.clear_calls();
     let answers: Vec<(u16, Value)> = std::thread::scope(|t| {
@@ -1474,7 +1475,7 @@ fn quota_answers_at_once_share_one_survey() {
             .iter()
             .all(|(st, v)| *st == 200 && v == &answers[0].1)
     );
-    let asked = surveyed();
+    let asked = survey_calls(&emu);
     // What one survey asks: a request that takes no shared answer (no-cache).
     emu.clear_calls();
     let (st, _, one) = s.call(
@@ -1484,7 +1485,7 @@ fn quota_answers_at_once_share_one_survey() {
         None,
     );
     assert_eq!((st, &one), (200, &answers[0].1));
-    let per_survey = surveyed();
+    let per_survey = survey_calls(&emu);
     assert!(per_survey > 0);
     assert!(
         asked <= per_survey,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::emulator::Emulator;
 use crate::eventually::eventually;
-use crate::serve::{manifest, raw, set_cookie, start};
+use crate::serve::{manifest, raw, set_cookie, start, survey_calls};
 
 fn get(port: u16, path: &str, cookie: &str) -> (u16, String, String) {
     raw(
@@ -432,14 +432,9 @@ wait $server
 fn two_hundred_quota_requests_a_second_cost_aws_a_bounded_number_of_calls() {
     let emu = Emulator::start();
     let s = start(&emu, &emu.dir.path().join("state"), &[]);
-    let survey_calls = || {
-        let c = emu.call_counts();
-        c.get("GetServiceQuota").copied().unwrap_or(0)
-            + c.get("GetAWSDefaultServiceQuota").copied().unwrap_or(0)
-    };
     let (st, _, first) = s.call("GET", "/api/v1/quotas", &[], None);
     assert_eq!(st, 200, "{first}");
-    let per_survey = survey_calls();
+    let per_survey = survey_calls(&emu);
     assert!(per_survey > 0);
     emu.clear_calls();
     // 20 clients, each 10 requests a second, for 10 s; /healthz asked alongside.
@@ -495,7 +490,7 @@ fn two_hundred_quota_requests_a_second_cost_aws_a_bounded_number_of_calls() {
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
     // A survey is shared for 5 s: about 10 s of answers cost AWS two or three surveys.
-    let asked = survey_calls();
+    let asked = survey_calls(&emu);
     assert!(
         asked <= 3 * per_survey,
         "2000 answers asked AWS {asked} times; one survey asks {per_survey}"
