@@ -293,11 +293,14 @@ async fn a_cancelled_serve_launch_names_what_apply_launched_meanwhile() {
     let (st, _, v) = s.call("POST", "/api/v1/workspaces/bulk-launch", &[], Some(&body));
     assert_eq!(st, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.launch(&id)["progress"]["waiting_for_quota"] != 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", s.launch(&id));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("2 waiting for quota", Duration::from_secs(30), || {
+        let l = s.launch(&id);
+        if l["progress"]["waiting_for_quota"] == 2 {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    });
     emu.set_quota("ec2", "L-1216C47A", 8.0);
     let out = emu.prism(&["apply", "--yes", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

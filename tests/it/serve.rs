@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::emulator::{Emulator, per_workspace, prism_command};
+use crate::eventually::eventually;
 
 /// A running `prism serve`.
 pub struct Server {
@@ -190,18 +191,29 @@ impl Server {
 
     /// Waits until the launch is no longer queued, running or cancelling.
     pub fn until_over(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        eventually("the launch to end", Duration::from_secs(120), || {
             let l = self.launch(id);
-            if !matches!(
-                l["state"].as_str(),
-                Some("queued" | "running" | "cancelling")
-            ) {
-                return l;
+            match l["state"].as_str() {
+                Some("queued" | "running" | "cancelling") => Err(l),
+                _ => Ok(l),
             }
-            assert!(Instant::now() < deadline, "launch still {}", l["state"]);
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        })
+    }
+
+    /// Waits until the launch has at least `n` workspaces done.
+    pub fn until_completed(&self, id: &str, n: u64) {
+        eventually(
+            &format!("{n} workspaces done"),
+            Duration::from_secs(30),
+            || {
+                let l = self.launch(id);
+                if l["progress"]["completed"].as_u64() >= Some(n) {
+                    Ok(())
+                } else {
+                    Err(l)
+                }
+            },
+        )
     }
 
     /// The SSE stream from `after`: (id, event name, data) of every event.
@@ -472,11 +484,7 @@ async fn a_cancelled_launch_makes_no_call_after_the_cancel() {
     let (st, _, err) = s.call("POST", BULK, &[], Some(&body));
     assert_eq!(st, 409, "{err}");
     assert_eq!(err["error"]["launch"], id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.launch(id)["progress"]["completed"] != 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.until_completed(id, 1);
     let (st, _, v) = s.call("DELETE", &format!("{BULK}/{id}"), &[], None);
     assert_eq!(st, 200);
     assert!(
@@ -504,11 +512,7 @@ async fn a_launch_cut_short_by_kill_resumes_after_a_restart() {
     let (st, _, l) = s.call("POST", BULK, &[("Idempotency-Key", "r1")], Some(&body));
     assert_eq!(st, 202, "{l}");
     let id = l["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.launch(&id)["progress"]["completed"].as_u64().unwrap_or(0) < 2 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.until_completed(&id, 2);
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     drop(s);
@@ -561,14 +565,9 @@ fn sigterm_stops_the_server_and_marks_running_launches_interrupted() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let code = eventually("the server to stop", Duration::from_secs(60), || {
+        s.child.try_wait().unwrap().map(|status| status.code())
+    });
     assert_eq!(code, Some(0));
     let record: Value =
         serde_json::from_slice(&std::fs::read(state.join(format!("launches/{id}.json"))).unwrap())
@@ -1155,15 +1154,14 @@ async fn a_launch_that_waits_for_quota_launches_the_rest_when_it_is_raised() {
     );
     assert_eq!(st, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let waiting = loop {
+    let waiting = eventually("8 done, 2 waiting", Duration::from_secs(60), || {
         let l = s.launch(&id);
         if l["progress"]["completed"] == 8 && l["progress"]["waiting_for_quota"] == 2 {
-            break l;
+            Ok(l)
+        } else {
+            Err(l)
         }
-        assert!(Instant::now() < deadline, "{l}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert_eq!(waiting["state"], "running", "{waiting}");
     assert_eq!(waiting["wait_for_quota"], "5m");
     let rows = waiting["workspaces"].as_array().unwrap();
