@@ -239,6 +239,7 @@ async fn serve_asks_before_deleting_refuses_another_owners_fleet_and_runs_alone(
         v["error"]["deletions"],
         serde_json::json!(["cut-03", "cut-04"])
     );
+    // A refusal leaves nothing to poll for: a second must go by with the fleet whole.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(crate::emulator::per_workspace(&emu, "cut").await.len(), 4);
     let body = serde_json::json!({"manifest": two, "allow_delete": true});
