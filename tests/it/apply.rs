@@ -121,7 +121,7 @@ async fn lost_answers_not_yet_seen_are_retried_with_the_same_token() {
         .filter(|c| c.filters.iter().any(|f| f == "client-token"))
         .count();
     assert_eq!(lookups, 3, "each lost answer was looked up first");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    emu.reveal();
     exactly_one_each(&per_workspace(&emu, "lost").await, "lost", 4);
 }
 
@@ -245,7 +245,7 @@ async fn eventual_consistency_lag_causes_no_relaunch() {
         "{}",
         stdout(&third)
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    emu.reveal();
     exactly_one_each(&per_workspace(&emu, "lag").await, "lag", 3);
 }
 

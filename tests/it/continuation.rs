@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::emulator::{Emulator, Running, per_workspace, prism_command, stderr, stdout, stop};
+use crate::eventually::{eventually, eventually_async, file_contains};
+use crate::watch::until_passes;
 
 const STANDARD: &str = "L-1216C47A";
 
@@ -25,17 +27,12 @@ async fn live(emu: &Emulator) -> usize {
 /// Polls until the fleet has `n` live instances; returns how long it took.
 async fn until_live(emu: &Emulator, n: usize, within: Duration) -> Duration {
     let start = Instant::now();
-    loop {
+    eventually_async(&format!("{n} live instances"), within, async || {
         let now = live(emu).await;
-        if now == n {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "the fleet has {now} instances, not {n}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        if now == n { Ok(()) } else { Err(now) }
+    })
+    .await;
+    start.elapsed()
 }
 
 /// Instance ids of the fleet.
@@ -60,15 +57,19 @@ async fn watch_launches_what_waited_once_the_quota_is_raised() {
     let child = Running(Some(
         prism_command(&["watch", path.to_str().unwrap()])
             .env("AWS_ENDPOINT_URL", &emu.url)
-            .env("PRISM_QUOTA_RECHECK", "2s")
+            .env("PRISM_QUOTA_RECHECK", "1s")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     ));
     until_live(&emu, 8, Duration::from_secs(30)).await;
-    // Several quota readings (every 2 s) with no room: still 8, said once.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Several quota readings (a pass every 1 s) with no room: still 8, said once. Once
+    // the first pass has ended, two more end and a third begins.
+    eventually("the first pass to end", Duration::from_secs(30), || {
+        file_contains(&log, &["waiting for quota;"])
+    });
+    until_passes(&emu, emu.fleet_reads(), 3).await;
     assert_eq!(live(&emu).await, 8);
     let first = ids(&emu).await;
     let text = std::fs::read_to_string(&log).unwrap();
@@ -86,7 +87,7 @@ async fn watch_launches_what_waited_once_the_quota_is_raised() {
         "{text}"
     );
     assert!(
-        text.contains("8 done, 0 failed, 0 skipped, 2 waiting for quota; quota read again in 2s"),
+        text.contains("8 done, 0 failed, 0 skipped, 2 waiting for quota; quota read again in 1s"),
         "{text}"
     );
     assert_eq!(
@@ -113,18 +114,12 @@ async fn watch_launches_what_waited_once_the_quota_is_raised() {
         assert_eq!(calls.get(api), None, "the others untouched: {calls:?}");
     }
     // The pass that launched them ends, and the watch is done with waiting.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains(": 2 done, 0 failed, 0 skipped; next resync in 5m 0s")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("the launching pass to end", Duration::from_secs(30), || {
+        file_contains(
+            &log,
+            &[": 2 done, 0 failed, 0 skipped; next resync in 5m 0s"],
+        )
+    });
     assert_eq!(stop(child), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("✓ q-10 launched (i-"), "{text}");
@@ -177,7 +172,7 @@ async fn apply_waits_for_an_approved_request_then_launches_the_rest() {
             path,
         ])
         .env("AWS_ENDPOINT_URL", &emu.url)
-        .env("PRISM_QUOTA_RECHECK", "2s")
+        .env("PRISM_QUOTA_RECHECK", "1s")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -201,7 +196,12 @@ async fn apply_waits_for_an_approved_request_then_launches_the_rest() {
         }
     }
     until_live(&emu, 8, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two quota readings (every 1 s) after the 8 launched: the first found no room.
+    let read = emu.count("GetServiceQuota");
+    eventually("two more quota readings", Duration::from_secs(30), || {
+        let now = emu.count("GetServiceQuota") - read;
+        if now >= 2 { Ok(()) } else { Err(now) }
+    });
     assert_eq!(live(&emu).await, 8, "nothing more before the approval");
 
     emu.post(

@@ -111,6 +111,11 @@ impl Emulator {
         serde_json::from_value(v["calls"].clone()).expect("calls")
     }
 
+    /// Number of calls of `action`.
+    pub fn count(&self, action: &str) -> usize {
+        self.call_counts().get(action).copied().unwrap_or(0)
+    }
+
     /// Number of calls per action.
     pub fn call_counts(&self) -> std::collections::BTreeMap<String, usize> {
         let mut out = std::collections::BTreeMap::new();
@@ -118,6 +123,21 @@ impl Emulator {
             *out.entry(c.action).or_default() += 1;
         }
         out
+    }
+
+    /// How many times prism has read a fleet's live instances (DescribeInstances by the
+    /// `prism:fleet` tag and the instance state) since the call log was cleared: a watch
+    /// does it once at the start of each pass. The tests' own reads
+    /// ([`fleet_instances`]: by the tag only) do not count.
+    pub fn fleet_reads(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| {
+                c.action == "DescribeInstances"
+                    && c.filters.iter().any(|f| f == "tag:prism:fleet")
+                    && c.filters.iter().any(|f| f == "instance-state-name")
+            })
+            .count()
     }
 
     /// Ends EC2's lag: every instance hidden so far shows, and new ones are not hidden.

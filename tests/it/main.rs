@@ -9,6 +9,7 @@ mod contract;
 mod destroy;
 mod docs;
 mod emulator;
+mod eventually;
 mod help;
 mod manifest;
 mod members;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::emulator::{
     Emulator, fleet_instances, launch, mutating_calls, prism_command, state, stderr, tag,
 };
-use crate::watch::spawn_watch;
+use crate::eventually::{eventually, file_contains};
+use crate::watch::{spawn_watch, until_passes};
 
 fn manifest(emu: &Emulator, file: &str, count: u32) -> String {
     let path = emu.write(
@@ -158,19 +159,12 @@ async fn two_watches_on_two_manifests_of_one_fleet_never_terminate() {
     let (log_a, log_b) = (emu.dir.path().join("a.log"), emu.dir.path().join("b.log"));
     let wa = spawn_watch(&emu, std::path::Path::new(&a), &log_a);
     let wb = spawn_watch(&emu, std::path::Path::new(&b), &log_b);
-    // Until b has said who manages the fleet, then a few more passes of both.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log_b)
-        .unwrap_or_default()
-        .contains("managed by another manifest")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "b never named the owner"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Until b has said who manages the fleet, then a few more passes of both: four more
+    // reads of the fleet (each watch reads it once a pass, every second).
+    eventually("b to name the owner", Duration::from_secs(30), || {
+        file_contains(&log_b, &["managed by another manifest"])
+    });
+    until_passes(&emu, emu.fleet_reads(), 4).await;
     drop((wa, wb));
     let calls = mutating_calls(&emu);
     assert!(
@@ -245,6 +239,7 @@ async fn serve_asks_before_deleting_refuses_another_owners_fleet_and_runs_alone(
         v["error"]["deletions"],
         serde_json::json!(["cut-03", "cut-04"])
     );
+    // A refusal leaves nothing to poll for: a second must go by with the fleet whole.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(crate::emulator::per_workspace(&emu, "cut").await.len(), 4);
     let body = serde_json::json!({"manifest": two, "allow_delete": true});
@@ -299,11 +294,14 @@ async fn a_cancelled_serve_launch_names_what_apply_launched_meanwhile() {
     let (st, _, v) = s.call("POST", "/api/v1/workspaces/bulk-launch", &[], Some(&body));
     assert_eq!(st, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.launch(&id)["progress"]["waiting_for_quota"] != 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", s.launch(&id));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("2 waiting for quota", Duration::from_secs(30), || {
+        let l = s.launch(&id);
+        if l["progress"]["waiting_for_quota"] == 2 {
+            Ok(())
+        } else {
+            Err(l)
+        }
+    });
     emu.set_quota("ec2", "L-1216C47A", 8.0);
     let out = emu.prism(&["apply", "--yes", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

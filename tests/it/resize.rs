@@ -49,10 +49,6 @@ async fn volumes(emu: &Emulator) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-fn calls(emu: &Emulator, action: &str) -> usize {
-    emu.call_counts().get(action).copied().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_type_change_resizes_in_place_keeping_ids_and_volumes() {
     let emu = Emulator::start();
@@ -127,11 +123,11 @@ async fn a_type_change_resizes_in_place_keeping_ids_and_volumes() {
     assert_eq!(volumes(&emu).await, disks, "the volumes untouched");
     assert_eq!(
         [
-            calls(&emu, "TerminateInstances"),
-            calls(&emu, "RunInstances"),
-            calls(&emu, "StopInstances"),
-            calls(&emu, "ModifyInstanceAttribute"),
-            calls(&emu, "StartInstances"),
+            emu.count("TerminateInstances"),
+            emu.count("RunInstances"),
+            emu.count("StopInstances"),
+            emu.count("ModifyInstanceAttribute"),
+            emu.count("StartInstances"),
         ],
         [0, 0, 3, 3, 3]
     );
@@ -164,7 +160,7 @@ async fn a_stopped_fleet_is_resized_and_stays_stopped() {
             .all(|(t, s)| t == "t3.xlarge" && s == "stopped"),
         "{after:?}"
     );
-    assert_eq!(calls(&emu, "StartInstances"), 0);
+    assert_eq!(emu.count("StartInstances"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,7 +194,7 @@ async fn a_type_aws_refuses_leaves_the_old_type_running() {
         before,
         "the same instances, types and states"
     );
-    assert_eq!(calls(&emu, "TerminateInstances"), 0);
+    assert_eq!(emu.count("TerminateInstances"), 0);
 }
 
 /// The emulator changes an instance's type as AWS does: only when it is stopped, and

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::emulator::{Emulator, per_workspace, prism_command};
+use crate::eventually::eventually;
 
 /// A running `prism serve`.
 pub struct Server {
@@ -190,18 +191,29 @@ impl Server {
 
     /// Waits until the launch is no longer queued, running or cancelling.
     pub fn until_over(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        eventually("the launch to end", Duration::from_secs(120), || {
             let l = self.launch(id);
-            if !matches!(
-                l["state"].as_str(),
-                Some("queued" | "running" | "cancelling")
-            ) {
-                return l;
+            match l["state"].as_str() {
+                Some("queued" | "running" | "cancelling") => Err(l),
+                _ => Ok(l),
             }
-            assert!(Instant::now() < deadline, "launch still {}", l["state"]);
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        })
+    }
+
+    /// Waits until the launch has at least `n` workspaces done.
+    pub fn until_completed(&self, id: &str, n: u64) {
+        eventually(
+            &format!("{n} workspaces done"),
+            Duration::from_secs(30),
+            || {
+                let l = self.launch(id);
+                if l["progress"]["completed"].as_u64() >= Some(n) {
+                    Ok(())
+                } else {
+                    Err(l)
+                }
+            },
+        )
     }
 
     /// The SSE stream from `after`: (id, event name, data) of every event.
@@ -233,6 +245,12 @@ pub fn manifest(name: &str, count: usize, rate: &str) -> String {
     format!(
         "name: {name}\nproject: p\ntemplate: t\ncount: {count}\nrate_limit: {rate}\nretry: {{initial_backoff: 100ms, max_backoff: 1s}}\ntemplates:\n  t:\n    image: ami-785db401\n    instance_type: t3.micro\n"
     )
+}
+
+/// The calls of the quota surveys `emu` answered (each reads every quota's value and
+/// default).
+pub fn survey_calls(emu: &Emulator) -> usize {
+    emu.count("GetServiceQuota") + emu.count("GetAWSDefaultServiceQuota")
 }
 
 const FAST: &str = "{rate_per_minute: 600, burst_size: 10}";
@@ -466,11 +484,7 @@ async fn a_cancelled_launch_makes_no_call_after_the_cancel() {
     let (st, _, err) = s.call("POST", BULK, &[], Some(&body));
     assert_eq!(st, 409, "{err}");
     assert_eq!(err["error"]["launch"], id);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.launch(id)["progress"]["completed"] != 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.until_completed(id, 1);
     let (st, _, v) = s.call("DELETE", &format!("{BULK}/{id}"), &[], None);
     assert_eq!(st, 200);
     assert!(
@@ -498,11 +512,7 @@ async fn a_launch_cut_short_by_kill_resumes_after_a_restart() {
     let (st, _, l) = s.call("POST", BULK, &[("Idempotency-Key", "r1")], Some(&body));
     assert_eq!(st, 202, "{l}");
     let id = l["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.launch(&id)["progress"]["completed"].as_u64().unwrap_or(0) < 2 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.until_completed(&id, 2);
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
     drop(s);
@@ -555,14 +565,9 @@ fn sigterm_stops_the_server_and_marks_running_launches_interrupted() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let code = eventually("the server to stop", Duration::from_secs(60), || {
+        s.child.try_wait().unwrap().map(|status| status.code())
+    });
     assert_eq!(code, Some(0));
     let record: Value =
         serde_json::from_slice(&std::fs::read(state.join(format!("launches/{id}.json"))).unwrap())
@@ -1149,15 +1154,14 @@ async fn a_launch_that_waits_for_quota_launches_the_rest_when_it_is_raised() {
     );
     assert_eq!(st, 202, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let waiting = loop {
+    let waiting = eventually("8 done, 2 waiting", Duration::from_secs(60), || {
         let l = s.launch(&id);
         if l["progress"]["completed"] == 8 && l["progress"]["waiting_for_quota"] == 2 {
-            break l;
+            Ok(l)
+        } else {
+            Err(l)
         }
-        assert!(Instant::now() < deadline, "{l}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    });
     assert_eq!(waiting["state"], "running", "{waiting}");
     assert_eq!(waiting["wait_for_quota"], "5m");
     let rows = waiting["workspaces"].as_array().unwrap();
@@ -1451,20 +1455,7 @@ fn the_api_answers_as_promised_at_its_edges() {
 fn quota_answers_at_once_share_one_survey() {
     let emu = Emulator::start();
     let s = start(&emu, &emu.dir.path().join("state"), &[]);
-    let (st, _, one) = s.call("GET", "/api/v1/quotas", &[], None);
-    assert_eq!(st, 200, "{one}");
-    let per_survey = emu
-        .call_counts()
-        .get("GetServiceQuota")
-        .copied()
-        .unwrap_or(0)
-        + emu
-            .call_counts()
-            .get("GetAWSDefaultServiceQuota")
-            .copied()
-            .unwrap_or(0);
-    assert!(per_survey > 0);
-    std::thread::sleep(Duration::from_secs(6));
+    // 40 at once on a server that has read no quota yet.
     emu.clear_calls();
     let answers: Vec<(u16, Value)> = std::thread::scope(|t| {
         let hs: Vec<_> = (0..40)
@@ -1482,16 +1473,18 @@ fn quota_answers_at_once_share_one_survey() {
             .iter()
             .all(|(st, v)| *st == 200 && v == &answers[0].1)
     );
-    let asked = emu
-        .call_counts()
-        .get("GetServiceQuota")
-        .copied()
-        .unwrap_or(0)
-        + emu
-            .call_counts()
-            .get("GetAWSDefaultServiceQuota")
-            .copied()
-            .unwrap_or(0);
+    let asked = survey_calls(&emu);
+    // What one survey asks: a request that takes no shared answer (no-cache).
+    emu.clear_calls();
+    let (st, _, one) = s.call(
+        "GET",
+        "/api/v1/quotas",
+        &[("Cache-Control", "no-cache")],
+        None,
+    );
+    assert_eq!((st, &one), (200, &answers[0].1));
+    let per_survey = survey_calls(&emu);
+    assert!(per_survey > 0);
     assert!(
         asked <= per_survey,
         "40 answers asked AWS {asked} times; one survey asks {per_survey}"

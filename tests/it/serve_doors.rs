@@ -3,7 +3,7 @@
 //! finish their headers, the last event before a stop, and remote access from another
 //! address in a network namespace.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::emulator::Emulator;
-use crate::serve::{manifest, raw, set_cookie, start};
+use crate::eventually::eventually;
+use crate::serve::{manifest, raw, set_cookie, start, survey_calls};
 
 fn get(port: u16, path: &str, cookie: &str) -> (u16, String, String) {
     raw(
@@ -82,23 +83,24 @@ fn sessions_are_not_the_token_expire_and_end_when_asked() {
     assert_eq!(as_bearer.0, 401);
     assert!(!signed_in(&s.token));
 
-    // Idle for longer than --session-idle: over.
+    // Idle for longer than --session-idle: over. Any look would be a use, so it must
+    // wait: 3 s and a bit (lifetimes count whole seconds).
     std::thread::sleep(Duration::from_millis(3200));
     assert!(!signed_in(&first), "idle for 3 s");
 
-    // In use all along, it still ends at --session-max.
+    // In use all along, it lives past --session-idle and ends at --session-max: 6 s in
+    // whole seconds, so between 5 and 6 s after the server began it, and by 7 s here.
     let busy = s.sign_in();
     let began = Instant::now();
-    while began.elapsed() < Duration::from_millis(5000) {
-        assert!(
-            signed_in(&busy),
-            "in use, {:?} after sign-in",
-            began.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(900));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(!signed_in(&busy), "past 6 s since sign-in");
+    let lived = eventually(
+        "the busy session to end at --session-max",
+        Duration::from_secs(7),
+        || (!signed_in(&busy)).then(|| began.elapsed()),
+    );
+    assert!(
+        lived > Duration::from_millis(4500),
+        "in use, over after {lived:?}"
+    );
 
     // Sign out ends this browser's session and forgets the cookie.
     let mine = s.sign_in();
@@ -244,15 +246,14 @@ fn clients_that_never_finish_their_headers_are_bounded_and_let_go() {
     assert_eq!((st, body.as_str()), (200, r#"{"status":"ok"}"#));
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     // Every one of them is let go after the 10 s header deadline.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while open_fds(pid) > before + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "{} descriptors still open",
-            open_fds(pid) - before
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually("the idle clients let go", Duration::from_secs(20), || {
+        let open = open_fds(pid).saturating_sub(before);
+        if open > 2 {
+            Err(format!("{open} descriptors still open"))
+        } else {
+            Ok(())
+        }
+    });
     for t in trickling {
         let took = t.join().unwrap();
         assert!(
@@ -276,15 +277,25 @@ fn a_stopping_server_ends_each_event_stream_with_a_last_event() {
     let (st, _, l) = s.call("POST", "/api/v1/workspaces/bulk-launch", &[], Some(&body));
     assert_eq!(st, 202, "{l}");
     let id = l["id"].as_str().unwrap().to_string();
-    let (port, token) = (s.port, s.token.clone());
-    let stream = std::thread::spawn(move || {
-        raw(
-            port,
-            &format!("GET /api/v1/workspaces/bulk-launch/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
-        )
-        .2
-    });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The stream follows the launch: its first workspace launched, the stop comes.
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "GET /api/v1/workspaces/bulk-launch/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        s.port, s.token
+    )
+    .unwrap();
+    let mut stream = BufReader::new(c);
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stream.read_line(&mut line).unwrap() > 0, "ended: {text}");
+        text.push_str(&line);
+        if line.trim_end() == "event: launched" {
+            break;
+        }
+    }
     assert!(
         std::process::Command::new("kill")
             .args(["-TERM", &s.child.id().to_string()])
@@ -292,7 +303,7 @@ fn a_stopping_server_ends_each_event_stream_with_a_last_event() {
             .unwrap()
             .success()
     );
-    let text = stream.join().unwrap();
+    stream.read_to_string(&mut text).unwrap();
     let names: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("event: "))
@@ -422,14 +433,9 @@ wait $server
 fn two_hundred_quota_requests_a_second_cost_aws_a_bounded_number_of_calls() {
     let emu = Emulator::start();
     let s = start(&emu, &emu.dir.path().join("state"), &[]);
-    let survey_calls = || {
-        let c = emu.call_counts();
-        c.get("GetServiceQuota").copied().unwrap_or(0)
-            + c.get("GetAWSDefaultServiceQuota").copied().unwrap_or(0)
-    };
     let (st, _, first) = s.call("GET", "/api/v1/quotas", &[], None);
     assert_eq!(st, 200, "{first}");
-    let per_survey = survey_calls();
+    let per_survey = survey_calls(&emu);
     assert!(per_survey > 0);
     emu.clear_calls();
     // 20 clients, each 10 requests a second, for 10 s; /healthz asked alongside.
@@ -485,7 +491,7 @@ fn two_hundred_quota_requests_a_second_cost_aws_a_bounded_number_of_calls() {
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
     // A survey is shared for 5 s: about 10 s of answers cost AWS two or three surveys.
-    let asked = survey_calls();
+    let asked = survey_calls(&emu);
     assert!(
         asked <= 3 * per_survey,
         "2000 answers asked AWS {asked} times; one survey asks {per_survey}"

@@ -1,10 +1,15 @@
 //! `prism watch` against the emulator: edits, drift, invalid edits, held deletions,
 //! shutdown.
 
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::emulator::{Emulator, Running, per_workspace, prism_command, stderr, stop};
+use crate::emulator::{
+    Emulator, Running, fleet_instances, mutating_calls, per_workspace, prism_command, state,
+    stderr, stop, tag,
+};
+use crate::eventually::{eventually_async, file_contains};
 
 fn manifest(count: usize, extra: &str) -> String {
     format!(
@@ -12,29 +17,54 @@ fn manifest(count: usize, extra: &str) -> String {
     )
 }
 
-/// Polls until the fleet has `n` live instances, or fails after 30 s.
-async fn until_live(emu: &Emulator, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let live: usize = per_workspace(emu, "lab").await.values().sum();
-        if live == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fleet has {live} instances, not {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn live(emu: &Emulator) -> usize {
+    per_workspace(emu, "lab").await.values().sum()
 }
 
-/// `prism watch --resync 2s` on `path`, its log in `log`.
+/// Polls until the fleet has `n` live instances, or fails after 30 s.
+async fn until_live(emu: &Emulator, n: usize) {
+    eventually_async(
+        &format!("{n} live instances"),
+        Duration::from_secs(30),
+        async || {
+            let now = live(emu).await;
+            if now == n { Ok(()) } else { Err(now) }
+        },
+    )
+    .await
+}
+
+/// Waits until the watch's log holds every one of `needles`; its text.
+async fn until_logged(log: &Path, needles: &[&str]) -> String {
+    eventually_async(
+        &format!("the watch to log {needles:?}"),
+        Duration::from_secs(30),
+        async || file_contains(log, needles),
+    )
+    .await
+}
+
+/// Waits until `passes` more passes of the watch have begun after the `since`-th
+/// (counted by [`Emulator::fleet_reads`]): every pass before the last has ended.
+pub(crate) async fn until_passes(emu: &Emulator, since: usize, passes: usize) {
+    eventually_async(
+        &format!("{passes} more passes of the watch"),
+        Duration::from_secs(30),
+        async || {
+            let begun = emu.fleet_reads() - since;
+            if begun >= passes { Ok(()) } else { Err(begun) }
+        },
+    )
+    .await
+}
+
+/// `prism watch --resync 1s` on `path`, its log in `log`.
 pub(crate) fn spawn_watch(
     emu: &Emulator,
     path: &std::path::Path,
     log: &std::path::Path,
 ) -> Running {
-    let child = prism_command(&["watch", "--resync", "2s", path.to_str().unwrap()])
+    let child = prism_command(&["watch", "--resync", "1s", path.to_str().unwrap()])
         .env("AWS_ENDPOINT_URL", &emu.url)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -76,7 +106,7 @@ async fn once_with_deletions_held_says_so_and_exits_1() {
         err.contains("held: this pass would delete 3 of the fleet's 4 instances"),
         "{err}"
     );
-    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 4);
+    assert_eq!(live(&emu).await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -113,21 +143,44 @@ async fn watch_follows_edits_restores_drift_and_survives_bad_edits() {
         .send()
         .await
         .unwrap();
-    until_live(&emu, 4).await;
-    until_live(&emu, 5).await;
+    // A new instance of lab-02 (the fleet is briefly at 4, too briefly to wait for).
+    eventually_async(
+        "lab-02 launched again",
+        Duration::from_secs(30),
+        async || {
+            let again: Vec<String> = fleet_instances(&emu, "lab")
+                .await
+                .iter()
+                .filter(|i| tag(i, "prism:workspace") == Some("lab-02"))
+                .filter(|i| !matches!(state(i).as_str(), "terminated" | "shutting-down"))
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect();
+            if again.len() == 1 && again[0] != victim {
+                Ok(())
+            } else {
+                Err(format!("lab-02: {again:?}, {victim} terminated"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(live(&emu).await, 5);
 
     // An invalid edit changes nothing and says why; fixing it resumes.
     std::fs::write(&path, "name: lab\ncount: [\n").unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("error: invalid YAML"), "{text}");
-    assert!(text.contains("keeping the last good manifest"), "{text}");
-    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 5);
+    until_logged(
+        &log,
+        &["error: invalid YAML", "keeping the last good manifest"],
+    )
+    .await;
+    assert_eq!(live(&emu).await, 5);
 
-    // Fewer workspaces without prune: nothing is deleted.
+    // Fewer workspaces without prune: nothing is deleted. Once three passes have begun
+    // since the edit, the one it started has ended, even after a resync under way.
+    emu.clear_calls();
     std::fs::write(&path, manifest(1, "")).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 5);
+    until_passes(&emu, 0, 3).await;
+    assert_eq!(live(&emu).await, 5);
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
 
     assert_eq!(stop(child), Some(0), "SIGTERM exits 0");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -146,19 +199,19 @@ async fn mass_deletion_is_held_and_a_deleted_file_deletes_nothing() {
     until_live(&emu, 4).await;
 
     std::fs::write(&path, manifest(1, "prune: true")).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        per_workspace(&emu, "lab").await.values().sum::<usize>(),
-        4,
-        "3 of 4 is more than half"
-    );
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("held: this pass would delete 3 of the fleet's 4 instances"),
-        "{text}"
-    );
-    // Five more passes (resync 2 s) hold the same deletions: said once, not each pass.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The pass's held workspaces, then its status line at its end.
+    until_logged(
+        &log,
+        &[
+            "held: this pass would delete 3 of the fleet's 4 instances",
+            "(3 deletions held)",
+        ],
+    )
+    .await;
+    assert_eq!(live(&emu).await, 4, "3 of 4 is more than half");
+    // Two more passes (resync 1 s) end holding the same deletions, and a third begins:
+    // said once, not each pass.
+    until_passes(&emu, emu.fleet_reads(), 3).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let passes = text.matches(" deletions held").count();
     let held = text
@@ -167,14 +220,13 @@ async fn mass_deletion_is_held_and_a_deleted_file_deletes_nothing() {
         .count();
     assert_eq!((passes, held), (1, 3), "{text}");
 
+    emu.clear_calls();
     std::fs::remove_file(&path).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(per_workspace(&emu, "lab").await.values().sum::<usize>(), 4);
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("was deleted: reconciling stops until it is back"),
-        "{text}"
-    );
+    until_logged(&log, &["was deleted: reconciling stops until it is back"]).await;
+    // A paused watch makes no call to wait for: a resync (1 s) must go by without one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(live(&emu).await, 4);
+    assert_eq!(mutating_calls(&emu), Vec::<String>::new());
     assert_eq!(stop(child), Some(0));
 }
 
