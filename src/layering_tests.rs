@@ -15,8 +15,8 @@ use std::path::Path;
 type Edges = BTreeMap<String, BTreeSet<String>>;
 
 /// The cycles among the files of `folder` (the module `crate_path`, such as
-/// `crate::manifest`): one per group of files that reach each other, as the files
-/// along it, first and last the same. Prints every edge.
+/// `crate::manifest`), each as the files along it, first and last the same (see
+/// [`cycles_of`]). Prints every edge.
 fn cycles(folder: &str, crate_path: &str) -> Vec<Vec<String>> {
     let edges = edges(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join(folder),
@@ -96,7 +96,7 @@ fn references(toks: &[String], prefix: &[&str], top: usize) -> Vec<String> {
                 continue;
             }
             "}" => {
-                depth -= 1;
+                depth = usize::saturating_sub(depth, 1);
                 if inline.last() == Some(&depth) {
                     inline.pop();
                 }
