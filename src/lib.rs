@@ -25,3 +25,5 @@ mod term_tests;
 
 #[cfg(test)]
 mod layering_tests;
+#[cfg(test)]
+mod testkit;

@@ -25,7 +25,6 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{Instance, InstanceState, tags};
-use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::{Engine, Job, RunOptions};
 use crate::manifest::{Manifest, roster};
 
@@ -62,7 +61,7 @@ impl Term {
             snapshot_looks: 2,
             ..FakeCloud::default()
         });
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+        let engine = crate::testkit::engine(&cloud, None);
         Term {
             cloud,
             engine,

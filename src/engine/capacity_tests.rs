@@ -1,7 +1,6 @@
 //! Sold-out zones and fallback types against the in-memory cloud, under paused time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +10,8 @@ use crate::cloud::{ErrorClass, InstanceState};
 use crate::engine::events::{Event, Stamped};
 use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::limiter::RateSettings;
-use crate::engine::testkit::*;
 use crate::observe::Observed;
+use crate::testkit::*;
 
 const ZONES: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];
 
@@ -20,7 +19,7 @@ fn fleet(count: u32, fallbacks: &str) -> (Manifest, Observed) {
     let text = format!(
         "name: f\nproject: p\ntemplate: t\ncount: {count}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro{fallbacks}}}\n"
     );
-    let manifest = crate::manifest::parse(Path::new("f.yaml"), &text).unwrap();
+    let manifest = crate::testkit::manifest("f.yaml", &text);
     let observed = crate::engine::tests::observed(&["t3.micro", "t3a.micro", "m5.large"], 1024.0);
     (manifest, observed)
 }

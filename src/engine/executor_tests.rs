@@ -2,25 +2,22 @@
 //! zone fallback, failure isolation. Time is paused: backoff sleeps cost nothing.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
 use crate::cloud::CloudError;
 use crate::cloud::fake::FakeCloud;
-use crate::engine::launch_notes::LaunchNotes;
-use crate::engine::limiter::RateSettings;
-use crate::engine::testkit::*;
 use crate::manifest::Manifest;
 use crate::observe::ImageResolution;
 use crate::observe::Observed;
+use crate::testkit::*;
 use std::time::Duration;
 
 fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
     let text = format!(
         "name: f\nproject: p\ntemplate: t\ncount: {count}\nretry: {{max_retries: {max_retries}, initial_backoff: 1s, max_backoff: 8s}}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
     );
-    let manifest = crate::manifest::parse(Path::new("f.yaml"), &text).unwrap();
+    let manifest = crate::testkit::manifest("f.yaml", &text);
     let cloud = Arc::new(FakeCloud {
         region: "us-west-2".into(),
         zones: vec!["us-west-2a".into(), "us-west-2b".into()],
@@ -32,15 +29,7 @@ fn setup(count: u32, max_retries: u32) -> (Arc<FakeCloud>, Manifest, Observed) {
 
 async fn apply(cloud: &Arc<FakeCloud>, manifest: &Manifest, observed: &Observed) -> Report {
     let plan = crate::plan::plan(manifest, observed);
-    let engine = Engine::new(
-        cloud.clone(),
-        Some(RateSettings {
-            rate_per_minute: 6000.0,
-            burst_size: 100,
-            adaptive: true,
-        }),
-        Arc::new(LaunchNotes::in_memory()),
-    );
+    let engine = crate::testkit::engine(cloud, crate::testkit::pace(6000.0, 100, true));
     let opts = RunOptions {
         parallelism: 4,
         wait: None,
@@ -234,15 +223,7 @@ async fn a_cancelled_run_names_what_another_run_launched_meanwhile() {
             hibernated: false,
             hibernation: false,
         });
-    let engine = Engine::new(
-        cloud.clone(),
-        Some(RateSettings {
-            rate_per_minute: 1.0,
-            burst_size: 1,
-            adaptive: false,
-        }),
-        Arc::new(LaunchNotes::in_memory()),
-    );
+    let engine = crate::testkit::engine(&cloud, crate::testkit::pace(1.0, 1, false));
     let mut run = engine.run(Job::from_plan(&m, &plan, &o), RunOptions::default());
     let mut events = run.events();
     let canceller = run.canceller();

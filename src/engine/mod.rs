@@ -59,6 +59,4 @@ mod quota_wait_tests;
 #[cfg(test)]
 mod resize_tests;
 #[cfg(test)]
-mod testkit;
-#[cfg(test)]
 mod tests;

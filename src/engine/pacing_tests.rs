@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::tests::observed;
 use super::*;
 use crate::cloud::fake::{FakeCloud, Weather};
-use crate::engine::testkit::*;
 use crate::manifest::RetryPolicy;
+use crate::testkit::*;
 
 /// One `apply --no-wait` of `n` workspaces at `rate`/min burst `burst` (adaptive)
 /// under `weather`: (seconds, RunInstances calls, throttled calls, most instances of
@@ -25,19 +25,11 @@ async fn launch(n: u32, rate: f64, burst: u32, weather: Weather) -> (f64, usize,
         weather: std::sync::Mutex::new(Some(weather)),
         ..FakeCloud::default()
     });
-    let engine = Engine::new(
-        cloud.clone(),
-        Some(RateSettings {
-            rate_per_minute: rate,
-            burst_size: burst,
-            adaptive: true,
-        }),
-        Arc::new(LaunchNotes::in_memory()),
-    );
+    let engine = crate::testkit::engine(&cloud, crate::testkit::pace(rate, burst, true));
     let text = format!(
         "name: w\nproject: p\ntemplate: t\ncount: {n}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
     );
-    let manifest = crate::manifest::parse(std::path::Path::new("w.yaml"), &text).unwrap();
+    let manifest = crate::testkit::manifest("w.yaml", &text);
     let observed = observed(&["t3.micro"], 100_000.0);
     let job = Job::from_plan(
         &manifest,

@@ -2,21 +2,19 @@
 //! ahead, in name order, at the first reading after room appears.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, InstanceState};
-use crate::engine::launch_notes::LaunchNotes;
-use crate::engine::testkit::*;
+use crate::testkit::*;
 
 const STANDARD: &str = "L-1216C47A";
 
 fn manifest() -> Manifest {
     let text = "name: q\nproject: p\ntemplate: t\ncount: 10\nretry: {max_retries: 1, initial_backoff: 1s, max_backoff: 2s}\ntemplates:\n  t: {image: ami-1, instance_type: t3.xlarge}\n";
-    crate::manifest::parse(Path::new("q.yaml"), text).unwrap()
+    crate::testkit::manifest("q.yaml", text)
 }
 
 /// An account whose Standard quota is 32 vCPUs: 8 of the 10 t3.xlarge fit.
@@ -36,7 +34,7 @@ async fn apply(cloud: &Arc<FakeCloud>, until: Duration) -> (Report, Vec<events::
     let m = manifest();
     let observed = crate::observe::observe(cloud.as_ref(), &m).await.unwrap();
     let plan = crate::plan::plan(&m, &observed);
-    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+    let engine = crate::testkit::engine(cloud, None);
     let mut job = Job::from_plan(&m, &plan, &observed);
     job.quota_waiting = gate::quota_waiting(&plan);
     job.quota_wait = Some(QuotaWait {

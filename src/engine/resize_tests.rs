@@ -2,21 +2,19 @@
 //! a type AWS refuses undone.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, Instance, InstanceState, tags};
-use crate::engine::launch_notes::LaunchNotes;
-use crate::engine::testkit::*;
+use crate::testkit::*;
 
 fn manifest(extra: &str) -> Manifest {
     let text = format!(
         "name: f\nproject: p\ntemplate: t\ncount: 2\n{extra}\nretry: {{max_retries: 1, initial_backoff: 1s, max_backoff: 2s}}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.xlarge}}\n"
     );
-    crate::manifest::parse(Path::new("f.yaml"), &text).unwrap()
+    crate::testkit::manifest("f.yaml", &text)
 }
 
 /// Two workspaces on t3.large, in `state`.
@@ -57,7 +55,7 @@ fn cloud(state: InstanceState) -> Arc<FakeCloud> {
 async fn apply(cloud: &Arc<FakeCloud>, m: &Manifest) -> (Report, Vec<events::Event>) {
     let observed = crate::observe::observe(cloud.as_ref(), m).await.unwrap();
     let plan = crate::plan::plan(m, &observed);
-    let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+    let engine = crate::testkit::engine(cloud, None);
     let opts = RunOptions {
         parallelism: 4,
         wait: Some(Duration::from_secs(60)),

@@ -1,20 +1,19 @@
 //! The engine on the in-memory cloud, under paused time: pacing is proven exactly.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::cloud::fake::FakeCloud;
-use crate::engine::testkit::*;
 use crate::observe::{ImageResolution, QuotaReading};
+use crate::testkit::*;
 
 fn fleet(name: &str, count: u32) -> (Manifest, Observed) {
     let text = format!(
         "name: {name}\nproject: p\ntemplate: t\ncount: {count}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
     );
-    let manifest = crate::manifest::parse(Path::new("f.yaml"), &text).unwrap();
+    let manifest = crate::testkit::manifest("f.yaml", &text);
     (manifest, observed(&["t3.micro"], 1024.0))
 }
 
@@ -49,14 +48,9 @@ fn cloud() -> Arc<FakeCloud> {
 }
 
 fn engine(cloud: &Arc<FakeCloud>, rate_per_minute: f64, burst_size: u32) -> Arc<Engine> {
-    Engine::new(
-        cloud.clone(),
-        Some(RateSettings {
-            rate_per_minute,
-            burst_size,
-            adaptive: true,
-        }),
-        Arc::new(LaunchNotes::in_memory()),
+    crate::testkit::engine(
+        cloud,
+        crate::testkit::pace(rate_per_minute, burst_size, true),
     )
 }
 

@@ -10,8 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::tags;
-use crate::engine::launch_notes::LaunchNotes;
-use crate::engine::{Engine, Job, RunOptions};
+use crate::engine::{Job, RunOptions};
 use crate::observe::QuotaReading;
 
 const TYPES: [&str; 2] = ["t3.micro", "t3.large"];
@@ -136,7 +135,7 @@ fn apply_then_plan(d: &Desired, instances: Vec<Instance>) -> Plan {
             instances: std::sync::Mutex::new(instances),
             ..FakeCloud::default()
         });
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+        let engine = crate::testkit::engine(&cloud, None);
         let m = d.manifest();
         let before = crate::observe::observe(cloud.as_ref(), &m).await.unwrap();
         let first = plan(&m, &before);

@@ -44,13 +44,12 @@ mod passes {
     use super::*;
     use crate::cloud::fake::FakeCloud;
     use crate::cloud::{CloudError, InstanceState};
-    use crate::engine::launch_notes::LaunchNotes;
 
     fn manifest(count: u32, extra: &str) -> Manifest {
         let text = format!(
             "name: w\nproject: p\ntemplate: t\ncount: {count}\n{extra}\ntemplates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
         );
-        crate::manifest::parse(Path::new("w.yaml"), &text).unwrap()
+        crate::testkit::manifest("w.yaml", &text)
     }
 
     fn setup() -> (Arc<FakeCloud>, Arc<Engine>) {
@@ -62,7 +61,7 @@ mod passes {
             images: FakeCloud::own_image("ami-1"),
             ..FakeCloud::default()
         });
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+        let engine = crate::testkit::engine(&cloud, None);
         (cloud, engine)
     }
 
@@ -199,9 +198,9 @@ mod passes {
             images: FakeCloud::own_image("ami-1"),
             ..FakeCloud::default()
         });
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+        let engine = crate::testkit::engine(&cloud, None);
         let text = "name: w\nproject: p\ntemplate: t\ncount: 10\ntemplates:\n  t: {image: ami-1, instance_type: t3.xlarge}\n";
-        let m = crate::manifest::parse(Path::new("w.yaml"), text).unwrap();
+        let m = crate::testkit::manifest("w.yaml", text);
         let mut requeue = Requeue::default();
 
         let p = pass(&engine, &m, &mut requeue).await;
@@ -270,7 +269,7 @@ mod passes {
             images: FakeCloud::own_image("ami-1"),
             ..FakeCloud::default()
         });
-        let engine = Engine::new(cloud.clone(), None, Arc::new(LaunchNotes::in_memory()));
+        let engine = crate::testkit::engine(&cloud, None);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.yaml");
         let text = "name: w\nproject: p\ntemplate: t\ncount: 10\nrate_limit: {rate_per_minute: 6000, burst_size: 100}\ntemplates:\n  t: {image: ami-1, instance_type: t3.xlarge}\n";
