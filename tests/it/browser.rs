@@ -169,6 +169,16 @@ async fn path(c: &Client) -> String {
     c.current_url().await.unwrap().path().to_string()
 }
 
+/// Clicks the element `css` selects.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -225,26 +235,14 @@ async fn confirm(c: &Client, says: &str) -> String {
         js(c, "return document.activeElement === document.querySelector('dialog.confirm[open] .actions button:last-child')").await,
         json!(true)
     );
-    c.find(Locator::Css(
-        "dialog.confirm[open] .actions button:first-child",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(c, "dialog.confirm[open] .actions button:first-child").await;
     text
 }
 
 async fn apply(c: &Client, s: &Server, file: &str) {
     c.goto(&format!("{}/", base(s))).await.unwrap();
     let button = format!("form[action=\"/launches\"]:has(input[value=\"{file}\"]) button");
-    c.find(Locator::Css(&button))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, &button).await;
     confirm(c, "This starts").await;
     until(
         c,
@@ -365,12 +363,7 @@ async fn pages_sign_in_follow_a_launch_to_running_and_cancel_one() {
         "return Number(document.getElementById('done')?.textContent) >= 1",
     )
     .await;
-    c.find(Locator::Css("#cancel-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#cancel-form button").await;
     confirm(c, "Launches already sent finish").await;
     until(
         c,
@@ -435,12 +428,7 @@ async fn a_launch_from_the_page_waits_for_quota_then_launches_the_rest() {
         text(c, "main").await
     );
     screenshot(c, "launch-short-of-quota").await;
-    c.find(Locator::Css("button[name=wait_for_quota]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[name=wait_for_quota]").await;
     let asked = confirm(
         c,
         "This starts 8 workspaces of fleet big in us-west-2: 32 vCPUs, about $1.33 per hour",
@@ -563,12 +551,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
     screenshot(c, "quotas").await;
 
     // The form: current value, desired prefilled with the recommended one, a reason.
-    c.find(Locator::Css(&format!("{standard} a.button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, &format!("{standard} a.button")).await;
     until(
         c,
         "the form",
@@ -589,12 +572,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
         .await
         .unwrap();
     screenshot(c, "quota-request-form").await;
-    c.find(Locator::Css("#increase button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#increase button[type=submit]").await;
     let error = text(c, "#desired-error").await;
     assert!(
         error.contains("must be above the current value (32)"),
@@ -614,12 +592,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
         .clear()
         .await
         .unwrap();
-    c.find(Locator::Css("#increase button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#increase button[type=submit]").await;
     assert_eq!(text(c, "#desired-error").await, "");
     assert!(text(c, "#reason-error").await.contains("Say why"));
     c.find(Locator::Id("reason"))
@@ -648,12 +621,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
     let desired = c.find(Locator::Id("desired")).await.unwrap();
     desired.clear().await.unwrap();
     desired.send_keys("40").await.unwrap();
-    c.find(Locator::Css("#increase button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#increase button[type=submit]").await;
     until(
         c,
         "the submitted request",
@@ -673,12 +641,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
     assert!(banner.contains("an increase to 40 is pending"), "{banner}");
 
     // The request's own page: the reason kept here, its steps, the console of its region.
-    c.find(Locator::Css("#request-list tr.just-submitted a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#request-list tr.just-submitted a").await;
     until(
         c,
         "the request's page",
@@ -715,12 +678,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
         .unwrap();
 
     // Sort by submitted date, both ways.
-    c.find(Locator::Id("sort"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#sort").await;
     until(
         c,
         "oldest first",
@@ -745,12 +703,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
         js(c, "return location.search.includes('status=') ").await,
         json!(false)
     );
-    c.find(Locator::Id("refresh"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#refresh").await;
     until(
         c,
         "the filter",
@@ -765,12 +718,7 @@ async fn quota_page_colours_usage_alerts_and_takes_an_increase_request() {
     no_js_errors(c).await;
 
     // Dismiss hides the banner until the alerts change.
-    c.find(Locator::Css(".banner form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, ".banner form button").await;
     until(c, "no banner", "return !document.querySelector('.banner')").await;
     c.goto(&format!("{}/", base(&s))).await.unwrap();
     assert_eq!(
@@ -975,12 +923,7 @@ async fn a_page_follows_a_launch_across_a_server_restart_and_resumes_it() {
     assert_eq!(text(c, "#connection").await, "");
     screenshot(c, "launch-interrupted").await;
     // Resume: it carries on, and what launched before stays counted.
-    c.find(Locator::Css("#interrupted-note button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#interrupted-note button").await;
     until(
         c,
         "the resumed launch's end",
