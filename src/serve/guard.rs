@@ -428,6 +428,19 @@ mod tests {
         )
     }
 
+    /// A guard of a server on every address at 7878, reached at `public`.
+    fn remote_guard(public: PublicUrl) -> Arc<Guard> {
+        Guard::new(
+            TOKEN.into(),
+            Door {
+                listen: "0.0.0.0:7878".parse().unwrap(),
+                remote: true,
+                public: Some(public),
+            },
+            Sessions::in_memory(Default::default()),
+        )
+    }
+
     fn app_with(guard: Arc<Guard>) -> Router {
         Router::new()
             .route("/api/x", get(|| async { "ok" }).post(|| async { "ok" }))
@@ -609,15 +622,7 @@ mod tests {
         let public = PublicUrl::parse("https://Prism.Example.edu").unwrap();
         assert_eq!(public.origin, "https://prism.example.edu");
         assert_eq!(public.host, "prism.example.edu");
-        let guard = Guard::new(
-            TOKEN.into(),
-            Door {
-                listen: "0.0.0.0:7878".parse().unwrap(),
-                remote: true,
-                public: Some(public),
-            },
-            Sessions::in_memory(Default::default()),
-        );
+        let guard = remote_guard(public);
         let set = guard.begin_session(&HeaderMap::new(), Peer(None));
         assert!(set.starts_with("__Host-prism_session="), "{set}");
         assert!(set.ends_with("; Secure"), "{set}");
@@ -638,15 +643,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_remote_door_takes_its_public_name_and_literal_addresses_only() {
-        let guard = Guard::new(
-            TOKEN.into(),
-            Door {
-                listen: "0.0.0.0:7878".parse().unwrap(),
-                remote: true,
-                public: Some(PublicUrl::parse("https://prism.example.edu").unwrap()),
-            },
-            Sessions::in_memory(Default::default()),
-        );
+        let guard = remote_guard(PublicUrl::parse("https://prism.example.edu").unwrap());
         let status = |r| status_with(guard.clone(), r);
         for host in [
             "prism.example.edu",
