@@ -56,9 +56,7 @@ pub struct RawManifest {
     /// May prism delete this fleet's workspaces that are no longer wanted? Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,
-    /// Pace of launches: `auto` (the default: as fast as AWS's RunInstances bucket
-    /// allows, 5 at once then 120 per minute, slower when AWS throttles), or a bucket of
-    /// your own.
+    /// Pace of launches: `auto` (the default: as fast as AWS's RunInstances bucket allows, 5 at once then 120 per minute, slower when AWS throttles), or a map of rate_per_minute, burst_size and adaptive.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -202,7 +200,7 @@ fn auto_or_bucket<'de, D: serde::Deserializer<'de>>(
 fn auto_or_bucket_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let bucket = generator.subschema_for::<RawRateLimit>();
     schemars::json_schema!({
-        "description": "Pace of launches: `auto` (the default: as fast as AWS's RunInstances bucket allows, 5 at once then 120 per minute, slower when AWS throttles), or a bucket of your own.",
+        "description": "Pace of launches: `auto` (the default: as fast as AWS's RunInstances bucket allows, 5 at once then 120 per minute, slower when AWS throttles), or a map of rate_per_minute, burst_size and adaptive.",
         "anyOf": [{"const": "auto"}, bucket]
     })
 }

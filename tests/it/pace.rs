@@ -96,3 +96,20 @@ fn a_manifest_without_a_pace_launches_at_aws_pace_and_says_so() {
         "{s}"
     );
 }
+
+#[test]
+fn a_pace_that_is_neither_auto_nor_a_bucket_is_pointed_at_and_explained() {
+    let emu = Emulator::start();
+    let bad = class(emu.dir.path(), "bad", "rate_limit: fast\n");
+    let out = emu.prism(&["apply", bad.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:5:13: error: `rate_limit` has the wrong form"),
+        "{err}"
+    );
+    assert!(err.contains("`auto` (the default"), "{err}");
+    assert!(err.contains("or a map of rate_per_minute"), "{err}");
+    assert!(err.contains("nothing was sent to AWS"), "{err}");
+    assert_eq!(emu.call_counts().get("RunInstances"), None);
+}
