@@ -2,12 +2,14 @@
 //! night, roster problems located in the CSV, and `watch` starting a stopped fleet when
 //! its window opens and stopping it when it ends.
 
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use crate::emulator::{Emulator, fleet_instances, prism_command, state, stderr, stdout};
+use crate::eventually::eventually;
 
 const ROSTER: &str = "Student,ID,SIS User ID,Email,Section\n\"Lee, Ana\",1,S1,ana.lee@state.edu,001\n\"García, María\",2,S2,maria.garcia@state.edu,001\n\"García, María José\",3,S3,Maria.Garcia@exchange.state.edu,002\n\"Okafor, Chidi\",4,S4,chidi.okafor@state.edu,002\n";
 
@@ -198,7 +200,9 @@ async fn until_all(emu: &Emulator, state: &str, n: usize, deadline: SystemTime) 
 async fn watch_starts_a_stopped_fleet_when_its_window_opens_and_stops_it_at_the_end() {
     let emu = Emulator::start();
     // A window of one minute that opens at the first whole minute at least a minute
-    // from now (UTC).
+    // from now (UTC), on prism's clock. prism runs `ahead` of this test's clock
+    // (faketime), so that the window opens 8 s after it starts rather than in 1–2
+    // minutes; everything below is said on this test's clock.
     let now = jiff::Timestamp::now();
     let open = now
         .checked_add(jiff::SignedDuration::from_secs(
@@ -207,6 +211,7 @@ async fn watch_starts_a_stopped_fleet_when_its_window_opens_and_stops_it_at_the_
         .unwrap()
         .round(jiff::Unit::Minute)
         .unwrap();
+    let ahead = open.duration_since(now) - jiff::SignedDuration::from_secs(8);
     let close = open
         .checked_add(jiff::SignedDuration::from_secs(60))
         .unwrap();
@@ -225,7 +230,11 @@ async fn watch_starts_a_stopped_fleet_when_its_window_opens_and_stops_it_at_the_
         o.strftime("%H:%M")
     );
     let path = emu.write("tt.yaml", &manifest);
-    let out = emu.prism(&["apply", path.to_str().unwrap(), "--yes"]);
+    let out = ahead_by(ahead, &["apply", path.to_str().unwrap(), "--yes"])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("XDG_CACHE_HOME", emu.dir.path().join("cache"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         states(&emu).await,
@@ -234,27 +243,51 @@ async fn watch_starts_a_stopped_fleet_when_its_window_opens_and_stops_it_at_the_
     );
 
     let log = emu.dir.path().join("watch.log");
-    let mut child = prism_command(&["watch", "--resync", "1h", path.to_str().unwrap()])
+    // In a process group of its own: faketime runs prism as its child, and both stop.
+    let mut child = ahead_by(ahead, &["watch", "--resync", "1h", path.to_str().unwrap()])
         .env("AWS_ENDPOINT_URL", &emu.url)
         .env("XDG_CACHE_HOME", emu.dir.path().join("cache"))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
+        .process_group(0)
         .spawn()
         .unwrap();
-    let t = SystemTime::from;
+    // When prism's clock reads `at`, this test's reads `at - ahead`.
+    let here = |at: jiff::Timestamp| SystemTime::from(at.checked_sub(ahead).unwrap());
     let started = Instant::now();
-    let running_at = until_all(&emu, "running", 3, t(open) + Duration::from_secs(5)).await;
-    let late = running_at.duration_since(t(open)).unwrap_or_default();
-    let stopped_at = until_all(&emu, "stopped", 3, t(close) + Duration::from_secs(5)).await;
-    let stop_late = stopped_at.duration_since(t(close)).unwrap_or_default();
+    let running_at = until_all(&emu, "running", 3, here(open) + Duration::from_secs(5)).await;
+    let late = running_at.duration_since(here(open)).unwrap_or_default();
+    let stopped_at = until_all(&emu, "stopped", 3, here(close) + Duration::from_secs(5)).await;
+    let stop_late = stopped_at.duration_since(here(close)).unwrap_or_default();
     std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
     child.wait().unwrap();
+    // prism itself (faketime's child) is gone too, not left watching.
+    let group = child.id().to_string();
+    eventually("prism watch to stop", Duration::from_secs(20), || {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            // The process group is the fifth field, after the name in brackets.
+            .filter(|stat| {
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.split(' ').nth(2))
+                    == Some(group.as_str())
+            })
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(left.join("\n"))
+        }
+    });
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!(
-        "window {open}–{close}: all running {:.1} s after it opened, all stopped {:.1} s after it ended ({:.0} s in all)\n{text}",
+        "window {open}–{close} on prism's clock ({} s ahead): all running {:.1} s after it opened, all stopped {:.1} s after it ended ({:.0} s in all)\n{text}",
+        ahead.as_secs(),
         late.as_secs_f64(),
         stop_late.as_secs_f64(),
         started.elapsed().as_secs_f64()
@@ -265,6 +298,31 @@ async fn watch_starts_a_stopped_fleet_when_its_window_opens_and_stops_it_at_the_
         !text.contains("pass 4"),
         "one pass at the start and one per boundary:\n{text}"
     );
+}
+
+/// `prism args` with its clock `ahead` of this process's (itself perhaps moved by
+/// faketime): started by faketime at this process's now + `ahead`, then running on.
+fn ahead_by(ahead: jiff::SignedDuration, args: &[&str]) -> std::process::Command {
+    let start = jiff::Timestamp::now()
+        .checked_add(ahead)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("@%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let plain = prism_command(args);
+    let mut cmd = std::process::Command::new("faketime");
+    cmd.arg("-f")
+        .arg(start)
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .env("TZ", "UTC");
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
 }
 
 #[tokio::test(flavor = "multi_thread")]
