@@ -77,17 +77,14 @@ impl Verdict {
         matches!(self, Verdict::OverQuota { .. })
     }
 
-    /// Whether it is about quota at all.
-    pub fn is_quota(&self) -> bool {
-        matches!(
-            self,
-            Verdict::OverQuota { .. }
-                | Verdict::WaitingForQuota { .. }
-                | Verdict::RefusedWaiting
-                | Verdict::Refused { .. }
-                | Verdict::QuotaWaitExpired { .. }
-        )
-    }
+    /// The codes of the verdicts about quota (what a page reading `reason_code` checks).
+    pub const QUOTA_CODES: [&str; 5] = [
+        "over_quota",
+        "waiting_for_quota",
+        "refused_waiting",
+        "refused_for_quota",
+        "quota_wait_expired",
+    ];
 
     /// What stays the same while a workspace stands still for this reason, numbers and
     /// times aside: a watch says a standing reason once.

@@ -174,6 +174,12 @@ pub async fn survey_for_banner(app: &App) -> Result<Vec<QuotaRow>, ApiError> {
     }
 }
 
+/// The region of the server's own account, when AWS can be reached.
+pub async fn region(app: &App) -> Option<String> {
+    let cloud = app.connector.cloud().await.ok()?;
+    Some(cloud.region().to_string())
+}
+
 /// How long the banner's list of open requests is shared.
 const OPEN_REQUESTS_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 

@@ -92,16 +92,9 @@ fn state_text(v: &Value) -> String {
         .iter()
         .filter(|w| matches!(w["state"].as_str(), Some("skipped" | "waiting_for_quota")))
         .all(|w| {
-            matches!(
-                w["skip_reason_code"].as_str(),
-                Some(
-                    "over_quota"
-                        | "waiting_for_quota"
-                        | "refused_waiting"
-                        | "refused_for_quota"
-                        | "quota_wait_expired"
-                )
-            )
+            w["skip_reason_code"]
+                .as_str()
+                .is_some_and(|c| crate::engine::Verdict::QUOTA_CODES.contains(&c))
         });
     format!(
         "Partly done — {left} skipped{}",

@@ -297,12 +297,7 @@ pub async fn request_detail(
     headers: HeaderMap,
 ) -> Response {
     let all = quotas::requests(&app, None).await;
-    let region = app
-        .connector
-        .cloud()
-        .await
-        .ok()
-        .map(|c| c.region().to_string());
+    let region = quotas::region(&app).await;
     let banner_data = Banner::of(&app, &headers).await;
     let back = format!("/quotas/requests/{id}");
     let found = all.as_ref().ok().and_then(|rows| {
@@ -398,12 +393,7 @@ async fn quotas_view(
         .map(|r| crate::quota::usage::alerts(r))
         .unwrap_or_default();
     let banner_data = Banner::from_alerts(app, alerts, headers).await;
-    let region = app
-        .connector
-        .cloud()
-        .await
-        .ok()
-        .map(|c| c.region().to_string());
+    let region = quotas::region(app).await;
     let open = form.map(|f| f.3.to_string()).or_else(|| q.request.clone());
     let main = html! {
         div.title-row {
