@@ -187,6 +187,9 @@ function follow(root) {
       refresh();
     } else if (!over) {
       setText(connection, "Connection to prism serve lost. Reconnecting…");
+      // What the page last heard may no longer hold: no estimate until it hears again.
+      eta.s = null;
+      showEta();
     }
   });
   setInterval(showEta, 1000);
