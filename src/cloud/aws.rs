@@ -705,19 +705,28 @@ impl Cloud for AwsCloud {
         .await
     }
 
-    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
+    async fn start_instances(&self, ids: &[String]) -> Result<(), CloudError> {
         self.call("StartInstances", async move {
-            self.ec2.start_instances().instance_ids(id).send().await?;
+            self.ec2
+                .start_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send()
+                .await?;
             Ok(())
         })
         .await
     }
 
-    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {
+    async fn tag_instances(
+        &self,
+        ids: &[String],
+        key: &str,
+        value: &str,
+    ) -> Result<(), CloudError> {
         self.call("CreateTags", async move {
             self.ec2
                 .create_tags()
-                .resources(id)
+                .set_resources(Some(ids.to_vec()))
                 .tags(Tag::builder().key(key).value(value).build())
                 .send()
                 .await?;
@@ -726,9 +735,13 @@ impl Cloud for AwsCloud {
         .await
     }
 
-    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+    async fn stop_instances(&self, ids: &[String]) -> Result<(), CloudError> {
         self.call("StopInstances", async move {
-            self.ec2.stop_instances().instance_ids(id).send().await?;
+            self.ec2
+                .stop_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send()
+                .await?;
             Ok(())
         })
         .await
@@ -764,11 +777,11 @@ impl Cloud for AwsCloud {
         .await
     }
 
-    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
+    async fn terminate_instances(&self, ids: &[String]) -> Result<(), CloudError> {
         self.call("TerminateInstances", async move {
             self.ec2
                 .terminate_instances()
-                .instance_ids(id)
+                .set_instance_ids(Some(ids.to_vec()))
                 .send()
                 .await?;
             Ok(())

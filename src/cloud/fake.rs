@@ -135,18 +135,32 @@ impl FakeCloud {
             .extend(errors);
     }
 
+    /// Sets every instance of `ids` to `state`, or none when one is unknown (the
+    /// error names it, as AWS's does).
     fn set_state(
         &self,
         api: &'static str,
-        id: &str,
+        ids: &[String],
         state: InstanceState,
     ) -> Result<(), CloudError> {
         self.count(api)?;
         let mut all = self.instances.lock().unwrap();
-        let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
-            CloudError::service(api, Some("InvalidInstanceID.NotFound"), id, Some(400))
-        })?;
-        i.state = state;
+        let unknown: Vec<&str> = ids
+            .iter()
+            .filter(|id| !all.iter().any(|i| &i.id == *id))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(CloudError::service(
+                api,
+                Some("InvalidInstanceID.NotFound"),
+                format!("The instance IDs '{}' do not exist", unknown.join(", ")),
+                Some(400),
+            ));
+        }
+        for i in all.iter_mut().filter(|i| ids.contains(&i.id)) {
+            i.state = state;
+        }
         Ok(())
     }
 
@@ -387,23 +401,35 @@ impl Cloud for FakeCloud {
         Ok(instance)
     }
 
-    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.set_state("StartInstances", id, InstanceState::Running)
+    async fn start_instances(&self, ids: &[String]) -> Result<(), CloudError> {
+        self.set_state("StartInstances", ids, InstanceState::Running)
     }
 
-    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {
+    async fn tag_instances(
+        &self,
+        ids: &[String],
+        key: &str,
+        value: &str,
+    ) -> Result<(), CloudError> {
         let api = "CreateTags";
         self.count(api)?;
         let mut all = self.instances.lock().unwrap();
-        let i = all.iter_mut().find(|i| i.id == id).ok_or_else(|| {
-            CloudError::service(api, Some("InvalidInstanceID.NotFound"), id, Some(400))
-        })?;
-        i.tags.insert(key.into(), value.into());
+        if let Some(id) = ids.iter().find(|id| !all.iter().any(|i| &i.id == *id)) {
+            return Err(CloudError::service(
+                api,
+                Some("InvalidInstanceID.NotFound"),
+                format!("The instance ID '{id}' does not exist"),
+                Some(400),
+            ));
+        }
+        for i in all.iter_mut().filter(|i| ids.contains(&i.id)) {
+            i.tags.insert(key.into(), value.into());
+        }
         Ok(())
     }
 
-    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.set_state("StopInstances", id, InstanceState::Stopped)
+    async fn stop_instances(&self, ids: &[String]) -> Result<(), CloudError> {
+        self.set_state("StopInstances", ids, InstanceState::Stopped)
     }
 
     async fn modify_instance_type(&self, id: &str, instance_type: &str) -> Result<(), CloudError> {
@@ -434,11 +460,11 @@ impl Cloud for FakeCloud {
     }
 
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.set_state("StopInstances", id, InstanceState::Stopped)
+        self.set_state("StopInstances", &[id.to_string()], InstanceState::Stopped)
     }
 
-    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
-        self.set_state("TerminateInstances", id, InstanceState::Terminated)
+    async fn terminate_instances(&self, ids: &[String]) -> Result<(), CloudError> {
+        self.set_state("TerminateInstances", ids, InstanceState::Terminated)
     }
 
     async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError> {

@@ -327,14 +327,31 @@ pub trait Cloud: Send + Sync {
     /// RunInstances for one instance.
     async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError>;
 
+    /// StartInstances for `ids`, in one call. AWS acts on all of them or, when it
+    /// refuses one (an unknown id, a wrong state), on none; its message names those.
+    async fn start_instances(&self, ids: &[String]) -> Result<(), CloudError>;
+
     /// StartInstances for one instance.
-    async fn start_instance(&self, id: &str) -> Result<(), CloudError>;
+    async fn start_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.start_instances(&[id.to_string()]).await
+    }
+
+    /// CreateTags: sets tag `key` to `value` on every instance of `ids`, in one call.
+    async fn tag_instances(&self, ids: &[String], key: &str, value: &str)
+    -> Result<(), CloudError>;
 
     /// CreateTags: sets tag `key` to `value` on instance `id`.
-    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError>;
+    async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {
+        self.tag_instances(&[id.to_string()], key, value).await
+    }
+
+    /// StopInstances for `ids`, in one call; all or none, as [`Cloud::start_instances`].
+    async fn stop_instances(&self, ids: &[String]) -> Result<(), CloudError>;
 
     /// StopInstances for one instance.
-    async fn stop_instance(&self, id: &str) -> Result<(), CloudError>;
+    async fn stop_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.stop_instances(&[id.to_string()]).await
+    }
 
     /// ModifyInstanceAttribute `InstanceType` of a stopped instance: the instance keeps
     /// its id and volumes. AWS refuses it (IncorrectInstanceState) unless stopped.
@@ -343,8 +360,14 @@ pub trait Cloud: Send + Sync {
     /// StopInstances with Hibernate, for an instance launched with hibernation.
     async fn hibernate_instance(&self, id: &str) -> Result<(), CloudError>;
 
+    /// TerminateInstances for `ids`, in one call; all or none, as
+    /// [`Cloud::start_instances`].
+    async fn terminate_instances(&self, ids: &[String]) -> Result<(), CloudError>;
+
     /// TerminateInstances for one instance.
-    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError>;
+    async fn terminate_instance(&self, id: &str) -> Result<(), CloudError> {
+        self.terminate_instances(&[id.to_string()]).await
+    }
 
     /// DescribeVolumes, all pages; `volume_type` filters when given.
     async fn describe_volumes(&self, volume_type: Option<&str>) -> Result<Vec<Volume>, CloudError>;

@@ -17,7 +17,7 @@ use super::events::{Event, Events};
 use super::job::{Job, RunOptions};
 use super::outcome::Outcome;
 use super::report::{Report, SkipNote};
-use super::{quota_wait, step, wait};
+use super::{batch, quota_wait, step, wait};
 use crate::cloud::InstanceState;
 use crate::plan::{Action, ActionKind};
 
@@ -81,7 +81,33 @@ pub(crate) async fn execute(
     let mut not_started = 0;
     let mut outcomes: Vec<(Action, Outcome)> = Vec::new();
     let mut waiting = Vec::new();
-    for (i, action) in actions.iter().enumerate() {
+    // Starts, stops and terminations go out first, many per call, beside the launches.
+    let free = |a: &Action| {
+        !ctx.skip.contains_key(&a.workspace) && !ctx.quota_waiting.contains_key(&a.workspace)
+    };
+    let batches = batch::batches(
+        actions
+            .iter()
+            .filter(|a| batch::batchable(a) && free(a))
+            .cloned()
+            .collect(),
+    );
+    // A workspace may have more actions than one (a duplicate deleted, its instance
+    // replaced): what is batched is told apart by its instance.
+    let batched: BTreeSet<(ActionKind, Option<String>)> = batches
+        .iter()
+        .flatten()
+        .map(|a| (a.action, a.instance_id.clone()))
+        .collect();
+    let mut batch_tasks = JoinSet::new();
+    for b in batches {
+        batch::dispatch(&ctx, b, &slots, &mut batch_tasks, adder.clone()).await;
+    }
+    let rest: Vec<&Action> = actions
+        .iter()
+        .filter(|a| !batched.contains(&(a.action, a.instance_id.clone())))
+        .collect();
+    for (i, action) in rest.iter().copied().enumerate() {
         if let Some(reason) = ctx.skip.get(&action.workspace) {
             outcomes.push((action.clone(), step::skip(&ctx, action, reason)));
             continue;
@@ -95,11 +121,12 @@ pub(crate) async fn execute(
             .await
             .is_err()
         {
-            not_started = actions.len() - i;
+            not_started = rest.len() - i;
             break;
         }
     }
     outcomes.extend(tasks.join_all().await);
+    outcomes.extend(batch_tasks.join_all().await.into_iter().flatten());
     let mut confirmed = step::confirm_failed_launches(&ctx, &mut outcomes).await;
     waiting.extend(quota_wait::refused(&ctx, &mut outcomes).await);
     let settle = |outcomes: &[(Action, Outcome)], workspaces: &[String]| {

@@ -15,10 +15,12 @@
 //! - what a run is: `account` (the [`Engine`] of an account and region), `job` (what it
 //!   is asked), `context` (what its steps share), `call` (the paced, retried AWS call);
 //! - the steps: `ops` (start, stop, pause, a failure's note), `launch`, `resize`,
-//!   `step` (the dispatch of one action), `wait` (final states), `quota_wait`;
+//!   `step` (the dispatch of one action), `batch` (starts, stops and terminations of
+//!   many workspaces in one call), `wait` (final states), `quota_wait`;
 //! - on top: `executor` (a whole run) and `run` (starting it, following it).
 
 mod account;
+mod batch;
 mod call;
 pub mod capacity;
 pub mod client_token;

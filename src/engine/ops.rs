@@ -78,10 +78,7 @@ pub(super) fn changed(
 pub(super) async fn start(ctx: &RunContext, ws: &str, id: &str) -> Result<(), StepError> {
     let cloud = &ctx.cloud;
     if ctx.own_starts {
-        let now = jiff::Timestamp::now()
-            .round(jiff::Unit::Second)
-            .unwrap_or_default();
-        let at = now.to_string();
+        let at = start_stamp();
         ctx.call(ws, Pace::Mutate, &mut false, |_| {
             cloud.tag_instance(id, tags::STARTED, &at)
         })
@@ -89,6 +86,15 @@ pub(super) async fn start(ctx: &RunContext, ws: &str, id: &str) -> Result<(), St
     }
     ctx.call(ws, Pace::Start, &mut false, |_| cloud.start_instance(id))
         .await
+}
+
+/// The value of the `prism:started` tag that records a start of prism's own: now, to
+/// the second (RFC 3339, UTC).
+pub(super) fn start_stamp() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Stops an instance that was launched for a stopped fleet, once it runs.

@@ -64,7 +64,12 @@ fn launches(ctx: &RunContext, action: &Action) -> bool {
 }
 
 /// Carries out one action; `prepaid` when its first launch permit is taken.
-async fn run(ctx: &RunContext, action: &Action, mut prepaid: bool, started: Instant) -> Outcome {
+pub(super) async fn run(
+    ctx: &RunContext,
+    action: &Action,
+    mut prepaid: bool,
+    started: Instant,
+) -> Outcome {
     let ws = action.workspace.as_str();
     let result = match (action.action, action.instance_id.as_deref()) {
         (ActionKind::Create, _) => create(ctx, ws, started, &mut prepaid).await,

@@ -394,7 +394,9 @@ async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish(
     emu.clear_calls();
     let mut args = vec!["workspace", "start"];
     args.extend(names.iter().map(String::as_str));
-    let (code, rest) = crate::emulator::interrupt_after(&emu, &args, "started (i-");
+    // The twelve starts are one StartInstances, which the emulator holds for a second:
+    // the interruption comes while it is in flight.
+    let (code, rest) = crate::emulator::interrupt_after(&emu, &args, "Applying 12 changes");
     assert_eq!(code, Some(1), "{rest}");
     assert!(rest.contains("Interrupted"), "{rest}");
     assert!(
@@ -409,7 +411,10 @@ async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish(
         .iter()
         .filter(|c| c.action == "StartInstances")
         .count();
-    assert!(calls < 12, "no new start after the interruption: {calls}");
+    assert_eq!(
+        calls, 1,
+        "one call for the twelve, none after the interruption"
+    );
     let out = emu.prism(&["workspace", "list", "--fleet", "cs", "--format", "json"]);
     let running = serde_json::from_str::<Value>(&stdout(&out))
         .unwrap()
@@ -419,8 +424,8 @@ async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish(
         .filter(|w| w["status"] == "running")
         .count();
     assert_eq!(
-        running, calls,
-        "every call that went out was carried through"
+        running, 12,
+        "the call in flight was carried through: {rest}"
     );
 }
 
@@ -475,4 +480,67 @@ fn template_list_looks_in_the_current_folder() {
         "{}",
         stdout(&show)
     );
+}
+
+/// `workspace stop` of a whole fleet is one StopInstances. When AWS refuses
+/// one instance of the call (it names it), that workspace alone fails, and the others
+/// go again in one call: none is sent twice after a call that took effect.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_stops_in_one_call_and_a_refused_instance_fails_alone() {
+    let emu = Emulator::start();
+    let ec2 = emu.ec2();
+    let names: Vec<String> = (1..=20).map(|i| format!("lab-{i:02}")).collect();
+    let mut ids = vec![];
+    for n in &names {
+        ids.extend(launch(&ec2, Some("lab"), Some(n), "t3.micro", 1).await);
+    }
+    let refused = ids[6].clone();
+    emu.post(
+        "/_prism/faults",
+        serde_json::json!({"faults": [{
+            "action": "StopInstances",
+            "code": "IncorrectInstanceState",
+            "status": 400,
+            "message": format!("The instance '{refused}' is not in a state from which it can be stopped."),
+            "count": 1,
+        }]}),
+    );
+    emu.clear_calls();
+    let mut args = vec!["workspace", "stop", "--fleet", "lab"];
+    args.extend(names.iter().map(String::as_str));
+    let out = emu.prism(&args);
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a failure: {text}");
+    assert!(
+        text.contains("lab-07"),
+        "the refused workspace is named: {text}"
+    );
+    let calls = emu
+        .calls()
+        .iter()
+        .filter(|c| c.action == "StopInstances")
+        .count();
+    assert_eq!(calls, 2, "one call for the fleet, one for the rest: {text}");
+    let listed = emu.prism(&["workspace", "list", "--fleet", "lab", "--format", "json"]);
+    let states: Vec<(String, String)> = serde_json::from_str::<Value>(&stdout(&listed))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap_or_default().to_string(),
+                w["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(states.len(), 20, "{states:?}");
+    for (name, status) in &states {
+        let want = if name == "lab-07" {
+            "running"
+        } else {
+            "stopped"
+        };
+        assert_eq!(status, want, "{name}: {states:?}");
+    }
 }
