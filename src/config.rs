@@ -271,6 +271,7 @@ pub fn launch_rate(manifest: &RateLimitSpec, config: &UserConfig) -> Option<Rate
             .adaptive
             .or(user.adaptive)
             .unwrap_or(default.adaptive),
+        auto: !asked && user.rate_per_minute.is_none() && user.burst_size.is_none(),
     })
 }
 

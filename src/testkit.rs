@@ -24,6 +24,7 @@ pub fn pace(rate_per_minute: f64, burst_size: u32, adaptive: bool) -> Option<Rat
         rate_per_minute,
         burst_size,
         adaptive,
+        auto: false,
     })
 }
 

@@ -291,6 +291,11 @@ impl Lines {
             Event::RateChanged { rate_per_minute, reason } => {
                 Some(format!("⚠ {reason}: launch rate now {rate_per_minute:.2} per minute"))
             }
+            Event::Tagging { instances, eta_s } => Some(format!(
+                "🏷 Naming {} launched together (one CreateTags each, at AWS's pace: about {}); they are up already",
+                count(*instances, "instance"),
+                secs(*eta_s)
+            )),
             Event::Retrying {
                 workspace,
                 attempt,

@@ -219,7 +219,11 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
             .map(str::to_string),
         launch_time: i.launch_time().map(|t| t.secs()),
         first_launch_time: first_attached(i),
-        tags: tag_map(i.tags()),
+        tags: {
+            let mut tags = tag_map(i.tags());
+            super::batch_tags::place(&mut tags, i.ami_launch_index());
+            tags
+        },
         lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_string()),
         hibernated: state == InstanceState::Stopped
             && i.state_reason().and_then(|r| r.code()) == Some("Client.UserInitiatedHibernate"),
@@ -643,7 +647,12 @@ impl Cloud for AwsCloud {
         .await
     }
 
-    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
+    async fn run_instances(
+        &self,
+        spec: &LaunchSpec,
+        count: u32,
+    ) -> Result<Vec<(u32, Instance)>, CloudError> {
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
         self.call("RunInstances", async move {
             let mut req = self
                 .ec2
@@ -652,7 +661,7 @@ impl Cloud for AwsCloud {
                 .image_id(&spec.image_id)
                 .instance_type(InstanceType::from(spec.instance_type.as_str()))
                 .min_count(1)
-                .max_count(1)
+                .max_count(count)
                 .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
                 .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags));
             if let Some(zone) = &spec.availability_zone {
@@ -697,10 +706,40 @@ impl Cloud for AwsCloud {
                 );
             }
             let out = req.send().await?;
-            out.instances()
+            let launched: Vec<(u32, Instance)> = out
+                .instances()
                 .iter()
-                .find_map(to_instance)
-                .ok_or_else(|| Failure::own("AWS answered without an instance"))
+                .enumerate()
+                .filter_map(|(n, i)| {
+                    let index = i.ami_launch_index().and_then(|x| u32::try_from(x).ok());
+                    Some((index.unwrap_or(n as u32), to_instance(i)?))
+                })
+                .collect();
+            if launched.is_empty() {
+                return Err(Failure::own("AWS answered without an instance"));
+            }
+            Ok(launched)
+        })
+        .await
+    }
+
+    async fn tag_with(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError> {
+        self.call("CreateTags", async move {
+            self.ec2
+                .create_tags()
+                .set_resources(Some(ids.to_vec()))
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                        .collect(),
+                ))
+                .send()
+                .await?;
+            Ok(())
         })
         .await
     }

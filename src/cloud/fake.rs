@@ -169,6 +169,169 @@ impl FakeCloud {
         self.raised.lock().unwrap().insert(code.into(), value);
     }
 
+    /// RunInstances of one instance.
+    async fn run_one(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
+        self.launch_calls.lock().unwrap().push((
+            tokio::time::Instant::now(),
+            spec.tags
+                .get(super::tags::WORKSPACE)
+                .cloned()
+                .unwrap_or_default(),
+        ));
+        self.count("RunInstances")?;
+        let mut lost = false;
+        let latency = self.weather.lock().unwrap().as_ref().map(|w| w.latency);
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+            let mut weather = self.weather.lock().unwrap();
+            let w = weather.as_mut().expect("weather");
+            if !w.take() || w.rng.f64() < w.throttle {
+                return Err(CloudError::service(
+                    "RunInstances",
+                    Some("RequestLimitExceeded"),
+                    "Request limit exceeded.",
+                    Some(503),
+                ));
+            }
+            lost = w.rng.f64() < w.lost;
+        }
+        let mut tokens = self.tokens.lock().unwrap();
+        let mut all = self.instances.lock().unwrap();
+        if let Some(id) = tokens.get(&spec.client_token) {
+            let known = all
+                .iter()
+                .find(|i| &i.id == id)
+                .cloned()
+                .expect("token's instance");
+            if known.state == InstanceState::Terminated {
+                return Err(CloudError::service(
+                    "RunInstances",
+                    Some("IdempotentInstanceTerminated"),
+                    format!(
+                        "The client token {} has already been used by an instance that was terminated.",
+                        spec.client_token
+                    ),
+                    Some(400),
+                ));
+            }
+            return if lost { Err(lost_answer()) } else { Ok(known) };
+        }
+        let zone = spec
+            .availability_zone
+            .clone()
+            .or_else(|| self.zones.first().cloned());
+        if let Some(z) = &zone
+            && self
+                .sold_out
+                .lock()
+                .unwrap()
+                .contains(&(spec.instance_type.clone(), z.clone()))
+        {
+            return Err(CloudError::service(
+                "RunInstances",
+                Some("InsufficientInstanceCapacity"),
+                format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
+                    spec.instance_type
+                ),
+                Some(500),
+            ));
+        }
+        let instance = Instance {
+            id: format!("i-{:08x}", all.len() + 1),
+            instance_type: spec.instance_type.clone(),
+            image_id: spec.image_id.clone(),
+            state: InstanceState::Pending,
+            availability_zone: zone,
+            launch_time: Some(0),
+            first_launch_time: Some(0),
+            tags: spec.tags.clone(),
+            lifecycle: None,
+            hibernated: false,
+            hibernation: spec.hibernation,
+        };
+        tokens.insert(spec.client_token.clone(), instance.id.clone());
+        if let Some(snapshot) = &spec.from_snapshot {
+            self.restored
+                .lock()
+                .unwrap()
+                .insert(instance.id.clone(), snapshot.clone());
+        }
+        all.push(instance.clone());
+        if lost {
+            return Err(lost_answer());
+        }
+        if let Some(queue) = self.lost.lock().unwrap().get_mut("RunInstances")
+            && !queue.is_empty()
+        {
+            return Err(queue.remove(0));
+        }
+        Ok(instance)
+    }
+
+    /// RunInstances of `count` instances, all or none: the workspace of each is placed
+    /// from the batch's tags and its launch index, as the AWS client does. A repeated
+    /// token answers with the same instances.
+    fn run_many(&self, spec: &LaunchSpec, count: u32) -> Result<Vec<(u32, Instance)>, CloudError> {
+        self.count("RunInstances")?;
+        let mut tokens = self.tokens.lock().unwrap();
+        let mut all = self.instances.lock().unwrap();
+        if let Some(ids) = tokens.get(&spec.client_token) {
+            let ids: Vec<&str> = ids.split(',').collect();
+            return Ok(all
+                .iter()
+                .filter_map(|i| {
+                    let n = ids.iter().position(|id| *id == i.id)?;
+                    Some((n as u32, i.clone()))
+                })
+                .collect());
+        }
+        let zone = spec
+            .availability_zone
+            .clone()
+            .or_else(|| self.zones.first().cloned());
+        if let Some(z) = &zone
+            && self
+                .sold_out
+                .lock()
+                .unwrap()
+                .contains(&(spec.instance_type.clone(), z.clone()))
+        {
+            return Err(CloudError::service(
+                "RunInstances",
+                Some("InsufficientInstanceCapacity"),
+                format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
+                    spec.instance_type
+                ),
+                Some(500),
+            ));
+        }
+        let mut launched = vec![];
+        for n in 0..count {
+            let mut tags = spec.tags.clone();
+            super::batch_tags::place(&mut tags, i32::try_from(n).ok());
+            let instance = Instance {
+                id: format!("i-{:08x}", all.len() + 1),
+                instance_type: spec.instance_type.clone(),
+                image_id: spec.image_id.clone(),
+                state: InstanceState::Pending,
+                availability_zone: zone.clone(),
+                launch_time: Some(0),
+                first_launch_time: Some(0),
+                tags,
+                lifecycle: None,
+                hibernated: false,
+                hibernation: spec.hibernation,
+            };
+            all.push(instance.clone());
+            launched.push((n, instance));
+        }
+        let ids: Vec<&str> = launched.iter().map(|(_, i)| i.id.as_str()).collect();
+        tokens.insert(spec.client_token.clone(), ids.join(","));
+        Ok(launched)
+    }
+
     /// How many times `api` was called.
     pub fn calls_to(&self, api: &str) -> usize {
         self.calls.lock().unwrap().get(api).copied().unwrap_or(0)
@@ -302,103 +465,28 @@ impl Cloud for FakeCloud {
         Ok(self.zones.clone())
     }
 
-    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
-        self.launch_calls.lock().unwrap().push((
-            tokio::time::Instant::now(),
-            spec.tags
-                .get(super::tags::WORKSPACE)
-                .cloned()
-                .unwrap_or_default(),
-        ));
-        self.count("RunInstances")?;
-        let mut lost = false;
-        let latency = self.weather.lock().unwrap().as_ref().map(|w| w.latency);
-        if let Some(latency) = latency {
-            tokio::time::sleep(latency).await;
-            let mut weather = self.weather.lock().unwrap();
-            let w = weather.as_mut().expect("weather");
-            if !w.take() || w.rng.f64() < w.throttle {
-                return Err(CloudError::service(
-                    "RunInstances",
-                    Some("RequestLimitExceeded"),
-                    "Request limit exceeded.",
-                    Some(503),
-                ));
-            }
-            lost = w.rng.f64() < w.lost;
+    async fn run_instances(
+        &self,
+        spec: &LaunchSpec,
+        count: u32,
+    ) -> Result<Vec<(u32, Instance)>, CloudError> {
+        if count <= 1 {
+            return self.run_one(spec).await.map(|i| vec![(0, i)]);
         }
-        let mut tokens = self.tokens.lock().unwrap();
+        self.run_many(spec, count)
+    }
+
+    async fn tag_with(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError> {
+        self.count("CreateTags")?;
         let mut all = self.instances.lock().unwrap();
-        if let Some(id) = tokens.get(&spec.client_token) {
-            let known = all
-                .iter()
-                .find(|i| &i.id == id)
-                .cloned()
-                .expect("token's instance");
-            if known.state == InstanceState::Terminated {
-                return Err(CloudError::service(
-                    "RunInstances",
-                    Some("IdempotentInstanceTerminated"),
-                    format!(
-                        "The client token {} has already been used by an instance that was terminated.",
-                        spec.client_token
-                    ),
-                    Some(400),
-                ));
-            }
-            return if lost { Err(lost_answer()) } else { Ok(known) };
+        for i in all.iter_mut().filter(|i| ids.contains(&i.id)) {
+            i.tags.extend(tags.clone());
         }
-        let zone = spec
-            .availability_zone
-            .clone()
-            .or_else(|| self.zones.first().cloned());
-        if let Some(z) = &zone
-            && self
-                .sold_out
-                .lock()
-                .unwrap()
-                .contains(&(spec.instance_type.clone(), z.clone()))
-        {
-            return Err(CloudError::service(
-                "RunInstances",
-                Some("InsufficientInstanceCapacity"),
-                format!(
-                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
-                    spec.instance_type
-                ),
-                Some(500),
-            ));
-        }
-        let instance = Instance {
-            id: format!("i-{:08x}", all.len() + 1),
-            instance_type: spec.instance_type.clone(),
-            image_id: spec.image_id.clone(),
-            state: InstanceState::Pending,
-            availability_zone: zone,
-            launch_time: Some(0),
-            first_launch_time: Some(0),
-            tags: spec.tags.clone(),
-            lifecycle: None,
-            hibernated: false,
-            hibernation: spec.hibernation,
-        };
-        tokens.insert(spec.client_token.clone(), instance.id.clone());
-        if let Some(snapshot) = &spec.from_snapshot {
-            self.restored
-                .lock()
-                .unwrap()
-                .insert(instance.id.clone(), snapshot.clone());
-        }
-        all.push(instance.clone());
-        if lost {
-            return Err(lost_answer());
-        }
-        if let Some(queue) = self.lost.lock().unwrap().get_mut("RunInstances")
-            && !queue.is_empty()
-        {
-            return Err(queue.remove(0));
-        }
-        Ok(instance)
+        Ok(())
     }
 
     async fn start_instances(&self, ids: &[String]) -> Result<(), CloudError> {

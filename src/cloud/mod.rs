@@ -42,6 +42,77 @@ pub mod tags {
     pub const TAKEN: &str = "prism:taken";
 }
 
+/// The workspaces one RunInstances of many instances launched, in tags every one of
+/// them gets at launch: `prism:batch:0`, `prism:batch:1`, … hold the workspace names in
+/// order, space-separated, whole names only, each value within AWS's 256 characters.
+/// The instance with `AmiLaunchIndex` i is the i-th workspace's, so an instance whose
+/// own tags (`prism:workspace`, `Name`) were not written yet is known from its launch.
+pub mod batch_tags {
+    use std::collections::BTreeMap;
+
+    /// The prefix of the keys.
+    pub const PREFIX: &str = "prism:batch:";
+    /// AWS's longest tag value.
+    pub const VALUE_MAX: usize = 256;
+
+    /// The tags that list `members`, in order.
+    pub fn encode(members: &[String]) -> Vec<(String, String)> {
+        let mut values: Vec<String> = vec![];
+        for m in members {
+            match values.last_mut() {
+                Some(v) if v.len() + 1 + m.len() <= VALUE_MAX => {
+                    v.push(' ');
+                    v.push_str(m);
+                }
+                _ => values.push(m.clone()),
+            }
+        }
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{PREFIX}{i}"), v))
+            .collect()
+    }
+
+    /// The members listed in `tags`, in order; empty when there are none.
+    pub fn decode(tags: &BTreeMap<String, String>) -> Vec<String> {
+        let mut parts: Vec<(usize, &String)> = tags
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?.parse().ok()?, v)))
+            .collect();
+        parts.sort();
+        // A gap means a part is missing: no member can be placed for sure.
+        if parts.iter().enumerate().any(|(i, (n, _))| i != *n) {
+            return vec![];
+        }
+        parts
+            .into_iter()
+            .flat_map(|(_, v)| v.split(' '))
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Gives an instance launched in a batch, whose own workspace tag is not written
+    /// yet, its workspace: the member at its launch index.
+    pub fn place(tags: &mut BTreeMap<String, String>, launch_index: Option<i32>) {
+        if tags.contains_key(super::tags::WORKSPACE) {
+            return;
+        }
+        let Some(i) = launch_index.and_then(|i| usize::try_from(i).ok()) else {
+            return;
+        };
+        if let Some(member) = decode(tags).into_iter().nth(i) {
+            tags.insert(super::tags::WORKSPACE.to_string(), member);
+        }
+    }
+
+    /// Whether an instance launched in a batch still lacks its own tags.
+    pub fn untagged(tags: &BTreeMap<String, String>) -> bool {
+        tags.contains_key(&format!("{PREFIX}0")) && !tags.contains_key(super::tags::NAME)
+    }
+}
+
 /// The lifecycle state of an EC2 instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -197,6 +268,17 @@ pub struct Volume {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Volume ids by the instance they are attached to.
+pub fn volumes_by_instance(volumes: Vec<Volume>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in volumes {
+        for i in &v.attached_to {
+            out.entry(i.clone()).or_default().push(v.id.clone());
+        }
+    }
+    out
+}
+
 /// An EFS file system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSystem {
@@ -324,8 +406,39 @@ pub trait Cloud: Send + Sync {
     /// DescribeAvailabilityZones: the region's available zones, sorted.
     async fn availability_zones(&self) -> Result<Vec<String>, CloudError>;
 
+    /// RunInstances for up to `count` instances of `spec` (`MinCount` 1, `MaxCount`
+    /// `count`): AWS may launch fewer when a zone is short of capacity. Each comes
+    /// with its `AmiLaunchIndex`.
+    async fn run_instances(
+        &self,
+        spec: &LaunchSpec,
+        count: u32,
+    ) -> Result<Vec<(u32, Instance)>, CloudError>;
+
     /// RunInstances for one instance.
-    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError>;
+    async fn run_instance(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
+        self.run_instances(spec, 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, i)| i)
+            .ok_or_else(|| {
+                CloudError::service(
+                    "RunInstances",
+                    None,
+                    "AWS answered without an instance",
+                    None,
+                )
+            })
+    }
+
+    /// CreateTags: sets every tag of `tags` on every resource of `ids` (instances,
+    /// volumes), in one call.
+    async fn tag_with(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), CloudError>;
 
     /// StartInstances for `ids`, in one call. AWS acts on all of them or, when it
     /// refuses one (an unknown id, a wrong state), on none; its message names those.

@@ -27,6 +27,10 @@ pub struct Engine {
     pub(crate) sold_out: SoldOut,
 }
 
+/// AWS's request bucket for changes (mutating actions): 50 at once, 5 more per second.
+const MUTATE_PER_SECOND: u32 = 5;
+const MUTATE_BURST: u32 = 50;
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -49,10 +53,17 @@ impl Engine {
             cloud,
             launch: ArcSwapOption::from(launch_rate.map(Limiter::new)),
             start: limiter::fixed(2, 5),
-            mutate: limiter::fixed(5, 50),
+            mutate: limiter::fixed(MUTATE_PER_SECOND, MUTATE_BURST),
             memory,
             sold_out: SoldOut::default(),
         })
+    }
+
+    /// About how long `calls` changes (CreateTags, StopInstances, …) take at AWS's pace
+    /// for them, from a full bucket.
+    pub(crate) fn mutate_eta(&self, calls: usize) -> Duration {
+        let past_burst = calls.saturating_sub(MUTATE_BURST as usize) as u32;
+        Duration::from_secs(1) * past_burst / MUTATE_PER_SECOND
     }
 
     /// How long a sold-out (instance type, zone) is avoided: [`capacity::SOLD_OUT_TTL`]
@@ -92,8 +103,9 @@ impl Engine {
 }
 
 /// Tags the fleet's instances that no manifest manages yet (`plan.adopt`) as
-/// `manifest`'s (tag `prism:owner`); nothing else about them changes. A failed tag is
-/// only logged: the next run adopts it again.
+/// `manifest`'s (tag `prism:owner`), and those a stopped run left without their own
+/// tags (`plan.unnamed`) with them; nothing else about them changes. A failed tag is
+/// only logged: the next run tags it again.
 pub async fn adopt(cloud: &dyn Cloud, plan: &Plan, manifest: &Manifest) {
     let owner = manifest.owner();
     for id in &plan.adopt {
@@ -103,6 +115,37 @@ pub async fn adopt(cloud: &dyn Cloud, plan: &Plan, manifest: &Manifest) {
         .await;
         if let Err(e) = tagged {
             tracing::warn!(instance = %id, error = %e, "could not mark the instance as managed by {owner}");
+        }
+    }
+    name(cloud, plan, manifest).await;
+}
+
+/// Writes the own tags of the instances a stopped run launched in a batch and did not
+/// tag (`plan.unnamed`), retried as any call. A failed tag is only logged: the
+/// instance is known by its launch, and the next run tries again.
+async fn name(cloud: &dyn Cloud, plan: &Plan, manifest: &Manifest) {
+    use crate::cloud::tags;
+    if plan.unnamed.is_empty() {
+        return;
+    }
+    // Each instance's volumes get its tags in the same call.
+    let volumes = crate::retry::call(&manifest.retry, || cloud.describe_volumes(None))
+        .await
+        .map(crate::cloud::volumes_by_instance)
+        .unwrap_or_default();
+    for u in &plan.unnamed {
+        let mut own = std::collections::BTreeMap::from([
+            (tags::WORKSPACE.to_string(), u.workspace.clone()),
+            (tags::NAME.to_string(), u.workspace.clone()),
+        ]);
+        if let Some(m) = &u.member {
+            own.insert(tags::MEMBER.to_string(), m.clone());
+        }
+        let mut ids = vec![u.instance_id.clone()];
+        ids.extend(volumes.get(&u.instance_id).cloned().unwrap_or_default());
+        let tagged = crate::retry::call(&manifest.retry, || cloud.tag_with(&ids, &own)).await;
+        if let Err(e) = tagged {
+            tracing::warn!(instance = %u.instance_id, error = %e, "could not tag the instance as {}", u.workspace);
         }
     }
 }

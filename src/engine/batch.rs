@@ -10,6 +10,7 @@
 //! its own, as one action ([`super::step`]). A lost answer or a throttle is retried for
 //! the whole batch: each of these calls may be repeated safely.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -55,19 +56,23 @@ pub fn batches(actions: Vec<Action>) -> Vec<Vec<Action>> {
     out
 }
 
-/// Starts `batch` on a task of `tasks` once one of `slots` is free: one slot for the
-/// whole batch. Each outcome goes to `settle` as the batch ends.
-pub async fn dispatch(
+/// Starts `work` (the actions of one batch) on a task of `tasks` once one of `slots`
+/// is free: one slot for the whole batch. Each outcome goes to `settle` as the batch
+/// ends.
+pub async fn dispatch<F, Fut>(
     ctx: &Arc<RunContext>,
-    batch: Vec<Action>,
+    work: F,
     slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<Vec<(Action, Outcome)>>,
     settle: Option<Adder>,
-) {
+) where
+    F: FnOnce(Arc<RunContext>) -> Fut + Send + 'static,
+    Fut: Future<Output = Vec<(Action, Outcome)>> + Send,
+{
     let permit = slots.clone().acquire_owned().await.expect("never closed");
     let ctx = ctx.clone();
     tasks.spawn(async move {
-        let outcomes = change_all(&ctx, batch).await;
+        let outcomes = work(ctx.clone()).await;
         drop(permit);
         if let Some(settle) = settle {
             for (action, outcome) in &outcomes {
@@ -79,7 +84,7 @@ pub async fn dispatch(
 }
 
 /// Carries out `batch` (actions of one kind) in as few calls as AWS allows.
-async fn change_all(ctx: &RunContext, mut batch: Vec<Action>) -> Vec<(Action, Outcome)> {
+pub async fn change_all(ctx: &RunContext, mut batch: Vec<Action>) -> Vec<(Action, Outcome)> {
     let started = Instant::now();
     let mut outcomes = vec![];
     while !batch.is_empty() {

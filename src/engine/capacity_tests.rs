@@ -46,6 +46,7 @@ fn engine(cloud: &Arc<FakeCloud>, memory: Arc<LaunchNotes>) -> Arc<Engine> {
             rate_per_minute: 600.0,
             burst_size: 10,
             adaptive: true,
+            auto: false,
         }),
         memory,
     )

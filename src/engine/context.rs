@@ -54,6 +54,9 @@ pub struct RunContext {
     pub(super) digest: String,
     /// Workspace and ClientToken of each launch this run made.
     pub(super) sent: std::sync::Mutex<Vec<(String, String)>>,
+    /// Instances launched in a batch whose own tags are still to be written, with
+    /// their workspace: written at the end of the run (see `launch_batch`).
+    pub(super) untagged: std::sync::Mutex<Vec<(String, String)>>,
     /// Time between two looks at an instance that a resize waits for.
     pub(super) poll: Duration,
     /// How long a resize waits for its instance to stop.
@@ -104,6 +107,7 @@ impl RunContext {
             errors: job.errors,
             own_starts: job.own_starts,
             sent: Default::default(),
+            untagged: Default::default(),
         }
     }
 

@@ -38,6 +38,14 @@ pub enum Event {
         /// Estimated time until every remaining launch has been made.
         eta_s: f64,
     },
+    /// The workspaces launched in batches get their own tags (`prism:workspace`,
+    /// `Name`, `prism:member`), one CreateTags each at AWS's pace for changes. They
+    /// are up already; an interrupted run leaves the rest to the next.
+    Tagging {
+        instances: usize,
+        /// Estimated time until every one is tagged.
+        eta_s: f64,
+    },
     /// The adaptive limiter changed the launch rate.
     RateChanged {
         rate_per_minute: f64,

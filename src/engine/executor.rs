@@ -17,7 +17,7 @@ use super::events::{Event, Events};
 use super::job::{Job, RunOptions};
 use super::outcome::Outcome;
 use super::report::{Report, SkipNote};
-use super::{batch, quota_wait, step, wait};
+use super::{batch, launch_batch, quota_wait, step, wait};
 use crate::cloud::InstanceState;
 use crate::plan::{Action, ActionKind};
 
@@ -101,11 +101,32 @@ pub(crate) async fn execute(
         .collect();
     let mut batch_tasks = JoinSet::new();
     for b in batches {
-        batch::dispatch(&ctx, b, &slots, &mut batch_tasks, adder.clone()).await;
+        let work = |ctx: Arc<RunContext>| async move { batch::change_all(&ctx, b).await };
+        batch::dispatch(&ctx, work, &slots, &mut batch_tasks, adder.clone()).await;
     }
     let rest: Vec<&Action> = actions
         .iter()
         .filter(|a| !batched.contains(&(a.action, a.instance_id.clone())))
+        .collect();
+    // Launches that share a call: many workspaces in one RunInstances.
+    let launch_batches = if all_launches > 0 && launch_batch::batching(&ctx) {
+        let free_launches: Vec<&Action> = rest.iter().copied().filter(|a| free(a)).collect();
+        launch_batch::plan(&ctx, &free_launches)
+    } else {
+        vec![]
+    };
+    let in_batch: BTreeSet<String> = launch_batches
+        .iter()
+        .flat_map(|b| &b.actions)
+        .map(|a| a.workspace.clone())
+        .collect();
+    for b in launch_batches {
+        let work = |ctx: Arc<RunContext>| async move { launch_batch::launch_all(&ctx, b).await };
+        batch::dispatch(&ctx, work, &slots, &mut batch_tasks, adder.clone()).await;
+    }
+    let rest: Vec<&Action> = rest
+        .into_iter()
+        .filter(|a| !(a.action == ActionKind::Create && in_batch.contains(&a.workspace)))
         .collect();
     for (i, action) in rest.iter().copied().enumerate() {
         if let Some(reason) = ctx.skip.get(&action.workspace) {
@@ -147,6 +168,7 @@ pub(crate) async fn execute(
         confirmed.extend(now_confirmed);
         outcomes.extend(later);
     }
+    launch_batch::write_own_tags(&ctx).await;
     // The wait ends once every handle that adds to it is gone.
     drop(adder);
     if let Some(settler) = settler {

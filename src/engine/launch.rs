@@ -202,7 +202,9 @@ fn noted(
     let n = ctx
         .engine
         .memory
-        .recall(&ctx.fleet, workspace, &ctx.digest)?;
+        .recall(&ctx.fleet, workspace, &ctx.digest)
+        // A batch is sent again by the run's batches, not by one of its workspaces.
+        .filter(|n| n.batch.is_none())?;
     let rung = match &n.instance_type {
         None => 0,
         Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
@@ -377,38 +379,11 @@ fn spec(
     t: &Try<'_>,
     incarnation: u32,
 ) -> LaunchSpec {
-    let recipe = ctx.recipe.as_ref();
     let mut spec = template.clone();
     spec.instance_type = t.instance_type.to_string();
     spec.availability_zone = t.zone.map(str::to_string);
-    spec.tags = BTreeMap::from([
-        (tags::FLEET.to_string(), ctx.fleet.clone()),
-        (tags::WORKSPACE.to_string(), workspace.to_string()),
-        (
-            tags::PROJECT.to_string(),
-            recipe.map(|r| r.project.clone()).unwrap_or_default(),
-        ),
-        (
-            tags::TEMPLATE.to_string(),
-            recipe.map(|r| r.template.clone()).unwrap_or_default(),
-        ),
-        (tags::NAME.to_string(), workspace.to_string()),
-    ]);
-    if let Some(member) = recipe.and_then(|r| r.members.get(workspace)) {
-        spec.tags.insert(tags::MEMBER.to_string(), member.clone());
-    }
-    match recipe {
-        Some(r) if r.made_by_hand => {
-            spec.tags
-                .insert(tags::MADE_BY.to_string(), "hand".to_string());
-        }
-        Some(Recipe {
-            owner: Some(owner), ..
-        }) => {
-            spec.tags.insert(tags::OWNER.to_string(), owner.clone());
-        }
-        _ => {}
-    }
+    spec.tags = fleet_tags(ctx);
+    spec.tags.extend(own_tags(ctx, workspace));
     spec.client_token = client_token(
         &ctx.fleet,
         workspace,
@@ -417,6 +392,47 @@ fn spec(
         incarnation,
     );
     spec
+}
+
+/// The tags every instance of the run's fleet gets at launch: fleet, project,
+/// template, and who manages it.
+pub(super) fn fleet_tags(ctx: &RunContext) -> BTreeMap<String, String> {
+    let recipe = ctx.recipe.as_ref();
+    let mut tags = BTreeMap::from([
+        (tags::FLEET.to_string(), ctx.fleet.clone()),
+        (
+            tags::PROJECT.to_string(),
+            recipe.map(|r| r.project.clone()).unwrap_or_default(),
+        ),
+        (
+            tags::TEMPLATE.to_string(),
+            recipe.map(|r| r.template.clone()).unwrap_or_default(),
+        ),
+    ]);
+    match recipe {
+        Some(r) if r.made_by_hand => {
+            tags.insert(tags::MADE_BY.to_string(), "hand".to_string());
+        }
+        Some(Recipe {
+            owner: Some(owner), ..
+        }) => {
+            tags.insert(tags::OWNER.to_string(), owner.clone());
+        }
+        _ => {}
+    }
+    tags
+}
+
+/// The tags of `workspace`'s own: its name, and its member when it has one.
+pub(super) fn own_tags(ctx: &RunContext, workspace: &str) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([
+        (tags::WORKSPACE.to_string(), workspace.to_string()),
+        (tags::NAME.to_string(), workspace.to_string()),
+    ]);
+    if let Some(member) = ctx.recipe.as_ref().and_then(|r| r.members.get(workspace)) {
+        tags.insert(tags::MEMBER.to_string(), member.clone());
+    }
+    tags
 }
 
 /// The instance launched with `token`, when DescribeInstances shows it already: a

@@ -43,6 +43,24 @@ pub struct LastLaunch {
     pub spec_digest: String,
     /// Seconds since the epoch when the call was made.
     pub at: u64,
+    /// The ClientToken of the batch it was launched in, when it was (see
+    /// [`BatchNote`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+}
+
+/// A RunInstances of many instances: its ClientToken makes the whole call idempotent,
+/// so a rerun sends the same call again (same members, same order, same zone) and gets
+/// the same instances back, each at its launch index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchNote {
+    pub fleet: String,
+    /// The workspaces in launch-index order.
+    pub members: Vec<String>,
+    pub zone: Option<String>,
+    pub spec_digest: String,
+    /// Seconds since the epoch when the call was made.
+    pub at: u64,
 }
 
 /// Who first sent a ClientToken, and the instance AWS answered with.
@@ -86,6 +104,9 @@ struct Notes {
     /// ClientToken → its first sender.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     sent: BTreeMap<String, Sent>,
+    /// ClientToken → the batch it launched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    batches: BTreeMap<String, BatchNote>,
 }
 
 /// The notes of one account and region.
@@ -219,13 +240,14 @@ impl LaunchNotes {
             incarnation: t.incarnation,
             spec_digest: spec_digest.to_string(),
             at: now(),
+            batch: None,
         });
         {
             let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
             let unchanged = match &note {
                 Some(n) => notes.launches.get(&k).is_some_and(|m| {
-                    (&m.zone, &m.instance_type, m.incarnation)
-                        == (&n.zone, &n.instance_type, n.incarnation)
+                    (&m.zone, &m.instance_type, m.incarnation, &m.batch)
+                        == (&n.zone, &n.instance_type, n.incarnation, &n.batch)
                 }),
                 None => !notes.launches.contains_key(&k),
             };
@@ -249,6 +271,49 @@ impl LaunchNotes {
                 file.display()
             );
         }
+    }
+}
+
+impl LaunchNotes {
+    /// Notes, before the call, the batch `token` launches: its `members` in order, in
+    /// `zone`, and for each member that its latest launch is that batch. One write of
+    /// the file for the whole batch.
+    pub fn remember_batch(&self, token: &str, batch: &BatchNote) {
+        let launch = LastLaunch {
+            zone: batch.zone.clone(),
+            instance_type: None,
+            incarnation: 0,
+            spec_digest: batch.spec_digest.clone(),
+            at: batch.at,
+            batch: Some(token.to_string()),
+        };
+        let write = |notes: &mut Notes| {
+            for m in &batch.members {
+                notes.launches.insert(key(&batch.fleet, m), launch.clone());
+            }
+            notes.batches.insert(token.to_string(), batch.clone());
+            true
+        };
+        write(&mut self.notes.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(file) = &self.file
+            && let Err(e) = update(file, self.ttl, write)
+        {
+            tracing::warn!(
+                "could not note a launch in {}: {e}; a rerun within minutes may not find it",
+                file.display()
+            );
+        }
+    }
+
+    /// The batch launched with `token`, when noted and recent.
+    pub fn recall_batch(&self, token: &str) -> Option<BatchNote> {
+        let from_file = self.file.as_deref().and_then(|f| read(f).ok());
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = from_file.and_then(|mut f| f.batches.remove(token)) {
+            notes.batches.insert(token.to_string(), b);
+        }
+        let b = notes.batches.get(token)?;
+        (now().saturating_sub(b.at) < self.ttl.as_secs()).then(|| b.clone())
     }
 }
 
@@ -388,7 +453,7 @@ fn update(
     }
     lock.lock()?;
     let mut notes = read(file).unwrap_or_default();
-    let before = (notes.launches.len(), notes.sent.len());
+    let before = (notes.launches.len(), notes.sent.len(), notes.batches.len());
     let t = now();
     notes
         .launches
@@ -396,8 +461,11 @@ fn update(
     notes
         .sent
         .retain(|_, s| t.saturating_sub(s.at_ms / 1000) < ttl.as_secs());
+    notes
+        .batches
+        .retain(|_, b| t.saturating_sub(b.at) < ttl.as_secs());
     let changed = change(&mut notes);
-    if changed || (notes.launches.len(), notes.sent.len()) != before {
+    if changed || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before {
         let out = serde_json::to_vec_pretty(&notes).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&out)?;

@@ -29,6 +29,9 @@ pub struct RateSettings {
     pub burst_size: u32,
     /// Whether throttling slows the rate down.
     pub adaptive: bool,
+    /// Whether nobody set it: the pace is AWS's own ([`RateSettings::AUTO`]), and
+    /// launches that can share a call do.
+    pub auto: bool,
 }
 
 impl RateSettings {
@@ -39,6 +42,7 @@ impl RateSettings {
         rate_per_minute: 120.0,
         burst_size: 5,
         adaptive: true,
+        auto: true,
     };
 
     /// Whether this is the pace of [`RateSettings::AUTO`].
@@ -463,6 +467,7 @@ mod tests {
                 rate_per_minute: 600.0,
                 burst_size: 20,
                 adaptive: true,
+                auto: false,
             });
             let (throttled, took) = against_aws(&limiter, n).await;
             let bound = (n as f64 - 5.0) / 2.0;
@@ -489,6 +494,7 @@ mod tests {
                 rate_per_minute: 120.0,
                 burst_size: 5,
                 adaptive: true,
+                auto: false,
             });
             let mut rng = fastrand::Rng::with_seed(seed);
             let t0 = tokio::time::Instant::now();
@@ -526,6 +532,7 @@ mod tests {
             rate_per_minute: 2.0,
             burst_size: 5,
             adaptive: true,
+            auto: false,
         });
         let t0 = tokio::time::Instant::now();
         let mut waits = 0;
@@ -545,6 +552,7 @@ mod tests {
             rate_per_minute: 120.0,
             burst_size: 1,
             adaptive: true,
+            auto: false,
         });
         for _ in 0..10 {
             limiter.acquire(|_| {}).await;

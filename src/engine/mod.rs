@@ -14,7 +14,8 @@
 //! - what a run gives back: `report`, `events`, `progress`, `outcome`;
 //! - what a run is: `account` (the [`Engine`] of an account and region), `job` (what it
 //!   is asked), `context` (what its steps share), `call` (the paced, retried AWS call);
-//! - the steps: `ops` (start, stop, pause, a failure's note), `launch`, `resize`,
+//! - the steps: `ops` (start, stop, pause, a failure's note), `launch`, `launch_batch`
+//!   (many launches in one call), `resize`,
 //!   `step` (the dispatch of one action), `batch` (starts, stops and terminations of
 //!   many workspaces in one call), `wait` (final states), `quota_wait`;
 //! - on top: `executor` (a whole run) and `run` (starting it, following it).
@@ -31,6 +32,7 @@ mod executor;
 pub mod gate;
 mod job;
 mod launch;
+mod launch_batch;
 pub mod launch_notes;
 pub mod limiter;
 mod ops;

@@ -182,6 +182,7 @@ impl Progress {
             Event::RateChanged {
                 rate_per_minute, ..
             } => self.rate_per_minute = Some(*rate_per_minute),
+            Event::Tagging { .. } => {}
             Event::Launching {
                 workspace,
                 attempt,

@@ -219,6 +219,21 @@ pub struct Plan {
     /// about them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adopt: Vec<String>,
+    /// Instances launched in a batch whose own tags (`prism:workspace`, `Name`,
+    /// `prism:member`) were never written (the run that launched them was stopped
+    /// first): the run writes them, and changes nothing else about them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unnamed: Vec<Unnamed>,
+}
+
+/// An instance known by its launch (see [`crate::cloud::batch_tags`]) that lacks its own
+/// tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unnamed {
+    pub instance_id: String,
+    pub workspace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// Another manifest manages the fleet a plan is for.
@@ -355,6 +370,20 @@ pub fn plan_at(manifest: &Manifest, observed: &Observed, now: Option<jiff::Times
         plan.summary = summarize(&plan.actions);
     } else {
         plan.adopt = adopt;
+        let members = identity::members(manifest, &observed.instances);
+        plan.unnamed = observed
+            .instances
+            .iter()
+            .filter(|i| !i.state.is_gone() && crate::cloud::batch_tags::untagged(&i.tags))
+            .filter_map(|i| {
+                let workspace = i.workspace()?.to_string();
+                Some(Unnamed {
+                    instance_id: i.id.clone(),
+                    member: members.get(&workspace).cloned(),
+                    workspace,
+                })
+            })
+            .collect();
     }
     plan.owned_elsewhere = owned_elsewhere;
     plan
@@ -516,6 +545,7 @@ pub fn plan_by_hand(
         new_members,
         owned_elsewhere: None,
         adopt: vec![],
+        unnamed: vec![],
     }
 }
 

@@ -243,7 +243,11 @@ mod passes {
                 .to_string()
                 .ends_with("quota: 8 vCPUs needed, 0 free")
         );
-        assert_eq!(cloud.calls_to("RunInstances"), 8);
+        assert_eq!(
+            cloud.calls_to("RunInstances"),
+            1,
+            "the eight that fit, in one call"
+        );
 
         cloud.raise_quota("L-1216C47A", 48.0);
         let p = pass(&engine, &m, &mut requeue).await;
@@ -328,15 +332,15 @@ mod passes {
         let (cloud, engine) = setup();
         let mut requeue = Requeue::default();
         let m = manifest(2, "retry: {max_retries: 0}");
-        cloud.fail_next(
+        // The two share a call, which AWS refuses: each goes again alone, and the
+        // first of them is refused too.
+        let bad = CloudError::service(
             "RunInstances",
-            vec![CloudError::service(
-                "RunInstances",
-                Some("InvalidParameterValue"),
-                "bad",
-                Some(400),
-            )],
+            Some("InvalidParameterValue"),
+            "bad",
+            Some(400),
         );
+        cloud.fail_next("RunInstances", vec![bad.clone(), bad]);
         let p = pass(&engine, &m, &mut requeue).await;
         assert_eq!(p.report.as_ref().unwrap().failed.len(), 1);
         let p = pass(&engine, &m, &mut requeue).await;

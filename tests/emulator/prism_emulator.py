@@ -5,6 +5,9 @@ does and moto does not:
 
 * Service Quotas for the ``ec2`` and ``ebs`` codes, and quota increase requests;
 * RunInstances ClientToken idempotency, scoped per (region, zone) as on AWS;
+* RunInstances of many instances as on AWS: ``MaxCount`` launched, or fewer when a
+  zone is short of capacity or of vCPU quota (down to ``MinCount``), each instance with
+  its ``AmiLaunchIndex`` in the answers;
 * vCPU limit enforcement on RunInstances (VcpuLimitExceeded);
 * faults on demand, lost responses, delays, AWS-like token buckets;
 * eventual consistency: new instances hidden from DescribeInstances for a while;
@@ -28,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
 os.environ.setdefault("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
@@ -97,6 +100,13 @@ def vcpus_of(instance_type: str) -> int:
 
 # AWS's EC2 request token buckets: (capacity, refill per second).
 BUCKETS = {"RunInstances": (5, 2.0), "StartInstances": (5, 2.0)}
+# AWS's resource token buckets, counted in instances: (capacity, refill per second).
+RESOURCE_BUCKETS = {
+    "RunInstances": (1000, 2.0),
+    "StartInstances": (1000, 2.0),
+    "StopInstances": (1000, 20.0),
+    "TerminateInstances": (1000, 20.0),
+}
 MUTATING_BUCKET = (50, 5.0)
 DESCRIBE_BUCKET = (100, 20.0)
 
@@ -145,6 +155,7 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     throttle: bool = False
     buckets: dict = field(default_factory=dict)  # action -> [tokens, last refill]
+    resources: dict = field(default_factory=dict)  # action -> [instance tokens, last refill]
     lag_s: float = 0.0
     visible_at: dict = field(default_factory=dict)  # instance id -> monotonic time
     boot_s: float = 0.0
@@ -162,6 +173,7 @@ class State:
             self.faults.clear()
             self.throttle = False
             self.buckets.clear()
+            self.resources.clear()
             self.lag_s = 0.0
             self.visible_at.clear()
             self.boot_s = 0.0
@@ -409,20 +421,23 @@ def account_usage(call: Call, code: str) -> int:
     )
 
 
-def check_vcpu_limit(call: Call):
+def vcpu_room(call: Call, wanted: int):
+    """How many of ``wanted`` instances the vCPU quota has room for, down to
+    ``MinCount``; VcpuLimitExceeded when not even that many fit."""
     instance_type = call.params.get("InstanceType", "m1.small")
-    count = int(call.params.get("MinCount", "1"))
+    least = int(call.params.get("MinCount", "1"))
     code = quota_code_for(instance_type)
     limit = applied_value(call.region, "ec2", code)
-    if account_usage(call, code) + count * vcpus_of(instance_type) > limit:
-        return ec2_error(
+    room = int((limit - account_usage(call, code)) // max(vcpus_of(instance_type), 1))
+    if room < least:
+        return None, ec2_error(
             "VcpuLimitExceeded",
             f"You have requested more vCPU capacity than your current vCPU limit of {int(limit)} allows "
             "for the instance bucket that the specified instance type belongs to. Please visit "
             "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit.",
             400,
         )
-    return None
+    return min(wanted, room), None
 
 
 # AWS leaves the Region and the Availability Zone out of the IdempotentParameterMismatch
@@ -490,18 +505,31 @@ def after_run_instances(call: Call, token: str | None, status: int, body: bytes)
                     STATE.running_at[instance.id] = time.monotonic() + STATE.boot_s
 
 
+def capacity_rule(zone: str, instance_type: str):
+    return next(
+        (r for r in STATE.sold_out if r["zone"] == zone and r.get("instance_type") in (None, instance_type)),
+        None,
+    )
+
+
 def sold_out(zone: str, instance_type: str) -> bool:
-    return any(r["zone"] == zone and r.get("instance_type") in (None, instance_type) for r in STATE.sold_out)
+    rule = capacity_rule(zone, instance_type)
+    return rule is not None and not rule.get("left")
 
 
-def check_capacity(call: Call):
-    """InsufficientInstanceCapacity when the zone asked for (or, without one, the zone
-    AWS would choose: the region's first) has no capacity for the type, in AWS's words:
-    the zone asked for, and the zones that have capacity."""
+def capacity_room(call: Call, wanted: int):
+    """How many of ``wanted`` instances the zone asked for (or, without one, the zone
+    AWS would choose: the region's first) has capacity for, down to ``MinCount``;
+    InsufficientInstanceCapacity in AWS's words when not even that many: the zone
+    asked for, and the zones that have capacity. A zone with ``left`` instances of
+    capacity launches that many at most, and has that much less after."""
     zone = call.params.get("Placement.AvailabilityZone") or f"{call.region}a"
     instance_type = call.params.get("InstanceType", "m1.small")
-    if not sold_out(zone, instance_type):
-        return None
+    least = int(call.params.get("MinCount", "1"))
+    rule = capacity_rule(zone, instance_type)
+    room = wanted if rule is None else min(wanted, int(rule.get("left") or 0))
+    if room >= least:
+        return room, None
     backend = ec2_backends[call.account][call.region]
     others = [z.name for z in backend.describe_availability_zones() if z.name != zone and not sold_out(z.name, instance_type)]
     where = (
@@ -509,13 +537,45 @@ def check_capacity(call: Call):
         if others
         else "by trying again later."
     )
-    return ec2_error(
+    return None, ec2_error(
         "InsufficientInstanceCapacity",
         f"We currently do not have sufficient {instance_type} capacity in the "
         f"Availability Zone you requested ({zone}). Our system will be working on "
         f"provisioning additional capacity. You can currently get {instance_type} capacity {where}",
         500,
     )
+
+
+def use_capacity(call: Call, launched: int) -> None:
+    zone = call.params.get("Placement.AvailabilityZone") or f"{call.region}a"
+    rule = capacity_rule(zone, call.params.get("InstanceType", "m1.small"))
+    if rule is not None and rule.get("left"):
+        rule["left"] = max(int(rule["left"]) - launched, 0)
+
+
+def with_count(body: bytes, count: int) -> bytes:
+    """The RunInstances body with ``MinCount`` and ``MaxCount`` both ``count``: moto
+    launches ``MinCount`` instances."""
+    params = [(k, v) for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if k not in ("MinCount", "MaxCount")]
+    params += [("MinCount", str(count)), ("MaxCount", str(count))]
+    return urlencode(params).encode()
+
+
+INSTANCE_ID_ELEMENT = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
+
+
+def with_launch_indexes(call: Call, body: bytes) -> bytes:
+    """Adds each instance's ``amiLaunchIndex``, which moto keeps but does not answer."""
+    backend = ec2_backends[call.account][call.region]
+    index = {i.id: i.ami_launch_index for i in every_instance(backend)}
+
+    def add(m):
+        n = index.get(m.group(1).decode())
+        if n is None:
+            return m.group(0)
+        return m.group(0) + f"<amiLaunchIndex>{n}</amiLaunchIndex>".encode()
+
+    return INSTANCE_ID_ELEMENT.sub(add, body)
 
 
 def hibernated(call: Call) -> None:
@@ -623,6 +683,30 @@ def check_start_vcpu_limit(call: Call):
     return None
 
 
+def instance_count(call: Call) -> int:
+    """The instances a call acts on, as AWS's resource buckets count them."""
+    if call.action == "RunInstances":
+        return int(call.params.get("MaxCount", call.params.get("MinCount", "1")))
+    return len(instance_ids(call))
+
+
+def take_resources(call: Call) -> bool:
+    """Takes the call's instances from its action's resource bucket, if it has one."""
+    if call.action not in RESOURCE_BUCKETS:
+        return True
+    capacity, refill = RESOURCE_BUCKETS[call.action]
+    need = instance_count(call)
+    with STATE.lock:
+        now = time.monotonic()
+        tokens, last = STATE.resources.get(call.action, (float(capacity), now))
+        tokens = min(capacity, tokens + (now - last) * refill)
+        if tokens < need:
+            STATE.resources[call.action] = (tokens, now)
+            return False
+        STATE.resources[call.action] = (tokens - need, now)
+        return True
+
+
 def take_token(action: str) -> bool:
     if action in BUCKETS:
         capacity, refill = BUCKETS[action]
@@ -664,6 +748,7 @@ class Emulator:
 
     def forward(self, environ, body: bytes):
         environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
         captured = {}
 
         def start(status, headers, exc_info=None):
@@ -694,7 +779,7 @@ class Emulator:
     def answer(self, environ, call: Call, body: bytes):
         with STATE.lock:
             fault = next((f for f in STATE.faults if f.matches(call) and f.fires(STATE.rng)), None)
-            throttled = STATE.throttle and not take_token(call.action)
+            throttled = STATE.throttle and not (take_token(call.action) and take_resources(call))
         if throttled:
             return error_for(call.service, "RequestLimitExceeded", "Request limit exceeded.", 503)
         if fault and fault.delay_ms:
@@ -734,6 +819,9 @@ class Emulator:
         answer = self.forward(environ, body)
         if call.service == "ec2" and call.action == "StopInstances" and answer[0] == 200:
             hibernated(call)
+        if call.service == "ec2" and call.action == "DescribeInstances" and answer[0] == 200:
+            with STATE.lock:
+                return answer[0], answer[1], with_launch_indexes(call, answer[2])
         return answer
 
     def run_instances(self, environ, call: Call, body: bytes):
@@ -744,14 +832,21 @@ class Emulator:
                 replay = replay_token(call, token)
                 if replay is not None:
                     return replay
-            # The limit check and the launch are one step, as on AWS: two launches at
-            # once cannot both squeeze into the last vCPUs.
+            # The checks and the launch are one step, as on AWS: two launches at once
+            # cannot both squeeze into the last vCPUs or the last capacity.
             with LAUNCH_LOCK:
                 with STATE.lock:
-                    refused = check_capacity(call) or check_vcpu_limit(call)
+                    wanted = int(call.params.get("MaxCount", call.params.get("MinCount", "1")))
+                    count, refused = capacity_room(call, wanted)
+                    if refused is None:
+                        count, refused = vcpu_room(call, count)
                 if refused is not None:
                     return refused
-                status, headers, out = self.forward(environ, body)
+                status, headers, out = self.forward(environ, with_count(body, count))
+                if status == 200:
+                    with STATE.lock:
+                        use_capacity(call, count)
+                        out = with_launch_indexes(call, out)
                 after_run_instances(call, token, status, out)
             return status, headers, out
 
@@ -786,7 +881,7 @@ class Emulator:
                 return json_ok({})
             if path == "/_prism/capacity" and method == "POST":
                 STATE.sold_out = [
-                    {"zone": r["zone"], "instance_type": r.get("instance_type")}
+                    {"zone": r["zone"], "instance_type": r.get("instance_type"), "left": r.get("left")}
                     for r in payload.get("sold_out", [])
                 ]
                 return json_ok({})

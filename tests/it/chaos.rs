@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::emulator::{Emulator, per_workspace, prism_command, stderr, stdout};
 
 const FLEET: &str = "chaos";
-const WORKSPACES: usize = 8;
 const LAG_SECONDS: u64 = 3;
 
 fn seed() -> u64 {
@@ -32,32 +31,63 @@ fn faults(rng: &mut fastrand::Rng) -> serde_json::Value {
          "probability": 0.2 + rng.f64() * 0.3, "count": null},
         {"action": "RunInstances", "code": "", "delay_ms": rng.u64(100..500), "count": null},
         {"action": "DescribeInstances", "code": "", "delay_ms": rng.u64(0..200), "count": null},
+        {"action": "CreateTags", "code": "", "delay_ms": rng.u64(0..50), "count": null},
     ]})
 }
 
-/// Sells out the first zone for the fleet's type, or not, at random: launches then
-/// fall back to another zone with that zone's token.
+/// Sells out the first zone for the fleet's type, or leaves a few instances of
+/// capacity there (a batch then launches fewer than asked), or neither, at random:
+/// launches then fall back to another zone with that zone's token.
 fn capacity(rng: &mut fastrand::Rng) -> serde_json::Value {
-    if rng.bool() {
-        json!({"sold_out": [{"zone": "us-west-2a", "instance_type": "t3.micro"}]})
-    } else {
-        json!({"sold_out": []})
+    match rng.u8(0..3) {
+        0 => json!({"sold_out": [{"zone": "us-west-2a", "instance_type": "t3.micro"}]}),
+        1 => {
+            json!({"sold_out": [{"zone": "us-west-2a", "instance_type": "t3.micro", "left": rng.u8(1..6)}]})
+        }
+        _ => json!({"sold_out": []}),
     }
 }
 
+/// How many seeds a chaos test runs: `PRISM_CHAOS_RUNS`, else one (a new one each time).
+fn runs() -> u64 {
+    std::env::var("PRISM_CHAOS_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Launches one call per workspace, at an explicit pace.
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_killed_five_times_then_rerun_leaves_one_instance_per_workspace() {
-    let seed = seed();
+    let first = seed();
+    for seed in first..first + runs() {
+        killed_five_times_then_rerun(seed, 8, "rate_limit: {rate_per_minute: 240, burst_size: 2}")
+            .await;
+    }
+}
+
+/// Launches in batches (`rate_limit: auto`), their own tags written slowly: kills land
+/// before a batch, while it is in flight, between it and its tags, and among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_apply_killed_five_times_then_rerun_leaves_one_instance_per_workspace() {
+    let first = seed();
+    for seed in first..first + runs() {
+        killed_five_times_then_rerun(seed, 100, "rate_limit: auto").await;
+    }
+}
+
+async fn killed_five_times_then_rerun(seed: u64, workspaces: usize, pace: &str) {
     println!("chaos seed {seed} (PRISM_CHAOS_SEED={seed} replays it)");
     let mut rng = fastrand::Rng::with_seed(seed);
     let emu = Emulator::start();
+    emu.set_quota("ec2", "L-1216C47A", 1000.0);
     // The emulator's first EC2 call loads its catalogue: not a moment worth killing at.
     emu.ec2().describe_instances().send().await.unwrap();
     emu.post("/_prism/lag", json!({"seconds": LAG_SECONDS}));
     let path = emu.write(
         "class.yaml",
         &format!(
-            "name: {FLEET}\nproject: p\ntemplate: t\ncount: {WORKSPACES}\nrate_limit: {{rate_per_minute: 240, burst_size: 2}}\nretry: {{initial_backoff: 100ms, max_backoff: 1s}}\ntemplates:\n  t:\n    image: ami-785db401\n    instance_type: t3.micro\n"
+            "name: {FLEET}\nproject: p\ntemplate: t\ncount: {workspaces}\n{pace}\nretry: {{initial_backoff: 100ms, max_backoff: 1s}}\ntemplates:\n  t:\n    image: ami-785db401\n    instance_type: t3.micro\n"
         ),
     );
     let cache = emu.dir.path().join("cache");
@@ -113,7 +143,7 @@ async fn apply_killed_five_times_then_rerun_leaves_one_instance_per_workspace() 
     );
     // With the lag ended, every instance launched by any of the runs is visible.
     emu.reveal();
-    let want: BTreeMap<String, usize> = (1..=WORKSPACES)
+    let want: BTreeMap<String, usize> = (1..=workspaces)
         .map(|i| (format!("{FLEET}-{i:02}"), 1))
         .collect();
     assert_eq!(

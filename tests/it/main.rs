@@ -1,6 +1,7 @@
 //! Integration tests: the real `prism` binary against the local AWS emulator.
 
 mod apply;
+mod batch;
 mod browser;
 mod capacity;
 mod chaos;
