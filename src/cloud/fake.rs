@@ -169,6 +169,33 @@ impl FakeCloud {
         self.raised.lock().unwrap().insert(code.into(), value);
     }
 
+    /// The zone a launch of `spec` goes to (the first, when it names none); AWS's
+    /// InsufficientInstanceCapacity when that zone is sold out for its type.
+    fn zone_with_capacity(&self, spec: &LaunchSpec) -> Result<Option<String>, CloudError> {
+        let zone = spec
+            .availability_zone
+            .clone()
+            .or_else(|| self.zones.first().cloned());
+        if let Some(z) = &zone
+            && self
+                .sold_out
+                .lock()
+                .unwrap()
+                .contains(&(spec.instance_type.clone(), z.clone()))
+        {
+            return Err(CloudError::service(
+                "RunInstances",
+                Some("InsufficientInstanceCapacity"),
+                format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
+                    spec.instance_type
+                ),
+                Some(500),
+            ));
+        }
+        Ok(zone)
+    }
+
     /// RunInstances of one instance.
     async fn run_one(&self, spec: &LaunchSpec) -> Result<Instance, CloudError> {
         self.launch_calls.lock().unwrap().push((
@@ -216,27 +243,7 @@ impl FakeCloud {
             }
             return if lost { Err(lost_answer()) } else { Ok(known) };
         }
-        let zone = spec
-            .availability_zone
-            .clone()
-            .or_else(|| self.zones.first().cloned());
-        if let Some(z) = &zone
-            && self
-                .sold_out
-                .lock()
-                .unwrap()
-                .contains(&(spec.instance_type.clone(), z.clone()))
-        {
-            return Err(CloudError::service(
-                "RunInstances",
-                Some("InsufficientInstanceCapacity"),
-                format!(
-                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
-                    spec.instance_type
-                ),
-                Some(500),
-            ));
-        }
+        let zone = self.zone_with_capacity(spec)?;
         let instance = Instance {
             id: format!("i-{:08x}", all.len() + 1),
             instance_type: spec.instance_type.clone(),
@@ -286,27 +293,7 @@ impl FakeCloud {
                 })
                 .collect());
         }
-        let zone = spec
-            .availability_zone
-            .clone()
-            .or_else(|| self.zones.first().cloned());
-        if let Some(z) = &zone
-            && self
-                .sold_out
-                .lock()
-                .unwrap()
-                .contains(&(spec.instance_type.clone(), z.clone()))
-        {
-            return Err(CloudError::service(
-                "RunInstances",
-                Some("InsufficientInstanceCapacity"),
-                format!(
-                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({z}).",
-                    spec.instance_type
-                ),
-                Some(500),
-            ));
-        }
+        let zone = self.zone_with_capacity(spec)?;
         let mut launched = vec![];
         for n in 0..count {
             let mut tags = spec.tags.clone();
