@@ -4,8 +4,8 @@
 //!
 //! Under systemd, when stderr is the journal (`JOURNAL_STREAM` names it), a record is
 //! one line however many its message has, without colour and without a timestamp (the
-//! journal stamps each line), and begins with its syslog priority (`<4>` for a warning),
-//! which the journal takes as the line's priority and strips.
+//! journal stamps each line), and begins with its syslog priority (`<4>` for a warning)
+//! instead of its level's name, which the journal takes as the line's priority and strips.
 
 use std::io::Write;
 
@@ -84,8 +84,14 @@ pub fn init(verbose: u8, format: LogFormat, service: bool) {
                 .with_writer(writer);
             let events_only = tracing_subscriber::filter::filter_fn(|m| m.is_event());
             if journal {
+                // The journal stamps each line, and the priority says its level.
                 registry
-                    .with(layer.without_time().with_filter(events_only))
+                    .with(
+                        layer
+                            .without_time()
+                            .with_level(false)
+                            .with_filter(events_only),
+                    )
                     .init();
             } else {
                 registry.with(layer.with_filter(events_only)).init();
