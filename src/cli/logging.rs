@@ -22,10 +22,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// How log records are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// Lines for people.
+    // Lines for people.
     #[default]
     Text,
-    /// One JSON object per line, with the fields of its spans, for log collectors.
+    // One JSON object per line, with the fields of its spans, for log collectors.
     Json,
 }
 

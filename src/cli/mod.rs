@@ -101,17 +101,6 @@ pub struct GlobalArgs {
     /// Less output: no plan and no progress lines, only failures and the summary.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Log records on stderr as text, or as one JSON object per line with their fields
-    /// (fleet, workspace, launch id, AWS request id), for log collectors.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value_t,
-        env = "PRISM_LOG_FORMAT",
-        value_name = "FORMAT"
-    )]
-    pub log_format: logging::LogFormat,
 }
 
 impl GlobalArgs {
@@ -271,8 +260,16 @@ pub fn main() -> ExitCode {
             return exit_code(u8::try_from(e.exit_code()).unwrap_or(1), detailed);
         }
     };
-    let service = matches!(cli.command, Command::Watch(_) | Command::Serve(_));
-    logging::init(cli.global.verbose, cli.global.log_format, service);
+    let service = match &cli.command {
+        Command::Watch(w) => Some(w.log_format),
+        Command::Serve(s) => Some(s.log_format),
+        _ => None,
+    };
+    logging::init(
+        cli.global.verbose,
+        service.unwrap_or_default(),
+        service.is_some(),
+    );
     let json = wants_json(&matches);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -51,8 +51,18 @@ pub struct ServeArgs {
     /// is closed.
     #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=100_000))]
     pub max_connections: u32,
+    /// Log records on stderr as text, or as JSON objects with their fields (launch id,
+    /// fleet, workspace, AWS request id), one per line, for log collectors
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "PRISM_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: super::logging::LogFormat,
     /// Also serve `/metrics` on this address, without a token, for a Prometheus scraper
-    /// (the main address serves it behind the token); loopback unless --allow-remote.
+    /// (the main address serves it behind the token); loopback unless --allow-remote
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -247,7 +257,6 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
             endpoint_url: global.endpoint_url.clone(),
             verbose: global.verbose,
             quiet: global.quiet,
-            log_format: global.log_format,
         },
         settings,
         engines: Mutex::new(BTreeMap::new()),

@@ -32,12 +32,22 @@ pub struct WatchArgs {
     /// Actions in flight at once.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
+    /// Log records on stderr as text, or as JSON objects with their fields (fleet, pass,
+    /// workspace, AWS request id), one per line, for log collectors
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "PRISM_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: super::logging::LogFormat,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (no token: loopback unless
     /// --allow-remote).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Let --metrics-listen be an address other than loopback, for a scraper on another
-    /// machine.
+    /// machine
     #[arg(long, requires = "metrics_listen")]
     pub allow_remote: bool,
 }
