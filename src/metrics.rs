@@ -327,6 +327,20 @@ impl Metrics {
         }
     }
 
+    /// What a plan of `fleet` found: its instances by state, and each quota it checked.
+    pub fn planned(&self, observed: &crate::observe::Observed, plan: &crate::plan::Plan) {
+        self.workspaces(&plan.fleet, &observed.instances);
+        for q in &plan.quota {
+            self.quota(
+                &observed.region,
+                &q.code,
+                &q.name,
+                q.limit,
+                q.usage.map(f64::from),
+            );
+        }
+    }
+
     /// A quota as it was read: its value and its usage, when known.
     pub fn quota(
         &self,

@@ -185,6 +185,7 @@ async fn plan_of(
             ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
         })?;
     let plan = crate::plan::plan_at(manifest, &observed, Some(jiff::Timestamp::now()));
+    app.metrics.planned(&observed, &plan);
     Ok((engine, plan, observed))
 }
 
