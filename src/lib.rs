@@ -12,6 +12,7 @@ pub mod engine;
 pub mod errors;
 pub mod inventory;
 pub mod manifest;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod quota;

@@ -12,6 +12,7 @@ mod apply_cmd;
 mod complete;
 mod destroy_cmd;
 mod fleet_cmd;
+mod logging;
 mod plan_cmd;
 pub mod progress;
 mod quota_cmd;
@@ -259,7 +260,16 @@ pub fn main() -> ExitCode {
             return exit_code(u8::try_from(e.exit_code()).unwrap_or(1), detailed);
         }
     };
-    init_logging(cli.global.verbose, &cli.command);
+    let service = match &cli.command {
+        Command::Watch(w) => Some(w.log_format),
+        Command::Serve(s) => Some(s.log_format),
+        _ => None,
+    };
+    logging::init(
+        cli.global.verbose,
+        service.unwrap_or_default(),
+        service.is_some(),
+    );
     let json = wants_json(&matches);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -299,36 +309,6 @@ fn unset_empty_env() {
             // thread exists, so nothing reads the environment concurrently.
             unsafe { std::env::remove_var(name) };
         }
-    }
-}
-
-/// Logs go to stderr: prism's own warnings by default, more with -v or RUST_LOG; the
-/// SDK's own messages only from -v on. `prism watch` logs what it does at info level,
-/// as text or JSON lines. Colour only on a terminal, and not with NO_COLOR.
-fn init_logging(verbose: u8, command: &Command) {
-    let watch = match command {
-        Command::Watch(w) => Some(w.log_format),
-        _ => None,
-    };
-    // watch logs what it does at info; its heartbeat and what stands still at -v.
-    let default = match (verbose, watch.is_some()) {
-        (0, false) => "prism=warn",
-        (0, true) => "prism=info",
-        (1, false) => "warn,prism=info",
-        (1, true) => "warn,prism=debug",
-        (2, _) => "info,prism=debug",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(report::stderr_color())
-        .with_writer(std::io::stderr);
-    match watch {
-        Some(watch_cmd::LogFormat::Json) => builder.json().init(),
-        Some(watch_cmd::LogFormat::Text) => builder.with_target(false).init(),
-        None => builder.init(),
     }
 }
 
@@ -428,6 +408,16 @@ async fn legacy_change(
     deprecated(verb, &format!("workspace {verb}"));
     let cloud = connect_to(global, None).await?;
     workspace_cmd::change(global, std::sync::Arc::new(cloud), kind, verb, args).await
+}
+
+/// Binds a `--metrics-listen` address (checked for loopback by the caller).
+async fn metrics_listener(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Failure::Refused(
+            Refusal::Unavailable,
+            format!("cannot serve metrics on {addr}: {e}"),
+        )
+    })
 }
 
 /// Connects to the region the flags, else the manifest, else the AWS configuration name.

@@ -51,6 +51,20 @@ pub struct ServeArgs {
     /// is closed.
     #[arg(long, default_value_t = 512, value_name = "N", value_parser = clap::value_parser!(u32).range(8..=100_000))]
     pub max_connections: u32,
+    /// Log records on stderr as text, or as JSON objects with their fields (launch id,
+    /// fleet, workspace, AWS request id), one per line, for log collectors
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "PRISM_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: super::logging::LogFormat,
+    /// Also serve `/metrics` on this address, without a token, for a Prometheus scraper
+    /// (the main address serves it behind the token); loopback unless --allow-remote
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
@@ -64,6 +78,8 @@ struct Engines {
     engines: Mutex<BTreeMap<String, Arc<Engine>>>,
     /// The cloud of `--region` (or the profile's), made on first use.
     cloud: tokio::sync::OnceCell<Arc<dyn Cloud>>,
+    /// Where the engines and their clouds count what they do.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[async_trait::async_trait]
@@ -78,8 +94,10 @@ impl Connector for Engines {
         let engine = engines
             .entry(region.clone())
             .or_insert_with(|| {
-                let cloud: Arc<dyn Cloud> = Arc::new(cloud);
-                Engine::new(cloud, rate, launch_notes(&self.global, &region))
+                let cloud: Arc<dyn Cloud> = Arc::new(cloud.with_metrics(self.metrics.clone()));
+                let engine = Engine::new(cloud, rate, launch_notes(&self.global, &region));
+                engine.set_metrics(self.metrics.clone());
+                engine
             })
             .clone();
         engine.set_launch_rate(rate);
@@ -93,7 +111,7 @@ impl Connector for Engines {
                 let cloud = connect_to(&self.global, None)
                     .await
                     .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))?;
-                Ok(Arc::new(cloud) as Arc<dyn Cloud>)
+                Ok(Arc::new(cloud.with_metrics(self.metrics.clone())) as Arc<dyn Cloud>)
             })
             .await
             .cloned()
@@ -154,10 +172,18 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
                 ),
             ));
         }
-        say!(
-            "warning: listening on {} over plain HTTP: anyone on the network path can read the API token; put a TLS reverse proxy in front",
-            args.listen
+        super::logging::tell(
+            true,
+            &format!(
+                "warning: listening on {} over plain HTTP: anyone on the network path can read the API token; put a TLS reverse proxy in front",
+                args.listen
+            ),
         );
+    }
+    if let Some(addr) = &args.metrics_listen
+        && let Some(why) = crate::serve::metrics::refusal(addr, args.allow_remote)
+    {
+        return Err(Failure::Refused(Refusal::Unsafe, why));
     }
     let settings = crate::config::load()?;
     let manifests = match &args.manifests {
@@ -189,6 +215,11 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
             )
         })?;
     let addr = listener.local_addr().map_err(Failure::Io)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let scrape = match args.metrics_listen {
+        Some(at) => Some(super::metrics_listener(at).await?),
+        None => None,
+    };
     {
         use std::io::{Seek, Write};
         lock.set_len(0).map_err(Failure::Io)?;
@@ -230,8 +261,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         settings,
         engines: Mutex::new(BTreeMap::new()),
         cloud: tokio::sync::OnceCell::new(),
+        metrics: metrics.clone(),
     });
-    let app = App::load(&state, manifests, connector);
+    let app = App::load(&state, manifests, connector, metrics.clone());
     let shown = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         SocketAddr::V4(a) => a.to_string(),
@@ -242,6 +274,15 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         guard.door.base_url(),
         state.join("token").display()
     ))?;
+    if let Some(l) = scrape {
+        let shown = l.local_addr().map_err(Failure::Io)?;
+        super::print(&format!("prism serve: metrics on http://{shown}/metrics\n"))?;
+        tokio::spawn(crate::serve::metrics::run(
+            l,
+            metrics.clone(),
+            std::future::pending(),
+        ));
+    }
     let limits = listen::Limits {
         max_connections: args.max_connections as usize,
         ..listen::Limits::default()
@@ -249,6 +290,6 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     crate::serve::run(listener, app, guard, limits, super::stop_signal())
         .await
         .map_err(Failure::Io)?;
-    say!("prism serve: stopped");
+    super::logging::tell(false, "prism serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use std::collections::HashMap;
 
@@ -17,14 +18,6 @@ use crate::engine::Engine;
 use crate::engine::events::{Event, Stamped};
 use crate::manifest;
 use crate::watch::{self, Notice, Pass, WatchOptions};
-
-/// How `prism watch` logs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -39,20 +32,63 @@ pub struct WatchArgs {
     /// Actions in flight at once.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
-    /// Log lines as text or as JSON objects (for log collectors).
-    #[arg(long, value_enum, default_value_t)]
-    pub log_format: LogFormat,
+    /// Log records on stderr as text, or as JSON objects with their fields (fleet, pass,
+    /// workspace, AWS request id), one per line, for log collectors
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        env = "PRISM_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: super::logging::LogFormat,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (no token: loopback unless
+    /// --allow-remote).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Let --metrics-listen be an address other than loopback, for a scraper on another
+    /// machine
+    #[arg(long, requires = "metrics_listen")]
+    pub allow_remote: bool,
 }
 
 pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Failure> {
+    if let Some(addr) = &args.metrics_listen
+        && let Some(why) = crate::serve::metrics::refusal(addr, args.allow_remote)
+    {
+        return Err(Failure::Refused(Refusal::Unsafe, why));
+    }
     let manifest = manifest::load(&args.file)?;
     let config = crate::config::load()?;
-    let cloud: Arc<dyn Cloud> = Arc::new(connect(global, &manifest).await?);
+    let scrape = match args.metrics_listen {
+        Some(at) => Some(super::metrics_listener(at).await?),
+        None => None,
+    };
+    let metrics = scrape
+        .as_ref()
+        .map(|_| Arc::new(crate::metrics::Metrics::new()));
+    let mut aws = connect(global, &manifest).await?;
+    if let Some(m) = &metrics {
+        aws = aws.with_metrics(m.clone());
+    }
+    let cloud: Arc<dyn Cloud> = Arc::new(aws);
     let engine = Engine::new(
         cloud.clone(),
         crate::config::launch_rate(&manifest.rate_limit, &config),
         super::launch_notes(global, cloud.region()),
     );
+    if let (Some(l), Some(m)) = (scrape, &metrics) {
+        engine.set_metrics(m.clone());
+        tracing::info!(
+            "metrics on http://{}/metrics",
+            l.local_addr().map_err(Failure::Io)?
+        );
+        tokio::spawn(crate::serve::metrics::run(
+            l,
+            m.clone(),
+            std::future::pending(),
+        ));
+    }
     engine.set_sold_out_ttl(crate::config::sold_out_ttl(&config));
     let opts = WatchOptions {
         resync: args.resync,
@@ -161,6 +197,15 @@ async fn log_run(
                 }
                 break;
             }
+            // In JSON, each line names its workspace.
+            let workspace = serde_json::to_value(&e.event)
+                .ok()
+                .and_then(|v| v["workspace"].as_str().map(str::to_string));
+            let span = match &workspace {
+                Some(w) => tracing::info_span!("workspace", workspace = %w),
+                None => tracing::Span::none(),
+            };
+            let _in = span.enter();
             for l in line.lines().filter(|l| !l.trim().is_empty()) {
                 if new {
                     if let Some(s) = started.take() {
@@ -192,19 +237,26 @@ async fn report(
     let mut standing = Standing::default();
     let mut news = false;
     let rerun = format!("prism apply {}", path.display());
+    // The pass under way: its records carry its fleet and number.
+    let mut span = tracing::Span::none();
     while let Some(n) = notices.recv().await {
         match n {
             Notice::PassStarted { pass, fleet } => {
                 news = false;
-                tracing::debug!(pass, fleet = %fleet, "reconciling");
+                span = tracing::info_span!("pass", fleet = %fleet, pass);
+                span.in_scope(|| tracing::debug!("reconciling"));
             }
-            Notice::Run(events) => news = log_run(events, &mut standing, &rerun).await,
+            Notice::Run(events) => {
+                news = log_run(events, &mut standing, &rerun)
+                    .instrument(span.clone())
+                    .await
+            }
             Notice::PassEnded {
                 pass,
                 outcome,
                 next,
                 boundary,
-            } => {
+            } => span.in_scope(|| {
                 let line = status(pass, &outcome, (!once).then_some(next), boundary);
                 let key = status(0, &outcome, Some(Duration::ZERO), None);
                 let changed = standing.last_status.replace(key.clone()) != Some(key);
@@ -226,9 +278,9 @@ async fn report(
                 } else {
                     tracing::debug!(pass, "{line}");
                 }
-            }
+            }),
             Notice::Invalid(e) => {
-                super::to_stderr(&super::render_problems(&e, false));
+                super::logging::tell(true, super::render_problems(&e, false).trim_end());
                 tracing::warn!(
                     "{} is invalid: keeping the last good manifest and changing nothing until it is fixed",
                     path.display()

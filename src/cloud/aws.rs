@@ -34,6 +34,8 @@ pub struct AwsCloud {
     region: String,
     /// The endpoint URL calls go to, when it is not AWS's own.
     endpoint_url: Option<String>,
+    /// Where every call is counted, when the process serves metrics.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 /// An error before any call.
@@ -77,12 +79,63 @@ impl AwsCloud {
             super::settings::region(&region, &Source::AwsConfig)?;
         }
         Ok(AwsCloud {
-            ec2: aws_sdk_ec2::Client::new(&config),
-            quotas: aws_sdk_servicequotas::Client::new(&config),
-            efs: aws_sdk_efs::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&config)
+                    .interceptor(RequestIds)
+                    .build(),
+            ),
+            quotas: aws_sdk_servicequotas::Client::from_conf(
+                aws_sdk_servicequotas::config::Builder::from(&config)
+                    .interceptor(RequestIds)
+                    .build(),
+            ),
+            efs: aws_sdk_efs::Client::from_conf(
+                aws_sdk_efs::config::Builder::from(&config)
+                    .interceptor(RequestIds)
+                    .build(),
+            ),
             region,
             endpoint_url: config.endpoint_url().map(str::to_string),
+            metrics: None,
         })
+    }
+
+    /// This client, counting every call in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+tokio::task_local! {
+    /// The request id of the last answer AWS gave to the call in progress.
+    static REQUEST_ID: std::cell::RefCell<Option<String>>;
+}
+
+/// Notes the request id of every answer (its `x-amzn-requestid` header) for the call in
+/// progress, so that its log record names it: what AWS support asks for.
+#[derive(Debug)]
+struct RequestIds;
+
+impl aws_sdk_ec2::config::Intercept for RequestIds {
+    fn name(&self) -> &'static str {
+        "RequestIds"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        let headers = context.response().headers();
+        let id = headers
+            .get("x-amzn-requestid")
+            .or_else(|| headers.get("x-amz-request-id"));
+        if let Some(id) = id {
+            let _ = REQUEST_ID.try_with(|r| *r.borrow_mut() = Some(id.to_string()));
+        }
+        Ok(())
     }
 }
 
@@ -424,8 +477,9 @@ impl<E> From<CloudError> for Failure<E> {
 impl AwsCloud {
     /// Runs `body`, the whole of one AWS operation (every page, the reading of the
     /// answer), naming `operation` in its error; logs it at debug level with its
-    /// outcome and duration: what a person debugging a launch needs (`-vv`, or
-    /// `RUST_LOG=prism=debug`).
+    /// outcome, duration and AWS request id (of its last answer): what a person
+    /// debugging a launch needs (`-vv`, or `RUST_LOG=prism=debug`). Counts it in the
+    /// metrics, when the process serves them.
     async fn call<T, E>(
         &self,
         operation: &'static str,
@@ -435,7 +489,13 @@ impl AwsCloud {
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
         let start = std::time::Instant::now();
-        let result = body.await.map_err(|failure| match failure {
+        let (result, request_id) = REQUEST_ID
+            .scope(std::cell::RefCell::new(None), async {
+                let result = body.await;
+                (result, REQUEST_ID.with(|r| r.borrow_mut().take()))
+            })
+            .await;
+        let result = result.map_err(|failure| match failure {
             Failure::Sdk(e) => convert(operation, e, &self.host(operation)),
             Failure::Own {
                 code,
@@ -444,14 +504,21 @@ impl AwsCloud {
             } => CloudError::service(operation, code, message, status),
             Failure::Other(e) => e,
         });
-        let ms = start.elapsed().as_millis() as u64;
+        let took = start.elapsed();
+        if let Some(m) = &self.metrics {
+            let class = result.as_ref().err().map(|e| e.class);
+            m.aws_call(&self.region, operation, class, took);
+        }
+        let ms = took.as_millis() as u64;
         let api = operation;
+        let aws_request_id = request_id.as_deref().unwrap_or("-");
         match &result {
-            Ok(_) => tracing::debug!(target: "prism::aws", api, ms, "ok"),
+            Ok(_) => tracing::debug!(target: "prism::aws", api, ms, aws_request_id, "ok"),
             Err(e) => tracing::debug!(
                 target: "prism::aws",
                 api,
                 ms,
+                aws_request_id,
                 code = e.code.as_deref().unwrap_or("-"),
                 class = ?e.class,
                 "failed: {}",

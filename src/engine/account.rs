@@ -14,6 +14,7 @@ use super::launch_notes::LaunchNotes;
 use super::limiter::{self, Limiter, RateSettings};
 use crate::cloud::Cloud;
 use crate::manifest::Manifest;
+use crate::metrics::Metrics;
 use crate::plan::Plan;
 
 /// Carries out jobs in one account and region; share it (`Arc`) between runs.
@@ -25,6 +26,8 @@ pub struct Engine {
     pub(crate) memory: Arc<LaunchNotes>,
     /// Sold-out (instance type, zone) pairs, avoided by every launch of every run.
     pub(crate) sold_out: SoldOut,
+    /// Where runs count what they do, when the process serves metrics.
+    metrics: ArcSwapOption<Metrics>,
 }
 
 /// AWS's request bucket for changes (mutating actions): 50 at once, 5 more per second.
@@ -56,6 +59,7 @@ impl Engine {
             mutate: limiter::fixed(MUTATE_PER_SECOND, MUTATE_BURST),
             memory,
             sold_out: SoldOut::default(),
+            metrics: ArcSwapOption::empty(),
         })
     }
 
@@ -94,6 +98,26 @@ impl Engine {
     pub fn set_launch_rate(&self, settings: Option<RateSettings>) {
         if self.launch_rate() != settings {
             self.launch.store(settings.map(Limiter::new));
+            self.report_launch_rate();
+        }
+    }
+
+    /// Counts what this engine's runs do in `metrics` from now on (and its launch
+    /// rate, which it sets at once).
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        self.metrics.store(Some(metrics));
+        self.report_launch_rate();
+    }
+
+    /// Where runs count what they do; None when the process serves no metrics.
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.metrics.load_full()
+    }
+
+    /// Sets the launch rate gauge of the engine's region to the limiter's rate.
+    pub(crate) fn report_launch_rate(&self) {
+        if let (Some(m), Some(l)) = (self.metrics(), self.launch_limiter()) {
+            m.launch_rate(self.cloud.region(), l.rate_per_minute());
         }
     }
 

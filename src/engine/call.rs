@@ -182,6 +182,9 @@ impl RunContext {
                 delay_ms = delay.as_millis() as u64,
                 "retrying"
             );
+            if let Some(m) = self.engine.metrics() {
+                m.aws_retry(err.operation, err.class);
+            }
             self.events.emit(Event::Retrying {
                 workspace: workspace.to_string(),
                 attempt,
@@ -211,6 +214,9 @@ impl RunContext {
             Some(_) => None,
         };
         if let Some((rate_per_minute, reason)) = changed {
+            if let Some(m) = self.engine.metrics() {
+                m.launch_rate(self.cloud.region(), rate_per_minute);
+            }
             self.events.emit(Event::RateChanged {
                 rate_per_minute,
                 reason: reason.into(),

@@ -206,6 +206,8 @@ pub struct Events {
     start: Instant,
     tx: mpsc::UnboundedSender<Stamped>,
     ended: Arc<AtomicBool>,
+    /// Where the run's changes to workspaces are counted, and its fleet.
+    counted: Option<Arc<(Arc<crate::metrics::Metrics>, String)>>,
 }
 
 impl Events {
@@ -217,6 +219,7 @@ impl Events {
                 start: Instant::now(),
                 tx,
                 ended: Arc::new(AtomicBool::new(false)),
+                counted: None,
             },
             rx,
         )
@@ -229,9 +232,18 @@ impl Events {
         if matches!(event, Event::Summary(_)) {
             self.ended.store(true, Ordering::Release);
         }
+        if let Some(counted) = &self.counted {
+            counted.0.event(&counted.1, &event);
+        }
         let elapsed_s = self.start.elapsed().as_secs_f64();
         // A renderer that has gone away loses nothing the summary does not repeat.
         let _ = self.tx.send(Stamped { elapsed_s, event });
+    }
+
+    /// These events, counted in `metrics` as changes to workspaces of `fleet`.
+    pub fn counted(mut self, metrics: Arc<crate::metrics::Metrics>, fleet: &str) -> Events {
+        self.counted = Some(Arc::new((metrics, fleet.to_string())));
+        self
     }
 
     /// Time since the apply began.

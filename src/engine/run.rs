@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::account::Engine;
 use super::events::{Event, Events, Stamped};
@@ -15,15 +16,18 @@ use super::report::Report;
 impl Engine {
     /// Starts carrying out `job`; the run goes on in the background.
     pub fn run(self: &Arc<Self>, job: Job, opts: RunOptions) -> Run {
-        let (events, rx) = Events::channel();
+        let (mut events, rx) = Events::channel();
+        if let Some(metrics) = self.metrics() {
+            events = events.counted(metrics, &job.fleet);
+        }
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(executor::execute(
-            self.clone(),
-            job,
-            opts,
-            events.clone(),
-            cancel.clone(),
-        ));
+        // Within the caller's span (a watch pass, a server's launch), the run's log
+        // records carry its fleet.
+        let span = tracing::info_span!("run", fleet = %job.fleet);
+        let task = tokio::spawn(
+            executor::execute(self.clone(), job, opts, events.clone(), cancel.clone())
+                .instrument(span),
+        );
         Run {
             events: Some(rx),
             canceller: Canceller { cancel, events },

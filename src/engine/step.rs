@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::call::Pace;
 use super::context::RunContext;
@@ -39,14 +40,18 @@ pub async fn dispatch(
         return Err(action);
     }
     let ctx = ctx.clone();
-    tasks.spawn(async move {
-        let outcome = run(&ctx, &action, prepaid, started).await;
-        drop(permit);
-        if let Some(settle) = settle {
-            settle.add(&ctx, &action, &outcome);
+    let span = tracing::info_span!("workspace", workspace = %action.workspace);
+    tasks.spawn(
+        async move {
+            let outcome = run(&ctx, &action, prepaid, started).await;
+            drop(permit);
+            if let Some(settle) = settle {
+                settle.add(&ctx, &action, &outcome);
+            }
+            (action, outcome)
         }
-        (action, outcome)
-    });
+        .instrument(span),
+    );
     Ok(())
 }
 

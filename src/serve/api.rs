@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::App;
 use super::error::ApiError;
@@ -184,6 +185,7 @@ async fn plan_of(
             ApiError::explained(StatusCode::BAD_GATEWAY, crate::errors::explain(&e, &ctx))
         })?;
     let plan = crate::plan::plan_at(manifest, &observed, Some(jiff::Timestamp::now()));
+    app.metrics.planned(&observed, &plan);
     Ok((engine, plan, observed))
 }
 
@@ -250,18 +252,23 @@ async fn start(
 ) -> Result<(), ApiError> {
     let (engine, job, opts) = prepare(app, manifest, &request).await?;
     let slot = app.slot(engine.cloud().region());
+    // The run's log records carry the launch's id.
+    let span = launch.span();
     let how = match slot.clone().try_lock_owned() {
-        Ok(turn) => Start::Now(turn, engine.run(job, opts)),
+        Ok(turn) => Start::Now(turn, span.in_scope(|| engine.run(job, opts))),
         Err(_) => {
             // Planned again when its turn comes: the launches ahead change the fleet's
             // neighbours and the quota's use.
             let (app, manifest) = (app.clone(), manifest.clone());
             Start::Queued(
                 slot,
-                Box::pin(async move {
-                    let (engine, job, opts) = prepare(&app, &manifest, &request).await?;
-                    Ok(engine.run(job, opts))
-                }),
+                Box::pin(
+                    async move {
+                        let (engine, job, opts) = prepare(&app, &manifest, &request).await?;
+                        Ok(engine.run(job, opts))
+                    }
+                    .instrument(span),
+                ),
             )
         }
     };
@@ -548,6 +555,8 @@ struct Cursor {
     stopping: tokio_util::sync::CancellationToken,
     /// The last event was sent.
     over: bool,
+    /// Counts the stream as open while it lives.
+    _open: crate::metrics::StreamGuard,
 }
 
 async fn next_event(mut c: Cursor) -> Option<(Result<SseEvent, Infallible>, Cursor)> {
@@ -626,6 +635,7 @@ pub async fn events(
         shutdown: app.shutdown.clone(),
         stopping: app.stopping.clone(),
         over: false,
+        _open: app.metrics.event_stream(),
     };
     let stream = futures::stream::unfold(cursor, next_event);
     Ok(Sse::new(stream)

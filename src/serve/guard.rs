@@ -367,7 +367,8 @@ pub async fn require_token(
     if open_path(path) {
         return next.run(req).await;
     }
-    let api = path.starts_with("/api/");
+    // `/metrics` is for a scraper: a token, as the API takes, or a session.
+    let api = path.starts_with("/api/") || path == "/metrics";
     if api && guard.token_ok(req.headers()) {
         return next.run(req).await;
     }

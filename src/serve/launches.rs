@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -222,6 +223,11 @@ impl Launch {
     /// `queued` for the launches ahead of it (other fleets in the same account and
     /// region) and is planned again when its turn comes. Numbers, keeps and passes on
     /// the run's events, and sets the state from its report.
+    /// The span of this launch's log records: its id and fleet.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("launch", launch_id = %self.id(), fleet = %self.fleet())
+    }
+
     pub fn start(self: &Arc<Self>, start: Start, store: Store) {
         let launch = self.clone();
         let dequeue = {
@@ -233,25 +239,28 @@ impl Launch {
             let _ = store.save(&inner.record);
             inner.dequeue.clone()
         };
-        let pump = tokio::spawn(async move {
-            let (_turn, run) = match start {
-                Start::Now(turn, run) => (turn, run),
-                Start::Queued(slot, plan) => {
-                    let turn = tokio::select! {
-                        turn = slot.lock_owned() => turn,
-                        _ = dequeue.cancelled() => return launch.end_unstarted(None, &store),
-                    };
-                    if dequeue.is_cancelled() {
-                        return launch.end_unstarted(None, &store);
+        let pump = tokio::spawn(
+            async move {
+                let (_turn, run) = match start {
+                    Start::Now(turn, run) => (turn, run),
+                    Start::Queued(slot, plan) => {
+                        let turn = tokio::select! {
+                            turn = slot.lock_owned() => turn,
+                            _ = dequeue.cancelled() => return launch.end_unstarted(None, &store),
+                        };
+                        if dequeue.is_cancelled() {
+                            return launch.end_unstarted(None, &store);
+                        }
+                        match plan.await {
+                            Ok(run) => (turn, run),
+                            Err(e) => return launch.end_unstarted(Some(e), &store),
+                        }
                     }
-                    match plan.await {
-                        Ok(run) => (turn, run),
-                        Err(e) => return launch.end_unstarted(Some(e), &store),
-                    }
-                }
-            };
-            launch.follow(run, &store).await;
-        });
+                };
+                launch.follow(run, &store).await;
+            }
+            .instrument(self.span()),
+        );
         self.lock().pump = Some(pump);
     }
 
@@ -273,6 +282,7 @@ impl Launch {
             }
             let _ = store.save(&inner.record);
         }
+        tracing::info!("launch {} running", self.id());
         let mut progress = Progress::default();
         while let Some(e) = rx.recv().await {
             progress.apply(&e);
@@ -284,6 +294,17 @@ impl Launch {
         }
         let report = run.report().await;
         self.end(&report, store);
+        tracing::info!(
+            "launch {} ended {}: {} done, {} failed, {} skipped",
+            self.id(),
+            serde_json::to_value(self.state())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            report.succeeded,
+            report.failed.len(),
+            report.skipped.len()
+        );
     }
 
     /// Ends a launch whose run never started: taken out of the queue, or refused

@@ -12,6 +12,7 @@ pub mod error;
 pub mod guard;
 mod launches;
 pub mod listen;
+pub mod metrics;
 mod pages;
 mod quotas;
 pub mod sessions;
@@ -86,6 +87,8 @@ pub struct App {
     stopping: CancellationToken,
     /// Cancelled when the server stops, once its launches are: event streams end.
     shutdown: CancellationToken,
+    /// The process's metrics: `/metrics` shows them; event streams count in them.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -95,6 +98,7 @@ impl App {
         state_dir: &std::path::Path,
         manifests: Option<PathBuf>,
         connector: Arc<dyn Connector>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<App> {
         let store = Store::new(state_dir);
         let registry = Registry::default();
@@ -118,6 +122,7 @@ impl App {
             manifests,
             stopping: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            metrics,
         })
     }
 
@@ -275,6 +280,9 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .merge(login);
     let bounded = with_bounds(bounded, IN_FLIGHT, REQUEST_TIMEOUT);
     // Answers that stay open, or must answer whatever the load: never turned away.
+    let scrape = Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .with_state(app.metrics.clone());
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/assets/{file}", get(pages::asset))
@@ -282,6 +290,7 @@ pub fn router(app: Arc<App>, guard: Arc<guard::Guard>) -> Router {
         .with_state(app);
     bounded
         .merge(open)
+        .merge(scrape)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(from_fn_with_state(guard.clone(), guard::require_token))
         .layer(from_fn_with_state(guard.clone(), guard::check_origin))

@@ -160,6 +160,10 @@ async fn survey_within(app: &App, age: std::time::Duration) -> Result<Vec<QuotaR
     let rows = quota::usage::survey(cloud.as_ref(), &RetryPolicy::default())
         .await
         .map_err(|e| aws(e, cloud.as_ref()))?;
+    for r in &rows {
+        app.metrics
+            .quota(cloud.region(), &r.code, &r.name, r.limit, r.usage);
+    }
     *app.last_survey.lock().unwrap_or_else(|e| e.into_inner()) =
         Some((std::time::Instant::now(), rows.clone()));
     Ok(rows)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::cloud::{CloudError, ErrorClass};
 use crate::engine::Report;
@@ -268,6 +269,18 @@ pub async fn reconcile_at(
         }
     };
     let plan = plan::plan_at(manifest, &observed, Some(now));
+    if let Some(m) = engine.metrics() {
+        m.workspaces(&manifest.name, &observed.instances);
+        for q in &plan.quota {
+            m.quota(
+                &observed.region,
+                &q.code,
+                &q.name,
+                q.limit,
+                q.usage.map(f64::from),
+            );
+        }
+    }
     if let Some(o) = &plan.owned_elsewhere {
         return Pass {
             owned_elsewhere: Some(o.message(&plan.fleet)),
@@ -328,6 +341,22 @@ pub async fn reconcile_at(
         report: Some(report),
         held: decision.held,
         ..Pass::default()
+    }
+}
+
+/// How `pass` ended, as the metrics count it.
+fn pass_outcome(pass: &Pass) -> crate::metrics::PassOutcome {
+    use crate::metrics::PassOutcome;
+    if pass.error.is_some() {
+        PassOutcome::Error
+    } else if pass.owned_elsewhere.is_some() {
+        PassOutcome::OwnedElsewhere
+    } else if !pass.clean() {
+        PassOutcome::Failed
+    } else if pass.held > 0 {
+        PassOutcome::Held
+    } else {
+        PassOutcome::Clean
     }
 }
 
@@ -573,6 +602,8 @@ impl Watcher {
             .clock
             .now()
             .max(self.reached.take().unwrap_or(jiff::Timestamp::MIN));
+        let began = Instant::now();
+        let span = tracing::info_span!("pass", fleet = %self.manifest.name, pass = self.passes);
         let pass = reconcile_at(
             &self.engine,
             &self.manifest,
@@ -582,7 +613,11 @@ impl Watcher {
             &self.cancel,
             &self.notices,
         )
+        .instrument(span)
         .await;
+        if let Some(m) = self.engine.metrics() {
+            m.pass(&self.manifest.name, pass_outcome(&pass), began.elapsed());
+        }
         let next_boundary = wall_clock::next_boundary(&self.manifest, at);
         if next_boundary.as_ref().map(|c| &c.at) != self.boundary.as_ref().map(|c| &c.at)
             && let Some(c) = &next_boundary

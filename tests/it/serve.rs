@@ -38,6 +38,17 @@ pub fn start(emu: &Emulator, state: &Path, extra: &[&str]) -> Server {
 
 /// [`start`] with more environment variables.
 pub fn start_with(emu: &Emulator, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    start_logged(emu, state, extra, env, Stdio::null())
+}
+
+/// [`start_with`], its stderr (its log) going to `log`.
+pub fn start_logged(
+    emu: &Emulator,
+    state: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: Stdio,
+) -> Server {
     let mut args = vec!["serve", "--state-dir", state.to_str().unwrap()];
     if !extra.contains(&"--listen") {
         args.extend(["--listen", "127.0.0.1:0"]);
@@ -48,7 +59,7 @@ pub fn start_with(emu: &Emulator, state: &Path, extra: &[&str], env: &[(&str, &s
         .env("AWS_ENDPOINT_URL", &emu.url)
         .env("XDG_CACHE_HOME", emu.dir.path().join("cache"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("prism serve starts");
     let mut out = BufReader::new(child.stdout.take().unwrap());

@@ -246,10 +246,7 @@ async fn json_logs_are_one_object_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect();
-    let messages: Vec<&str> = logs
-        .iter()
-        .filter_map(|l| l["fields"]["message"].as_str())
-        .collect();
+    let messages: Vec<&str> = logs.iter().filter_map(|l| l["message"].as_str()).collect();
     assert!(
         messages
             .iter()
