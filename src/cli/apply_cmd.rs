@@ -147,7 +147,11 @@ pub async fn carry_out(
         return Err(Failure::ImageNotFound(e));
     }
     if args.dry_run {
-        // What `prism plan` prints, whatever --quiet says: the plan is the output.
+        // What `prism plan` prints, whatever --quiet says: the plan is the output. (A
+        // run says its pace in its progress instead.)
+        plan.pace = Some(crate::engine::RateSettings::describe(
+            crate::config::launch_rate(&manifest.rate_limit, &settings).as_ref(),
+        ));
         print(&super::plan_cmd::shown(&plan, args.format))?;
         return Ok(ExitCode::SUCCESS);
     }

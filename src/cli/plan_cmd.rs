@@ -76,7 +76,11 @@ pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCo
     let now = args
         .at
         .map_or_else(jiff::Timestamp::now, |a| a.resolve(&manifest));
-    let plan = plan::plan_at(&manifest, &observed, Some(now));
+    let mut plan = plan::plan_at(&manifest, &observed, Some(now));
+    let settings = crate::config::load()?;
+    plan.pace = Some(crate::engine::RateSettings::describe(
+        crate::config::launch_rate(&manifest.rate_limit, &settings).as_ref(),
+    ));
     if let Some(o) = &plan.owned_elsewhere {
         return Err(Failure::Refused(
             Refusal::OwnedElsewhere,

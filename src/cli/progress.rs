@@ -256,23 +256,21 @@ impl Lines {
                 rate_per_minute,
                 burst_size,
                 adaptive,
+                auto,
             } => {
-                let auto = crate::engine::RateSettings::AUTO;
-                let pacing = match rate_per_minute {
-                    Some(r)
-                        if *launches > 0
-                            && (*r, *burst_size, *adaptive)
-                                == (auto.rate_per_minute, auto.burst_size, auto.adaptive) =>
-                    {
-                        format!(
-                            "Launch pace: auto, as AWS's RunInstances bucket allows ({burst_size} at once, then {r} per minute; slower when AWS throttles)\n\n"
-                        )
-                    }
-                    Some(r) if *launches > 0 => format!(
-                        "Rate limiting enabled: {r} launches per minute (burst: {burst_size}{})\n\n",
-                        if *adaptive { ", adaptive" } else { "" }
-                    ),
-                    _ => String::new(),
+                let settings = rate_per_minute.map(|r| crate::engine::RateSettings {
+                    rate_per_minute: r,
+                    burst_size: *burst_size,
+                    adaptive: *adaptive,
+                    auto: *auto,
+                });
+                let pacing = if *launches > 0 && settings.is_some() {
+                    format!(
+                        "{}\n\n",
+                        crate::engine::RateSettings::describe(settings.as_ref())
+                    )
+                } else {
+                    String::new()
                 };
                 let what = if launches == total {
                     format!("Launching {}", count(*total, "workspace"))

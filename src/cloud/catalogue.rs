@@ -46,7 +46,7 @@ pub const CATALOGUE: &[Entry] = &[
         "AWS API rate limit exceeded",
         "AWS refused the call because this account made too many {operation} requests in {region} in a short time.",
         "prism backs off, slows its launch rate (adaptive mode) and retries; workspaces keep launching at the pace AWS accepts.",
-        "Nothing: this is normal for large fleets. If it persists, other tools probably share the account's bucket: set a slower `rate_limit` in the manifest (for example `rate_per_minute: 30` with `burst_size: 2`).",
+        "Nothing: this is normal for large fleets. To go faster there is nothing to set: with no `rate_limit` (or `rate_limit: auto`) prism keeps to AWS's own buckets and launches many workspaces per call. If it persists, other tools probably share the account's buckets: set a slower `rate_limit` in the manifest (for example `rate_per_minute: 30` with `burst_size: 2`).",
     ),
     entry(
         &[

@@ -25,6 +25,10 @@ pub enum Event {
         rate_per_minute: Option<f64>,
         burst_size: u32,
         adaptive: bool,
+        /// Whether the pace is AWS's own (`rate_limit: auto`): launches that can
+        /// share a call do.
+        #[serde(default)]
+        auto: bool,
     },
     /// An action waits for its turn.
     Queued {

@@ -49,6 +49,7 @@ pub(crate) async fn execute(
         rate_per_minute: rate.map(|r| r.rate_per_minute),
         burst_size: rate.map_or(0, |r| r.burst_size),
         adaptive: rate.is_some_and(|r| r.adaptive),
+        auto: rate.is_some_and(|r| r.auto),
     });
     for a in &job.actions {
         events.emit(Event::Queued {
@@ -108,10 +109,15 @@ pub(crate) async fn execute(
         .iter()
         .filter(|a| !batched.contains(&(a.action, a.instance_id.clone())))
         .collect();
-    // Launches that share a call: many workspaces in one RunInstances.
-    let launch_batches = if all_launches > 0 && launch_batch::batching(&ctx) {
-        let free_launches: Vec<&Action> = rest.iter().copied().filter(|a| free(a)).collect();
-        launch_batch::plan(&ctx, &free_launches)
+    // Launches claimed before any call; those that share a call, many workspaces in
+    // one RunInstances.
+    let launch_batches = if all_launches > 0 && ctx.recipe.is_some() {
+        let creates: Vec<&Action> = rest
+            .iter()
+            .copied()
+            .filter(|a| !ctx.skip.contains_key(&a.workspace))
+            .collect();
+        launch_batch::plan(&ctx, &creates, |a| free(a))
     } else {
         vec![]
     };

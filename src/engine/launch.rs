@@ -16,7 +16,7 @@ use super::report::FallbackNote;
 use crate::cloud::{CloudError, ErrorClass, Instance, LaunchSpec, tags};
 
 /// How far a token walks past terminated incarnations before giving up.
-const MAX_INCARNATIONS: u32 = 20;
+pub(super) const MAX_INCARNATIONS: u32 = 20;
 
 /// One launch try: a type of the ladder in a zone.
 struct Try<'a> {
@@ -24,8 +24,6 @@ struct Try<'a> {
     rung: usize,
     instance_type: &'a str,
     zone: Option<&'a str>,
-    /// Whether a rerun would send this try's token first without a note.
-    first_choice: bool,
 }
 
 /// What a workspace's launch met on its way: for the failure and the summary.
@@ -132,19 +130,16 @@ pub(super) async fn launch(
     let ladder = ladder(ctx, template);
     let zones = zones(ctx).await;
     let order = zone_order(&ctx.fleet, workspace, zones.map_or(&[][..], Vec::as_slice));
-    let known = zones.is_some();
     let mut trail = Trail::default();
 
     // A noted token goes first whatever the marks say: AWS answers a token it has
     // seen with its instance, sold out or not.
-    let noted = noted(ctx, workspace, &ladder);
+    let noted = noted(ctx, workspace, &ladder, order.first().cloned().flatten());
     if let Some((rung, zone, incarnation)) = &noted {
-        let first = known && *rung == 0 && *zone == order[0] && *incarnation == 0;
         let t = Try {
             rung: *rung,
             instance_type: ladder[*rung],
             zone: zone.as_deref(),
-            first_choice: first,
         };
         if let Some(done) = try_launch(
             ctx,
@@ -169,12 +164,11 @@ pub(super) async fn launch(
             });
             trail.full = FullAt::Nowhere;
         }
-        for (i, zone) in order.iter().enumerate() {
+        for zone in &order {
             let t = Try {
                 rung,
                 instance_type,
                 zone: zone.as_deref(),
-                first_choice: known && rung == 0 && i == 0,
             };
             let again = noted
                 .as_ref()
@@ -193,11 +187,14 @@ pub(super) async fn launch(
 }
 
 /// The (rung, zone, incarnation) of the token `workspace`'s latest launch sent, when
-/// noted and its type is still on the ladder.
+/// noted and its type is still on the ladder. A note of its first choice (`first`, the
+/// template's type, the first incarnation) is none: that token is tried first anyway,
+/// unless its zone is marked sold out.
 fn noted(
     ctx: &RunContext,
     workspace: &str,
     ladder: &[&str],
+    first: Option<String>,
 ) -> Option<(usize, Option<String>, u32)> {
     let n = ctx
         .engine
@@ -209,6 +206,9 @@ fn noted(
         None => 0,
         Some(t) => ladder.iter().position(|l| l == t).filter(|r| *r > 0)?,
     };
+    if (rung, &n.zone, n.incarnation) == (0, &first, 0) {
+        return None;
+    }
     Some((rung, n.zone, n.incarnation))
 }
 
@@ -470,14 +470,15 @@ async fn launch_in(
     let mut last = None;
     for incarnation in first_incarnation..MAX_INCARNATIONS {
         let spec = spec(ctx, template, workspace, t, incarnation);
-        let choice = (!t.first_choice || incarnation > 0).then(|| TokenChoice {
+        // Noted even as the first choice: a rerun must not launch it in a batch.
+        let choice = TokenChoice {
             zone: t.zone.map(str::to_string),
             instance_type: (t.rung > 0).then(|| t.instance_type.to_string()),
             incarnation,
-        });
+        };
         ctx.engine
             .memory
-            .remember(&ctx.fleet, workspace, &ctx.digest, choice.as_ref());
+            .remember(&ctx.fleet, workspace, &ctx.digest, Some(&choice));
         let sent_at = super::launch_notes::now_ms();
         let result = ctx
             .call_or_find(

@@ -29,7 +29,7 @@
 //!   workspaces are looked for before the summary and by the next run.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
 
@@ -38,7 +38,7 @@ use super::capacity::{Availability, zone_order};
 use super::client_token::client_token;
 use super::context::RunContext;
 use super::events::Event;
-use super::launch::{fleet_tags, own_tags};
+use super::launch::{MAX_INCARNATIONS, fleet_tags, own_tags};
 use super::launch_notes::{BatchNote, Launched, now_ms};
 use super::ops::failed;
 use super::outcome::{Outcome, StepError};
@@ -46,9 +46,7 @@ use crate::cloud::{CloudError, ErrorClass, Instance, LaunchSpec, batch_tags};
 use crate::manifest::DesiredState;
 use crate::plan::{Action, ActionKind};
 
-/// The most workspaces one RunInstances launches. Their names fit in the tags AWS
-/// allows beside prism's own (50 per instance, 256 characters each).
-pub const LAUNCHES_PER_CALL: usize = 100;
+use super::limiter::LAUNCHES_PER_CALL;
 
 /// Of AWS's 50 tags per instance, how many the list of workspaces may take.
 const LIST_TAGS_MAX: usize = 40;
@@ -62,104 +60,173 @@ pub struct Batch {
     /// is an earlier run's batch sent again, some of whose instances are seen already.
     pub members: Vec<String>,
     pub zone: Option<String>,
+    /// The call's ClientToken.
+    pub token: String,
+    /// An earlier run's batch (or another run's, claimed a moment ago), sent again.
+    pub replay: bool,
 }
 
 /// Whether the run launches in batches: at AWS's own pace (`rate_limit: auto`, the
-/// default). An explicit pace counts launches one by one, as the user set it.
+/// default, however adaptive). An explicit pace counts launches one by one, as set.
 pub fn batching(ctx: &RunContext) -> bool {
-    ctx.engine.launch_rate().is_some_and(|r| r.is_auto())
+    ctx.engine.launch_rate().is_some_and(|r| r.auto)
 }
 
-/// The batches `actions` (the run's launches, in plan order) go out in: first the
-/// batches earlier runs noted and AWS may not show yet, sent again as they were; then
-/// the first-choice launches of each zone, in plan order. What is in no batch launches
-/// on its own.
-pub fn plan(ctx: &RunContext, actions: &[&Action]) -> Vec<Batch> {
+/// The batches the run's launches go out in. `creates` are its launches that are not
+/// skipped, in plan order; `free` says which may go now (not waiting for quota).
+///
+/// First every launch a recent note names a batch for (an earlier run's, AWS may not
+/// show its instances yet): that batch is sent again, whole, whatever this run's plan.
+/// Then the launches of no note are claimed ([`LaunchNotes::claim`]), at once under
+/// the notes' lock: the first choices of each zone in batches (at the auto pace), the
+/// others alone; a launch another run claimed a moment ago is sent as that run noted
+/// it. What is in no batch launches on its own, by its note.
+///
+/// [`LaunchNotes::claim`]: super::launch_notes::LaunchNotes::claim
+pub fn plan(ctx: &RunContext, creates: &[&Action], free: impl Fn(&Action) -> bool) -> Vec<Batch> {
     let Ok(template) = ctx.template() else {
         return vec![];
     };
-    let launches: Vec<&Action> = actions
+    let memory = &ctx.engine.memory;
+    let mut replays: BTreeMap<String, (BatchNote, Vec<Action>)> = BTreeMap::new();
+    let mut replay = |a: &Action, token: Option<String>| {
+        let Some(token) = token else { return };
+        let Some(b) = memory.recall_batch(&token) else {
+            return;
+        };
+        if b.fleet == ctx.fleet && b.spec_digest == ctx.digest {
+            replays
+                .entry(token)
+                .or_insert_with(|| (b, vec![]))
+                .1
+                .push(a.clone());
+        }
+    };
+    let mut unnoted: Vec<&Action> = vec![];
+    for a in creates
         .iter()
         .copied()
         .filter(|a| a.action == ActionKind::Create)
-        .collect();
-    let mut replays: BTreeMap<String, (BatchNote, Vec<Action>)> = BTreeMap::new();
-    let mut fresh: BTreeMap<Option<String>, Vec<Action>> = BTreeMap::new();
-    let zones = ctx.zones.get().cloned().flatten();
-    for a in launches {
-        let note = ctx
-            .engine
-            .memory
-            .recall(&ctx.fleet, &a.workspace, &ctx.digest);
-        match note {
-            Some(n) => {
-                let Some(token) = n.batch else { continue };
-                let Some(b) = ctx.engine.memory.recall_batch(&token) else {
-                    continue;
-                };
-                if b.fleet != ctx.fleet || b.spec_digest != ctx.digest {
-                    continue;
-                }
-                replays
-                    .entry(token)
-                    .or_insert_with(|| (b, vec![]))
-                    .1
-                    .push(a.clone());
-            }
-            None => {
-                let order = zone_order(&ctx.fleet, &a.workspace, zones.as_deref().unwrap_or(&[]));
-                let zone = zones.as_ref().and(order.first().cloned().flatten());
-                let open = zone.as_deref().is_none_or(|z| {
-                    matches!(
-                        ctx.engine.sold_out.check(&template.instance_type, z),
-                        Availability::Available
-                    )
-                });
-                if open {
-                    fresh.entry(zone).or_default().push(a.clone());
-                }
-            }
+    {
+        match memory.recall(&ctx.fleet, &a.workspace, &ctx.digest) {
+            Some(n) => replay(a, n.batch),
+            None if free(a) => unnoted.push(a),
+            None => {}
         }
     }
+    let batching = batching(ctx);
+    let zones = ctx.zones.get().cloned().flatten();
+    let mut first_zone: BTreeMap<String, (Option<String>, bool)> = BTreeMap::new();
+    for a in &unnoted {
+        let order = zone_order(&ctx.fleet, &a.workspace, zones.as_deref().unwrap_or(&[]));
+        let zone = zones.as_ref().and(order.first().cloned().flatten());
+        let open = zone.as_deref().is_none_or(|z| {
+            match ctx.engine.sold_out.check(&template.instance_type, z) {
+                Availability::Available => true,
+                Availability::BackAgain => {
+                    ctx.events.emit(Event::ZoneAvailable {
+                        instance_type: template.instance_type.clone(),
+                        availability_zone: z.to_string(),
+                    });
+                    true
+                }
+                Availability::SoldOut { .. } => false,
+            }
+        });
+        first_zone.insert(a.workspace.clone(), (zone, batching && open));
+    }
+    let names: Vec<String> = unnoted.iter().map(|a| a.workspace.clone()).collect();
+    let claim = memory.claim(&ctx.fleet, &ctx.digest, &names, |free_names| {
+        let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+        let mut alone = vec![];
+        for w in free_names {
+            let (zone, batched) = first_zone.get(w).cloned().unwrap_or((None, false));
+            if batched {
+                groups.entry(zone).or_default().push(w.clone());
+            } else {
+                alone.push((w.clone(), zone));
+            }
+        }
+        let mut batches = vec![];
+        for (zone, group) in groups {
+            for members in chunks(group) {
+                if members.len() < 2 {
+                    alone.extend(members.into_iter().map(|w| (w, zone.clone())));
+                    continue;
+                }
+                let note = BatchNote {
+                    fleet: ctx.fleet.clone(),
+                    incarnation: 0,
+                    members,
+                    zone: zone.clone(),
+                    spec_digest: ctx.digest.clone(),
+                    at: now_ms() / 1000,
+                };
+                batches.push((batch_token(ctx, &note), note));
+            }
+        }
+        (batches, alone)
+    });
+    for (w, n) in claim.taken {
+        if let Some(a) = unnoted.iter().find(|a| a.workspace == w) {
+            replay(a, n.batch);
+        }
+    }
+    let action = |w: &String| {
+        unnoted
+            .iter()
+            .find(|a| &a.workspace == w)
+            .map(|a| (*a).clone())
+    };
     let mut out: Vec<Batch> = replays
-        .into_values()
-        .filter(|(b, _)| b.members.len() > 1)
-        .map(|(b, actions)| Batch {
+        .into_iter()
+        .filter(|(_, (b, _))| b.members.len() > 1)
+        .map(|(token, (b, actions))| Batch {
             actions,
             members: b.members,
             zone: b.zone,
+            token,
+            replay: true,
         })
         .collect();
-    for (zone, actions) in fresh {
-        for chunk in chunks(actions) {
-            if chunk.len() > 1 {
-                out.push(Batch {
-                    members: chunk.iter().map(|a| a.workspace.clone()).collect(),
-                    actions: chunk,
-                    zone: zone.clone(),
-                });
-            }
+    out.extend(claim.batches.into_iter().map(|(token, b)| Batch {
+        actions: b.members.iter().filter_map(action).collect(),
+        members: b.members,
+        zone: b.zone,
+        token,
+        replay: false,
+    }));
+    out
+}
+
+/// The workspaces of a zone cut into calls: at most [`LAUNCHES_PER_CALL`], and names
+/// that fit in [`LIST_TAGS_MAX`] tags.
+fn chunks(names: Vec<String>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = vec![];
+    for w in names {
+        let fits = out.last().is_some_and(|c| {
+            let mut with = c.clone();
+            with.push(w.clone());
+            c.len() < LAUNCHES_PER_CALL && batch_tags::encode(&with).len() <= LIST_TAGS_MAX
+        });
+        match out.last_mut() {
+            Some(c) if fits => c.push(w),
+            _ => out.push(vec![w]),
         }
     }
     out
 }
 
-/// `actions` cut into calls: at most [`LAUNCHES_PER_CALL`], and names that fit in
-/// [`LIST_TAGS_MAX`] tags.
-fn chunks(actions: Vec<Action>) -> Vec<Vec<Action>> {
-    let mut out: Vec<Vec<Action>> = vec![];
-    for a in actions {
-        let fits = out.last().is_some_and(|c| {
-            let mut names: Vec<String> = c.iter().map(|a| a.workspace.clone()).collect();
-            names.push(a.workspace.clone());
-            c.len() < LAUNCHES_PER_CALL && batch_tags::encode(&names).len() <= LIST_TAGS_MAX
-        });
-        match out.last_mut() {
-            Some(c) if fits => c.push(a),
-            _ => out.push(vec![a]),
-        }
-    }
-    out
+/// The ClientToken of the batch `note` describes, at its incarnation: derived from the
+/// fleet, the spec, the zone and the ordered list of its workspaces.
+fn batch_token(ctx: &RunContext, note: &BatchNote) -> String {
+    client_token(
+        &ctx.fleet,
+        &format!("batch {}", note.members.join(" ")),
+        &ctx.digest,
+        note.zone.as_deref(),
+        note.incarnation,
+    )
 }
 
 /// What `batch`'s call launches: the template in its zone, tagged with the fleet's
@@ -169,35 +236,17 @@ fn spec(ctx: &RunContext, template: &LaunchSpec, batch: &Batch) -> LaunchSpec {
     spec.availability_zone = batch.zone.clone();
     spec.tags = fleet_tags(ctx);
     spec.tags.extend(batch_tags::encode(&batch.members));
-    spec.client_token = client_token(
-        &ctx.fleet,
-        &format!("batch {}", batch.members.join(" ")),
-        &ctx.digest,
-        batch.zone.as_deref(),
-        0,
-    );
+    spec.client_token = batch.token.clone();
     spec
 }
 
 /// Launches `batch` in one call; what it does not launch goes on one by one.
-pub async fn launch_all(ctx: &RunContext, batch: Batch) -> Vec<(Action, Outcome)> {
+pub async fn launch_all(ctx: &RunContext, mut batch: Batch) -> Vec<(Action, Outcome)> {
     let started = Instant::now();
     let template = match ctx.template() {
         Ok(t) => t.clone(),
         Err(_) => return alone(ctx, batch.actions, started).await,
     };
-    let spec = spec(ctx, &template, &batch);
-    let token = spec.client_token.clone();
-    ctx.engine.memory.remember_batch(
-        &token,
-        &BatchNote {
-            fleet: ctx.fleet.clone(),
-            members: batch.members.clone(),
-            zone: batch.zone.clone(),
-            spec_digest: ctx.digest.clone(),
-            at: now_ms() / 1000,
-        },
-    );
     let label = match batch.actions.as_slice() {
         [first, rest @ ..] => format!("{} and {} more", first.workspace, rest.len()),
         [] => String::new(),
@@ -212,35 +261,74 @@ pub async fn launch_all(ctx: &RunContext, batch: Batch) -> Vec<(Action, Outcome)
             Some(n.saturating_sub(batch.actions.len().saturating_sub(1)))
         });
     let count = u32::try_from(batch.members.len()).unwrap_or(u32::MAX);
-    let sent_at = now_ms();
+    // Whether a call may have launched although no answer said so.
+    let unsure = AtomicBool::new(false);
     let mut prepaid = true;
-    let answer = ctx
-        .call(&label, Pace::Launch, &mut prepaid, |attempt| {
-            for a in &batch.actions {
-                ctx.events.emit(Event::Launching {
-                    workspace: a.workspace.clone(),
-                    attempt,
-                    availability_zone: batch.zone.clone(),
-                    instance_type: spec.instance_type.clone(),
-                });
-            }
-            ctx.cloud.run_instances(&spec, count)
-        })
-        .await;
+    let mut incarnation = 0;
+    let (spec, sent_at, answer) = loop {
+        let spec = spec(ctx, &template, &batch);
+        let sent_at = now_ms();
+        let answer = ctx
+            .call(&label, Pace::Launch, &mut prepaid, |attempt| {
+                for a in &batch.actions {
+                    ctx.events.emit(Event::Launching {
+                        workspace: a.workspace.clone(),
+                        attempt,
+                        availability_zone: batch.zone.clone(),
+                        instance_type: spec.instance_type.clone(),
+                    });
+                }
+                let unsure = &unsure;
+                let spec = &spec;
+                async move {
+                    let answer = ctx.cloud.run_instances(spec, count).await;
+                    if answer
+                        .as_ref()
+                        .is_err_and(|e| e.class == ErrorClass::Transient)
+                    {
+                        unsure.store(true, Ordering::Relaxed);
+                    }
+                    answer
+                }
+            })
+            .await;
+        let terminated = matches!(&answer, Err(StepError::Cloud(e))
+            if e.code.as_deref() == Some("IdempotentInstanceTerminated"));
+        // A batch of these workspaces was launched before and its instances are all
+        // gone: the next incarnation's token, noted first, on this call's permit.
+        if terminated && !batch.replay && incarnation + 1 < MAX_INCARNATIONS {
+            incarnation += 1;
+            let note = BatchNote {
+                fleet: ctx.fleet.clone(),
+                incarnation,
+                members: batch.members.clone(),
+                zone: batch.zone.clone(),
+                spec_digest: ctx.digest.clone(),
+                at: now_ms() / 1000,
+            };
+            batch.token = batch_token(ctx, &note);
+            ctx.engine.memory.remember_batch(&batch.token, &note);
+            prepaid = true;
+            continue;
+        }
+        break (spec, sent_at, answer);
+    };
+    let token = spec.client_token.clone();
     let launched = match answer {
         Ok(launched) => launched,
         Err(StepError::Interrupted) => return interrupted(batch.actions),
-        Err(StepError::Cloud(e)) => return refused(ctx, batch, &e, started).await,
+        Err(StepError::Cloud(e)) => {
+            let unsure = unsure.load(Ordering::Relaxed);
+            return refused(ctx, batch, &e, unsure, started).await;
+        }
     };
-    // AWS launched fewer than asked: the zone had no more.
-    let partial = launched.len() < batch.members.len();
     let mut by_member: BTreeMap<String, (usize, Instance)> = BTreeMap::new();
     for (index, instance) in launched {
         if let Some(m) = batch.members.get(index as usize) {
             by_member.insert(m.clone(), (index as usize, instance));
         }
     }
-    if batch.members.len() > batch.actions.len() {
+    if batch.replay {
         // Sent again: AWS answers as it did then; what it shows now tells which of
         // those instances are gone since.
         forget_gone(ctx, &mut by_member).await;
@@ -290,9 +378,8 @@ pub async fn launch_all(ctx: &RunContext, batch: Batch) -> Vec<(Action, Outcome)
                 .map(|(m, (_, i))| (i.id.clone(), m.clone())),
         );
     if !short.is_empty() {
-        if partial {
-            mark_sold_out(ctx, &spec.instance_type, batch.zone.as_deref(), None);
-        }
+        // AWS launched fewer than asked (the zone had no more), or instances answered
+        // again are gone: those launch alone, and meet the zone's answer themselves.
         outcomes.extend(alone(ctx, short, started).await);
     }
     outcomes
@@ -300,28 +387,30 @@ pub async fn launch_all(ctx: &RunContext, batch: Batch) -> Vec<(Action, Outcome)
 
 /// The end of a batch AWS refused with `e`. An answer that says nothing was launched
 /// sends each workspace on alone: one workspace's error stays its own. A call that may
-/// have launched is each workspace's failure, looked for before the summary.
+/// have launched (`unsure`: an answer was lost on the way, then retries ran out,
+/// throttled or not) is each workspace's failure, looked for before the summary and
+/// sent again by the next run.
 async fn refused(
     ctx: &RunContext,
     batch: Batch,
     e: &CloudError,
+    unsure: bool,
     started: Instant,
 ) -> Vec<(Action, Outcome)> {
-    // Only a call whose answer was lost (and whose retries ran out) may have launched
-    // something: any other answer says it launched nothing.
-    if e.class == ErrorClass::Transient {
+    if unsure || e.class == ErrorClass::Transient {
         return batch
             .actions
             .into_iter()
             .map(|a| {
-                let note = failed(ctx, &a, e);
+                let mut note = failed(ctx, &a, e);
+                note.reached_aws = true;
                 (a, Outcome::Failed(note))
             })
             .collect();
     }
     if e.class == ErrorClass::Capacity {
         let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
-        mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), Some(code));
+        mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), code);
     }
     alone(ctx, batch.actions, started).await
 }
@@ -334,9 +423,8 @@ fn spec_type(ctx: &RunContext) -> String {
 
 /// Marks (type, zone) sold out for every launch, as a launch alone does when AWS has
 /// no capacity there.
-fn mark_sold_out(ctx: &RunContext, instance_type: &str, zone: Option<&str>, code: Option<&str>) {
+fn mark_sold_out(ctx: &RunContext, instance_type: &str, zone: Option<&str>, code: &str) {
     let Some(zone) = zone else { return };
-    let code = code.unwrap_or("InsufficientInstanceCapacity");
     if let Some(ttl) = ctx.engine.sold_out.mark(instance_type, zone, code) {
         ctx.events.emit(Event::ZoneUnavailable {
             instance_type: instance_type.to_string(),
@@ -426,32 +514,17 @@ async fn volumes_of(ctx: &RunContext) -> BTreeMap<String, Vec<String>> {
 mod tests {
     use super::*;
 
-    fn create(ws: &str) -> Action {
-        Action {
-            action: ActionKind::Create,
-            workspace: ws.into(),
-            instance_id: None,
-            instance_type: "t3.micro".into(),
-            vcpus: Some(2),
-            reason: String::new(),
-            resize: None,
-        }
-    }
-
     #[test]
     fn calls_hold_at_most_a_hundred_and_what_their_tags_can_list() {
-        let many: Vec<Action> = (0..250).map(|i| create(&format!("cs-{i:03}"))).collect();
+        let many: Vec<String> = (0..250).map(|i| format!("cs-{i:03}")).collect();
         let sizes: Vec<usize> = chunks(many).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
         // Names of 40 characters: 6 to a tag, 40 tags hold 240.
-        let long: Vec<Action> = (0..300).map(|i| create(&format!("{i:040}"))).collect();
-        for c in chunks(long) {
-            let names: Vec<String> = c.iter().map(|a| a.workspace.clone()).collect();
+        let long: Vec<String> = (0..300).map(|i| format!("{i:040}")).collect();
+        for names in chunks(long) {
             assert!(batch_tags::encode(&names).len() <= LIST_TAGS_MAX);
-            assert_eq!(
-                batch_tags::decode(&batch_tags::encode(&names).into_iter().collect()),
-                names
-            );
+            let tags = batch_tags::encode(&names).into_iter().collect();
+            assert_eq!(batch_tags::decode(&tags), names);
         }
     }
 }

@@ -9,9 +9,11 @@
 //! kept in memory for a long-running process and, for reruns of the CLI, in a small
 //! file that expires entries well past AWS's consistency lag.
 //!
-//! A launch with the workspace's first choice (its first zone, the template's own
-//! type, the first incarnation) needs no note: a rerun sends that token anyway. Its
-//! note is removed instead.
+//! Every launch is noted, its first choice too: a rerun that would launch the
+//! workspace in a batch (see `launch_batch`) must send its own token instead. A run
+//! claims its launches before any call ([`LaunchNotes::claim`]): a workspace another
+//! run on the machine claimed a moment ago is sent as that run noted it, never with a
+//! token of its own.
 //!
 //! The file also says who sent each token first. Two runs at once on one machine both
 //! launch a workspace with the same token; AWS starts one instance and answers both
@@ -49,12 +51,26 @@ pub struct LastLaunch {
     pub batch: Option<String>,
 }
 
+/// What [`LaunchNotes::claim`] gives back.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// Workspaces a recent note claims already, with that note.
+    pub taken: BTreeMap<String, LastLaunch>,
+    /// The batches composed and noted: token and note.
+    pub batches: Vec<(String, BatchNote)>,
+}
+
 /// A RunInstances of many instances: its ClientToken makes the whole call idempotent,
 /// so a rerun sends the same call again (same members, same order, same zone) and gets
 /// the same instances back, each at its launch index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchNote {
     pub fleet: String,
+    /// Past how many batches of these workspaces, whose instances were terminated, its
+    /// token is (AWS answers a token whose instances are all gone with
+    /// IdempotentInstanceTerminated).
+    #[serde(default)]
+    pub incarnation: u32,
     /// The workspaces in launch-index order.
     pub members: Vec<String>,
     pub zone: Option<String>,
@@ -303,6 +319,94 @@ impl LaunchNotes {
                 file.display()
             );
         }
+    }
+
+    /// Claims, before any call, the launches a run is about to make, so that no other
+    /// run on the machine sends another token for them: of `candidates` (workspaces of
+    /// `fleet` to launch, the template's spec digest `digest`), those a recent note
+    /// claims already (another run's, a moment ago) are given back with their notes;
+    /// `compose` splits the rest into batches (token and note) and launches alone
+    /// (workspace and first zone), and each is noted at once. Reading, composing and
+    /// writing are one step under the notes' lock, in this process and in the file.
+    pub fn claim<F>(&self, fleet: &str, digest: &str, candidates: &[String], compose: F) -> Claim
+    where
+        F: FnOnce(&[String]) -> (Vec<(String, BatchNote)>, Vec<(String, Option<String>)>),
+    {
+        let ttl = self.ttl.as_secs();
+        let mut compose = Some(compose);
+        let mut claim = |notes: &mut Notes| -> Claim {
+            let t = now();
+            let mut taken = BTreeMap::new();
+            let mut free = vec![];
+            for w in candidates {
+                match notes.launches.get(&key(fleet, w)) {
+                    Some(n) if n.spec_digest == digest && t.saturating_sub(n.at) < ttl => {
+                        taken.insert(w.clone(), n.clone());
+                    }
+                    _ => free.push(w.clone()),
+                }
+            }
+            let Some(compose) = compose.take() else {
+                return Claim::default();
+            };
+            let (batches, alone) = compose(&free);
+            for (token, b) in &batches {
+                for m in &b.members {
+                    notes.launches.insert(
+                        key(fleet, m),
+                        LastLaunch {
+                            zone: b.zone.clone(),
+                            instance_type: None,
+                            incarnation: 0,
+                            spec_digest: digest.to_string(),
+                            at: t,
+                            batch: Some(token.clone()),
+                        },
+                    );
+                }
+                notes.batches.insert(token.clone(), b.clone());
+            }
+            for (w, zone) in &alone {
+                notes.launches.insert(
+                    key(fleet, w),
+                    LastLaunch {
+                        zone: zone.clone(),
+                        instance_type: None,
+                        incarnation: 0,
+                        spec_digest: digest.to_string(),
+                        at: t,
+                        batch: None,
+                    },
+                );
+            }
+            Claim { taken, batches }
+        };
+        let mut memory = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = &self.file {
+            let mut out = None;
+            let written = update(file, self.ttl, |notes| {
+                let c = claim(notes);
+                // What this process knows from now on.
+                for (k, n) in &notes.launches {
+                    memory.launches.insert(k.clone(), n.clone());
+                }
+                for (token, b) in &notes.batches {
+                    memory.batches.insert(token.clone(), b.clone());
+                }
+                out = Some(c);
+                true
+            });
+            if let Err(e) = written {
+                tracing::warn!(
+                    "could not note launches in {}: {e}; a rerun within minutes may not find them",
+                    file.display()
+                );
+            }
+            if let Some(c) = out {
+                return c;
+            }
+        }
+        claim(&mut memory)
     }
 
     /// The batch launched with `token`, when noted and recent.

@@ -20,6 +20,10 @@ use tokio::sync::Mutex;
 
 use super::clock::{self, TokioClock};
 
+/// The most workspaces one RunInstances launches at the auto pace. Their names fit in
+/// the tags AWS allows beside prism's own (50 per instance, 256 characters each).
+pub const LAUNCHES_PER_CALL: usize = 100;
+
 /// Launch pacing settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateSettings {
@@ -48,6 +52,24 @@ impl RateSettings {
     /// Whether this is the pace of [`RateSettings::AUTO`].
     pub fn is_auto(&self) -> bool {
         *self == RateSettings::AUTO
+    }
+
+    /// The line the plan and the progress say the pace of launches with: `settings`
+    /// None when launches are not paced.
+    pub fn describe(settings: Option<&RateSettings>) -> String {
+        match settings {
+            Some(r) if r.auto => format!(
+                "Launch pace: auto, as AWS's RunInstances buckets allow (up to {} workspaces a call, {} calls at once, then {} per minute; slower when AWS throttles)",
+                LAUNCHES_PER_CALL, r.burst_size, r.rate_per_minute
+            ),
+            Some(r) => format!(
+                "Rate limiting enabled: {} launches per minute (burst: {}{}), one call each",
+                r.rate_per_minute,
+                r.burst_size,
+                if r.adaptive { ", adaptive" } else { "" }
+            ),
+            None => "Launch pace: not limited (the settings file turns pacing off)".to_string(),
+        }
     }
 }
 

@@ -467,6 +467,7 @@ mod tests {
                     rate_per_minute: Some(2.0),
                     burst_size: 1,
                     adaptive: true,
+                    auto: false,
                 },
             ),
             at(

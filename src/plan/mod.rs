@@ -224,6 +224,10 @@ pub struct Plan {
     /// first): the run writes them, and changes nothing else about them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unnamed: Vec<Unnamed>,
+    /// How launches are paced (see `RateSettings::describe`), when the caller knows
+    /// the settings: said under the plan's launches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<String>,
 }
 
 /// An instance known by its launch (see [`crate::cloud::batch_tags`]) that lacks its own
@@ -546,6 +550,7 @@ pub fn plan_by_hand(
         owned_elsewhere: None,
         adopt: vec![],
         unnamed: vec![],
+        pace: None,
     }
 }
 

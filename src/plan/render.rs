@@ -80,9 +80,13 @@ pub fn text(plan: &Plan) -> String {
             let image = plan.image_id.as_deref().unwrap_or("unresolved");
             let _ = writeln!(
                 out,
-                "New instances launch from template {} (image {image}).\n",
+                "New instances launch from template {} (image {image}).",
                 plan.template
             );
+            if let Some(pace) = &plan.pace {
+                let _ = writeln!(out, "{pace}.");
+            }
+            out.push('\n');
         }
         actions(&mut out, plan);
         held_replacements(&mut out, &held);

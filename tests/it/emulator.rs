@@ -345,6 +345,40 @@ pub async fn per_workspace(
     counts
 }
 
+/// Runs prism with `args` against `emu`, sends SIGINT once the emulator has received a
+/// call of `action` (still in flight when the emulator holds it), and returns the exit
+/// code and everything prism printed on stdout.
+pub fn interrupt_once_sent(emu: &Emulator, args: &[&str], action: &str) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = prism_command(args)
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prism runs");
+    let mut out = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    crate::eventually::eventually(
+        &format!("prism sends {action}"),
+        std::time::Duration::from_secs(30),
+        || emu.calls().iter().any(|c| c.action == action).then_some(()),
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs")
+            .success()
+    );
+    let status = child.wait().expect("prism exits");
+    (status.code(), reader.join().expect("stdout read"))
+}
+
 /// Runs prism with `args` against `emu`, sends SIGINT once a stdout line contains
 /// `marker`, and returns the exit code and the stdout lines that followed.
 pub fn interrupt_after(emu: &Emulator, args: &[&str], marker: &str) -> (Option<i32>, String) {

@@ -38,7 +38,7 @@ fn a_manifest_without_a_pace_launches_at_aws_pace_and_says_so() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("Launch pace: auto, as AWS's RunInstances bucket allows (5 at once, then 120 per minute; slower when AWS throttles)"),
+        text.contains("Launch pace: auto, as AWS's RunInstances buckets allow (up to 100 workspaces a call, 5 calls at once, then 120 per minute; slower when AWS throttles)"),
         "{text}"
     );
     // The same in the events, and `rate_limit: auto` says it in words.

@@ -396,7 +396,7 @@ async fn an_interrupted_start_finishes_what_is_in_flight_and_says_how_to_finish(
     args.extend(names.iter().map(String::as_str));
     // The twelve starts are one StartInstances, which the emulator holds for a second:
     // the interruption comes while it is in flight.
-    let (code, rest) = crate::emulator::interrupt_after(&emu, &args, "Applying 12 changes");
+    let (code, rest) = crate::emulator::interrupt_once_sent(&emu, &args, "StartInstances");
     assert_eq!(code, Some(1), "{rest}");
     assert!(rest.contains("Interrupted"), "{rest}");
     assert!(
