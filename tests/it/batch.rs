@@ -212,3 +212,52 @@ async fn killed_between_the_call_and_the_tags_then_rerun_in_the_lag() {
     assert_eq!(per_workspace(&emu, FLEET).await, one_each(30));
     all_named(&emu).await;
 }
+
+/// Two runs at once on one machine, with different plans (the manifest edited between
+/// them), while AWS does not show the instances yet; then a workspace launched alone a
+/// moment ago, which the next run would put in a batch: never a second instance.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_with_different_plans_at_once_launch_each_workspace_once() {
+    let emu = Emulator::start();
+    let small = class(&emu, 1);
+    let cache = emu.dir.path().join("cache");
+    emu.post("/_prism/lag", json!({"seconds": 600}));
+    let run = |path: &str| {
+        prism_command(&["apply", "--yes", "--no-wait", path])
+            .env("AWS_ENDPOINT_URL", &emu.url)
+            .env("XDG_CACHE_HOME", &cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // cs-01 launches alone (a zone of one).
+    assert!(run(&small).wait().unwrap().success());
+    // Then two runs at once, for 20 and for 30 workspaces: cs-01 is still hidden.
+    // The same manifest (its name is its owner tag), edited: copies in two folders.
+    let edited = |folder: &str, count: usize| {
+        let dir = emu.dir.path().join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("class.yaml");
+        let text = std::fs::read_to_string(&small).unwrap();
+        std::fs::write(&path, text.replace("count: 1", &format!("count: {count}"))).unwrap();
+        path
+    };
+    let twenty = edited("a", 20);
+    let thirty = edited("b", 30);
+    let mut a = run(twenty.to_str().unwrap());
+    let mut b = run(thirty.to_str().unwrap());
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    emu.reveal();
+    emu.post("/_prism/lag", json!({"seconds": 0}));
+    let live = fleet_instances(&emu, FLEET)
+        .await
+        .iter()
+        .filter(|i| crate::emulator::state(i) != "terminated")
+        .count();
+    assert_eq!(live, 30, "30 instances for 30 workspaces");
+    apply(&emu, thirty.to_str().unwrap());
+    assert_eq!(per_workspace(&emu, FLEET).await, one_each(30));
+    all_named(&emu).await;
+}
