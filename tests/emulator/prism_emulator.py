@@ -6,8 +6,7 @@ does and moto does not:
 * Service Quotas for the ``ec2`` and ``ebs`` codes, and quota increase requests;
 * RunInstances ClientToken idempotency, scoped per (region, zone) as on AWS;
 * RunInstances of many instances as on AWS: ``MaxCount`` launched, or fewer when a
-  zone is short of capacity or of vCPU quota (down to ``MinCount``), each instance with
-  its ``AmiLaunchIndex`` in the answers;
+  zone is short of capacity or of vCPU quota (down to ``MinCount``);
 * vCPU limit enforcement on RunInstances (VcpuLimitExceeded);
 * faults on demand, lost responses, delays, AWS-like token buckets;
 * eventual consistency: new instances hidden from DescribeInstances for a while;
@@ -561,23 +560,6 @@ def with_count(body: bytes, count: int) -> bytes:
     return urlencode(params).encode()
 
 
-INSTANCE_ID_ELEMENT = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
-
-
-def with_launch_indexes(call: Call, body: bytes) -> bytes:
-    """Adds each instance's ``amiLaunchIndex``, which moto keeps but does not answer."""
-    backend = ec2_backends[call.account][call.region]
-    index = {i.id: i.ami_launch_index for i in every_instance(backend)}
-
-    def add(m):
-        n = index.get(m.group(1).decode())
-        if n is None:
-            return m.group(0)
-        return m.group(0) + f"<amiLaunchIndex>{n}</amiLaunchIndex>".encode()
-
-    return INSTANCE_ID_ELEMENT.sub(add, body)
-
-
 def hibernated(call: Call) -> None:
     """StopInstances with Hibernate=true leaves AWS's state reason for a hibernation."""
     if call.params.get("Hibernate", "").lower() != "true":
@@ -819,9 +801,6 @@ class Emulator:
         answer = self.forward(environ, body)
         if call.service == "ec2" and call.action == "StopInstances" and answer[0] == 200:
             hibernated(call)
-        if call.service == "ec2" and call.action == "DescribeInstances" and answer[0] == 200:
-            with STATE.lock:
-                return answer[0], answer[1], with_launch_indexes(call, answer[2])
         return answer
 
     def run_instances(self, environ, call: Call, body: bytes):
@@ -846,7 +825,6 @@ class Emulator:
                 if status == 200:
                     with STATE.lock:
                         use_capacity(call, count)
-                        out = with_launch_indexes(call, out)
                 after_run_instances(call, token, status, out)
             return status, headers, out
 

@@ -350,12 +350,7 @@ pub async fn per_workspace(
 /// code and everything prism printed on stdout.
 pub fn interrupt_once_sent(emu: &Emulator, args: &[&str], action: &str) -> (Option<i32>, String) {
     use std::io::Read;
-    let mut child = prism_command(args)
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prism runs");
+    let mut child = spawn_piped(emu, args);
     let mut out = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -367,34 +362,39 @@ pub fn interrupt_once_sent(emu: &Emulator, args: &[&str], action: &str) -> (Opti
         std::time::Duration::from_secs(30),
         || emu.calls().iter().any(|c| c.action == action).then_some(()),
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .expect("kill runs")
-            .success()
-    );
-    let status = child.wait().expect("prism exits");
-    (status.code(), reader.join().expect("stdout read"))
+    let code = interrupt(child);
+    (code, reader.join().expect("stdout read"))
 }
 
 /// Runs prism with `args` against `emu`, sends SIGINT once a stdout line contains
 /// `marker`, and returns the exit code and the stdout lines that followed.
 pub fn interrupt_after(emu: &Emulator, args: &[&str], marker: &str) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
-    let mut child = prism_command(args)
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prism runs");
+    let mut child = spawn_piped(emu, args);
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     for line in lines.by_ref() {
         if line.expect("a line").contains(marker) {
             break;
         }
     }
+    let waited = std::thread::spawn(move || interrupt(child));
+    let rest: Vec<String> = lines.map(|l| l.expect("a line")).collect();
+    let code = waited.join().expect("prism exits");
+    (code, rest.join("\n"))
+}
+
+/// prism with `args` against `emu`, its stdout piped.
+fn spawn_piped(emu: &Emulator, args: &[&str]) -> Child {
+    prism_command(args)
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prism runs")
+}
+
+/// Sends SIGINT to `child` and waits for it: its exit code.
+fn interrupt(mut child: Child) -> Option<i32> {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -403,9 +403,7 @@ pub fn interrupt_after(emu: &Emulator, args: &[&str], marker: &str) -> (Option<i
             .expect("kill runs")
             .success()
     );
-    let rest: Vec<String> = lines.map(|l| l.expect("a line")).collect();
-    let status = child.wait().expect("prism exits");
-    (status.code(), rest.join("\n"))
+    child.wait().expect("prism exits").code()
 }
 
 /// A prism process that is killed if the test fails before stopping it.
