@@ -28,5 +28,6 @@ mod settings;
 mod storage;
 mod term;
 mod together;
+mod version;
 mod watch;
 mod workspace;
