@@ -43,6 +43,7 @@ use crate::plan;
 pub use plan_cmd::PlanArgs;
 pub use reference::{
     CompletionArgs, CompletionShell, ErrorsArgs, ManArgs, SchemaArgs, SchemaDocument, ValidateArgs,
+    VersionArgs,
 };
 pub use report::{Failure, Refusal, render_problems};
 
@@ -50,7 +51,7 @@ pub use report::{Failure, Refusal, render_problems};
 #[derive(Debug, Parser)]
 #[command(
     name = "prism",
-    version,
+    version = reference::VERSION,
     propagate_version = true,
     max_term_width = 100,
     after_help = EXIT_CODES
@@ -148,6 +149,8 @@ pub enum Command {
     Man(ManArgs),
     /// Explain an AWS error code, or list every error prism knows.
     Errors(ErrorsArgs),
+    /// Print the version, git commit and build date (as JSON: with the AWS SDK versions).
+    Version(VersionArgs),
     /// Deprecated: `prism workspace create --template TEMPLATE NAME…`.
     #[command(hide = true)]
     Launch(LaunchArgs),
@@ -321,6 +324,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Errors(args) => reference::errors_command(&args),
         Command::Completion(args) => reference::completion_command(&args),
         Command::Man(args) => reference::man_command(&args),
+        Command::Version(args) => reference::version_command(&args),
         Command::Quota(args) => quota_cmd::run(&cli.global, &args).await,
         Command::Watch(args) => watch_cmd::run(&cli.global, &args).await,
         Command::Workspace(args) => workspace_cmd::run(&cli.global, &args).await,

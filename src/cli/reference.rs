@@ -1,4 +1,4 @@
-//! Commands that read no AWS state: validate, schema, errors, completion, man.
+//! Commands that read no AWS state: validate, schema, errors, completion, man, version.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,60 @@ pub struct ManArgs {
     /// Write prism.1 and a page per command (prism-plan.1, …) into this folder.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// What `prism --version` says: the version, the git commit and the build date.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PRISM_GIT_COMMIT"),
+    " ",
+    env!("PRISM_BUILD_DATE"),
+    ")"
+);
+
+#[derive(Debug, serde::Serialize)]
+struct BuildInfo {
+    version: &'static str,
+    commit: &'static str,
+    build_date: &'static str,
+    target: &'static str,
+    rustc: &'static str,
+    aws_sdk: std::collections::BTreeMap<&'static str, &'static str>,
+}
+
+fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: env!("PRISM_GIT_COMMIT"),
+        build_date: env!("PRISM_BUILD_DATE"),
+        target: env!("PRISM_TARGET"),
+        rustc: env!("PRISM_RUSTC"),
+        aws_sdk: env!("PRISM_AWS_SDK_VERSIONS")
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect(),
+    }
+}
+
+/// `prism version`: the `--version` line, or as JSON with the AWS SDK versions.
+pub fn version_command(args: &VersionArgs) -> Result<ExitCode, Failure> {
+    let text = match args.format {
+        Format::Text => format!("prism {VERSION}\n"),
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&build_info()).expect("serializes")
+        ),
+    };
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Args)]

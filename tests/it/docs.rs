@@ -390,58 +390,82 @@ fn the_markdown_check_finds_what_it_looks_for() {
     assert_eq!(markdown_problems(fine), Vec::<String>::new());
 }
 
+/// `key=` of a unit file (the last one given).
+fn unit_value(unit: &str, key: &str) -> String {
+    unit.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the unit has no {key}="))
+        .to_string()
+}
+
 #[test]
-fn the_systemd_unit_runs_what_the_docs_install() {
-    let unit = std::fs::read_to_string(root().join("examples/prism-watch.service")).unwrap();
-    let watch = std::fs::read_to_string(root().join("docs/watch.md")).unwrap();
-    let value = |key: &str| {
-        unit.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("the unit has no {key}="))
-            .to_string()
-    };
-    let exec = value("ExecStart");
-    let mut args = exec.split_whitespace();
-    let program = args.next().unwrap();
-    let root_dir = program
-        .strip_suffix("/bin/prism")
-        .expect("ExecStart runs prism");
+fn the_packaged_units_run_what_the_package_installs() {
+    let read = |p: &str| std::fs::read_to_string(root().join(p)).unwrap();
+    let cargo = read("Cargo.toml");
+    let postinst = read("debian/postinst");
+    let docs = read("docs/install.md") + &read("docs/watch.md");
     assert!(
-        watch.contains(&format!(
-            "cargo install --locked --path . --root {root_dir}"
-        )),
-        "docs/watch.md installs prism where the unit runs it ({program})"
+        cargo.contains(r#"["target/release/prism", "usr/bin/", "755"]"#),
+        "the package puts prism in /usr/bin"
     );
-    let user = value("User");
-    assert!(
-        watch.contains("useradd") && watch.contains(&format!(" {user}\n")),
-        "docs/watch.md makes the unit's user `{user}`"
-    );
-    let args: Vec<&str> = args.collect();
-    let manifest = args
-        .iter()
-        .find(|a| a.ends_with(".yaml"))
-        .expect("a manifest");
-    let dir = std::path::Path::new(manifest)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    assert!(
-        watch.contains(&format!("examples/templates.yaml {dir}/")),
-        "docs/watch.md copies the templates file beside {manifest}"
-    );
-    // The unit's flags are prism's: with a manifest that is not there, prism fails on
-    // the file (1), not on the command line (2).
-    let mut run: Vec<&str> = args.clone();
-    let missing = root().join("no-such-dir/lab.yaml");
-    let missing = missing.to_str().unwrap();
-    for a in run.iter_mut() {
-        if a == manifest {
-            *a = missing;
+    for (file, stand_in) in [
+        ("debian/prism-watch@.service", "lab"),
+        ("debian/prism-serve.service", ""),
+    ] {
+        let unit = read(file);
+        assert!(
+            cargo.contains(&format!(r#"["{file}", "usr/lib/systemd/system/", "644"]"#)),
+            "the package installs {file}"
+        );
+        let user = unit_value(&unit, "User");
+        assert!(
+            postinst.contains("adduser --system") && postinst.contains(&format!(" {user}\n")),
+            "debian/postinst makes the unit's user `{user}`"
+        );
+        // Written to: only the state folder, which postinst makes the user's.
+        let state = unit_value(&unit, "ReadWritePaths");
+        assert_eq!(state, "/var/lib/prism", "{file}");
+        assert!(postinst.contains(&format!("fix {user}:{user} 0750 {state}\n")));
+        assert_eq!(unit_value(&unit, "ProtectSystem"), "strict", "{file}");
+        let exec = unit_value(&unit, "ExecStart").replace("%i", stand_in);
+        let mut words = exec.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/bin/prism"), "{file}");
+        let args: Vec<String> = words.map(str::to_string).collect();
+        if let Some(dir) = args
+            .windows(2)
+            .find(|w| w[0] == "--state-dir")
+            .map(|w| &w[1])
+        {
+            assert!(dir.starts_with(&format!("{state}/")), "{file}: {dir}");
         }
+        if let Some(manifest) = args.iter().find(|a| a.ends_with(".yaml")) {
+            assert!(
+                docs.contains(&format!(
+                    "examples/{stand_in}.yaml examples/templates.yaml /etc/prism/"
+                )),
+                "the docs copy {manifest} and its templates file into /etc/prism"
+            );
+        }
+        // The unit's flags are prism's: with a manifest (or a manifests folder) that is
+        // not there, prism fails on the file (1), not on the command line (2).
+        let missing = root().join("no-such-dir/lab.yaml");
+        let tmp = tempfile::tempdir().unwrap();
+        let run: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.ends_with(".yaml") || a == "/etc/prism" {
+                    missing.display().to_string()
+                } else if a.starts_with(&state) {
+                    tmp.path().join("serve").display().to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let run: Vec<&str> = run.iter().map(String::as_str).collect();
+        let out = prism_command(&run).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
     }
-    let out = prism_command(&run).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
 }

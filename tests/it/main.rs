@@ -31,5 +31,6 @@ mod settings;
 mod storage;
 mod term;
 mod together;
+mod version;
 mod watch;
 mod workspace;
