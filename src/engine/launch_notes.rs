@@ -572,6 +572,13 @@ fn update(
     if changed || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before {
         let out = serde_json::to_vec_pretty(&notes).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        // Readable and writable by the group, as the lock file: every prism of the
+        // machine's group (a `prism watch` service, its users) reads the same notes.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o664))?;
+        }
         tmp.write_all(&out)?;
         tmp.persist(file).map_err(|e| e.error)?;
     }
