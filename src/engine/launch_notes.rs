@@ -125,6 +125,18 @@ struct Notes {
     batches: BTreeMap<String, BatchNote>,
 }
 
+impl Notes {
+    /// Drops the notes older than `ttl`.
+    fn expire(&mut self, ttl: Duration) {
+        let t = now();
+        let ttl = ttl.as_secs();
+        self.launches.retain(|_, n| t.saturating_sub(n.at) < ttl);
+        self.sent
+            .retain(|_, s| t.saturating_sub(s.at_ms / 1000) < ttl);
+        self.batches.retain(|_, b| t.saturating_sub(b.at) < ttl);
+    }
+}
+
 /// The notes of one account and region.
 #[derive(Debug)]
 pub struct LaunchNotes {
@@ -382,6 +394,8 @@ impl LaunchNotes {
             Claim { taken, batches }
         };
         let mut memory = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        // A long-running process (`watch`, `serve`) keeps only what is still trusted.
+        memory.expire(self.ttl);
         if let Some(file) = &self.file {
             let mut out = None;
             let written = update(file, self.ttl, |notes| {
@@ -558,16 +572,7 @@ fn update(
     lock.lock()?;
     let mut notes = read(file).unwrap_or_default();
     let before = (notes.launches.len(), notes.sent.len(), notes.batches.len());
-    let t = now();
-    notes
-        .launches
-        .retain(|_, n| t.saturating_sub(n.at) < ttl.as_secs());
-    notes
-        .sent
-        .retain(|_, s| t.saturating_sub(s.at_ms / 1000) < ttl.as_secs());
-    notes
-        .batches
-        .retain(|_, b| t.saturating_sub(b.at) < ttl.as_secs());
+    notes.expire(ttl);
     let changed = change(&mut notes);
     if changed || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before {
         let out = serde_json::to_vec_pretty(&notes).map_err(std::io::Error::other)?;
