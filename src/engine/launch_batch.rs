@@ -408,6 +408,9 @@ async fn refused(
             })
             .collect();
     }
+    // Forgotten before any of its workspaces launches alone: sent again by a rerun,
+    // it would launch them all afresh.
+    ctx.engine.memory.forget_batch(&ctx.fleet, &batch.token);
     if e.class == ErrorClass::Capacity {
         let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
         mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), code);

@@ -423,6 +423,37 @@ impl LaunchNotes {
         claim(&mut memory)
     }
 
+    /// Forgets the batch `token` of `fleet`, which AWS refused outright (it launched
+    /// nothing): a rerun must not send it again, which would launch its workspaces
+    /// afresh, beside what they launch alone from now on.
+    pub fn forget_batch(&self, fleet: &str, token: &str) {
+        let forget = |notes: &mut Notes| {
+            let Some(b) = notes.batches.remove(token) else {
+                return false;
+            };
+            for m in &b.members {
+                let k = key(fleet, m);
+                if notes
+                    .launches
+                    .get(&k)
+                    .is_some_and(|n| n.batch.as_deref() == Some(token))
+                {
+                    notes.launches.remove(&k);
+                }
+            }
+            true
+        };
+        forget(&mut self.notes.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(file) = &self.file
+            && let Err(e) = update(file, self.ttl, forget)
+        {
+            tracing::warn!(
+                "could not update the launch notes in {}: {e}",
+                file.display()
+            );
+        }
+    }
+
     /// The batch launched with `token`, when noted and recent.
     pub fn recall_batch(&self, token: &str) -> Option<BatchNote> {
         let from_file = self.file.as_deref().and_then(|f| read(f).ok());
