@@ -823,24 +823,6 @@ impl Cloud for AwsCloud {
         .await
     }
 
-    async fn tag_instances(
-        &self,
-        ids: &[String],
-        key: &str,
-        value: &str,
-    ) -> Result<(), CloudError> {
-        self.call("CreateTags", async move {
-            self.ec2
-                .create_tags()
-                .set_resources(Some(ids.to_vec()))
-                .tags(Tag::builder().key(key).value(value).build())
-                .send()
-                .await?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn stop_instances(&self, ids: &[String]) -> Result<(), CloudError> {
         self.call("StopInstances", async move {
             self.ec2

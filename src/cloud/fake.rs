@@ -468,28 +468,11 @@ impl Cloud for FakeCloud {
         ids: &[String],
         tags: &BTreeMap<String, String>,
     ) -> Result<(), CloudError> {
-        self.count("CreateTags")?;
-        let mut all = self.instances.lock().unwrap();
-        for i in all.iter_mut().filter(|i| ids.contains(&i.id)) {
-            i.tags.extend(tags.clone());
-        }
-        Ok(())
-    }
-
-    async fn start_instances(&self, ids: &[String]) -> Result<(), CloudError> {
-        self.set_state("StartInstances", ids, InstanceState::Running)
-    }
-
-    async fn tag_instances(
-        &self,
-        ids: &[String],
-        key: &str,
-        value: &str,
-    ) -> Result<(), CloudError> {
         let api = "CreateTags";
         self.count(api)?;
         let mut all = self.instances.lock().unwrap();
-        if let Some(id) = ids.iter().find(|id| !all.iter().any(|i| &i.id == *id)) {
+        let known = |id: &String| id.starts_with("vol-") || all.iter().any(|i| &i.id == id);
+        if let Some(id) = ids.iter().find(|id| !known(id)) {
             return Err(CloudError::service(
                 api,
                 Some("InvalidInstanceID.NotFound"),
@@ -498,9 +481,13 @@ impl Cloud for FakeCloud {
             ));
         }
         for i in all.iter_mut().filter(|i| ids.contains(&i.id)) {
-            i.tags.insert(key.into(), value.into());
+            i.tags.extend(tags.clone());
         }
         Ok(())
+    }
+
+    async fn start_instances(&self, ids: &[String]) -> Result<(), CloudError> {
+        self.set_state("StartInstances", ids, InstanceState::Running)
     }
 
     async fn stop_instances(&self, ids: &[String]) -> Result<(), CloudError> {

@@ -450,8 +450,15 @@ pub trait Cloud: Send + Sync {
     }
 
     /// CreateTags: sets tag `key` to `value` on every instance of `ids`, in one call.
-    async fn tag_instances(&self, ids: &[String], key: &str, value: &str)
-    -> Result<(), CloudError>;
+    async fn tag_instances(
+        &self,
+        ids: &[String],
+        key: &str,
+        value: &str,
+    ) -> Result<(), CloudError> {
+        let tags = BTreeMap::from([(key.to_string(), value.to_string())]);
+        self.tag_with(ids, &tags).await
+    }
 
     /// CreateTags: sets tag `key` to `value` on instance `id`.
     async fn tag_instance(&self, id: &str, key: &str, value: &str) -> Result<(), CloudError> {

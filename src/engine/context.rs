@@ -112,6 +112,33 @@ impl RunContext {
     }
 
     /// The spec to launch from, or why there is none.
+    /// Notes that this run sent `token` (a ClientToken, or a batch's token and index)
+    /// at `sent_at` for `workspace`, and AWS answered with `instance_id` of
+    /// `instance_type`: for the summary's launches by other runs, and for the plans of
+    /// other processes while AWS does not show it yet.
+    pub(super) fn note_sent(
+        &self,
+        workspace: &str,
+        token: String,
+        sent_at: u64,
+        instance_id: &str,
+        instance_type: &str,
+    ) {
+        self.engine.memory.sent(
+            &token,
+            sent_at,
+            &super::launch_notes::Launched {
+                fleet: self.fleet.clone(),
+                instance_id: instance_id.to_string(),
+                instance_type: instance_type.to_string(),
+            },
+        );
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((workspace.to_string(), token));
+    }
+
     pub(super) fn template(&self) -> Result<&LaunchSpec, String> {
         match &self.recipe {
             Some(r) => r.spec.as_ref().map_err(Clone::clone),

@@ -498,19 +498,13 @@ async fn launch_in(
             )
             .await;
         if let Ok(instance) = &result {
-            ctx.engine.memory.sent(
-                &spec.client_token,
+            ctx.note_sent(
+                workspace,
+                spec.client_token.clone(),
                 sent_at,
-                &super::launch_notes::Launched {
-                    fleet: ctx.fleet.clone(),
-                    instance_id: instance.id.clone(),
-                    instance_type: spec.instance_type.clone(),
-                },
+                &instance.id,
+                &spec.instance_type,
             );
-            ctx.sent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((workspace.to_string(), spec.client_token.clone()));
         }
         match result {
             // That token's instance was terminated: the next incarnation's token,

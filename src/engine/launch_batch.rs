@@ -39,7 +39,7 @@ use super::client_token::client_token;
 use super::context::RunContext;
 use super::events::Event;
 use super::launch::{MAX_INCARNATIONS, fleet_tags, own_tags};
-use super::launch_notes::{BatchNote, Launched, now_ms};
+use super::launch_notes::{BatchNote, now_ms};
 use super::ops::failed;
 use super::outcome::{Outcome, StepError};
 use crate::cloud::{CloudError, ErrorClass, Instance, LaunchSpec, batch_tags};
@@ -340,20 +340,13 @@ pub async fn launch_all(ctx: &RunContext, mut batch: Batch) -> Vec<(Action, Outc
             short.push(a);
             continue;
         };
-        let key = format!("{token}/{index}");
-        ctx.engine.memory.sent(
-            &key,
+        ctx.note_sent(
+            &a.workspace,
+            format!("{token}/{index}"),
             sent_at,
-            &Launched {
-                fleet: ctx.fleet.clone(),
-                instance_id: instance.id.clone(),
-                instance_type: spec.instance_type.clone(),
-            },
+            &instance.id,
+            &spec.instance_type,
         );
-        ctx.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((a.workspace.clone(), key));
         ctx.events.emit(Event::Launched {
             workspace: a.workspace.clone(),
             instance_id: instance.id.clone(),
