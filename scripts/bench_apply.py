@@ -1,8 +1,8 @@
 """Apply benchmark against the local AWS emulator (run through scripts/bench-apply).
 
 For each fleet size (BENCH_SIZES, default "30 100 300"), against AWS's token buckets
-(RunInstances 5 calls refilling 2/s and 1 000 instances refilling 2/s; CreateTags and
-the other changes 50 refilling 5/s), t3.micro workspaces are launched by:
+(RunInstances 5 calls refilling 2/s and 1 000 instances refilling 2/s; CreateTags 100
+refilling 10/s; the other changes 50 refilling 5/s), t3.micro workspaces are launched by:
 
   prism           untuned (`rate_limit: auto`): launches that can share a call do
   prism-per-call  one call per workspace at AWS's rate (120/min, burst 5, explicit)
@@ -11,7 +11,8 @@ the other changes 50 refilling 5/s), t3.micro workspaces are launched by:
   aws-cli         a plain shell loop over `aws ec2 run-instances`, failures once more
 
 Every row says the exit code, the wall time, when the last workspace was up (launched;
-prism only), the RunInstances calls and the share throttled, the workspaces up and the
+prism only), the RunInstances calls and the share throttled, the calls of every kind
+(CreateTags, Describe*, …) and the share throttled, the workspaces up and the
 most instances any workspace got (more than 1 is a duplicate). BENCH_SCENARIOS adds
 `faults` (20 % of RunInstances throttled, 10 % of answers lost) and `sold-out` (the
 region's first zone has no t3.micro) for untuned prism. Then a timetable boundary:
@@ -100,12 +101,15 @@ def instances(fleet):
 def measure(fleet, wall, exit_code, up_at=None):
     post("/_prism/throttle", {"enabled": False})
     post("/_prism/faults", {"faults": []})
-    runs = [c for c in calls() if c["action"] == "RunInstances"]
+    every = calls()
+    runs = [c for c in every if c["action"] == "RunInstances"]
     codes = Counter(c.get("code") for c in runs)
     per_ws = instances(fleet)
     return {
         "exit": exit_code, "wall": wall, "up_at": up_at, "calls": len(runs),
         "throttled": codes["RequestLimitExceeded"], "ice": codes["InsufficientInstanceCapacity"],
+        "all": len(every),
+        "all_throttled": sum(c.get("code") == "RequestLimitExceeded" for c in every),
         "up": len(per_ws), "max_per_ws": max(per_ws.values(), default=0),
     }
 
@@ -186,14 +190,15 @@ def aws_loop(n, name, scenario):
 
 def row(tool, n, name, r):
     share = f"{r['throttled']}/{r['calls']} ({100 * r['throttled'] / max(r['calls'], 1):.0f} %)"
+    every = f"{r['all_throttled']}/{r['all']} ({100 * r['all_throttled'] / max(r['all'], 1):.0f} %)"
     up_at = f"{r['up_at']:7.1f}s" if r.get("up_at") is not None else " " * 8
     print(f"{tool:15} {n:>4} {name:11} {r['exit']:>4} {r['wall']:7.1f}s {up_at} "
-          f"{share:>15} {r['ice']:>4} {r['up']:>4} {r['max_per_ws']:>5}", flush=True)
+          f"{share:>15} {every:>16} {r['ice']:>4} {r['up']:>4} {r['max_per_ws']:>5}", flush=True)
 
 
 print("Launching t3.micro workspaces against the emulator with AWS's token buckets\n")
 print(f"{'tool':15} {'N':>4} {'scenario':11} {'exit':>4} {'wall':>8} {'up at':>8} "
-      f"{'throttled':>15} {'ICE':>4} {'up':>4} {'max/w':>5}")
+      f"{'throttled':>15} {'all throttled':>16} {'ICE':>4} {'up':>4} {'max/w':>5}")
 largest = {}
 for n in SIZES:
     for tool in TOOLS:

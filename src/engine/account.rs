@@ -22,6 +22,8 @@ pub struct Engine {
     cloud: Arc<dyn Cloud>,
     launch: ArcSwapOption<Limiter>,
     pub(crate) start: Bucket,
+    pub(crate) tag: Bucket,
+    pub(crate) terminate: Bucket,
     pub(crate) mutate: Bucket,
     pub(crate) memory: Arc<LaunchNotes>,
     /// Sold-out (instance type, zone) pairs, avoided by every launch of every run.
@@ -30,9 +32,16 @@ pub struct Engine {
     metrics: ArcSwapOption<Metrics>,
 }
 
-/// AWS's request bucket for changes (mutating actions): 50 at once, 5 more per second.
+/// AWS's request bucket for the changes with no bucket of their own (StopInstances,
+/// ModifyInstanceAttribute, …): 50 at once, 5 more per second.
 const MUTATE_PER_SECOND: u32 = 5;
 const MUTATE_BURST: u32 = 50;
+/// AWS's own request bucket for CreateTags: 100 at once, 10 more per second.
+const TAG_PER_SECOND: u32 = 10;
+const TAG_BURST: u32 = 100;
+/// AWS's own request bucket for TerminateInstances: 100 at once, 5 more per second.
+const TERMINATE_PER_SECOND: u32 = 5;
+const TERMINATE_BURST: u32 = 100;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,8 +54,9 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// An engine for `cloud`'s account and region. Launches are paced by `launch_rate`
-    /// (None: not paced); StartInstances and the other mutating calls by fixed limiters
-    /// sized to AWS's own buckets (5 refilling 2/s, and 50 refilling 5/s).
+    /// (None: not paced); StartInstances, CreateTags, TerminateInstances and the other
+    /// mutating calls by fixed limiters sized to AWS's own request buckets for them (5
+    /// refilling 2/s, 100 refilling 10/s, 100 refilling 5/s, and 50 refilling 5/s).
     pub fn new(
         cloud: Arc<dyn Cloud>,
         launch_rate: Option<RateSettings>,
@@ -56,6 +66,8 @@ impl Engine {
             cloud,
             launch: ArcSwapOption::from(launch_rate.map(Limiter::new)),
             start: limiter::fixed(2, 5),
+            tag: limiter::fixed(TAG_PER_SECOND, TAG_BURST),
+            terminate: limiter::fixed(TERMINATE_PER_SECOND, TERMINATE_BURST),
             mutate: limiter::fixed(MUTATE_PER_SECOND, MUTATE_BURST),
             memory,
             sold_out: SoldOut::default(),
@@ -63,11 +75,10 @@ impl Engine {
         })
     }
 
-    /// About how long `calls` changes (CreateTags, StopInstances, …) take at AWS's pace
-    /// for them, from a full bucket.
-    pub(crate) fn mutate_eta(&self, calls: usize) -> Duration {
-        let past_burst = calls.saturating_sub(MUTATE_BURST as usize) as u32;
-        Duration::from_secs(1) * past_burst / MUTATE_PER_SECOND
+    /// About how long `calls` CreateTags take at AWS's pace for them, from a full bucket.
+    pub(crate) fn tag_eta(&self, calls: usize) -> Duration {
+        let past_burst = calls.saturating_sub(TAG_BURST as usize) as u32;
+        Duration::from_secs(1) * past_burst / TAG_PER_SECOND
     }
 
     /// How long a sold-out (instance type, zone) is avoided: [`capacity::SOLD_OUT_TTL`]

@@ -161,7 +161,7 @@ async fn call(
         ActionKind::Start => {
             if ctx.own_starts {
                 let at = super::ops::start_stamp();
-                ctx.call(label, Pace::Mutate, &mut false, |_| {
+                ctx.call(label, Pace::Tag, &mut false, |_| {
                     cloud.tag_instances(ids, tags::STARTED, &at)
                 })
                 .await?;
@@ -178,7 +178,7 @@ async fn call(
             .await
         }
         ActionKind::Delete => {
-            ctx.call(label, Pace::Mutate, &mut false, |_| {
+            ctx.call(label, Pace::Terminate, &mut false, |_| {
                 cloud.terminate_instances(ids)
             })
             .await

@@ -18,6 +18,11 @@ use crate::retry::Attempts;
 pub enum Pace {
     Launch,
     Start,
+    /// CreateTags.
+    Tag,
+    /// TerminateInstances.
+    Terminate,
+    /// The other changes (StopInstances, ModifyInstanceAttribute, …).
     Mutate,
     None,
 }
@@ -52,6 +57,12 @@ impl RunContext {
                 }
                 Pace::Start => {
                     clock::until_ready(&self.engine.start).await;
+                }
+                Pace::Tag => {
+                    clock::until_ready(&self.engine.tag).await;
+                }
+                Pace::Terminate => {
+                    clock::until_ready(&self.engine.terminate).await;
                 }
                 Pace::Mutate => {
                     clock::until_ready(&self.engine.mutate).await;

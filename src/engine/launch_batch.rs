@@ -22,15 +22,18 @@
 //!   batch, and the batch its members and zone ([`super::launch_notes`]). A rerun
 //!   while DescribeInstances lags, whatever its plan, sends the noted call again first,
 //!   whole and unchanged, and gets those instances back.
-//! - **Only a definite answer sends a workspace on alone.** AWS launched fewer than
-//!   asked (partial capacity), or none (no capacity, no quota): the answer says so, and
-//!   those workspaces launch one by one as any launch does, their zone marked sold out.
+//! - **Only a definite answer sends a workspace on.** AWS launched none for want of
+//!   capacity: the batch is forgotten, its zone marked sold out, and its workspaces
+//!   form new batches in their next zones, claimed and noted afresh. AWS launched
+//!   fewer than asked (partial capacity), or none for another reason (no quota): those
+//!   workspaces launch one by one as any launch does.
 //!   A call whose answer was lost and whose retries ran out launches nothing more: its
 //!   workspaces are looked for before the summary and by the next run.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::call::Pace;
@@ -116,11 +119,10 @@ pub fn plan(ctx: &RunContext, creates: &[&Action], free: impl Fn(&Action) -> boo
     }
     let batching = batching(ctx);
     let zones = ctx.zones.get().cloned().flatten();
-    let mut first_zone: BTreeMap<String, (Option<String>, bool)> = BTreeMap::new();
-    for a in &unnoted {
-        let order = zone_order(&ctx.fleet, &a.workspace, zones.as_deref().unwrap_or(&[]));
-        let zone = zones.as_ref().and(order.first().cloned().flatten());
-        let open = zone.as_deref().is_none_or(|z| {
+    // Whether each zone takes the template's type now, looked at once per zone.
+    let mut open: BTreeMap<String, bool> = BTreeMap::new();
+    let mut is_open = |z: &str| {
+        *open.entry(z.to_string()).or_insert_with(|| {
             match ctx.engine.sold_out.check(&template.instance_type, z) {
                 Availability::Available => true,
                 Availability::BackAgain => {
@@ -132,8 +134,21 @@ pub fn plan(ctx: &RunContext, creates: &[&Action], free: impl Fn(&Action) -> boo
                 }
                 Availability::SoldOut { .. } => false,
             }
-        });
-        first_zone.insert(a.workspace.clone(), (zone, batching && open));
+        })
+    };
+    // Each workspace's zone: the first of its order not sold out, where it joins the
+    // zone's batch; with every zone sold out, its first, alone.
+    let mut first_zone: BTreeMap<String, (Option<String>, bool)> = BTreeMap::new();
+    for a in &unnoted {
+        let order = zone_order(&ctx.fleet, &a.workspace, zones.as_deref().unwrap_or(&[]));
+        let choice = match zones {
+            None => (None, batching),
+            Some(_) => match order.iter().flatten().find(|z| is_open(z)) {
+                Some(z) => (Some(z.clone()), batching),
+                None => (order.first().cloned().flatten(), false),
+            },
+        };
+        first_zone.insert(a.workspace.clone(), choice);
     }
     let names: Vec<String> = unnoted.iter().map(|a| a.workspace.clone()).collect();
     let claim = memory.claim(&ctx.fleet, &ctx.digest, &names, |free_names| {
@@ -404,11 +419,26 @@ async fn refused(
     // Forgotten before any of its workspaces launches alone: sent again by a rerun,
     // it would launch them all afresh.
     ctx.engine.memory.forget_batch(&ctx.fleet, &batch.token);
-    if e.class == ErrorClass::Capacity {
-        let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
-        mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), code);
+    if e.class != ErrorClass::Capacity {
+        return alone(ctx, batch.actions, started).await;
     }
-    alone(ctx, batch.actions, started).await
+    let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
+    mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), code);
+    // The zone is sold out now: its workspaces form new batches in their next zones,
+    // claimed and noted as any, and what is in none launches alone.
+    let creates: Vec<&Action> = batch.actions.iter().collect();
+    let again = plan(ctx, &creates, |_| true);
+    let mut rest = batch.actions.clone();
+    rest.retain(|a| {
+        !again
+            .iter()
+            .flat_map(|b| &b.actions)
+            .any(|m| m.workspace == a.workspace)
+    });
+    let calls = again.into_iter().map(|b| Box::pin(launch_all(ctx, b)));
+    let (batched, alone) =
+        futures::join!(futures::future::join_all(calls), alone(ctx, rest, started));
+    batched.into_iter().flatten().chain(alone).collect()
 }
 
 fn spec_type(ctx: &RunContext) -> String {
@@ -462,8 +492,13 @@ async fn forget_gone(ctx: &RunContext, by_member: &mut BTreeMap<String, (usize, 
     });
 }
 
+/// CreateTags calls of one run in flight at once: enough to keep up with AWS's bucket for
+/// them (10 a second) whatever the latency of one call.
+const TAGGING_AT_ONCE: usize = 16;
+
 /// Writes the own tags of the instances this run launched in batches: one CreateTags
-/// each, paced as any change, while the run waits for its instances. A failure leaves
+/// each, several at once at AWS's pace for CreateTags, while the run waits for its
+/// instances. A failure leaves
 /// an instance known by its batch tags; a later run writes them (`plan.unnamed`).
 pub async fn write_own_tags(ctx: &RunContext) {
     let untagged = std::mem::take(&mut *ctx.untagged.lock().unwrap_or_else(|e| e.into_inner()));
@@ -472,27 +507,28 @@ pub async fn write_own_tags(ctx: &RunContext) {
     }
     ctx.events.emit(Event::Tagging {
         instances: untagged.len(),
-        eta_s: ctx.engine.mutate_eta(untagged.len()).as_secs_f64(),
+        eta_s: ctx.engine.tag_eta(untagged.len()).as_secs_f64(),
     });
     // Each instance's volumes get its tags in the same call.
     let volumes = volumes_of(ctx).await;
-    for (id, workspace) in &untagged {
-        let tags = own_tags(ctx, workspace);
-        let mut ids = vec![id.clone()];
-        ids.extend(volumes.get(id).cloned().unwrap_or_default());
-        let written = ctx
-            .call(workspace, Pace::Mutate, &mut false, |_| {
-                ctx.cloud.tag_with(&ids, &tags)
-            })
-            .await;
-        match written {
-            Ok(()) => {}
-            Err(StepError::Interrupted) => return,
-            Err(StepError::Cloud(e)) => tracing::warn!(
-                "could not tag {id} as {workspace} ({e}); prism knows it from its launch, and the next run tags it"
-            ),
-        }
-    }
+    let volumes = &volumes;
+    futures::stream::iter(&untagged)
+        .for_each_concurrent(TAGGING_AT_ONCE, |(id, workspace)| async move {
+            let tags = own_tags(ctx, workspace);
+            let mut ids = vec![id.clone()];
+            ids.extend(volumes.get(id).cloned().unwrap_or_default());
+            let written = ctx
+                .call(workspace, Pace::Tag, &mut false, |_| {
+                    ctx.cloud.tag_with(&ids, &tags)
+                })
+                .await;
+            if let Err(StepError::Cloud(e)) = written {
+                tracing::warn!(
+                    "could not tag {id} as {workspace} ({e}); prism knows it from its launch, and the next run tags it"
+                );
+            }
+        })
+        .await;
 }
 
 /// The volumes attached to each instance, by instance id (one DescribeVolumes); none

@@ -79,7 +79,7 @@ pub(super) async fn start(ctx: &RunContext, ws: &str, id: &str) -> Result<(), St
     let cloud = &ctx.cloud;
     if ctx.own_starts {
         let at = start_stamp();
-        ctx.call(ws, Pace::Mutate, &mut false, |_| {
+        ctx.call(ws, Pace::Tag, &mut false, |_| {
             cloud.tag_instance(id, tags::STARTED, &at)
         })
         .await?;

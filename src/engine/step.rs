@@ -164,7 +164,7 @@ async fn change(
             unreachable!("launches and resizes are not single calls")
         }
         ActionKind::Delete => {
-            ctx.call(ws, Pace::Mutate, &mut false, |_| {
+            ctx.call(ws, Pace::Terminate, &mut false, |_| {
                 cloud.terminate_instance(id)
             })
             .await?

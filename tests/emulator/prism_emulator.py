@@ -97,8 +97,15 @@ def vcpus_of(instance_type: str) -> int:
 
 # --- state ------------------------------------------------------------------------
 
-# AWS's EC2 request token buckets: (capacity, refill per second).
-BUCKETS = {"RunInstances": (5, 2.0), "StartInstances": (5, 2.0)}
+# AWS's EC2 request token buckets of the actions that have their own: (capacity, refill
+# per second). The other changes share the size of MUTATING_BUCKET, each its own.
+BUCKETS = {
+    "RunInstances": (5, 2.0),
+    "StartInstances": (5, 2.0),
+    "CreateTags": (100, 10.0),
+    "DeleteTags": (100, 10.0),
+    "TerminateInstances": (100, 5.0),
+}
 # AWS's resource token buckets, counted in instances: (capacity, refill per second).
 RESOURCE_BUCKETS = {
     "RunInstances": (1000, 2.0),

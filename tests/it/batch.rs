@@ -142,6 +142,37 @@ async fn a_zone_with_room_for_fewer_launches_what_it_can_and_the_rest_go_elsewhe
     assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
 }
 
+/// A zone with no room at all refuses its batch: the zone is marked sold out and its
+/// workspaces form new batches in their next zones, a few calls rather than one each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_refused_for_capacity_forms_new_batches_in_the_next_zones() {
+    let emu = Emulator::start();
+    let path = class(&emu, 40);
+    emu.post(
+        "/_prism/capacity",
+        json!({"sold_out": [{"zone": "us-west-2a", "instance_type": "t3.micro"}]}),
+    );
+    let out = apply(&emu, &path);
+    assert_eq!(per_workspace(&emu, FLEET).await, one_each(40));
+    all_named(&emu).await;
+    let zones: Vec<_> = fleet_instances(&emu, FLEET)
+        .await
+        .iter()
+        .filter_map(|i| {
+            i.placement()
+                .and_then(|p| p.availability_zone())
+                .map(String::from)
+        })
+        .collect();
+    assert!(!zones.iter().any(|z| z == "us-west-2a"), "{zones:?}");
+    // One call per zone, then at most one more per other zone for the refused batch's
+    // workspaces (a lone one may launch alone): far fewer than one each.
+    let calls = emu.count("RunInstances");
+    assert!(calls <= 8, "{calls} RunInstances calls\n{}", stdout(&out));
+    let again = apply(&emu, &path);
+    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+}
+
 /// Killed after the batches were launched, before their instances got their own tags,
 /// then run again while AWS does not show the instances yet: the rerun sends the noted
 /// batches again and gets the same instances; once AWS shows them, a plan knows each
