@@ -117,7 +117,7 @@ pub(crate) async fn execute(
             .copied()
             .filter(|a| !ctx.skip.contains_key(&a.workspace))
             .collect();
-        launch_batch::plan(&ctx, &creates, |a| free(a))
+        launch_batch::plan(&ctx, &creates, |a| free(a), true)
     } else {
         vec![]
     };

@@ -23,10 +23,11 @@
 //!   while DescribeInstances lags, whatever its plan, sends the noted call again first,
 //!   whole and unchanged, and gets those instances back.
 //! - **Only a definite answer sends a workspace on.** AWS launched none for want of
-//!   capacity: the batch is forgotten, its zone marked sold out, and its workspaces
-//!   form new batches in their next zones, claimed and noted afresh. AWS launched
-//!   fewer than asked (partial capacity), or none for another reason (no quota): those
-//!   workspaces launch one by one as any launch does.
+//!   capacity, or fewer than asked (the zone had no more): the batch is forgotten (or
+//!   the workspaces it did not launch released from it; the call answers the same if
+//!   sent again), the zone marked sold out, and those workspaces form new batches in
+//!   their next zones, claimed and noted afresh. AWS launched none for another reason
+//!   (no quota): its workspaces launch one by one as any launch does.
 //!   A call whose answer was lost and whose retries ran out launches nothing more: its
 //!   workspaces are looked for before the summary and by the next run.
 
@@ -82,11 +83,17 @@ pub fn batching(ctx: &RunContext) -> bool {
 /// show its instances yet): that batch is sent again, whole, whatever this run's plan.
 /// Then the launches of no note are claimed ([`LaunchNotes::claim`]), at once under
 /// the notes' lock: the first choices of each zone in batches (at the auto pace), the
-/// others alone; a launch another run claimed a moment ago is sent as that run noted
-/// it. What is in no batch launches on its own, by its note.
+/// others alone (all of them when `may_batch` is false); a launch another run claimed a
+/// moment ago is sent as that run noted it. What is in no batch launches on its own, by
+/// its note.
 ///
 /// [`LaunchNotes::claim`]: super::launch_notes::LaunchNotes::claim
-pub fn plan(ctx: &RunContext, creates: &[&Action], free: impl Fn(&Action) -> bool) -> Vec<Batch> {
+pub fn plan(
+    ctx: &RunContext,
+    creates: &[&Action],
+    free: impl Fn(&Action) -> bool,
+    may_batch: bool,
+) -> Vec<Batch> {
     let Ok(template) = ctx.template() else {
         return vec![];
     };
@@ -117,7 +124,7 @@ pub fn plan(ctx: &RunContext, creates: &[&Action], free: impl Fn(&Action) -> boo
             None => {}
         }
     }
-    let batching = batching(ctx);
+    let batching = may_batch && batching(ctx);
     let zones = ctx.zones.get().cloned().flatten();
     // Whether each zone takes the template's type now, looked at once per zone.
     let mut open: BTreeMap<String, bool> = BTreeMap::new();
@@ -255,8 +262,15 @@ fn spec(ctx: &RunContext, template: &LaunchSpec, batch: &Batch) -> LaunchSpec {
     spec
 }
 
-/// Launches `batch` in one call; what it does not launch goes on one by one.
-pub async fn launch_all(ctx: &RunContext, mut batch: Batch) -> Vec<(Action, Outcome)> {
+/// Launches `batch` in one call; what it does not launch goes on in new batches in the
+/// next zones, or one by one.
+pub async fn launch_all(ctx: &RunContext, batch: Batch) -> Vec<(Action, Outcome)> {
+    launch_in(ctx, batch, 0).await
+}
+
+/// [`launch_all`] of a batch formed after `refusals` zones had no room for its
+/// workspaces.
+async fn launch_in(ctx: &RunContext, mut batch: Batch, refusals: usize) -> Vec<(Action, Outcome)> {
     let started = Instant::now();
     let template = match ctx.template() {
         Ok(t) => t.clone(),
@@ -334,7 +348,7 @@ pub async fn launch_all(ctx: &RunContext, mut batch: Batch) -> Vec<(Action, Outc
         Err(StepError::Interrupted) => return interrupted(batch.actions),
         Err(StepError::Cloud(e)) => {
             let unsure = unsure.load(Ordering::Relaxed);
-            return refused(ctx, batch, &e, unsure, started).await;
+            return refused(ctx, batch, &e, unsure, refusals, started).await;
         }
     };
     let mut by_member: BTreeMap<String, (usize, Instance)> = BTreeMap::new();
@@ -343,6 +357,13 @@ pub async fn launch_all(ctx: &RunContext, mut batch: Batch) -> Vec<(Action, Outc
             by_member.insert(m.clone(), (index as usize, instance));
         }
     }
+    // The workspaces the call launched no instance for (AWS had room for fewer).
+    let never: Vec<String> = batch
+        .actions
+        .iter()
+        .filter(|a| !by_member.contains_key(&a.workspace))
+        .map(|a| a.workspace.clone())
+        .collect();
     if batch.replay {
         // Sent again: AWS answers as it did then; what it shows now tells which of
         // those instances are gone since.
@@ -385,11 +406,38 @@ pub async fn launch_all(ctx: &RunContext, mut batch: Batch) -> Vec<(Action, Outc
                 .filter(|(_, (_, i))| batch_tags::untagged(&i.tags))
                 .map(|(m, (_, i))| (i.id.clone(), m.clone())),
         );
-    if !short.is_empty() {
-        // AWS launched fewer than asked (the zone had no more), or instances answered
-        // again are gone: those launch alone, and meet the zone's answer themselves.
-        outcomes.extend(alone(ctx, short, started).await);
+    if short.is_empty() {
+        return outcomes;
     }
+    // Instances answered again but gone since launch alone, on the next incarnation.
+    let (left_out, gone): (Vec<Action>, Vec<Action>) = short
+        .into_iter()
+        .partition(|a| never.contains(&a.workspace));
+    let gone = alone(ctx, gone, started);
+    // AWS launched fewer than asked: the call answers the same if sent again, so the
+    // others leave the batch and launch anew, claimed as any launch; the zone had no
+    // more (as the first call found it, when this one is a resend).
+    let left_out = async {
+        if left_out.is_empty() {
+            return vec![];
+        }
+        ctx.engine
+            .memory
+            .release_members(&ctx.fleet, &token, &never);
+        if !batch.replay {
+            let zone = batch.zone.as_deref();
+            mark_sold_out(
+                ctx,
+                &spec.instance_type,
+                zone,
+                "InsufficientInstanceCapacity",
+            );
+        }
+        elsewhere(ctx, left_out, true, refusals, started).await
+    };
+    let (gone, left_out) = futures::join!(gone, left_out);
+    outcomes.extend(gone);
+    outcomes.extend(left_out);
     outcomes
 }
 
@@ -403,6 +451,7 @@ async fn refused(
     batch: Batch,
     e: &CloudError,
     unsure: bool,
+    refusals: usize,
     started: Instant,
 ) -> Vec<(Action, Outcome)> {
     if unsure || e.class == ErrorClass::Transient {
@@ -419,23 +468,41 @@ async fn refused(
     // Forgotten before any of its workspaces launches alone: sent again by a rerun,
     // it would launch them all afresh.
     ctx.engine.memory.forget_batch(&ctx.fleet, &batch.token);
-    if e.class != ErrorClass::Capacity {
-        return alone(ctx, batch.actions, started).await;
+    let capacity = e.class == ErrorClass::Capacity;
+    if capacity {
+        let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
+        mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), code);
     }
-    let code = e.code.as_deref().unwrap_or("InsufficientInstanceCapacity");
-    mark_sold_out(ctx, &spec_type(ctx), batch.zone.as_deref(), code);
-    // The zone is sold out now: its workspaces form new batches in their next zones,
-    // claimed and noted as any, and what is in none launches alone.
-    let creates: Vec<&Action> = batch.actions.iter().collect();
-    let again = plan(ctx, &creates, |_| true);
-    let mut rest = batch.actions.clone();
+    elsewhere(ctx, batch.actions, capacity, refusals, started).await
+}
+
+/// Launches `actions`, which their batch did not launch and whose notes no longer name
+/// it, claimed again as any launch (so that another run sending the same batch at once
+/// meets these claims, and sends what they say): for want of `capacity` (the zone now
+/// marked sold out), in new batches in their next zones; else, or when marks do not
+/// hold (`sold_out_ttl: 0s`) or every zone refused already, each alone, meeting the
+/// zones' answers itself.
+async fn elsewhere(
+    ctx: &RunContext,
+    actions: Vec<Action>,
+    capacity: bool,
+    refusals: usize,
+    started: Instant,
+) -> Vec<(Action, Outcome)> {
+    let zones = ctx.zones.get().cloned().flatten().unwrap_or_default();
+    let may_batch = capacity && !ctx.engine.sold_out_ttl().is_zero() && refusals + 1 < zones.len();
+    let creates: Vec<&Action> = actions.iter().collect();
+    let again = plan(ctx, &creates, |_| true, may_batch);
+    let mut rest = actions.clone();
     rest.retain(|a| {
         !again
             .iter()
             .flat_map(|b| &b.actions)
             .any(|m| m.workspace == a.workspace)
     });
-    let calls = again.into_iter().map(|b| Box::pin(launch_all(ctx, b)));
+    let calls = again
+        .into_iter()
+        .map(|b| Box::pin(launch_in(ctx, b, refusals + 1)));
     let (batched, alone) =
         futures::join!(futures::future::join_all(calls), alone(ctx, rest, started));
     batched.into_iter().flatten().chain(alone).collect()

@@ -237,14 +237,14 @@ impl LaunchNotes {
         let k = key(fleet, workspace);
         let from_file = self.file.as_deref().and_then(|f| read(f).ok());
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(file_notes) = from_file {
-            // The file may hold a later launch made by another process.
-            if let Some(n) = file_notes.launches.get(&k) {
-                let newer = notes.launches.get(&k).is_none_or(|m| m.at <= n.at);
-                if newer {
-                    notes.launches.insert(k.clone(), n.clone());
-                }
-            }
+        // The file, when it can be read, is what every process agrees on: it may hold a
+        // later launch made by another process, or have dropped a note another process
+        // released (a batch refused, a workspace left out of one).
+        if let Some(mut file_notes) = from_file {
+            match file_notes.launches.remove(&k) {
+                Some(n) => notes.launches.insert(k.clone(), n),
+                None => notes.launches.remove(&k),
+            };
         }
         let note = notes.launches.get(&k)?;
         (note.spec_digest == spec_digest && now().saturating_sub(note.at) < self.ttl.as_secs())
@@ -425,13 +425,31 @@ impl LaunchNotes {
 
     /// Forgets the batch `token` of `fleet`, which AWS refused outright (it launched
     /// nothing): a rerun must not send it again, which would launch its workspaces
-    /// afresh, beside what they launch alone from now on.
+    /// afresh, beside what they launch from now on.
     pub fn forget_batch(&self, fleet: &str, token: &str) {
+        self.release(fleet, token, None);
+    }
+
+    /// Releases `members` from the batch `token` of `fleet`, for which AWS launched no
+    /// instance (it launched fewer than asked, and answers a resend the same): their
+    /// notes no longer name it, so they launch anew, while the batch stays noted for
+    /// the instances it did launch.
+    pub fn release_members(&self, fleet: &str, token: &str, members: &[String]) {
+        self.release(fleet, token, Some(members));
+    }
+
+    /// Drops the notes of `members` (all: the batch itself too) that name batch `token`.
+    fn release(&self, fleet: &str, token: &str, members: Option<&[String]>) {
         let forget = |notes: &mut Notes| {
-            let Some(b) = notes.batches.remove(token) else {
-                return false;
+            let gone: Vec<String> = match members {
+                Some(m) => m.to_vec(),
+                None => match notes.batches.remove(token) {
+                    Some(b) => b.members,
+                    None => return false,
+                },
             };
-            for m in &b.members {
+            let mut changed = members.is_none();
+            for m in &gone {
                 let k = key(fleet, m);
                 if notes
                     .launches
@@ -439,9 +457,10 @@ impl LaunchNotes {
                     .is_some_and(|n| n.batch.as_deref() == Some(token))
                 {
                     notes.launches.remove(&k);
+                    changed = true;
                 }
             }
-            true
+            changed
         };
         forget(&mut self.notes.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(file) = &self.file
@@ -458,8 +477,12 @@ impl LaunchNotes {
     pub fn recall_batch(&self, token: &str) -> Option<BatchNote> {
         let from_file = self.file.as_deref().and_then(|f| read(f).ok());
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = from_file.and_then(|mut f| f.batches.remove(token)) {
-            notes.batches.insert(token.to_string(), b);
+        // As in `recall`, the file, when it can be read, is what every process agrees on.
+        if let Some(mut file_notes) = from_file {
+            match file_notes.batches.remove(token) {
+                Some(b) => notes.batches.insert(token.to_string(), b),
+                None => notes.batches.remove(token),
+            };
         }
         let b = notes.batches.get(token)?;
         (now().saturating_sub(b.at) < self.ttl.as_secs()).then(|| b.clone())
@@ -680,6 +703,39 @@ mod tests {
             ["f/f-02"],
             "expired notes are dropped on write"
         );
+    }
+
+    #[test]
+    fn released_members_launch_anew_while_the_batch_stays_noted_for_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("launches/us-west-2.json");
+        let m = LaunchNotes::in_file(path.clone());
+        let names: Vec<String> = ["f-01", "f-02", "f-03"].map(String::from).to_vec();
+        let claim = m.claim("f", "d", &names, |free| {
+            let note = BatchNote {
+                fleet: "f".into(),
+                incarnation: 0,
+                members: free.to_vec(),
+                zone: Some("us-west-2a".into()),
+                spec_digest: "d".into(),
+                at: now_ms() / 1000,
+            };
+            (vec![("tok".into(), note)], vec![])
+        });
+        assert_eq!(claim.batches.len(), 1);
+        let batch_of = |m: &LaunchNotes, w: &str| m.recall("f", w, "d").and_then(|n| n.batch);
+        m.release_members("f", "tok", &["f-02".into(), "f-03".into()]);
+        let other = LaunchNotes::in_file(path);
+        for notes in [&m, &other] {
+            assert_eq!(batch_of(notes, "f-01").as_deref(), Some("tok"));
+            assert_eq!(batch_of(notes, "f-02"), None, "released");
+            assert!(notes.recall_batch("tok").is_some(), "kept for f-01");
+        }
+        m.forget_batch("f", "tok");
+        for notes in [&m, &other] {
+            assert_eq!(batch_of(notes, "f-01"), None);
+            assert!(notes.recall_batch("tok").is_none());
+        }
     }
 
     #[test]
