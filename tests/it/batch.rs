@@ -296,3 +296,39 @@ async fn runs_with_different_plans_at_once_launch_each_workspace_once() {
     assert_eq!(per_workspace(&emu, FLEET).await, one_each(30));
     all_named(&emu).await;
 }
+
+/// Two runs of one class at once, while AWS does not show instances yet, one zone with
+/// room for 3 and another with none: both meet the refusals, and each workspace still
+/// gets one instance, whichever run formed the batch it launched in.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_at_once_meeting_sold_out_zones_launch_each_workspace_once() {
+    let emu = Emulator::start();
+    let path = class(&emu, 60);
+    let cache = emu.dir.path().join("cache");
+    emu.post("/_prism/lag", json!({"seconds": 600}));
+    emu.post(
+        "/_prism/capacity",
+        json!({"sold_out": [
+            {"zone": "us-west-2a", "instance_type": "t3.micro", "left": 3},
+            {"zone": "us-west-2b", "instance_type": "t3.micro"},
+        ]}),
+    );
+    let run = || {
+        prism_command(&["apply", "--yes", "--no-wait", &path])
+            .env("AWS_ENDPOINT_URL", &emu.url)
+            .env("XDG_CACHE_HOME", &cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (run(), run());
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    emu.reveal();
+    emu.post("/_prism/lag", json!({"seconds": 0}));
+    assert_eq!(per_workspace(&emu, FLEET).await, one_each(60));
+    let again = apply(&emu, &path);
+    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+    all_named(&emu).await;
+}
