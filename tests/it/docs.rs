@@ -403,15 +403,15 @@ fn unit_value(unit: &str, key: &str) -> String {
 fn the_packaged_units_run_what_the_package_installs() {
     let read = |p: &str| std::fs::read_to_string(root().join(p)).unwrap();
     let cargo = read("Cargo.toml");
-    let postinst = read("debian/postinst");
+    let postinst = read("scripts/debian/postinst");
     let docs = read("docs/install.md") + &read("docs/watch.md");
     assert!(
         cargo.contains(r#"["target/release/prism", "usr/bin/", "755"]"#),
         "the package puts prism in /usr/bin"
     );
     for (file, stand_in) in [
-        ("debian/prism-watch@.service", "lab"),
-        ("debian/prism-serve.service", ""),
+        ("scripts/debian/prism-watch@.service", "lab"),
+        ("scripts/debian/prism-serve.service", ""),
     ] {
         let unit = read(file);
         assert!(
@@ -421,7 +421,7 @@ fn the_packaged_units_run_what_the_package_installs() {
         let user = unit_value(&unit, "User");
         assert!(
             postinst.contains("adduser --system") && postinst.contains(&format!(" {user}\n")),
-            "debian/postinst makes the unit's user `{user}`"
+            "scripts/debian/postinst makes the unit's user `{user}`"
         );
         // Written to: only the state folder, which postinst makes the user's.
         let state = unit_value(&unit, "ReadWritePaths");
