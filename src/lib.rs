@@ -18,6 +18,7 @@ pub mod plan;
 pub mod quota;
 pub mod retry;
 pub mod serve;
+pub mod store;
 pub mod teardown;
 pub mod watch;
 

@@ -1,0 +1,307 @@
+//! Where replicas share what one machine keeps in files: leases and launch notes.
+//!
+//! One machine needs nothing here: launch notes stay in a file, and one `watch` per
+//! manifest reconciles alone. Replicas on several machines (`--store dynamodb://TABLE`)
+//! share one DynamoDB table:
+//!
+//! - **A lease per (account, region)**, the unit that shares AWS's buckets and quotas,
+//!   held by one replica at a time for [`LEASE_TTL`] and renewed well within it. Each
+//!   new holder gets an epoch one greater than the last ([`Lease::epoch`]).
+//! - **The launch notes of that (account, region)**, written only by the lease holder
+//!   and only while its epoch is the lease's (a conditional write): a holder that was
+//!   paused past its lease and wakes can no longer note a launch, so it can no longer
+//!   send one ([`crate::engine::launch_notes`]). The next holder reads the notes first,
+//!   and sends the launches noted there with their own tokens.
+//!
+//! Clocks: a lease ends at its holder's wall clock plus the TTL; replicas' clocks must
+//! agree to well within the TTL (NTP does).
+
+pub mod dynamo;
+#[cfg(test)]
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// How long a lease holds without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often a holder renews its lease, and a standby replica tries to take it.
+pub const LEASE_RENEW: Duration = Duration::from_secs(3);
+
+/// A lease as its holder took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// What it is for: `ACCOUNT/REGION`.
+    pub name: String,
+    pub holder: String,
+    /// Grows by one at each new holder; writes are conditional on it.
+    pub epoch: u64,
+    /// When it ends unless renewed, in milliseconds since the Unix epoch.
+    pub until_ms: u64,
+}
+
+/// Who holds a lease now, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub holder: String,
+    pub epoch: u64,
+    pub until_ms: u64,
+}
+
+/// What the store refused or could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write was conditional on a lease this process no longer holds.
+    #[error("the lease {0} is held by another replica now")]
+    Fenced(String),
+    /// The store could not be reached or refused the call.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Leases and the launch notes of each (account, region).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Takes the lease `name` for `holder` when it is free, has run out, or is
+    /// `holder`'s already (a renewal, same epoch), for `ttl` from `now_ms`. None when
+    /// another holder has it.
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Who holds `name`, if anyone ever did.
+    async fn holder(&self, name: &str) -> Result<Option<Holder>, StoreError>;
+
+    /// Gives `lease` up at once, when it is still held as taken.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// The notes document of lease `name` (JSON), if written.
+    async fn read_notes(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes the notes document of `lease`, only while `lease` is held at its epoch:
+    /// [`StoreError::Fenced`] otherwise.
+    async fn write_notes(&self, lease: &Lease, body: &str) -> Result<(), StoreError>;
+}
+
+/// Where state is kept, as named by `--store`, `PRISM_STORE` or the settings file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// Local files, this machine only (the default).
+    Files,
+    /// A DynamoDB table, shared by replicas.
+    DynamoDb { table: String },
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "files" {
+            return Ok(StoreUrl::Files);
+        }
+        let Some(table) = s.strip_prefix("dynamodb://") else {
+            return Err(format!(
+                "`{s}` is not a store: use `dynamodb://TABLE`, or `files` for this machine's files"
+            ));
+        };
+        // DynamoDB's rule for table names.
+        let valid = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !valid {
+            return Err(format!(
+                "`{table}` is not a DynamoDB table name: 3 to 255 letters, digits, `_`, `-` or `.`"
+            ));
+        }
+        Ok(StoreUrl::DynamoDb {
+            table: table.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Files => f.write_str("files"),
+            StoreUrl::DynamoDb { table } => write!(f, "dynamodb://{table}"),
+        }
+    }
+}
+
+/// This process as a lease holder: host, process id and a random part, so that a
+/// restarted process on the same host is a new holder.
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}:{}:{:06x}",
+        std::process::id(),
+        fastrand::u32(..0x100_0000)
+    )
+}
+
+/// A lease this process holds or waits for, kept current by [`LeaseKeeper::tick`]: what
+/// the launch notes condition their writes on.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    pub store: Arc<dyn Store>,
+    pub name: String,
+    pub holder: String,
+    held: std::sync::Mutex<Option<Lease>>,
+}
+
+/// What one [`LeaseKeeper::tick`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// This process holds the lease; `taken` when it just took it from no one or
+    /// from a holder that stopped renewing.
+    Holding { epoch: u64, taken: bool },
+    /// Another replica holds it.
+    Standby { holder: String, until_ms: u64 },
+}
+
+impl LeaseKeeper {
+    pub fn new(store: Arc<dyn Store>, name: String) -> Self {
+        LeaseKeeper {
+            store,
+            name,
+            holder: holder_id(),
+            held: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The lease as last taken or renewed, if this process holds it.
+    pub fn lease(&self) -> Option<Lease> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forgets the lease: it was lost (a fenced write found another holder).
+    pub fn lost(&self) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Takes or renews the lease; says who holds it.
+    pub async fn tick(&self) -> Result<Standing, StoreError> {
+        let now = crate::engine::launch_notes::now_ms();
+        let before = self.lease();
+        match self
+            .store
+            .acquire(&self.name, &self.holder, LEASE_TTL, now)
+            .await?
+        {
+            Some(lease) => {
+                let taken = before.as_ref().is_none_or(|b| b.epoch != lease.epoch);
+                let epoch = lease.epoch;
+                *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
+                Ok(Standing::Holding { epoch, taken })
+            }
+            None => {
+                self.lost();
+                let h = self.store.holder(&self.name).await?;
+                Ok(Standing::Standby {
+                    holder: h.as_ref().map(|h| h.holder.clone()).unwrap_or_default(),
+                    until_ms: h.map_or(now, |h| h.until_ms),
+                })
+            }
+        }
+    }
+
+    /// Gives the lease up, if held (a clean stop: the next replica need not wait for
+    /// it to run out).
+    pub async fn release(&self) {
+        if let Some(lease) = self.lease() {
+            self.lost();
+            if let Err(e) = self.store.release(&lease).await {
+                tracing::warn!("could not give up the lease {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_name_a_table_or_files() {
+        assert_eq!(
+            "dynamodb://prism-state".parse::<StoreUrl>(),
+            Ok(StoreUrl::DynamoDb {
+                table: "prism-state".into()
+            })
+        );
+        assert_eq!("files".parse::<StoreUrl>(), Ok(StoreUrl::Files));
+        let e = "s3://bucket".parse::<StoreUrl>().unwrap_err();
+        assert!(e.contains("dynamodb://TABLE"), "{e}");
+        let e = "dynamodb://a b".parse::<StoreUrl>().unwrap_err();
+        assert!(e.contains("not a DynamoDB table name"), "{e}");
+        assert_eq!(
+            StoreUrl::DynamoDb {
+                table: "t-1".into()
+            }
+            .to_string(),
+            "dynamodb://t-1"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_a_new_epoch_for_each() {
+        let store: Arc<dyn Store> = Arc::new(memory::MemoryStore::default());
+        let a = LeaseKeeper::new(store.clone(), "123/us-west-2".into());
+        let b = LeaseKeeper::new(store.clone(), "123/us-west-2".into());
+        assert_eq!(
+            a.tick().await.unwrap(),
+            Standing::Holding {
+                epoch: 1,
+                taken: true
+            }
+        );
+        assert!(
+            matches!(b.tick().await.unwrap(), Standing::Standby { holder, .. } if holder == a.holder)
+        );
+        // Renewed: the same epoch.
+        assert_eq!(
+            a.tick().await.unwrap(),
+            Standing::Holding {
+                epoch: 1,
+                taken: false
+            }
+        );
+        let old = a.lease().unwrap();
+        store.write_notes(&old, "{}").await.unwrap();
+        // A runs out (never renewed): B takes it with the next epoch, and A's writes
+        // are refused from then on.
+        let later = old.until_ms + 1;
+        let taken = store
+            .acquire(&b.name, &b.holder, LEASE_TTL, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.epoch, 2);
+        assert!(matches!(
+            store.write_notes(&old, "{\"a\":1}").await,
+            Err(StoreError::Fenced(_))
+        ));
+        store.write_notes(&taken, "{\"b\":1}").await.unwrap();
+        assert_eq!(
+            store.read_notes(&b.name).await.unwrap().as_deref(),
+            Some("{\"b\":1}")
+        );
+        // Given up, it is free at once: the next holder gets epoch 3.
+        store.release(&taken).await.unwrap();
+        let again = store
+            .acquire(&a.name, &a.holder, LEASE_TTL, later)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.epoch, 3);
+    }
+}
