@@ -371,7 +371,7 @@ pub fn lookup(code: &str) -> Option<&'static Entry> {
 }
 
 #[cfg(test)]
-mod own_codes {
+mod tests {
     /// Every error code prism writes itself (not AWS's), found in its sources: each has
     /// an entry, so that every failure is explained.
     #[test]
