@@ -23,9 +23,6 @@ pub mod teardown;
 pub mod watch;
 
 #[cfg(test)]
-mod term_tests;
-
-#[cfg(test)]
-mod layering_tests;
-#[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod tests;

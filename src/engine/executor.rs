@@ -330,5 +330,4 @@ fn report(
 }
 
 #[cfg(test)]
-#[path = "executor_tests.rs"]
 mod tests;

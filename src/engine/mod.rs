@@ -55,12 +55,4 @@ pub use run::{Canceller, Run};
 pub use verdict::Verdict;
 
 #[cfg(test)]
-mod capacity_tests;
-#[cfg(test)]
-mod pacing_tests;
-#[cfg(test)]
-mod quota_wait_tests;
-#[cfg(test)]
-mod resize_tests;
-#[cfg(test)]
 mod tests;

@@ -259,59 +259,58 @@ mod tests {
         };
         assert_eq!(w.hours_per_week(), 6.5);
     }
-}
 
-#[cfg(test)]
-mod diagnostics {
-    use std::path::Path;
+    mod diagnostics {
+        use std::path::Path;
 
-    /// The `line:column: message` of each problem of a manifest with `extra`.
-    fn problems(extra: &str) -> Vec<String> {
-        let text = format!(
-            "name: cs\nproject: p\ntemplate: t\ncount: 2\n{extra}templates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
-        );
-        let err = crate::manifest::parse(Path::new("c.yaml"), &text).expect_err("invalid");
-        err.problems()
-            .iter()
-            .map(|p| {
-                let hint = p.hint.as_deref().unwrap_or("");
-                format!("{}:{}: {} | {hint}", p.line, p.column, p.message)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn invalid_schedules_are_located() {
-        let found = problems(
-            "schedule:\n  timezone: America/Chicgo\n  running:\n    - {days: [mon, wed], from: \"09:00\", to: \"12:15\"}\n    - {days: [wed, fry], from: \"12:00\", to: \"13:00\"}\n    - {days: [thu], from: \"14:00\", to: \"13:00\"}\n    - {days: [fri], from: \"9:00\", to: \"25:00\"}\n  otherwise: hibernated\nstate: running\n",
-        );
-        let expected = [
-            "6:13: unknown time zone `America/Chicgo` | did you mean `America/Chicago`?",
-            "9:7: this window (Wed 12:00-13:00) overlaps window 1 (Wed 09:00-12:15)",
-            "9:20: `fry` is not one of mon, tue, wed, thu, fri, sat, sun | did you mean `fri`?",
-            "10:40: the window ends at 13:00 before it starts at 14:00",
-            "11:27: `9:00` is not a time of day",
-            "11:39: `25:00` is not a time of day",
-            "12:14: the fleet's template does not hibernate",
-            "13:1: `state` and `schedule` cannot both be set",
-        ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for (f, e) in found.iter().zip(expected) {
-            assert!(f.starts_with(e), "{f}\n  expected {e}");
+        /// The `line:column: message` of each problem of a manifest with `extra`.
+        fn problems(extra: &str) -> Vec<String> {
+            let text = format!(
+                "name: cs\nproject: p\ntemplate: t\ncount: 2\n{extra}templates:\n  t: {{image: ami-1, instance_type: t3.micro}}\n"
+            );
+            let err = crate::manifest::parse(Path::new("c.yaml"), &text).expect_err("invalid");
+            err.problems()
+                .iter()
+                .map(|p| {
+                    let hint = p.hint.as_deref().unwrap_or("");
+                    format!("{}:{}: {} | {hint}", p.line, p.column, p.message)
+                })
+                .collect()
         }
-    }
 
-    #[test]
-    fn members_file_is_exclusive_with_members_and_count() {
-        let found = problems("members_file: r.csv\nmembers_column: email\n");
-        assert!(
-            found[0].starts_with("5:1: `count` and `members_file` cannot both be set"),
-            "{found:?}"
-        );
-        let found = problems("members_column: email\n");
-        assert!(
-            found[0].starts_with("5:1: `members_column` without `members_file`"),
-            "{found:?}"
-        );
+        #[test]
+        fn invalid_schedules_are_located() {
+            let found = problems(
+                "schedule:\n  timezone: America/Chicgo\n  running:\n    - {days: [mon, wed], from: \"09:00\", to: \"12:15\"}\n    - {days: [wed, fry], from: \"12:00\", to: \"13:00\"}\n    - {days: [thu], from: \"14:00\", to: \"13:00\"}\n    - {days: [fri], from: \"9:00\", to: \"25:00\"}\n  otherwise: hibernated\nstate: running\n",
+            );
+            let expected = [
+                "6:13: unknown time zone `America/Chicgo` | did you mean `America/Chicago`?",
+                "9:7: this window (Wed 12:00-13:00) overlaps window 1 (Wed 09:00-12:15)",
+                "9:20: `fry` is not one of mon, tue, wed, thu, fri, sat, sun | did you mean `fri`?",
+                "10:40: the window ends at 13:00 before it starts at 14:00",
+                "11:27: `9:00` is not a time of day",
+                "11:39: `25:00` is not a time of day",
+                "12:14: the fleet's template does not hibernate",
+                "13:1: `state` and `schedule` cannot both be set",
+            ];
+            assert_eq!(found.len(), expected.len(), "{found:#?}");
+            for (f, e) in found.iter().zip(expected) {
+                assert!(f.starts_with(e), "{f}\n  expected {e}");
+            }
+        }
+
+        #[test]
+        fn members_file_is_exclusive_with_members_and_count() {
+            let found = problems("members_file: r.csv\nmembers_column: email\n");
+            assert!(
+                found[0].starts_with("5:1: `count` and `members_file` cannot both be set"),
+                "{found:?}"
+            );
+            let found = problems("members_column: email\n");
+            assert!(
+                found[0].starts_with("5:1: `members_column` without `members_file`"),
+                "{found:?}"
+            );
+        }
     }
 }

@@ -114,5 +114,4 @@ pub fn members(manifest: &Manifest, instances: &[Instance]) -> BTreeMap<String, 
 }
 
 #[cfg(test)]
-#[path = "identity_tests.rs"]
 mod tests;

@@ -856,6 +856,4 @@ pub fn fingerprint(manifest: &Manifest, observed: &Observed) -> String {
 }
 
 #[cfg(test)]
-mod proptests;
-#[cfg(test)]
 mod tests;

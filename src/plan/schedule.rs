@@ -262,5 +262,4 @@ pub fn start_eta_secs(n: usize) -> u64 {
 }
 
 #[cfg(test)]
-#[path = "schedule_tests.rs"]
 mod tests;

@@ -699,7 +699,4 @@ impl Watcher {
 }
 
 #[cfg(test)]
-mod soak;
-
-#[cfg(test)]
 mod tests;

@@ -8,11 +8,11 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use super::{ManifestError, load, load_templates};
+use crate::manifest::{ManifestError, load, load_templates};
 
-const CLASS: &str = include_str!("../../examples/class.yaml");
-const LAB: &str = include_str!("../../examples/lab.yaml");
-const TEMPLATES: &str = include_str!("../../examples/templates.yaml");
+const CLASS: &str = include_str!("../../../examples/class.yaml");
+const LAB: &str = include_str!("../../../examples/lab.yaml");
+const TEMPLATES: &str = include_str!("../../../examples/templates.yaml");
 
 /// Cases per property: enough to find what the fuzzing finds in a few seconds of a
 /// debug build; `PROPTEST_CASES` asks for more.
@@ -266,14 +266,14 @@ fn check_agreement(bytes: &[u8]) -> Result<(), TestCaseError> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Ok(());
     };
-    let start = super::locate::document_start(text);
+    let start = crate::manifest::locate::document_start(text);
     if serde_yaml::from_str::<serde_json::Value>(&text[start..]).is_err() {
         return Ok(());
     }
-    if let Err(e) = super::locate::Locator::new(text)
+    if let Err(e) = crate::manifest::locate::Locator::new(text)
         && !e.too_deep
-        && super::document::brackets(text) <= super::document::FALLBACK_BRACKETS
-        && let Err(err) = super::parse(Path::new("m.yaml"), text)
+        && crate::manifest::document::brackets(text) <= crate::manifest::document::FALLBACK_BRACKETS
+        && let Err(err) = crate::manifest::parse(Path::new("m.yaml"), text)
     {
         let refused = err
             .problems()

@@ -6,7 +6,8 @@
 //! reference to an item of the folder module (`super::Name`, `crate::<folder>::Name`)
 //! is an edge to the file that defines it: the file `mod.rs` imports it from
 //! (`use y::Name`, `pub use y::{Name, …}`), else `mod`. Test code is left out: the
-//! files whose name ends in `tests` and the items under `#[cfg(test)]`.
+//! items under `#[cfg(test)]`, and the `tests` modules in files of their own
+//! (`tests.rs`; the folders `tests/` and `<file>/tests.rs` are not read).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
@@ -31,7 +32,8 @@ fn cycles(folder: &str, crate_path: &str) -> Vec<Vec<String>> {
     cycles_of(&edges)
 }
 
-/// The edges among the `.rs` files of `folder`, test files left out.
+/// The edges among the `.rs` files of `folder` (not of its subfolders), `tests.rs` left
+/// out.
 fn edges(folder: &Path, crate_path: &str) -> Edges {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(folder).expect("the folder is readable") {
@@ -39,7 +41,7 @@ fn edges(folder: &Path, crate_path: &str) -> Edges {
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        if path.extension().is_some_and(|e| e == "rs") && !stem.ends_with("tests") {
+        if path.extension().is_some_and(|e| e == "rs") && stem != "tests" {
             let text = std::fs::read_to_string(&path).expect("the file is readable");
             files.insert(stem.to_string(), without_test_items(&tokens(&text)));
         }
@@ -52,7 +54,7 @@ fn edges(folder: &Path, crate_path: &str) -> Edges {
             name.to_string()
         } else if let Some(file) = defined_in.get(name) {
             file.clone()
-        } else if name.ends_with("tests") {
+        } else if name == "tests" {
             return None;
         } else {
             "mod".to_string()
@@ -556,8 +558,12 @@ fn edges_follow_paths_groups_and_the_imports_of_mod() {
         ("c.rs", "pub struct Sea;\nuse super::b::*;\n"),
         ("d.rs", "use crate::m::{self, b};\n"),
         ("e.rs", "pub fn go() {}\n"),
-        ("a_tests.rs", "use super::d::Z;\n"),
+        ("tests.rs", "use super::d::Z;\n"),
+        ("a/tests.rs", "use crate::m::d::Z;\n"),
+        ("tests/mod.rs", "use crate::m::d::Z;\n"),
     ];
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }

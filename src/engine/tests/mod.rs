@@ -1,5 +1,10 @@
 //! The engine on the in-memory cloud, under paused time: pacing is proven exactly.
 
+mod capacity;
+mod pacing;
+mod quota_wait;
+mod resize;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

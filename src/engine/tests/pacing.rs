@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::tests::observed;
-use super::*;
+use super::observed;
 use crate::cloud::fake::{FakeCloud, Weather};
+use crate::engine::*;
 use crate::manifest::RetryPolicy;
 use crate::testkit::*;
 

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::tags;
 use crate::engine::{Job, RunOptions};
 use crate::observe::QuotaReading;
+use crate::plan::*;
 
 const TYPES: [&str; 2] = ["t3.micro", "t3.large"];
 

@@ -1,5 +1,7 @@
 //! Table-driven tests of the planner: (name, manifest, observed) → expected actions.
 
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

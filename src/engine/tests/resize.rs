@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, Instance, InstanceState, tags};
+use crate::engine::*;
 use crate::testkit::*;
 
 fn manifest(extra: &str) -> Manifest {

@@ -1,3 +1,5 @@
+mod soak;
+
 use super::*;
 
 #[tokio::test(start_paused = true)]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, InstanceState};
+use crate::engine::*;
 use crate::testkit::*;
 
 const STANDARD: &str = "L-1216C47A";

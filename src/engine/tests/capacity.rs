@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{ErrorClass, InstanceState};
 use crate::engine::events::{Event, Stamped};
 use crate::engine::launch_notes::LaunchNotes;
 use crate::engine::limiter::RateSettings;
+use crate::engine::*;
 use crate::observe::Observed;
 use crate::testkit::*;
 

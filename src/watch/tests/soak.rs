@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::*;
 use crate::cloud::fake::FakeCloud;
 use crate::cloud::{CloudError, InstanceState};
 use crate::engine::launch_notes::LaunchNotes;
+use crate::watch::*;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 const RESYNC: Duration = Duration::from_secs(300);
