@@ -20,6 +20,7 @@ mod reference;
 mod report;
 mod serve_cmd;
 mod storage_cmd;
+mod store_cmd;
 mod template_cmd;
 mod watch_cmd;
 pub(crate) mod workspace_cmd;
@@ -143,6 +144,8 @@ pub enum Command {
     Quota(quota_cmd::QuotaArgs),
     /// Serve the bulk-launch HTTP API on this machine.
     Serve(serve_cmd::ServeArgs),
+    /// Set up the DynamoDB table that replicas on several machines share.
+    Store(store_cmd::StoreArgs),
     /// Print the shell completion script (bash, zsh, fish, powershell, elvish).
     Completion(CompletionArgs),
     /// Print prism's man page, or write one page per command into a folder.
@@ -332,6 +335,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Fleet(args) => fleet_cmd::run(&cli.global, &args).await,
         Command::Template(args) => template_cmd::run(&args),
         Command::Serve(args) => serve_cmd::run(&cli.global, &args).await,
+        Command::Store(args) => store_cmd::run(&cli.global, &args).await,
         Command::Storage(args) => storage_cmd::run(&cli.global, &args, None).await,
         Command::Volume(args) => {
             deprecated("volume", "storage … --type ebs");

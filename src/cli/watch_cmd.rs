@@ -16,7 +16,9 @@ use super::{Failure, GlobalArgs, Refusal, connect};
 use crate::cloud::Cloud;
 use crate::engine::Engine;
 use crate::engine::events::{Event, Stamped};
+use crate::engine::launch_notes::LaunchNotes;
 use crate::manifest;
+use crate::store::{LEASE_RENEW, LEASE_TTL, LeaseKeeper, Standing as LeaseStanding, StoreUrl};
 use crate::watch::{self, Notice, Pass, WatchOptions};
 
 #[derive(Debug, Args)]
@@ -50,6 +52,11 @@ pub struct WatchArgs {
     /// machine
     #[arg(long, requires = "metrics_listen")]
     pub allow_remote: bool,
+    /// Where replicas share state: `dynamodb://TABLE` (made by `prism store init`) lets
+    /// several watches of one manifest run on several machines, one reconciling at a
+    /// time; `files` (the default) keeps this machine's launch notes in a file
+    #[arg(long, env = "PRISM_STORE", default_value = "files", value_name = "URL")]
+    pub store: crate::store::StoreUrl,
 }
 
 pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Failure> {
@@ -71,11 +78,24 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     if let Some(m) = &metrics {
         aws = aws.with_metrics(m.clone());
     }
+    let cancel = CancellationToken::new();
+    let (notes, lease) = match &args.store {
+        StoreUrl::Files => (super::launch_notes(global, aws.region()), None),
+        StoreUrl::DynamoDb { table } => {
+            let keeper = super::store_cmd::lease_keeper(&aws, table).await?;
+            // Whose turn it is is known before the first pass.
+            let mut last = None;
+            keep_lease_once(&keeper, &mut last).await;
+            let notes = Arc::new(LaunchNotes::in_store(keeper.clone()));
+            let kept = keep_lease(keeper, last, cancel.clone());
+            (notes, Some(tokio::spawn(kept)))
+        }
+    };
     let cloud: Arc<dyn Cloud> = Arc::new(aws);
     let engine = Engine::new(
         cloud.clone(),
         crate::config::launch_rate(&manifest.rate_limit, &config),
-        super::launch_notes(global, cloud.region()),
+        notes,
     );
     if let (Some(l), Some(m)) = (scrape, &metrics) {
         engine.set_metrics(m.clone());
@@ -104,12 +124,23 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
         cloud.region(),
         humantime::format_duration(args.resync)
     );
-    let cancel = CancellationToken::new();
     tokio::spawn(shutdown(cancel.clone()));
     let (notices, rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report(rx, args.file.clone(), args.once));
-    let result = watch::run(args.file.clone(), manifest, engine, opts, cancel, notices).await;
+    let result = watch::run(
+        args.file.clone(),
+        manifest,
+        engine,
+        opts,
+        cancel.clone(),
+        notices,
+    )
+    .await;
     let _ = reporter.await;
+    cancel.cancel();
+    if let Some(lease) = lease {
+        let _ = lease.await;
+    }
     let clean = result.map_err(|e| {
         Failure::Refused(
             Refusal::Unavailable,
@@ -356,6 +387,67 @@ async fn shutdown(cancel: CancellationToken) {
     super::stop_signal().await;
     tracing::info!("stopping: letting the actions in flight finish");
     cancel.cancel();
+}
+
+/// Takes or renews the lease once, and says so when whose turn it is changed since
+/// `last`.
+async fn keep_lease_once(keeper: &LeaseKeeper, last: &mut Option<LeaseStanding>) {
+    match keeper.tick().await {
+        Ok(now) => {
+            let news = match (&now, last.as_ref()) {
+                (LeaseStanding::Holding { taken, .. }, _) => *taken,
+                (
+                    LeaseStanding::Standby { holder, .. },
+                    Some(LeaseStanding::Standby { holder: was, .. }),
+                ) => holder != was,
+                (LeaseStanding::Standby { .. }, _) => true,
+            };
+            if news {
+                match &now {
+                    LeaseStanding::Holding { epoch, .. } => tracing::info!(
+                        lease = %keeper.name,
+                        epoch,
+                        "this replica ({}) holds the lease of {}: it reconciles and launches",
+                        keeper.holder,
+                        keeper.name
+                    ),
+                    LeaseStanding::Standby { holder, .. } => tracing::info!(
+                        lease = %keeper.name,
+                        "standing by: {holder} holds the lease of {}; this replica takes over within {} if it stops renewing it",
+                        keeper.name,
+                        duration_text(LEASE_TTL)
+                    ),
+                }
+            }
+            *last = Some(now);
+        }
+        Err(e) => {
+            // Past its end, a lease not renewed is another replica's to take.
+            if keeper
+                .lease()
+                .is_some_and(|l| l.until_ms <= crate::engine::launch_notes::now_ms())
+            {
+                keeper.lost();
+                *last = None;
+            }
+            tracing::warn!(lease = %keeper.name, "could not reach the store to renew the lease: {e}; trying again in {}", duration_text(LEASE_RENEW));
+        }
+    }
+}
+
+/// Keeps the lease (or waits for it) until `cancel`, then gives it up.
+async fn keep_lease(
+    keeper: Arc<LeaseKeeper>,
+    mut last: Option<LeaseStanding>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(LEASE_RENEW) => keep_lease_once(&keeper, &mut last).await,
+            () = cancel.cancelled() => break,
+        }
+    }
+    keeper.release().await;
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The [`Cloud`] on the AWS SDK: the only file that imports `aws_sdk_*`.
+//! The [`Cloud`] on the AWS SDK: the only file that imports `aws_sdk_*`, but for the
+//! store's DynamoDB table (`crate::store::dynamo`).
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -36,6 +37,8 @@ pub struct AwsCloud {
     endpoint_url: Option<String>,
     /// Where every call is counted, when the process serves metrics.
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The configuration the clients were made from: the store's client shares it.
+    config: aws_config::SdkConfig,
 }
 
 /// An error before any call.
@@ -97,7 +100,26 @@ impl AwsCloud {
             region,
             endpoint_url: config.endpoint_url().map(str::to_string),
             metrics: None,
+            config,
         })
+    }
+
+    /// The AWS configuration (region, credentials, endpoint) the clients use.
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.config
+    }
+
+    /// The account the credentials are of (STS GetCallerIdentity).
+    pub async fn account_id(&self) -> Result<String, String> {
+        let sts = aws_sdk_sts::Client::new(&self.config);
+        let who = sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| format!("STS GetCallerIdentity: {}", DisplayErrorContext(&e)))?;
+        who.account()
+            .map(str::to_string)
+            .ok_or_else(|| "STS GetCallerIdentity named no account".to_string())
     }
 
     /// This client, counting every call in `metrics`.

@@ -135,6 +135,15 @@ impl RunContext {
             if !std::mem::take(&mut paid) {
                 self.permit(workspace, pace, false).await?;
             }
+            // A replica that no longer holds its (account, region)'s lease cannot note a
+            // launch, so it sends none: the holder does.
+            if pace == Pace::Launch && self.engine.memory.fenced() {
+                tracing::warn!(
+                    workspace,
+                    "not launched: another replica holds the lease of this account and region now"
+                );
+                return Err(StepError::Interrupted);
+            }
             let attempt = attempts.attempt();
             let err = match op(attempt).await {
                 Ok(v) => {

@@ -24,10 +24,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::store::{LeaseKeeper, StoreError};
 
 /// How long a note is trusted: far longer than DescribeInstances lags behind a launch.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(15 * 60);
@@ -140,7 +142,8 @@ impl Notes {
 /// The notes of one account and region.
 #[derive(Debug)]
 pub struct LaunchNotes {
-    file: Option<PathBuf>,
+    /// Where the notes are kept beside this process's memory.
+    shelf: Option<Shelf>,
     notes: Mutex<Notes>,
     ttl: Duration,
     /// This process, as other processes see it in the file.
@@ -170,7 +173,7 @@ impl LaunchNotes {
     /// Notes kept in this process only (`watch`, `serve`, tests).
     pub fn in_memory() -> Self {
         LaunchNotes {
-            file: None,
+            shelf: None,
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
             owner: owner(),
@@ -180,11 +183,28 @@ impl LaunchNotes {
     /// Notes kept in `file` as well, shared with later runs and other processes.
     pub fn in_file(file: PathBuf) -> Self {
         LaunchNotes {
-            file: Some(file),
+            shelf: Some(Shelf::File(file)),
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
             owner: owner(),
         }
+    }
+
+    /// Notes kept in the store the replicas share, under `lease`: written only while
+    /// this process holds it.
+    pub fn in_store(lease: Arc<LeaseKeeper>) -> Self {
+        LaunchNotes {
+            shelf: Some(Shelf::Store(lease)),
+            notes: Mutex::new(Notes::default()),
+            ttl: REMEMBER_FOR,
+            owner: owner(),
+        }
+    }
+
+    /// Whether this process may not launch now: its notes are kept under a lease it
+    /// does not hold (lost, or never taken), so it cannot note a launch first.
+    pub fn fenced(&self) -> bool {
+        matches!(&self.shelf, Some(Shelf::Store(k)) if k.lease().is_none())
     }
 
     /// The file for an account's `region` behind `endpoint` (None: AWS itself): in
@@ -235,7 +255,7 @@ impl LaunchNotes {
     /// The latest launch of `workspace`, if it is recent and of the same spec.
     pub fn recall(&self, fleet: &str, workspace: &str, spec_digest: &str) -> Option<LastLaunch> {
         let k = key(fleet, workspace);
-        let from_file = self.file.as_deref().and_then(|f| read(f).ok());
+        let from_file = self.shelf.as_ref().and_then(|s| s.read().ok());
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
         // The file, when it can be read, is what every process agrees on: it may hold a
         // later launch made by another process, or have dropped a note another process
@@ -283,20 +303,20 @@ impl LaunchNotes {
                 Some(n) => notes.launches.insert(k.clone(), n.clone()),
                 None => notes.launches.remove(&k),
             };
-            if unchanged && self.file.is_none() {
+            if unchanged && self.shelf.is_none() {
                 return;
             }
         }
-        if let Some(file) = &self.file
+        if let Some(file) = &self.shelf
             && (note.is_some() || file.exists())
-            && let Err(e) = update(file, self.ttl, |notes| match &note {
+            && let Err(e) = file.update(self.ttl, |notes| match &note {
                 Some(n) => notes.launches.insert(k.clone(), n.clone()).as_ref() != Some(n),
                 None => notes.launches.remove(&k).is_some(),
             })
         {
             tracing::warn!(
                 "could not note a launch in {}: {e}; a rerun within minutes may not find it",
-                file.display()
+                file
             );
         }
     }
@@ -323,12 +343,12 @@ impl LaunchNotes {
             true
         };
         write(&mut self.notes.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(file) = &self.file
-            && let Err(e) = update(file, self.ttl, write)
+        if let Some(file) = &self.shelf
+            && let Err(e) = file.update(self.ttl, write)
         {
             tracing::warn!(
                 "could not note a launch in {}: {e}; a rerun within minutes may not find it",
-                file.display()
+                file
             );
         }
     }
@@ -396,9 +416,9 @@ impl LaunchNotes {
         let mut memory = self.notes.lock().unwrap_or_else(|e| e.into_inner());
         // A long-running process (`watch`, `serve`) keeps only what is still trusted.
         memory.expire(self.ttl);
-        if let Some(file) = &self.file {
+        if let Some(file) = &self.shelf {
             let mut out = None;
-            let written = update(file, self.ttl, |notes| {
+            let written = file.update(self.ttl, |notes| {
                 let c = claim(notes);
                 // What this process knows from now on.
                 for (k, n) in &notes.launches {
@@ -413,7 +433,7 @@ impl LaunchNotes {
             if let Err(e) = written {
                 tracing::warn!(
                     "could not note launches in {}: {e}; a rerun within minutes may not find them",
-                    file.display()
+                    file
                 );
             }
             if let Some(c) = out {
@@ -463,19 +483,16 @@ impl LaunchNotes {
             changed
         };
         forget(&mut self.notes.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Some(file) = &self.file
-            && let Err(e) = update(file, self.ttl, forget)
+        if let Some(file) = &self.shelf
+            && let Err(e) = file.update(self.ttl, forget)
         {
-            tracing::warn!(
-                "could not update the launch notes in {}: {e}",
-                file.display()
-            );
+            tracing::warn!("could not update the launch notes in {}: {e}", file);
         }
     }
 
     /// The batch launched with `token`, when noted and recent.
     pub fn recall_batch(&self, token: &str) -> Option<BatchNote> {
-        let from_file = self.file.as_deref().and_then(|f| read(f).ok());
+        let from_file = self.shelf.as_ref().and_then(|s| s.read().ok());
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
         // As in `recall`, the file, when it can be read, is what every process agrees on.
         if let Some(mut file_notes) = from_file {
@@ -494,7 +511,7 @@ impl LaunchNotes {
     /// `instance_id`, unless another process sent it earlier. Only kept in the file:
     /// within one process every launch is its own.
     pub fn sent(&self, token: &str, at_ms: u64, launched: &Launched) {
-        let Some(file) = &self.file else { return };
+        let Some(file) = &self.shelf else { return };
         let mine = Sent {
             owner: self.owner.clone(),
             at_ms,
@@ -502,7 +519,7 @@ impl LaunchNotes {
             fleet: launched.fleet.clone(),
             instance_type: launched.instance_type.clone(),
         };
-        let written = update(file, self.ttl, |notes| {
+        let written = file.update(self.ttl, |notes| {
             let first = notes
                 .sent
                 .get(token)
@@ -513,14 +530,14 @@ impl LaunchNotes {
             first
         });
         if let Err(e) = written {
-            tracing::warn!("could not note a launch in {}: {e}", file.display());
+            tracing::warn!("could not note a launch in {}: {e}", file);
         }
     }
 
     /// The launches noted in the last minutes (by any process on the machine), for
     /// plans to count while DescribeInstances does not show them yet.
     pub fn recent_launches(&self) -> Vec<Launched> {
-        let Some(notes) = self.file.as_deref().and_then(|f| read(f).ok()) else {
+        let Some(notes) = self.shelf.as_ref().and_then(|s| s.read().ok()) else {
             return vec![];
         };
         let t = now();
@@ -544,7 +561,7 @@ impl LaunchNotes {
         &self,
         tokens: impl IntoIterator<Item = &'a str>,
     ) -> Vec<&'a str> {
-        let Some(notes) = self.file.as_deref().and_then(|f| read(f).ok()) else {
+        let Some(notes) = self.shelf.as_ref().and_then(|s| s.read().ok()) else {
             return vec![];
         };
         tokens
@@ -592,6 +609,94 @@ fn can_write(dir: &Path) -> bool {
     std::fs::create_dir_all(dir).is_ok()
         && std::fs::write(&probe, b"").is_ok()
         && std::fs::remove_file(&probe).is_ok()
+}
+
+/// Where notes are kept beyond one process: a file of the machine, or the store the
+/// replicas share, written only under this process's lease.
+#[derive(Debug)]
+enum Shelf {
+    File(PathBuf),
+    Store(Arc<LeaseKeeper>),
+}
+
+/// Why notes could not be written.
+#[derive(Debug, thiserror::Error)]
+enum ShelfError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl std::fmt::Display for Shelf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shelf::File(file) => write!(f, "{}", file.display()),
+            Shelf::Store(k) => write!(f, "the store's notes of {}", k.name),
+        }
+    }
+}
+
+/// Waits for `fut` from synchronous code, as a read or write of the notes file blocks:
+/// the store is called in the same places, and runs its calls on a runtime of its own,
+/// so waiting here never waits on the runtime this thread is part of.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    futures::executor::block_on(fut)
+}
+
+impl Shelf {
+    fn exists(&self) -> bool {
+        match self {
+            Shelf::File(file) => file.exists(),
+            Shelf::Store(_) => true,
+        }
+    }
+
+    fn read(&self) -> Result<Notes, ShelfError> {
+        match self {
+            Shelf::File(file) => Ok(read(file)?),
+            Shelf::Store(k) => {
+                let body = block_on(k.store.read_notes(&k.name))?;
+                Ok(body
+                    .and_then(|b| serde_json::from_str(&b).ok())
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// Reads, changes and writes the notes, dropping expired ones; `change` says
+    /// whether it changed anything. In the store, only while this process holds the
+    /// lease at the epoch it took: else nothing is written, and the lease is known
+    /// lost ([`StoreError::Fenced`]).
+    fn update(
+        &self,
+        ttl: Duration,
+        change: impl FnOnce(&mut Notes) -> bool,
+    ) -> Result<(), ShelfError> {
+        let k = match self {
+            Shelf::File(file) => return Ok(update(file, ttl, change)?),
+            Shelf::Store(k) => k,
+        };
+        // One writer at a time in this process; the lease keeps out the others.
+        let _turn = k.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lease) = k.lease() else {
+            return Err(StoreError::Fenced(k.name.clone()).into());
+        };
+        let mut notes = self.read()?;
+        let before = (notes.launches.len(), notes.sent.len(), notes.batches.len());
+        notes.expire(ttl);
+        let changed = change(&mut notes);
+        if changed || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before {
+            let body = serde_json::to_string(&notes).map_err(std::io::Error::other)?;
+            if let Err(e) = block_on(k.store.write_notes(&lease, &body)) {
+                if matches!(e, StoreError::Fenced(_)) {
+                    k.lost();
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn read(file: &Path) -> std::io::Result<Notes> {
@@ -736,6 +841,42 @@ mod tests {
             assert_eq!(batch_of(notes, "f-01"), None);
             assert!(notes.recall_batch("tok").is_none());
         }
+    }
+
+    #[test]
+    fn notes_in_the_store_are_written_only_under_the_lease_and_a_lost_lease_fences() {
+        use crate::store::memory::MemoryStore;
+        use crate::store::{LEASE_TTL, Standing, Store};
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let keeper = Arc::new(LeaseKeeper::new(store.clone(), "1/us-west-2".into()));
+        let notes = LaunchNotes::in_store(keeper.clone());
+        assert!(notes.fenced(), "no lease taken yet: no launch");
+        let held = futures::executor::block_on(keeper.tick()).unwrap();
+        assert!(matches!(held, Standing::Holding { epoch: 1, .. }));
+        assert!(!notes.fenced());
+        notes.remember("f", "f-01", "d", Some(&choice("us-west-2b", None, 0)));
+        // Another replica reads what this one noted.
+        let other = Arc::new(LeaseKeeper::new(store.clone(), "1/us-west-2".into()));
+        let theirs = LaunchNotes::in_store(other.clone());
+        let n = theirs
+            .recall("f", "f-01", "d")
+            .expect("shared through the store");
+        assert_eq!(n.zone.as_deref(), Some("us-west-2b"));
+        // This one stalls past its lease; the other takes it over.
+        let later = keeper.lease().unwrap().until_ms + 1;
+        let taken = futures::executor::block_on(store.acquire(
+            &other.name,
+            &other.holder,
+            LEASE_TTL,
+            later,
+        ));
+        assert_eq!(taken.unwrap().unwrap().epoch, 2);
+        // Awake, it still thinks it holds the lease: its next note is refused, and from
+        // then on it may not launch.
+        assert!(!notes.fenced());
+        notes.remember("f", "f-02", "d", Some(&choice("us-west-2c", None, 0)));
+        assert!(notes.fenced(), "a refused note fences the process");
+        assert_eq!(theirs.recall("f", "f-02", "d"), None, "nothing was written");
     }
 
     #[test]

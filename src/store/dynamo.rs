@@ -3,6 +3,7 @@
 //! replicas that race read the same item and only one write lands.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,10 +20,31 @@ use super::{Holder, Lease, Store, StoreError};
 /// records that end.
 pub const TTL_ATTRIBUTE: &str = "expires";
 
+/// The table, called on a runtime of its own: the launch notes are read and written
+/// from synchronous code that holds locks (as the notes file is), which must not wait
+/// on the runtime it blocks.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
+    table: Table,
+    runtime: Arc<OwnRuntime>,
+}
+
+#[derive(Debug, Clone)]
+struct Table {
     client: Client,
     table: String,
+}
+
+/// A runtime of one thread, shut down without waiting when dropped (from async code).
+#[derive(Debug)]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 fn unavailable<E: std::error::Error + 'static, R: std::fmt::Debug>(
@@ -55,16 +77,50 @@ fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
 
 impl DynamoStore {
     /// The table `table`, reached with `config` (region, credentials, endpoint).
-    pub fn new(config: &aws_config::SdkConfig, table: &str) -> Self {
-        DynamoStore {
-            client: Client::new(config),
-            table: table.to_string(),
-        }
+    pub fn new(config: &aws_config::SdkConfig, table: &str) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("prism-store")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the store's thread: {e}"))
+            })?;
+        Ok(DynamoStore {
+            table: Table {
+                client: Client::new(config),
+                table: table.to_string(),
+            },
+            runtime: Arc::new(OwnRuntime(Some(runtime))),
+        })
+    }
+
+    /// Runs `call` on the table, on the store's own runtime.
+    async fn on_own<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Table) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let Some(rt) = &self.runtime.0 else {
+            return Err(StoreError::Unavailable(
+                "the store's thread is stopped".into(),
+            ));
+        };
+        rt.spawn(call(self.table.clone()))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the store's call stopped: {e}")))?
     }
 
     /// Creates the table (on-demand, key `pk`) and turns on its TTL, unless done
     /// already. Returns whether it created the table.
     pub async fn init(&self) -> Result<bool, StoreError> {
+        self.on_own(|t| async move { t.init().await }).await
+    }
+}
+
+impl Table {
+    async fn init(&self) -> Result<bool, StoreError> {
         let created = self
             .client
             .create_table()
@@ -176,8 +232,7 @@ fn notes_key(name: &str) -> String {
     format!("notes#{name}")
 }
 
-#[async_trait]
-impl Store for DynamoStore {
+impl Table {
     async fn acquire(
         &self,
         name: &str,
@@ -297,6 +352,45 @@ impl Store for DynamoStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now_ms: u64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.on_own(move |t| async move { t.acquire(&name, &holder, ttl, now_ms).await })
+            .await
+    }
+
+    async fn holder(&self, name: &str) -> Result<Option<Holder>, StoreError> {
+        let name = name.to_string();
+        self.on_own(move |t| async move { t.holder(&name).await })
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.on_own(move |t| async move { t.release(&lease).await })
+            .await
+    }
+
+    async fn read_notes(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_string();
+        self.on_own(move |t| async move { t.read_notes(&name).await })
+            .await
+    }
+
+    async fn write_notes(&self, lease: &Lease, body: &str) -> Result<(), StoreError> {
+        let (lease, body) = (lease.clone(), body.to_string());
+        self.on_own(move |t| async move { t.write_notes(&lease, &body).await })
+            .await
     }
 }
 

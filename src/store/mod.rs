@@ -156,6 +156,8 @@ pub struct LeaseKeeper {
     pub name: String,
     pub holder: String,
     held: std::sync::Mutex<Option<Lease>>,
+    /// Writers of the notes in this process take turns.
+    pub(crate) writing: std::sync::Mutex<()>,
 }
 
 /// What one [`LeaseKeeper::tick`] found.
@@ -175,6 +177,7 @@ impl LeaseKeeper {
             name,
             holder: holder_id(),
             held: std::sync::Mutex::new(None),
+            writing: std::sync::Mutex::new(()),
         }
     }
 

@@ -558,9 +558,16 @@ impl Watcher {
     async fn run(mut self) -> notify::Result<bool> {
         loop {
             if !self.paused && Instant::now() >= self.due && !self.cancel.is_cancelled() {
-                let settled = self.pass().await;
-                if self.opts.once {
-                    return Ok(settled);
+                if self.engine.memory.fenced() {
+                    // Another replica holds this account and region's lease: it
+                    // reconciles; this one looks again when the lease may change hands.
+                    tracing::debug!("standing by: another replica reconciles");
+                    self.due = Instant::now() + crate::store::LEASE_RENEW;
+                } else {
+                    let settled = self.pass().await;
+                    if self.opts.once {
+                        return Ok(settled);
+                    }
                 }
             }
             let requeue_due = self.requeue.next_due(Instant::now()).unwrap_or(self.due);

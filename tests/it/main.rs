@@ -22,6 +22,7 @@ mod pace;
 mod plan;
 mod promises;
 mod quota;
+mod replicas;
 mod resize;
 mod schedule;
 mod schema;
