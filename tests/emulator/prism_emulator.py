@@ -768,7 +768,12 @@ class Emulator:
     def answer(self, environ, call: Call, body: bytes):
         with STATE.lock:
             fault = next((f for f in STATE.faults if f.matches(call) and f.fires(STATE.rng)), None)
-            throttled = STATE.throttle and not (take_token(call.action) and take_resources(call))
+            # EC2's buckets: the store's DynamoDB calls are not EC2's to throttle.
+            throttled = (
+                STATE.throttle
+                and call.service == "ec2"
+                and not (take_token(call.action) and take_resources(call))
+            )
         if throttled:
             return error_for(call.service, "RequestLimitExceeded", "Request limit exceeded.", 503)
         if fault and fault.delay_ms:
