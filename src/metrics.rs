@@ -52,6 +52,11 @@ struct RegionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    lease: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FleetLabels {
     fleet: String,
 }
@@ -110,6 +115,7 @@ pub struct Metrics {
     call_seconds: Family<RegionLabels, Histogram>,
     retries: Family<RetryLabels, Counter>,
     launch_rate: Family<RegionLabels, GaugeF64>,
+    lease_held: Family<LeaseLabels, Gauge>,
     workspaces: Family<StateLabels, Gauge>,
     quota_usage: Family<QuotaLabels, GaugeF64>,
     quota_limit: Family<QuotaLabels, GaugeF64>,
@@ -151,6 +157,7 @@ impl Metrics {
             call_seconds: Family::new_with_constructor(call_buckets),
             retries: Family::default(),
             launch_rate: Family::default(),
+            lease_held: Family::default(),
             workspaces: Family::default(),
             quota_usage: Family::default(),
             quota_limit: Family::default(),
@@ -185,6 +192,11 @@ impl Metrics {
             "launch_rate_per_second",
             "The launch limiter's current rate (RunInstances calls per second) by region; adapts to throttling",
             m.launch_rate.clone(),
+        );
+        r.register(
+            "lease_held",
+            "Whether this replica holds the lease of an account and region (1) or stands by (0), with --store",
+            m.lease_held.clone(),
         );
         r.register(
             "workspaces",
@@ -311,6 +323,15 @@ impl Metrics {
                 region: region.to_string(),
             })
             .set(per_minute / 60.0);
+    }
+
+    /// Whether this replica holds the lease `lease` (`ACCOUNT/REGION`) now.
+    pub fn lease_held(&self, lease: &str, held: bool) {
+        self.lease_held
+            .get_or_create(&LeaseLabels {
+                lease: lease.to_string(),
+            })
+            .set(i64::from(held));
     }
 
     /// The fleet's instances as an observation found them: every state is set, so that

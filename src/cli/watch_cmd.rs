@@ -85,9 +85,9 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
             let keeper = super::store_cmd::lease_keeper(&aws, table).await?;
             // Whose turn it is is known before the first pass.
             let mut last = None;
-            keep_lease_once(&keeper, &mut last).await;
+            keep_lease_once(&keeper, &mut last, metrics.as_deref()).await;
             let notes = Arc::new(LaunchNotes::in_store(keeper.clone()));
-            let kept = keep_lease(keeper, last, cancel.clone());
+            let kept = keep_lease(keeper, last, metrics.clone(), cancel.clone());
             (notes, Some(tokio::spawn(kept)))
         }
     };
@@ -391,8 +391,16 @@ async fn shutdown(cancel: CancellationToken) {
 
 /// Takes or renews the lease once, and says so when whose turn it is changed since
 /// `last`.
-async fn keep_lease_once(keeper: &LeaseKeeper, last: &mut Option<LeaseStanding>) {
-    match keeper.tick().await {
+async fn keep_lease_once(
+    keeper: &LeaseKeeper,
+    last: &mut Option<LeaseStanding>,
+    metrics: Option<&crate::metrics::Metrics>,
+) {
+    let standing = keeper.tick().await;
+    if let Some(m) = metrics {
+        m.lease_held(&keeper.name, keeper.lease().is_some());
+    }
+    match standing {
         Ok(now) => {
             let news = match (&now, last.as_ref()) {
                 (LeaseStanding::Holding { taken, .. }, _) => *taken,
@@ -439,11 +447,14 @@ async fn keep_lease_once(keeper: &LeaseKeeper, last: &mut Option<LeaseStanding>)
 async fn keep_lease(
     keeper: Arc<LeaseKeeper>,
     mut last: Option<LeaseStanding>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     cancel: CancellationToken,
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(LEASE_RENEW) => keep_lease_once(&keeper, &mut last).await,
+            () = tokio::time::sleep(LEASE_RENEW) => {
+                keep_lease_once(&keeper, &mut last, metrics.as_deref()).await;
+            }
             () = cancel.cancelled() => break,
         }
     }

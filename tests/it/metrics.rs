@@ -17,7 +17,7 @@ const BULK: &str = "/api/v1/workspaces/bulk-launch";
 const FAST: &str = "{rate_per_minute: 600, burst_size: 10}";
 
 /// A port nothing listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,7 +34,7 @@ fn get_metrics(port: u16, host: &str, headers: &str) -> (u16, String, String) {
 }
 
 /// The metrics on `port`, parsed as Prometheus's text format.
-fn scrape(port: u16, headers: &str) -> Scrape {
+pub(crate) fn scrape(port: u16, headers: &str) -> Scrape {
     let (st, head, body) = get_metrics(port, &format!("127.0.0.1:{port}"), headers);
     assert_eq!(st, 200, "{head}\n{body}");
     assert!(
@@ -53,7 +53,7 @@ fn number(v: &PromValue) -> f64 {
 }
 
 /// The sum of the samples named `name` whose labels include `labels`.
-fn sum(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn sum(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     matching(s, name, labels).map(|m| number(&m.value)).sum()
 }
 

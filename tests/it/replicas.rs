@@ -36,14 +36,18 @@ fn manifest(emu: &Emulator) -> PathBuf {
     )
 }
 
-fn replica(emu: &Emulator, path: &Path, name: &str) -> (Running, PathBuf) {
+/// A `prism watch` replica of `path` named `name`: its log, and the port of its metrics.
+fn replica(emu: &Emulator, path: &Path, name: &str) -> (Running, PathBuf, u16) {
     let log = emu.dir.path().join(format!("{name}.log"));
+    let port = crate::metrics::free_port();
     let child = prism_command(&[
         "watch",
         "--resync",
         "1s",
         "--store",
         STORE,
+        "--metrics-listen",
+        &format!("127.0.0.1:{port}"),
         path.to_str().unwrap(),
     ])
     .env("AWS_ENDPOINT_URL", &emu.url)
@@ -51,7 +55,12 @@ fn replica(emu: &Emulator, path: &Path, name: &str) -> (Running, PathBuf) {
     .stderr(std::fs::File::create(&log).unwrap())
     .spawn()
     .unwrap();
-    (Running(Some(child)), log)
+    (Running(Some(child)), log, port)
+}
+
+/// What replica's metrics on `port` say of its lease: 1 held, 0 standing by.
+fn lease_held(port: u16) -> f64 {
+    crate::metrics::sum(&crate::metrics::scrape(port, ""), "prism_lease_held", &[])
 }
 
 fn read(log: &Path) -> String {
@@ -139,12 +148,16 @@ async fn repaired(emu: &Emulator) -> usize {
 async fn three_replicas_repair_drift_once_and_hand_over_when_the_holder_dies() {
     let emu = Emulator::start();
     let path = manifest(&emu);
-    let (a, a_log) = replica(&emu, &path, "a");
-    let (b, b_log) = replica(&emu, &path, "b");
-    let (c, c_log) = replica(&emu, &path, "c");
+    let (a, a_log, a_port) = replica(&emu, &path, "a");
+    let (b, b_log, b_port) = replica(&emu, &path, "b");
+    let (c, c_log, c_port) = replica(&emu, &path, "c");
     let logs = [a_log.as_path(), b_log.as_path(), c_log.as_path()];
     until_live(&emu, 3).await;
     let first = the_holder(&logs);
+    let held: Vec<f64> = [a_port, b_port, c_port].map(lease_held).to_vec();
+    let mut expected = vec![0.0; 3];
+    expected[first] = 1.0;
+    assert_eq!(held, expected, "prism_lease_held of each replica");
 
     drift(&emu, "lab-02").await;
     assert_eq!(
@@ -194,9 +207,9 @@ async fn three_replicas_repair_drift_once_and_hand_over_when_the_holder_dies() {
 async fn a_holder_paused_past_its_lease_launches_nothing_when_it_wakes() {
     let emu = Emulator::start();
     let path = manifest(&emu);
-    let (a, a_log) = replica(&emu, &path, "a");
+    let (a, a_log, _) = replica(&emu, &path, "a");
     until_live(&emu, 3).await;
-    let (_b, b_log) = replica(&emu, &path, "b");
+    let (_b, b_log, _) = replica(&emu, &path, "b");
     let logs = [a_log.as_path(), b_log.as_path()];
     assert_eq!(the_holder(&logs), 0);
     let pid = a.0.as_ref().unwrap().id().to_string();
@@ -236,6 +249,14 @@ async fn a_holder_paused_past_its_lease_launches_nothing_when_it_wakes() {
             .copied()
             .collect::<Vec<_>>(),
         [1, 1, 1]
+    );
+    // A one-off pass while a replica holds the lease leaves it to the holder.
+    let once = emu.prism(&["watch", "--once", "--store", STORE, path.to_str().unwrap()]);
+    assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
+    assert!(
+        stderr(&once).contains("another replica reconciles: no pass here"),
+        "{}",
+        stderr(&once)
     );
     let since_waking = read(&a_log)[woke_at..].to_string();
     assert!(!since_waking.contains("launched ("), "{since_waking}");
