@@ -5,7 +5,7 @@
 //! each carrying its own tags.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -119,6 +119,28 @@ async fn a_batch_that_times_out_launches_nothing_more() {
     assert_eq!(per_workspace(&emu, FLEET).await, one_each(12));
 }
 
+/// How many of the fleet's instances are in `zone`.
+async fn in_zone(emu: &Emulator, zone: &str) -> usize {
+    fleet_instances(emu, FLEET)
+        .await
+        .iter()
+        .filter(|i| i.placement().and_then(|p| p.availability_zone()) == Some(zone))
+        .count()
+}
+
+/// After a batch a zone had no (or too little) room for: one instance each, all named,
+/// in a few calls rather than one each (one per zone, then at most one more per other
+/// zone for the workspaces left over; a lone one may launch alone), and a rerun
+/// changes nothing.
+async fn settled_in_few_calls(emu: &Emulator, path: &str, count: usize, out: &Output) {
+    assert_eq!(per_workspace(emu, FLEET).await, one_each(count));
+    all_named(emu).await;
+    let calls = emu.count("RunInstances");
+    assert!(calls <= 8, "{calls} RunInstances calls\n{}", stdout(out));
+    let again = apply(emu, path);
+    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+}
+
 /// A zone with room for 3 when a batch asks for more: AWS launches 3, the rest launch
 /// in new batches elsewhere, and a rerun launches nothing.
 #[tokio::test(flavor = "multi_thread")]
@@ -130,24 +152,12 @@ async fn a_zone_with_room_for_fewer_launches_what_it_can_and_the_rest_go_elsewhe
         json!({"sold_out": [{"zone": "us-west-2a", "instance_type": "t3.micro", "left": 3}]}),
     );
     let out = apply(&emu, &path);
-    assert_eq!(per_workspace(&emu, FLEET).await, one_each(60));
-    all_named(&emu).await;
-    let in_a = fleet_instances(&emu, FLEET)
-        .await
-        .iter()
-        .filter(|i| i.placement().and_then(|p| p.availability_zone()) == Some("us-west-2a"))
-        .count();
-    assert_eq!(in_a, 3, "{}", stdout(&out));
-    // The rest of that zone's batch forms new batches in their next zones: a few calls,
-    // not one each.
-    let calls = emu.count("RunInstances");
-    assert!(calls <= 8, "{calls} RunInstances calls\n{}", stdout(&out));
-    let again = apply(&emu, &path);
-    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+    assert_eq!(in_zone(&emu, "us-west-2a").await, 3, "{}", stdout(&out));
+    settled_in_few_calls(&emu, &path, 60, &out).await;
 }
 
 /// A zone with no room at all refuses its batch: the zone is marked sold out and its
-/// workspaces form new batches in their next zones, a few calls rather than one each.
+/// workspaces form new batches in their next zones.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_refused_for_capacity_forms_new_batches_in_the_next_zones() {
     let emu = Emulator::start();
@@ -157,24 +167,8 @@ async fn a_batch_refused_for_capacity_forms_new_batches_in_the_next_zones() {
         json!({"sold_out": [{"zone": "us-west-2a", "instance_type": "t3.micro"}]}),
     );
     let out = apply(&emu, &path);
-    assert_eq!(per_workspace(&emu, FLEET).await, one_each(40));
-    all_named(&emu).await;
-    let zones: Vec<_> = fleet_instances(&emu, FLEET)
-        .await
-        .iter()
-        .filter_map(|i| {
-            i.placement()
-                .and_then(|p| p.availability_zone())
-                .map(String::from)
-        })
-        .collect();
-    assert!(!zones.iter().any(|z| z == "us-west-2a"), "{zones:?}");
-    // One call per zone, then at most one more per other zone for the refused batch's
-    // workspaces (a lone one may launch alone): far fewer than one each.
-    let calls = emu.count("RunInstances");
-    assert!(calls <= 8, "{calls} RunInstances calls\n{}", stdout(&out));
-    let again = apply(&emu, &path);
-    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+    assert_eq!(in_zone(&emu, "us-west-2a").await, 0, "{}", stdout(&out));
+    settled_in_few_calls(&emu, &path, 40, &out).await;
 }
 
 /// Killed after the batches were launched, before their instances got their own tags,

@@ -8,7 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::emulator::{Emulator, Running, per_workspace, prism_command, stderr, stdout};
-use crate::eventually::{eventually, eventually_async};
+use crate::eventually::eventually;
+use crate::watch::until_live;
 
 const STORE: &str = "dynamodb://prism-state";
 /// What a replica says when it takes the lease.
@@ -97,22 +98,6 @@ fn the_holder(logs: &[&Path]) -> usize {
             }
         },
     )
-}
-
-async fn live(emu: &Emulator) -> usize {
-    per_workspace(emu, "lab").await.values().sum()
-}
-
-async fn until_live(emu: &Emulator, n: usize) {
-    eventually_async(
-        &format!("{n} live instances"),
-        Duration::from_secs(30),
-        async || {
-            let now = live(emu).await;
-            if now == n { Ok(()) } else { Err(now) }
-        },
-    )
-    .await
 }
 
 /// Terminates `workspace`'s instance, as someone in the console would.

@@ -22,7 +22,7 @@ async fn live(emu: &Emulator) -> usize {
 }
 
 /// Polls until the fleet has `n` live instances, or fails after 30 s.
-async fn until_live(emu: &Emulator, n: usize) {
+pub(crate) async fn until_live(emu: &Emulator, n: usize) {
     eventually_async(
         &format!("{n} live instances"),
         Duration::from_secs(30),
