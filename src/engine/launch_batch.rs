@@ -493,7 +493,7 @@ async fn elsewhere(
     let may_batch = capacity && !ctx.engine.sold_out_ttl().is_zero() && refusals + 1 < zones.len();
     let creates: Vec<&Action> = actions.iter().collect();
     let again = plan(ctx, &creates, |_| true, may_batch);
-    let mut rest = actions.clone();
+    let mut rest = actions;
     rest.retain(|a| {
         !again
             .iter()
