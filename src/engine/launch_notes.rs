@@ -172,8 +172,12 @@ fn owner() -> String {
 impl LaunchNotes {
     /// Notes kept in this process only (`watch`, `serve`, tests).
     pub fn in_memory() -> Self {
+        Self::kept_on(None)
+    }
+
+    fn kept_on(shelf: Option<Shelf>) -> Self {
         LaunchNotes {
-            shelf: None,
+            shelf,
             notes: Mutex::new(Notes::default()),
             ttl: REMEMBER_FOR,
             owner: owner(),
@@ -182,23 +186,13 @@ impl LaunchNotes {
 
     /// Notes kept in `file` as well, shared with later runs and other processes.
     pub fn in_file(file: PathBuf) -> Self {
-        LaunchNotes {
-            shelf: Some(Shelf::File(file)),
-            notes: Mutex::new(Notes::default()),
-            ttl: REMEMBER_FOR,
-            owner: owner(),
-        }
+        Self::kept_on(Some(Shelf::File(file)))
     }
 
     /// Notes kept in the store the replicas share, under `lease`: written only while
     /// this process holds it.
     pub fn in_store(lease: Arc<LeaseKeeper>) -> Self {
-        LaunchNotes {
-            shelf: Some(Shelf::Store(lease)),
-            notes: Mutex::new(Notes::default()),
-            ttl: REMEMBER_FOR,
-            owner: owner(),
-        }
+        Self::kept_on(Some(Shelf::Store(lease)))
     }
 
     /// Whether this process may not launch now: its notes are kept under a lease it
@@ -683,10 +677,7 @@ impl Shelf {
             return Err(StoreError::Fenced(k.name.clone()).into());
         };
         let mut notes = self.read()?;
-        let before = (notes.launches.len(), notes.sent.len(), notes.batches.len());
-        notes.expire(ttl);
-        let changed = change(&mut notes);
-        if changed || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before {
+        if changed(&mut notes, ttl, change) {
             let body = serde_json::to_string(&notes).map_err(std::io::Error::other)?;
             if let Err(e) = block_on(k.store.write_notes(&lease, &body)) {
                 if matches!(e, StoreError::Fenced(_)) {
@@ -702,6 +693,14 @@ impl Shelf {
 fn read(file: &Path) -> std::io::Result<Notes> {
     let text = std::fs::read(file)?;
     Ok(serde_json::from_slice(&text).unwrap_or_default())
+}
+
+/// Drops the expired notes, then applies `change` (which says whether it changed
+/// anything): whether the notes are to be written again.
+fn changed(notes: &mut Notes, ttl: Duration, change: impl FnOnce(&mut Notes) -> bool) -> bool {
+    let before = (notes.launches.len(), notes.sent.len(), notes.batches.len());
+    notes.expire(ttl);
+    change(notes) || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before
 }
 
 /// Read, `change` and write the file, dropping expired notes; `change` says whether it
@@ -730,10 +729,7 @@ fn update(
     }
     lock.lock()?;
     let mut notes = read(file).unwrap_or_default();
-    let before = (notes.launches.len(), notes.sent.len(), notes.batches.len());
-    notes.expire(ttl);
-    let changed = change(&mut notes);
-    if changed || (notes.launches.len(), notes.sent.len(), notes.batches.len()) != before {
+    if changed(&mut notes, ttl, change) {
         let out = serde_json::to_vec_pretty(&notes).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         // Readable and writable by the group, as the lock file: every prism of the

@@ -5,7 +5,8 @@
 //! each carrying its own tags.
 
 use std::collections::BTreeMap;
-use std::process::{Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -54,6 +55,18 @@ fn apply(emu: &Emulator, path: &str) -> std::process::Output {
         stderr(&out)
     );
     out
+}
+
+/// `prism apply --yes --no-wait path` started in the background, its launch notes under
+/// `cache` (shared by the runs of one test).
+fn apply_in_background(emu: &Emulator, cache: &Path, path: &str) -> Child {
+    prism_command(&["apply", "--yes", "--no-wait", path])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("XDG_CACHE_HOME", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// A class of 30 with no pace set: one RunInstances per zone, against AWS's buckets, and
@@ -185,13 +198,7 @@ async fn killed_between_the_call_and_the_tags_then_rerun_in_the_lag() {
         "/_prism/faults",
         json!({"faults": [{"action": "CreateTags", "code": "", "delay_ms": 60000}]}),
     );
-    let mut child = prism_command(&["apply", "--yes", "--no-wait", &path])
-        .env("AWS_ENDPOINT_URL", &emu.url)
-        .env("XDG_CACHE_HOME", &cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = apply_in_background(&emu, &cache, &path);
     eventually(
         "the first CreateTags is sent",
         Duration::from_secs(30),
@@ -251,15 +258,7 @@ async fn runs_with_different_plans_at_once_launch_each_workspace_once() {
     let small = class(&emu, 1);
     let cache = emu.dir.path().join("cache");
     emu.post("/_prism/lag", json!({"seconds": 600}));
-    let run = |path: &str| {
-        prism_command(&["apply", "--yes", "--no-wait", path])
-            .env("AWS_ENDPOINT_URL", &emu.url)
-            .env("XDG_CACHE_HOME", &cache)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let run = |path: &str| apply_in_background(&emu, &cache, path);
     // cs-01 launches alone (a zone of one).
     assert!(run(&small).wait().unwrap().success());
     // Then two runs at once, for 20 and for 30 workspaces: cs-01 is still hidden.
@@ -307,15 +306,7 @@ async fn two_runs_at_once_meeting_sold_out_zones_launch_each_workspace_once() {
             {"zone": "us-west-2b", "instance_type": "t3.micro"},
         ]}),
     );
-    let run = || {
-        prism_command(&["apply", "--yes", "--no-wait", &path])
-            .env("AWS_ENDPOINT_URL", &emu.url)
-            .env("XDG_CACHE_HOME", &cache)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let run = || apply_in_background(&emu, &cache, &path);
     let (mut a, mut b) = (run(), run());
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
