@@ -430,12 +430,7 @@ async fn keep_lease_once(
             *last = Some(now);
         }
         Err(e) => {
-            // Past its end, a lease not renewed is another replica's to take.
-            if keeper
-                .lease()
-                .is_some_and(|l| l.until_ms <= crate::engine::launch_notes::now_ms())
-            {
-                keeper.lost();
+            if keeper.lease().is_none() {
                 *last = None;
             }
             tracing::warn!(lease = %keeper.name, "could not reach the store to renew the lease: {e}; trying again in {}", duration_text(LEASE_RENEW));

@@ -191,15 +191,26 @@ impl LeaseKeeper {
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Takes or renews the lease; says who holds it.
+    /// Takes or renews the lease; says who holds it. When the store cannot be reached,
+    /// a lease past its end is given up here (another replica may have taken it).
     pub async fn tick(&self) -> Result<Standing, StoreError> {
         let now = crate::engine::launch_notes::now_ms();
         let before = self.lease();
-        match self
+        let acquired = self
             .store
             .acquire(&self.name, &self.holder, LEASE_TTL, now)
-            .await?
-        {
+            .await;
+        let acquired = match acquired {
+            Ok(a) => a,
+            Err(e) => {
+                // Not renewed past its end, the lease is another replica's to take.
+                if before.is_some_and(|l| l.until_ms <= now) {
+                    self.lost();
+                }
+                return Err(e);
+            }
+        };
+        match acquired {
             Some(lease) => {
                 let taken = before.as_ref().is_none_or(|b| b.epoch != lease.epoch);
                 let epoch = lease.epoch;
