@@ -13,11 +13,13 @@ use super::{Failure, GlobalArgs, Refusal, connect_to, launch_notes};
 use crate::cloud::Cloud;
 use crate::config::UserConfig;
 use crate::engine::Engine;
+use crate::engine::launch_notes::LaunchNotes;
 use crate::manifest::Manifest;
 use crate::serve::error::ApiError;
 use crate::serve::guard::{Door, Guard, PublicUrl};
 use crate::serve::sessions::{Lifetimes, Sessions};
 use crate::serve::{App, Connector, api_token, listen};
+use crate::store::{LeaseKeeper, StoreUrl};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -65,6 +67,12 @@ pub struct ServeArgs {
     /// (the main address serves it behind the token); loopback unless --allow-remote
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where replicas share state: `dynamodb://TABLE` (made by `prism store init`) lets
+    /// several servers behind one load balancer answer for the same launches, each
+    /// account and region's launches run by one of them at a time; `files` (the
+    /// default) keeps them in --state-dir
+    #[arg(long, env = "PRISM_STORE", default_value = "files", value_name = "URL")]
+    pub store: crate::store::StoreUrl,
 }
 
 fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
@@ -80,6 +88,10 @@ struct Engines {
     cloud: tokio::sync::OnceCell<Arc<dyn Cloud>>,
     /// Where the engines and their clouds count what they do.
     metrics: Arc<crate::metrics::Metrics>,
+    /// With replicas: the table they share, and the lease of each account and region
+    /// (by the manifest's `region`, None for the default one).
+    table: Option<Arc<dyn crate::store::Store>>,
+    keepers: Mutex<BTreeMap<Option<String>, Arc<LeaseKeeper>>>,
 }
 
 #[async_trait::async_trait]
@@ -90,12 +102,19 @@ impl Connector for Engines {
             .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))?;
         let region = cloud.region().to_string();
         let rate = crate::config::launch_rate(&manifest.rate_limit, &self.settings);
+        let keeper = self.keeper(manifest).await?;
         let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
         let engine = engines
             .entry(region.clone())
             .or_insert_with(|| {
                 let cloud: Arc<dyn Cloud> = Arc::new(cloud.with_metrics(self.metrics.clone()));
-                let engine = Engine::new(cloud, rate, launch_notes(&self.global, &region));
+                let notes = match keeper {
+                    // Launches are noted under the lease: a replica that lost it
+                    // cannot send one.
+                    Some(k) => Arc::new(LaunchNotes::in_store(k)),
+                    None => launch_notes(&self.global, &region),
+                };
+                let engine = Engine::new(cloud, rate, notes);
                 engine.set_metrics(self.metrics.clone());
                 engine
             })
@@ -116,6 +135,83 @@ impl Connector for Engines {
             .await
             .cloned()
     }
+
+    async fn keeper(&self, manifest: &Manifest) -> Result<Option<Arc<LeaseKeeper>>, ApiError> {
+        let Some(table) = &self.table else {
+            return Ok(None);
+        };
+        let known = self
+            .keepers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&manifest.region)
+            .cloned();
+        if known.is_some() {
+            return Ok(known);
+        }
+        let gateway = |f: Failure| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json());
+        let cloud = connect_to(&self.global, manifest.region.as_deref())
+            .await
+            .map_err(gateway)?;
+        let account = cloud
+            .account_id()
+            .await
+            .map_err(|e| gateway(Failure::Refused(Refusal::Unavailable, e)))?;
+        let name = format!("{account}/{}", cloud.region());
+        // Two manifest spellings of one region share its lease.
+        let (keeper, new) = {
+            let mut keepers = self.keepers.lock().unwrap_or_else(|e| e.into_inner());
+            let found = keepers.values().find(|k| k.name == name).cloned();
+            let new = found.is_none();
+            let keeper = found.unwrap_or_else(|| Arc::new(LeaseKeeper::new(table.clone(), name)));
+            keepers.insert(manifest.region.clone(), keeper.clone());
+            (keeper, new)
+        };
+        if new {
+            // Taken at once when free: the launch that met it need not wait.
+            let _ = keeper.tick().await;
+        }
+        Ok(Some(keeper))
+    }
+
+    fn keepers(&self) -> Vec<Arc<LeaseKeeper>> {
+        let keepers = self.keepers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Arc<LeaseKeeper>> = vec![];
+        for k in keepers.values() {
+            if !out.iter().any(|o| Arc::ptr_eq(o, k)) {
+                out.push(k.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The token every replica accepts: the table's, which the first replica (or a
+/// rotation) wrote; kept in this replica's state directory too.
+async fn shared_token(
+    table: &dyn crate::store::Store,
+    state: &std::path::Path,
+    mine: String,
+    rotate: bool,
+) -> Result<String, Failure> {
+    use crate::store::Expect;
+    let unreachable =
+        |e: crate::store::StoreError| Failure::Refused(Refusal::Unavailable, e.to_string());
+    let expect = if rotate { Expect::Any } else { Expect::Absent };
+    table
+        .put("api-token", &mine, expect, None)
+        .await
+        .map_err(unreachable)?;
+    let token = table
+        .get("api-token")
+        .await
+        .map_err(unreachable)?
+        .map_or(mine.clone(), |d| d.body);
+    if token != mine {
+        api_token::write(state, &token)
+            .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
+    }
+    Ok(token)
 }
 
 fn default_state_dir() -> Result<PathBuf, Failure> {
@@ -206,6 +302,23 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     let mut lock = one_server(&state)?;
     let api_token = api_token::load_or_create(&state, args.rotate_token)
         .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
+    let table: Option<Arc<dyn crate::store::Store>> = match &args.store {
+        StoreUrl::Files => None,
+        StoreUrl::DynamoDb { table } => {
+            let aws = connect_to(global, None).await?;
+            let unreachable = |e: crate::store::StoreError| {
+                Failure::Refused(Refusal::Unavailable, format!("{}: {e}", args.store))
+            };
+            Some(Arc::new(
+                crate::store::dynamo::DynamoStore::new(aws.sdk_config(), table)
+                    .map_err(unreachable)?,
+            ))
+        }
+    };
+    let api_token = match &table {
+        Some(t) => shared_token(t.as_ref(), &state, api_token, args.rotate_token).await?,
+        None => api_token,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {
@@ -262,8 +375,13 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         engines: Mutex::new(BTreeMap::new()),
         cloud: tokio::sync::OnceCell::new(),
         metrics: metrics.clone(),
+        table: table.clone(),
+        keepers: Mutex::new(BTreeMap::new()),
     });
-    let app = App::load(&state, manifests, connector, metrics.clone());
+    let app = App::load(&state, manifests, connector, metrics.clone(), table.clone());
+    if table.is_some() {
+        tokio::spawn(app.clone().replicate());
+    }
     let shown = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         SocketAddr::V4(a) => a.to_string(),

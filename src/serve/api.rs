@@ -244,6 +244,8 @@ async fn prepare(
 /// Plans `manifest` and starts its run for `launch`, or queues it behind the launch
 /// running in the same account and region; Err (nothing started or queued) when it
 /// does not fit the quota and the request neither allows a partial launch nor waits.
+/// With replicas, a replica that does not hold the account and region's lease leaves
+/// the run to the one that does.
 async fn start(
     app: &Arc<App>,
     manifest: &Manifest,
@@ -251,29 +253,103 @@ async fn start(
     launch: &Arc<Launch>,
 ) -> Result<(), ApiError> {
     let (engine, job, opts) = prepare(app, manifest, &request).await?;
+    let keeper = app.connector.keeper(manifest).await?;
+    if keeper.as_ref().is_some_and(|k| k.lease().is_none()) {
+        return Ok(());
+    }
     let slot = app.slot(engine.cloud().region());
     // The run's log records carry the launch's id.
     let span = launch.span();
     let how = match slot.clone().try_lock_owned() {
         Ok(turn) => Start::Now(turn, span.in_scope(|| engine.run(job, opts))),
-        Err(_) => {
-            // Planned again when its turn comes: the launches ahead change the fleet's
-            // neighbours and the quota's use.
-            let (app, manifest) = (app.clone(), manifest.clone());
-            Start::Queued(
-                slot,
-                Box::pin(
-                    async move {
-                        let (engine, job, opts) = prepare(&app, &manifest, &request).await?;
-                        Ok(engine.run(job, opts))
-                    }
-                    .instrument(span),
-                ),
-            )
-        }
+        Err(_) => queued(app, manifest, request, slot, span),
     };
-    launch.start(how, app.store.clone());
+    launch.start(how, app.store.clone(), keeper);
     Ok(())
+}
+
+/// A run that waits for its region's slot, then is planned (again: the launches ahead
+/// change the fleet's neighbours and the quota's use) and starts, or says why not.
+fn queued(
+    app: &Arc<App>,
+    manifest: &Manifest,
+    request: Request,
+    slot: Arc<tokio::sync::Mutex<()>>,
+    span: tracing::Span,
+) -> Start {
+    let (app, manifest) = (app.clone(), manifest.clone());
+    Start::Queued(
+        slot,
+        Box::pin(
+            async move {
+                let (engine, job, opts) = prepare(&app, &manifest, &request).await?;
+                Ok(engine.run(job, opts))
+            }
+            .instrument(span),
+        ),
+    )
+}
+
+/// Carries on, on this replica, a launch another replica ran or queued: when this one
+/// holds its account and region's lease. Its events go on from the last one written;
+/// the engine's launch notes in the table let it send the launches noted there with
+/// their own tokens, so none is made twice. False when it stays with another replica.
+pub async fn take_over(app: &Arc<App>, launch: &Arc<Launch>) -> Result<bool, ApiError> {
+    let record = launch.record();
+    let name = record
+        .request
+        .manifest_path
+        .clone()
+        .unwrap_or_else(|| "manifest".into());
+    let manifest = parse_manifest(
+        app,
+        &record.request.manifest,
+        &name,
+        record.request.manifest_path.is_none(),
+    )?;
+    let Some(keeper) = app.connector.keeper(&manifest).await? else {
+        return Ok(false);
+    };
+    if keeper.lease().is_none() {
+        return Ok(false);
+    }
+    // What the last runner wrote since the last look.
+    let latest = app
+        .store
+        .get_record(&record.id)
+        .await
+        .map_err(ApiError::store)?;
+    let events = app
+        .store
+        .events_from(&record.id, launch.event_count() + 1)
+        .await
+        .map_err(ApiError::store)?;
+    launch.mirror(latest, events);
+    if !launch.state().is_active() || !launch.claim() {
+        return Ok(false);
+    }
+    let cancel = app
+        .store
+        .cancel_requested(&record.id)
+        .await
+        .unwrap_or(false);
+    tracing::warn!(
+        lease = %keeper.name,
+        "this replica takes launch {} of fleet `{}` over ({} events so far): it holds the lease of {} now",
+        record.id,
+        record.fleet,
+        launch.event_count(),
+        keeper.name
+    );
+    let _one = app.create.lock().await;
+    let engine = app.connector.engine(&manifest).await?;
+    let slot = app.slot(engine.cloud().region());
+    let how = queued(app, &manifest, record.request, slot, launch.span());
+    launch.start(how, app.store.clone(), Some(keeper));
+    if cancel {
+        launch.cancel(false);
+    }
+    Ok(true)
 }
 
 fn shortfall(plan: &crate::plan::Plan, gate: &Gate) -> ApiError {
@@ -311,26 +387,18 @@ pub async fn create(
     let hash = format!("{:x}", Sha256::digest(&canonical));
     // One creation at a time: the key table and the one-launch-per-fleet rule hold.
     let _one = app.create.lock().await;
-    if let Some(key) = &key {
-        let known = app
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned();
-        if let Some((seen, id)) = known {
-            if seen != hash {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "IdempotencyKeyReused",
-                    "this Idempotency-Key was used with another request body",
-                )
-                .fix("Use a new key for a new request."));
-            }
-            if let Some(launch) = app.registry.get(&id) {
-                return Ok(accepted(&launch, StatusCode::ACCEPTED));
-            }
+    let mut stale = false;
+    if let Some(key) = &key
+        && let Some((seen, id)) = known_key(&app, key).await?
+    {
+        if seen != hash {
+            return Err(key_reused());
         }
+        if let Some(launch) = find_anywhere(&app, &id).await {
+            return Ok(accepted(&launch, StatusCode::ACCEPTED));
+        }
+        // Claimed by a request whose launch was refused: this one may have it.
+        stale = true;
     }
     let (text, name) = manifest_text(&app, &body)?;
     let manifest = parse_manifest(&app, &text, &name, body.manifest_path.is_none())?;
@@ -341,14 +409,81 @@ pub async fn create(
         return Ok(Json(serde_json::to_value(&plan).expect("serializes")).into_response());
     }
     let launch = begin(&app, &body, text, &manifest).await?;
-    if let Some(key) = key {
-        let mut keys = app.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.insert(key, (hash, launch.id()));
-        if let Err(e) = app.store.save_keys(&keys) {
-            tracing::warn!("cannot keep the Idempotency-Key table: {e}");
+    if let Some(key) = key
+        && let Some((seen, id)) = keep_key(&app, key, hash.clone(), launch.id(), stale).await
+    {
+        // Another replica took the key at the same moment: its launch is the one, and
+        // this one stops before it has done anything of its own.
+        launch.cancel(false);
+        if seen != hash {
+            return Err(key_reused());
+        }
+        if let Some(first) = find_anywhere(&app, &id).await {
+            return Ok(accepted(&first, StatusCode::ACCEPTED));
         }
     }
     Ok(accepted(&launch, StatusCode::ACCEPTED))
+}
+
+/// The launch `id`, from this replica's registry or, with replicas, from the table
+/// (a launch another replica made a moment ago).
+async fn find_anywhere(app: &App, id: &str) -> Option<Arc<Launch>> {
+    if let Some(l) = app.registry.get(id) {
+        return Some(l);
+    }
+    app.store.table()?;
+    let record = app.store.get_record(id).await.ok()??;
+    let launch = Launch::new(record, vec![]);
+    app.registry.insert(launch.clone());
+    Some(launch)
+}
+
+fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IdempotencyKeyReused",
+        "this Idempotency-Key was used with another request body",
+    )
+    .fix("Use a new key for a new request.")
+}
+
+/// The request hash and launch id an Idempotency-Key was used for, if it was.
+async fn known_key(app: &App, key: &str) -> Result<Option<(String, String)>, ApiError> {
+    if app.store.table().is_some() {
+        return app.store.known_key(key).await.map_err(ApiError::store);
+    }
+    Ok(app
+        .keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .cloned())
+}
+
+/// Keeps the Idempotency-Key `key` for the request hashed `hash` and launch `id`; with
+/// replicas, the claim another replica made first, if one did.
+async fn keep_key(
+    app: &App,
+    key: String,
+    hash: String,
+    id: String,
+    stale: bool,
+) -> Option<(String, String)> {
+    if app.store.table().is_some() {
+        return match app.store.claim_key(&key, &hash, &id, stale).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!("cannot keep the Idempotency-Key {key}: {e}");
+                None
+            }
+        };
+    }
+    let mut keys = app.keys.lock().unwrap_or_else(|e| e.into_inner());
+    keys.insert(key, (hash, id));
+    if let Err(e) = app.store.save_keys(&keys) {
+        tracing::warn!("cannot keep the Idempotency-Key table: {e}");
+    }
+    None
 }
 
 /// Err (400) when the body's `wait_for_quota` is not a duration.
@@ -377,6 +512,11 @@ async fn begin(
         return Err(running_conflict(&active));
     }
     let (created_at, created_ms) = now();
+    let lease = app
+        .connector
+        .keeper(manifest)
+        .await?
+        .map(|k| k.name.clone());
     let record = Record {
         id: new_id(created_ms),
         fleet: manifest.name.clone(),
@@ -388,9 +528,17 @@ async fn begin(
         workspaces: json!([]),
         report: None,
         error: None,
+        lease,
     };
     let launch = Launch::new(record, vec![]);
     start(app, manifest, request, &launch).await?;
+    if app.store.table().is_some() {
+        // Kept before it is answered: any replica can show it from now on.
+        app.store
+            .create(&launch.record())
+            .await
+            .map_err(ApiError::store)?;
+    }
     app.registry.insert(launch.clone());
     Ok(launch)
 }
@@ -540,8 +688,25 @@ pub async fn cancel(
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let launch = find(&app, &id)?;
-    launch.cancel(false);
-    Ok(Json(launch.view()))
+    Ok(Json(cancel_anywhere(&app, &launch).await?))
+}
+
+/// Cancels `launch` here, or, when another replica runs it, asks that one to; its
+/// view as it will stand.
+pub async fn cancel_anywhere(app: &App, launch: &Launch) -> Result<Value, ApiError> {
+    if app.store.table().is_none() || !launch.mirrored() {
+        launch.cancel(false);
+        return Ok(launch.view());
+    }
+    let mut view = launch.view();
+    if launch.state().is_active() {
+        app.store
+            .request_cancel(&launch.id())
+            .await
+            .map_err(ApiError::store)?;
+        view["state"] = json!(LaunchState::Cancelling);
+    }
+    Ok(view)
 }
 
 /// Where an event stream stands.

@@ -74,6 +74,17 @@ pub fn load_or_create(dir: &Path, rotate: bool) -> Result<String, TokenError> {
         }
     }
     let token = fresh();
+    write(dir, &token)?;
+    Ok(token)
+}
+
+/// Writes `token` to `dir/token` (0600, through a new file renamed over the old one).
+pub fn write(dir: &Path, token: &str) -> Result<(), TokenError> {
+    let path = dir.join("token");
+    let file_err = |source| TokenError::File {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = dir.join(format!("token.{}.new", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
@@ -85,8 +96,7 @@ pub fn load_or_create(dir: &Path, rotate: bool) -> Result<String, TokenError> {
     file.write_all(format!("{token}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(file_err)?;
-    std::fs::rename(&tmp, &path).map_err(file_err)?;
-    Ok(token)
+    std::fs::rename(&tmp, &path).map_err(file_err)
 }
 
 fn existing(path: &Path, token: &str) -> Result<String, TokenError> {

@@ -74,6 +74,16 @@ impl ApiError {
             .fix("Call the server by the address it listens on (127.0.0.1, localhost or [::1] with its port), from the server's own pages or a non-browser client.")
     }
 
+    /// The shared store (replicas) could not be reached.
+    pub fn store(e: crate::store::StoreError) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "StoreUnavailable",
+            format!("the store the replicas share did not answer: {e}"),
+        )
+        .fix("Try again in a few seconds; if it goes on, check the table and this replica's access to it (docs/deploy.md).")
+    }
+
     pub fn bad_request(why: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", why)
             .fix("Fix the request as docs/serve.md describes and send it again.")

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedMutexGuard, watch};
@@ -17,6 +18,99 @@ use super::store::{LaunchState, Record, Store};
 use crate::engine::events::{Event, Stamped};
 use crate::engine::progress::WorkspaceProgress;
 use crate::engine::{Canceller, Progress, Run};
+use crate::store::{LeaseKeeper, StoreError};
+
+/// Writes a launch's events and record to the shared table as this replica's run
+/// makes them, under the lease's epoch; each event is shown once written. When the
+/// lease is lost the launch is handed over and nothing more is written.
+async fn write_out(
+    launch: Arc<Launch>,
+    store: Store,
+    keeper: Arc<LeaseKeeper>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+) {
+    let id = launch.id();
+    while let Some(first) = rx.recv().await {
+        // Events come in bursts: one write for each.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut events = vec![];
+        let mut record = None;
+        for out in batch {
+            match out {
+                Out::Event(name, line) => events.push((name, line)),
+                Out::Record(r) => record = Some(r),
+            }
+        }
+        let lines: Vec<String> = events.iter().map(|(_, l)| l.clone()).collect();
+        let mut written = 0;
+        for chunk in Store::chunks(&lines) {
+            let first = launch.event_count() + 1;
+            let done = with_lease(&keeper, |lease| {
+                let store = store.clone();
+                let (id, chunk) = (id.clone(), chunk.to_vec());
+                async move { store.put_events(&id, first, &chunk, &lease).await }
+            })
+            .await;
+            if done != Some(true) {
+                launch.handed_over();
+                return;
+            }
+            let n = {
+                let mut inner = launch.lock();
+                inner
+                    .events
+                    .extend(events[written..written + chunk.len()].iter().cloned());
+                inner.unwritten = inner.unwritten.saturating_sub(chunk.len());
+                inner.events.len()
+            };
+            written += chunk.len();
+            launch.count.send_replace(n);
+        }
+        if let Some(r) = record {
+            let done = with_lease(&keeper, |lease| {
+                let store = store.clone();
+                let r = r.clone();
+                async move { store.put_record(&r, Some(&lease)).await.map(|()| true) }
+            })
+            .await;
+            if done.is_none() {
+                launch.handed_over();
+                return;
+            }
+            // The record may say the launch ended: its streams end once they have
+            // every event.
+            let n = launch.event_count();
+            launch.count.send_replace(n);
+        }
+    }
+}
+
+/// Runs `write` under the lease while it is held, again while the table cannot be
+/// reached; None when the lease is lost (or the write was fenced).
+async fn with_lease<F, Fut>(keeper: &LeaseKeeper, write: F) -> Option<bool>
+where
+    F: Fn(crate::store::Lease) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    loop {
+        let lease = keeper.lease()?;
+        match write(lease).await {
+            Ok(done) => return Some(done),
+            Err(StoreError::Fenced(_)) => {
+                keeper.lost();
+                return None;
+            }
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!("cannot reach the shared store: {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
 
 /// One launch.
 #[derive(Debug)]
@@ -40,6 +134,33 @@ struct Inner {
     /// The workspaces as they stood before a resume: those the resumed run has nothing
     /// left to do for stay in the table and the totals.
     carried: Vec<Value>,
+    /// With replicas: whether this replica runs the launch (else it shows what the
+    /// table says of it), and where its run's events and record go to be written.
+    local: bool,
+    outbox: Option<tokio::sync::mpsc::UnboundedSender<Out>>,
+    writer: Option<JoinHandle<()>>,
+    /// Events sent to the writer and not yet written: until they are, the launch is
+    /// shown running (its end is not kept yet).
+    unwritten: usize,
+}
+
+impl Inner {
+    /// The state as shown: a run that ended here is over once its last events are
+    /// written.
+    fn shown_state(&self) -> LaunchState {
+        if self.unwritten > 0 && !self.record.state.is_active() {
+            LaunchState::Running
+        } else {
+            self.record.state
+        }
+    }
+}
+
+/// What a launch run by this replica has for the shared table, in order.
+#[derive(Debug)]
+enum Out {
+    Event(String, String),
+    Record(Box<Record>),
 }
 
 /// Adds to a run's `progress` and `workspaces` views the `carried` workspaces (from
@@ -125,6 +246,10 @@ impl Launch {
                 stopping: false,
                 pump: None,
                 carried: vec![],
+                local: false,
+                outbox: None,
+                writer: None,
+                unwritten: 0,
             }),
             count,
         })
@@ -161,7 +286,7 @@ impl Launch {
         json!({
             "id": r.id,
             "fleet": r.fleet,
-            "state": r.state,
+            "state": inner.shown_state(),
             "resumable": r.state == LaunchState::Interrupted,
             "created_at": r.created_at,
             "manifest_path": r.request.manifest_path,
@@ -185,7 +310,7 @@ impl Launch {
             .skip(after)
             .map(|(i, (name, json))| (i + 1, name.clone(), json.clone()))
             .collect();
-        (events, !inner.record.state.is_active())
+        (events, !inner.shown_state().is_active())
     }
 
     /// A receiver that changes with every new event and when the launch ends.
@@ -228,15 +353,27 @@ impl Launch {
         tracing::info_span!("launch", launch_id = %self.id(), fleet = %self.fleet())
     }
 
-    pub fn start(self: &Arc<Self>, start: Start, store: Store) {
+    pub fn start(self: &Arc<Self>, start: Start, store: Store, lease: Option<Arc<LeaseKeeper>>) {
         let launch = self.clone();
+        let flushed = self.clone();
+        let span = self.span();
         let dequeue = {
             let mut inner = self.lock();
             inner.dequeue = CancellationToken::new();
             inner.stopping = false;
+            inner.local = true;
             inner.record.error = None;
-            inner.record.state = LaunchState::Queued;
-            let _ = store.save(&inner.record);
+            if inner.record.state != LaunchState::Running {
+                inner.record.state = LaunchState::Queued;
+            }
+            if let Some(keeper) = lease {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                inner.outbox = Some(tx);
+                inner.writer = Some(tokio::spawn(
+                    write_out(self.clone(), store.clone(), keeper, rx).instrument(span.clone()),
+                ));
+            }
+            self.keep(&inner, &store);
             inner.dequeue.clone()
         };
         let pump = tokio::spawn(
@@ -259,7 +396,8 @@ impl Launch {
                 };
                 launch.follow(run, &store).await;
             }
-            .instrument(self.span()),
+            .then(|()| async move { flushed.flushed().await })
+            .instrument(span),
         );
         self.lock().pump = Some(pump);
     }
@@ -280,7 +418,7 @@ impl Launch {
             if inner.dequeue.is_cancelled() {
                 run.canceller().cancel();
             }
-            let _ = store.save(&inner.record);
+            self.keep(&inner, store);
         }
         tracing::info!("launch {} running", self.id());
         let mut progress = Progress::default();
@@ -312,7 +450,10 @@ impl Launch {
     fn end_unstarted(&self, error: Option<ApiError>, store: &Store) {
         let n = {
             let mut inner = self.lock();
-            inner.record.state = if inner.stopping {
+            inner.record.state = if inner.stopping && store.table().is_some() {
+                // Another replica takes it on.
+                inner.record.state
+            } else if inner.stopping {
                 LaunchState::Interrupted
             } else if error.is_some() {
                 LaunchState::Failed
@@ -320,9 +461,7 @@ impl Launch {
                 LaunchState::Cancelled
             };
             inner.record.error = error.map(|e| e.body["error"].clone());
-            if let Err(err) = store.save(&inner.record) {
-                tracing::warn!("cannot keep launch {}: {err}", inner.record.id);
-            }
+            self.keep(&inner, store);
             inner.events.len()
         };
         self.count.send_replace(n);
@@ -333,26 +472,36 @@ impl Launch {
         let name = serde_json::from_str::<Value>(&line)
             .map(|v| event_name(&v))
             .unwrap_or_default();
-        let n = {
-            let mut inner = self.lock();
-            if let Err(err) = store.append_event(&inner.record.id, &line) {
-                tracing::warn!("cannot keep an event of launch {}: {err}", inner.record.id);
+        let mut inner = self.lock();
+        let (mut p, mut w) = progress_view(progress);
+        with_carried(&inner.carried, &mut p, &mut w);
+        inner.record.progress = p;
+        inner.record.workspaces = w;
+        if let Some(out) = &inner.outbox {
+            // Shown once the table has it: every replica numbers it alike.
+            if out.send(Out::Event(name, line)).is_ok() {
+                inner.unwritten += 1;
             }
-            inner.events.push((name, line));
-            let (mut p, mut w) = progress_view(progress);
-            with_carried(&inner.carried, &mut p, &mut w);
-            inner.record.progress = p;
-            inner.record.workspaces = w;
-            let _ = store.save(&inner.record);
-            inner.events.len()
-        };
+            self.keep(&inner, store);
+            return;
+        }
+        if let Err(err) = store.append_event(&inner.record.id, &line) {
+            tracing::warn!("cannot keep an event of launch {}: {err}", inner.record.id);
+        }
+        inner.events.push((name, line));
+        self.keep(&inner, store);
+        let n = inner.events.len();
+        drop(inner);
         self.count.send_replace(n);
     }
 
     fn end(&self, report: &crate::engine::Report, store: &Store) {
         let n = {
             let mut inner = self.lock();
-            inner.record.state = if inner.stopping {
+            inner.record.state = if inner.stopping && store.table().is_some() {
+                // Another replica takes it on where it stands.
+                inner.record.state
+            } else if inner.stopping {
                 LaunchState::Interrupted
             } else if report.interrupted {
                 LaunchState::Cancelled
@@ -363,14 +512,102 @@ impl Launch {
             } else {
                 LaunchState::Failed
             };
-            inner.record.report = Some(serde_json::to_value(report).expect("serializes"));
+            if !(inner.stopping && store.table().is_some()) {
+                inner.record.report = Some(serde_json::to_value(report).expect("serializes"));
+            }
             inner.canceller = None;
-            if let Err(err) = store.save(&inner.record) {
-                tracing::warn!("cannot keep launch {}: {err}", inner.record.id);
+            self.keep(&inner, store);
+            inner.events.len()
+        };
+        self.count.send_replace(n);
+    }
+
+    /// Keeps the record as it stands: in the state directory, or, for a launch this
+    /// replica runs, through its writer to the shared table.
+    fn keep(&self, inner: &Inner, store: &Store) {
+        if let Some(out) = &inner.outbox {
+            let _ = out.send(Out::Record(Box::new(inner.record.clone())));
+        } else if store.table().is_none()
+            && let Err(err) = store.save(&inner.record)
+        {
+            tracing::warn!("cannot keep launch {}: {err}", inner.record.id);
+        }
+    }
+
+    /// Waits until the writer has written what the run left for the table.
+    async fn flushed(&self) {
+        let writer = {
+            let mut inner = self.lock();
+            inner.outbox = None;
+            inner.writer.take()
+        };
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+
+    /// Whether this replica shows the launch as the shared table says (it does not
+    /// run it).
+    pub fn mirrored(&self) -> bool {
+        !self.lock().local
+    }
+
+    /// Claims the launch for this replica to run (a takeover); false when it runs it
+    /// already.
+    pub fn claim(&self) -> bool {
+        !std::mem::replace(&mut self.lock().local, true)
+    }
+
+    /// Gives the launch back to the table: this replica does not run it (the start of
+    /// a takeover failed, or the lease was lost).
+    pub fn unclaim(&self) {
+        self.lock().local = false;
+    }
+
+    /// The lease was lost: another replica runs the launch now. The run here stops,
+    /// as a server stop stops it, and writes nothing more.
+    fn handed_over(&self) {
+        let mut inner = self.lock();
+        inner.outbox = None;
+        inner.unwritten = 0;
+        inner.stopping = true;
+        inner.local = false;
+        if let Some(c) = &inner.canceller {
+            c.cancel();
+        } else {
+            inner.dequeue.cancel();
+        }
+        tracing::warn!(
+            "launch {}: this replica lost the lease; the replica holding it now carries the launch on",
+            inner.record.id
+        );
+    }
+
+    /// Takes what the shared table holds of a launch another replica runs: its record,
+    /// and the events after those shown (`events` from the next id on).
+    pub fn mirror(&self, record: Option<Record>, events: Vec<String>) {
+        let n = {
+            let mut inner = self.lock();
+            if inner.local {
+                return;
+            }
+            for line in events {
+                let name = serde_json::from_str::<Value>(&line)
+                    .map(|v| event_name(&v))
+                    .unwrap_or_default();
+                inner.events.push((name, line));
+            }
+            if let Some(r) = record {
+                inner.record = r;
             }
             inner.events.len()
         };
         self.count.send_replace(n);
+    }
+
+    /// How many events are shown.
+    pub fn event_count(&self) -> usize {
+        self.lock().events.len()
     }
 
     /// Marks a launch found running at start-up (the server stopped under it) as

@@ -57,7 +57,25 @@ pub trait Connector: Send + Sync {
     /// The cloud of the server's own account and region (`--region`, the profile's),
     /// for the workspace list and the quotas.
     async fn cloud(&self) -> Result<Arc<dyn crate::cloud::Cloud>, ApiError>;
+
+    /// With replicas (`--store`): the lease of the manifest's account and region, whose
+    /// holder runs its launches. None on one machine.
+    async fn keeper(
+        &self,
+        _manifest: &Manifest,
+    ) -> Result<Option<Arc<crate::store::LeaseKeeper>>, ApiError> {
+        Ok(None)
+    }
+
+    /// Every lease this replica has met, to keep (or wait for).
+    fn keepers(&self) -> Vec<Arc<crate::store::LeaseKeeper>> {
+        vec![]
+    }
 }
+
+/// How often a replica reads what the others wrote: new launches, their progress and
+/// events, cancel requests.
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 
 /// What the handlers share.
 pub struct App {
@@ -99,14 +117,22 @@ impl App {
         manifests: Option<PathBuf>,
         connector: Arc<dyn Connector>,
         metrics: Arc<crate::metrics::Metrics>,
+        table: Option<Arc<dyn crate::store::Store>>,
     ) -> Arc<App> {
-        let store = Store::new(state_dir);
         let registry = Registry::default();
-        for (record, events) in store.load_all() {
-            let launch = Launch::new(record, events);
-            launch.interrupted_by_restart(&store);
-            registry.insert(launch);
-        }
+        let store = match table {
+            // The launches are read from the table by `replicate`.
+            Some(table) => Store::shared(state_dir, table),
+            None => {
+                let store = Store::new(state_dir);
+                for (record, events) in store.load_all() {
+                    let launch = Launch::new(record, events);
+                    launch.interrupted_by_restart(&store);
+                    registry.insert(launch);
+                }
+                store
+            }
+        };
         Arc::new(App {
             keys: Mutex::new(store.load_keys()),
             notes: quotas::Notes::load(state_dir),
@@ -137,7 +163,9 @@ impl App {
     }
 
     /// Stops every running launch as the first Ctrl-C of apply does (in-flight calls
-    /// finish, nothing new starts), and waits until each is kept as interrupted.
+    /// finish, nothing new starts), and waits until each is kept as interrupted. With
+    /// replicas, they are kept as running and the leases given up: another replica
+    /// carries them on at once.
     pub async fn stop(&self) {
         self.stopping.cancel();
         let launches = self.registry.all();
@@ -147,7 +175,114 @@ impl App {
         for l in &launches {
             l.finished().await;
         }
+        for keeper in self.connector.keepers() {
+            keeper.release().await;
+        }
         self.shutdown.cancel();
+    }
+
+    /// With replicas: keeps this replica's leases (or waits for them), shows what the
+    /// other replicas wrote, passes cancel requests to the runs here, and carries on
+    /// the launches whose lease this replica holds and no replica runs. Until the
+    /// server stops.
+    pub async fn replicate(self: Arc<Self>) {
+        // When each lease is next taken or renewed, and who was said to hold it.
+        let mut due: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+        let mut said: BTreeMap<String, String> = BTreeMap::new();
+        loop {
+            for keeper in self.connector.keepers() {
+                let now = std::time::Instant::now();
+                if due.get(&keeper.name).is_none_or(|d| *d <= now) {
+                    let next = self.keep_lease(&keeper, &mut said).await;
+                    due.insert(keeper.name.clone(), now + next);
+                }
+            }
+            if let Err(e) = self.sync_once().await {
+                tracing::warn!("cannot read the shared store: {e}; trying again");
+            }
+            tokio::select! {
+                _ = self.stopping.cancelled() => return,
+                _ = tokio::time::sleep(SYNC_EVERY) => {}
+            }
+        }
+    }
+
+    /// Takes or renews one lease, and says so when whose it is changed; how long until
+    /// the next try (a standby replica tries again the moment the lease runs out).
+    async fn keep_lease(
+        &self,
+        keeper: &crate::store::LeaseKeeper,
+        said: &mut BTreeMap<String, String>,
+    ) -> Duration {
+        use crate::store::{LEASE_RENEW, Standing};
+        let standing = keeper.tick().await;
+        self.metrics
+            .lease_held(&keeper.name, keeper.lease().is_some());
+        let (now, next) = match standing {
+            Ok(Standing::Holding { .. }) => (keeper.holder.clone(), LEASE_RENEW),
+            Ok(Standing::Standby { holder, until_ms }) => {
+                let left = until_ms.saturating_sub(crate::engine::launch_notes::now_ms());
+                let next = Duration::from_millis(left + 50).min(LEASE_RENEW);
+                (holder, next)
+            }
+            Err(e) => {
+                tracing::warn!(lease = %keeper.name, "could not reach the store to renew the lease: {e}");
+                return Duration::from_secs(1);
+            }
+        };
+        if said.get(&keeper.name) == Some(&now) {
+            return next;
+        }
+        if now == keeper.holder {
+            tracing::info!(lease = %keeper.name, "this replica ({now}) holds the lease of {}: it runs the launches there", keeper.name);
+        } else {
+            tracing::info!(lease = %keeper.name, "standing by: {now} holds the lease of {} and runs the launches there", keeper.name);
+        }
+        said.insert(keeper.name.clone(), now);
+        next
+    }
+
+    /// One look at the shared table.
+    async fn sync_once(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        for id in self.store.index().await?.into_keys() {
+            match self.registry.get(&id) {
+                None => {
+                    let Some(record) = self.store.get_record(&id).await? else {
+                        continue;
+                    };
+                    let events = self.store.events_from(&id, 1).await?;
+                    self.registry.insert(Launch::new(record, events));
+                }
+                Some(l) if l.mirrored() => {
+                    if !l.state().is_active() {
+                        continue;
+                    }
+                    // The record first: the events written before it come with it.
+                    let record = self.store.get_record(&id).await?;
+                    let events = self.store.events_from(&id, l.event_count() + 1).await?;
+                    l.mirror(record, events);
+                }
+                Some(l) => {
+                    if l.state().is_active() && self.store.cancel_requested(&id).await? {
+                        l.cancel(false);
+                    }
+                }
+            }
+        }
+        for l in self.registry.all() {
+            if !l.mirrored() || !l.state().is_active() {
+                continue;
+            }
+            if let Err(e) = api::take_over(self, &l).await {
+                l.unclaim();
+                tracing::warn!(
+                    "cannot carry launch {} on here: {}",
+                    l.id(),
+                    e.body["error"]["title"]
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,21 @@
-//! What the server keeps on disk under its state directory: each launch's record
-//! (`launches/ID.json`) and event log (`launches/ID.events`, one JSON event a line, its
-//! id is its line number), and the Idempotency-Key table (`idempotency.json`).
+//! What the server keeps: on one machine, under its state directory, each launch's
+//! record (`launches/ID.json`) and event log (`launches/ID.events`, one JSON event a
+//! line, its id is its line number), and the Idempotency-Key table
+//! (`idempotency.json`).
+//!
+//! Replicas (`--store dynamodb://TABLE`) keep the same in the shared table instead:
+//! `launch#ID` (the record), `events#ID#N` (events N, N+1 …, written together, each
+//! chunk only where none is yet: the ids stay gap-free whoever writes them),
+//! `launches` (the ids of every launch), `idempotency#KEY`. The replica running a
+//! launch writes them under its lease's epoch, so a replica that lost the lease writes
+//! nothing more.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::store::{Expect, Lease, StoreError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -96,12 +107,25 @@ pub struct Record {
     /// Why the run could not start when its turn in the queue came (catalogue shape).
     #[serde(default)]
     pub error: Option<Value>,
+    /// With replicas: the lease (`ACCOUNT/REGION`) whose holder runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
-/// The files of the state directory.
+/// The files of the state directory, or the table replicas share.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    shared: Option<Arc<dyn crate::store::Store>>,
+}
+
+/// The largest chunk of events written as one item (DynamoDB's items hold 400 KB).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A launch as the `launches` index of the shared table names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Indexed {
+    pub created_ms: u128,
 }
 
 /// Writes `bytes` to `path` through a new file renamed over it, so a crash leaves the
@@ -125,7 +149,21 @@ impl Store {
     pub fn new(state_dir: &Path) -> Store {
         Store {
             dir: state_dir.to_path_buf(),
+            shared: None,
         }
+    }
+
+    /// The table replicas share, keeping what the state directory would.
+    pub fn shared(state_dir: &Path, table: Arc<dyn crate::store::Store>) -> Store {
+        Store {
+            dir: state_dir.to_path_buf(),
+            shared: Some(table),
+        }
+    }
+
+    /// The shared table, with replicas.
+    pub fn table(&self) -> Option<&Arc<dyn crate::store::Store>> {
+        self.shared.as_ref()
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -192,5 +230,174 @@ impl Store {
     pub fn save_keys(&self, keys: &BTreeMap<String, (String, String)>) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(keys).expect("serializes");
         write_atomic(&self.dir.join("idempotency.json"), &bytes)
+    }
+}
+
+fn record_key(id: &str) -> String {
+    format!("launch#{id}")
+}
+
+fn events_key(id: &str, first: usize) -> String {
+    format!("events#{id}#{first}")
+}
+
+fn cancel_key(id: &str) -> String {
+    format!("cancel#{id}")
+}
+
+fn idempotency_key(key: &str) -> String {
+    format!("idempotency#{key}")
+}
+
+const INDEX: &str = "launches";
+
+/// What the shared table holds; each method is one or a few requests.
+impl Store {
+    fn table_or_err(&self) -> Result<&Arc<dyn crate::store::Store>, StoreError> {
+        self.shared
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no shared store".into()))
+    }
+
+    /// Keeps a new launch: its record, then its id in the index.
+    pub async fn create(&self, record: &Record) -> Result<(), StoreError> {
+        let table = self.table_or_err()?;
+        let body = serde_json::to_string(record).expect("serializes");
+        table
+            .put(&record_key(&record.id), &body, Expect::Absent, None)
+            .await?;
+        let (id, created_ms) = (record.id.clone(), record.created_ms);
+        crate::store::update(
+            table.as_ref(),
+            INDEX,
+            |index: &mut BTreeMap<String, Indexed>| {
+                index.insert(id.clone(), Indexed { created_ms }).is_none()
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a launch's record: under `fence` (the lease its runner holds), or, with
+    /// none, as any replica may (a launch no replica runs).
+    pub async fn put_record(
+        &self,
+        record: &Record,
+        fence: Option<&Lease>,
+    ) -> Result<(), StoreError> {
+        let table = self.table_or_err()?;
+        let body = serde_json::to_string(record).expect("serializes");
+        table
+            .put(&record_key(&record.id), &body, Expect::Any, fence)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes events `first`, `first + 1` … of launch `id` under `fence`; false when
+    /// another replica wrote `first` already.
+    pub async fn put_events(
+        &self,
+        id: &str,
+        first: usize,
+        lines: &[String],
+        fence: &Lease,
+    ) -> Result<bool, StoreError> {
+        let table = self.table_or_err()?;
+        let body = serde_json::to_string(lines).expect("serializes");
+        table
+            .put(&events_key(id, first), &body, Expect::Absent, Some(fence))
+            .await
+    }
+
+    /// Every launch id the table knows.
+    pub async fn index(&self) -> Result<BTreeMap<String, Indexed>, StoreError> {
+        let doc = self.table_or_err()?.get(INDEX).await?;
+        Ok(doc
+            .and_then(|d| serde_json::from_str(&d.body).ok())
+            .unwrap_or_default())
+    }
+
+    /// A launch's record, as last written.
+    pub async fn get_record(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        let doc = self.table_or_err()?.get(&record_key(id)).await?;
+        Ok(doc.and_then(|d| serde_json::from_str(&d.body).ok()))
+    }
+
+    /// The events of launch `id` from `first` on, as far as written.
+    pub async fn events_from(&self, id: &str, first: usize) -> Result<Vec<String>, StoreError> {
+        let table = self.table_or_err()?;
+        let mut out = vec![];
+        loop {
+            let Some(doc) = table.get(&events_key(id, first + out.len())).await? else {
+                return Ok(out);
+            };
+            let lines: Vec<String> = serde_json::from_str(&doc.body).unwrap_or_default();
+            if lines.is_empty() {
+                return Ok(out);
+            }
+            out.extend(lines);
+        }
+    }
+
+    /// Asks the replica running launch `id` to cancel it.
+    pub async fn request_cancel(&self, id: &str) -> Result<(), StoreError> {
+        self.table_or_err()?
+            .put(&cancel_key(id), "true", Expect::Any, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether a replica asked for launch `id` to be cancelled.
+    pub async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.table_or_err()?.get(&cancel_key(id)).await?.is_some())
+    }
+
+    /// The request hash and launch id the Idempotency-Key `key` was claimed for.
+    pub async fn known_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        let doc = self.table_or_err()?.get(&idempotency_key(key)).await?;
+        Ok(doc.and_then(|d| serde_json::from_str(&d.body).ok()))
+    }
+
+    /// Claims the Idempotency-Key `key` for the request hashed `hash` and the launch
+    /// `id`; the claim that was there first, when another request made one. With
+    /// `over`, the claim replaces one whose launch was never made.
+    pub async fn claim_key(
+        &self,
+        key: &str,
+        hash: &str,
+        id: &str,
+        over: bool,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let table = self.table_or_err()?;
+        let body = serde_json::to_string(&(hash, id)).expect("serializes");
+        let expect = if over { Expect::Any } else { Expect::Absent };
+        loop {
+            if table
+                .put(&idempotency_key(key), &body, expect, None)
+                .await?
+            {
+                return Ok(None);
+            }
+            if let Some(doc) = table.get(&idempotency_key(key)).await? {
+                return Ok(serde_json::from_str(&doc.body).ok());
+            }
+        }
+    }
+
+    /// The chunks `lines` are written in: each below DynamoDB's item size.
+    pub fn chunks(lines: &[String]) -> Vec<&[String]> {
+        let mut out = vec![];
+        let (mut start, mut size) = (0, 0);
+        for (i, l) in lines.iter().enumerate() {
+            if size + l.len() > CHUNK_BYTES && i > start {
+                out.push(&lines[start..i]);
+                (start, size) = (i, 0);
+            }
+            size += l.len() + 3;
+        }
+        if start < lines.len() {
+            out.push(&lines[start..]);
+        }
+        out
     }
 }

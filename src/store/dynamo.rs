@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
-    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
-use super::{Holder, Lease, Store, StoreError};
+use super::{Doc, Expect, Holder, Lease, Store, StoreError};
 
 /// The attribute DynamoDB's TTL removes items by (seconds since the Unix epoch), for
 /// records that end.
@@ -322,7 +322,8 @@ impl Table {
             .map(|item| get_s(&item, "body")))
     }
 
-    async fn write_notes(&self, lease: &Lease, body: &str) -> Result<(), StoreError> {
+    /// The check, in a transaction, that `lease` is still held at its epoch.
+    fn fence(&self, lease: &Lease) -> Result<TransactWriteItem, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .key("pk", s(&lease_key(&lease.name)))
@@ -331,6 +332,91 @@ impl Table {
             .expression_attribute_values(":e", n(lease.epoch))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Doc>, StoreError> {
+        Ok(self.item(key).await?.map(|item| Doc {
+            body: get_s(&item, "body"),
+            version: get_n(&item, "ver"),
+        }))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: &str,
+        expect: Expect,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        let condition = match expect {
+            Expect::Absent => Some("attribute_not_exists(pk)"),
+            Expect::Version(_) => Some("ver = :v"),
+            Expect::Any => None,
+        };
+        let mut values = HashMap::from([(":b".to_string(), s(body)), (":one".into(), n(1))]);
+        if let Expect::Version(v) = expect {
+            values.insert(":v".into(), n(v));
+        }
+        let Some(lease) = fence else {
+            let done = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(key))
+                .update_expression("SET body = :b ADD ver :one")
+                .set_condition_expression(condition.map(str::to_string))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            return match done {
+                Ok(_) => Ok(true),
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+                Err(e) => Err(unavailable(e)),
+            };
+        };
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(key))
+            .update_expression("SET body = :b ADD ver :one")
+            .set_condition_expression(condition.map(str::to_string))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(self.fence(lease)?)
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if e.err().code() == Some("TransactionCanceledException") =>
+            {
+                // Which condition failed: the lease's (first) or the item's (second).
+                let reasons = match e.err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons().to_vec(),
+                    _ => vec![],
+                };
+                let failed = |i: usize| {
+                    reasons
+                        .get(i)
+                        .and_then(|r| r.code())
+                        .is_some_and(|c| c == "ConditionalCheckFailed")
+                };
+                if failed(1) && !failed(0) {
+                    Ok(false)
+                } else {
+                    Err(StoreError::Fenced(lease.name.clone()))
+                }
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn write_notes(&self, lease: &Lease, body: &str) -> Result<(), StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("pk", s(&notes_key(&lease.name)))
@@ -341,7 +427,7 @@ impl Table {
         let written = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(self.fence(lease)?)
             .transact_items(TransactWriteItem::builder().put(put).build())
             .send()
             .await;
@@ -390,6 +476,23 @@ impl Store for DynamoStore {
     async fn write_notes(&self, lease: &Lease, body: &str) -> Result<(), StoreError> {
         let (lease, body) = (lease.clone(), body.to_string());
         self.on_own(move |t| async move { t.write_notes(&lease, &body).await })
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Doc>, StoreError> {
+        let key = key.to_string();
+        self.on_own(move |t| async move { t.get(&key).await }).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: &str,
+        expect: Expect,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        let (key, body, fence) = (key.to_string(), body.to_string(), fence.cloned());
+        self.on_own(move |t| async move { t.put(&key, &body, expect, fence.as_ref()).await })
             .await
     }
 }

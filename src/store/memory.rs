@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Holder, Lease, Store, StoreError};
+use super::{Doc, Expect, Holder, Lease, Store, StoreError};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     leases: Mutex<BTreeMap<String, Holder>>,
     notes: Mutex<BTreeMap<String, String>>,
+    docs: Mutex<BTreeMap<String, Doc>>,
 }
 
 #[async_trait]
@@ -79,5 +80,42 @@ impl Store for MemoryStore {
             }
             _ => Err(StoreError::Fenced(lease.name.clone())),
         }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Doc>, StoreError> {
+        Ok(self.docs.lock().unwrap().get(key).cloned())
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: &str,
+        expect: Expect,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError> {
+        let leases = self.leases.lock().unwrap();
+        if let Some(lease) = fence {
+            match leases.get(&lease.name) {
+                Some(h) if h.holder == lease.holder && h.epoch == lease.epoch => {}
+                _ => return Err(StoreError::Fenced(lease.name.clone())),
+            }
+        }
+        let mut docs = self.docs.lock().unwrap();
+        let version = docs.get(key).map(|d| d.version);
+        let holds = match expect {
+            Expect::Absent => version.is_none(),
+            Expect::Version(v) => version == Some(v),
+            Expect::Any => true,
+        };
+        if holds {
+            docs.insert(
+                key.to_string(),
+                Doc {
+                    body: body.to_string(),
+                    version: version.unwrap_or(0) + 1,
+                },
+            );
+        }
+        Ok(holds)
     }
 }

@@ -87,6 +87,65 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes the notes document of `lease`, only while `lease` is held at its epoch:
     /// [`StoreError::Fenced`] otherwise.
     async fn write_notes(&self, lease: &Lease, body: &str) -> Result<(), StoreError>;
+
+    /// The document kept under `key`, with its version.
+    async fn get(&self, key: &str) -> Result<Option<Doc>, StoreError>;
+
+    /// Writes `body` under `key` when `expect` holds of the item as it stands (then its
+    /// version grows by one), and, with `fence`, only while that lease is held at its
+    /// epoch ([`StoreError::Fenced`] otherwise). False when `expect` did not hold.
+    async fn put(
+        &self,
+        key: &str,
+        body: &str,
+        expect: Expect,
+        fence: Option<&Lease>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A document the store keeps under a key: serve's launch records, their events,
+/// idempotency keys, sessions and quota-request notes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    pub body: String,
+    /// 1 for the first write, one more for each write since.
+    pub version: u64,
+}
+
+/// What a [`Store::put`] expects of the item it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// That there is none yet: of two replicas writing the same new key, one lands.
+    Absent,
+    /// That it is at this version still (read, changed, written back).
+    Version(u64),
+    /// Nothing.
+    Any,
+}
+
+/// Reads `key`, changes it with `change` (None: leave it) and writes it back at the
+/// version read, again from a fresh read when another writer came between. Returns the
+/// document as written or found.
+pub async fn update<T, F>(store: &dyn Store, key: &str, mut change: F) -> Result<T, StoreError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default,
+    F: FnMut(&mut T) -> bool,
+{
+    loop {
+        let doc = store.get(key).await?;
+        let mut value: T = doc
+            .as_ref()
+            .and_then(|d| serde_json::from_str(&d.body).ok())
+            .unwrap_or_default();
+        if !change(&mut value) {
+            return Ok(value);
+        }
+        let body = serde_json::to_string(&value).expect("serializes");
+        let expect = doc.map_or(Expect::Absent, |d| Expect::Version(d.version));
+        if store.put(key, &body, expect, None).await? {
+            return Ok(value);
+        }
+    }
 }
 
 /// Where state is kept, as named by `--store`, `PRISM_STORE` or the settings file.

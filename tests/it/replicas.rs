@@ -259,3 +259,151 @@ fn file_has(log: &Path, needle: &str) -> Result<(), String> {
         Err(text)
     }
 }
+
+/// A `prism serve` replica on the shared table, its log in `NAME.log`.
+fn serve_replica(emu: &Emulator, name: &str) -> (crate::serve::Server, PathBuf) {
+    let state = emu.dir.path().join(format!("{name}-state"));
+    std::fs::create_dir_all(&state).unwrap();
+    let log = emu.dir.path().join(format!("{name}.log"));
+    let server = crate::serve::start_logged(
+        emu,
+        &state,
+        &["--store", STORE],
+        &[],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    (server, log)
+}
+
+/// The (id, event name) of each event a stream gave, as they come.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>;
+
+/// Follows launch `id`'s event stream on `port` from the start until the stream ends or
+/// its server dies: (id, event name) of each event, as they come.
+fn follow(port: u16, token: &str, id: &str) -> (Seen, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let seen = Seen::default();
+    let out = seen.clone();
+    let req = format!(
+        "GET /api/v1/workspaces/bulk-launch/{id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    );
+    let reader = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let (mut n, mut name) = (0, String::new());
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { return };
+            if let Some(v) = line.strip_prefix("id: ") {
+                n = v.parse().unwrap();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                name = v.to_string();
+            } else if line.starts_with("data: ") && n > 0 {
+                out.lock().unwrap().push((n, name.clone()));
+            }
+        }
+    });
+    (seen, reader)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
+    let emu = Emulator::start();
+    manifest(&emu);
+    emu.set_quota("ec2", "L-1216C47A", 256.0);
+    let (mut a, a_log) = serve_replica(&emu, "a");
+    let (b, b_log) = serve_replica(&emu, "b");
+    assert_eq!(a.token, b.token, "the replicas share the table's API token");
+    // One launch at a time (an explicit pace): long enough to die in the middle of.
+    let body = serde_json::json!({
+        "manifest": crate::serve::manifest("class", 100, "{rate_per_minute: 300, burst_size: 5}"),
+    });
+    let (st, _, created) = a.call(
+        "POST",
+        "/api/v1/workspaces/bulk-launch",
+        &[("Idempotency-Key", "class-1")],
+        Some(&body),
+    );
+    assert_eq!(st, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    // Any replica answers for it, and the same key names the same launch on B.
+    let (st, _, again) = b.call(
+        "POST",
+        "/api/v1/workspaces/bulk-launch",
+        &[("Idempotency-Key", "class-1")],
+        Some(&body),
+    );
+    assert_eq!(
+        (st, again["id"].as_str()),
+        (202, Some(id.as_str())),
+        "{again}"
+    );
+    let (on_a, reader) = follow(a.port, &a.token, &id);
+    eventually(
+        "B to show the launch's progress",
+        Duration::from_secs(60),
+        || {
+            let l = b.launch(&id);
+            if l["progress"]["completed"].as_u64() >= Some(20) {
+                Ok(())
+            } else {
+                Err(l)
+            }
+        },
+    );
+
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let died = Instant::now();
+    reader.join().unwrap();
+    let seen_on_a = on_a.lock().unwrap().clone();
+    let last = seen_on_a.last().map_or(0, |e| e.0);
+    assert!(last > 0, "A sent events before it died");
+    eventually("B to take the launch over", TAKEOVER, || {
+        if read(&b_log).contains(&format!("takes launch {id} of fleet `class` over")) {
+            Ok(())
+        } else {
+            Err(read(&b_log))
+        }
+    });
+    eprintln!(
+        "launch taken over {:?} after its replica was killed",
+        died.elapsed()
+    );
+    let done = b.until_over(&id);
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", read(&b_log));
+    assert_eq!(done["progress"]["completed"], 100, "{done}");
+
+    // The stream followed on A goes on from B with Last-Event-ID: every event once.
+    let (st, rest) = b.events(&id, Some(last));
+    assert_eq!(st, 200);
+    let ids: Vec<usize> = seen_on_a
+        .iter()
+        .map(|e| e.0)
+        .chain(rest.iter().map(|e| e.0))
+        .collect();
+    let total = done["events"].as_u64().unwrap() as usize;
+    assert_eq!(
+        ids,
+        (1..=total).collect::<Vec<_>>(),
+        "each event exactly once, in order"
+    );
+    assert_eq!(
+        rest.last().map(|e| e.1.as_str()),
+        Some("summary"),
+        "{:?}",
+        &rest[rest.len().saturating_sub(5)..]
+    );
+    let (_, all) = b.events(&id, None);
+    assert_eq!(all.len(), total);
+
+    // Exactly one instance per workspace, ever.
+    let counts = per_workspace(&emu, "class").await;
+    assert_eq!(counts.len(), 100, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    assert_eq!(
+        crate::emulator::fleet_instances(&emu, "class").await.len(),
+        100,
+        "no instance launched twice"
+    );
+    assert!(!read(&a_log).is_empty());
+}

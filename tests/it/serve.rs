@@ -228,7 +228,7 @@ impl Server {
     }
 
     /// The SSE stream from `after`: (id, event name, data) of every event.
-    fn events(&self, id: &str, after: Option<usize>) -> (u16, Vec<(usize, String, Value)>) {
+    pub fn events(&self, id: &str, after: Option<usize>) -> (u16, Vec<(usize, String, Value)>) {
         let last = after
             .map(|a| format!("Last-Event-ID: {a}\r\n"))
             .unwrap_or_default();

@@ -542,8 +542,10 @@ pub async fn resume(
 }
 
 pub async fn cancel(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    if let Ok(l) = api::find(&app, &id) {
-        l.cancel(false);
+    if let Ok(l) = api::find(&app, &id)
+        && let Err(e) = api::cancel_anywhere(&app, &l).await
+    {
+        return e.into_response();
     }
     Redirect::to(&format!("/launches/{id}")).into_response()
 }
