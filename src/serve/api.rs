@@ -264,7 +264,7 @@ async fn start(
         Ok(turn) => Start::Now(turn, span.in_scope(|| engine.run(job, opts))),
         Err(_) => queued(app, manifest, request, slot, span),
     };
-    launch.start(how, app.store.clone(), keeper);
+    launch.start(how, app.store.clone(), keeper, None);
     Ok(())
 }
 
@@ -345,7 +345,21 @@ pub async fn take_over(app: &Arc<App>, launch: &Arc<Launch>) -> Result<bool, Api
     let engine = app.connector.engine(&manifest).await?;
     let slot = app.slot(engine.cloud().region());
     let how = queued(app, &manifest, record.request, slot, launch.span());
-    launch.start(how, app.store.clone(), Some(keeper));
+    // Said in the launch's own events, when a run had begun: a client following it
+    // sees where it went on.
+    let began = launch.state() == LaunchState::Running;
+    let said = json!({
+        "event": "taken_over",
+        "replica": keeper.holder,
+        "lease": keeper.name,
+        "message": format!("carried on by replica {}, which holds the lease of {} now", keeper.holder, keeper.name),
+    });
+    launch.start(
+        how,
+        app.store.clone(),
+        Some(keeper),
+        began.then(|| said.to_string()),
+    );
     if cancel {
         launch.cancel(false);
     }

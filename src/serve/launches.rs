@@ -225,16 +225,18 @@ fn event_name(v: &Value) -> String {
     v["event"].as_str().unwrap_or("event").to_string()
 }
 
+/// The name of the event a JSON line holds.
+fn event_name_of(line: &str) -> String {
+    serde_json::from_str::<Value>(line)
+        .map(|v| event_name(&v))
+        .unwrap_or_default()
+}
+
 impl Launch {
     pub fn new(record: Record, events: Vec<String>) -> Arc<Launch> {
         let events: Vec<(String, String)> = events
             .into_iter()
-            .map(|line| {
-                let name = serde_json::from_str::<Value>(&line)
-                    .map(|v| event_name(&v))
-                    .unwrap_or_default();
-                (name, line)
-            })
+            .map(|line| (event_name_of(&line), line))
             .collect();
         let (count, _) = watch::channel(events.len());
         Arc::new(Launch {
@@ -353,7 +355,15 @@ impl Launch {
         tracing::info_span!("launch", launch_id = %self.id(), fleet = %self.fleet())
     }
 
-    pub fn start(self: &Arc<Self>, start: Start, store: Store, lease: Option<Arc<LeaseKeeper>>) {
+    /// With `lease` (replicas), its events and record are written to the shared table
+    /// under that lease, `first` (an event line) before the run's own.
+    pub fn start(
+        self: &Arc<Self>,
+        start: Start,
+        store: Store,
+        lease: Option<Arc<LeaseKeeper>>,
+        first: Option<String>,
+    ) {
         let launch = self.clone();
         let flushed = self.clone();
         let span = self.span();
@@ -368,6 +378,10 @@ impl Launch {
             }
             if let Some(keeper) = lease {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                if let Some(line) = first {
+                    let _ = tx.send(Out::Event(event_name_of(&line), line));
+                    inner.unwritten += 1;
+                }
                 inner.outbox = Some(tx);
                 inner.writer = Some(tokio::spawn(
                     write_out(self.clone(), store.clone(), keeper, rx).instrument(span.clone()),
@@ -469,10 +483,12 @@ impl Launch {
 
     fn take(&self, e: &Stamped, progress: &Progress, store: &Store) {
         let line = crate::engine::progress::json_line(e, progress);
-        let name = serde_json::from_str::<Value>(&line)
-            .map(|v| event_name(&v))
-            .unwrap_or_default();
+        let name = event_name_of(&line);
         let mut inner = self.lock();
+        if store.table().is_some() && inner.outbox.is_none() {
+            // Handed over: what the run here still says is not the launch's any more.
+            return;
+        }
         let (mut p, mut w) = progress_view(progress);
         with_carried(&inner.carried, &mut p, &mut w);
         inner.record.progress = p;
@@ -592,10 +608,7 @@ impl Launch {
                 return;
             }
             for line in events {
-                let name = serde_json::from_str::<Value>(&line)
-                    .map(|v| event_name(&v))
-                    .unwrap_or_default();
-                inner.events.push((name, line));
+                inner.events.push((event_name_of(&line), line));
             }
             if let Some(r) = record {
                 inner.record = r;

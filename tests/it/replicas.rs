@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::emulator::{Emulator, Running, per_workspace, prism_command, stderr, stdout};
 use crate::eventually::eventually;
+use crate::serve::Server;
 use crate::watch::until_live;
 
 const STORE: &str = "dynamodb://prism-state";
@@ -305,15 +306,15 @@ fn follow(port: u16, token: &str, id: &str) -> (Seen, std::thread::JoinHandle<()
     (seen, reader)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
-    let emu = Emulator::start();
-    manifest(&emu);
+/// Two serve replicas on one table, A running a launch of 100 workspaces (at an
+/// explicit pace, long enough to stop A in the middle of it) that B shows 20 of done:
+/// (A, its log, B, its log, the launch's id).
+fn launching_on_a(emu: &Emulator) -> (Server, PathBuf, Server, PathBuf, String) {
+    manifest(emu);
     emu.set_quota("ec2", "L-1216C47A", 256.0);
-    let (mut a, a_log) = serve_replica(&emu, "a");
-    let (b, b_log) = serve_replica(&emu, "b");
+    let (a, a_log) = serve_replica(emu, "a");
+    let (b, b_log) = serve_replica(emu, "b");
     assert_eq!(a.token, b.token, "the replicas share the table's API token");
-    // One launch at a time (an explicit pace): long enough to die in the middle of.
     let body = serde_json::json!({
         "manifest": crate::serve::manifest("class", 100, "{rate_per_minute: 300, burst_size: 5}"),
     });
@@ -337,7 +338,6 @@ async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
         (202, Some(id.as_str())),
         "{again}"
     );
-    let (on_a, reader) = follow(a.port, &a.token, &id);
     eventually(
         "B to show the launch's progress",
         Duration::from_secs(60),
@@ -350,33 +350,29 @@ async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
             }
         },
     );
+    (a, a_log, b, b_log, id)
+}
 
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
-    let died = Instant::now();
-    reader.join().unwrap();
-    let seen_on_a = on_a.lock().unwrap().clone();
-    let last = seen_on_a.last().map_or(0, |e| e.0);
-    assert!(last > 0, "A sent events before it died");
+/// Waits until B says it took launch `id` over: how long after `since`.
+fn taken_over(b_log: &Path, id: &str, since: Instant) -> Duration {
     eventually("B to take the launch over", TAKEOVER, || {
-        if read(&b_log).contains(&format!("takes launch {id} of fleet `class` over")) {
-            Ok(())
-        } else {
-            Err(read(&b_log))
-        }
+        file_has(b_log, &format!("takes launch {id} of fleet `class` over"))
     });
-    eprintln!(
-        "launch taken over {:?} after its replica was killed",
-        died.elapsed()
-    );
-    let done = b.until_over(&id);
-    assert_eq!(done["state"], "succeeded", "{done}\n{}", read(&b_log));
-    assert_eq!(done["progress"]["completed"], 100, "{done}");
+    since.elapsed()
+}
 
-    // The stream followed on A goes on from B with Last-Event-ID: every event once.
-    let (st, rest) = b.events(&id, Some(last));
+/// The launch ended on B with every workspace done; the events a client saw before
+/// (`before`, from the start) and then from B with `Last-Event-ID` are each event
+/// exactly once, in order; the fleet has one instance per workspace, and never had
+/// more.
+async fn done_once(emu: &Emulator, b: &Server, b_log: &Path, id: &str, before: &[(usize, String)]) {
+    let done = b.until_over(id);
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", read(b_log));
+    assert_eq!(done["progress"]["completed"], 100, "{done}");
+    let last = before.last().map_or(0, |e| e.0);
+    let (st, rest) = b.events(id, Some(last));
     assert_eq!(st, 200);
-    let ids: Vec<usize> = seen_on_a
+    let ids: Vec<usize> = before
         .iter()
         .map(|e| e.0)
         .chain(rest.iter().map(|e| e.0))
@@ -393,17 +389,75 @@ async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
         "{:?}",
         &rest[rest.len().saturating_sub(5)..]
     );
-    let (_, all) = b.events(&id, None);
-    assert_eq!(all.len(), total);
-
-    // Exactly one instance per workspace, ever.
-    let counts = per_workspace(&emu, "class").await;
+    assert!(
+        rest.iter().any(|e| e.1 == "taken_over"),
+        "the stream says where the launch was carried on"
+    );
+    let counts = per_workspace(emu, "class").await;
     assert_eq!(counts.len(), 100, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     assert_eq!(
-        crate::emulator::fleet_instances(&emu, "class").await.len(),
+        crate::emulator::fleet_instances(emu, "class").await.len(),
         100,
         "no instance launched twice"
     );
-    assert!(!read(&a_log).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
+    let emu = Emulator::start();
+    let (mut a, _, b, b_log, id) = launching_on_a(&emu);
+    let (on_a, reader) = follow(a.port, &a.token, &id);
+    std::thread::sleep(Duration::from_secs(1));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let died = Instant::now();
+    reader.join().unwrap();
+    let seen_on_a = on_a.lock().unwrap().clone();
+    assert!(!seen_on_a.is_empty(), "A sent events before it died");
+    let took = taken_over(&b_log, &id, died);
+    assert!(took <= TAKEOVER, "taken over after {took:?}");
+    eprintln!("launch taken over {took:?} after its replica was killed");
+    done_once(&emu, &b, &b_log, &id, &seen_on_a).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_serve_replica_paused_past_its_lease_writes_and_launches_nothing_when_it_wakes() {
+    let emu = Emulator::start();
+    let (a, a_log, b, b_log, id) = launching_on_a(&emu);
+    let pid = a.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    let paused = Instant::now();
+    taken_over(&b_log, &id, paused);
+    // Awake again in the middle of B's run: A's next write is refused (another epoch),
+    // so it stops its run and shows the launch as the table has it.
+    let woke_at = read(&a_log).len();
+    signal("-CONT");
+    eventually("A to find its lease lost", TAKEOVER, || {
+        file_has(&a_log, "this replica lost the lease")
+    });
+    done_once(&emu, &b, &b_log, &id, &[]).await;
+    let on_a = eventually("A to show the end", Duration::from_secs(10), || {
+        let l = a.launch(&id);
+        if l["state"] == "succeeded" {
+            Ok(l)
+        } else {
+            Err(l)
+        }
+    });
+    assert_eq!(on_a["events"], b.launch(&id)["events"]);
+    let since_waking = read(&a_log)[woke_at..].to_string();
+    assert!(
+        !since_waking.contains("takes launch"),
+        "A took nothing back:\n{since_waking}"
+    );
 }

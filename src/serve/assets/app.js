@@ -12,7 +12,7 @@ document.addEventListener("securitypolicyviolation", (e) =>
 const EVENTS = ["started", "queued", "rate_limited", "rate_changed", "launching", "retrying",
   "zone_full", "zone_unavailable", "zone_available", "type_fallback", "launched", "confirmed", "launched_elsewhere",
   "changed", "running", "stopped", "failed", "skipped", "waiting_for_quota", "quota_available",
-  "interrupted", "summary", "message"];
+  "interrupted", "summary", "message", "taken_over"];
 
 const LABELS = {
   queued: "queued", waiting_for_limiter: "queued", launching: "launching",
