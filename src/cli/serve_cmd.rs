@@ -354,14 +354,14 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
             ),
         ));
     }
-    let sessions = Sessions::load(
-        &state,
-        Lifetimes {
-            idle: args.session_idle,
-            absolute: args.session_max,
-        },
-        args.rotate_token,
-    );
+    let lifetimes = Lifetimes {
+        idle: args.session_idle,
+        absolute: args.session_max,
+    };
+    let sessions = match &table {
+        Some(t) => Sessions::shared(t.clone(), lifetimes, args.rotate_token),
+        None => Sessions::load(&state, lifetimes, args.rotate_token),
+    };
     let guard = Guard::new(api_token, door, sessions);
     let connector = Arc::new(Engines {
         global: GlobalArgs {

@@ -135,7 +135,7 @@ impl App {
         };
         Arc::new(App {
             keys: Mutex::new(store.load_keys()),
-            notes: quotas::Notes::load(state_dir),
+            notes: quotas::Notes::load(state_dir, store.table().cloned()),
             last_survey: Mutex::new(None),
             open_requests: Mutex::new(None),
             survey_turn: tokio::sync::Mutex::new(()),

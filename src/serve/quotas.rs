@@ -50,10 +50,12 @@ pub struct Note {
 pub struct Notes {
     path: PathBuf,
     notes: Mutex<BTreeMap<String, Note>>,
+    /// With replicas: the notes every replica shares (`quota-notes` in the table).
+    shared: Option<crate::store::SharedDoc<BTreeMap<String, Note>>>,
 }
 
 impl Notes {
-    pub fn load(state_dir: &Path) -> Notes {
+    pub fn load(state_dir: &Path, table: Option<std::sync::Arc<dyn crate::store::Store>>) -> Notes {
         let path = state_dir.join("quota-requests.json");
         let notes = std::fs::read(&path)
             .ok()
@@ -62,10 +64,20 @@ impl Notes {
         Notes {
             path,
             notes: Mutex::new(notes),
+            shared: table.map(|t| crate::store::SharedDoc::new(t, "quota-notes")),
         }
     }
 
     fn keep(&self, id: &str, note: Note) -> std::io::Result<()> {
+        if let Some(doc) = &self.shared {
+            return doc
+                .change(|notes| {
+                    notes.insert(id.to_string(), note.clone());
+                    true
+                })
+                .map(|_| ())
+                .map_err(std::io::Error::other);
+        }
         let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
         notes.insert(id.to_string(), note);
         let bytes = serde_json::to_vec_pretty(&*notes).expect("serializes");
@@ -73,6 +85,15 @@ impl Notes {
     }
 
     fn get(&self, id: &str) -> Option<Note> {
+        if let Some(doc) = &self.shared {
+            // A request sent through another replica a moment ago is read again.
+            let here = doc.read(std::time::Duration::from_secs(5));
+            return here.get(id).cloned().or_else(|| {
+                doc.read(std::time::Duration::from_millis(100))
+                    .get(id)
+                    .cloned()
+            });
+        }
         self.notes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -4,7 +4,9 @@
 //! with when it began, when it was last used, and the browser and address it began
 //! from. A session ends when it has been idle too long, when it is too old, when its
 //! browser signs out, when it is revoked from the Sessions page or the API, and when the
-//! token is rotated. A restart keeps the sessions that have not ended.
+//! token is rotated. A restart keeps the sessions that have not ended. Replicas
+//! (`--store`) share them in the table: a browser moving between replicas keeps its
+//! session, and one ended on any replica ends on all within two seconds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::store::SharedDoc;
 
 /// How long a session may go unused, and how long it may last at most.
 #[derive(Debug, Clone, Copy)]
@@ -60,10 +64,21 @@ pub struct Sessions {
     lifetimes: Lifetimes,
     /// SHA-256 (hex) of the session id → the session.
     by_digest: Mutex<BTreeMap<String, Session>>,
+    /// With replicas: the sessions every replica shares (`sessions` in the table);
+    /// `by_digest` is this replica's copy.
+    shared: Option<SharedDoc<BTreeMap<String, Session>>>,
 }
+
+type Map = BTreeMap<String, Session>;
 
 /// Last-use times are written to disk at most this often per session.
 const TOUCH_EVERY: u64 = 60;
+
+/// With replicas: how old this replica's copy of the sessions may be when it has the
+/// session asked for (so a session ended on another replica ends here within it), and
+/// when it has not (a session begun on another replica a moment ago).
+const SHARED_FRESH: Duration = Duration::from_secs(2);
+const SHARED_MISS: Duration = Duration::from_millis(100);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -97,8 +112,28 @@ impl Sessions {
             path: Some(path),
             lifetimes,
             by_digest: Mutex::new(by_digest),
+            shared: None,
         };
         sessions.save(&mut sessions.lock());
+        sessions
+    }
+
+    /// The sessions the replicas share in `table`; with `end_all` (a rotated token)
+    /// none survive, on any replica.
+    pub fn shared(
+        table: std::sync::Arc<dyn crate::store::Store>,
+        lifetimes: Lifetimes,
+        end_all: bool,
+    ) -> Sessions {
+        let sessions = Sessions {
+            path: None,
+            lifetimes,
+            by_digest: Mutex::new(BTreeMap::new()),
+            shared: Some(SharedDoc::new(table, "sessions")),
+        };
+        if end_all {
+            sessions.end_all();
+        }
         sessions
     }
 
@@ -108,6 +143,7 @@ impl Sessions {
             path: None,
             lifetimes,
             by_digest: Mutex::new(BTreeMap::new()),
+            shared: None,
         }
     }
 
@@ -115,7 +151,7 @@ impl Sessions {
         self.lifetimes
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
         self.by_digest.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -125,7 +161,7 @@ impl Sessions {
     }
 
     /// Drops the ended sessions and writes the rest.
-    fn save(&self, map: &mut BTreeMap<String, Session>) {
+    fn save(&self, map: &mut Map) {
         let at = now();
         map.retain(|_, s| self.live(s, at));
         if let Some(path) = &self.path {
@@ -134,6 +170,43 @@ impl Sessions {
                 tracing::warn!("cannot keep the sessions in {}: {e}", path.display());
             }
         }
+    }
+
+    /// Changes the sessions with `change` (false: it changed nothing) and keeps them,
+    /// ended ones dropped; what `change` said.
+    fn apply(&self, mut change: impl FnMut(&mut Map) -> bool) -> bool {
+        let Some(doc) = &self.shared else {
+            let mut map = self.lock();
+            let changed = change(&mut map);
+            if changed {
+                self.save(&mut map);
+            }
+            return changed;
+        };
+        let mut changed = false;
+        let kept = doc.change(|map| {
+            changed = change(map);
+            let before = map.len();
+            let at = now();
+            map.retain(|_, s| self.live(s, at));
+            changed || map.len() != before
+        });
+        match kept {
+            Ok(map) => *self.lock() = map,
+            Err(e) => tracing::warn!("cannot keep the sessions in the shared store: {e}"),
+        }
+        changed
+    }
+
+    /// With replicas: this replica's copy, read again when older than it may be for
+    /// the session `key` (or for a list, with None).
+    fn refresh(&self, key: Option<&str>) {
+        let Some(doc) = &self.shared else {
+            return;
+        };
+        let here = key.is_none_or(|k| self.lock().contains_key(k));
+        let map = doc.read(if here { SHARED_FRESH } else { SHARED_MISS });
+        *self.lock() = map;
     }
 
     /// Begins a session; returns its id (the cookie's value).
@@ -145,17 +218,17 @@ impl Sessions {
             .filter(|c| !c.is_control())
             .take(160)
             .collect();
-        let mut map = self.lock();
-        map.insert(
-            digest(&id),
-            Session {
-                began: at,
-                last_used: at,
-                browser,
-                address: address.to_string(),
-            },
-        );
-        self.save(&mut map);
+        let key = digest(&id);
+        let session = Session {
+            began: at,
+            last_used: at,
+            browser,
+            address: address.to_string(),
+        };
+        self.apply(|map| {
+            map.insert(key.clone(), session.clone());
+            true
+        });
         id
     }
 
@@ -163,42 +236,49 @@ impl Sessions {
     pub fn check(&self, id: &str) -> Option<String> {
         let key = digest(id);
         let at = now();
+        self.refresh(Some(&key));
         let mut map = self.lock();
         let session = map.get_mut(&key)?;
         if !self.live(session, at) {
-            map.remove(&key);
-            self.save(&mut map);
+            drop(map);
+            self.apply(|map| map.remove(&key).is_some());
             return None;
         }
         let write = at >= session.last_used + TOUCH_EVERY;
         session.last_used = at;
+        drop(map);
         if write {
-            self.save(&mut map);
+            self.apply(|map| match map.get_mut(&key) {
+                Some(s) => {
+                    s.last_used = at;
+                    true
+                }
+                None => false,
+            });
         }
         Some(handle(&key))
     }
 
     /// Ends the session named by `handle`; false when there is none.
     pub fn end(&self, handle_: &str) -> bool {
-        let mut map = self.lock();
-        let before = map.len();
-        map.retain(|k, _| handle(k) != handle_);
-        let ended = map.len() != before;
-        if ended {
-            self.save(&mut map);
-        }
-        ended
+        self.apply(|map| {
+            let before = map.len();
+            map.retain(|k, _| handle(k) != handle_);
+            map.len() != before
+        })
     }
 
     /// Ends every session.
     pub fn end_all(&self) {
-        let mut map = self.lock();
-        map.clear();
-        self.save(&mut map);
+        self.apply(|map| {
+            map.clear();
+            true
+        });
     }
 
     /// The live sessions, most recently used first.
     pub fn list(&self) -> Vec<SessionView> {
+        self.refresh(None);
         let at = now();
         let map = self.lock();
         let mut out: Vec<SessionView> = map

@@ -148,6 +148,63 @@ where
     }
 }
 
+/// A small document of the shared table kept in memory too (serve's sessions and
+/// quota-request notes), read again when older than asked, changed with
+/// [`update`]. Called from synchronous code: the store answers on its own thread.
+#[derive(Debug)]
+pub struct SharedDoc<T> {
+    table: Arc<dyn Store>,
+    key: String,
+    cached: std::sync::Mutex<(Option<std::time::Instant>, T)>,
+}
+
+impl<T> SharedDoc<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone,
+{
+    pub fn new(table: Arc<dyn Store>, key: &str) -> Self {
+        SharedDoc {
+            table,
+            key: key.to_string(),
+            cached: std::sync::Mutex::new((None, T::default())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<std::time::Instant>, T)> {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The document, read again when the copy here is older than `max_age`. When the
+    /// table cannot be reached, the copy here.
+    pub fn read(&self, max_age: Duration) -> T {
+        let (at, value) = self.lock().clone();
+        if at.is_some_and(|at| at.elapsed() < max_age) {
+            return value;
+        }
+        match futures::executor::block_on(self.table.get(&self.key)) {
+            Ok(doc) => {
+                let value: T = doc
+                    .and_then(|d| serde_json::from_str(&d.body).ok())
+                    .unwrap_or_default();
+                *self.lock() = (Some(std::time::Instant::now()), value.clone());
+                value
+            }
+            Err(e) => {
+                tracing::warn!("cannot read {} from the shared store: {e}", self.key);
+                value
+            }
+        }
+    }
+
+    /// Changes the document with `change` (false: leave it) as the table holds it now;
+    /// the document as it stands after.
+    pub fn change(&self, change: impl FnMut(&mut T) -> bool) -> Result<T, StoreError> {
+        let value = futures::executor::block_on(update(self.table.as_ref(), &self.key, change))?;
+        *self.lock() = (Some(std::time::Instant::now()), value.clone());
+        Ok(value)
+    }
+}
+
 /// Where state is kept, as named by `--store`, `PRISM_STORE` or the settings file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {

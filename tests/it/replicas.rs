@@ -461,3 +461,65 @@ async fn a_serve_replica_paused_past_its_lease_writes_and_launches_nothing_when_
         "A took nothing back:\n{since_waking}"
     );
 }
+
+/// The status of page `path` on `server` for a browser with session cookie `session`.
+fn page_status(server: &Server, path: &str, session: &str) -> u16 {
+    let port = server.port;
+    crate::serve::raw(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: prism_session={session}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .0
+}
+
+#[test]
+fn serve_replicas_share_browser_sessions_and_quota_request_notes() {
+    let emu = Emulator::start();
+    manifest(&emu);
+    let (a, _) = serve_replica(&emu, "a");
+    let (b, _) = serve_replica(&emu, "b");
+    // Signed in on A, the browser is let in by B (a load balancer may send it there).
+    let session = a.sign_in();
+    assert_eq!(page_status(&a, "/quotas", &session), 200);
+    assert_eq!(page_status(&b, "/quotas", &session), 200);
+    assert_eq!(page_status(&b, "/quotas", "no-such-session"), 303);
+
+    // A quota request sent through A is shown with its reason by B.
+    let (st, _, sent) = a.call(
+        "POST",
+        "/api/v1/quotas/requests",
+        &[],
+        Some(&serde_json::json!({"quota": "L-1216C47A", "desired_value": 128, "reason": "a class of 30"})),
+    );
+    assert_eq!(st, 201, "{sent}");
+    let request = sent["request_id"].as_str().unwrap();
+    let (st, _, shown) = b.call(
+        "GET",
+        &format!("/api/v1/quotas/requests/{request}"),
+        &[],
+        None,
+    );
+    assert_eq!(
+        (st, shown["reason"].as_str()),
+        (200, Some("a class of 30")),
+        "{shown}"
+    );
+
+    // Ended on B, the session ends on A too.
+    let (_, _, list) = b.call("GET", "/api/v1/sessions", &[], None);
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{list}");
+    let handle = sessions[0]["id"].as_str().unwrap();
+    let (st, _, _) = b.call("DELETE", &format!("/api/v1/sessions/{handle}"), &[], None);
+    assert!((200..300).contains(&st), "{st}");
+    eventually(
+        "A to end the session",
+        Duration::from_secs(5),
+        || match page_status(&a, "/quotas", &session) {
+            303 => Ok(()),
+            st => Err(st),
+        },
+    );
+}
