@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::engine::events::{Event, Stamped};
 use crate::engine::launch_notes::LaunchNotes;
 use crate::manifest;
-use crate::store::{LEASE_RENEW, LEASE_TTL, LeaseKeeper, Standing as LeaseStanding, StoreUrl};
+use crate::store::{LEASE_RENEW, LeaseKeeper, Standing as LeaseStanding, StoreUrl, keep_once};
 use crate::watch::{self, Notice, Pass, WatchOptions};
 
 #[derive(Debug, Args)]
@@ -85,7 +85,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
             let keeper = super::store_cmd::lease_keeper(&aws, table).await?;
             // Whose turn it is is known before the first pass.
             let mut last = None;
-            keep_lease_once(&keeper, &mut last, metrics.as_deref()).await;
+            keep_once(&keeper, &mut last, metrics.as_deref(), WORK).await;
             let notes = Arc::new(LaunchNotes::in_store(keeper.clone()));
             let kept = keep_lease(keeper, last, metrics.clone(), cancel.clone());
             (notes, Some(tokio::spawn(kept)))
@@ -389,54 +389,8 @@ async fn shutdown(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-/// Takes or renews the lease once, and says so when whose turn it is changed since
-/// `last`.
-async fn keep_lease_once(
-    keeper: &LeaseKeeper,
-    last: &mut Option<LeaseStanding>,
-    metrics: Option<&crate::metrics::Metrics>,
-) {
-    let standing = keeper.tick().await;
-    if let Some(m) = metrics {
-        m.lease_held(&keeper.name, keeper.lease().is_some());
-    }
-    match standing {
-        Ok(now) => {
-            let news = match (&now, last.as_ref()) {
-                (LeaseStanding::Holding { taken, .. }, _) => *taken,
-                (
-                    LeaseStanding::Standby { holder, .. },
-                    Some(LeaseStanding::Standby { holder: was, .. }),
-                ) => holder != was,
-                (LeaseStanding::Standby { .. }, _) => true,
-            };
-            if news {
-                match &now {
-                    LeaseStanding::Holding { epoch, .. } => tracing::info!(
-                        lease = %keeper.name,
-                        epoch,
-                        "this replica ({}) holds the lease of {}: it reconciles and launches",
-                        keeper.holder,
-                        keeper.name
-                    ),
-                    LeaseStanding::Standby { holder, .. } => tracing::info!(
-                        lease = %keeper.name,
-                        "standing by: {holder} holds the lease of {}; this replica takes over within {} if it stops renewing it",
-                        keeper.name,
-                        duration_text(LEASE_TTL)
-                    ),
-                }
-            }
-            *last = Some(now);
-        }
-        Err(e) => {
-            if keeper.lease().is_none() {
-                *last = None;
-            }
-            tracing::warn!(lease = %keeper.name, "could not reach the store to renew the lease: {e}; trying again in {}", duration_text(LEASE_RENEW));
-        }
-    }
-}
+/// What the holder of a watch's lease does.
+const WORK: &str = "it reconciles and launches";
 
 /// Keeps the lease (or waits for it) until `cancel`, then gives it up.
 async fn keep_lease(
@@ -445,10 +399,11 @@ async fn keep_lease(
     metrics: Option<Arc<crate::metrics::Metrics>>,
     cancel: CancellationToken,
 ) {
+    let mut next = last.as_ref().map_or(LEASE_RENEW, LeaseStanding::next_tick);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(LEASE_RENEW) => {
-                keep_lease_once(&keeper, &mut last, metrics.as_deref()).await;
+            () = tokio::time::sleep(next) => {
+                next = keep_once(&keeper, &mut last, metrics.as_deref(), WORK).await;
             }
             () = cancel.cancelled() => break,
         }

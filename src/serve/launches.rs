@@ -30,47 +30,47 @@ async fn write_out(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
 ) {
     let id = launch.id();
-    while let Some(first) = rx.recv().await {
-        // Events come in bursts: one write for each.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+    // The record is written when its state changes, else at most once a
+    // [`RECORD_EVERY`]: it carries every workspace's row.
+    let mut record: Option<Box<Record>> = None;
+    let mut written_state = None;
+    let mut written_at: Option<tokio::time::Instant> = None;
+    loop {
+        let due = written_at.map_or_else(tokio::time::Instant::now, |at| at + RECORD_EVERY);
+        let first = match &record {
+            Some(_) => match tokio::time::timeout_at(due, rx.recv()).await {
+                Ok(got) => got,
+                Err(_) => Some(Out::Flush),
+            },
+            None => rx.recv().await,
+        };
+        let closed = first.is_none();
+        let mut batch: Vec<Out> = first.into_iter().collect();
+        if !closed {
+            // Events come in bursts: one write for each.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
         }
         let mut events = vec![];
-        let mut record = None;
         for out in batch {
             match out {
                 Out::Event(name, line) => events.push((name, line)),
                 Out::Record(r) => record = Some(r),
+                Out::Flush => {}
             }
         }
-        let lines: Vec<String> = events.iter().map(|(_, l)| l.clone()).collect();
-        let mut written = 0;
-        for chunk in Store::chunks(&lines) {
-            let first = launch.event_count() + 1;
-            let done = with_lease(&keeper, |lease| {
-                let store = store.clone();
-                let (id, chunk) = (id.clone(), chunk.to_vec());
-                async move { store.put_events(&id, first, &chunk, &lease).await }
-            })
-            .await;
-            if done != Some(true) {
-                launch.handed_over();
-                return;
-            }
-            let n = {
-                let mut inner = launch.lock();
-                inner
-                    .events
-                    .extend(events[written..written + chunk.len()].iter().cloned());
-                inner.unwritten = inner.unwritten.saturating_sub(chunk.len());
-                inner.events.len()
-            };
-            written += chunk.len();
-            launch.count.send_replace(n);
+        if !write_events(&launch, &store, &keeper, &id, &events).await {
+            launch.handed_over();
+            return;
         }
-        if let Some(r) = record {
+        let write = record.as_ref().is_some_and(|r| {
+            closed
+                || written_state != Some(r.state)
+                || written_at.is_none_or(|at| at.elapsed() >= RECORD_EVERY)
+        });
+        if write && let Some(r) = record.take() {
             let done = with_lease(&keeper, |lease| {
                 let store = store.clone();
                 let r = r.clone();
@@ -81,12 +81,56 @@ async fn write_out(
                 launch.handed_over();
                 return;
             }
+            written_state = Some(r.state);
+            written_at = Some(tokio::time::Instant::now());
             // The record may say the launch ended: its streams end once they have
             // every event.
             let n = launch.event_count();
             launch.count.send_replace(n);
         }
+        if closed && record.is_none() {
+            return;
+        }
     }
+}
+
+/// How often at most a running launch's record is written to the shared table.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes `events` (name, line) after the launch's last, in chunks, and shows each
+/// chunk once written; false when the lease was lost.
+async fn write_events(
+    launch: &Launch,
+    store: &Store,
+    keeper: &LeaseKeeper,
+    id: &str,
+    events: &[(String, String)],
+) -> bool {
+    let lines: Vec<String> = events.iter().map(|(_, l)| l.clone()).collect();
+    let mut written = 0;
+    for chunk in Store::chunks(&lines) {
+        let first = launch.event_count() + 1;
+        let done = with_lease(keeper, |lease| {
+            let store = store.clone();
+            let (id, chunk) = (id.to_string(), chunk.to_vec());
+            async move { store.put_events(&id, first, &chunk, &lease).await }
+        })
+        .await;
+        if done != Some(true) {
+            return false;
+        }
+        let n = {
+            let mut inner = launch.lock();
+            inner
+                .events
+                .extend(events[written..written + chunk.len()].iter().cloned());
+            inner.unwritten = inner.unwritten.saturating_sub(chunk.len());
+            inner.events.len()
+        };
+        written += chunk.len();
+        launch.count.send_replace(n);
+    }
+    true
 }
 
 /// Runs `write` under the lease while it is held, again while the table cannot be
@@ -161,6 +205,8 @@ impl Inner {
 enum Out {
     Event(String, String),
     Record(Box<Record>),
+    /// Nothing came within the record's interval: write the record now.
+    Flush,
 }
 
 /// Adds to a run's `progress` and `workspaces` views the `carried` workspaces (from

@@ -76,6 +76,8 @@ pub trait Connector: Send + Sync {
 /// How often a replica reads what the others wrote: new launches, their progress and
 /// events, cancel requests.
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+/// … and how often while no launch it knows of runs.
+pub const SYNC_IDLE: Duration = Duration::from_secs(2);
 
 /// What the handlers share.
 pub struct App {
@@ -186,60 +188,34 @@ impl App {
     /// the launches whose lease this replica holds and no replica runs. Until the
     /// server stops.
     pub async fn replicate(self: Arc<Self>) {
-        // When each lease is next taken or renewed, and who was said to hold it.
-        let mut due: BTreeMap<String, std::time::Instant> = BTreeMap::new();
-        let mut said: BTreeMap<String, String> = BTreeMap::new();
+        // When each lease is next taken or renewed, and where it stood last.
+        let mut due: BTreeMap<String, (std::time::Instant, Option<crate::store::Standing>)> =
+            BTreeMap::new();
         loop {
             for keeper in self.connector.keepers() {
                 let now = std::time::Instant::now();
-                if due.get(&keeper.name).is_none_or(|d| *d <= now) {
-                    let next = self.keep_lease(&keeper, &mut said).await;
-                    due.insert(keeper.name.clone(), now + next);
+                let (at, last) = due.entry(keeper.name.clone()).or_insert((now, None));
+                if *at <= now {
+                    let work = "it runs the launches there";
+                    let next =
+                        crate::store::keep_once(&keeper, last, Some(&self.metrics), work).await;
+                    *at = now + next;
                 }
             }
             if let Err(e) = self.sync_once().await {
                 tracing::warn!("cannot read the shared store: {e}; trying again");
             }
+            // Often while a launch runs (its progress is followed here), seldom idle.
+            let every = if self.registry.any_active() {
+                SYNC_EVERY
+            } else {
+                SYNC_IDLE
+            };
             tokio::select! {
                 _ = self.stopping.cancelled() => return,
-                _ = tokio::time::sleep(SYNC_EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
             }
         }
-    }
-
-    /// Takes or renews one lease, and says so when whose it is changed; how long until
-    /// the next try (a standby replica tries again the moment the lease runs out).
-    async fn keep_lease(
-        &self,
-        keeper: &crate::store::LeaseKeeper,
-        said: &mut BTreeMap<String, String>,
-    ) -> Duration {
-        use crate::store::{LEASE_RENEW, Standing};
-        let standing = keeper.tick().await;
-        self.metrics
-            .lease_held(&keeper.name, keeper.lease().is_some());
-        let (now, next) = match standing {
-            Ok(Standing::Holding { .. }) => (keeper.holder.clone(), LEASE_RENEW),
-            Ok(Standing::Standby { holder, until_ms }) => {
-                let left = until_ms.saturating_sub(crate::engine::launch_notes::now_ms());
-                let next = Duration::from_millis(left + 50).min(LEASE_RENEW);
-                (holder, next)
-            }
-            Err(e) => {
-                tracing::warn!(lease = %keeper.name, "could not reach the store to renew the lease: {e}");
-                return Duration::from_secs(1);
-            }
-        };
-        if said.get(&keeper.name) == Some(&now) {
-            return next;
-        }
-        if now == keeper.holder {
-            tracing::info!(lease = %keeper.name, "this replica ({now}) holds the lease of {}: it runs the launches there", keeper.name);
-        } else {
-            tracing::info!(lease = %keeper.name, "standing by: {now} holds the lease of {} and runs the launches there", keeper.name);
-        }
-        said.insert(keeper.name.clone(), now);
-        next
     }
 
     /// One look at the shared table.

@@ -286,6 +286,73 @@ pub enum Standing {
     Standby { holder: String, until_ms: u64 },
 }
 
+impl Standing {
+    /// How long until the next [`LeaseKeeper::tick`]: a holder renews every
+    /// [`LEASE_RENEW`]; a standby replica tries again the moment the holder's lease
+    /// runs out, so a takeover comes within the TTL of the holder's last renewal.
+    pub fn next_tick(&self) -> Duration {
+        match self {
+            Standing::Holding { .. } => LEASE_RENEW,
+            Standing::Standby { until_ms, .. } => {
+                let left = until_ms.saturating_sub(crate::engine::launch_notes::now_ms());
+                Duration::from_millis(left + 50).min(LEASE_RENEW)
+            }
+        }
+    }
+}
+
+/// Takes or renews `keeper`'s lease once; logs when whose it is changed since `last`
+/// (`work`: what the holder does, e.g. "it reconciles and launches"), and sets the
+/// `prism_lease_held` gauge. How long until the next try.
+pub async fn keep_once(
+    keeper: &LeaseKeeper,
+    last: &mut Option<Standing>,
+    metrics: Option<&crate::metrics::Metrics>,
+    work: &str,
+) -> Duration {
+    let standing = keeper.tick().await;
+    if let Some(m) = metrics {
+        m.lease_held(&keeper.name, keeper.lease().is_some());
+    }
+    let now = match standing {
+        Ok(now) => now,
+        Err(e) => {
+            if keeper.lease().is_none() {
+                *last = None;
+            }
+            tracing::warn!(lease = %keeper.name, "could not reach the store to renew the lease: {e}; trying again in {}", humantime::format_duration(LEASE_RENEW));
+            return LEASE_RENEW;
+        }
+    };
+    let news = match (&now, last.as_ref()) {
+        (Standing::Holding { taken, .. }, _) => *taken,
+        (Standing::Standby { holder, .. }, Some(Standing::Standby { holder: was, .. })) => {
+            holder != was
+        }
+        (Standing::Standby { .. }, _) => true,
+    };
+    if news {
+        match &now {
+            Standing::Holding { epoch, .. } => tracing::info!(
+                lease = %keeper.name,
+                epoch,
+                "this replica ({}) holds the lease of {}: {work}",
+                keeper.holder,
+                keeper.name
+            ),
+            Standing::Standby { holder, .. } => tracing::info!(
+                lease = %keeper.name,
+                "standing by: {holder} holds the lease of {}; this replica takes over within {} if it stops renewing it",
+                keeper.name,
+                humantime::format_duration(LEASE_TTL)
+            ),
+        }
+    }
+    let next = now.next_tick();
+    *last = Some(now);
+    next
+}
+
 impl LeaseKeeper {
     pub fn new(store: Arc<dyn Store>, name: String) -> Self {
         LeaseKeeper {

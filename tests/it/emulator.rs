@@ -42,6 +42,9 @@ pub struct Emulator {
 /// One AWS call the emulator received.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Call {
+    /// The service called (`ec2`, `dynamodb`, …).
+    #[serde(default)]
+    pub service: String,
     pub action: String,
     /// The names of a Describe call's filters.
     #[serde(default)]

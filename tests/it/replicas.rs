@@ -401,6 +401,23 @@ async fn done_once(emu: &Emulator, b: &Server, b_log: &Path, id: &str, before: &
         100,
         "no instance launched twice"
     );
+    let dynamodb: Vec<String> = emu
+        .calls()
+        .iter()
+        .filter(|c| c.service == "dynamodb")
+        .map(|c| c.action.clone())
+        .collect();
+    eprintln!(
+        "DynamoDB requests for the launch of 100 on two replicas: {} in all, {:?}",
+        dynamodb.len(),
+        dynamodb.iter().fold(
+            std::collections::BTreeMap::<&str, usize>::new(),
+            |mut m, a| {
+                *m.entry(a.as_str()).or_default() += 1;
+                m
+            }
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
