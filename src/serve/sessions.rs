@@ -75,10 +75,10 @@ type Map = BTreeMap<String, Session>;
 const TOUCH_EVERY: u64 = 60;
 
 /// With replicas: how old this replica's copy of the sessions may be when it has the
-/// session asked for (so a session ended on another replica ends here within it), and
-/// when it has not (a session begun on another replica a moment ago).
+/// session asked for (so a session ended on another replica ends here within it). One
+/// it has not is looked for in the table at once (begun on another replica a moment
+/// ago).
 const SHARED_FRESH: Duration = Duration::from_secs(2);
-const SHARED_MISS: Duration = Duration::from_millis(100);
 
 fn now() -> u64 {
     SystemTime::now()
@@ -205,7 +205,7 @@ impl Sessions {
             return;
         };
         let here = key.is_none_or(|k| self.lock().contains_key(k));
-        let map = doc.read(if here { SHARED_FRESH } else { SHARED_MISS });
+        let map = doc.read(if here { SHARED_FRESH } else { Duration::ZERO });
         *self.lock() = map;
     }
 
@@ -343,5 +343,29 @@ mod tests {
         assert!(s.end(&h));
         assert!(!s.end(&h));
         assert!(s.check(&id).is_none());
+    }
+
+    #[test]
+    fn replicas_share_sessions_and_an_end_on_one_ends_it_on_the_other() {
+        let table: std::sync::Arc<dyn crate::store::Store> =
+            std::sync::Arc::new(crate::store::memory::MemoryStore::default());
+        let life = Lifetimes::default();
+        let mut a = Sessions::shared(table.clone(), life, false);
+        let b = Sessions::shared(table.clone(), life, false);
+        let id = a.begin("browser", "10.0.0.1");
+        let other = b.begin("browser", "10.0.0.2");
+        let h = b.check(&id).expect("begun on A, known to B");
+        assert!(a.check(&other).is_some());
+        assert_eq!(a.list().len(), 2);
+        assert!(b.end(&h));
+        // A's copy is fresh still (up to SHARED_FRESH); read again, the session is over.
+        assert!(a.check(&id).is_some());
+        a.shared = Some(crate::store::SharedDoc::new(table.clone(), "sessions"));
+        assert!(a.check(&id).is_none());
+        // A rotated token ends every replica's sessions.
+        let _rotated = Sessions::shared(table.clone(), life, true);
+        let c = Sessions::shared(table, life, false);
+        assert!(c.check(&other).is_none());
+        assert!(c.list().is_empty());
     }
 }

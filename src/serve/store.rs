@@ -401,3 +401,97 @@ impl Store {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_written_in_chunks_below_the_item_size() {
+        let line = "x".repeat(100 * 1024);
+        let lines = vec![line.clone(), line.clone(), line.clone(), "y".into()];
+        let chunks = Store::chunks(&lines);
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [2, 2],
+            "at most {CHUNK_BYTES} bytes a chunk"
+        );
+        assert!(Store::chunks(&[]).is_empty());
+        let one = ["z".repeat(300 * 1024)];
+        assert_eq!(
+            Store::chunks(&one).len(),
+            1,
+            "a long event is a chunk alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_launch_kept_in_the_table_is_read_back_with_its_events_in_order() {
+        let table: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::memory::MemoryStore::default());
+        let store = Store::shared(Path::new("/nonexistent"), table.clone());
+        let record = Record {
+            id: "bl-1".into(),
+            fleet: "f".into(),
+            state: LaunchState::Running,
+            created_at: String::new(),
+            created_ms: 1,
+            request: Request {
+                manifest: String::new(),
+                manifest_path: None,
+                allow_partial: false,
+                allow_delete: false,
+                wait_for_quota: None,
+            },
+            progress: Value::Null,
+            workspaces: Value::Null,
+            report: None,
+            error: None,
+            lease: Some("1/r".into()),
+        };
+        store.create(&record).await.unwrap();
+        assert!(store.index().await.unwrap().contains_key("bl-1"));
+        let lease = table
+            .acquire("1/r", "me", crate::store::LEASE_TTL, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let lines = |r: std::ops::Range<u32>| r.map(|i| i.to_string()).collect::<Vec<_>>();
+        assert!(
+            store
+                .put_events("bl-1", 1, &lines(1..4), &lease)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .put_events("bl-1", 4, &lines(4..6), &lease)
+                .await
+                .unwrap()
+        );
+        // Event 4 is written: a second writer of it is refused, the ids stay gap-free.
+        assert!(
+            !store
+                .put_events("bl-1", 4, &lines(9..10), &lease)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.events_from("bl-1", 1).await.unwrap(), lines(1..6));
+        assert_eq!(store.events_from("bl-1", 4).await.unwrap(), lines(4..6));
+        assert!(store.events_from("bl-1", 6).await.unwrap().is_empty());
+        // Idempotency-Keys: the first claim stands.
+        assert_eq!(
+            store.claim_key("k", "h", "bl-1", false).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.claim_key("k", "h", "bl-2", false).await.unwrap(),
+            Some(("h".into(), "bl-1".into()))
+        );
+        assert_eq!(store.claim_key("k", "h", "bl-2", true).await.unwrap(), None);
+        assert_eq!(
+            store.known_key("k").await.unwrap(),
+            Some(("h".into(), "bl-2".into()))
+        );
+    }
+}

@@ -501,4 +501,78 @@ mod tests {
             .unwrap();
         assert_eq!(again.epoch, 3);
     }
+
+    #[tokio::test]
+    async fn documents_are_written_only_as_expected_and_under_the_lease() {
+        let store = memory::MemoryStore::default();
+        assert!(store.put("k", "1", Expect::Absent, None).await.unwrap());
+        assert!(!store.put("k", "2", Expect::Absent, None).await.unwrap());
+        let doc = store.get("k").await.unwrap().unwrap();
+        assert_eq!((doc.body.as_str(), doc.version), ("1", 1));
+        assert!(!store.put("k", "2", Expect::Version(7), None).await.unwrap());
+        assert!(store.put("k", "2", Expect::Version(1), None).await.unwrap());
+        assert!(store.put("k", "3", Expect::Any, None).await.unwrap());
+        assert_eq!(store.get("k").await.unwrap().unwrap().version, 3);
+        let lease = store
+            .acquire("a/r", "me", LEASE_TTL, 1_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .put("f", "x", Expect::Absent, Some(&lease))
+                .await
+                .unwrap()
+        );
+        // Another holder after the lease ran out: the old one's writes are refused.
+        store
+            .acquire("a/r", "other", LEASE_TTL, lease.until_ms + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            store.put("g", "y", Expect::Absent, Some(&lease)).await,
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(store.get("g").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_writers_of_one_document_both_land() {
+        let store: Arc<dyn Store> = Arc::new(memory::MemoryStore::default());
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    update(store.as_ref(), "set", |v: &mut Vec<u32>| {
+                        v.push(i);
+                        true
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let a = SharedDoc::<Vec<u32>>::new(store.clone(), "set");
+        let mut all = a.read(Duration::ZERO);
+        all.sort();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+        // A change through one copy is seen by another once its copy is old enough.
+        let b = SharedDoc::<Vec<u32>>::new(store, "set");
+        assert_eq!(b.read(Duration::from_secs(60)).len(), 8);
+        a.change(|v| {
+            v.clear();
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            b.read(Duration::from_secs(60)).len(),
+            8,
+            "a fresh copy is kept"
+        );
+        assert_eq!(b.read(Duration::ZERO).len(), 0);
+    }
 }
