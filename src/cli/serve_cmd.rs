@@ -214,6 +214,29 @@ async fn shared_token(
     Ok(token)
 }
 
+/// With replicas: takes on a token rotated on another replica (`--rotate-token`)
+/// within [`TOKEN_FOLLOW`]; the old one is refused from then on.
+async fn follow_token(table: Arc<dyn crate::store::Store>, guard: Arc<Guard>, state: PathBuf) {
+    loop {
+        tokio::time::sleep(TOKEN_FOLLOW).await;
+        let Ok(Some(doc)) = table.get("api-token").await else {
+            continue;
+        };
+        if guard.set_token(&doc.body) {
+            tracing::warn!(
+                "the API token was rotated on another replica: the new one is in {}",
+                state.join("token").display()
+            );
+            if let Err(e) = api_token::write(&state, &doc.body) {
+                tracing::warn!("cannot keep the new API token: {e}");
+            }
+        }
+    }
+}
+
+/// How soon a replica takes on a token rotated on another.
+const TOKEN_FOLLOW: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn default_state_dir() -> Result<PathBuf, Failure> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
@@ -379,8 +402,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
         keepers: Mutex::new(BTreeMap::new()),
     });
     let app = App::load(&state, manifests, connector, metrics.clone(), table.clone());
-    if table.is_some() {
+    if let Some(t) = &table {
         tokio::spawn(app.clone().replicate());
+        tokio::spawn(follow_token(t.clone(), guard.clone(), state.clone()));
     }
     let shown = match addr {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),

@@ -132,8 +132,8 @@ impl Door {
 /// What the checks compare with.
 #[derive(Debug)]
 pub struct Guard {
-    /// The API token.
-    pub token: String,
+    /// The API token (replicas adopt a rotation made on another one).
+    token: std::sync::RwLock<String>,
     pub door: Door,
     pub sessions: Sessions,
     /// The code of the one-time login link; None once used.
@@ -179,7 +179,7 @@ impl Guard {
     pub fn new(token: String, door: Door, sessions: Sessions) -> Arc<Guard> {
         let per_minute = NonZeroU32::new(ATTEMPTS_PER_MINUTE).expect("not zero");
         Arc::new(Guard {
-            token,
+            token: std::sync::RwLock::new(token),
             door,
             sessions,
             login: Mutex::new(None),
@@ -221,7 +221,16 @@ impl Guard {
 
     /// Whether `given` is the API token.
     pub fn is_token(&self, given: &str) -> bool {
-        given.trim().as_bytes().ct_eq(self.token.as_bytes()).into()
+        let token = self.token.read().unwrap_or_else(|e| e.into_inner());
+        given.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    }
+
+    /// Replaces the API token (rotated on another replica); true when it changed.
+    pub fn set_token(&self, token: &str) -> bool {
+        let mut now = self.token.write().unwrap_or_else(|e| e.into_inner());
+        let changed = *now != token;
+        token.clone_into(&mut now);
+        changed
     }
 
     fn cookie_name(&self) -> &'static str {

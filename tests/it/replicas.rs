@@ -263,13 +263,18 @@ fn file_has(log: &Path, needle: &str) -> Result<(), String> {
 
 /// A `prism serve` replica on the shared table, its log in `NAME.log`.
 fn serve_replica(emu: &Emulator, name: &str) -> (crate::serve::Server, PathBuf) {
+    serve_replica_with(emu, name, &[])
+}
+
+/// [`serve_replica`] with more arguments.
+fn serve_replica_with(emu: &Emulator, name: &str, extra: &[&str]) -> (Server, PathBuf) {
     let state = emu.dir.path().join(format!("{name}-state"));
     std::fs::create_dir_all(&state).unwrap();
     let log = emu.dir.path().join(format!("{name}.log"));
     let server = crate::serve::start_logged(
         emu,
         &state,
-        &["--store", STORE],
+        &[&["--store", STORE], extra].concat(),
         &[],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
