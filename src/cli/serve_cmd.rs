@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use clap::Args;
 
-use super::{Failure, GlobalArgs, Refusal, connect_to, launch_notes};
+use super::{Failure, GlobalArgs, Refusal, connect, connect_to, launch_notes};
 use crate::cloud::Cloud;
 use crate::config::UserConfig;
 use crate::engine::Engine;
@@ -71,11 +71,14 @@ fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
     PublicUrl::parse(text)
 }
 
-/// One engine per region, made on first use from the command's AWS settings.
+/// One engine per account and region, made on first use from the command's AWS
+/// settings and the manifest's `account` and `region`.
 struct Engines {
     global: GlobalArgs,
     settings: UserConfig,
-    engines: Mutex<BTreeMap<String, Arc<Engine>>>,
+    /// By (account id, region): two accounts in one region share no limiter, launch
+    /// notes or sold-out marks. An account STS cannot name is keyed by its profile.
+    engines: Mutex<BTreeMap<(String, String), Arc<Engine>>>,
     /// The cloud of `--region` (or the profile's), made on first use.
     cloud: tokio::sync::OnceCell<Arc<dyn Cloud>>,
     /// Where the engines and their clouds count what they do.
@@ -85,21 +88,27 @@ struct Engines {
 #[async_trait::async_trait]
 impl Connector for Engines {
     async fn engine(&self, manifest: &Manifest) -> Result<Arc<Engine>, ApiError> {
-        let cloud = connect_to(&self.global, manifest.region.as_deref())
+        let cloud = connect(&self.global, manifest)
             .await
             .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))?;
-        let region = cloud.region().to_string();
+        let cloud: Arc<dyn Cloud> = Arc::new(cloud.with_metrics(self.metrics.clone()));
+        let account = match cloud.account().await {
+            Some(a) => a.id,
+            None => format!("profile:{}", manifest.account.as_deref().unwrap_or("")),
+        };
+        let key = (account, cloud.region().to_string());
         let rate = crate::config::launch_rate(&manifest.rate_limit, &self.settings);
-        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        let engine = engines
-            .entry(region.clone())
-            .or_insert_with(|| {
-                let cloud: Arc<dyn Cloud> = Arc::new(cloud.with_metrics(self.metrics.clone()));
-                let engine = Engine::new(cloud, rate, launch_notes(&self.global, &region));
-                engine.set_metrics(self.metrics.clone());
-                engine
-            })
-            .clone();
+        let found = self.known(&key);
+        let engine = match found {
+            Some(e) => e,
+            None => {
+                let notes = launch_notes(&self.global, cloud.as_ref()).await;
+                let made = Engine::new(cloud, rate, notes);
+                made.set_metrics(self.metrics.clone());
+                let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+                engines.entry(key).or_insert(made).clone()
+            }
+        };
         engine.set_launch_rate(rate);
         engine.set_sold_out_ttl(crate::config::sold_out_ttl(&self.settings));
         Ok(engine)
@@ -115,6 +124,14 @@ impl Connector for Engines {
             })
             .await
             .cloned()
+    }
+}
+
+impl Engines {
+    /// The engine already made for (account, region), if any.
+    fn known(&self, key: &(String, String)) -> Option<Arc<Engine>> {
+        let engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        engines.get(key).cloned()
     }
 }
 
