@@ -625,7 +625,7 @@ impl Cloud for AwsCloud {
                 profile: self.profile.clone(),
             }),
             Err(e) => {
-                tracing::warn!("cannot tell which AWS account this is: {e}");
+                tracing::info!("cannot tell which AWS account this is: {e}");
                 None
             }
         }
