@@ -325,6 +325,18 @@ async fn one_fleet_name_in_two_accounts_is_two_fleets() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_watch_pass_keeps_the_fleet_in_its_manifests_account() {
+    let emu = Emulator::start();
+    let course = emu.write("course.yaml", &manifest("course-lab", 2, Some("course-b")));
+    ok(prism(&emu, &["watch", "--once", course.to_str().unwrap()]));
+    assert_eq!(live(&emu.ec2()).await, BTreeSet::new());
+    assert_eq!(
+        live(&course_ec2(&emu).await).await,
+        workspaces("course-lab", 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_account_the_configuration_lacks_is_located_in_the_manifest() {
     let emu = Emulator::start();
     let path = emu.write("bad.yaml", &manifest("lab", 1, Some("course-c")));
@@ -347,4 +359,60 @@ async fn an_account_the_configuration_lacks_is_located_in_the_manifest() {
         &["plan", path, "--profile", "course-b", "--format", "json"],
     ));
     assert_eq!(plan["actions"].as_array().map(Vec::len), Some(1), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_launches_each_fleet_in_its_manifests_account() {
+    const BULK: &str = "/api/v1/workspaces/bulk-launch";
+    let emu = Emulator::start();
+    let (config, credentials) = aws_files(&emu);
+    let s = crate::serve::start_with(
+        &emu,
+        &emu.dir.path().join("state"),
+        &[],
+        &[
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+        ],
+    );
+    let mut ids = vec![];
+    for body in [
+        manifest("home-lab", 2, None),
+        manifest("course-lab", 3, Some("course-b")),
+    ] {
+        let (st, _, v) = s.call("POST", BULK, &[], Some(&json!({ "manifest": body })));
+        assert_eq!(st, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let done = s.until_over(id);
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    assert_eq!(live(&emu.ec2()).await, workspaces("home-lab", 2));
+    assert_eq!(
+        live(&course_ec2(&emu).await).await,
+        workspaces("course-lab", 3)
+    );
+
+    // The workspace rows are those of the server's own account, and say so.
+    let (st, _, rows) = s.call("GET", "/api/v1/workspaces", &[], None);
+    assert_eq!(st, 200, "{rows}");
+    let shown: BTreeSet<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["account"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        BTreeSet::from([
+            ("home-lab-01".to_string(), HOME_ACCOUNT.to_string()),
+            ("home-lab-02".to_string(), HOME_ACCOUNT.to_string()),
+        ])
+    );
 }
