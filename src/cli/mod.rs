@@ -266,6 +266,7 @@ pub fn main() -> ExitCode {
             return exit_code(u8::try_from(e.exit_code()).unwrap_or(1), detailed);
         }
     };
+    endpoint_for_roles(&cli.global);
     let service = match &cli.command {
         Command::Watch(w) => Some(w.log_format),
         Command::Serve(s) => Some(s.log_format),
@@ -315,6 +316,25 @@ fn unset_empty_env() {
             // thread exists, so nothing reads the environment concurrently.
             unsafe { std::env::remove_var(name) };
         }
+    }
+}
+
+/// Sends the STS calls that assume a profile's role (`role_arn`) to `--endpoint-url`
+/// too. The SDK makes that client from the environment and the profile alone, so
+/// without this an emulator's profile would ask AWS's own STS, with the emulator's
+/// keys. `AWS_ENDPOINT_URL_STS`, when set, is left as it is.
+fn endpoint_for_roles(global: &GlobalArgs) {
+    let Some(url) = global
+        .endpoint_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return;
+    };
+    if std::env::var_os("AWS_ENDPOINT_URL_STS").is_none() {
+        // SAFETY: called in main before the runtime or any other thread exists, so
+        // nothing reads the environment concurrently.
+        unsafe { std::env::set_var("AWS_ENDPOINT_URL_STS", url.trim()) };
     }
 }
 

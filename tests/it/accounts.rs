@@ -336,6 +336,29 @@ async fn a_watch_pass_keeps_the_fleet_in_its_manifests_account() {
     );
 }
 
+#[test]
+fn the_endpoint_flag_reaches_the_role_assumption_too() {
+    let emu = Emulator::start();
+    let (config, credentials) = aws_files(&emu);
+    let out = prism_command(&[
+        "workspace",
+        "list",
+        "--profile",
+        "course-b",
+        "--endpoint-url",
+        &emu.url,
+    ])
+    .env("XDG_CACHE_HOME", emu.dir.path().join("cache"))
+    .env("AWS_CONFIG_FILE", config)
+    .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
+    .output()
+    .expect("prism runs");
+    assert_eq!(
+        ok(out),
+        format!("No workspaces in account {COURSE_ACCOUNT} (profile course-b), {REGION}.\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_account_the_configuration_lacks_is_located_in_the_manifest() {
     let emu = Emulator::start();
