@@ -29,6 +29,12 @@ pub struct WorkspaceRow {
     /// `stopped at Wed 2026-12-02 12:15 CST`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_change: Option<String>,
+    /// The AWS account the workspace is in, when AWS (STS) tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The profile of the AWS configuration that reached the account, when one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// What `i` costs per day now: its On-Demand price while running, else nothing.
@@ -65,6 +71,16 @@ pub fn row(i: &Instance, now: SystemTime) -> WorkspaceRow {
         instance_id: i.id.clone(),
         availability_zone: i.availability_zone.clone(),
         next_change: None,
+        account: None,
+        profile: None,
+    }
+}
+
+/// `rows` marked with `account`, when known.
+pub fn in_account(rows: &mut [WorkspaceRow], account: Option<&crate::cloud::Account>) {
+    for r in rows {
+        r.account = account.map(|a| a.id.clone());
+        r.profile = account.and_then(|a| a.profile.clone());
     }
 }
 
@@ -112,5 +128,7 @@ pub async fn rows(
     now: SystemTime,
 ) -> Result<Vec<WorkspaceRow>, CloudError> {
     let found = workspaces(cloud, fleet, project, state).await?;
-    Ok(found.iter().map(|i| row(i, now)).collect())
+    let mut rows: Vec<WorkspaceRow> = found.iter().map(|i| row(i, now)).collect();
+    in_account(&mut rows, cloud.account().await.as_ref());
+    Ok(rows)
 }

@@ -107,7 +107,7 @@ pub async fn carry_out(
 ) -> Result<ExitCode, Failure> {
     let settings = crate::config::load()?;
     let cloud: Arc<dyn Cloud> = Arc::new(connect(global, manifest).await?);
-    let memory = super::launch_notes(global, cloud.region());
+    let memory = super::launch_notes(global, cloud.as_ref()).await;
     let observed = observe_with(cloud.as_ref(), manifest, &memory.recent_launches())
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;

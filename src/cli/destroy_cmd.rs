@@ -13,7 +13,7 @@ use comfy_table::{Table, presets::NOTHING};
 
 use super::progress::Mode;
 use super::workspace_cmd::ActArgs;
-use super::{Failure, GlobalArgs, connect_to, print};
+use super::{Failure, GlobalArgs, print};
 use crate::cloud::{Cloud, Snapshot, tags};
 use crate::engine::{Engine, Job, RunOptions};
 use crate::plan::cost;
@@ -155,7 +155,7 @@ async fn archive(
 
 pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failure> {
     let manifest = crate::manifest::load(&a.file)?;
-    let cloud = Arc::new(connect_to(global, manifest.region.as_deref()).await?);
+    let cloud = Arc::new(super::connect(global, &manifest).await?);
     let t = Teardown::survey(cloud.as_ref(), &manifest.name)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;
@@ -200,7 +200,7 @@ pub async fn run(global: &GlobalArgs, a: &DestroyArgs) -> Result<ExitCode, Failu
         let engine = Engine::new(
             cloud.clone(),
             None,
-            super::launch_notes(global, cloud.region()),
+            super::launch_notes(global, cloud.as_ref()).await,
         );
         let job = Job::changes(&t.fleet, actions, cloud.region());
         let rerun = format!(

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cloud::aws::{AwsCloud, ConnectError};
-use crate::cloud::settings::{Connection, Requested};
+use crate::cloud::settings::{Connection, Requested, Source};
 use crate::engine::Report;
 use crate::engine::gate::{Ask, Gate};
 use crate::engine::launch_notes::LaunchNotes;
@@ -91,7 +91,7 @@ pub struct GlobalArgs {
     /// AWS region; overrides the manifest's `region` and the AWS configuration.
     #[arg(long, global = true, value_name = "REGION")]
     pub region: Option<String>,
-    /// Named profile from the AWS configuration files.
+    /// AWS profile; overrides the manifest's `account`.
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
     /// Send AWS calls to this endpoint (e.g. a local emulator).
@@ -266,6 +266,7 @@ pub fn main() -> ExitCode {
             return exit_code(u8::try_from(e.exit_code()).unwrap_or(1), detailed);
         }
     };
+    endpoint_for_roles(&cli.global);
     let service = match &cli.command {
         Command::Watch(w) => Some(w.log_format),
         Command::Serve(s) => Some(s.log_format),
@@ -315,6 +316,25 @@ fn unset_empty_env() {
             // thread exists, so nothing reads the environment concurrently.
             unsafe { std::env::remove_var(name) };
         }
+    }
+}
+
+/// Sends the STS calls that assume a profile's role (`role_arn`) to `--endpoint-url`
+/// too. The SDK makes that client from the environment and the profile alone, so
+/// without this an emulator's profile would ask AWS's own STS, with the emulator's
+/// keys. `AWS_ENDPOINT_URL_STS`, when set, is left as it is.
+fn endpoint_for_roles(global: &GlobalArgs) {
+    let Some(url) = global
+        .endpoint_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        return;
+    };
+    if std::env::var_os("AWS_ENDPOINT_URL_STS").is_none() {
+        // SAFETY: called in main before the runtime or any other thread exists, so
+        // nothing reads the environment concurrently.
+        unsafe { std::env::set_var("AWS_ENDPOINT_URL_STS", url.trim()) };
     }
 }
 
@@ -428,19 +448,51 @@ async fn metrics_listener(addr: std::net::SocketAddr) -> Result<tokio::net::TcpL
     })
 }
 
-/// Connects to the region the flags, else the manifest, else the AWS configuration name.
+/// Connects to the account and region the flags, else the manifest (`account`,
+/// `region`), else the AWS configuration name. A manifest's `account` that the AWS
+/// configuration does not define is a problem located in the manifest.
 pub async fn connect(global: &GlobalArgs, manifest: &Manifest) -> Result<AwsCloud, Failure> {
-    connect_to(global, manifest.region.as_deref()).await
+    if global.profile.is_none()
+        && let Some(account) = &manifest.account
+        && let Err(e) = crate::cloud::settings::profile(account, &Source::ManifestAccount)
+    {
+        return Err(Failure::Manifest(manifest::problem_after_load(
+            manifest,
+            "/account",
+            "/account",
+            e.message,
+            "named here",
+            Some(
+                "`account` names a profile of the AWS configuration (`[profile NAME]` in ~/.aws/config, or the file AWS_CONFIG_FILE names); --profile overrides it for one command".into(),
+            ),
+        )));
+    }
+    connect_as(
+        global,
+        manifest.region.as_deref(),
+        manifest.account.as_deref(),
+    )
+    .await
 }
 
 /// Connects to the region the flags name, else `region`, else the AWS configuration's.
 /// Every setting is checked before the SDK sees it, and so is prism's settings file.
 pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<AwsCloud, Failure> {
+    connect_as(global, region, None).await
+}
+
+/// [`connect_to`], as the profile `account` unless `--profile` names another.
+async fn connect_as(
+    global: &GlobalArgs,
+    region: Option<&str>,
+    account: Option<&str>,
+) -> Result<AwsCloud, Failure> {
     crate::config::load()?;
     let conn = Connection::resolve(Requested {
         region_flag: global.region.as_deref(),
         manifest_region: region,
         profile_flag: global.profile.as_deref(),
+        manifest_account: account,
         endpoint_flag: global.endpoint_url.as_deref(),
     })?;
     AwsCloud::connect(&conn).await.map_err(|e| match e {
@@ -449,16 +501,21 @@ pub async fn connect_to(global: &GlobalArgs, region: Option<&str>) -> Result<Aws
     })
 }
 
-/// The notes of where each workspace's latest launch went, kept in a file per region
-/// and endpoint so that a rerun finds them (see [`crate::engine::memory`]).
-pub fn launch_notes(global: &GlobalArgs, region: &str) -> Arc<LaunchNotes> {
+/// The notes of where each workspace's latest launch went, kept in a file per account,
+/// region and endpoint so that a rerun finds them (see [`crate::engine::memory`]).
+pub async fn launch_notes(
+    global: &GlobalArgs,
+    cloud: &dyn crate::cloud::Cloud,
+) -> Arc<LaunchNotes> {
+    let account = cloud.account().await.map(|a| a.id);
+    let region = cloud.region();
     let endpoint = global.endpoint_url.clone().or_else(|| {
         std::env::var("AWS_ENDPOINT_URL")
             .ok()
             .filter(|v| !v.is_empty())
     });
     Arc::new(
-        match LaunchNotes::default_file(region, endpoint.as_deref()) {
+        match LaunchNotes::default_file(account.as_deref(), region, endpoint.as_deref()) {
             Some(file) => LaunchNotes::in_file(file),
             None => LaunchNotes::in_memory(),
         },

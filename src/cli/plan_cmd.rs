@@ -69,7 +69,7 @@ impl At {
 pub async fn plan_command(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitCode, Failure> {
     let manifest = manifest::load(&args.file)?;
     let cloud = connect(global, &manifest).await?;
-    let recent = super::launch_notes(global, cloud.region()).recent_launches();
+    let recent = super::launch_notes(global, &cloud).await.recent_launches();
     let observed = observe_with(&cloud, &manifest, &recent)
         .await
         .map_err(|e| Failure::aws(e, cloud.region()))?;

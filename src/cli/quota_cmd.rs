@@ -88,10 +88,14 @@ pub async fn run(global: &GlobalArgs, args: &QuotaArgs) -> Result<ExitCode, Fail
     match &args.command {
         QuotaCommand::Show(a) => {
             let rows = survey(&cloud, &policy).await.map_err(aws)?;
+            let place = match cloud.account().await {
+                Some(account) => format!("{region}, account {account}"),
+                None => region.clone(),
+            };
             print(
                 &a.format
                     .encode(&rows)
-                    .unwrap_or_else(|| show_text(&region, &rows)),
+                    .unwrap_or_else(|| show_text(&place, &rows)),
             )?;
         }
         QuotaCommand::Alerts(a) => {
@@ -128,7 +132,8 @@ fn number(v: Option<f64>) -> String {
     }
 }
 
-fn show_text(region: &str, rows: &[QuotaRow]) -> String {
+/// The quotas of `place`: the region, and the account when it is known.
+fn show_text(place: &str, rows: &[QuotaRow]) -> String {
     let mut table = Table::new();
     table
         .load_preset(NOTHING)
@@ -144,7 +149,7 @@ fn show_text(region: &str, rows: &[QuotaRow]) -> String {
             r.unit.clone(),
         ]);
     }
-    let mut out = format!("📊 AWS Service Quotas - {region}\n\n{table}\n\n");
+    let mut out = format!("📊 AWS Service Quotas - {place}\n\n{table}\n\n");
     out.push_str("Legend: ✅ Healthy (<50%)  ⚠ Warning (50-80%)  ❌ Critical (>80%)  ? unknown\n");
     let notes: Vec<String> = rows
         .iter()

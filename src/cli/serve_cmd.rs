@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use clap::Args;
 
-use super::{Failure, GlobalArgs, Refusal, connect_to, launch_notes};
+use super::{Failure, GlobalArgs, Refusal, connect, connect_to, launch_notes};
 use crate::cloud::Cloud;
 use crate::config::UserConfig;
 use crate::engine::Engine;
@@ -79,46 +79,57 @@ fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
     PublicUrl::parse(text)
 }
 
-/// One engine per region, made on first use from the command's AWS settings.
+/// A manifest's `account` and `region` as written (None: the defaults).
+type Spelled = (Option<String>, Option<String>);
+
+/// One engine per account and region, made on first use from the command's AWS
+/// settings and the manifest's `account` and `region`.
 struct Engines {
     global: GlobalArgs,
     settings: UserConfig,
-    engines: Mutex<BTreeMap<String, Arc<Engine>>>,
+    /// By (account id, region): two accounts in one region share no limiter, launch
+    /// notes or sold-out marks. An account STS cannot name is keyed by its profile.
+    engines: Mutex<BTreeMap<(String, String), Arc<Engine>>>,
     /// The cloud of `--region` (or the profile's), made on first use.
     cloud: tokio::sync::OnceCell<Arc<dyn Cloud>>,
     /// Where the engines and their clouds count what they do.
     metrics: Arc<crate::metrics::Metrics>,
     /// With replicas: the table they share, and the lease of each account and region
-    /// (by the manifest's `region`, None for the default one).
+    /// (by the manifest's `account` and `region`, None for the defaults).
     table: Option<Arc<dyn crate::store::Store>>,
-    keepers: Mutex<BTreeMap<Option<String>, Arc<LeaseKeeper>>>,
+    keepers: Mutex<BTreeMap<Spelled, Arc<LeaseKeeper>>>,
 }
 
 #[async_trait::async_trait]
 impl Connector for Engines {
     async fn engine(&self, manifest: &Manifest) -> Result<Arc<Engine>, ApiError> {
-        let cloud = connect_to(&self.global, manifest.region.as_deref())
+        let cloud = connect(&self.global, manifest)
             .await
             .map_err(|f| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json()))?;
-        let region = cloud.region().to_string();
+        let cloud: Arc<dyn Cloud> = Arc::new(cloud.with_metrics(self.metrics.clone()));
+        let account = match cloud.account().await {
+            Some(a) => a.id,
+            None => format!("profile:{}", manifest.account.as_deref().unwrap_or("")),
+        };
+        let key = (account, cloud.region().to_string());
         let rate = crate::config::launch_rate(&manifest.rate_limit, &self.settings);
         let keeper = self.keeper(manifest).await?;
-        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
-        let engine = engines
-            .entry(region.clone())
-            .or_insert_with(|| {
-                let cloud: Arc<dyn Cloud> = Arc::new(cloud.with_metrics(self.metrics.clone()));
+        let found = self.known(&key);
+        let engine = match found {
+            Some(e) => e,
+            None => {
                 let notes = match keeper {
                     // Launches are noted under the lease: a replica that lost it
                     // cannot send one.
                     Some(k) => Arc::new(LaunchNotes::in_store(k)),
-                    None => launch_notes(&self.global, &region),
+                    None => launch_notes(&self.global, cloud.as_ref()).await,
                 };
-                let engine = Engine::new(cloud, rate, notes);
-                engine.set_metrics(self.metrics.clone());
-                engine
-            })
-            .clone();
+                let made = Engine::new(cloud, rate, notes);
+                made.set_metrics(self.metrics.clone());
+                let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+                engines.entry(key).or_insert(made).clone()
+            }
+        };
         engine.set_launch_rate(rate);
         engine.set_sold_out_ttl(crate::config::sold_out_ttl(&self.settings));
         Ok(engine)
@@ -140,31 +151,30 @@ impl Connector for Engines {
         let Some(table) = &self.table else {
             return Ok(None);
         };
+        let spelled = (manifest.account.clone(), manifest.region.clone());
         let known = self
             .keepers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&manifest.region)
+            .get(&spelled)
             .cloned();
         if known.is_some() {
             return Ok(known);
         }
         let gateway = |f: Failure| ApiError::from_json(StatusCode::BAD_GATEWAY, f.json());
-        let cloud = connect_to(&self.global, manifest.region.as_deref())
-            .await
-            .map_err(gateway)?;
+        let cloud = connect(&self.global, manifest).await.map_err(gateway)?;
         let account = cloud
             .account_id()
             .await
             .map_err(|e| gateway(Failure::Refused(Refusal::Unavailable, e)))?;
         let name = format!("{account}/{}", cloud.region());
-        // Two manifest spellings of one region share its lease.
+        // Two manifest spellings of one account and region share its lease.
         let (keeper, new) = {
             let mut keepers = self.keepers.lock().unwrap_or_else(|e| e.into_inner());
             let found = keepers.values().find(|k| k.name == name).cloned();
             let new = found.is_none();
             let keeper = found.unwrap_or_else(|| Arc::new(LeaseKeeper::new(table.clone(), name)));
-            keepers.insert(manifest.region.clone(), keeper.clone());
+            keepers.insert(spelled, keeper.clone());
             (keeper, new)
         };
         if new {
@@ -236,6 +246,14 @@ async fn follow_token(table: Arc<dyn crate::store::Store>, guard: Arc<Guard>, st
 
 /// How soon a replica takes on a token rotated on another.
 const TOKEN_FOLLOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Engines {
+    /// The engine already made for (account, region), if any.
+    fn known(&self, key: &(String, String)) -> Option<Arc<Engine>> {
+        let engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        engines.get(key).cloned()
+    }
+}
 
 fn default_state_dir() -> Result<PathBuf, Failure> {
     std::env::var_os("HOME")

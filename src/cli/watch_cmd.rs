@@ -80,7 +80,7 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
     }
     let cancel = CancellationToken::new();
     let (notes, lease) = match &args.store {
-        StoreUrl::Files => (super::launch_notes(global, aws.region()), None),
+        StoreUrl::Files => (super::launch_notes(global, &aws).await, None),
         StoreUrl::DynamoDb { table } => {
             let keeper = super::store_cmd::lease_keeper(&aws, table).await?;
             // Whose turn it is is known before the first pass.

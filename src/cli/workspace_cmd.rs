@@ -145,9 +145,14 @@ fn money(v: Option<f64>) -> String {
     v.map_or("?".into(), |c| format!("${c:.2}"))
 }
 
-fn table(rows: &[WorkspaceRow]) -> String {
+/// The workspaces of `rows` as a table, with the account and region they are in
+/// (`place`, when the account is known).
+fn table(rows: &[WorkspaceRow], place: Option<&str>) -> String {
     if rows.is_empty() {
-        return "No workspaces.\n".into();
+        return match place {
+            Some(p) => format!("No workspaces in account {p}.\n"),
+            None => "No workspaces.\n".into(),
+        };
     }
     let mut t = Table::new();
     let scheduled = rows.iter().any(|r| r.next_change.is_some());
@@ -170,14 +175,25 @@ fn table(rows: &[WorkspaceRow]) -> String {
         }
         t.add_row(cells);
     }
-    format!(
+    let mut out = format!(
         "{t}\n* estimate from us-east-1 On-Demand Linux prices; ? = a type prism has no price for\n"
-    )
+    );
+    if let Some(p) = place {
+        out.push_str(&format!("Account {p}\n"));
+    }
+    out
 }
 
 pub async fn run(global: &GlobalArgs, args: &WorkspaceArgs) -> Result<ExitCode, Failure> {
-    let cloud = connect_to(global, None).await?;
     let now = SystemTime::now();
+    // A manifest's fleet is listed where the manifest keeps it: its account and region.
+    if let WorkspaceCommand::List(a) = &args.command
+        && let Some(file) = &a.manifest
+    {
+        let manifest = crate::manifest::load(file)?;
+        return list(&super::connect(global, &manifest).await?, a, now).await;
+    }
+    let cloud = connect_to(global, None).await?;
     match &args.command {
         WorkspaceCommand::List(a) => list(&cloud, a, now).await,
         WorkspaceCommand::Show(a) => {
@@ -239,13 +255,14 @@ pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<Ex
         .as_deref()
         .map(crate::manifest::load)
         .transpose()?;
+    let account = cloud.account().await;
     let fleet = a
         .fleet
         .as_deref()
         .or(manifest.as_ref().map(|m| m.name.as_str()));
     let found = workspaces(cloud, fleet, a.project.as_deref(), a.state.as_deref()).await?;
     let at = jiff::Timestamp::try_from(now).ok();
-    let rows: Vec<WorkspaceRow> = found
+    let mut rows: Vec<WorkspaceRow> = found
         .iter()
         .map(|i| {
             let mut r = row(i, now);
@@ -257,7 +274,13 @@ pub async fn list(cloud: &dyn Cloud, a: &ListArgs, now: SystemTime) -> Result<Ex
             r
         })
         .collect();
-    print(&a.format.encode(&rows).unwrap_or_else(|| table(&rows)))?;
+    crate::inventory::in_account(&mut rows, account.as_ref());
+    let place = account.map(|acc| format!("{acc}, {}", cloud.region()));
+    print(
+        &a.format
+            .encode(&rows)
+            .unwrap_or_else(|| table(&rows, place.as_deref())),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -337,7 +360,7 @@ pub async fn change(
     let engine = Engine::new(
         cloud.clone(),
         None,
-        super::launch_notes(global, cloud.region()),
+        super::launch_notes(global, cloud.as_ref()).await,
     );
     let rerun = format!("prism workspace {verb} {}", a.names.join(" "));
     let mut complete = true;
@@ -528,6 +551,7 @@ pub async fn create(global: &GlobalArgs, a: &CreateArgs) -> Result<ExitCode, Fai
         templates,
         workspaces: a.names.clone(),
         region: None,
+        account: None,
         state: DesiredState::Running,
         schedule: None,
         roster: None,

@@ -39,6 +39,10 @@ pub struct AwsCloud {
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// The configuration the clients were made from: the store's client shares it.
     config: aws_config::SdkConfig,
+    /// The profile the credentials come from, when one was named.
+    profile: Option<String>,
+    /// The account id, once STS has told it (clones share it).
+    account: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// An error before any call.
@@ -72,6 +76,9 @@ impl AwsCloud {
         }
         if let Some(profile) = &conn.profile {
             loader = loader.profile_name(profile);
+            if conn.named_profile {
+                loader = loader.credentials_provider(named_profile(profile, conn).await);
+            }
         }
         if let Some(url) = &conn.endpoint_url {
             loader = loader.endpoint_url(url);
@@ -101,6 +108,8 @@ impl AwsCloud {
             endpoint_url: config.endpoint_url().map(str::to_string),
             metrics: None,
             config,
+            profile: conn.profile.clone(),
+            account: Default::default(),
         })
     }
 
@@ -109,17 +118,26 @@ impl AwsCloud {
         &self.config
     }
 
-    /// The account the credentials are of (STS GetCallerIdentity).
+    /// The account the credentials are of (STS GetCallerIdentity, asked once).
     pub async fn account_id(&self) -> Result<String, String> {
-        let sts = aws_sdk_sts::Client::new(&self.config);
-        let who = sts
-            .get_caller_identity()
-            .send()
+        self.account
+            .get_or_try_init(|| async {
+                let sts = aws_sdk_sts::Client::new(&self.config);
+                let who =
+                    sts.get_caller_identity().send().await.map_err(|e| {
+                        format!("STS GetCallerIdentity: {}", DisplayErrorContext(&e))
+                    })?;
+                who.account()
+                    .map(str::to_string)
+                    .ok_or_else(|| "STS GetCallerIdentity named no account".to_string())
+            })
             .await
-            .map_err(|e| format!("STS GetCallerIdentity: {}", DisplayErrorContext(&e)))?;
-        who.account()
-            .map(str::to_string)
-            .ok_or_else(|| "STS GetCallerIdentity named no account".to_string())
+            .cloned()
+    }
+
+    /// The profile the credentials come from, when one was named.
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_deref()
     }
 
     /// This client, counting every call in `metrics`.
@@ -127,6 +145,26 @@ impl AwsCloud {
         self.metrics = Some(metrics);
         self
     }
+}
+
+/// The credentials of `profile` alone. The SDK's default chain reads the environment's
+/// keys first, whatever the profile: a fleet named for another account would land in
+/// the account of the exported keys.
+async fn named_profile(
+    profile: &str,
+    conn: &Connection,
+) -> aws_config::profile::ProfileFileCredentialsProvider {
+    use aws_config::provider_config::ProviderConfig;
+    let mut config = ProviderConfig::without_region();
+    if let Some(region) = &conn.region {
+        config = config.with_region(Some(Region::new(region.clone())));
+    } else {
+        config = config.load_default_region().await;
+    }
+    aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .configure(&config)
+        .profile_name(profile)
+        .build()
 }
 
 tokio::task_local! {
@@ -578,6 +616,19 @@ impl AwsCloud {
 impl Cloud for AwsCloud {
     fn region(&self) -> &str {
         &self.region
+    }
+
+    async fn account(&self) -> Option<super::Account> {
+        match self.account_id().await {
+            Ok(id) => Some(super::Account {
+                id,
+                profile: self.profile.clone(),
+            }),
+            Err(e) => {
+                tracing::info!("cannot tell which AWS account this is: {e}");
+                None
+            }
+        }
     }
 
     async fn describe_instances(&self, f: &InstanceFilter) -> Result<Vec<Instance>, CloudError> {

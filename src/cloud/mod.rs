@@ -363,11 +363,35 @@ pub struct LaunchSpec {
 /// The device a restored snapshot is attached at.
 pub const RESTORED_DEVICE: &str = "/dev/sdf";
 
+/// The AWS account calls act in: its id, and the profile that reached it when one was
+/// named (`--profile`, the manifest's `account`, `AWS_PROFILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.profile {
+            Some(p) => write!(f, "{} (profile {p})", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
 /// Everything prism asks of AWS. Each method is one AWS API (or one paginated series).
 #[async_trait]
 pub trait Cloud: Send + Sync {
     /// The region every call goes to.
     fn region(&self) -> &str;
+
+    /// The account every call acts in (STS GetCallerIdentity, asked once); None when
+    /// it cannot be told (no answer, or a cloud that has no accounts).
+    async fn account(&self) -> Option<Account> {
+        None
+    }
 
     /// DescribeInstances, all pages.
     async fn describe_instances(

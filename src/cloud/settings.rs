@@ -88,6 +88,8 @@ pub enum Source {
     Env(&'static str),
     /// The manifest's `region`.
     Manifest,
+    /// The manifest's `account` (a profile name).
+    ManifestAccount,
     /// The AWS configuration files (the profile's own setting).
     AwsConfig,
 }
@@ -98,6 +100,7 @@ impl fmt::Display for Source {
             Source::Flag(name) => write!(f, "the {name} flag"),
             Source::Env(name) => write!(f, "the environment variable {name}"),
             Source::Manifest => write!(f, "the manifest's `region`"),
+            Source::ManifestAccount => write!(f, "the manifest's `account`"),
             Source::AwsConfig => write!(f, "the AWS configuration"),
         }
     }
@@ -133,6 +136,11 @@ impl SettingError {
 pub struct Connection {
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// Whether the profile was named for this command (`--profile` or the manifest's
+    /// `account`): then its credentials are used even when the environment holds
+    /// others, as the AWS CLI does with `--profile`, so that a fleet never lands in the
+    /// account of whatever keys happen to be exported.
+    pub named_profile: bool,
     pub endpoint_url: Option<String>,
 }
 
@@ -142,6 +150,8 @@ pub struct Requested<'a> {
     pub region_flag: Option<&'a str>,
     pub manifest_region: Option<&'a str>,
     pub profile_flag: Option<&'a str>,
+    /// The manifest's `account`: a profile, overridden by `--profile`.
+    pub manifest_account: Option<&'a str>,
     pub endpoint_flag: Option<&'a str>,
 }
 
@@ -164,14 +174,16 @@ impl Connection {
             (None, None, Some(r)) => Some(region(&r, &Source::Env("AWS_REGION"))?),
             (None, None, None) => None,
         };
-        let profile = match (req.profile_flag, env("AWS_PROFILE")?) {
-            (Some(p), _) => Some(profile(p, &Source::Flag("--profile"))?),
-            (None, Some(p)) => Some(profile(&p, &Source::Env("AWS_PROFILE"))?),
-            (None, None) => None,
+        let profile = match (req.profile_flag, req.manifest_account, env("AWS_PROFILE")?) {
+            (Some(p), _, _) => Some(profile(p, &Source::Flag("--profile"))?),
+            (None, Some(p), _) => Some(profile(p, &Source::ManifestAccount)?),
+            (None, None, Some(p)) => Some(profile(&p, &Source::Env("AWS_PROFILE"))?),
+            (None, None, None) => None,
         };
         Ok(Connection {
             region,
             profile,
+            named_profile: req.profile_flag.is_some() || req.manifest_account.is_some(),
             endpoint_url,
         })
     }

@@ -201,11 +201,17 @@ impl LaunchNotes {
         matches!(&self.shelf, Some(Shelf::Store(k)) if k.lease().is_none())
     }
 
-    /// The file for an account's `region` behind `endpoint` (None: AWS itself): in
+    /// The file for `account`'s `region` behind `endpoint` (None: AWS itself), so that
+    /// fleets of two accounts in one region never share notes (an unknown account has
+    /// the region's own file): in
     /// the machine's folder ([`shared_dir`]) when it exists and this user may write
     /// there, so that every prism process on the machine reads the same notes whoever
     /// runs it; else under the user's cache folder. None when there is neither.
-    pub fn default_file(region: &str, endpoint: Option<&str>) -> Option<PathBuf> {
+    pub fn default_file(
+        account: Option<&str>,
+        region: &str,
+        endpoint: Option<&str>,
+    ) -> Option<PathBuf> {
         let base = match notes_base()? {
             Base::Machine(dir) => dir,
             Base::User(dir, machine) => {
@@ -220,15 +226,16 @@ impl LaunchNotes {
                 dir
             }
         };
-        let place = match endpoint {
+        let mut place = match account {
+            Some(id) => format!("{id}-{region}"),
             None => region.to_string(),
-            Some(url) => {
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(url.as_bytes());
-                let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-                format!("{region}-{short}")
-            }
         };
+        if let Some(url) = endpoint {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(url.as_bytes());
+            let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            place = format!("{place}-{short}");
+        }
         Some(base.join("launches").join(format!("{place}.json")))
     }
 

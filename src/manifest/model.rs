@@ -29,6 +29,8 @@ pub struct Manifest {
     pub workspaces: Vec<String>,
     /// Region, when the manifest names one.
     pub region: Option<String>,
+    /// The AWS profile whose account the fleet lives in, when the manifest names one.
+    pub account: Option<String>,
     /// Desired state of every workspace; for a scheduled fleet, its state outside the
     /// windows (what anything that does not read the schedule should assume).
     pub state: DesiredState,

@@ -46,6 +46,13 @@ pub struct RawManifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
     pub region: Option<String>,
+    /// The AWS account the fleet lives in: a profile of the AWS configuration
+    /// (`~/.aws/config`), such as one that assumes a role in the course's account
+    /// (`role_arn` with `source_profile`). Defaults to the account of the AWS
+    /// configuration; `--profile` overrides it for one command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(r"^[^\s\[\]]+$"))]
+    pub account: Option<String>,
     /// Desired state of every workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<DesiredState>,

@@ -397,6 +397,7 @@ fn what_is(pointer: &str) -> &'static str {
     match pointer {
         "/name" => "fleet name",
         "/region" => "region name",
+        "/account" => "profile name",
         p if p.starts_with("/members/") => "member name",
         _ => "value",
     }
@@ -405,6 +406,7 @@ fn what_is(pointer: &str) -> &'static str {
 fn pattern_hint(pointer: &str) -> String {
     match pointer {
         "/region" => "a region name such as us-west-2 or eu-central-1".into(),
+        "/account" => "the name of a profile of the AWS configuration (`[profile NAME]` in ~/.aws/config), without spaces or brackets".into(),
         _ => "use lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. cs499-fall26); it becomes part of every workspace name".into(),
     }
 }

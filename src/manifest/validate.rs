@@ -541,6 +541,7 @@ fn build(path: &Path, raw: RawManifest, file_templates: BTreeMap<String, RawTemp
         templates,
         workspaces,
         region: raw.region,
+        account: raw.account,
         // Whatever ignores the schedule sees the fleet as it is outside its windows.
         state: match &schedule {
             Some(_) => DesiredState::Stopped,

@@ -257,7 +257,7 @@ async fn start(
     if keeper.as_ref().is_some_and(|k| k.lease().is_none()) {
         return Ok(());
     }
-    let slot = app.slot(engine.cloud().region());
+    let slot = slot_of(app, &engine).await;
     // The run's log records carry the launch's id.
     let span = launch.span();
     let how = match slot.clone().try_lock_owned() {
@@ -266,6 +266,13 @@ async fn start(
     };
     launch.start(how, app.store.clone(), keeper, None);
     Ok(())
+}
+
+/// The launch slot of `engine`'s account and region: one launch runs there at a time.
+async fn slot_of(app: &App, engine: &crate::engine::Engine) -> Arc<tokio::sync::Mutex<()>> {
+    let cloud = engine.cloud();
+    let account = cloud.account().await.map(|a| a.id).unwrap_or_default();
+    app.slot(&format!("{account}/{}", cloud.region()))
 }
 
 /// A run that waits for its region's slot, then is planned (again: the launches ahead
@@ -343,7 +350,7 @@ pub async fn take_over(app: &Arc<App>, launch: &Arc<Launch>) -> Result<bool, Api
     );
     let _one = app.create.lock().await;
     let engine = app.connector.engine(&manifest).await?;
-    let slot = app.slot(engine.cloud().region());
+    let slot = slot_of(app, &engine).await;
     let how = queued(app, &manifest, record.request, slot, launch.span());
     // Said in the launch's own events, when a run had begun: a client following it
     // sees where it went on.

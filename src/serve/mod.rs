@@ -85,7 +85,8 @@ pub struct App {
     registry: Registry,
     /// Idempotency-Key → (SHA-256 of the body, launch id).
     keys: Mutex<BTreeMap<String, (String, String)>>,
-    /// One slot per region: the launch holding it runs, the others wait as queued.
+    /// One slot per account and region: the launch holding it runs, the others wait as
+    /// queued.
     slots: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while a launch is created or resumed.
     create: tokio::sync::Mutex<()>,
@@ -154,7 +155,7 @@ impl App {
         })
     }
 
-    /// The launch slot of `region`.
+    /// The launch slot of `ACCOUNT/REGION`.
     fn slot(&self, region: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.slots
             .lock()

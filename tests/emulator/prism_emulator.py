@@ -4,13 +4,17 @@ moto server, run in this process, behind a small WSGI front that adds what real 
 does and moto does not:
 
 * Service Quotas for the ``ec2`` and ``ebs`` codes, and quota increase requests;
-* RunInstances ClientToken idempotency, scoped per (region, zone) as on AWS;
+* RunInstances ClientToken idempotency, scoped per (account, region, zone) as on AWS;
 * RunInstances of many instances as on AWS: ``MaxCount`` launched, or fewer when a
   zone is short of capacity or of vCPU quota (down to ``MinCount``);
 * vCPU limit enforcement on RunInstances (VcpuLimitExceeded);
 * faults on demand, lost responses, delays, AWS-like token buckets;
 * eventual consistency: new instances hidden from DescribeInstances for a while;
 * a log of every AWS call, for tests that count calls.
+
+Every addition is kept per account, as moto keeps its own state: a call acts in the
+account moto gives its access key (the default account, or the role's account for keys
+that STS AssumeRole returned), so tests can run fleets in two accounts.
 
 The control API lives under ``/_prism/`` (see README.md beside this file).
 """
@@ -41,6 +45,7 @@ from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.instance_types import INSTANCE_TYPES  # noqa: E402
 from moto.ec2.models.instances import InstanceBackend, StateReason  # noqa: E402
 from moto.ec2 import utils as ec2_utils  # noqa: E402
+from moto.iam.models import get_account_id_from  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -128,11 +133,14 @@ class Fault:
     lost: bool = False  # let the call take effect, then answer with the error
     delay_ms: int = 0
     filter: str | None = None  # only calls filtered by this name (e.g. "client-token")
+    account: str | None = None  # only calls in this account; None = any
     seen: int = 0
 
     def matches(self, call: "Call") -> bool:
-        return self.action in (call.action, "*") and (
-            self.filter is None or self.filter in filter_names(call.params)
+        return (
+            self.action in (call.action, "*")
+            and (self.filter is None or self.filter in filter_names(call.params))
+            and self.account in (None, call.account)
         )
 
     def fires(self, rng: random.Random) -> bool:
@@ -155,19 +163,20 @@ class TokenRecord:
 class State:
     lock: threading.RLock = field(default_factory=threading.RLock)
     calls: list[dict] = field(default_factory=list)
-    # (region, service, code) -> applied value; region "*" applies where a region has none
+    # (account, region, service, code) -> applied value; "*" for the account or the region
+    # applies where none of its own is set
     quotas: dict = field(default_factory=dict)
     requests: dict = field(default_factory=dict)  # id -> RequestedQuota dict
     faults: list[Fault] = field(default_factory=list)
     throttle: bool = False
-    buckets: dict = field(default_factory=dict)  # action -> [tokens, last refill]
-    resources: dict = field(default_factory=dict)  # action -> [instance tokens, last refill]
+    buckets: dict = field(default_factory=dict)  # (account, region, action) -> [tokens, last refill]
+    resources: dict = field(default_factory=dict)  # (account, region, action) -> [instance tokens, last refill]
     lag_s: float = 0.0
     visible_at: dict = field(default_factory=dict)  # instance id -> monotonic time
     boot_s: float = 0.0
     running_at: dict = field(default_factory=dict)  # instance id -> monotonic time
-    tokens: dict = field(default_factory=dict)  # (region, zone or "", ClientToken) -> TokenRecord
-    sold_out: list = field(default_factory=list)  # [{"zone", "instance_type" (None: all)}]
+    tokens: dict = field(default_factory=dict)  # (account, region, zone or "", ClientToken) -> TokenRecord
+    sold_out: list = field(default_factory=list)  # [{"zone", "instance_type" (None: all), "left", "account" (None: all)}]
     token_locks: dict = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -262,7 +271,7 @@ def error_for(service: str, code: str, message: str, status: int):
 
 # --- request parsing --------------------------------------------------------------
 
-CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request")
+CREDENTIAL = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/aws4_request")
 
 
 @dataclass
@@ -281,11 +290,23 @@ def filter_names(params: dict) -> list[str]:
     return [v for n, v in sorted(names, key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)]
 
 
+def account_of(environ, access_key: str | None) -> str:
+    """The account moto serves a request in, decided as moto decides it
+    (``BaseResponse.get_current_account``): ``MOTO_ACCOUNT_ID``, else the
+    ``x-moto-account-id`` header, else the account that issued the access key (STS
+    AssumeRole issues keys in the role's account), else the default account."""
+    if "MOTO_ACCOUNT_ID" in os.environ:
+        return os.environ["MOTO_ACCOUNT_ID"]
+    if environ.get("HTTP_X_MOTO_ACCOUNT_ID"):
+        return environ["HTTP_X_MOTO_ACCOUNT_ID"]
+    return get_account_id_from(access_key) if access_key else DEFAULT_ACCOUNT_ID
+
+
 def parse_call(environ, body: bytes) -> Call:
-    region, service = "us-east-1", "unknown"
+    region, service, access_key = "us-east-1", "unknown", None
     match = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
     if match:
-        region, service = match.group(1), match.group(2)
+        access_key, region, service = match.group(1), match.group(2), match.group(3)
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     if target:
         action = target.split(".")[-1]
@@ -296,7 +317,7 @@ def parse_call(environ, body: bytes) -> Call:
     else:
         params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         action = params.get("Action", environ.get("PATH_INFO", ""))
-    return Call(service, region, action, params, body)
+    return Call(service, region, action, params, body, account_of(environ, access_key))
 
 
 # --- service quotas ---------------------------------------------------------------
@@ -317,23 +338,39 @@ def quota_payload(call: Call, service: str, code: str, value: float) -> dict:
     }
 
 
-ANY_REGION = "*"
+ANY = "*"
+ANY_REGION = ANY
 
 
-def applied(region: str, service: str, code: str) -> float | None:
-    """The value applied in ``region`` (Service Quotas are per region), if any."""
-    value = STATE.quotas.get((region, service, code))
-    return STATE.quotas.get((ANY_REGION, service, code)) if value is None else value
+def applied(call: Call, service: str, code: str) -> float | None:
+    """The value applied in the call's account and region (Service Quotas are per
+    account and region), if any: the most specific of the account's own in the region,
+    the account's own in every region, anyone's in the region, anyone's anywhere."""
+    for key in ((call.account, call.region), (call.account, ANY), (ANY, call.region), (ANY, ANY)):
+        value = STATE.quotas.get((*key, service, code))
+        if value is not None:
+            return value
+    return None
 
 
-def applied_value(region: str, service: str, code: str) -> float:
-    value = applied(region, service, code)
+def applied_value(call: Call, service: str, code: str) -> float:
+    value = applied(call, service, code)
     return QUOTAS[(service, code)][2] if value is None else value
 
 
 def request_region(request: dict) -> str:
     # arn:aws:servicequotas:REGION:ACCOUNT:service/code
     return request["QuotaArn"].split(":")[3]
+
+
+def request_account(request: dict) -> str:
+    return request["QuotaArn"].split(":")[4]
+
+
+def requested_here(request: dict, call: Call) -> bool:
+    """Whether ``request`` was made in the call's account and region: the only place
+    it is seen."""
+    return request_region(request) == call.region and request_account(request) == call.account
 
 
 def service_quotas(call: Call):
@@ -348,7 +385,7 @@ def service_quotas(call: Call):
     if action == "GetAWSDefaultServiceQuota":
         return json_ok({"Quota": quota_payload(call, *key, QUOTAS[key][2])})
     if action == "GetServiceQuota":
-        value = applied(call.region, *key)
+        value = applied(call, *key)
         if value is None:
             # Real AWS answers this for quotas never changed from their default; the
             # client must fall back to GetAWSDefaultServiceQuota.
@@ -356,12 +393,12 @@ def service_quotas(call: Call):
         return json_ok({"Quota": quota_payload(call, *key, value)})
     if action == "RequestServiceQuotaIncrease":
         desired = float(p.get("DesiredValue", 0))
-        if desired <= applied_value(call.region, *key):
+        if desired <= applied_value(call, *key):
             return json_error("IllegalArgumentException", "The desired value must be greater than the current value.", 400)
         for r in STATE.requests.values():
             if (
                 (r["ServiceCode"], r["QuotaCode"]) == key
-                and request_region(r) == call.region
+                and requested_here(r, call)
                 and r["Status"] in ("PENDING", "CASE_OPENED")
             ):
                 return json_error("ResourceAlreadyExistsException", f"A request for {key[1]} is already pending.", 400)
@@ -386,14 +423,14 @@ def service_quotas(call: Call):
         return json_ok({"RequestedQuota": request})
     if action == "GetRequestedServiceQuotaChange":
         request = STATE.requests.get(p.get("RequestId"))
-        if request is None or request_region(request) != call.region:
+        if request is None or not requested_here(request, call):
             return json_error("NoSuchResourceException", f"The request {p.get('RequestId')} does not exist.", 400)
         return json_ok({"RequestedQuota": request})
     if action in ("ListRequestedServiceQuotaChangeHistory", "ListRequestedServiceQuotaChangeHistoryByQuota"):
         found = [
             r
             for r in STATE.requests.values()
-            if request_region(r) == call.region
+            if requested_here(r, call)
             and p.get("ServiceCode") in (None, r["ServiceCode"])
             and p.get("QuotaCode") in (None, r["QuotaCode"])
             and p.get("Status") in (None, r["Status"])
@@ -410,7 +447,7 @@ def set_request_status(request_id: str, status: str) -> dict | None:
     request["Status"] = status
     request["LastUpdated"] = datetime.now(timezone.utc).timestamp()
     if status == "APPROVED":
-        key = (request_region(request), request["ServiceCode"], request["QuotaCode"])
+        key = (request_account(request), request_region(request), request["ServiceCode"], request["QuotaCode"])
         STATE.quotas[key] = request["DesiredValue"]
     return request
 
@@ -433,7 +470,7 @@ def vcpu_room(call: Call, wanted: int):
     instance_type = call.params.get("InstanceType", "m1.small")
     least = int(call.params.get("MinCount", "1"))
     code = quota_code_for(instance_type)
-    limit = applied_value(call.region, "ec2", code)
+    limit = applied_value(call, "ec2", code)
     room = int((limit - account_usage(call, code)) // max(vcpus_of(instance_type), 1))
     if room < least:
         return None, ec2_error(
@@ -458,8 +495,9 @@ def request_fingerprint(params: dict) -> str:
 
 
 def token_key(call: Call, token: str) -> tuple:
-    """Tokens are scoped per region and zone; a request without a zone has its own scope."""
-    return (call.region, call.params.get("Placement.AvailabilityZone", ""), token)
+    """Tokens are scoped per account, region and zone; a request without a zone has its
+    own scope."""
+    return (call.account, call.region, call.params.get("Placement.AvailabilityZone", ""), token)
 
 
 INSTANCE_ID = re.compile(rb"<instanceId>(i-[0-9a-f]+)</instanceId>")
@@ -511,15 +549,19 @@ def after_run_instances(call: Call, token: str | None, status: int, body: bytes)
                     STATE.running_at[instance.id] = time.monotonic() + STATE.boot_s
 
 
-def capacity_rule(zone: str, instance_type: str):
+def capacity_rule(account: str, zone: str, instance_type: str):
     return next(
-        (r for r in STATE.sold_out if r["zone"] == zone and r.get("instance_type") in (None, instance_type)),
+        (
+            r
+            for r in STATE.sold_out
+            if r["zone"] == zone and r.get("instance_type") in (None, instance_type) and r.get("account") in (None, account)
+        ),
         None,
     )
 
 
-def sold_out(zone: str, instance_type: str) -> bool:
-    rule = capacity_rule(zone, instance_type)
+def sold_out(account: str, zone: str, instance_type: str) -> bool:
+    rule = capacity_rule(account, zone, instance_type)
     return rule is not None and not rule.get("left")
 
 
@@ -532,12 +574,12 @@ def capacity_room(call: Call, wanted: int):
     zone = call.params.get("Placement.AvailabilityZone") or f"{call.region}a"
     instance_type = call.params.get("InstanceType", "m1.small")
     least = int(call.params.get("MinCount", "1"))
-    rule = capacity_rule(zone, instance_type)
+    rule = capacity_rule(call.account, zone, instance_type)
     room = wanted if rule is None else min(wanted, int(rule.get("left") or 0))
     if room >= least:
         return room, None
     backend = ec2_backends[call.account][call.region]
-    others = [z.name for z in backend.describe_availability_zones() if z.name != zone and not sold_out(z.name, instance_type)]
+    others = [z.name for z in backend.describe_availability_zones() if z.name != zone and not sold_out(call.account, z.name, instance_type)]
     where = (
         f"by not specifying an Availability Zone in your request or choosing {', '.join(others)}."
         if others
@@ -554,7 +596,7 @@ def capacity_room(call: Call, wanted: int):
 
 def use_capacity(call: Call, launched: int) -> None:
     zone = call.params.get("Placement.AvailabilityZone") or f"{call.region}a"
-    rule = capacity_rule(zone, call.params.get("InstanceType", "m1.small"))
+    rule = capacity_rule(call.account, zone, call.params.get("InstanceType", "m1.small"))
     if rule is not None and rule.get("left"):
         rule["left"] = max(int(rule["left"]) - launched, 0)
 
@@ -596,11 +638,13 @@ def restarted(call: Call, ids: set[str]) -> None:
             instance.launch_time = utcnow()
 
 
-def age(region: str, seconds: float) -> None:
+def age(region: str, seconds: float, account: str | None = None) -> None:
     """Moves every instance's launch, last start and attachments `seconds` back, as if
-    all had happened that much earlier."""
+    all had happened that much earlier (in ``account``, or in every account)."""
     delta = timedelta(seconds=seconds)
-    for instance in every_instance(ec2_backends[DEFAULT_ACCOUNT_ID][region]):
+    accounts = [account] if account else list(ec2_backends.keys())
+    instances = [i for a in accounts for i in every_instance(ec2_backends[a][region])]
+    for instance in instances:
         instance.launch_time -= delta
         for device in instance.block_device_mapping.values():
             if getattr(device, "attach_time", None) is not None:
@@ -660,7 +704,7 @@ def check_start_vcpu_limit(call: Call):
         code = quota_code_for(instance.instance_type)
         by_code[code] = by_code.get(code, 0) + vcpus_of(instance.instance_type)
     for code, wanted in by_code.items():
-        limit = applied_value(call.region, "ec2", code)
+        limit = applied_value(call, "ec2", code)
         if account_usage(call, code) + wanted > limit:
             return ec2_error(
                 "VcpuLimitExceeded",
@@ -680,37 +724,43 @@ def instance_count(call: Call) -> int:
 
 
 def take_resources(call: Call) -> bool:
-    """Takes the call's instances from its action's resource bucket, if it has one."""
+    """Takes the call's instances from its action's resource bucket in its account and
+    region, if the action has one."""
     if call.action not in RESOURCE_BUCKETS:
         return True
     capacity, refill = RESOURCE_BUCKETS[call.action]
     need = instance_count(call)
+    key = (call.account, call.region, call.action)
     with STATE.lock:
         now = time.monotonic()
-        tokens, last = STATE.resources.get(call.action, (float(capacity), now))
+        tokens, last = STATE.resources.get(key, (float(capacity), now))
         tokens = min(capacity, tokens + (now - last) * refill)
         if tokens < need:
-            STATE.resources[call.action] = (tokens, now)
+            STATE.resources[key] = (tokens, now)
             return False
-        STATE.resources[call.action] = (tokens - need, now)
+        STATE.resources[key] = (tokens - need, now)
         return True
 
 
-def take_token(action: str) -> bool:
+def take_token(call: Call) -> bool:
+    """Takes a token from the call's request bucket: one per action, account and region,
+    as on AWS."""
+    action = call.action
     if action in BUCKETS:
         capacity, refill = BUCKETS[action]
     elif action.startswith("Describe"):
         capacity, refill = DESCRIBE_BUCKET
     else:
         capacity, refill = MUTATING_BUCKET
+    key = (call.account, call.region, action)
     with STATE.lock:
         now = time.monotonic()
-        tokens, last = STATE.buckets.get(action, (float(capacity), now))
+        tokens, last = STATE.buckets.get(key, (float(capacity), now))
         tokens = min(capacity, tokens + (now - last) * refill)
         if tokens < 1:
-            STATE.buckets[action] = (tokens, now)
+            STATE.buckets[key] = (tokens, now)
             return False
-        STATE.buckets[action] = (tokens - 1, now)
+        STATE.buckets[key] = (tokens - 1, now)
         return True
 
 
@@ -749,7 +799,13 @@ class Emulator:
 
     def aws(self, environ, body: bytes):
         call = parse_call(environ, body)
-        entry = {"service": call.service, "action": call.action, "region": call.region, "time": time.time()}
+        entry = {
+            "service": call.service,
+            "action": call.action,
+            "region": call.region,
+            "account": call.account,
+            "time": time.time(),
+        }
         if filter_names(call.params):
             entry["filters"] = filter_names(call.params)
         with STATE.lock:
@@ -772,7 +828,7 @@ class Emulator:
             throttled = (
                 STATE.throttle
                 and call.service == "ec2"
-                and not (take_token(call.action) and take_resources(call))
+                and not (take_token(call) and take_resources(call))
             )
         if throttled:
             return error_for(call.service, "RequestLimitExceeded", "Request limit exceeded.", 503)
@@ -852,12 +908,13 @@ class Emulator:
                 STATE.reset()
                 return json_ok({})
             if path == "/_prism/quotas" and method == "POST":
-                region = payload.pop("region", ANY_REGION)
+                region = payload.pop("region", ANY)
+                account = payload.pop("account", ANY)
                 for service, codes in payload.items():
                     for code, value in codes.items():
                         if (service, code) not in QUOTAS:
                             return json_error("UnknownQuota", f"{service}/{code}", 400)
-                        STATE.quotas[(region, service, code)] = float(value)
+                        STATE.quotas[(account, region, service, code)] = float(value)
                 return json_ok({})
             if path == "/_prism/faults" and method == "POST":
                 STATE.faults = [Fault(**f) for f in payload.get("faults", [])]
@@ -871,12 +928,12 @@ class Emulator:
                 return json_ok({})
             if path == "/_prism/capacity" and method == "POST":
                 STATE.sold_out = [
-                    {"zone": r["zone"], "instance_type": r.get("instance_type"), "left": r.get("left")}
+                    {"zone": r["zone"], "instance_type": r.get("instance_type"), "left": r.get("left"), "account": r.get("account")}
                     for r in payload.get("sold_out", [])
                 ]
                 return json_ok({})
             if path == "/_prism/age" and method == "POST":
-                age(payload.get("region", "us-west-2"), float(payload.get("seconds", 0)))
+                age(payload.get("region", "us-west-2"), float(payload.get("seconds", 0)), payload.get("account"))
                 return json_ok({})
             if path == "/_prism/lag" and method == "POST":
                 STATE.lag_s = float(payload.get("seconds", 0))

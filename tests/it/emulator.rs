@@ -55,6 +55,9 @@ pub struct Call {
     /// The error code answered, if any.
     #[serde(default)]
     pub code: Option<String>,
+    /// The account the call acted in.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 impl Emulator {

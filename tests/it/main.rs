@@ -1,5 +1,6 @@
 //! Integration tests: the real `prism` binary against the local AWS emulator.
 
+mod accounts;
 mod apply;
 mod batch;
 mod browser;
