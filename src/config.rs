@@ -10,6 +10,7 @@
 //!     adaptive: true
 //! capacity:
 //!   sold_out_ttl: 3m
+//! store: dynamodb://prism-state   # replicas' shared table (default: this machine's files)
 //! ```
 
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ pub struct UserConfig {
     pub rate_limiting: RateLimiting,
     #[serde(default)]
     pub capacity: Capacity,
+    /// Where `watch` and `serve` keep what replicas share (`dynamodb://TABLE`), unless
+    /// `--store` or `PRISM_STORE` says.
+    pub store: Option<String>,
 }
 
 /// What prism does when AWS has no capacity.
@@ -70,7 +74,7 @@ pub enum ConfigError {
 
 /// The keys each mapping of the settings file may hold, by JSON pointer.
 const KEYS: &[(&str, &[&str])] = &[
-    ("", &["rate_limiting", "capacity"]),
+    ("", &["rate_limiting", "capacity", "store"]),
     ("/capacity", &["sold_out_ttl"]),
     ("/rate_limiting", &["workspace_launch"]),
     (
@@ -189,11 +193,31 @@ pub fn parse(path: &str, text: &str) -> Result<UserConfig, ConfigError> {
             Some("for example `sold_out_ttl: 3m` (or `90s`, `0s` to never remember)".into()),
         ));
     }
+    if let Some(store) = &config.store
+        && let Err(why) = store.parse::<crate::store::StoreUrl>()
+    {
+        let p = "/store";
+        problems.push(src.problem(
+            loc.value(p),
+            p,
+            why,
+            "not a store",
+            Some("for example `store: dynamodb://prism-state` (made by `prism store init`), or `files`".into()),
+        ));
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
         Err(invalid(problems))
     }
+}
+
+/// Where replicas share state: `--store` (or `PRISM_STORE`), else the settings file's
+/// `store`, else this machine's files.
+pub fn store(flag: Option<&crate::store::StoreUrl>, config: &UserConfig) -> crate::store::StoreUrl {
+    flag.cloned()
+        .or_else(|| config.store.as_deref().and_then(|s| s.parse().ok()))
+        .unwrap_or(crate::store::StoreUrl::Files)
 }
 
 /// Records a problem for every key of `value` (at `pointer`) that the file may not hold.
@@ -345,6 +369,11 @@ mod tests {
                 "at least 1",
             ),
             ("rate_limiting: [\n", 2, "invalid YAML"),
+            (
+                "capacity: {}\nstore: s3://bucket\n",
+                2,
+                "`s3://bucket` is not a store",
+            ),
         ] {
             let Err(ConfigError::Invalid { problems, .. }) = parse("c.yaml", text) else {
                 panic!("{text:?} is refused");

@@ -69,10 +69,10 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
     /// Where replicas share state: `dynamodb://TABLE` (made by `prism store init`) lets
     /// several servers behind one load balancer answer for the same launches, each
-    /// account and region's launches run by one of them at a time; `files` (the
-    /// default) keeps them in --state-dir
-    #[arg(long, env = "PRISM_STORE", default_value = "files", value_name = "URL")]
-    pub store: crate::store::StoreUrl,
+    /// account and region's launches run by one of them at a time; `files` keeps them in
+    /// --state-dir [default: the settings file's `store`, else files]
+    #[arg(long, env = "PRISM_STORE", value_name = "URL")]
+    pub store: Option<crate::store::StoreUrl>,
 }
 
 fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
@@ -343,12 +343,13 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<ExitCode, Fail
     let mut lock = one_server(&state)?;
     let api_token = api_token::load_or_create(&state, args.rotate_token)
         .map_err(|e| Failure::Refused(Refusal::Unavailable, e.to_string()))?;
-    let table: Option<Arc<dyn crate::store::Store>> = match &args.store {
+    let store = crate::config::store(args.store.as_ref(), &settings);
+    let table: Option<Arc<dyn crate::store::Store>> = match &store {
         StoreUrl::Files => None,
         StoreUrl::DynamoDb { table } => {
             let aws = connect_to(global, None).await?;
             let unreachable = |e: crate::store::StoreError| {
-                Failure::Refused(Refusal::Unavailable, format!("{}: {e}", args.store))
+                Failure::Refused(Refusal::Unavailable, format!("{store}: {e}"))
             };
             Some(Arc::new(
                 crate::store::dynamo::DynamoStore::new(aws.sdk_config(), table)

@@ -54,9 +54,10 @@ pub struct WatchArgs {
     pub allow_remote: bool,
     /// Where replicas share state: `dynamodb://TABLE` (made by `prism store init`) lets
     /// several watches of one manifest run on several machines, one reconciling at a
-    /// time; `files` (the default) keeps this machine's launch notes in a file
-    #[arg(long, env = "PRISM_STORE", default_value = "files", value_name = "URL")]
-    pub store: crate::store::StoreUrl,
+    /// time; `files` keeps this machine's launch notes in a file [default: the settings
+    /// file's `store`, else files]
+    #[arg(long, env = "PRISM_STORE", value_name = "URL")]
+    pub store: Option<crate::store::StoreUrl>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Failure> {
@@ -79,10 +80,10 @@ pub async fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitCode, Fail
         aws = aws.with_metrics(m.clone());
     }
     let cancel = CancellationToken::new();
-    let (notes, lease) = match &args.store {
+    let (notes, lease) = match crate::config::store(args.store.as_ref(), &config) {
         StoreUrl::Files => (super::launch_notes(global, &aws).await, None),
         StoreUrl::DynamoDb { table } => {
-            let keeper = super::store_cmd::lease_keeper(&aws, table).await?;
+            let keeper = super::store_cmd::lease_keeper(&aws, &table).await?;
             // Whose turn it is is known before the first pass.
             let mut last = None;
             keep_once(&keeper, &mut last, metrics.as_deref(), WORK).await;

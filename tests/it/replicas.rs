@@ -40,23 +40,39 @@ fn manifest(emu: &Emulator) -> PathBuf {
 
 /// A `prism watch` replica of `path` named `name`: its log, and the port of its metrics.
 fn replica(emu: &Emulator, path: &Path, name: &str) -> (Running, PathBuf, u16) {
+    replica_set(emu, path, name, false)
+}
+
+/// [`replica`], told the store by `--store`, or with `in_settings` by the settings
+/// file's `store`.
+fn replica_set(
+    emu: &Emulator,
+    path: &Path,
+    name: &str,
+    in_settings: bool,
+) -> (Running, PathBuf, u16) {
     let log = emu.dir.path().join(format!("{name}.log"));
     let port = crate::metrics::free_port();
-    let child = prism_command(&[
-        "watch",
-        "--resync",
-        "1s",
-        "--store",
-        STORE,
-        "--metrics-listen",
-        &format!("127.0.0.1:{port}"),
-        path.to_str().unwrap(),
-    ])
-    .env("AWS_ENDPOINT_URL", &emu.url)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["watch", "--resync", "1s", "--metrics-listen", &listen];
+    if !in_settings {
+        args.extend(["--store", STORE]);
+    }
+    args.push(path.to_str().unwrap());
+    let mut command = prism_command(&args);
+    if in_settings {
+        let settings = emu.write(
+            &format!("{name}-settings.yaml"),
+            &format!("store: {STORE}\n"),
+        );
+        command.env("PRISM_CONFIG", settings);
+    }
+    let child = command
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     (Running(Some(child)), log, port)
 }
 
@@ -136,7 +152,8 @@ async fn three_replicas_repair_drift_once_and_hand_over_when_the_holder_dies() {
     let path = manifest(&emu);
     let (a, a_log, a_port) = replica(&emu, &path, "a");
     let (b, b_log, b_port) = replica(&emu, &path, "b");
-    let (c, c_log, c_port) = replica(&emu, &path, "c");
+    // The third is told the store by its settings file.
+    let (c, c_log, c_port) = replica_set(&emu, &path, "c", true);
     let logs = [a_log.as_path(), b_log.as_path(), c_log.as_path()];
     until_live(&emu, 3).await;
     let first = the_holder(&logs);
