@@ -538,6 +538,12 @@ async fn begin(
         .keeper(manifest)
         .await?
         .map(|k| k.name.clone());
+    let engine = app.connector.engine(manifest).await?;
+    let cloud = engine.cloud();
+    let place = match cloud.account().await {
+        Some(a) => format!("account {a}, {}", cloud.region()),
+        None => cloud.region().to_string(),
+    };
     let record = Record {
         id: new_id(created_ms),
         fleet: manifest.name.clone(),
@@ -550,6 +556,7 @@ async fn begin(
         report: None,
         error: None,
         lease,
+        place: Some(place),
     };
     let launch = Launch::new(record, vec![]);
     start(app, manifest, request, &launch).await?;

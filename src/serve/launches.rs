@@ -334,6 +334,7 @@ impl Launch {
         json!({
             "id": r.id,
             "fleet": r.fleet,
+            "place": r.place,
             "state": inner.shown_state(),
             "resumable": r.state == LaunchState::Interrupted,
             "created_at": r.created_at,

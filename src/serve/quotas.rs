@@ -205,6 +205,14 @@ pub async fn region(app: &App) -> Option<String> {
     Some(cloud.region().to_string())
 }
 
+/// Where the quotas are read: `account 123456789012 (profile p), us-west-2`, when
+/// AWS says which account.
+pub async fn place(app: &App) -> Option<String> {
+    let cloud = app.connector.cloud().await.ok()?;
+    let account = cloud.account().await?;
+    Some(format!("account {account}, {}", cloud.region()))
+}
+
 /// How long the banner's list of open requests is shared.
 const OPEN_REQUESTS_AGE: std::time::Duration = std::time::Duration::from_secs(15);
 

@@ -110,6 +110,10 @@ pub struct Record {
     /// With replicas: the lease (`ACCOUNT/REGION`) whose holder runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// Where it launches: `account 123456789012 (profile p), us-west-2` (the account
+    /// when AWS says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 /// The files of the state directory, or the table replicas share.
@@ -448,6 +452,7 @@ mod tests {
             report: None,
             error: None,
             lease: Some("1/r".into()),
+            place: None,
         };
         store.create(&record).await.unwrap();
         assert!(store.index().await.unwrap().contains_key("bl-1"));

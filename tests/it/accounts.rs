@@ -407,10 +407,23 @@ async fn serve_launches_each_fleet_in_its_manifests_account() {
         assert_eq!(st, 202, "{v}");
         ids.push(v["id"].as_str().unwrap().to_string());
     }
-    for id in &ids {
+    // Each launch says where it launches, as its page does.
+    for (id, place) in ids.iter().zip([
+        format!("account {HOME_ACCOUNT}, us-west-2"),
+        format!("account {COURSE_ACCOUNT} (profile course-b), us-west-2"),
+    ]) {
         let done = s.until_over(id);
         assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["place"], place.as_str(), "{done}");
+        let (st, page) = s.page(&format!("/launches/{id}"));
+        assert_eq!(st, 200);
+        assert!(page.contains(&format!("· in {place}")), "{page}");
     }
+    let (_, quotas) = s.page("/quotas");
+    assert!(
+        quotas.contains(&format!("In account {HOME_ACCOUNT}, us-west-2")),
+        "the quotas page names the server's own account"
+    );
     assert_eq!(live(&emu.ec2()).await, workspaces("home-lab", 2));
     assert_eq!(
         live(&course_ec2(&emu).await).await,

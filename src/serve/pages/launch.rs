@@ -471,7 +471,7 @@ pub async fn launch_progress(
                 h1 { "Launch of " (v["fleet"].as_str().unwrap_or_default()) }
                 span role="status" { span.badge.(state) #launch-state { (state_text(&v)) } }
             }
-            p.muted { "Launch " code { (id) } " · started " (v["created_at"].as_str().unwrap_or_default()) }
+            p.muted { "Launch " code { (id) } " · started " (v["created_at"].as_str().unwrap_or_default()) @if let Some(place) = v["place"].as_str() { " · in " (place) } }
             p.notice.warning.connection #connection role="status" {}
             @if state == "queued" { p.notice.warning #queued-note { "Waiting for the launch before it in this account and region to finish." } }
             @if state == "interrupted" {

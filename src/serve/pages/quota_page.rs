@@ -394,12 +394,14 @@ async fn quotas_view(
         .unwrap_or_default();
     let banner_data = Banner::from_alerts(app, alerts, headers).await;
     let region = quotas::region(app).await;
+    let place = quotas::place(app).await;
     let open = form.map(|f| f.3.to_string()).or_else(|| q.request.clone());
     let main = html! {
         div.title-row {
             h1 { "Quotas" }
             a.button href="/quotas" { "Refresh" }
         }
+        @if let Some(place) = &place { p.muted #place { "In " (place) } }
         @match &rows {
             Err(e) => { (error_box(e)) }
             Ok(rows) => {
