@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, KeySchemaElement, KeyType,
     Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
@@ -383,11 +384,18 @@ impl Table {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.fenced(lease, TransactWriteItem::builder().update(update).build())
+            .await
+    }
+
+    /// Writes `item` only while `lease` is held at its epoch ([`StoreError::Fenced`]
+    /// otherwise); false when `item`'s own condition did not hold.
+    async fn fenced(&self, lease: &Lease, item: TransactWriteItem) -> Result<bool, StoreError> {
         let written = self
             .client
             .transact_write_items()
             .transact_items(self.fence(lease)?)
-            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(item)
             .send()
             .await;
         match written {
@@ -397,7 +405,9 @@ impl Table {
             {
                 // Which condition failed: the lease's (first) or the item's (second).
                 let reasons = match e.err() {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c.cancellation_reasons().to_vec(),
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        c.cancellation_reasons().to_vec()
+                    }
                     _ => vec![],
                 };
                 let failed = |i: usize| {
@@ -424,20 +434,9 @@ impl Table {
             .item("epoch", n(lease.epoch))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let written = self
-            .client
-            .transact_write_items()
-            .transact_items(self.fence(lease)?)
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("TransactionCanceledException") => {
-                Err(StoreError::Fenced(lease.name.clone()))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.fenced(lease, TransactWriteItem::builder().put(put).build())
+            .await
+            .map(|_| ())
     }
 }
 

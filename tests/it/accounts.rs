@@ -85,18 +85,19 @@ async fn course_ec2(emu: &Emulator) -> aws_sdk_ec2::Client {
         .await
         .expect("AssumeRole");
     let c = assumed.credentials().expect("credentials");
+    let role = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "role",
+    );
     let who = aws_sdk_sts::Client::from_conf(
         aws_sdk_sts::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&emu.url)
-            .credentials_provider(Credentials::new(
-                c.access_key_id(),
-                c.secret_access_key(),
-                Some(c.session_token().to_string()),
-                None,
-                "role",
-            ))
+            .credentials_provider(role.clone())
             .build(),
     );
     let account = who.get_caller_identity().send().await.expect("whoami");
@@ -105,13 +106,7 @@ async fn course_ec2(emu: &Emulator) -> aws_sdk_ec2::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(&emu.url)
-        .credentials_provider(Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_string()),
-            None,
-            "role",
-        ))
+        .credentials_provider(role)
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }

@@ -215,16 +215,8 @@ async fn a_holder_paused_past_its_lease_launches_nothing_when_it_wakes() {
     let (_b, b_log, _) = replica(&emu, &path, "b");
     let logs = [a_log.as_path(), b_log.as_path()];
     assert_eq!(the_holder(&logs), 0);
-    let pid = a.0.as_ref().unwrap().id().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let pid = a.0.as_ref().unwrap().id();
+    let signal = |sig: &str| signal(pid, sig);
     signal("-STOP");
     drift(&emu, "lab-01").await;
     eventually("the other replica to take the lease", TAKEOVER, || {
@@ -267,6 +259,15 @@ async fn a_holder_paused_past_its_lease_launches_nothing_when_it_wakes() {
         eprintln!("the woken replica planned a launch and was fenced");
     }
     drop(a);
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
 }
 
 fn file_has(log: &Path, needle: &str) -> Result<(), String> {
@@ -464,16 +465,8 @@ async fn serve_replicas_carry_a_launch_on_when_the_one_running_it_dies() {
 async fn a_serve_replica_paused_past_its_lease_writes_and_launches_nothing_when_it_wakes() {
     let emu = Emulator::start();
     let (a, a_log, b, b_log, id) = launching_on_a(&emu);
-    let pid = a.child.id().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let pid = a.child.id();
+    let signal = |sig: &str| signal(pid, sig);
     signal("-STOP");
     let paused = Instant::now();
     taken_over(&b_log, &id, paused);
