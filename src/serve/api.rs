@@ -335,11 +335,13 @@ pub async fn take_over(app: &Arc<App>, launch: &Arc<Launch>) -> Result<bool, Api
     if !launch.state().is_active() || !launch.claim() {
         return Ok(false);
     }
-    let cancel = app
-        .store
-        .cancel_requested(&record.id)
-        .await
-        .unwrap_or(false);
+    // Cancelled on the replica that ran it, or asked of it from another.
+    let cancel = launch.state() == LaunchState::Cancelling
+        || app
+            .store
+            .cancel_requested(&record.id)
+            .await
+            .unwrap_or(false);
     tracing::warn!(
         lease = %keeper.name,
         "this replica takes launch {} of fleet `{}` over ({} events so far): it holds the lease of {} now",
@@ -401,6 +403,15 @@ pub async fn create(
         .map(|k| k.to_str().map(str::to_string))
         .transpose()
         .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?;
+    if let Some(k) = &key
+        && !(1..=IDEMPOTENCY_KEY_MAX).contains(&k.trim().len())
+    {
+        return Err(ApiError::bad_request(format!(
+            "the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} characters, not {}",
+            k.trim().len()
+        ))
+        .fix("Use a shorter key, such as a UUID."));
+    }
     // The same request however it is spaced: compared as parsed JSON.
     let canonical = serde_json::from_slice::<Value>(&bytes)
         .map(|v| v.to_string().into_bytes())
@@ -506,6 +517,9 @@ async fn keep_key(
     }
     None
 }
+
+/// The longest Idempotency-Key taken (every store keeps it whole).
+const IDEMPOTENCY_KEY_MAX: usize = 255;
 
 /// Err (400) when the body's `wait_for_quota` is not a duration.
 fn check_quota_wait(body: &LaunchBody) -> Result<(), ApiError> {

@@ -445,6 +445,13 @@ async fn a_bulk_launch_succeeds_once_per_key_and_streams_every_event() {
     let other = json!({"manifest": manifest("cs", 5, FAST)});
     let (st, _, _) = s.call("POST", BULK, &[("Idempotency-Key", "k1")], Some(&other));
     assert_eq!(st, 422);
+    let long = "k".repeat(256);
+    let (st, _, e) = s.call("POST", BULK, &[("Idempotency-Key", &long)], Some(&other));
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["error"]["title"].as_str().unwrap().contains("1 to 255"),
+        "{e}"
+    );
 
     let done = s.until_over(&id);
     assert_eq!(done["state"], "succeeded", "{done}");
