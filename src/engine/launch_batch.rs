@@ -99,18 +99,19 @@ pub fn plan(
     };
     let memory = &ctx.engine.memory;
     let mut replays: BTreeMap<String, (BatchNote, Vec<Action>)> = BTreeMap::new();
-    let mut replay = |a: &Action, token: Option<String>| {
-        let Some(token) = token else { return };
-        let Some(b) = memory.recall_batch(&token) else {
-            return;
+    // Whether the batch `token` names was found (and `a` joins its replay).
+    let mut replay = |a: &Action, token: &str| {
+        let Some(b) = memory.recall_batch(token) else {
+            return false;
         };
         if b.fleet == ctx.fleet && b.spec_digest == ctx.digest {
             replays
-                .entry(token)
+                .entry(token.to_string())
                 .or_insert_with(|| (b, vec![]))
                 .1
                 .push(a.clone());
         }
+        true
     };
     let mut unnoted: Vec<&Action> = vec![];
     for a in creates
@@ -119,7 +120,17 @@ pub fn plan(
         .filter(|a| a.action == ActionKind::Create)
     {
         match memory.recall(&ctx.fleet, &a.workspace, &ctx.digest) {
-            Some(n) => replay(a, n.batch),
+            // A batch forgotten since it was read (AWS refused it a moment ago): the
+            // workspace is claimed again below, under the notes' lock, where it meets
+            // the other run's new claim if there is one.
+            Some(n) => {
+                if let Some(token) = n.batch
+                    && !replay(a, &token)
+                    && free(a)
+                {
+                    unnoted.push(a);
+                }
+            }
             None if free(a) => unnoted.push(a),
             None => {}
         }
@@ -157,8 +168,7 @@ pub fn plan(
         };
         first_zone.insert(a.workspace.clone(), choice);
     }
-    let names: Vec<String> = unnoted.iter().map(|a| a.workspace.clone()).collect();
-    let claim = memory.claim(&ctx.fleet, &ctx.digest, &names, |free_names| {
+    let compose = |free_names: &[String]| {
         let mut groups: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
         let mut alone = vec![];
         for w in free_names {
@@ -188,10 +198,29 @@ pub fn plan(
             }
         }
         (batches, alone)
-    });
-    for (w, n) in claim.taken {
-        if let Some(a) = unnoted.iter().find(|a| a.workspace == w) {
-            replay(a, n.batch);
+    };
+    // Claimed under the notes' lock. A workspace another run claimed into a batch that
+    // is forgotten before it is read (refused a moment ago) is claimed again: it is
+    // free by then, or in that run's next batch.
+    let mut names: Vec<String> = unnoted.iter().map(|a| a.workspace.clone()).collect();
+    let mut claimed: Vec<(String, BatchNote)> = vec![];
+    for _ in 0..CLAIM_TRIES {
+        let claim = memory.claim(&ctx.fleet, &ctx.digest, &names, |f| compose(f));
+        claimed.extend(claim.batches);
+        names = claim
+            .taken
+            .into_iter()
+            .filter(|(w, n)| {
+                let Some(token) = &n.batch else { return false };
+                unnoted
+                    .iter()
+                    .find(|a| &a.workspace == w)
+                    .is_some_and(|a| !replay(a, token))
+            })
+            .map(|(w, _)| w)
+            .collect();
+        if names.is_empty() {
+            break;
         }
     }
     let action = |w: &String| {
@@ -211,7 +240,7 @@ pub fn plan(
             replay: true,
         })
         .collect();
-    out.extend(claim.batches.into_iter().map(|(token, b)| Batch {
+    out.extend(claimed.into_iter().map(|(token, b)| Batch {
         actions: b.members.iter().filter_map(action).collect(),
         members: b.members,
         zone: b.zone,
@@ -220,6 +249,10 @@ pub fn plan(
     }));
     out
 }
+
+/// How many times a plan claims the workspaces whose claimed batch vanished as it was
+/// read; past that they launch alone, by their notes.
+const CLAIM_TRIES: usize = 3;
 
 /// The workspaces of a zone cut into calls: at most [`LAUNCHES_PER_CALL`], and names
 /// that fit in [`LIST_TAGS_MAX`] tags.
