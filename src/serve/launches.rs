@@ -393,15 +393,16 @@ impl Launch {
         }
     }
 
-    /// Carries out the launch: at once when its region's slot is free, else it waits as
-    /// `queued` for the launches ahead of it (other fleets in the same account and
-    /// region) and is planned again when its turn comes. Numbers, keeps and passes on
-    /// the run's events, and sets the state from its report.
     /// The span of this launch's log records: its id and fleet.
     pub fn span(&self) -> tracing::Span {
         tracing::info_span!("launch", launch_id = %self.id(), fleet = %self.fleet())
     }
 
+    /// Carries out the launch: at once when its account and region's slot is free,
+    /// else it waits as `queued` for the launches ahead of it (other fleets in the same
+    /// account and region) and is planned again when its turn comes. Numbers, keeps and
+    /// passes on the run's events, and sets the state from its report.
+    ///
     /// With `lease` (replicas), its events and record are written to the shared table
     /// under that lease, `first` (an event line) before the run's own.
     pub fn start(
