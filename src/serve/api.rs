@@ -253,6 +253,7 @@ async fn start(
     launch: &Arc<Launch>,
 ) -> Result<(), ApiError> {
     let (engine, job, opts) = prepare(app, manifest, &request).await?;
+    launch.set_place(place_of(&engine).await);
     let keeper = app.connector.keeper(manifest).await?;
     if keeper.as_ref().is_some_and(|k| k.lease().is_none()) {
         return Ok(());
@@ -266,6 +267,21 @@ async fn start(
     };
     launch.start(how, app.store.clone(), keeper, None);
     Ok(())
+}
+
+/// Where `engine` launches: `account 123456789012 (profile p), us-west-2`, or the
+/// region alone when AWS does not say which account.
+async fn place_of(engine: &crate::engine::Engine) -> String {
+    let cloud = engine.cloud();
+    match cloud.account().await {
+        Some(a) => place_text(&a, cloud.region()),
+        None => cloud.region().to_string(),
+    }
+}
+
+/// `account 123456789012 (profile p), us-west-2`.
+pub fn place_text(account: &crate::cloud::Account, region: &str) -> String {
+    format!("account {account}, {region}")
 }
 
 /// The launch slot of `engine`'s account and region: one launch runs there at a time.
@@ -552,12 +568,6 @@ async fn begin(
         .keeper(manifest)
         .await?
         .map(|k| k.name.clone());
-    let engine = app.connector.engine(manifest).await?;
-    let cloud = engine.cloud();
-    let place = match cloud.account().await {
-        Some(a) => format!("account {a}, {}", cloud.region()),
-        None => cloud.region().to_string(),
-    };
     let record = Record {
         id: new_id(created_ms),
         fleet: manifest.name.clone(),
@@ -570,7 +580,8 @@ async fn begin(
         report: None,
         error: None,
         lease,
-        place: Some(place),
+        // Set by `start`, from the engine it plans with.
+        place: None,
     };
     let launch = Launch::new(record, vec![]);
     start(app, manifest, request, &launch).await?;

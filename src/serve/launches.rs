@@ -610,6 +610,11 @@ impl Launch {
         }
     }
 
+    /// Says where the launch launches (kept with its record from then on).
+    pub fn set_place(&self, place: String) {
+        self.lock().record.place = Some(place);
+    }
+
     /// Whether this replica shows the launch as the shared table says (it does not
     /// run it).
     pub fn mirrored(&self) -> bool {

@@ -210,7 +210,7 @@ pub async fn region(app: &App) -> Option<String> {
 pub async fn place(app: &App) -> Option<String> {
     let cloud = app.connector.cloud().await.ok()?;
     let account = cloud.account().await?;
-    Some(format!("account {account}, {}", cloud.region()))
+    Some(super::api::place_text(&account, cloud.region()))
 }
 
 /// How long the banner's list of open requests is shared.
